@@ -1,0 +1,8 @@
+//! The vlnet node daemon as a library: it loads the VTEP programs, keeps their
+//! maps in step with the config, and answers the admin API and `/metrics`.
+//!
+//! # Layout
+//! - [`config`]: the TOML config and its validation.
+//! - [`model`]: records the node reports (API, CLI, metrics share them).
+pub mod config;
+pub mod model;

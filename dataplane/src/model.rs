@@ -1,0 +1,107 @@
+//! What the node reports about itself: the records the admin API returns,
+//! `vlnet ctl` prints and `/metrics` exports. Plain data, serialisable.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// How the underlay decapsulates: at XDP or at TC ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathMode {
+    /// TC ingress on the underlay (keeps GSO/GRO; best on veth).
+    Tc,
+    /// XDP on the underlay (earliest drop point; for native-XDP NICs).
+    Xdp,
+}
+
+/// Node-wide state, `vlnet ctl status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node name from the config.
+    pub node: String,
+    /// Local VTEP address.
+    pub vtep: Ipv4Addr,
+    /// Underlay interface name.
+    pub underlay: String,
+    /// Decap mode in use.
+    pub datapath: DatapathMode,
+    /// Underlay L3 MTU; overlay ports get this minus 50.
+    pub underlay_mtu: u32,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Whether this daemon adopted programs pinned by a previous one.
+    pub adopted: bool,
+    /// Configured VNIs.
+    pub vnis: Vec<VniStatus>,
+    /// Dropped packets by reason (every reason, zeros included).
+    pub drops: Vec<DropCount>,
+}
+
+/// One VNI on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VniStatus {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// Local bridge the overlay port is a member of.
+    pub bridge: String,
+    /// Bridge-side end of the overlay port.
+    pub port: String,
+    /// Number of remote VTEPs in the flood list.
+    pub peers: usize,
+    /// FDB entries for this VNI.
+    pub fdb_entries: usize,
+}
+
+/// Dropped packets for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// Reason name, as in `vlnet_drops_total{reason}`.
+    pub reason: String,
+    /// Packets dropped.
+    pub packets: u64,
+}
+
+/// A remote VTEP of one VNI and the traffic exchanged with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// Remote VTEP address.
+    pub vtep: Ipv4Addr,
+    /// Inner frames received from the peer.
+    pub rx_packets: u64,
+    /// Inner bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Inner frames sent to the peer.
+    pub tx_packets: u64,
+    /// Inner bytes sent to the peer.
+    pub tx_bytes: u64,
+}
+
+/// How an FDB entry got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdbKind {
+    /// From the config (or the control plane); never aged or learned over.
+    Static,
+    /// Learned from a decapsulated frame; ages out.
+    Learned,
+}
+
+/// One MAC location, `vlnet ctl fdb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRecord {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Remote VTEP the MAC lives behind.
+    pub vtep: Ipv4Addr,
+    /// Static or learned.
+    pub kind: FdbKind,
+    /// Seconds since the entry was last confirmed.
+    pub age_secs: u64,
+}

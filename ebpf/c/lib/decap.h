@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * decap.h - validation, learning and ECN for received VXLAN, written once for
+ * the XDP and TC entry points (which differ only in how they strip headers and
+ * redirect).
+ */
+#ifndef VLNET_DECAP_H
+#define VLNET_DECAP_H
+
+#include "drop.h"
+#include "ecn.h"
+
+/* decap_classify() result that is neither OK nor a drop reason. */
+#define DECAP_NOT_OURS (-1)
+#define DECAP_OK 0
+
+/* What a valid VXLAN packet told us. */
+struct decap_info {
+	__u32 vni;
+	__u32 src_vtep_be;
+	__u32 overlay_ifindex;
+	__u32 inner_len;  /* inner frame bytes, Ethernet header included */
+	__u32 outer_len;  /* bytes from the outer Ethernet header to the inner one */
+	__u8 outer_tos;
+	struct vlnet_peer_stats *stats;
+};
+
+/* Sum the IPv4 header's 16-bit words; a valid header sums to 0xffff. */
+static __always_inline int ipv4_header_valid(const struct iphdr *ip, __u32 ihl_words, void *data_end)
+{
+	const __u16 *word = (const __u16 *)ip;
+	__u32 sum = 0;
+
+	for (int i = 0; i < 30; i++) {
+		if (i >= ihl_words * 2)
+			break;
+		if ((void *)(word + i + 1) > data_end)
+			return 0;
+		sum += word[i];
+	}
+	return csum_fold(sum) == 0;
+}
+
+/**
+ * decap_classify() - decide what an underlay frame is.
+ * @data, @data_end: the linear bytes of the frame.
+ * @frame_len: the whole frame's length (skb->len for TC).
+ * @is_gso: the frame is a GSO super-packet (length fields describe the whole).
+ * @di: filled in when the result is DECAP_OK.
+ *
+ * Return: DECAP_NOT_OURS to leave the frame to the kernel, DECAP_OK for a
+ * valid VXLAN packet of a configured VNI from a member VTEP, or the
+ * enum vlnet_drop_reason to drop it with.
+ */
+static __always_inline int decap_classify(void *data, void *data_end, __u32 frame_len,
+					  int is_gso, struct decap_info *di)
+{
+	__u32 slot = VLNET_CONFIG_SLOT;
+	struct vlnet_node_config *cfg;
+	struct vlnet_vni_config *vc;
+	struct ethhdr *eth = data;
+	struct ethhdr *inner;
+	struct vxlan_hdr *vx;
+	struct udphdr *udp;
+	struct iphdr *ip;
+	__u32 ihl, tot_len;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return DECAP_NOT_OURS;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
+		return DECAP_NOT_OURS;
+	cfg = bpf_map_lookup_elem(&vlnet_config, &slot);
+	if (!cfg || ip->daddr != cfg->local_vtep_be)
+		return DECAP_NOT_OURS;
+
+	/* UDP to our VTEP address from here on: garbage is ours to drop. */
+	ihl = ip->ihl;
+	if (ip->version != 4 || ihl < 5)
+		return VLNET_DROP_BAD_IP_HEADER;
+	if (!ipv4_header_valid(ip, ihl, data_end))
+		return VLNET_DROP_BAD_IP_HEADER;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return DECAP_NOT_OURS; /* later fragment: no port to judge by */
+
+	udp = (void *)ip + ihl * 4;
+	if ((void *)(udp + 1) > data_end)
+		return VLNET_DROP_TRUNCATED;
+	if (udp->dest != bpf_htons(VLNET_VXLAN_PORT))
+		return DECAP_NOT_OURS;
+
+	/* VXLAN for us. */
+	if (ip->frag_off & bpf_htons(IP_MF))
+		return VLNET_DROP_FRAGMENT;
+	vx = (void *)(udp + 1);
+	inner = (void *)(vx + 1);
+	if ((void *)(inner + 1) > data_end)
+		return VLNET_DROP_TRUNCATED;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (!is_gso) {
+		if (tot_len + ETH_HLEN > frame_len ||
+		    tot_len < ihl * 4 + sizeof(*udp) + sizeof(*vx) + ETH_HLEN ||
+		    bpf_ntohs(udp->len) != tot_len - ihl * 4)
+			return VLNET_DROP_BAD_LENGTH;
+	}
+	if (vx->flags != bpf_htonl(VXLAN_FLAG_I) || (vx->vni & bpf_htonl(0xff)))
+		return VLNET_DROP_BAD_VXLAN_FLAGS;
+
+	di->vni = bpf_ntohl(vx->vni) >> 8;
+	vc = bpf_map_lookup_elem(&vlnet_vnis, &di->vni);
+	if (!vc)
+		return VLNET_DROP_UNKNOWN_VNI;
+	if (ip->saddr == cfg->local_vtep_be)
+		return VLNET_DROP_LOOPED;
+	di->stats = peer_stats(di->vni, ip->saddr);
+	if (!di->stats)
+		return VLNET_DROP_UNKNOWN_VTEP;
+	if ((inner->h_source[0] & 1) ||
+	    !(inner->h_source[0] | inner->h_source[1] | inner->h_source[2] |
+	      inner->h_source[3] | inner->h_source[4] | inner->h_source[5]))
+		return VLNET_DROP_BAD_INNER_SOURCE;
+	if (!vc->overlay_ifindex)
+		return VLNET_DROP_NOT_CONFIGURED;
+
+	di->src_vtep_be = ip->saddr;
+	di->overlay_ifindex = vc->overlay_ifindex;
+	di->outer_len = (void *)inner - data;
+	di->inner_len = frame_len - di->outer_len;
+	di->outer_tos = ip->tos;
+	return DECAP_OK;
+}
+
+/**
+ * decap_learn() - record that @mac on @di->vni lives behind @di->src_vtep_be.
+ * Static entries are never overridden; a known entry is refreshed at most once
+ * per FDB_REFRESH_NS to keep map writes off the hot path.
+ */
+static __always_inline void decap_learn(const struct decap_info *di, const __u8 *mac)
+{
+	struct vlnet_fdb_key key = { .vni = di->vni };
+	struct vlnet_fdb_entry *old, entry = {};
+	__u64 now = bpf_ktime_get_ns();
+
+	__builtin_memcpy(key.mac, mac, ETH_ALEN);
+	old = bpf_map_lookup_elem(&vlnet_fdb, &key);
+	if (old) {
+		if (old->flags & VLNET_FDB_STATIC)
+			return;
+		if (old->vtep_be == di->src_vtep_be && now - old->updated_ns < FDB_REFRESH_NS)
+			return;
+	}
+	entry.vtep_be = di->src_vtep_be;
+	entry.flags = VLNET_FDB_LEARNED;
+	entry.updated_ns = now;
+	bpf_map_update_elem(&vlnet_fdb, &key, &entry, BPF_ANY);
+}
+
+/**
+ * decap_prepare() - everything the two entry points share once a packet is
+ * classified OK: ECN (RFC 6040), learning and rx counters. @inner must point
+ * into writable packet memory. Returns 0 or a drop reason.
+ */
+static __always_inline int decap_prepare(struct decap_info *di, struct ethhdr *inner,
+					 void *data_end, __u32 segs)
+{
+	int reason = ecn_decap(di->outer_tos, inner, data_end);
+
+	if (reason)
+		return reason;
+	decap_learn(di, inner->h_source);
+	di->stats->rx_packets += segs;
+	di->stats->rx_bytes += di->inner_len;
+	return 0;
+}
+
+#endif

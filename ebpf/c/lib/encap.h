@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* encap.h - building VXLAN outer headers and resolving the underlay next hop. */
+#ifndef VLNET_ENCAP_H
+#define VLNET_ENCAP_H
+
+#include "drop.h"
+#include "ecn.h"
+
+/* Resolution outcome besides 0 (MACs filled in) and a drop reason. */
+#define NEXT_HOP_NEEDS_NEIGH (-1)
+
+/* BPF_F_ADJ_ROOM_ENCAP_L2(len) from the UAPI header, which BTF cannot carry. */
+#define ADJ_ROOM_ENCAP_L2(len) (((__u64)(len) & 0xff) << 56)
+#define ENCAP_FLAGS                                                                         \
+	(BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | \
+	 BPF_F_ADJ_ROOM_ENCAP_L2_ETH | ADJ_ROOM_ENCAP_L2(ETH_HLEN))
+
+/**
+ * flow_source_port() - outer UDP source port from the inner flow hash, spread
+ * over the configured range (RFC 7348 section 5: entropy for ECMP).
+ */
+static __always_inline __be16 flow_source_port(const struct vlnet_node_config *cfg, __u32 hash)
+{
+	__u32 range = (__u32)cfg->sport_max - cfg->sport_min + 1;
+
+	return bpf_htons(cfg->sport_min + (__u16)(((__u64)hash * range) >> 32));
+}
+
+/**
+ * encap_init() - fill the outer headers that do not depend on the remote VTEP.
+ * @inner_len: inner frame length, Ethernet header included.
+ * @tos: inner TOS / traffic class (0 for non-IP).
+ */
+static __always_inline void encap_init(struct vxlan_encap *h, const struct vlnet_node_config *cfg,
+				       __u32 vni, __u32 inner_len, __u8 tos, __be16 sport)
+{
+	__u8 dscp = cfg->inherit_dscp ? tos : cfg->tos;
+
+	h->eth.h_proto = bpf_htons(ETH_P_IP);
+	h->ip.version = 4;
+	h->ip.ihl = 5;
+	h->ip.tos = ecn_encap_tos(dscp, tos);
+	h->ip.tot_len = bpf_htons(inner_len + sizeof(h->ip) + sizeof(h->udp) + sizeof(h->vx));
+	h->ip.frag_off = bpf_htons(IP_DF);
+	h->ip.ttl = cfg->ttl;
+	h->ip.protocol = IPPROTO_UDP;
+	h->ip.saddr = cfg->local_vtep_be;
+	h->udp.source = sport;
+	h->udp.dest = bpf_htons(VLNET_VXLAN_PORT);
+	h->udp.len = bpf_htons(inner_len + sizeof(h->udp) + sizeof(h->vx));
+	h->udp.check = 0; /* RFC 7348: SHOULD be zero over IPv4 */
+	h->vx.flags = bpf_htonl(VXLAN_FLAG_I);
+	h->vx.vni = bpf_htonl(vni << 8);
+}
+
+/**
+ * encap_set_remote() - address the outer headers to @dst_be: destination IP,
+ * IPv4 checksum, and the next hop's MACs from the kernel FIB.
+ * @ifindex: set to the egress interface.
+ * @nh_be: set to the next-hop address (for bpf_redirect_neigh).
+ *
+ * Return: 0, NEXT_HOP_NEEDS_NEIGH when the route is known but the next hop's
+ * MAC is not, or VLNET_DROP_NO_ROUTE.
+ */
+static __always_inline int encap_set_remote(struct __sk_buff *skb, struct vxlan_encap *h,
+					    const struct vlnet_node_config *cfg, __u32 dst_be,
+					    __u32 *ifindex, __u32 *nh_be)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	h->ip.daddr = dst_be;
+	h->ip.check = 0;
+	h->ip.check = ipv4_header_csum(&h->ip);
+
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.ipv4_src = cfg->local_vtep_be;
+	fib.ipv4_dst = dst_be;
+	fib.ifindex = cfg->underlay_ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	*ifindex = fib.ifindex;
+	*nh_be = fib.ipv4_dst;
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		__builtin_memcpy(h->eth.h_dest, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(h->eth.h_source, fib.smac, ETH_ALEN);
+		return 0;
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return NEXT_HOP_NEEDS_NEIGH;
+	return VLNET_DROP_NO_ROUTE;
+}
+
+#endif

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* maps.h - every map vlnet's programs use; all pinned by name. */
+#ifndef VLNET_MAPS_H
+#define VLNET_MAPS_H
+
+#include "common.h"
+
+/* Node-wide settings (one slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vlnet_node_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_config SEC(".maps");
+
+/* VNI -> overlay port and flood list. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct vlnet_vni_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_vnis SEC(".maps");
+
+/* Overlay port ifindex (vlnet's end) -> VNI. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_ports SEC(".maps");
+
+/* (VNI, MAC) -> remote VTEP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct vlnet_fdb_key);
+	__type(value, struct vlnet_fdb_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_fdb SEC(".maps");
+
+/* (VNI, remote VTEP) membership and traffic counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct vlnet_peer_key);
+	__type(value, struct vlnet_peer_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_peers SEC(".maps");
+
+/* Drop counters indexed by enum vlnet_drop_reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VLNET_DROP__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_drops SEC(".maps");
+
+/* XDP mode: overlay port ifindex -> itself, for bpf_redirect_map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_xdp_ports SEC(".maps");
+
+#endif

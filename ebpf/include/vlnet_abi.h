@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * vlnet_abi.h - every type, constant and drop reason shared between vlnet's
+ * kernel programs and user space. This header is the single source of truth:
+ * the Rust side is generated from it by bindgen (ebpf/build.rs).
+ *
+ * Rules: fixed-width kernel types only, explicit padding, no bool. Addresses
+ * and ports are stored in network byte order and named *_be.
+ */
+#ifndef VLNET_ABI_H
+#define VLNET_ABI_H
+
+/* IANA-assigned VXLAN UDP port (RFC 7348 section 5). */
+#define VLNET_VXLAN_PORT 4789
+/* Outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8). */
+#define VLNET_ENCAP_LEN 50
+/* Most remote VTEPs one VNI replicates broadcast/unknown frames to. */
+#define VLNET_MAX_FLOOD 32
+/* Single slot of the vlnet_config array. */
+#define VLNET_CONFIG_SLOT 0
+/* Largest VNI (24 bits). */
+#define VLNET_MAX_VNI 0xffffff
+
+/* vlnet_fdb_entry.flags */
+#define VLNET_FDB_STATIC 1  /* from config or control plane; never learned over */
+#define VLNET_FDB_LEARNED 2 /* learned from a decapsulated frame; ages out */
+
+/*
+ * Why a packet was dropped. Codes never change meaning: a retired reason stays
+ * reserved. User space exports each as vlnet_drops_total{reason="<lower-case
+ * name without prefix>"}.
+ */
+enum vlnet_drop_reason {
+	VLNET_DROP_NONE = 0,              /* reserved: not a drop */
+	VLNET_DROP_TRUNCATED = 1,         /* frame shorter than its headers */
+	VLNET_DROP_BAD_LENGTH = 2,        /* IPv4/UDP length field disagrees with the frame */
+	VLNET_DROP_BAD_IP_HEADER = 3,     /* outer IPv4 version/IHL/checksum wrong */
+	VLNET_DROP_FRAGMENT = 4,          /* fragmented VXLAN packet (VTEPs must not fragment) */
+	VLNET_DROP_BAD_VXLAN_FLAGS = 5,   /* I flag clear or reserved bits set (RFC 7348 5) */
+	VLNET_DROP_UNKNOWN_VNI = 6,       /* VNI not configured on this node */
+	VLNET_DROP_UNKNOWN_VTEP = 7,      /* source VTEP not in the VNI's peer set */
+	VLNET_DROP_BAD_INNER_SOURCE = 8,  /* inner source MAC multicast or zero */
+	VLNET_DROP_ECN_NOT_ECT = 9,       /* outer CE over a Not-ECT inner packet (RFC 6040) */
+	VLNET_DROP_MTU_EXCEEDED = 10,     /* inner frame does not fit the underlay MTU */
+	VLNET_DROP_NO_PEERS = 11,         /* flood frame on a VNI without remote VTEPs */
+	VLNET_DROP_NO_ROUTE = 12,         /* no underlay route to the remote VTEP */
+	VLNET_DROP_NO_NEIGHBOUR = 13,     /* next hop's MAC unresolved for a non-IP frame */
+	VLNET_DROP_ENCAP_FAILED = 14,     /* the kernel refused to grow the packet */
+	VLNET_DROP_DECAP_FAILED = 15,     /* the kernel refused to shrink the packet */
+	VLNET_DROP_NOT_CONFIGURED = 16,   /* node config or overlay port missing */
+	VLNET_DROP_LOOPED = 17,           /* VXLAN from our own VTEP address */
+	VLNET_DROP__MAX = 18,             /* number of codes; not a reason */
+};
+
+/* vlnet_config[VLNET_CONFIG_SLOT]: node-wide settings written by the daemon. */
+struct vlnet_node_config {
+	__u32 underlay_ifindex; /* interface carrying VXLAN */
+	__u32 local_vtep_be;    /* our VTEP address */
+	__u32 underlay_mtu;     /* L3 MTU of the underlay */
+	__u32 inherit_dscp;     /* 1: outer DSCP copied from the inner packet */
+	__u8 ttl;               /* outer TTL */
+	__u8 tos;               /* outer DSCP << 2 when not inherited */
+	__u16 sport_min;        /* outer UDP source port range (host order) */
+	__u16 sport_max;
+	__u16 pad;
+};
+
+/* vlnet_vnis[vni]: one VNI's overlay port and flood list. */
+struct vlnet_vni_config {
+	__u32 overlay_ifindex;            /* vlnet's end of the overlay veth */
+	__u32 flood_count;                /* used slots of flood_be */
+	__u32 flood_be[VLNET_MAX_FLOOD];  /* remote VTEPs for BUM replication */
+};
+
+/* Key of vlnet_fdb. */
+struct vlnet_fdb_key {
+	__u32 vni;
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+/* Value of vlnet_fdb: where a MAC lives. */
+struct vlnet_fdb_entry {
+	__u32 vtep_be;    /* remote VTEP */
+	__u32 flags;      /* VLNET_FDB_* */
+	__u64 updated_ns; /* bpf_ktime_get_ns() of the last confirmation */
+};
+
+/* Key of vlnet_peers: a remote VTEP that belongs to a VNI. */
+struct vlnet_peer_key {
+	__u32 vni;
+	__u32 vtep_be;
+};
+
+/* Value of vlnet_peers (per CPU): traffic with that peer, inner frames. */
+struct vlnet_peer_stats {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+};
+
+#endif /* VLNET_ABI_H */

@@ -71,12 +71,13 @@ fn generate_abi(manifest: &Path, out: &Path) {
         .header_contents(
             "wrapper.h",
             &format!(
-                "#include <linux/types.h>\n#include \"{}\"\n",
+                "#include <linux/types.h>\n#include <linux/bpf.h>\n#include \"{}\"\n",
                 header.display()
             ),
         )
         .allowlist_type("vlnet_.*")
         .allowlist_var("VLNET_.*")
+        .allowlist_type("__sk_buff")
         .constified_enum_module("vlnet_drop_reason")
         .derive_default(true)
         .use_core()

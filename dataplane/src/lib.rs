@@ -4,5 +4,7 @@
 //! # Layout
 //! - [`config`]: the TOML config and its validation.
 //! - [`model`]: records the node reports (API, CLI, metrics share them).
+pub mod bpf;
 pub mod config;
+pub mod maps;
 pub mod model;

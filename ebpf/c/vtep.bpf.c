@@ -26,6 +26,22 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Largest outer header decap strips: Ethernet, IPv4 with options, UDP, VXLAN. */
 #define MAX_OUTER_LEN (ETH_HLEN + 60 + 16 + ETH_HLEN)
 
+/*
+ * 32-bit context fields read with one fixed-offset load each: clang may
+ * otherwise keep field offsets in registers and form "ctx + reg" pointers,
+ * which the verifier rejects ("dereference of modified ctx ptr").
+ */
+#define CTX_READ(ctx, field)                                                        \
+	({                                                                          \
+		__u64 __v; /* the u32 load zero-extends */                       \
+		asm volatile("%0 = *(u32 *)(%1 + %2)"                               \
+			     : "=r"(__v)                                            \
+			     : "r"(ctx), "i"(__builtin_offsetof(typeof(*(ctx)), field))); \
+		__v;                                                                \
+	})
+#define SKB_DATA(skb) ((void *)(long)CTX_READ(skb, data))
+#define SKB_DATA_END(skb) ((void *)(long)CTX_READ(skb, data_end))
+
 static __always_inline int tc_drop(__u32 reason)
 {
 	count_drop(reason);
@@ -34,10 +50,11 @@ static __always_inline int tc_drop(__u32 reason)
 
 static __always_inline void tc_pull(struct __sk_buff *skb, __u32 want)
 {
-	__u32 linear = skb->data_end - skb->data;
+	__u32 linear = SKB_DATA_END(skb) - SKB_DATA(skb);
+	__u32 len = CTX_READ(skb, len);
 
-	if (linear < want && skb->len > linear)
-		bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
+	if (linear < want && len > linear)
+		bpf_skb_pull_data(skb, len < want ? len : want);
 }
 
 SEC("xdp")
@@ -87,9 +104,9 @@ int tc_underlay_rx(struct __sk_buff *skb)
 	int ret;
 
 	tc_pull(skb, RX_PULL_LEN);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	ret = decap_classify(data, data_end, skb->len, skb->gso_size != 0, &di);
+	data = SKB_DATA(skb);
+	data_end = SKB_DATA_END(skb);
+	ret = decap_classify(data, data_end, CTX_READ(skb, len), CTX_READ(skb, gso_size) != 0, &di);
 	if (ret == DECAP_NOT_OURS)
 		return TC_ACT_OK;
 	if (ret)
@@ -189,8 +206,8 @@ int tc_overlay_tx(struct __sk_buff *skb)
 		return tc_drop(VLNET_DROP_NOT_CONFIGURED);
 
 	tc_pull(skb, TX_PULL_LEN);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = SKB_DATA(skb);
+	data_end = SKB_DATA_END(skb);
 	if (data + sizeof(eth) > data_end)
 		return tc_drop(VLNET_DROP_TRUNCATED);
 	__builtin_memcpy(&eth, data, sizeof(eth));

@@ -1,0 +1,263 @@
+//! Typed access to the VTEP's maps: the only place user space reads or writes
+//! kernel state.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use aya::maps::{
+    Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+};
+use aya::Ebpf;
+use thiserror::Error;
+use vlnet_ebpf::abi::{
+    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_node_config, vlnet_peer_key,
+    vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT,
+};
+
+use crate::model::{DropCount, PeerStatus};
+
+/// A map operation failed.
+#[derive(Debug, Error)]
+pub enum MapsError {
+    /// A map is missing from the object.
+    #[error("map {0} is missing from the VTEP object")]
+    Missing(&'static str),
+    /// The kernel refused an operation.
+    #[error("map {map}: {source}")]
+    Op {
+        /// Map name.
+        map: &'static str,
+        /// Underlying error.
+        source: MapError,
+    },
+    /// The XDP redirect map refused an operation.
+    #[error("map vlnet_xdp_ports: {0}")]
+    Xdp(#[from] aya::maps::xdp::XdpMapError),
+    /// The per-CPU value vector could not be built.
+    #[error("cannot size per-CPU values: {0}")]
+    Cpus(String),
+}
+
+/// Handles on every map of the VTEP object.
+pub struct Maps {
+    config: Array<MapData, vlnet_node_config>,
+    vnis: HashMap<MapData, u32, vlnet_vni_config>,
+    ports: HashMap<MapData, u32, u32>,
+    fdb: HashMap<MapData, vlnet_fdb_key, vlnet_fdb_entry>,
+    peers: PerCpuHashMap<MapData, vlnet_peer_key, vlnet_peer_stats>,
+    drops: PerCpuArray<MapData, u64>,
+    xdp_ports: DevMapHash<MapData>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
+    ebpf.take_map(name).ok_or(MapsError::Missing(name))
+}
+
+fn op<T>(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Op { map, source }
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $name:literal) => {
+        take($ebpf, $name)?.try_into().map_err(op::<()>($name))?
+    };
+}
+
+/// Whether a lookup error means "no such key".
+fn is_absent(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound)
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Ok(Self {
+            config: typed!(ebpf, "vlnet_config"),
+            vnis: typed!(ebpf, "vlnet_vnis"),
+            ports: typed!(ebpf, "vlnet_ports"),
+            fdb: typed!(ebpf, "vlnet_fdb"),
+            peers: typed!(ebpf, "vlnet_peers"),
+            drops: typed!(ebpf, "vlnet_drops"),
+            xdp_ports: typed!(ebpf, "vlnet_xdp_ports"),
+        })
+    }
+
+    /// Writes the node-wide settings.
+    pub fn set_node_config(&mut self, cfg: &vlnet_node_config) -> Result<(), MapsError> {
+        self.config
+            .set(VLNET_CONFIG_SLOT, cfg, 0)
+            .map_err(op::<()>("vlnet_config"))
+    }
+
+    /// Writes one VNI's overlay port and flood list.
+    pub fn set_vni(&mut self, vni: u32, cfg: &vlnet_vni_config) -> Result<(), MapsError> {
+        self.vnis
+            .insert(vni, cfg, 0)
+            .map_err(op::<()>("vlnet_vnis"))
+    }
+
+    /// VNIs currently in the kernel.
+    pub fn vnis(&self) -> Vec<u32> {
+        self.vnis.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Removes a VNI.
+    pub fn remove_vni(&mut self, vni: u32) -> Result<(), MapsError> {
+        self.vnis.remove(&vni).map_err(op::<()>("vlnet_vnis"))
+    }
+
+    /// Maps overlay port `ifindex` (vlnet's end) to `vni`.
+    pub fn set_port(&mut self, ifindex: u32, vni: u32) -> Result<(), MapsError> {
+        self.ports
+            .insert(ifindex, vni, 0)
+            .map_err(op::<()>("vlnet_ports"))
+    }
+
+    /// Overlay port ifindexes currently in the kernel.
+    pub fn ports(&self) -> Vec<u32> {
+        self.ports.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Removes an overlay port.
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<(), MapsError> {
+        self.ports.remove(&ifindex).map_err(op::<()>("vlnet_ports"))
+    }
+
+    /// Makes `vtep` a member of `vni`, keeping its counters if it already is.
+    pub fn ensure_peer(&mut self, vni: u32, vtep: Ipv4Addr) -> Result<(), MapsError> {
+        let key = peer_key(vni, vtep);
+        match self.peers.get(&key, 0) {
+            Ok(_) => Ok(()),
+            Err(e) if is_absent(&e) => {
+                let cpus = aya::util::nr_cpus()
+                    .map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))?;
+                let zeros = PerCpuValues::try_from(vec![vlnet_peer_stats::default(); cpus])
+                    .map_err(|e| MapsError::Cpus(e.to_string()))?;
+                self.peers
+                    .insert(key, zeros, 0)
+                    .map_err(op::<()>("vlnet_peers"))
+            }
+            Err(source) => Err(MapsError::Op {
+                map: "vlnet_peers",
+                source,
+            }),
+        }
+    }
+
+    /// Removes `vtep` from `vni`.
+    pub fn remove_peer(&mut self, vni: u32, vtep: Ipv4Addr) -> Result<(), MapsError> {
+        self.peers
+            .remove(&peer_key(vni, vtep))
+            .map_err(op::<()>("vlnet_peers"))
+    }
+
+    /// Every (VNI, peer) with its counters summed over CPUs, sorted.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut p = PeerStatus {
+                    vni: key.vni,
+                    vtep: Ipv4Addr::from(u32::from_be(key.vtep_be)),
+                    rx_packets: 0,
+                    rx_bytes: 0,
+                    tx_packets: 0,
+                    tx_bytes: 0,
+                };
+                for s in per_cpu.iter() {
+                    p.rx_packets += s.rx_packets;
+                    p.rx_bytes += s.rx_bytes;
+                    p.tx_packets += s.tx_packets;
+                    p.tx_bytes += s.tx_bytes;
+                }
+                p
+            })
+            .collect();
+        out.sort_by_key(|p| (p.vni, p.vtep));
+        out
+    }
+
+    /// Writes an FDB entry.
+    pub fn set_fdb(
+        &mut self,
+        key: &vlnet_fdb_key,
+        entry: &vlnet_fdb_entry,
+    ) -> Result<(), MapsError> {
+        self.fdb
+            .insert(key, entry, 0)
+            .map_err(op::<()>("vlnet_fdb"))
+    }
+
+    /// Removes an FDB entry (absent is not an error).
+    pub fn remove_fdb(&mut self, key: &vlnet_fdb_key) -> Result<(), MapsError> {
+        match self.fdb.remove(key) {
+            Err(e) if is_absent(&e) => Ok(()),
+            other => other.map_err(op::<()>("vlnet_fdb")),
+        }
+    }
+
+    /// Every FDB entry.
+    pub fn fdb(&self) -> Vec<(vlnet_fdb_key, vlnet_fdb_entry)> {
+        self.fdb.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Dropped packets per reason, every reason present, summed over CPUs.
+    pub fn drops(&self) -> Vec<DropCount> {
+        let mut by_code = BTreeMap::new();
+        for code in 1..vlnet_drop_reason::VLNET_DROP__MAX {
+            let packets = self
+                .drops
+                .get(&code, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or_default();
+            by_code.insert(code, packets);
+        }
+        by_code
+            .into_iter()
+            .map(|(code, packets)| DropCount {
+                reason: vlnet_ebpf::drop_reason_name(code).to_string(),
+                packets,
+            })
+            .collect()
+    }
+
+    /// Registers overlay port `ifindex` as an XDP redirect target.
+    pub fn set_xdp_port(&mut self, ifindex: u32) -> Result<(), MapsError> {
+        self.xdp_ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(MapsError::from)
+    }
+
+    /// XDP redirect targets currently in the kernel.
+    pub fn xdp_ports(&self) -> Vec<u32> {
+        self.xdp_ports.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Removes an XDP redirect target.
+    pub fn remove_xdp_port(&mut self, ifindex: u32) -> Result<(), MapsError> {
+        self.xdp_ports
+            .remove(ifindex)
+            .map_err(op::<()>("vlnet_xdp_ports"))
+    }
+}
+
+/// Key of `vlnet_peers` for (`vni`, `vtep`).
+#[must_use]
+pub fn peer_key(vni: u32, vtep: Ipv4Addr) -> vlnet_peer_key {
+    vlnet_peer_key {
+        vni,
+        vtep_be: u32::from(vtep).to_be(),
+    }
+}
+
+/// Key of `vlnet_fdb` for (`vni`, `mac`).
+#[must_use]
+pub fn fdb_key(vni: u32, mac: [u8; 6]) -> vlnet_fdb_key {
+    vlnet_fdb_key {
+        vni,
+        mac,
+        pad: [0; 2],
+    }
+}

@@ -80,6 +80,8 @@ fn generate_abi(manifest: &Path, out: &Path) {
         .allowlist_type("__sk_buff")
         .constified_enum_module("vlnet_drop_reason")
         .derive_default(true)
+        .derive_eq(true)
+        .derive_hash(true)
         .use_core()
         .layout_tests(true)
         .generate()

@@ -8,3 +8,6 @@ pub mod bpf;
 pub mod config;
 pub mod maps;
 pub mod model;
+pub mod netlink;
+pub mod fdb;
+pub mod sync;

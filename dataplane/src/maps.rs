@@ -10,7 +10,7 @@ use aya::maps::{
 use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
-    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_node_config, vlnet_peer_key,
+    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_nexthop, vlnet_node_config, vlnet_peer_key,
     vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT,
 };
 
@@ -47,6 +47,7 @@ pub struct Maps {
     peers: PerCpuHashMap<MapData, vlnet_peer_key, vlnet_peer_stats>,
     drops: PerCpuArray<MapData, u64>,
     xdp_ports: DevMapHash<MapData>,
+    nexthops: HashMap<MapData, u32, vlnet_nexthop>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -79,6 +80,7 @@ impl Maps {
             peers: typed!(ebpf, "vlnet_peers"),
             drops: typed!(ebpf, "vlnet_drops"),
             xdp_ports: typed!(ebpf, "vlnet_xdp_ports"),
+            nexthops: typed!(ebpf, "vlnet_nexthops"),
         })
     }
 
@@ -240,6 +242,32 @@ impl Maps {
         self.xdp_ports
             .remove(ifindex)
             .map_err(op::<()>("vlnet_xdp_ports"))
+    }
+}
+
+impl Maps {
+    /// Writes how to reach `vtep` on the underlay.
+    pub fn set_nexthop(&mut self, vtep: Ipv4Addr, nh: &vlnet_nexthop) -> Result<(), MapsError> {
+        self.nexthops.insert(u32::from(vtep).to_be(), nh, 0).map_err(op::<()>("vlnet_nexthops"))
+    }
+
+    /// How `vtep` is reached, if resolved.
+    #[must_use]
+    pub fn nexthop(&self, vtep: Ipv4Addr) -> Option<vlnet_nexthop> {
+        self.nexthops.get(&u32::from(vtep).to_be(), 0).ok()
+    }
+
+    /// VTEPs with a next-hop entry.
+    pub fn nexthop_vteps(&self) -> Vec<Ipv4Addr> {
+        self.nexthops.keys().filter_map(Result::ok).map(|k| Ipv4Addr::from(u32::from_be(k))).collect()
+    }
+
+    /// Forgets how `vtep` is reached.
+    pub fn remove_nexthop(&mut self, vtep: Ipv4Addr) -> Result<(), MapsError> {
+        match self.nexthops.remove(&u32::from(vtep).to_be()) {
+            Err(e) if is_absent(&e) => Ok(()),
+            other => other.map_err(op::<()>("vlnet_nexthops")),
+        }
     }
 }
 

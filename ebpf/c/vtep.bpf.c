@@ -151,20 +151,27 @@ static __always_inline int encap_grow(struct __sk_buff *skb, struct ethhdr *inne
 
 /*
  * Address the encapsulated @skb to @dst_be and send it (@clone: a copy, for
- * every flood target but the last). Returns a TC action.
+ * every flood target but the last). A next hop the daemon has not resolved
+ * yet is left to the kernel (bpf_redirect_neigh) for IPv4 packets, the only
+ * kind whose skb it can route; other frames are dropped and counted until
+ * the managed neighbour entry resolves. Returns a TC action.
  */
 static __always_inline int encap_send(struct __sk_buff *skb, struct vxlan_encap *h,
 				      const struct vlnet_node_config *cfg, __u32 vni,
-				      __u32 dst_be, __u32 inner_len, int is_ip, int clone)
+				      __u32 dst_be, __u32 inner_len, int clone)
 {
 	struct vlnet_peer_stats *stats;
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET };
-	__u32 ifindex = 0, nh_be = 0;
-	int ret;
+	__u32 ifindex = cfg->underlay_ifindex;
+	int ret, via_kernel = 0;
 
-	ret = encap_set_remote(skb, h, cfg, dst_be, &ifindex, &nh_be);
-	if (ret > 0 || (ret == NEXT_HOP_NEEDS_NEIGH && (clone || !is_ip)))
-		return tc_drop(ret > 0 ? ret : VLNET_DROP_NO_NEIGHBOUR);
+	ret = encap_set_remote(h, dst_be, &ifindex);
+	if (ret == NEXT_HOP_NEEDS_NEIGH) {
+		if (clone || skb->protocol != bpf_htons(ETH_P_IP))
+			return tc_drop(VLNET_DROP_NO_NEIGHBOUR);
+		via_kernel = 1;
+	} else if (ret) {
+		return tc_drop(ret);
+	}
 	if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), 0))
 		return tc_drop(VLNET_DROP_ENCAP_FAILED);
 	stats = peer_stats(vni, dst_be);
@@ -174,10 +181,8 @@ static __always_inline int encap_send(struct __sk_buff *skb, struct vxlan_encap 
 	}
 	if (clone)
 		return bpf_clone_redirect(skb, ifindex, 0) ? tc_drop(VLNET_DROP_NO_ROUTE) : 0;
-	if (ret == NEXT_HOP_NEEDS_NEIGH) {
-		nh.ipv4_nh = nh_be;
-		return bpf_redirect_neigh(ifindex, &nh, sizeof(nh), 0);
-	}
+	if (via_kernel)
+		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 	return bpf_redirect(ifindex, 0);
 }
 
@@ -195,7 +200,7 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	__u32 *vni, inner_len, count;
 	__be16 sport;
 	__u8 tos;
-	int ret, is_ip;
+	int ret;
 
 	cfg = bpf_map_lookup_elem(&vlnet_config, &slot);
 	vni = bpf_map_lookup_elem(&vlnet_ports, &ifindex);
@@ -218,7 +223,6 @@ int tc_overlay_tx(struct __sk_buff *skb)
 
 	sport = flow_source_port(cfg, bpf_get_hash_recalc(skb));
 	encap_init(&h, cfg, *vni, inner_len, tos, sport);
-	is_ip = skb->protocol == bpf_htons(ETH_P_IP) || skb->protocol == bpf_htons(ETH_P_IPV6);
 
 	if (!(eth.h_dest[0] & 1)) {
 		key.vni = *vni;
@@ -230,7 +234,7 @@ int tc_overlay_tx(struct __sk_buff *skb)
 			ret = encap_grow(skb, &eth);
 			if (ret)
 				return tc_drop(ret);
-			return encap_send(skb, &h, cfg, *vni, dst_be, inner_len, is_ip, 0);
+			return encap_send(skb, &h, cfg, *vni, dst_be, inner_len, 0);
 		}
 	}
 
@@ -245,8 +249,8 @@ int tc_overlay_tx(struct __sk_buff *skb)
 		if (i >= count)
 			break;
 		if (i + 1 == count)
-			return encap_send(skb, &h, cfg, *vni, vc->flood_be[i], inner_len, is_ip, 0);
-		encap_send(skb, &h, cfg, *vni, vc->flood_be[i], inner_len, is_ip, 1);
+			return encap_send(skb, &h, cfg, *vni, vc->flood_be[i], inner_len, 0);
+		encap_send(skb, &h, cfg, *vni, vc->flood_be[i], inner_len, 1);
 	}
 	return TC_ACT_SHOT; /* unreachable: the loop ends in the last send */
 }

@@ -86,6 +86,17 @@ struct vlnet_fdb_entry {
 	__u64 updated_ns; /* bpf_ktime_get_ns() of the last confirmation */
 };
 
+/*
+ * vlnet_nexthops[vtep_be]: how to reach a remote VTEP on the underlay,
+ * resolved by the daemon from the kernel's routes and neighbours (managed
+ * entries keep them fresh). ifindex 0 means "no route".
+ */
+struct vlnet_nexthop {
+	__u32 ifindex; /* egress interface */
+	__u8 smac[6];  /* its MAC */
+	__u8 dmac[6];  /* next hop's MAC */
+};
+
 /* Key of vlnet_peers: a remote VTEP that belongs to a VNI. */
 struct vlnet_peer_key {
 	__u32 vni;

@@ -44,6 +44,8 @@ unsafe impl aya::Pod for abi::vlnet_fdb_entry {}
 unsafe impl aya::Pod for abi::vlnet_peer_key {}
 // SAFETY: as above.
 unsafe impl aya::Pod for abi::vlnet_peer_stats {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_nexthop {}
 
 /// Prometheus label of a drop reason code (`"unknown"` for codes this build
 /// does not know).

@@ -38,9 +38,10 @@ static __always_inline int ecn_decap(__u8 outer_tos, struct ethhdr *inner_eth, v
 			return 0;
 		if ((ip->tos & INET_ECN_MASK) == INET_ECN_NOT_ECT)
 			return VLNET_DROP_ECN_NOT_ECT;
+		/* One 16-bit view of version/IHL/TOS, so no access aliases another. */
 		old = *(__u16 *)ip;
-		ip->tos |= INET_ECN_CE;
-		new = *(__u16 *)ip;
+		new = old | bpf_htons(INET_ECN_CE);
+		*(__u16 *)ip = new;
 		ip->check = csum_replace16(ip->check, old, new);
 	} else if (inner_eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		/* Traffic class straddles bytes 0 and 1: ECN is bits 4-5 of byte 1. */

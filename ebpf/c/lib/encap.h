@@ -55,40 +55,29 @@ static __always_inline void encap_init(struct vxlan_encap *h, const struct vlnet
 
 /**
  * encap_set_remote() - address the outer headers to @dst_be: destination IP,
- * IPv4 checksum, and the next hop's MACs from the kernel FIB.
+ * IPv4 checksum, and the next hop's MACs from vlnet_nexthops.
  * @ifindex: set to the egress interface.
- * @nh_be: set to the next-hop address (for bpf_redirect_neigh).
  *
- * Return: 0, NEXT_HOP_NEEDS_NEIGH when the route is known but the next hop's
- * MAC is not, or VLNET_DROP_NO_ROUTE.
+ * Return: 0, NEXT_HOP_NEEDS_NEIGH when the next hop is not resolved yet, or
+ * VLNET_DROP_NO_ROUTE when the daemon found no route to @dst_be.
  */
-static __always_inline int encap_set_remote(struct __sk_buff *skb, struct vxlan_encap *h,
-					    const struct vlnet_node_config *cfg, __u32 dst_be,
-					    __u32 *ifindex, __u32 *nh_be)
+static __always_inline int encap_set_remote(struct vxlan_encap *h, __u32 dst_be, __u32 *ifindex)
 {
-	struct bpf_fib_lookup fib = {};
-	long rc;
+	struct vlnet_nexthop *nh;
 
 	h->ip.daddr = dst_be;
 	h->ip.check = 0;
 	h->ip.check = ipv4_header_csum(&h->ip);
 
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.ipv4_src = cfg->local_vtep_be;
-	fib.ipv4_dst = dst_be;
-	fib.ifindex = cfg->underlay_ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
-	*ifindex = fib.ifindex;
-	*nh_be = fib.ipv4_dst;
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		__builtin_memcpy(h->eth.h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(h->eth.h_source, fib.smac, ETH_ALEN);
-		return 0;
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+	nh = bpf_map_lookup_elem(&vlnet_nexthops, &dst_be);
+	if (!nh)
 		return NEXT_HOP_NEEDS_NEIGH;
-	return VLNET_DROP_NO_ROUTE;
+	if (!nh->ifindex)
+		return VLNET_DROP_NO_ROUTE;
+	__builtin_memcpy(h->eth.h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(h->eth.h_source, nh->smac, ETH_ALEN);
+	*ifindex = nh->ifindex;
+	return 0;
 }
 
 #endif

@@ -41,6 +41,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_fdb SEC(".maps");
 
+/* Remote VTEP -> underlay next hop, resolved in user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct vlnet_nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_nexthops SEC(".maps");
+
 /* (VNI, remote VTEP) membership and traffic counters. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

@@ -1,0 +1,356 @@
+//! Link work over rtnetlink: bridges, overlay ports (veth pairs), addresses
+//! and the managed neighbour entries that keep underlay next hops resolved.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteType};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use thiserror::Error;
+
+/// A netlink request failed.
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    /// The netlink socket could not be opened.
+    #[error("opening a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The kernel refused a request.
+    #[error("{what}: {source}")]
+    Request {
+        /// What was being done.
+        what: String,
+        /// Kernel's answer.
+        source: rtnetlink::Error,
+    },
+    /// A link the config names does not exist.
+    #[error("interface {0} does not exist")]
+    NoSuchLink(String),
+}
+
+/// What vlnet needs to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSummary {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// L3 MTU.
+    pub mtu: u32,
+    /// `IFLA_INFO_KIND` (`veth`, `bridge`, …); `None` for physical NICs.
+    pub kind: Option<String>,
+    /// Index of the bridge it is enslaved to.
+    pub controller: Option<u32>,
+    /// Hardware address, when it has one.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// How the kernel would reach a remote VTEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// Resolved: egress interface, its MAC, the next hop's MAC.
+    Resolved {
+        /// Egress interface index.
+        ifindex: u32,
+        /// Egress interface MAC.
+        smac: [u8; 6],
+        /// Next hop's MAC.
+        dmac: [u8; 6],
+    },
+    /// A route exists but the next hop's MAC is not known yet.
+    Unresolved,
+    /// No route to the VTEP.
+    NoRoute,
+}
+
+/// Names of the two ends of VNI `vni`'s overlay port.
+#[must_use]
+pub fn overlay_port_names(vni: u32) -> (String, String) {
+    (format!("vlp{vni}"), format!("vlx{vni}"))
+}
+
+/// A netlink session (the connection task runs on the current tokio runtime).
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn request(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |source| NetlinkError::Request { what, source }
+}
+
+fn summarize(msg: &LinkMessage) -> LinkSummary {
+    let mut s = LinkSummary {
+        index: msg.header.index,
+        name: String::new(),
+        mtu: 0,
+        kind: None,
+        controller: None,
+        mac: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => s.name.clone_from(n),
+            LinkAttribute::Mtu(m) => s.mtu = *m,
+            LinkAttribute::Controller(c) => s.controller = Some(*c),
+            LinkAttribute::Address(a) => s.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        s.kind = Some(kind.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+impl Netlink {
+    /// Opens a netlink session in the calling thread's network namespace.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// The link called `name`, if it exists.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkSummary>, NetlinkError> {
+        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
+        match stream.try_next().await {
+            Ok(Some(msg)) => Ok(Some(summarize(&msg))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(request(format!("looking up {name}"))(e)),
+        }
+    }
+
+    /// The link called `name`, or an error naming it.
+    pub async fn require_link(&self, name: &str) -> Result<LinkSummary, NetlinkError> {
+        self.link(name).await?.ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
+    }
+
+    /// First IPv4 address of link `index`.
+    pub async fn first_ipv4(&self, index: u32) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        let mut stream = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(msg) = stream.try_next().await.map_err(request("listing addresses"))? {
+            for attr in msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                    return Ok(Some(ip));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates bridge `name` (up) unless it exists. Returns whether it was created.
+    pub async fn ensure_bridge(&self, name: &str) -> Result<bool, NetlinkError> {
+        if self.link(name).await?.is_some() {
+            return Ok(false);
+        }
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).up().build())
+            .execute()
+            .await
+            .map_err(request(format!("creating bridge {name}")))?;
+        Ok(true)
+    }
+
+    /// Creates VNI `vni`'s overlay port unless it exists: a veth pair whose
+    /// bridge end joins `bridge`; both ends get `mtu` and are brought up.
+    /// Returns (bridge end, vlnet end).
+    pub async fn ensure_overlay_port(
+        &self,
+        vni: u32,
+        bridge: &LinkSummary,
+        mtu: u32,
+    ) -> Result<(LinkSummary, LinkSummary), NetlinkError> {
+        let (port, inner) = overlay_port_names(vni);
+        if self.link(&port).await?.is_none() {
+            self.handle
+                .link()
+                .add(LinkVeth::new(&port, &inner).build())
+                .execute()
+                .await
+                .map_err(request(format!("creating overlay port {port}/{inner}")))?;
+        }
+        for name in [&inner, &port] {
+            disable_ipv6(name);
+        }
+        let port_link = self.require_link(&port).await?;
+        let inner_link = self.require_link(&inner).await?;
+        self.set(
+            LinkUnspec::new_with_index(inner_link.index).mtu(mtu).up().build(),
+            &inner,
+        )
+        .await?;
+        self.set(
+            LinkUnspec::new_with_index(port_link.index)
+                .mtu(mtu)
+                .controller(bridge.index)
+                .up()
+                .build(),
+            &port,
+        )
+        .await?;
+        Ok((port_link, inner_link))
+    }
+
+    async fn set(&self, msg: LinkMessage, name: &str) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(request(format!("configuring {name}")))
+    }
+
+    /// Deletes link `name` if it exists (a veth takes its peer with it).
+    pub async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {
+        if let Some(link) = self.link(name).await? {
+            self.handle
+                .link()
+                .del(link.index)
+                .execute()
+                .await
+                .map_err(request(format!("deleting {name}")))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a managed neighbour entry for `ip` on link `index`: the kernel
+    /// resolves it and keeps it resolved, so the encap program's FIB lookup
+    /// always finds the next hop's MAC (also for non-IP frames such as ARP).
+    pub async fn ensure_managed_neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut req = self
+            .handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .state(NeighbourState::None)
+            .replace();
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        req.execute().await.map_err(request(format!("adding managed neighbour {ip}")))
+    }
+}
+
+impl Netlink {
+    /// The next hop towards `vtep` as the kernel's routing and neighbour
+    /// tables have it now.
+    pub async fn next_hop(&self, vtep: Ipv4Addr) -> Result<NextHop, NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(vtep, 32).build();
+        let mut routes = self.handle.route().get(msg).execute();
+        let route = match routes.try_next().await {
+            Ok(Some(route)) => route,
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Ok(NextHop::NoRoute),
+            Err(e) => return Err(request(format!("route to {vtep}"))(e)),
+        };
+        if route.header.kind != RouteType::Unicast {
+            return Ok(NextHop::NoRoute);
+        }
+        let mut oif = None;
+        let mut via = vtep;
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Gateway(RouteAddress::Inet(gw)) => via = *gw,
+                _ => {}
+            }
+        }
+        let Some(ifindex) = oif else { return Ok(NextHop::NoRoute) };
+        let mut neighbours = self.handle.neighbours().get().set_address_family(netlink_packet_route::AddressFamily::Inet).execute();
+        while let Some(n) = neighbours.try_next().await.map_err(request("listing neighbours"))? {
+            if n.header.ifindex != ifindex || !usable(n.header.state) {
+                continue;
+            }
+            let mut dst = None;
+            let mut lladdr = None;
+            for attr in &n.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+                    NeighbourAttribute::LinkLayerAddress(a) => {
+                        lladdr = <[u8; 6]>::try_from(a.as_slice()).ok();
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(ip), Some(dmac)) = (dst, lladdr) {
+                if ip == via {
+                    let mut links = self.handle.link().get().match_index(ifindex).execute();
+                    let link = links.try_next().await.map_err(request("looking up egress link"))?;
+                    let Some(smac) = link.as_ref().and_then(|l| summarize(l).mac) else {
+                        return Ok(NextHop::NoRoute);
+                    };
+                    return Ok(NextHop::Resolved { ifindex, smac, dmac });
+                }
+            }
+        }
+        Ok(NextHop::Unresolved)
+    }
+}
+
+/// Neighbour states whose link-layer address can be used.
+fn usable(state: NeighbourState) -> bool {
+    matches!(
+        state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    )
+}
+
+/// Whether `kind` names a virtual link type without native XDP worth using.
+#[must_use]
+pub fn prefers_tc(kind: Option<&str>) -> bool {
+    kind.is_some()
+}
+
+/// Overlay ports carry only bridged frames: no IPv6 link-local chatter from
+/// the host into the overlay. Best effort (IPv6 may be disabled already).
+fn disable_ipv6(ifname: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    let _ = std::fs::write(path, "1");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::InfoKind;
+
+    #[test]
+    fn overlay_port_names_fit_ifnamsiz() {
+        let (port, inner) = overlay_port_names(16_777_215);
+        assert_eq!(port, "vlp16777215");
+        assert_eq!(inner, "vlx16777215");
+        assert!(port.len() <= 15 && inner.len() <= 15);
+    }
+
+    #[test]
+    fn virtual_links_prefer_tc() {
+        assert!(prefers_tc(Some("veth")));
+        assert!(!prefers_tc(None));
+    }
+
+    #[test]
+    fn kind_is_read_from_link_info() {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 7;
+        msg.attributes.push(LinkAttribute::IfName("ul0".into()));
+        msg.attributes.push(LinkAttribute::Mtu(1500));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]));
+        let s = summarize(&msg);
+        assert_eq!(s.kind.as_deref(), Some("veth"));
+        assert_eq!((s.index, s.mtu, s.name.as_str()), (7, 1500, "ul0"));
+    }
+}

@@ -62,7 +62,12 @@ pub enum NextHop {
         dmac: [u8; 6],
     },
     /// A route exists but the next hop's MAC is not known yet.
-    Unresolved,
+    Unresolved {
+        /// Egress interface index.
+        ifindex: u32,
+        /// Next-hop address (the VTEP itself or a gateway).
+        via: Ipv4Addr,
+    },
     /// No route to the VTEP.
     NoRoute,
 }
@@ -293,7 +298,7 @@ impl Netlink {
                 }
             }
         }
-        Ok(NextHop::Unresolved)
+        Ok(NextHop::Unresolved { ifindex, via })
     }
 }
 

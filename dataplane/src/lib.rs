@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config and its validation.
+//! - [`mac`]: the MAC address type used by the config and the FDB.
 //! - [`model`]: records the node reports (API, CLI, metrics share them).
 pub mod config;
+pub mod mac;
 pub mod model;

@@ -6,8 +6,10 @@
 //!   and client.
 //! - [`config`]: the TOML config and its validation.
 //! - [`mac`]: the MAC address type used by the config and the FDB.
+//! - [`metrics`]: Prometheus `/metrics`, read from the node at each scrape.
 //! - [`model`]: records the node reports (API, CLI, metrics share them).
 pub mod api;
 pub mod config;
 pub mod mac;
+pub mod metrics;
 pub mod model;

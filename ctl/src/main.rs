@@ -1,1 +1,43 @@
-fn main() {}
+//! The `vlnet` command: node daemon, admin CLI and lab.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vlnet::cli::{Cli, Command, LabCommand};
+use vlnet_dataplane::config::Config;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("VLNET_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vlnet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Daemon { config } => {
+            let cfg = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(vlnet_dataplane::daemon::run(cfg))?;
+            Ok(())
+        }
+        Command::Ctl(args) => vlnet::admin::run(&args),
+        Command::Lab { job } => match job {
+            LabCommand::Demo => vlnet::lab::demo::run(),
+            LabCommand::Bench { json, secs } => vlnet::lab::bench::run(json, secs),
+        },
+    }
+}

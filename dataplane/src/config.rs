@@ -1,1 +1,753 @@
-//! placeholder
+//! The node config, `/etc/vlnet/vlnet.toml`: its types, defaults and
+//! validation.
+//!
+//! [`Config::load`] parses and validates in one step, before anything touches
+//! the system, so a bad config never half-applies. Every validation message
+//! names the key (`vni[1].id`), says what is wrong and what is allowed.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::mac::MacAddr;
+
+/// Where the daemon looks for its config unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vlnet/vlnet.toml";
+/// Default `node.state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vlnet";
+/// Default `node.api_socket`.
+pub const DEFAULT_API_SOCKET: &str = "/run/vlnet/vlnet.sock";
+/// Default `node.metrics_listen`.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469));
+/// Default `node.ttl` (outer IPv4 TTL), as the kernel vxlan driver uses.
+pub const DEFAULT_TTL: u8 = 64;
+/// Default `node.fdb_ageing_secs` (the kernel vxlan driver's ageing time).
+pub const DEFAULT_FDB_AGEING_SECS: u64 = 300;
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = 0x00ff_ffff;
+/// Largest DSCP value (6 bits).
+pub const MAX_DSCP: u8 = 63;
+/// Longest node name (it is used in paths and namespace names).
+pub const MAX_NODE_NAME: usize = 32;
+/// Longest Linux interface name (`IFNAMSIZ - 1`).
+pub const MAX_IFNAME: usize = 15;
+/// Most peers per VNI: the kernel's flood list size, `VLNET_MAX_FLOOD`.
+pub const MAX_PEERS_PER_VNI: usize = vlnet_ebpf::abi::VLNET_MAX_FLOOD as usize;
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// Config file path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key,
+    /// wrong type). The message carries line and column.
+    #[error("config {}: {message}", path.display())]
+    Parse {
+        /// Config file path.
+        path: PathBuf,
+        /// toml's message, with line, column and the offending text.
+        message: String,
+    },
+    /// The file parsed but a value breaks a rule.
+    #[error("config {}: {key}: {message}", path.display())]
+    Invalid {
+        /// Config file path.
+        path: PathBuf,
+        /// The offending key, e.g. `vni[1].id`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// The whole node config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`: node-wide settings.
+    pub node: NodeConfig,
+    /// `[[vni]]`: the virtual networks this node bridges.
+    pub vni: Vec<VniConfig>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name, `[a-z0-9-]`, at most 32 characters.
+    pub name: String,
+    /// Interface that carries VXLAN.
+    pub underlay: String,
+    /// Local VTEP address; `None` means the first IPv4 address of `underlay`.
+    #[serde(default)]
+    pub vtep: Option<Ipv4Addr>,
+    /// Persistent state directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Admin API Unix socket.
+    #[serde(default = "default_api_socket")]
+    pub api_socket: PathBuf,
+    /// Address `/metrics` listens on.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    /// Decap mode on the underlay.
+    #[serde(default)]
+    pub datapath: DatapathSetting,
+    /// Outer IPv4 TTL, 1..=255.
+    #[serde(default = "default_ttl")]
+    pub ttl: u8,
+    /// Outer DSCP: fixed, or inherited from the inner packet.
+    #[serde(default)]
+    pub dscp: DscpSetting,
+    /// Seconds before an unconfirmed learned FDB entry expires (> 0).
+    #[serde(default = "default_fdb_ageing_secs")]
+    pub fdb_ageing_secs: u64,
+}
+
+/// `[[vni]]`: one virtual network.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VniConfig {
+    /// VXLAN network identifier, 1..=16777215.
+    pub id: u32,
+    /// Local bridge the overlay port joins.
+    pub bridge: String,
+    /// Static remote VTEPs (the flood list).
+    #[serde(default)]
+    pub peers: Vec<Ipv4Addr>,
+    /// MACs pinned to a peer; never learned over or aged.
+    #[serde(default)]
+    pub static_fdb: Vec<StaticFdb>,
+}
+
+/// One `static_fdb` entry: a MAC pinned behind a VTEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFdb {
+    /// Unicast, non-zero MAC.
+    pub mac: MacAddr,
+    /// One of the VNI's peers.
+    pub vtep: Ipv4Addr,
+}
+
+/// `node.datapath`: which decap mode to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathSetting {
+    /// TC on veth and on drivers without native XDP, XDP elsewhere.
+    #[default]
+    Auto,
+    /// Always TC ingress.
+    Tc,
+    /// Always XDP.
+    Xdp,
+}
+
+/// `node.dscp`: the outer DSCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DscpSetting {
+    /// Copy the inner packet's DSCP (`"inherit"`).
+    Inherit,
+    /// A fixed value, 0..=63.
+    Fixed(u8),
+}
+
+impl Default for DscpSetting {
+    fn default() -> Self {
+        DscpSetting::Fixed(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DscpSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DscpVisitor;
+
+        impl Visitor<'_> for DscpVisitor {
+            type Value = DscpSetting;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "\"inherit\" or an integer 0..={MAX_DSCP}")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DscpSetting, E> {
+                if v == "inherit" {
+                    Ok(DscpSetting::Inherit)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DscpSetting, E> {
+                u8::try_from(v)
+                    .map(DscpSetting::Fixed)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DscpSetting, E> {
+                u8::try_from(v)
+                    .map(DscpSetting::Fixed)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+        }
+
+        deserializer.deserialize_any(DscpVisitor)
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+fn default_api_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_API_SOCKET)
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    DEFAULT_METRICS_LISTEN
+}
+
+fn default_ttl() -> u8 {
+    DEFAULT_TTL
+}
+
+fn default_fdb_ageing_secs() -> u64 {
+    DEFAULT_FDB_AGEING_SECS
+}
+
+impl Config {
+    /// Reads, parses and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks every rule; the first broken one is returned. `path` is only
+    /// used in messages.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.check().map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        let node = &self.node;
+        check_node_name(&node.name).map_err(|m| ("node.name".to_owned(), m))?;
+        check_ifname(&node.underlay).map_err(|m| ("node.underlay".to_owned(), m))?;
+        if let Some(vtep) = node.vtep {
+            check_unicast_ip(vtep).map_err(|m| ("node.vtep".to_owned(), m))?;
+        }
+        if node.ttl == 0 {
+            return Err((
+                "node.ttl".to_owned(),
+                "0 is out of range (1..=255)".to_owned(),
+            ));
+        }
+        if let DscpSetting::Fixed(v) = node.dscp {
+            if v > MAX_DSCP {
+                return Err((
+                    "node.dscp".to_owned(),
+                    format!("{v} is out of range (\"inherit\" or 0..={MAX_DSCP})"),
+                ));
+            }
+        }
+        if node.fdb_ageing_secs == 0 {
+            return Err((
+                "node.fdb_ageing_secs".to_owned(),
+                "0 is not allowed (must be at least 1 second)".to_owned(),
+            ));
+        }
+        if self.vni.is_empty() {
+            return Err((
+                "vni".to_owned(),
+                "no [[vni]] sections; at least one is required".to_owned(),
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut bridges = HashSet::new();
+        for (i, vni) in self.vni.iter().enumerate() {
+            let key = |field: &str| format!("vni[{i}].{field}");
+            if !(1..=MAX_VNI).contains(&vni.id) {
+                return Err((
+                    key("id"),
+                    format!("{} is out of range (1..={MAX_VNI})", vni.id),
+                ));
+            }
+            if !ids.insert(vni.id) {
+                return Err((
+                    key("id"),
+                    format!(
+                        "{} is used by an earlier [[vni]]; ids must be unique",
+                        vni.id
+                    ),
+                ));
+            }
+            check_ifname(&vni.bridge).map_err(|m| (key("bridge"), m))?;
+            if !bridges.insert(vni.bridge.as_str()) {
+                return Err((
+                    key("bridge"),
+                    format!(
+                        "{:?} is used by an earlier [[vni]]; each VNI needs its own bridge",
+                        vni.bridge
+                    ),
+                ));
+            }
+            self.check_peers(i, vni)?;
+            check_static_fdb(i, vni)?;
+        }
+        Ok(())
+    }
+
+    fn check_peers(&self, i: usize, vni: &VniConfig) -> Result<(), (String, String)> {
+        if vni.peers.len() > MAX_PEERS_PER_VNI {
+            return Err((
+                format!("vni[{i}].peers"),
+                format!(
+                    "{} peers; at most {MAX_PEERS_PER_VNI} per VNI (the flood list size)",
+                    vni.peers.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (j, &peer) in vni.peers.iter().enumerate() {
+            let key = format!("vni[{i}].peers[{j}]");
+            check_unicast_ip(peer).map_err(|m| (key.clone(), m))?;
+            if Some(peer) == self.node.vtep {
+                return Err((
+                    key,
+                    format!("{peer} is this node's own node.vtep; list only remote VTEPs"),
+                ));
+            }
+            if !seen.insert(peer) {
+                return Err((key, format!("{peer} is listed twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_static_fdb(i: usize, vni: &VniConfig) -> Result<(), (String, String)> {
+    let mut macs = HashSet::new();
+    for (j, entry) in vni.static_fdb.iter().enumerate() {
+        let key = |field: &str| format!("vni[{i}].static_fdb[{j}].{field}");
+        if entry.mac.is_zero() || !entry.mac.is_unicast() {
+            return Err((
+                key("mac"),
+                format!(
+                    "{} is not a host address; only non-zero unicast MACs \
+                     (first octet even) can be pinned",
+                    entry.mac
+                ),
+            ));
+        }
+        if !macs.insert(entry.mac) {
+            return Err((
+                key("mac"),
+                format!("{} is listed twice in this VNI", entry.mac),
+            ));
+        }
+        if !vni.peers.contains(&entry.vtep) {
+            return Err((
+                key("vtep"),
+                format!(
+                    "{} is not one of vni[{i}].peers; a static entry must point at a peer",
+                    entry.vtep
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty; give the node a name of [a-z0-9-]".to_owned());
+    }
+    if name.len() > MAX_NODE_NAME {
+        return Err(format!(
+            "{name:?} is {} characters; at most {MAX_NODE_NAME} allowed",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; only lowercase letters, digits and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Linux's `dev_valid_name`: 1..=15 bytes, not `.` or `..`, no `/`, `:` or
+/// whitespace.
+fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty; an interface name has 1..=15 characters".to_owned());
+    }
+    if name.len() > MAX_IFNAME {
+        return Err(format!(
+            "{name:?} is {} bytes; interface names have at most {MAX_IFNAME}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; interface names cannot contain '/', ':' or whitespace"
+        ));
+    }
+    Ok(())
+}
+
+fn check_unicast_ip(ip: Ipv4Addr) -> Result<(), String> {
+    if ip.is_unspecified() {
+        Err(format!("{ip} is not a VTEP address (unspecified)"))
+    } else if ip.is_multicast() {
+        Err(format!(
+            "{ip} is multicast; VTEPs must be unicast (multicast flooding is not supported)"
+        ))
+    } else if ip.is_broadcast() {
+        Err(format!("{ip} is broadcast; VTEPs must be unicast"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/vlnet.toml.example");
+
+    const MINIMAL: &str = r#"
+[node]
+name = "pve1"
+underlay = "eth0"
+
+[[vni]]
+id = 100
+bridge = "vnet100"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/test/vlnet.toml"))
+    }
+
+    /// Parses `MINIMAL` plus `extra` lines appended to `[node]` and a second
+    /// VNI section, expecting an `Invalid` error on `key`.
+    fn invalid(text: &str, key: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid {
+                key: k, message, ..
+            }) => {
+                assert_eq!(k, key, "wrong key; message: {message}");
+                let shown = parse(text).unwrap_err().to_string();
+                assert!(shown.contains("/test/vlnet.toml"), "{shown}");
+                assert!(shown.contains(key), "{shown}");
+                message
+            }
+            other => panic!("expected Invalid on {key}, got {other:?}"),
+        }
+    }
+
+    fn with_node(extra: &str) -> String {
+        MINIMAL.replace(
+            "underlay = \"eth0\"\n",
+            &format!("underlay = \"eth0\"\n{extra}\n"),
+        )
+    }
+
+    fn with_vni(body: &str) -> String {
+        format!("{MINIMAL}\n[[vni]]\n{body}\n")
+    }
+
+    #[test]
+    fn minimal_gets_every_default() {
+        let config = parse(MINIMAL).unwrap();
+        let node = &config.node;
+        assert_eq!(node.name, "pve1");
+        assert_eq!(node.underlay, "eth0");
+        assert_eq!(node.vtep, None);
+        assert_eq!(node.state_dir, Path::new("/var/lib/vlnet"));
+        assert_eq!(node.api_socket, Path::new("/run/vlnet/vlnet.sock"));
+        assert_eq!(node.metrics_listen, "127.0.0.1:9469".parse().unwrap());
+        assert_eq!(node.datapath, DatapathSetting::Auto);
+        assert_eq!(node.ttl, 64);
+        assert_eq!(node.dscp, DscpSetting::Fixed(0));
+        assert_eq!(node.fdb_ageing_secs, 300);
+        assert_eq!(config.vni.len(), 1);
+        assert_eq!(config.vni[0].id, 100);
+        assert_eq!(config.vni[0].bridge, "vnet100");
+        assert!(config.vni[0].peers.is_empty());
+        assert!(config.vni[0].static_fdb.is_empty());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let text = r#"
+[node]
+name = "client-7"
+underlay = "enp1s0"
+vtep = "198.18.0.1"
+state_dir = "/srv/vlnet"
+api_socket = "/tmp/v.sock"
+metrics_listen = "[::1]:9500"
+datapath = "xdp"
+ttl = 32
+dscp = "inherit"
+fdb_ageing_secs = 60
+
+[[vni]]
+id = 16777215
+bridge = "vmbr1"
+peers = ["198.18.0.2", "198.18.0.3"]
+static_fdb = [{ mac = "02:00:00:00:00:01", vtep = "198.18.0.3" }]
+
+[[vni]]
+id = 1
+bridge = "vmbr2"
+"#;
+        let config = parse(text).unwrap();
+        assert_eq!(config.node.vtep, Some(Ipv4Addr::new(198, 18, 0, 1)));
+        assert_eq!(config.node.state_dir, Path::new("/srv/vlnet"));
+        assert_eq!(config.node.metrics_listen, "[::1]:9500".parse().unwrap());
+        assert_eq!(config.node.datapath, DatapathSetting::Xdp);
+        assert_eq!(config.node.ttl, 32);
+        assert_eq!(config.node.dscp, DscpSetting::Inherit);
+        assert_eq!(config.node.fdb_ageing_secs, 60);
+        assert_eq!(config.vni[0].peers.len(), 2);
+        assert_eq!(
+            config.vni[0].static_fdb,
+            vec![StaticFdb {
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                vtep: Ipv4Addr::new(198, 18, 0, 3),
+            }]
+        );
+        assert_eq!(config.vni[1].id, 1);
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let config = parse(EXAMPLE).unwrap();
+        assert_eq!(config.vni.len(), 1);
+        assert_eq!(config.vni[0].id, 100);
+        assert_eq!(config.vni[0].bridge, "vnet100");
+        assert_eq!(config.vni[0].peers.len(), 2);
+    }
+
+    #[test]
+    fn dscp_number_and_tc() {
+        let config = parse(&with_node("dscp = 46\ndatapath = \"tc\"")).unwrap();
+        assert_eq!(config.node.dscp, DscpSetting::Fixed(46));
+        assert_eq!(config.node.datapath, DatapathSetting::Tc);
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = parse("[node]\nname = \"a\"\nunderlay = eth0\n").unwrap_err();
+        let shown = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        assert!(shown.contains("/test/vlnet.toml"), "{shown}");
+        assert!(shown.contains("line 3"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let err = parse(&with_node("colour = \"blue\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        let err = parse(&format!("{MINIMAL}\nmtu = 1400\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mtu"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[extra]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn bad_types_rejected_with_line() {
+        for extra in [
+            "ttl = 256",
+            "dscp = 64000",
+            "dscp = \"copy\"",
+            "datapath = \"dpdk\"",
+        ] {
+            let err = parse(&with_node(extra)).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{extra}: {err}");
+            assert!(err.to_string().contains("line 5"), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_file_names_path() {
+        let err = Config::load(Path::new("/nonexistent/vlnet.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/vlnet.toml"), "{err}");
+    }
+
+    #[test]
+    fn node_name_rules() {
+        let m = invalid(&MINIMAL.replace("\"pve1\"", "\"\""), "node.name");
+        assert!(m.contains("empty"), "{m}");
+        let long = "a".repeat(33);
+        let m = invalid(&MINIMAL.replace("pve1", &long), "node.name");
+        assert!(m.contains("at most 32"), "{m}");
+        let m = invalid(&MINIMAL.replace("pve1", "PVE/1"), "node.name");
+        assert!(m.contains("[a-z0-9-]") || m.contains("lowercase"), "{m}");
+        assert!(parse(&MINIMAL.replace("pve1", &"a".repeat(32))).is_ok());
+    }
+
+    #[test]
+    fn underlay_rules() {
+        for bad in ["", "a-very-long-name0", "eth/0", "eth 0", "eth:0", ".."] {
+            invalid(
+                &MINIMAL.replace("\"eth0\"", &format!("{bad:?}")),
+                "node.underlay",
+            );
+        }
+        assert!(parse(&MINIMAL.replace("eth0", "a-very-long-nam")).is_ok());
+    }
+
+    #[test]
+    fn ttl_dscp_ageing_rules() {
+        let m = invalid(&with_node("ttl = 0"), "node.ttl");
+        assert!(m.contains("1..=255"), "{m}");
+        let m = invalid(&with_node("dscp = 64"), "node.dscp");
+        assert!(m.contains("0..=63"), "{m}");
+        let m = invalid(&with_node("fdb_ageing_secs = 0"), "node.fdb_ageing_secs");
+        assert!(m.contains("at least 1"), "{m}");
+    }
+
+    #[test]
+    fn vni_list_required() {
+        let text = "[node]\nname = \"a\"\nunderlay = \"eth0\"\nvni = []\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("vni"), "{err}");
+        // Without any [[vni]] the key is missing: a parse error naming it.
+        let err = parse("[node]\nname = \"a\"\nunderlay = \"eth0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vni"), "{err}");
+    }
+
+    #[test]
+    fn empty_vni_array_is_invalid() {
+        // `vni = []` under [node] is an unknown node key; at top level it is
+        // an empty list, which validation rejects.
+        let text = "vni = []\n[node]\nname = \"a\"\nunderlay = \"eth0\"\n";
+        let m = invalid(text, "vni");
+        assert!(m.contains("at least one"), "{m}");
+    }
+
+    #[test]
+    fn vni_id_rules() {
+        let m = invalid(&with_vni("id = 16777216\nbridge = \"b2\""), "vni[1].id");
+        assert_eq!(m, "16777216 is out of range (1..=16777215)");
+        invalid(&with_vni("id = 0\nbridge = \"b2\""), "vni[1].id");
+        let m = invalid(&with_vni("id = 100\nbridge = \"b2\""), "vni[1].id");
+        assert!(m.contains("unique"), "{m}");
+    }
+
+    #[test]
+    fn bridge_rules() {
+        invalid(&with_vni("id = 200\nbridge = \"br/0\""), "vni[1].bridge");
+        invalid(&with_vni("id = 200\nbridge = \"\""), "vni[1].bridge");
+        let m = invalid(&with_vni("id = 200\nbridge = \"vnet100\""), "vni[1].bridge");
+        assert!(m.contains("own bridge"), "{m}");
+    }
+
+    #[test]
+    fn peer_rules() {
+        let vni = |peers: &str| with_vni(&format!("id = 200\nbridge = \"b2\"\npeers = [{peers}]"));
+        let m = invalid(&vni("\"198.18.0.2\", \"198.18.0.2\""), "vni[1].peers[1]");
+        assert!(m.contains("twice"), "{m}");
+        invalid(&vni("\"0.0.0.0\""), "vni[1].peers[0]");
+        let m = invalid(&vni("\"198.18.0.2\", \"239.1.1.1\""), "vni[1].peers[1]");
+        assert!(m.contains("multicast"), "{m}");
+        invalid(&vni("\"255.255.255.255\""), "vni[1].peers[0]");
+
+        let own = with_node("vtep = \"198.18.0.1\"")
+            + "\n[[vni]]\nid = 200\nbridge = \"b2\"\npeers = [\"198.18.0.1\"]\n";
+        let m = invalid(&own, "vni[1].peers[0]");
+        assert!(m.contains("node.vtep"), "{m}");
+
+        let many: Vec<String> = (1..=33).map(|n| format!("\"198.18.1.{n}\"")).collect();
+        let m = invalid(&vni(&many.join(", ")), "vni[1].peers");
+        assert!(m.contains("at most 32"), "{m}");
+        assert!(parse(&vni(&many[..32].join(", "))).is_ok());
+    }
+
+    #[test]
+    fn static_fdb_rules() {
+        let vni = |entries: &str| {
+            with_vni(&format!(
+                "id = 200\nbridge = \"b2\"\npeers = [\"198.18.0.2\"]\nstatic_fdb = [{entries}]"
+            ))
+        };
+        let ok = "{ mac = \"02:00:00:00:00:01\", vtep = \"198.18.0.2\" }";
+        assert!(parse(&vni(ok)).is_ok());
+
+        let m = invalid(
+            &vni("{ mac = \"01:00:5e:00:00:01\", vtep = \"198.18.0.2\" }"),
+            "vni[1].static_fdb[0].mac",
+        );
+        assert!(m.contains("unicast"), "{m}");
+        invalid(
+            &vni("{ mac = \"00:00:00:00:00:00\", vtep = \"198.18.0.2\" }"),
+            "vni[1].static_fdb[0].mac",
+        );
+        let m = invalid(
+            &vni("{ mac = \"02:00:00:00:00:01\", vtep = \"198.18.0.9\" }"),
+            "vni[1].static_fdb[0].vtep",
+        );
+        assert!(m.contains("peers"), "{m}");
+        let m = invalid(&vni(&format!("{ok}, {ok}")), "vni[1].static_fdb[1].mac");
+        assert!(m.contains("twice"), "{m}");
+
+        let err = parse(&vni("{ mac = \"02:00\", vtep = \"198.18.0.2\" }"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("aa:bb:cc:dd:ee:ff"), "{err}");
+        let err = parse(&vni(
+            "{ mac = \"02:00:00:00:00:01\", vtep = \"198.18.0.2\", age = 3 }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("age"), "{err}");
+    }
+}

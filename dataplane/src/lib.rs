@@ -2,12 +2,28 @@
 //! maps in step with the config, and answers the admin API and `/metrics`.
 //!
 //! # Layout
-//! - [`config`]: the TOML config and its validation.
+//! - [`config`]: the TOML config and its validation; [`mac`]: MAC addresses.
 //! - [`model`]: records the node reports (API, CLI, metrics share them).
+//! - [`bpf`]: loading, attaching and pinning the kernel programs.
+//! - [`maps`]: typed access to the kernel maps.
+//! - [`sync`]: reconciling the maps with the desired state.
+//! - [`fdb`]: FDB ageing and records.
+//! - [`netlink`]: bridges, overlay ports, routes and neighbours.
+//! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
+//! - [`node`]: the running node's view, behind the API and metrics.
+//! - [`daemon`]: start-up, the daemon's tasks, and teardown.
+//! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
+pub mod api;
 pub mod bpf;
 pub mod config;
+pub mod daemon;
+pub mod fdb;
+pub mod lock;
+pub mod mac;
 pub mod maps;
+pub mod metrics;
 pub mod model;
 pub mod netlink;
-pub mod fdb;
+pub mod node;
+pub mod store;
 pub mod sync;

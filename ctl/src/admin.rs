@@ -1,0 +1,74 @@
+//! `vlnet ctl`: talks to a node's admin API and prints what it answers.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use vlnet_dataplane::api::{self, Request, Response};
+use vlnet_dataplane::config::Config;
+
+use crate::cli::{CtlArgs, CtlCommand};
+use crate::render;
+
+fn socket_of(args: &CtlArgs) -> Result<PathBuf> {
+    if let Some(socket) = &args.socket {
+        return Ok(socket.clone());
+    }
+    let cfg = Config::load(&args.config)?;
+    Ok(cfg.node.api_socket)
+}
+
+fn ask(args: &CtlArgs, req: &Request) -> Result<Response> {
+    let socket = socket_of(args)?;
+    match api::request(&socket, req)? {
+        Response::Error { message } => bail!("the daemon refused: {message}"),
+        other => Ok(other),
+    }
+}
+
+fn print<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce(&T) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table(value));
+    }
+    Ok(())
+}
+
+/// Runs one `vlnet ctl` command.
+pub fn run(args: &CtlArgs) -> Result<()> {
+    match &args.command {
+        CtlCommand::Status => match ask(args, &Request::Status)? {
+            Response::Status(s) => print(args.json, &s, render::status),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        CtlCommand::Peers => match ask(args, &Request::Peers)? {
+            Response::Peers(p) => print(args.json, &p, |p| render::peers(p)),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        CtlCommand::Fdb { vni } => match ask(args, &Request::Fdb { vni: *vni })? {
+            Response::Fdb(f) => print(args.json, &f, |f| render::fdb(f)),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        CtlCommand::Teardown => {
+            let cfg = Config::load(&args.config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let report = runtime
+                .block_on(vlnet_dataplane::daemon::teardown(&cfg))
+                .with_context(|| format!("tearing down node {}", cfg.node.name))?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"stopped_daemon": report.stopped_daemon, "deleted_links": report.deleted_links})
+                );
+            } else {
+                println!(
+                    "node {}: {}removed pinned programs and maps, deleted {}",
+                    cfg.node.name,
+                    if report.stopped_daemon { "stopped the daemon, " } else { "" },
+                    if report.deleted_links.is_empty() { "no links".to_string() } else { report.deleted_links.join(", ") }
+                );
+            }
+            Ok(())
+        }
+    }
+}

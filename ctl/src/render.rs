@@ -1,0 +1,368 @@
+//! Human-readable output of `vlnet ctl status | peers | fdb`: aligned
+//! columns, byte counts in binary units (`1.5 MiB`). `--json` bypasses this
+//! and prints the API records as they are.
+
+use std::fmt::Write as _;
+
+use vlnet_dataplane::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus};
+
+/// `vlnet ctl status`: node identity, one row per VNI, non-zero drops.
+#[must_use]
+pub fn status(s: &NodeStatus) -> String {
+    let datapath = match s.datapath {
+        DatapathMode::Tc => "tc",
+        DatapathMode::Xdp => "xdp",
+    };
+    let programs = if s.adopted {
+        "adopted from a previous daemon"
+    } else {
+        "loaded by this daemon"
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "node      {}", s.node);
+    let _ = writeln!(
+        out,
+        "vtep      {} on {} (mtu {})",
+        s.vtep, s.underlay, s.underlay_mtu
+    );
+    let _ = writeln!(out, "datapath  {datapath} (programs {programs})");
+    let _ = writeln!(
+        out,
+        "daemon    pid {}, up {}",
+        s.pid,
+        duration(s.uptime_secs)
+    );
+    out.push('\n');
+
+    if s.vnis.is_empty() {
+        out.push_str("no VNIs\n");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .vnis
+            .iter()
+            .map(|v| {
+                vec![
+                    v.vni.to_string(),
+                    v.bridge.clone(),
+                    v.port.clone(),
+                    v.peers.to_string(),
+                    v.fdb_entries.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                ("VNI", Align::Right),
+                ("BRIDGE", Align::Left),
+                ("PORT", Align::Left),
+                ("PEERS", Align::Right),
+                ("FDB", Align::Right),
+            ],
+            &rows,
+        ));
+    }
+    out.push('\n');
+
+    let drops: Vec<Vec<String>> = s
+        .drops
+        .iter()
+        .filter(|d| d.packets > 0)
+        .map(|d| vec![d.reason.clone(), d.packets.to_string()])
+        .collect();
+    if drops.is_empty() {
+        out.push_str("no drops\n");
+    } else {
+        out.push_str(&table(
+            &[("DROP REASON", Align::Left), ("PACKETS", Align::Right)],
+            &drops,
+        ));
+    }
+    out
+}
+
+/// `vlnet ctl peers`: one row per `(vni, peer)` with its traffic.
+#[must_use]
+pub fn peers(peers: &[PeerStatus]) -> String {
+    if peers.is_empty() {
+        return "no peers\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.vni.to_string(),
+                p.vtep.to_string(),
+                p.rx_packets.to_string(),
+                bytes(p.rx_bytes),
+                p.tx_packets.to_string(),
+                bytes(p.tx_bytes),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("VNI", Align::Right),
+            ("PEER", Align::Left),
+            ("RX PKTS", Align::Right),
+            ("RX BYTES", Align::Right),
+            ("TX PKTS", Align::Right),
+            ("TX BYTES", Align::Right),
+        ],
+        &rows,
+    )
+}
+
+/// `vlnet ctl fdb`: one row per MAC location. Static entries do not age, so
+/// their age shows as `-`.
+#[must_use]
+pub fn fdb(records: &[FdbRecord]) -> String {
+    if records.is_empty() {
+        return "no FDB entries\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let (kind, age) = match r.kind {
+                FdbKind::Static => ("static", "-".to_owned()),
+                FdbKind::Learned => ("learned", duration(r.age_secs)),
+            };
+            vec![
+                r.vni.to_string(),
+                r.mac.clone(),
+                r.vtep.to_string(),
+                kind.to_owned(),
+                age,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("VNI", Align::Right),
+            ("MAC", Align::Left),
+            ("VTEP", Align::Left),
+            ("KIND", Align::Left),
+            ("AGE", Align::Right),
+        ],
+        &rows,
+    )
+}
+
+/// A byte count in binary units: `700 B`, `1.5 MiB`.
+#[must_use]
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "one decimal is shown; f64 is exact far beyond that"
+    )]
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A duration as its two largest units: `45s`, `3m 20s`, `2h 5m`, `4d 1h`.
+#[must_use]
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Columns padded to their widest cell, two spaces apart, no trailing blanks.
+fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, ((cell, width), (_, align))) in row.iter().zip(&widths).zip(columns).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let _ = match align {
+                Align::Left => write!(line, "{cell:<width$}"),
+                Align::Right => write!(line, "{cell:>width$}"),
+            };
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use vlnet_dataplane::model::{DropCount, VniStatus};
+
+    use super::*;
+
+    fn node(drops: &[(&str, u64)]) -> NodeStatus {
+        NodeStatus {
+            node: "pve1".into(),
+            vtep: Ipv4Addr::new(198, 18, 0, 1),
+            underlay: "eth0".into(),
+            datapath: DatapathMode::Tc,
+            underlay_mtu: 1500,
+            pid: 4242,
+            uptime_secs: 3725,
+            adopted: true,
+            vnis: vec![
+                VniStatus {
+                    vni: 100,
+                    bridge: "vnet100".into(),
+                    port: "vl100".into(),
+                    peers: 2,
+                    fdb_entries: 14,
+                },
+                VniStatus {
+                    vni: 16_777_215,
+                    bridge: "vmbr9".into(),
+                    port: "vl16777215".into(),
+                    peers: 0,
+                    fdb_entries: 0,
+                },
+            ],
+            drops: drops
+                .iter()
+                .map(|(reason, packets)| DropCount {
+                    reason: (*reason).into(),
+                    packets: *packets,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn status_with_drops() {
+        let out = status(&node(&[
+            ("truncated", 0),
+            ("unknown_vni", 12),
+            ("looped", 3),
+        ]));
+        assert_eq!(
+            out,
+            "\
+node      pve1
+vtep      198.18.0.1 on eth0 (mtu 1500)
+datapath  tc (programs adopted from a previous daemon)
+daemon    pid 4242, up 1h 2m
+
+     VNI  BRIDGE   PORT        PEERS  FDB
+     100  vnet100  vl100           2   14
+16777215  vmbr9    vl16777215      0    0
+
+DROP REASON  PACKETS
+unknown_vni       12
+looped             3
+"
+        );
+    }
+
+    #[test]
+    fn status_without_drops() {
+        let out = status(&node(&[("truncated", 0), ("looped", 0)]));
+        assert!(out.ends_with("\n\nno drops\n"), "{out}");
+        assert!(!out.contains("truncated"), "{out}");
+    }
+
+    #[test]
+    fn peers_table() {
+        let out = peers(&[
+            PeerStatus {
+                vni: 100,
+                vtep: Ipv4Addr::new(198, 18, 0, 2),
+                rx_packets: 1234,
+                rx_bytes: 1_572_864,
+                tx_packets: 7,
+                tx_bytes: 700,
+            },
+            PeerStatus {
+                vni: 200,
+                vtep: Ipv4Addr::new(198, 18, 10, 30),
+                rx_packets: 0,
+                rx_bytes: 0,
+                tx_packets: 3_000_000,
+                tx_bytes: 5 * 1024 * 1024 * 1024,
+            },
+        ]);
+        assert_eq!(
+            out,
+            "\
+VNI  PEER          RX PKTS  RX BYTES  TX PKTS  TX BYTES
+100  198.18.0.2       1234   1.5 MiB        7     700 B
+200  198.18.10.30        0       0 B  3000000   5.0 GiB
+"
+        );
+        assert_eq!(peers(&[]), "no peers\n");
+    }
+
+    #[test]
+    fn fdb_table() {
+        let out = fdb(&[
+            FdbRecord {
+                vni: 100,
+                mac: "02:00:00:00:00:01".into(),
+                vtep: Ipv4Addr::new(198, 18, 0, 2),
+                kind: FdbKind::Learned,
+                age_secs: 75,
+            },
+            FdbRecord {
+                vni: 100,
+                mac: "02:00:00:00:00:02".into(),
+                vtep: Ipv4Addr::new(198, 18, 0, 3),
+                kind: FdbKind::Static,
+                age_secs: 0,
+            },
+        ]);
+        assert_eq!(
+            out,
+            "\
+VNI  MAC                VTEP        KIND        AGE
+100  02:00:00:00:00:01  198.18.0.2  learned  1m 15s
+100  02:00:00:00:00:02  198.18.0.3  static        -
+"
+        );
+        assert_eq!(fdb(&[]), "no FDB entries\n");
+    }
+
+    #[test]
+    fn humanised_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(1_572_864), "1.5 MiB");
+        assert_eq!(bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(200), "3m 20s");
+        assert_eq!(duration(7500), "2h 5m");
+        assert_eq!(duration(90_000), "1d 1h");
+    }
+}

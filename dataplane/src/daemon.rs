@@ -1,0 +1,397 @@
+//! The node daemon: start-up (validate, lock, links, programs, maps), its
+//! background tasks (next-hop refresh, FDB ageing, API, metrics), and
+//! teardown. Stopping the daemon never stops forwarding: programs and maps
+//! stay pinned until `teardown`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::programs::XdpMode;
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, info_span, warn, Instrument};
+use vlnet_ebpf::abi::{vlnet_nexthop, VLNET_ENCAP_LEN};
+
+use crate::api::{self, ApiError};
+use crate::bpf::{self, BpfError, Programs};
+use crate::config::{Config, DatapathSetting, DscpSetting};
+use crate::fdb::{self, monotonic_ns};
+use crate::lock::{LockError, NodeLock};
+use crate::maps::{Maps, MapsError};
+use crate::metrics::{self, MetricsError};
+use crate::model::DatapathMode;
+use crate::netlink::{self, LinkSummary, NextHop, Netlink, NetlinkError};
+use crate::node::{Node, NodeFacts};
+use crate::store::{state_path, NodeState};
+use crate::sync::{self, Desired, DesiredVni, OuterHeader};
+
+/// How often next hops are re-resolved from the kernel's tables.
+pub const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
+/// How long `teardown` waits for a running daemon to exit.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not start or run.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// Another daemon holds the node.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Link work failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// Loading or attaching programs failed.
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    /// Writing the maps failed.
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    /// The admin API could not start.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// `/metrics` could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The underlay has no IPv4 address and `node.vtep` is not set.
+    #[error("node.vtep is not set and underlay {0} has no IPv4 address to use")]
+    NoVtep(String),
+    /// The underlay MTU leaves no room for the outer headers.
+    #[error("underlay {name} MTU {mtu} is too small for VXLAN (needs > {VLNET_ENCAP_LEN})")]
+    SmallMtu {
+        /// Underlay name.
+        name: String,
+        /// Its MTU.
+        mtu: u32,
+    },
+    /// `datapath = "xdp"` was asked for but the underlay refused XDP.
+    #[error("XDP could not be attached to {name}: {source}")]
+    Xdp {
+        /// Underlay name.
+        name: String,
+        /// Underlying error.
+        source: Box<BpfError>,
+    },
+    /// State on disk could not be read or written.
+    #[error("node state {path}: {source}")]
+    State {
+        /// State file.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::State { path: path.display().to_string(), source }
+}
+
+/// Runs the daemon for `cfg` until SIGINT/SIGTERM or an API shutdown.
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    let span = info_span!("daemon", node = %cfg.node.name);
+    async move {
+        let _lock = NodeLock::acquire(&cfg.node.state_dir, &cfg.node.name)?;
+        let (node, programs) = start(&cfg).await?;
+        let api = api::bind(&cfg.node.api_socket)?;
+        let metrics_listener = metrics::bind(cfg.node.metrics_listen)?;
+        let (api_node, metrics_node) = (node.clone(), node.clone());
+        let tasks = [
+            tokio::spawn(
+                async move {
+                    if let Err(e) = api::serve_listener(api, api_node).await {
+                        warn!(error = %e, "admin API stopped");
+                    }
+                }
+                .in_current_span(),
+            ),
+            tokio::spawn(
+                async move {
+                    if let Err(e) = metrics::serve_listener(metrics_listener, metrics_node).await {
+                        warn!(error = %e, "metrics endpoint stopped");
+                    }
+                }
+                .in_current_span(),
+            ),
+            tokio::spawn(refresh_next_hops(node.clone(), peers_of(&cfg)).in_current_span()),
+            tokio::spawn(age_fdb(node.clone(), cfg.node.fdb_ageing_secs).in_current_span()),
+        ];
+        info!(
+            vtep = %node.facts().vtep,
+            datapath = ?node.facts().datapath,
+            adopted = node.facts().adopted,
+            "vlnet node ready"
+        );
+        wait_for_stop(&node).await;
+        for task in tasks {
+            task.abort();
+        }
+        drop(programs);
+        let _ = std::fs::remove_file(&cfg.node.api_socket);
+        info!("daemon stopped; programs stay attached (vlnet ctl teardown removes them)");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn wait_for_stop(node: &Node) {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        node.shutdown_requested().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+        () = node.shutdown_requested() => info!("shutdown requested over the API"),
+    }
+}
+
+fn peers_of(cfg: &Config) -> Vec<Ipv4Addr> {
+    let set: BTreeSet<Ipv4Addr> = cfg.vni.iter().flat_map(|v| v.peers.iter().copied()).collect();
+    set.into_iter().collect()
+}
+
+fn choose_datapath(setting: DatapathSetting, underlay: &LinkSummary) -> DatapathMode {
+    match setting {
+        DatapathSetting::Tc => DatapathMode::Tc,
+        DatapathSetting::Xdp => DatapathMode::Xdp,
+        DatapathSetting::Auto if netlink::prefers_tc(underlay.kind.as_deref()) => DatapathMode::Tc,
+        DatapathSetting::Auto => DatapathMode::Xdp,
+    }
+}
+
+/// Brings links, maps and programs to what `cfg` says.
+async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
+    let nl = Netlink::connect()?;
+    let underlay = nl.require_link(&cfg.node.underlay).await?;
+    let vtep = match cfg.node.vtep {
+        Some(v) => v,
+        None => nl.first_ipv4(underlay.index).await?.ok_or_else(|| DaemonError::NoVtep(underlay.name.clone()))?,
+    };
+    if underlay.mtu <= VLNET_ENCAP_LEN + 68 {
+        return Err(DaemonError::SmallMtu { name: underlay.name.clone(), mtu: underlay.mtu });
+    }
+    let overlay_mtu = underlay.mtu - VLNET_ENCAP_LEN;
+
+    let adopted = bpf::has_pins(&cfg.node.name);
+    let mut programs = Programs::load(&cfg.node.name)?;
+    let mut maps = Maps::take_from(programs.ebpf_mut())?;
+
+    let state_file = state_path(&cfg.node.state_dir, &cfg.node.name);
+    let mut state = NodeState::load(&state_file).map_err(state_error(&state_file))?;
+    let mut ports = Vec::new();
+    for v in &cfg.vni {
+        if nl.ensure_bridge(&v.bridge).await? {
+            info!(bridge = %v.bridge, "created bridge");
+            state.created_bridges.insert(v.bridge.clone());
+            state.save(&state_file).map_err(state_error(&state_file))?;
+        }
+        let bridge = nl.require_link(&v.bridge).await?;
+        let (port, inner) = nl.ensure_overlay_port(v.id, &bridge, overlay_mtu).await?;
+        ports.push((v, port, inner));
+    }
+
+    let mut datapath = choose_datapath(cfg.node.datapath, &underlay);
+    let outer = OuterHeader {
+        ttl: cfg.node.ttl,
+        dscp: match cfg.node.dscp {
+            DscpSetting::Inherit => None,
+            DscpSetting::Fixed(d) => Some(d),
+        },
+        sport_range: sync::local_port_range(),
+    };
+    let desired = |xdp: bool| Desired {
+        node: sync::node_config(underlay.index, vtep, underlay.mtu, outer),
+        vnis: ports
+            .iter()
+            .map(|(v, _, inner)| DesiredVni {
+                vni: v.id,
+                overlay_ifindex: inner.index,
+                peers: v.peers.clone(),
+                static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
+            })
+            .collect(),
+        xdp,
+    };
+    sync::apply(&mut maps, &desired(datapath == DatapathMode::Xdp))?;
+    resolve_next_hops(&nl, &mut maps, &peers_of(cfg)).await;
+
+    // Underlay decap first: the overlay side only sends once it can receive.
+    let mut keep = HashSet::new();
+    if datapath == DatapathMode::Xdp {
+        match programs.attach_xdp(bpf::PROG_XDP_UNDERLAY_RX, &underlay.name, underlay.index, XdpMode::Driver) {
+            Ok(pin) => {
+                keep.insert(pin);
+            }
+            Err(e) if cfg.node.datapath == DatapathSetting::Auto => {
+                warn!(error = %e, "no native XDP on the underlay; using TC");
+                datapath = DatapathMode::Tc;
+                sync::apply(&mut maps, &desired(false))?;
+            }
+            Err(e) => return Err(DaemonError::Xdp { name: underlay.name.clone(), source: Box::new(e) }),
+        }
+    }
+    if datapath == DatapathMode::Tc {
+        keep.insert(programs.attach_tc(bpf::PROG_TC_UNDERLAY_RX, &underlay.name, underlay.index)?);
+    }
+    for (_, port, inner) in &ports {
+        keep.insert(programs.attach_tc(bpf::PROG_TC_OVERLAY_TX, &inner.name, inner.index)?);
+        if datapath == DatapathMode::Xdp {
+            keep.insert(programs.attach_xdp(bpf::PROG_XDP_OVERLAY_PASS, &port.name, port.index, XdpMode::Driver)?);
+        }
+    }
+    let pruned = programs.prune_links(&keep).map_err(state_error(&bpf::pin_dir(&cfg.node.name)))?;
+    if pruned > 0 {
+        info!(pruned, "detached links no longer configured");
+    }
+
+    let facts = NodeFacts {
+        name: cfg.node.name.clone(),
+        vtep,
+        underlay: underlay.name.clone(),
+        underlay_mtu: underlay.mtu,
+        datapath,
+        adopted,
+        vnis: ports
+            .iter()
+            .map(|(v, port, _)| (v.id, v.bridge.clone(), port.name.clone(), v.peers.len()))
+            .collect(),
+    };
+    Ok((Arc::new(Node::new(facts, maps)), programs))
+}
+
+/// Resolves every peer's next hop into `vlnet_nexthops`; unresolved ones get
+/// a managed neighbour entry so the kernel resolves them and keeps them fresh.
+async fn resolve_next_hops(nl: &Netlink, maps: &mut Maps, peers: &[Ipv4Addr]) {
+    for update in next_hop_updates(nl, peers).await {
+        apply_next_hop(maps, update);
+    }
+    let wanted: HashSet<Ipv4Addr> = peers.iter().copied().collect();
+    for stale in maps.nexthop_vteps().into_iter().filter(|v| !wanted.contains(v)) {
+        let _ = maps.remove_nexthop(stale);
+    }
+}
+
+async fn next_hop_updates(nl: &Netlink, peers: &[Ipv4Addr]) -> Vec<(Ipv4Addr, NextHop)> {
+    let mut out = Vec::new();
+    for peer in peers {
+        match nl.next_hop(*peer).await {
+            Ok(hop) => {
+                if let NextHop::Unresolved { ifindex, via } = hop {
+                    if let Err(e) = nl.ensure_managed_neighbour(ifindex, via).await {
+                        warn!(%peer, %via, error = %e, "cannot add managed neighbour");
+                    }
+                }
+                out.push((*peer, hop));
+            }
+            Err(e) => warn!(%peer, error = %e, "next-hop lookup failed"),
+        }
+    }
+    out
+}
+
+fn apply_next_hop(maps: &mut Maps, (peer, hop): (Ipv4Addr, NextHop)) {
+    let result = match hop {
+        NextHop::Resolved { ifindex, smac, dmac } => {
+            let entry = vlnet_nexthop { ifindex, smac, dmac };
+            if maps.nexthop(peer) == Some(entry) {
+                return;
+            }
+            maps.set_nexthop(peer, &entry)
+        }
+        NextHop::NoRoute => maps.set_nexthop(peer, &vlnet_nexthop::default()),
+        NextHop::Unresolved { .. } => maps.remove_nexthop(peer),
+    };
+    if let Err(e) = result {
+        warn!(%peer, error = %e, "cannot update next hop");
+    }
+}
+
+async fn refresh_next_hops(node: Arc<Node>, peers: Vec<Ipv4Addr>) {
+    let nl = match Netlink::connect() {
+        Ok(nl) => nl,
+        Err(e) => {
+            warn!(error = %e, "next-hop refresh disabled");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(NEXTHOP_REFRESH);
+    loop {
+        tick.tick().await;
+        let updates = next_hop_updates(&nl, &peers).await;
+        let mut maps = node.maps();
+        for update in updates {
+            apply_next_hop(&mut maps, update);
+        }
+    }
+}
+
+async fn age_fdb(node: Arc<Node>, ageing_secs: u64) {
+    let period = Duration::from_secs((ageing_secs / 10).clamp(1, 30));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let mut maps = node.maps();
+        let expired = fdb::expired(&maps.fdb(), monotonic_ns(), ageing_secs);
+        for key in &expired {
+            if let Err(e) = maps.remove_fdb(key) {
+                warn!(error = %e, "cannot age FDB entry");
+            }
+        }
+        if !expired.is_empty() {
+            info!(count = expired.len(), "aged out learned FDB entries");
+        }
+    }
+}
+
+/// What `teardown` removed.
+#[derive(Debug, Default)]
+pub struct TeardownReport {
+    /// Whether a running daemon was asked to stop.
+    pub stopped_daemon: bool,
+    /// Links deleted (overlay ports and bridges vlnet created).
+    pub deleted_links: Vec<String>,
+}
+
+/// Stops the node's daemon if it runs, then removes everything vlnet created
+/// for it: pinned programs and maps (forwarding stops), overlay ports, the
+/// bridges it created, its socket and state file.
+pub async fn teardown(cfg: &Config) -> Result<TeardownReport, DaemonError> {
+    let mut report = TeardownReport::default();
+    if matches!(api::request(&cfg.node.api_socket, &api::Request::Shutdown), Ok(api::Response::Ok)) {
+        report.stopped_daemon = true;
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    let _lock = loop {
+        match NodeLock::acquire(&cfg.node.state_dir, &cfg.node.name) {
+            Ok(lock) => break lock,
+            Err(e @ LockError::Held { .. }) if tokio::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(LockError::Held { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let pins = bpf::pin_dir(&cfg.node.name);
+    bpf::remove_pins(&cfg.node.name).map_err(state_error(&pins))?;
+    let nl = Netlink::connect()?;
+    for v in &cfg.vni {
+        let (port, _) = netlink::overlay_port_names(v.id);
+        if nl.link(&port).await?.is_some() {
+            nl.delete_link(&port).await?;
+            report.deleted_links.push(port);
+        }
+    }
+    let state_file = state_path(&cfg.node.state_dir, &cfg.node.name);
+    let state = NodeState::load(&state_file).map_err(state_error(&state_file))?;
+    for bridge in &state.created_bridges {
+        if nl.link(bridge).await?.is_some() {
+            nl.delete_link(bridge).await?;
+            report.deleted_links.push(bridge.clone());
+        }
+    }
+    for file in [state_file, cfg.node.api_socket.clone()] {
+        let _ = std::fs::remove_file(file);
+    }
+    Ok(report)
+}

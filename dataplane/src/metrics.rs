@@ -1,0 +1,655 @@
+//! Prometheus `/metrics`: the node's counters in the text exposition format.
+//!
+//! Nothing is cached: at each scrape [`VlnetCollector`] (or [`render`]) asks a
+//! [`MetricsSource`] for the current numbers, which the daemon reads from the
+//! kernel maps. Names follow the Prometheus naming guide: `vlnet_*`, counters
+//! end in `_total`, bytes are `_bytes`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+use tokio::net::TcpListener;
+
+use crate::model::{FdbKind, NodeStatus, PeerStatus};
+
+/// Path the metrics are served on; every other path is 404.
+pub const METRICS_PATH: &str = "/metrics";
+/// `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE_TEXT: &str = prometheus::TEXT_FORMAT;
+
+/// Where the numbers come from (the daemon's view of its maps). Each call is
+/// made once per scrape; an `Err` sets `vlnet_up` to 0 and leaves that
+/// call's metrics out rather than exporting made-up zeros.
+pub trait MetricsSource {
+    /// Node identity and drop counters.
+    fn status(&self) -> Result<NodeStatus, String>;
+    /// Per `(vni, peer)` traffic counters.
+    fn peers(&self) -> Result<Vec<PeerStatus>, String>;
+    /// Number of FDB entries per `(vni, kind)`.
+    fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String>;
+}
+
+/// Why `/metrics` could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The listen address could not be bound.
+    #[error("cannot listen for /metrics on {addr}: {source} (check node.metrics_listen)")]
+    Bind {
+        /// Configured address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The metric descriptions were rejected by the prometheus crate.
+    #[error("invalid metric description {name}: {source}")]
+    Describe {
+        /// Metric name.
+        name: &'static str,
+        /// The prometheus error.
+        source: prometheus::Error,
+    },
+}
+
+/// One exported metric family.
+struct Spec {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+}
+
+const TUNNEL_RX_PACKETS: Spec = Spec {
+    name: "vlnet_tunnel_rx_packets_total",
+    help: "Inner frames decapsulated from a remote VTEP of a VNI.",
+    kind: MetricType::COUNTER,
+    labels: &["vni", "peer"],
+};
+const TUNNEL_RX_BYTES: Spec = Spec {
+    name: "vlnet_tunnel_rx_bytes_total",
+    help:
+        "Inner bytes (Ethernet frame, no outer headers) decapsulated from a remote VTEP of a VNI.",
+    kind: MetricType::COUNTER,
+    labels: &["vni", "peer"],
+};
+const TUNNEL_TX_PACKETS: Spec = Spec {
+    name: "vlnet_tunnel_tx_packets_total",
+    help: "Inner frames encapsulated to a remote VTEP of a VNI (flooded copies included).",
+    kind: MetricType::COUNTER,
+    labels: &["vni", "peer"],
+};
+const TUNNEL_TX_BYTES: Spec = Spec {
+    name: "vlnet_tunnel_tx_bytes_total",
+    help: "Inner bytes (Ethernet frame, no outer headers) encapsulated to a remote VTEP of a VNI.",
+    kind: MetricType::COUNTER,
+    labels: &["vni", "peer"],
+};
+const DROPS: Spec = Spec {
+    name: "vlnet_drops_total",
+    help: "Packets the VTEP programs dropped, by reason (every reason is listed, zeros too).",
+    kind: MetricType::COUNTER,
+    labels: &["reason"],
+};
+const FDB_ENTRIES: Spec = Spec {
+    name: "vlnet_fdb_entries",
+    help: "MAC addresses in the forwarding database, by VNI and by origin \
+           (static: config or control plane; learned: from decapsulated frames).",
+    kind: MetricType::GAUGE,
+    labels: &["vni", "kind"],
+};
+const NODE_INFO: Spec = Spec {
+    name: "vlnet_node_info",
+    help: "Always 1; labels name the node, its VTEP address and the decap datapath in use.",
+    kind: MetricType::GAUGE,
+    labels: &["node", "vtep", "datapath"],
+};
+const UP: Spec = Spec {
+    name: "vlnet_up",
+    help: "1 if the daemon could read all its counters for this scrape, 0 if some are missing.",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+
+const SPECS: [&Spec; 8] = [
+    &TUNNEL_RX_PACKETS,
+    &TUNNEL_RX_BYTES,
+    &TUNNEL_TX_PACKETS,
+    &TUNNEL_TX_BYTES,
+    &DROPS,
+    &FDB_ENTRIES,
+    &NODE_INFO,
+    &UP,
+];
+
+/// A family being filled: samples keyed by their sorted labels.
+struct Builder {
+    spec: &'static Spec,
+    samples: BTreeMap<Vec<(&'static str, String)>, f64>,
+}
+
+impl Builder {
+    fn new(spec: &'static Spec) -> Self {
+        Builder {
+            spec,
+            samples: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `value` to the sample with these label values (in `spec.labels`
+    /// order); repeated label sets add up.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "Prometheus samples are f64; counters past 2^53 lose only low bits"
+    )]
+    fn add(&mut self, values: &[String], value: u64) {
+        let mut labels: Vec<(&'static str, String)> = self
+            .spec
+            .labels
+            .iter()
+            .copied()
+            .zip(values.iter().cloned())
+            .collect();
+        labels.sort();
+        *self.samples.entry(labels).or_insert(0.0) += value as f64;
+    }
+
+    fn build(self) -> Option<MetricFamily> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let metrics = self
+            .samples
+            .into_iter()
+            .map(|(labels, value)| {
+                let pairs = labels
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name(name.to_owned());
+                        pair.set_value(value);
+                        pair
+                    })
+                    .collect();
+                let mut metric = proto::Metric::from_label(pairs);
+                if self.spec.kind == MetricType::COUNTER {
+                    let mut counter = proto::Counter::default();
+                    counter.set_value(value);
+                    metric.set_counter(counter);
+                } else {
+                    let mut gauge = proto::Gauge::default();
+                    gauge.set_value(value);
+                    metric.set_gauge(gauge);
+                }
+                metric
+            })
+            .collect();
+        let mut family = MetricFamily::default();
+        family.set_name(self.spec.name.to_owned());
+        family.set_help(self.spec.help.to_owned());
+        family.set_field_type(self.spec.kind);
+        family.set_metric(metrics);
+        Some(family)
+    }
+}
+
+/// Asks `source` once and builds every family. Empty families (no peers
+/// yet, or a failed call) are left out, as the text format requires.
+#[must_use]
+pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
+    let mut up = true;
+    let mut out = Vec::new();
+
+    match source.peers() {
+        Ok(peers) => {
+            let mut rx_packets = Builder::new(&TUNNEL_RX_PACKETS);
+            let mut rx_bytes = Builder::new(&TUNNEL_RX_BYTES);
+            let mut tx_packets = Builder::new(&TUNNEL_TX_PACKETS);
+            let mut tx_bytes = Builder::new(&TUNNEL_TX_BYTES);
+            for peer in &peers {
+                let labels = [peer.vni.to_string(), peer.vtep.to_string()];
+                rx_packets.add(&labels, peer.rx_packets);
+                rx_bytes.add(&labels, peer.rx_bytes);
+                tx_packets.add(&labels, peer.tx_packets);
+                tx_bytes.add(&labels, peer.tx_bytes);
+            }
+            out.extend([rx_packets, rx_bytes, tx_packets, tx_bytes].map(Builder::build));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read peer counters");
+            up = false;
+        }
+    }
+
+    match source.status() {
+        Ok(status) => {
+            let mut drops = Builder::new(&DROPS);
+            for (_, reason) in vlnet_ebpf::abi::DROP_REASON_NAMES {
+                drops.add(&[(*reason).to_owned()], 0);
+            }
+            for drop in &status.drops {
+                drops.add(std::slice::from_ref(&drop.reason), drop.packets);
+            }
+            let mut info = Builder::new(&NODE_INFO);
+            let datapath = serde_json::to_value(status.datapath)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            info.add(&[status.node, status.vtep.to_string(), datapath], 1);
+            out.extend([drops.build(), info.build()]);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read node status");
+            up = false;
+        }
+    }
+
+    match source.fdb_counts() {
+        Ok(counts) => {
+            let mut fdb = Builder::new(&FDB_ENTRIES);
+            for (vni, kind, count) in counts {
+                let kind = match kind {
+                    FdbKind::Static => "static",
+                    FdbKind::Learned => "learned",
+                };
+                fdb.add(&[vni.to_string(), kind.to_owned()], count);
+            }
+            out.push(fdb.build());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read FDB counts");
+            up = false;
+        }
+    }
+
+    let mut up_family = Builder::new(&UP);
+    up_family.add(&[], u64::from(up));
+    out.push(up_family.build());
+    out.into_iter().flatten().collect()
+}
+
+/// Renders the current metrics in the Prometheus text format.
+#[must_use]
+pub fn render(source: &dyn MetricsSource) -> String {
+    match encode(&families(source)) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: text encoding failed");
+            format!(
+                "# vlnet: encoding failed: {}\n",
+                e.to_string().replace('\n', " ")
+            )
+        }
+    }
+}
+
+fn encode(families: &[MetricFamily]) -> Result<String, prometheus::Error> {
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(families, &mut buf)?;
+    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// A [`Collector`] for a `prometheus::Registry`, for embedding vlnet's
+/// metrics next to others; it asks the source at every gather.
+pub struct VlnetCollector {
+    source: Arc<dyn MetricsSource + Send + Sync>,
+    descs: Vec<Desc>,
+}
+
+impl VlnetCollector {
+    /// Wraps `source`; fails only if a built-in description is invalid.
+    pub fn new(source: Arc<dyn MetricsSource + Send + Sync>) -> Result<Self, MetricsError> {
+        let descs = SPECS
+            .iter()
+            .map(|spec| {
+                Desc::new(
+                    spec.name.to_owned(),
+                    spec.help.to_owned(),
+                    spec.labels.iter().map(|l| (*l).to_owned()).collect(),
+                    std::collections::HashMap::new(),
+                )
+                .map_err(|source| MetricsError::Describe {
+                    name: spec.name,
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(VlnetCollector { source, descs })
+    }
+}
+
+impl std::fmt::Debug for VlnetCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VlnetCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for VlnetCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        families(&*self.source)
+    }
+}
+
+/// Binds `listen` and serves `/metrics` until the task is dropped.
+pub async fn serve(
+    listen: SocketAddr,
+    source: Arc<dyn MetricsSource + Send + Sync>,
+) -> Result<(), MetricsError> {
+    let listener = bind(listen)?;
+    serve_listener(listener, source).await
+}
+
+/// Binds the metrics listen address. Must run inside a tokio runtime.
+pub fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
+    let err = |source| MetricsError::Bind {
+        addr: listen,
+        source,
+    };
+    let std_listener = std::net::TcpListener::bind(listen).map_err(err)?;
+    std_listener.set_nonblocking(true).map_err(err)?;
+    TcpListener::from_std(std_listener).map_err(err)
+}
+
+/// Serves HTTP/1 on an already bound listener, one task per connection,
+/// until the task running this is dropped.
+pub async fn serve_listener(
+    listener: TcpListener,
+    source: Arc<dyn MetricsSource + Send + Sync>,
+) -> Result<(), MetricsError> {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let source = Arc::clone(&source);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let source = Arc::clone(&source);
+                async move { Ok::<_, Infallible>(respond(&req, source).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn respond(
+    req: &Request<Incoming>,
+    source: Arc<dyn MetricsSource + Send + Sync>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() != METRICS_PATH {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    let text = tokio::task::spawn_blocking(move || encode(&families(&*source))).await;
+    match text {
+        Ok(Ok(text)) => {
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
+            response
+        }
+        Ok(Err(e)) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("encoding failed: {e}\n"),
+        ),
+        Err(e) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("collecting failed: {e}\n"),
+        ),
+    }
+}
+
+fn plain(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::Ipv4Addr;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+    use crate::model::{DatapathMode, DropCount};
+
+    struct Fake {
+        fail: bool,
+    }
+
+    impl MetricsSource for Fake {
+        fn status(&self) -> Result<NodeStatus, String> {
+            if self.fail {
+                return Err("maps unreadable".into());
+            }
+            Ok(NodeStatus {
+                node: "pve1".into(),
+                vtep: Ipv4Addr::new(198, 18, 0, 1),
+                underlay: "eth0".into(),
+                datapath: DatapathMode::Tc,
+                underlay_mtu: 1500,
+                pid: 1,
+                uptime_secs: 1,
+                adopted: false,
+                vnis: vec![],
+                drops: vec![
+                    DropCount {
+                        reason: "unknown_vni".into(),
+                        packets: 4,
+                    },
+                    DropCount {
+                        reason: "truncated".into(),
+                        packets: 0,
+                    },
+                ],
+            })
+        }
+
+        fn peers(&self) -> Result<Vec<PeerStatus>, String> {
+            Ok(vec![
+                PeerStatus {
+                    vni: 100,
+                    vtep: Ipv4Addr::new(198, 18, 0, 2),
+                    rx_packets: 7,
+                    rx_bytes: 700,
+                    tx_packets: 9,
+                    tx_bytes: 900,
+                },
+                PeerStatus {
+                    vni: 200,
+                    vtep: Ipv4Addr::new(198, 18, 0, 3),
+                    rx_packets: 0,
+                    rx_bytes: 0,
+                    tx_packets: 1,
+                    tx_bytes: 60,
+                },
+            ])
+        }
+
+        fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String> {
+            Ok(vec![(100, FdbKind::Learned, 3), (100, FdbKind::Static, 1)])
+        }
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    #[test]
+    fn render_exact_samples() {
+        let text = render(&Fake { fail: false });
+        let all = lines(&text);
+        for expected in [
+            "# TYPE vlnet_tunnel_rx_packets_total counter",
+            r#"vlnet_tunnel_rx_packets_total{peer="198.18.0.2",vni="100"} 7"#,
+            r#"vlnet_tunnel_rx_packets_total{peer="198.18.0.3",vni="200"} 0"#,
+            r#"vlnet_tunnel_rx_bytes_total{peer="198.18.0.2",vni="100"} 700"#,
+            r#"vlnet_tunnel_tx_packets_total{peer="198.18.0.2",vni="100"} 9"#,
+            r#"vlnet_tunnel_tx_bytes_total{peer="198.18.0.3",vni="200"} 60"#,
+            "# TYPE vlnet_drops_total counter",
+            r#"vlnet_drops_total{reason="unknown_vni"} 4"#,
+            r#"vlnet_drops_total{reason="truncated"} 0"#,
+            r#"vlnet_drops_total{reason="looped"} 0"#,
+            "# TYPE vlnet_fdb_entries gauge",
+            r#"vlnet_fdb_entries{kind="learned",vni="100"} 3"#,
+            r#"vlnet_fdb_entries{kind="static",vni="100"} 1"#,
+            r#"vlnet_node_info{datapath="tc",node="pve1",vtep="198.18.0.1"} 1"#,
+            "vlnet_up 1",
+        ] {
+            assert!(all.contains(&expected), "missing {expected:?} in\n{text}");
+        }
+        let drops = all
+            .iter()
+            .filter(|l| l.starts_with("vlnet_drops_total{"))
+            .count();
+        assert_eq!(drops, vlnet_ebpf::abi::DROP_REASON_NAMES.len(), "{text}");
+        for spec in SPECS {
+            assert!(
+                all.contains(&format!("# HELP {} {}", spec.name, spec.help).as_str()),
+                "help of {} missing in\n{text}",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn failed_source_is_down_without_made_up_counters() {
+        let text = render(&Fake { fail: true });
+        assert!(lines(&text).contains(&"vlnet_up 0"), "{text}");
+        assert!(!text.contains("vlnet_drops_total{"), "{text}");
+        assert!(!text.contains("vlnet_node_info{"), "{text}");
+        // What could be read is still there.
+        assert!(text.contains("vlnet_tunnel_rx_packets_total{"), "{text}");
+    }
+
+    #[test]
+    fn promtool_accepts_the_output() {
+        let promtool = Path::new("/usr/bin/promtool");
+        assert!(
+            promtool.exists(),
+            "promtool not found at /usr/bin/promtool: install the `prometheus` Debian \
+             package (apt-get install --no-install-recommends prometheus)"
+        );
+        for fail in [false, true] {
+            let text = render(&Fake { fail });
+            let mut child = Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "promtool check metrics: {}\n{}{}\non:\n{text}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn collector_works_in_a_registry() {
+        let registry = prometheus::Registry::new();
+        let collector = VlnetCollector::new(Arc::new(Fake { fail: false })).unwrap();
+        registry.register(Box::new(collector)).unwrap();
+        let gathered = registry.gather();
+        let names: Vec<&str> = gathered.iter().map(MetricFamily::name).collect();
+        assert!(names.contains(&"vlnet_up"), "{names:?}");
+        assert!(names.contains(&"vlnet_drops_total"), "{names:?}");
+    }
+
+    fn http_get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_serves_metrics_and_404s_the_rest() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_listener(listener, Arc::new(Fake { fail: false })));
+
+        let (ok, missing) =
+            tokio::task::spawn_blocking(move || (http_get(addr, "/metrics"), http_get(addr, "/")))
+                .await
+                .unwrap();
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4\r\n"),
+            "{ok}"
+        );
+        assert!(ok.contains("\nvlnet_up 1\n"), "{ok}");
+        assert!(
+            missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{missing}"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn bind_error_names_the_address() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let err = bind(addr).unwrap_err().to_string();
+        assert!(err.contains(&addr.to_string()), "{err}");
+        assert!(err.contains("node.metrics_listen"), "{err}");
+    }
+}

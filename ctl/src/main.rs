@@ -1,1 +1,2 @@
+//! The `vlnet` command: node daemon, admin CLI and lab.
 fn main() {}

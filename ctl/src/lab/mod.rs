@@ -21,7 +21,10 @@
 //! - [`daemon`]: [`NodeSpec`] and [`Daemon`], a vlnet node running in a host
 //!   namespace with its own config, state dir and API socket.
 pub mod netns;
+pub mod probe;
 pub mod tempdir;
+pub mod topology;
 
 pub use netns::{unique_suffix, ChildGuard, LabError, NetNs};
 pub use tempdir::TempDir;
+pub use topology::{Host, Underlay, Vm};

@@ -20,11 +20,13 @@
 //! - [`tempdir`]: [`TempDir`], a directory removed on drop.
 //! - [`daemon`]: [`NodeSpec`] and [`Daemon`], a vlnet node running in a host
 //!   namespace with its own config, state dir and API socket.
+pub mod daemon;
 pub mod netns;
 pub mod probe;
 pub mod tempdir;
 pub mod topology;
 
+pub use daemon::{Daemon, Datapath, NodeSpec, VniSpec};
 pub use netns::{unique_suffix, ChildGuard, LabError, NetNs};
 pub use tempdir::TempDir;
 pub use topology::{Host, Underlay, Vm};

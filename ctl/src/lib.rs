@@ -1,12 +1,15 @@
-//! The `vlnet` command as a library: the pieces of the admin CLI that are
-//! worth testing without a running daemon live here; the binary wires them to
-//! clap.
+//! The `vlnet` command as a library: the admin CLI pieces worth testing
+//! without a daemon, and the lab — network-namespace test-beds, traffic probes
+//! and running vlnet nodes — so that the integration tests under `tests/` and
+//! `vlnet lab …` build on the same code.
 //!
 //! # Layout
 //! - [`cli`]: the clap command line.
 //! - [`admin`]: `vlnet ctl`, talking to a node's admin API.
 //! - [`render`]: human-readable tables for `vlnet ctl status | peers | fdb`.
-//! - [`lab`]: namespaces, test-bed, demo and benchmark.
+//! - [`lab`]: test-bed building blocks for demonstrations, experiments and
+//!   integration tests (namespaces, topologies, probes, daemons). Everything
+//!   it creates is owned by an RAII guard and removed on drop, also on panic.
 pub mod admin;
 pub mod cli;
 pub mod lab;

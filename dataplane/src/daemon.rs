@@ -262,11 +262,25 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
     Ok((Arc::new(Node::new(facts, maps)), programs))
 }
 
+/// How long start-up waits for the kernel to resolve new next hops, so that
+/// the first flooded ARP does not find them unresolved.
+const RESOLVE_WAIT: Duration = Duration::from_secs(2);
+
 /// Resolves every peer's next hop into `vlnet_nexthops`; unresolved ones get
-/// a managed neighbour entry so the kernel resolves them and keeps them fresh.
+/// a managed neighbour entry so the kernel resolves them and keeps them fresh
+/// (waiting up to [`RESOLVE_WAIT`] for that).
 async fn resolve_next_hops(nl: &Netlink, maps: &mut Maps, peers: &[Ipv4Addr]) {
-    for update in next_hop_updates(nl, peers).await {
-        apply_next_hop(maps, update);
+    let deadline = tokio::time::Instant::now() + RESOLVE_WAIT;
+    loop {
+        let updates = next_hop_updates(nl, peers).await;
+        let pending = updates.iter().any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
+        for update in updates {
+            apply_next_hop(maps, update);
+        }
+        if !pending || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let wanted: HashSet<Ipv4Addr> = peers.iter().copied().collect();
     for stale in maps.nexthop_vteps().into_iter().filter(|v| !wanted.contains(v)) {

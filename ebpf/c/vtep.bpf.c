@@ -42,6 +42,22 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define SKB_DATA(skb) ((void *)(long)CTX_READ(skb, data))
 #define SKB_DATA_END(skb) ((void *)(long)CTX_READ(skb, data_end))
 
+/*
+ * Wire packets an skb stands for: a GSO super-packet counts as its segments
+ * (gso_segs when the stack filled it in, else estimated from gso_size).
+ */
+static __always_inline __u32 skb_segments(struct __sk_buff *skb)
+{
+	__u32 gso_size = CTX_READ(skb, gso_size);
+	__u32 segs = CTX_READ(skb, gso_segs);
+
+	if (!gso_size)
+		return 1;
+	if (segs > 1)
+		return segs;
+	return (CTX_READ(skb, len) + gso_size - 1) / gso_size;
+}
+
 static __always_inline int tc_drop(__u32 reason)
 {
 	count_drop(reason);
@@ -116,7 +132,7 @@ int tc_underlay_rx(struct __sk_buff *skb)
 	inner = data + di.outer_len;
 	if ((void *)(inner + 1) > data_end)
 		return tc_drop(VLNET_DROP_TRUNCATED);
-	ret = decap_prepare(&di, inner, data_end, skb->gso_segs ? skb->gso_segs : 1);
+	ret = decap_prepare(&di, inner, data_end, skb_segments(skb));
 	if (ret)
 		return tc_drop(ret);
 
@@ -176,7 +192,7 @@ static __always_inline int encap_send(struct __sk_buff *skb, struct vxlan_encap 
 		return tc_drop(VLNET_DROP_ENCAP_FAILED);
 	stats = peer_stats(vni, dst_be);
 	if (stats) {
-		stats->tx_packets += skb->gso_segs ? skb->gso_segs : 1;
+		stats->tx_packets += skb_segments(skb);
 		stats->tx_bytes += inner_len;
 	}
 	if (clone)

@@ -1,0 +1,472 @@
+//! Running vlnet nodes in a lab: [`NodeSpec`] describes one and renders its
+//! TOML config (DESIGN "Interfaces users rely on"); [`Daemon`] runs
+//! `vlnet daemon --config FILE` inside a host namespace and cleans up after it.
+//!
+//! Each daemon gets a private directory `<tmp>/vlt-<node>/` holding its
+//! config, state dir, API socket and log. Its BPF objects are pinned under
+//! `/sys/fs/bpf/vlnet/<node>/`, so node names are unique per process and run
+//! ([`NodeSpec::new`] appends pid and counter), and dropping a [`Daemon`] runs
+//! `vlnet ctl --config FILE teardown` to unpin them.
+
+use std::fs::{File, OpenOptions};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::netns::{checked, unique_suffix, ChildGuard, LabError, NetNs};
+use super::tempdir::TempDir;
+use super::topology::UNDERLAY_IF;
+
+/// Default Prometheus port inside the host namespace.
+pub const DEFAULT_METRICS_PORT: u16 = 9469;
+/// How long [`Daemon::start`] and [`Daemon::restart`] wait for readiness.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time limit for one `vlnet ctl` call.
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where vlnet pins a node's objects: `<BPFFS_PIN_ROOT>/<node>/`.
+pub const BPFFS_PIN_ROOT: &str = "/sys/fs/bpf/vlnet";
+/// Lines of the daemon log quoted in errors.
+const LOG_TAIL_LINES: usize = 40;
+/// Longest Unix socket path (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The node's `datapath` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// TC on veth and drivers without native XDP, XDP elsewhere.
+    #[default]
+    Auto,
+    /// TC decap on the underlay.
+    Tc,
+    /// XDP decap on the underlay.
+    Xdp,
+}
+
+/// One `[[vni]]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VniSpec {
+    /// The VXLAN network identifier.
+    pub id: u32,
+    /// Local bridge the overlay port joins.
+    pub bridge: String,
+    /// Static remote VTEPs.
+    pub peers: Vec<Ipv4Addr>,
+}
+
+/// A vlnet node to run in a lab host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Node name; also names the pin directory, so keep it unique.
+    pub name: String,
+    /// Underlay interface in the host namespace.
+    pub underlay: String,
+    /// Local VTEP address.
+    pub vtep: Ipv4Addr,
+    /// The VNIs this node serves.
+    pub vnis: Vec<VniSpec>,
+    /// Decap data path.
+    pub datapath: Datapath,
+    /// `metrics_listen` is `127.0.0.1:<metrics_port>` in the host namespace.
+    pub metrics_port: u16,
+}
+
+impl NodeSpec {
+    /// A node `<prefix>-<pid>-<n>` on [`UNDERLAY_IF`] with VTEP `vtep`, no
+    /// VNIs yet, datapath `tc`, metrics on [`DEFAULT_METRICS_PORT`].
+    #[must_use]
+    pub fn new(prefix: &str, vtep: Ipv4Addr) -> Self {
+        Self {
+            name: format!("{prefix}-{}", unique_suffix()),
+            underlay: UNDERLAY_IF.to_owned(),
+            vtep,
+            vnis: Vec::new(),
+            datapath: Datapath::Tc,
+            metrics_port: DEFAULT_METRICS_PORT,
+        }
+    }
+
+    /// Adds a `[[vni]]`.
+    #[must_use]
+    pub fn with_vni(mut self, id: u32, bridge: &str, peers: &[Ipv4Addr]) -> Self {
+        self.vnis.push(VniSpec {
+            id,
+            bridge: bridge.to_owned(),
+            peers: peers.to_vec(),
+        });
+        self
+    }
+
+    /// Sets the data path.
+    #[must_use]
+    pub fn with_datapath(mut self, datapath: Datapath) -> Self {
+        self.datapath = datapath;
+        self
+    }
+
+    /// The config file text with state dir and API socket inside `dir`.
+    pub fn to_toml(&self, dir: &Path) -> Result<String, LabError> {
+        #[derive(Serialize)]
+        struct File<'a> {
+            node: Node<'a>,
+            vni: Vec<Vni<'a>>,
+        }
+        #[derive(Serialize)]
+        struct Node<'a> {
+            name: &'a str,
+            underlay: &'a str,
+            vtep: String,
+            state_dir: String,
+            api_socket: String,
+            metrics_listen: String,
+            datapath: Datapath,
+        }
+        #[derive(Serialize)]
+        struct Vni<'a> {
+            id: u32,
+            bridge: &'a str,
+            peers: Vec<String>,
+        }
+        let file = File {
+            node: Node {
+                name: &self.name,
+                underlay: &self.underlay,
+                vtep: self.vtep.to_string(),
+                state_dir: path_str(&dir.join("state"))?,
+                api_socket: path_str(&socket_path(dir))?,
+                metrics_listen: format!("127.0.0.1:{}", self.metrics_port),
+                datapath: self.datapath,
+            },
+            vni: self
+                .vnis
+                .iter()
+                .map(|v| Vni {
+                    id: v.id,
+                    bridge: &v.bridge,
+                    peers: v.peers.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+        };
+        toml::to_string(&file).map_err(|e| LabError::Invalid(format!("node config: {e}")))
+    }
+}
+
+fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("api.sock")
+}
+
+fn path_str(p: &Path) -> Result<String, LabError> {
+    p.to_str()
+        .map(ToOwned::to_owned)
+        .ok_or_else(|| LabError::Invalid(format!("path {} is not UTF-8", p.display())))
+}
+
+/// Mounts bpffs at `/sys/fs/bpf` unless it already is.
+pub fn ensure_bpffs() -> Result<(), LabError> {
+    let mounts = std::fs::read_to_string("/proc/mounts")
+        .map_err(|e| LabError::io("reading /proc/mounts", e))?;
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        matches!(
+            (f.next(), f.next(), f.next()),
+            (_, Some("/sys/fs/bpf"), Some("bpf"))
+        )
+    });
+    if !mounted {
+        super::netns::run_host(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"])?;
+    }
+    Ok(())
+}
+
+/// A `vlnet daemon` running in a host namespace.
+///
+/// Dropping it kills the daemon (SIGKILL), runs `vlnet ctl --config FILE
+/// teardown` (errors ignored) so the node's pinned objects go, and removes its
+/// directory. If the thread is panicking the log's tail is printed first.
+#[derive(Debug)]
+pub struct Daemon {
+    ns: NetNs,
+    spec: NodeSpec,
+    binary: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<ChildGuard>,
+    dir: TempDir,
+}
+
+impl Daemon {
+    /// Writes the config for `spec` into a fresh directory, starts
+    /// `vlnet daemon --config FILE` in `host_ns` (output to `daemon.log`
+    /// there) and waits up to [`READY_TIMEOUT`] for `vlnet ctl status --json`
+    /// to succeed.
+    pub fn start(host_ns: &NetNs, spec: NodeSpec, vlnet_binary: &Path) -> Result<Self, LabError> {
+        ensure_bpffs()?;
+        let dir = TempDir::at(std::env::temp_dir().join(format!("vlt-{}", spec.name)))?;
+        let socket = socket_path(dir.path());
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(LabError::Invalid(format!(
+                "API socket path {} is longer than {MAX_SOCKET_PATH} bytes; shorten the node name or TMPDIR",
+                socket.display()
+            )));
+        }
+        let config = dir.path().join("vlnet.toml");
+        std::fs::write(&config, spec.to_toml(dir.path())?)
+            .map_err(|e| LabError::io(format!("writing {}", config.display()), e))?;
+        std::fs::create_dir(dir.path().join("state"))
+            .map_err(|e| LabError::io("creating the state dir", e))?;
+        let mut daemon = Self {
+            ns: host_ns.clone(),
+            log: dir.path().join("daemon.log"),
+            spec,
+            binary: vlnet_binary.to_owned(),
+            config,
+            child: None,
+            dir,
+        };
+        daemon.spawn()?;
+        daemon.wait_ready(READY_TIMEOUT)?;
+        Ok(daemon)
+    }
+
+    fn spawn(&mut self) -> Result<(), LabError> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| LabError::io(format!("opening {}", self.log.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| LabError::io("duplicating the log handle", e))?;
+        let mut cmd = self.ns.cmd(&self.binary);
+        cmd.arg("daemon")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        self.child = Some(ChildGuard::spawn(&mut cmd)?);
+        Ok(())
+    }
+
+    /// Polls `vlnet ctl status --json` until it succeeds, the daemon exits, or
+    /// `timeout` passes.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), LabError> {
+        let start = Instant::now();
+        let reason = loop {
+            if let Some(status) = self.exited()? {
+                break format!("daemon exited: {status}");
+            }
+            let Err(err) = self.ctl_within(&["status", "--json"], Duration::from_secs(2)) else {
+                return Ok(());
+            };
+            if start.elapsed() >= timeout {
+                break err.to_string();
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        Err(LabError::NotReady {
+            node: self.spec.name.clone(),
+            waited: start.elapsed(),
+            reason,
+            log_tail: self.log_tail(LOG_TAIL_LINES),
+        })
+    }
+
+    fn exited(&mut self) -> Result<Option<ExitStatus>, LabError> {
+        match &mut self.child {
+            Some(c) => c.try_wait(),
+            None => Ok(None),
+        }
+    }
+
+    /// The node name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The spec it was started with.
+    #[must_use]
+    pub fn spec(&self) -> &NodeSpec {
+        &self.spec
+    }
+
+    /// The namespace it runs in.
+    #[must_use]
+    pub fn ns(&self) -> &NetNs {
+        &self.ns
+    }
+
+    /// Its config file.
+    #[must_use]
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Its private directory (config, `state/`, `api.sock`, `daemon.log`).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its admin API socket.
+    #[must_use]
+    pub fn api_socket(&self) -> PathBuf {
+        socket_path(self.dir.path())
+    }
+
+    /// `http://127.0.0.1:<port>/metrics`, reachable from inside its namespace.
+    #[must_use]
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.spec.metrics_port)
+    }
+
+    /// Where its BPF objects are pinned.
+    #[must_use]
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new(BPFFS_PIN_ROOT).join(&self.spec.name)
+    }
+
+    /// The daemon's pid, if running.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::id)
+    }
+
+    /// SIGKILLs the daemon (no cleanup by it: pinned programs keep forwarding).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill();
+        }
+    }
+
+    /// SIGTERMs the daemon and waits up to `timeout` for it to exit; returns
+    /// its exit status, or `None` if it did not exit (it is then still running).
+    pub fn terminate(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, LabError> {
+        let Some(child) = &mut self.child else {
+            return Ok(None);
+        };
+        checked(
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string()),
+            CTL_TIMEOUT,
+        )?;
+        let status = child.wait_within(timeout)?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
+    /// Kills the daemon if running, starts it again with the same config and
+    /// waits for readiness.
+    pub fn restart(&mut self) -> Result<(), LabError> {
+        self.kill9();
+        self.spawn()?;
+        self.wait_ready(READY_TIMEOUT)
+    }
+
+    /// Runs `vlnet ctl --config FILE ARGS…` in the namespace; returns stdout.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, LabError> {
+        self.ctl_within(args, CTL_TIMEOUT)
+    }
+
+    fn ctl_within(&self, args: &[&str], timeout: Duration) -> Result<String, LabError> {
+        let mut cmd = self.ns.cmd(&self.binary);
+        cmd.arg("ctl").arg("--config").arg(&self.config).args(args);
+        checked(&mut cmd, timeout)
+    }
+
+    /// `vlnet ctl status --json`, parsed.
+    pub fn status_json(&self) -> Result<serde_json::Value, LabError> {
+        let out = self.ctl(&["status", "--json"])?;
+        serde_json::from_str(&out).map_err(|e| LabError::Parse {
+            what: "vlnet ctl status --json".into(),
+            detail: format!("{e}: {out:.200}"),
+        })
+    }
+
+    /// The daemon's log so far (stdout and stderr, all runs).
+    #[must_use]
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = std::io::Read::read_to_string(&mut f, &mut text);
+        }
+        text
+    }
+
+    /// The last `lines` lines of [`log`](Self::log).
+    #[must_use]
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "--- vlnet node {} log ({}) ---\n{}",
+                self.spec.name,
+                self.log.display(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        self.kill9();
+        if let Err(e) = self.ctl(&["teardown"]) {
+            eprintln!("lab: teardown of node {} failed: {e}", self.spec.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_config() {
+        let spec = NodeSpec {
+            name: "pve1-1-0".into(),
+            underlay: "ul0".into(),
+            vtep: Ipv4Addr::new(198, 18, 0, 1),
+            vnis: Vec::new(),
+            datapath: Datapath::Xdp,
+            metrics_port: 9469,
+        }
+        .with_vni(100, "vnet100", &[Ipv4Addr::new(198, 18, 0, 2)])
+        .with_vni(200, "vnet200", &[]);
+        let text = spec.to_toml(Path::new("/tmp/vlt-pve1")).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        let node = &v["node"];
+        assert_eq!(node["name"].as_str(), Some("pve1-1-0"));
+        assert_eq!(node["underlay"].as_str(), Some("ul0"));
+        assert_eq!(node["vtep"].as_str(), Some("198.18.0.1"));
+        assert_eq!(node["state_dir"].as_str(), Some("/tmp/vlt-pve1/state"));
+        assert_eq!(node["api_socket"].as_str(), Some("/tmp/vlt-pve1/api.sock"));
+        assert_eq!(node["metrics_listen"].as_str(), Some("127.0.0.1:9469"));
+        assert_eq!(node["datapath"].as_str(), Some("xdp"));
+        let vnis = v["vni"].as_array().unwrap();
+        assert_eq!(vnis.len(), 2);
+        assert_eq!(vnis[0]["id"].as_integer(), Some(100));
+        assert_eq!(vnis[0]["bridge"].as_str(), Some("vnet100"));
+        assert_eq!(
+            vnis[0]["peers"].as_array().unwrap()[0].as_str(),
+            Some("198.18.0.2")
+        );
+        assert!(text.contains("[[vni]]"), "{text}");
+    }
+
+    #[test]
+    fn node_names_are_unique() {
+        let ip = Ipv4Addr::new(198, 18, 0, 1);
+        assert_ne!(NodeSpec::new("n", ip).name, NodeSpec::new("n", ip).name);
+    }
+}

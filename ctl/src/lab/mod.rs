@@ -1,0 +1,36 @@
+//! Test-beds in network namespaces, for `vlnet lab …` and the integration tests.
+//!
+//! Every resource is owned by a guard whose `Drop` removes it, so a panicking
+//! test leaves nothing behind; names embed the process id and a process-wide
+//! counter, so tests run in parallel without clashes. All namespaces are named
+//! `vlt-…`, underlay addresses come from 198.18.0.0/15 and overlay addresses
+//! from the documentation TEST-NETs.
+//!
+//! Commands run inside a namespace through `nsenter --net=/run/netns/NAME`
+//! rather than `ip netns exec`: the latter remounts `/sys` privately, which
+//! hides the host's bpffs at `/sys/fs/bpf` where vlnet pins its objects.
+//!
+//! # Layout
+//! - [`netns`]: [`NetNs`], the namespace guard; [`ChildGuard`] for processes
+//!   spawned in it; [`LabError`].
+//! - [`topology`]: [`Underlay`] (a switch namespace with a bridge), [`Host`]
+//!   (a hypervisor-like namespace on the underlay, optionally running a kernel
+//!   vxlan as Proxmox does) and [`Vm`] (a namespace hanging on a host bridge).
+//! - [`probe`]: ping, iperf3 and tshark, with parsed reports.
+//! - [`tempdir`]: [`TempDir`], a directory removed on drop.
+//! - [`scenario`]: ready-made multi-site test-beds (vlnet or kernel VTEPs).
+//! - [`daemon`]: [`NodeSpec`] and [`Daemon`], a vlnet node running in a host
+//!   namespace with its own config, state dir and API socket.
+pub mod bench;
+pub mod daemon;
+pub mod demo;
+pub mod netns;
+pub mod probe;
+pub mod scenario;
+pub mod tempdir;
+pub mod topology;
+
+pub use daemon::{Daemon, Datapath, NodeSpec, VniSpec};
+pub use netns::{unique_suffix, ChildGuard, LabError, NetNs};
+pub use tempdir::TempDir;
+pub use topology::{Host, Underlay, Vm};

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Everything CI checks, in order: deps, format, lints, release build, tests.
+# Needs root (namespaces, BPF). Run from anywhere: sudo bash tests/run-all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/install-deps.sh
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --release --workspace
+cargo test --release --workspace -- --test-threads=2

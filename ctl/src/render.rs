@@ -96,6 +96,7 @@ pub fn peers(peers: &[PeerStatus]) -> String {
                 bytes(p.rx_bytes),
                 p.tx_packets.to_string(),
                 bytes(p.tx_bytes),
+                p.next_hop.clone(),
             ]
         })
         .collect();
@@ -107,6 +108,7 @@ pub fn peers(peers: &[PeerStatus]) -> String {
             ("RX BYTES", Align::Right),
             ("TX PKTS", Align::Right),
             ("TX BYTES", Align::Right),
+            ("NEXT HOP", Align::Left),
         ],
         &rows,
     )
@@ -302,6 +304,7 @@ looped             3
                 rx_bytes: 1_572_864,
                 tx_packets: 7,
                 tx_bytes: 700,
+                next_hop: "02:00:00:00:00:02".to_owned(),
             },
             PeerStatus {
                 vni: 200,
@@ -310,6 +313,7 @@ looped             3
                 rx_bytes: 0,
                 tx_packets: 3_000_000,
                 tx_bytes: 5 * 1024 * 1024 * 1024,
+                next_hop: "02:00:00:00:00:02".to_owned(),
             },
         ]);
         assert_eq!(

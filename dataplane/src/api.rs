@@ -433,6 +433,7 @@ mod tests {
             rx_bytes: 2,
             tx_packets: 3,
             tx_bytes: 4,
+            next_hop: "02:00:00:00:00:02".to_owned(),
         }]
     }
 

@@ -30,6 +30,8 @@ use crate::sync::{self, Desired, DesiredVni, OuterHeader};
 
 /// How often next hops are re-resolved from the kernel's tables.
 pub const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
+/// How often while some next hop is still unresolved.
+pub const NEXTHOP_RETRY: Duration = Duration::from_millis(100);
 /// How long `teardown` waits for a running daemon to exit.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
@@ -331,14 +333,18 @@ async fn refresh_next_hops(node: Arc<Node>, peers: Vec<Ipv4Addr>) {
             return;
         }
     };
-    let mut tick = tokio::time::interval(NEXTHOP_REFRESH);
     loop {
-        tick.tick().await;
         let updates = next_hop_updates(&nl, &peers).await;
-        let mut maps = node.maps();
-        for update in updates {
-            apply_next_hop(&mut maps, update);
+        let pending = updates.iter().any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
+        {
+            let mut maps = node.maps();
+            for update in updates {
+                apply_next_hop(&mut maps, update);
+            }
         }
+        // Poll fast while a peer is being resolved: frames other than IPv4
+        // cannot reach it until then.
+        tokio::time::sleep(if pending { NEXTHOP_RETRY } else { NEXTHOP_REFRESH }).await;
     }
 }
 

@@ -64,9 +64,14 @@ macro_rules! typed {
     };
 }
 
-/// Whether a lookup error means "no such key".
+/// Whether an error means "no such key" (lookups say so directly, deletes
+/// through the syscall's ENOENT).
 fn is_absent(e: &MapError) -> bool {
-    matches!(e, MapError::KeyNotFound)
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(err) => err.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 impl Maps {
@@ -167,6 +172,12 @@ impl Maps {
                     rx_bytes: 0,
                     tx_packets: 0,
                     tx_bytes: 0,
+                    next_hop: String::new(),
+                };
+                p.next_hop = match self.nexthops.get(&key.vtep_be, 0) {
+                    Ok(nh) if nh.ifindex == 0 => "no route".to_owned(),
+                    Ok(nh) => crate::fdb::format_mac(&nh.dmac),
+                    Err(_) => "unresolved".to_owned(),
                 };
                 for s in per_cpu.iter() {
                     p.rx_packets += s.rx_packets;

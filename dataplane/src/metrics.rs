@@ -487,6 +487,7 @@ mod tests {
                     rx_bytes: 700,
                     tx_packets: 9,
                     tx_bytes: 900,
+                    next_hop: "02:00:00:00:00:02".to_owned(),
                 },
                 PeerStatus {
                     vni: 200,
@@ -495,6 +496,7 @@ mod tests {
                     rx_bytes: 0,
                     tx_packets: 1,
                     tx_bytes: 60,
+                    next_hop: "02:00:00:00:00:02".to_owned(),
                 },
             ])
         }

@@ -79,6 +79,9 @@ pub struct PeerStatus {
     pub tx_packets: u64,
     /// Inner bytes sent to the peer.
     pub tx_bytes: u64,
+    /// Underlay next hop: its MAC when resolved, else `unresolved` (the
+    /// kernel is resolving it) or `no route`.
+    pub next_hop: String,
 }
 
 /// How an FDB entry got there.

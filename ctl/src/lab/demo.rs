@@ -55,6 +55,9 @@ pub fn run() -> Result<()> {
     let fdb = daemon.ctl(&["fdb"])?;
 
     println!("\n== vlnet node (host A) ==\n{status}\n{peers}\n{fdb}");
+    if std::env::var_os("VLNET_DEMO_LOG").is_some() {
+        println!("{}", daemon.log());
+    }
     let vnis = wire.column("vxlan.vni");
     println!("== summary ==");
     println!("{:<34} {:>12} {:>12}", "", "A (vlnet)→B", "B (kernel)→A");

@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::daemon::{Daemon, Datapath, NodeSpec};
 use super::netns::LabError;
@@ -13,6 +14,9 @@ use super::topology::{Host, Underlay, Vm};
 pub const VNI: u32 = 100;
 /// The bridge every host uses for [`VNI`].
 pub const BRIDGE: &str = "br100";
+
+/// Longest wait for vlnet nodes to resolve their peers.
+const NEXT_HOP_WAIT: Duration = Duration::from_secs(10);
 
 /// What terminates VXLAN at a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,32 @@ impl Scenario {
             };
             sites.push(Site { daemon, vm, host, vtep: *vtep });
         }
-        Ok(Self { sites, underlay })
+        let scenario = Self { sites, underlay };
+        scenario.wait_for_next_hops()?;
+        Ok(scenario)
+    }
+
+    /// Waits (bounded) until every vlnet node has resolved its peers' next
+    /// hops: hosts come up one after another, so the first ones started
+    /// before their peers existed.
+    fn wait_for_next_hops(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + NEXT_HOP_WAIT;
+        for daemon in self.sites.iter().filter_map(|s| s.daemon.as_ref()) {
+            loop {
+                let peers: serde_json::Value = serde_json::from_str(&daemon.ctl(&["peers", "--json"])?)
+                    .map_err(|e| LabError::Parse { what: "vlnet ctl peers --json".into(), detail: e.to_string() })?;
+                let pending = peers
+                    .as_array()
+                    .is_none_or(|all| all.iter().any(|p| p["next_hop"] == "unresolved"));
+                if !pending {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(LabError::Invalid(format!("node {}: peers unresolved after {NEXT_HOP_WAIT:?}: {peers}", daemon.name())));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
     }
 }

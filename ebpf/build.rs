@@ -4,8 +4,12 @@
 //! 2. `c/vtep.bpf.c` is compiled with clang-19 for the BPF target.
 //! 3. `include/vlnet_abi.h` is turned into Rust by bindgen, and the drop
 //!    reasons' names are derived from its enum, so nothing is typed twice.
+//!
+//! A build script reports failure by panicking, so `expect` is its error path.
+#![allow(clippy::expect_used, reason = "panicking is how a build script fails")]
 
 use std::env;
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,8 +18,9 @@ const CLANG: &str = "clang-19";
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for watched in ["c", "include"] {
         println!(
             "cargo:rerun-if-changed={}",
@@ -45,7 +50,7 @@ fn generate_vmlinux_h(out: &Path) {
         Command::new("bpftool").args(["btf", "dump", "file", KERNEL_BTF, "format", "c"]),
         "generating vmlinux.h from the kernel's BTF",
     );
-    fs::write(out.join("vmlinux.h"), header).unwrap();
+    fs::write(out.join("vmlinux.h"), header).expect("writing vmlinux.h");
 }
 
 fn compile_bpf(manifest: &Path, out: &Path) {
@@ -86,9 +91,11 @@ fn generate_abi(manifest: &Path, out: &Path) {
         .layout_tests(true)
         .generate()
         .unwrap_or_else(|e| panic!("bindgen on {}: {e}", header.display()));
-    bindings.write_to_file(out.join("abi.rs")).unwrap();
+    bindings
+        .write_to_file(out.join("abi.rs"))
+        .expect("writing abi.rs");
 
-    let text = fs::read_to_string(&header).unwrap();
+    let text = fs::read_to_string(&header).expect("reading vlnet_abi.h");
     let mut table = String::from(
         "/// `(code, name)` of every drop reason, in code order, from `vlnet_abi.h`.\n\
          pub const DROP_REASON_NAMES: &[(u32, &str)] = &[\n",
@@ -112,8 +119,9 @@ fn generate_abi(manifest: &Path, out: &Path) {
             .next()
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("cannot read the code of VLNET_DROP_{name}"));
-        table.push_str(&format!("    ({value}, \"{}\"),\n", name.to_lowercase()));
+        writeln!(table, "    ({value}, \"{}\"),", name.to_lowercase())
+            .expect("writing to a String");
     }
     table.push_str("];\n");
-    fs::write(out.join("drop_reasons.rs"), table).unwrap();
+    fs::write(out.join("drop_reasons.rs"), table).expect("writing drop_reasons.rs");
 }

@@ -2,21 +2,28 @@
 //! decap (TC and XDP entry points), encap byte-for-byte against the kernel's
 //! own vxlan device, ECN/DSCP rules, and one malformed input per drop reason.
 //! Needs root (loads BPF, creates `vlt-` namespaces).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking with the reason"
+)]
 
 mod support;
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions};
 use support::frames::{self, off, VM_A_MAC, VM_B_MAC};
+use support::packet_socket::PacketSocket;
 use support::thread_netns::ThreadNetNs;
 use vlnet_dataplane::bpf::{self, Programs};
 use vlnet_dataplane::maps::{fdb_key, Maps};
 use vlnet_dataplane::sync::{self, Desired, DesiredVni, OuterHeader};
-use vlnet_ebpf::abi::{__sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_vni_config, VLNET_FDB_LEARNED, VLNET_FDB_STATIC};
+use vlnet_ebpf::abi::{
+    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_vni_config, VLNET_FDB_LEARNED,
+    VLNET_FDB_STATIC,
+};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -50,7 +57,14 @@ struct Bed {
 
 impl Bed {
     fn new(tag: &str) -> Self {
-        Self::with_outer(tag, OuterHeader { ttl: 64, dscp: Some(0), sport_range: (32768, 60999) })
+        Self::with_outer(
+            tag,
+            OuterHeader {
+                ttl: 64,
+                dscp: Some(0),
+                sport_range: (32768, 60999),
+            },
+        )
     }
 
     fn with_outer(tag: &str, outer: OuterHeader) -> Self {
@@ -61,34 +75,77 @@ impl Bed {
              ip link add vlx100 type veth peer name vlp100 && ip link set vlx100 up && ip link set vlp100 up && \
              ip link add vlx300 type veth peer name vlp300 && ip link set vlx300 up && ip link set vlp300 up",
         );
-        let mac = ns.mac("ul1").iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-        ns.sh(&format!("ip neigh add 198.18.0.2 lladdr {mac} dev ul0 nud permanent"));
-        let node = format!("test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mac = ns
+            .mac("ul1")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        ns.sh(&format!(
+            "ip neigh add 198.18.0.2 lladdr {mac} dev ul0 nud permanent"
+        ));
+        let node = format!(
+            "test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut programs = Programs::load(&node).expect("load VTEP programs");
         let mut maps = Maps::take_from(programs.ebpf_mut()).unwrap();
-        let (ul0, vlx100, vlx300) = (ns.ifindex("ul0"), ns.ifindex("vlx100"), ns.ifindex("vlx300"));
+        let (ul0, vlx100, vlx300) = (
+            ns.ifindex("ul0"),
+            ns.ifindex("vlx100"),
+            ns.ifindex("vlx300"),
+        );
         let desired = Desired {
             node: sync::node_config(ul0, LOCAL, 1500, outer),
             vnis: vec![
-                DesiredVni { vni: 100, overlay_ifindex: vlx100, peers: vec![PEER], static_fdb: vec![] },
-                DesiredVni { vni: 300, overlay_ifindex: vlx300, peers: vec![], static_fdb: vec![] },
+                DesiredVni {
+                    vni: 100,
+                    overlay_ifindex: vlx100,
+                    peers: vec![PEER],
+                    static_fdb: vec![],
+                },
+                DesiredVni {
+                    vni: 300,
+                    overlay_ifindex: vlx300,
+                    peers: vec![],
+                    static_fdb: vec![],
+                },
             ],
             xdp: true,
         };
         sync::apply(&mut maps, &desired).unwrap();
-        let nexthop = vlnet_nexthop { ifindex: ul0, smac: ns.mac("ul0"), dmac: ns.mac("ul1") };
+        let nexthop = vlnet_nexthop {
+            ifindex: ul0,
+            smac: ns.mac("ul0"),
+            dmac: ns.mac("ul1"),
+        };
         maps.set_nexthop(PEER, &nexthop).unwrap();
-        Self { programs, maps, node, ul0, vlx100, ns }
+        Self {
+            programs,
+            maps,
+            node,
+            ul0,
+            vlx100,
+            ns,
+        }
     }
 
     fn run(&mut self, mode: Mode, prog: &str, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 512];
-        let mut ctx = __sk_buff { ifindex, ..Default::default() };
+        let mut ctx = __sk_buff {
+            ifindex,
+            ..Default::default()
+        };
         // SAFETY: __sk_buff is plain integers; viewing it as bytes is sound.
         let ctx_bytes = unsafe {
             std::slice::from_raw_parts((&raw mut ctx).cast::<u8>(), size_of::<__sk_buff>())
         };
-        let mut opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
+        let mut opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
         let result = match mode {
             Mode::Tc => {
                 opts.ctx_in = Some(ctx_bytes);
@@ -114,7 +171,12 @@ impl Bed {
     }
 
     fn drops(&self, reason: &str) -> u64 {
-        self.maps.drops().into_iter().find(|d| d.reason == reason).unwrap().packets
+        self.maps
+            .drops()
+            .into_iter()
+            .find(|d| d.reason == reason)
+            .unwrap()
+            .packets
     }
 
     fn total_drops(&self) -> u64 {
@@ -140,7 +202,10 @@ fn decap_yields_exactly_the_inner_frame(mode: Mode) {
     let inner = frames::inner_udp(VM_B_MAC, 0, 100);
     let (_, _, redirect) = verdicts(mode);
     let (ret, out) = bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &inner));
-    assert_eq!(ret, redirect, "valid VXLAN must be redirected to the overlay port");
+    assert_eq!(
+        ret, redirect,
+        "valid VXLAN must be redirected to the overlay port"
+    );
     assert_eq!(out, inner, "decap must yield exactly the inner frame");
 
     let learned: vlnet_fdb_entry = bed
@@ -152,7 +217,12 @@ fn decap_yields_exactly_the_inner_frame(mode: Mode) {
         .expect("inner source MAC learned");
     assert_eq!(learned.vtep_be, u32::from(PEER).to_be());
     assert_eq!(learned.flags, VLNET_FDB_LEARNED);
-    let peer = bed.maps.peers().into_iter().find(|p| p.vni == 100 && p.vtep == PEER).unwrap();
+    let peer = bed
+        .maps
+        .peers()
+        .into_iter()
+        .find(|p| p.vni == 100 && p.vtep == PEER)
+        .unwrap();
     assert_eq!((peer.rx_packets, peer.rx_bytes), (1, inner.len() as u64));
     assert_eq!(bed.total_drops(), 0);
 }
@@ -170,11 +240,21 @@ fn xdp_decap_yields_exactly_the_inner_frame() {
 fn learning_never_overrides_static_entries(mode: Mode) {
     let mut bed = Bed::new("static");
     let key = fdb_key(100, VM_A_MAC);
-    let pinned = vlnet_fdb_entry { vtep_be: u32::from(PEER2).to_be(), flags: VLNET_FDB_STATIC, updated_ns: 1 };
+    let pinned = vlnet_fdb_entry {
+        vtep_be: u32::from(PEER2).to_be(),
+        flags: VLNET_FDB_STATIC,
+        updated_ns: 1,
+    };
     bed.maps.set_fdb(&key, &pinned).unwrap();
     let inner = frames::inner_udp(VM_B_MAC, 0, 10);
     bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &inner));
-    let entry = bed.maps.fdb().into_iter().find(|(k, _)| *k == key).unwrap().1;
+    let entry = bed
+        .maps
+        .fdb()
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .unwrap()
+        .1;
     assert_eq!(entry, pinned);
 }
 
@@ -239,28 +319,46 @@ fn hostile_frames() -> Vec<(&'static str, Vec<u8>)> {
     let refix = |frame: &mut Vec<u8>| frames::fix_ipv4_checksum(frame, off::IP);
     vec![
         ("truncated", good[..off::INNER + 10].to_vec()),
-        ("bad_length", with(&|f| {
-            f[off::TOT_LEN..off::TOT_LEN + 2].copy_from_slice(&2000u16.to_be_bytes());
-            refix(f);
-        })),
-        ("bad_length", with(&|f| f[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&9u16.to_be_bytes()))),
+        (
+            "bad_length",
+            with(&|f| {
+                f[off::TOT_LEN..off::TOT_LEN + 2].copy_from_slice(&2000u16.to_be_bytes());
+                refix(f);
+            }),
+        ),
+        (
+            "bad_length",
+            with(&|f| f[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&9u16.to_be_bytes())),
+        ),
         ("bad_ip_header", with(&|f| f[off::IP_CSUM] ^= 0xff)),
-        ("bad_ip_header", with(&|f| {
-            f[off::IP] = 0x44;
-            refix(f);
-        })),
-        ("fragment", with(&|f| {
-            f[off::FRAG..off::FRAG + 2].copy_from_slice(&0x2000u16.to_be_bytes());
-            refix(f);
-        })),
+        (
+            "bad_ip_header",
+            with(&|f| {
+                f[off::IP] = 0x44;
+                refix(f);
+            }),
+        ),
+        (
+            "fragment",
+            with(&|f| {
+                f[off::FRAG..off::FRAG + 2].copy_from_slice(&0x2000u16.to_be_bytes());
+                refix(f);
+            }),
+        ),
         ("bad_vxlan_flags", with(&|f| f[off::VXLAN] = 0)),
         ("bad_vxlan_flags", with(&|f| f[off::VXLAN] = 0x0c)),
         ("bad_vxlan_flags", with(&|f| f[off::VXLAN + 7] = 1)),
         ("unknown_vni", frames::vxlan(PEER, LOCAL, 999, 0, &inner)),
-        ("unknown_vtep", frames::vxlan(Ipv4Addr::new(198, 18, 0, 9), LOCAL, 100, 0, &inner)),
+        (
+            "unknown_vtep",
+            frames::vxlan(Ipv4Addr::new(198, 18, 0, 9), LOCAL, 100, 0, &inner),
+        ),
         ("looped", frames::vxlan(LOCAL, LOCAL, 100, 0, &inner)),
         ("bad_inner_source", with(&|f| f[off::INNER + 6] = 0x01)),
-        ("bad_inner_source", with(&|f| f[off::INNER + 6..off::INNER + 12].fill(0))),
+        (
+            "bad_inner_source",
+            with(&|f| f[off::INNER + 6..off::INNER + 12].fill(0)),
+        ),
         ("ecn_not_ect", frames::vxlan(PEER, LOCAL, 100, 3, &inner)),
         ("not_configured", frames::vxlan(PEER, LOCAL, 200, 0, &inner)),
     ]
@@ -277,10 +375,17 @@ fn every_decap_drop_reason_is_counted(mode: Mode) {
         let total = bed.total_drops();
         let (ret, _) = bed.decap(mode, &frame);
         assert_eq!(ret, drop, "{reason}: must be dropped");
-        assert_eq!(bed.drops(reason), before + 1, "{reason}: counted under its reason");
+        assert_eq!(
+            bed.drops(reason),
+            before + 1,
+            "{reason}: counted under its reason"
+        );
         assert_eq!(bed.total_drops(), total + 1, "{reason}: counted once");
     }
-    assert!(bed.maps.fdb().is_empty(), "nothing learned from hostile frames");
+    assert!(
+        bed.maps.fdb().is_empty(),
+        "nothing learned from hostile frames"
+    );
 }
 
 #[test]
@@ -300,7 +405,11 @@ fn outer_ce_marks_ecn_capable_inner_packets(mode: Mode) {
     let (ret, out) = bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0b11, &inner));
     assert_eq!(ret, redirect);
     assert_eq!(out[15] & 0b11, 0b11, "inner becomes CE");
-    assert_eq!(frames::checksum(&out[14..34]), 0, "inner IPv4 checksum still valid");
+    assert_eq!(
+        frames::checksum(&out[14..34]),
+        0,
+        "inner IPv4 checksum still valid"
+    );
     let v6 = frames::inner_ipv6(VM_B_MAC, 0b01); // ECT(1)
     let (ret, out) = bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0b11, &v6));
     assert_eq!(ret, redirect);
@@ -320,55 +429,6 @@ fn xdp_outer_ce_marks_ecn_capable_inner_packets() {
     outer_ce_marks_ecn_capable_inner_packets(Mode::Xdp);
 }
 
-/// Captures frames on `ifindex` of the calling thread's namespace.
-struct PacketSocket(OwnedFd);
-
-impl PacketSocket {
-    fn bind(ifindex: u32) -> Self {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-        // SAFETY: fd was just opened and is owned here.
-        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) });
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto;
-        addr.sll_ifindex = ifindex as i32;
-        // SAFETY: addr is a valid sockaddr_ll of the given length.
-        let rc = unsafe {
-            libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_ll>() as u32)
-        };
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
-        // SAFETY: valid option buffer.
-        unsafe {
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), size_of::<libc::timeval>() as u32)
-        };
-        sock
-    }
-
-    fn send(&self, frame: &[u8]) {
-        // SAFETY: buffer valid for its length.
-        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
-    }
-
-    /// Next received frame that ends with `suffix`, within the timeout.
-    fn recv_ending_with(&self, suffix: &[u8]) -> Vec<u8> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        let mut buf = vec![0u8; 65536];
-        while std::time::Instant::now() < deadline {
-            // SAFETY: buffer valid for its length.
-            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 && buf[..n as usize].ends_with(suffix) {
-                return buf[..n as usize].to_vec();
-            }
-        }
-        panic!("no frame carrying the inner frame arrived");
-    }
-}
-
 /// The frame the kernel's vxlan driver (what Proxmox runs) sends for `inner`,
 /// configured as vlnet encapsulates: DF set, TTL 64, zero UDP checksum.
 fn kernel_vxlan_encap(bed: &Bed, inner: &[u8]) -> Vec<u8> {
@@ -386,11 +446,19 @@ fn kernel_vxlan_encap(bed: &Bed, inner: &[u8]) -> Vec<u8> {
 #[test]
 fn encap_matches_the_kernel_vxlan_driver_byte_for_byte() {
     let mut bed = Bed::new("encap");
-    for inner in [frames::inner_udp(VM_B_MAC, 0, 64), frames::inner_arp_request()] {
+    for inner in [
+        frames::inner_udp(VM_B_MAC, 0, 64),
+        frames::inner_arp_request(),
+    ] {
         let reference = kernel_vxlan_encap(&bed, &inner);
         bed.ns.sh("ip link del vx100");
         let (ret, ours) = bed.encap(&inner);
-        assert_eq!(ret, TC_ACT_REDIRECT, "encap must redirect to the underlay: {:?}", bed.maps.drops());
+        assert_eq!(
+            ret,
+            TC_ACT_REDIRECT,
+            "encap must redirect to the underlay: {:?}",
+            bed.maps.drops()
+        );
         assert_eq!(ours.len(), reference.len());
         // RFC 7348 leaves the UDP source port to the sender; IP ID and checksum follow.
         let masked = |f: &[u8]| {
@@ -400,13 +468,33 @@ fn encap_matches_the_kernel_vxlan_driver_byte_for_byte() {
             }
             f
         };
-        assert_eq!(masked(&ours), masked(&reference), "outer headers differ from the kernel's");
-        assert_eq!(frames::checksum(&ours[off::IP..off::IP + 20]), 0, "outer IPv4 checksum valid");
-        assert_eq!(ours[40..42], [0, 0], "UDP checksum zero over IPv4 (RFC 7348 section 5)");
+        assert_eq!(
+            masked(&ours),
+            masked(&reference),
+            "outer headers differ from the kernel's"
+        );
+        assert_eq!(
+            frames::checksum(&ours[off::IP..off::IP + 20]),
+            0,
+            "outer IPv4 checksum valid"
+        );
+        assert_eq!(
+            ours[40..42],
+            [0, 0],
+            "UDP checksum zero over IPv4 (RFC 7348 section 5)"
+        );
         let sport = u16::from_be_bytes([ours[off::UDP_SPORT], ours[off::UDP_SPORT + 1]]);
-        assert!((32768..=60999).contains(&sport), "source port {sport} in the local range");
+        assert!(
+            (32768..=60999).contains(&sport),
+            "source port {sport} in the local range"
+        );
     }
-    let peer = bed.maps.peers().into_iter().find(|p| p.vni == 100 && p.vtep == PEER).unwrap();
+    let peer = bed
+        .maps
+        .peers()
+        .into_iter()
+        .find(|p| p.vni == 100 && p.vtep == PEER)
+        .unwrap();
     assert_eq!(peer.tx_packets, 2);
 }
 
@@ -414,10 +502,18 @@ fn encap_matches_the_kernel_vxlan_driver_byte_for_byte() {
 fn encap_uses_the_fdb_and_floods_unknown_destinations() {
     let mut bed = Bed::new("fdb");
     let ul0 = bed.ul0;
-    let nexthop = vlnet_nexthop { ifindex: ul0, smac: bed.ns.mac("ul0"), dmac: [2, 0, 0, 0, 0, 0x33] };
+    let nexthop = vlnet_nexthop {
+        ifindex: ul0,
+        smac: bed.ns.mac("ul0"),
+        dmac: [2, 0, 0, 0, 0, 0x33],
+    };
     bed.maps.set_nexthop(PEER2, &nexthop).unwrap();
     let port = bed.vlx100;
-    let mut vni = vlnet_vni_config { overlay_ifindex: port, flood_count: 2, ..Default::default() };
+    let mut vni = vlnet_vni_config {
+        overlay_ifindex: port,
+        flood_count: 2,
+        ..Default::default()
+    };
     vni.flood_be[0] = u32::from(PEER).to_be();
     vni.flood_be[1] = u32::from(PEER2).to_be();
     bed.maps.set_vni(100, &vni).unwrap();
@@ -427,43 +523,107 @@ fn encap_uses_the_fdb_and_floods_unknown_destinations() {
     let (ret, out) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 10));
     assert_eq!(ret, TC_ACT_REDIRECT);
     assert_eq!(out[30..34], PEER2.octets());
-    let sent: Vec<u64> = bed.maps.peers().iter().filter(|p| p.vni == 100).map(|p| p.tx_packets).collect();
+    let sent: Vec<u64> = bed
+        .maps
+        .peers()
+        .iter()
+        .filter(|p| p.vni == 100)
+        .map(|p| p.tx_packets)
+        .collect();
     assert_eq!(sent, [1, 1], "one copy to each peer");
 
     // Known unicast: only the FDB's VTEP.
-    let entry = vlnet_fdb_entry { vtep_be: u32::from(PEER).to_be(), flags: VLNET_FDB_STATIC, updated_ns: 0 };
+    let entry = vlnet_fdb_entry {
+        vtep_be: u32::from(PEER).to_be(),
+        flags: VLNET_FDB_STATIC,
+        updated_ns: 0,
+    };
     bed.maps.set_fdb(&fdb_key(100, VM_B_MAC), &entry).unwrap();
     let (ret, out) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 10));
     assert_eq!(ret, TC_ACT_REDIRECT);
     assert_eq!(out[30..34], PEER.octets());
-    let sent: Vec<u64> = bed.maps.peers().iter().filter(|p| p.vni == 100).map(|p| p.tx_packets).collect();
+    let sent: Vec<u64> = bed
+        .maps
+        .peers()
+        .iter()
+        .filter(|p| p.vni == 100)
+        .map(|p| p.tx_packets)
+        .collect();
     assert_eq!(sent, [2, 1]);
-    assert_eq!(out[0..6], [2, 0, 0, 0, 0x0b, 0x01][..0].iter().chain(bed.ns.mac("ul1").iter()).copied().collect::<Vec<_>>()[..]);
+    assert_eq!(
+        out[0..6],
+        [2, 0, 0, 0, 0x0b, 0x01][..0]
+            .iter()
+            .chain(bed.ns.mac("ul1").iter())
+            .copied()
+            .collect::<Vec<_>>()[..]
+    );
 }
 
 #[test]
 fn encap_sets_ecn_and_dscp_as_the_kernel_does() {
     let ce_ef = (46 << 2) | 0b11;
-    let mut fixed = Bed::with_outer("dscp", OuterHeader { ttl: 17, dscp: Some(10), sport_range: (5000, 5000) });
+    let mut fixed = Bed::with_outer(
+        "dscp",
+        OuterHeader {
+            ttl: 17,
+            dscp: Some(10),
+            sport_range: (5000, 5000),
+        },
+    );
     let (_, out) = fixed.encap(&frames::inner_udp(VM_B_MAC, ce_ef, 10));
-    assert_eq!(out[off::TOS], (10 << 2) | 0b10, "fixed DSCP, inner CE becomes ECT(0)");
+    assert_eq!(
+        out[off::TOS],
+        (10 << 2) | 0b10,
+        "fixed DSCP, inner CE becomes ECT(0)"
+    );
     assert_eq!(out[22], 17, "configured TTL");
-    assert_eq!(u16::from_be_bytes([out[off::UDP_SPORT], out[off::UDP_SPORT + 1]]), 5000);
+    assert_eq!(
+        u16::from_be_bytes([out[off::UDP_SPORT], out[off::UDP_SPORT + 1]]),
+        5000
+    );
     drop(fixed);
-    let mut inherit = Bed::with_outer("dscpi", OuterHeader { ttl: 64, dscp: None, sport_range: (32768, 60999) });
+    let mut inherit = Bed::with_outer(
+        "dscpi",
+        OuterHeader {
+            ttl: 64,
+            dscp: None,
+            sport_range: (32768, 60999),
+        },
+    );
     let (_, out) = inherit.encap(&frames::inner_udp(VM_B_MAC, ce_ef, 10));
-    assert_eq!(out[off::TOS], (46 << 2) | 0b10, "inherited DSCP, CE becomes ECT(0)");
+    assert_eq!(
+        out[off::TOS],
+        (46 << 2) | 0b10,
+        "inherited DSCP, CE becomes ECT(0)"
+    );
     let (_, out) = inherit.encap(&frames::inner_ipv6(VM_B_MAC, (46 << 2) | 0b01));
-    assert_eq!(out[off::TOS], (46 << 2) | 0b01, "IPv6 traffic class inherited, ECT(1) copied");
+    assert_eq!(
+        out[off::TOS],
+        (46 << 2) | 0b01,
+        "IPv6 traffic class inherited, ECT(1) copied"
+    );
 }
 
 #[test]
 fn every_encap_drop_reason_is_counted() {
     let mut bed = Bed::new("encdrop");
     let cases: Vec<(&str, Vec<u8>, u32)> = vec![
-        ("mtu_exceeded", frames::inner_udp(VM_B_MAC, 0, 1500 - 28), bed.vlx100),
-        ("no_peers", frames::inner_udp(VM_B_MAC, 0, 10), bed.ns.ifindex("vlx300")),
-        ("not_configured", frames::inner_udp(VM_B_MAC, 0, 10), bed.ns.ifindex("ul1")),
+        (
+            "mtu_exceeded",
+            frames::inner_udp(VM_B_MAC, 0, 1500 - 28),
+            bed.vlx100,
+        ),
+        (
+            "no_peers",
+            frames::inner_udp(VM_B_MAC, 0, 10),
+            bed.ns.ifindex("vlx300"),
+        ),
+        (
+            "not_configured",
+            frames::inner_udp(VM_B_MAC, 0, 10),
+            bed.ns.ifindex("ul1"),
+        ),
     ];
     for (reason, frame, ifindex) in cases {
         let before = bed.drops(reason);
@@ -473,16 +633,31 @@ fn every_encap_drop_reason_is_counted() {
     }
     // The largest frame that fits passes.
     let (ret, _) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 1450 - 28));
-    assert_eq!(ret, TC_ACT_REDIRECT, "a 1450-byte inner packet fits a 1500 underlay");
+    assert_eq!(
+        ret, TC_ACT_REDIRECT,
+        "a 1450-byte inner packet fits a 1500 underlay"
+    );
 
     // A VTEP without a route, and one on-link whose MAC is unknown (non-IP frame).
     let unroutable = Ipv4Addr::new(198, 19, 5, 5);
-    bed.maps.set_nexthop(unroutable, &vlnet_nexthop::default()).unwrap();
-    let no_route = vlnet_fdb_entry { vtep_be: u32::from(unroutable).to_be(), flags: VLNET_FDB_STATIC, updated_ns: 0 };
-    bed.maps.set_fdb(&fdb_key(100, VM_B_MAC), &no_route).unwrap();
+    bed.maps
+        .set_nexthop(unroutable, &vlnet_nexthop::default())
+        .unwrap();
+    let no_route = vlnet_fdb_entry {
+        vtep_be: u32::from(unroutable).to_be(),
+        flags: VLNET_FDB_STATIC,
+        updated_ns: 0,
+    };
+    bed.maps
+        .set_fdb(&fdb_key(100, VM_B_MAC), &no_route)
+        .unwrap();
     let (ret, _) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 10));
     assert_eq!((ret, bed.drops("no_route")), (TC_ACT_SHOT, 1));
-    let mut vni = vlnet_vni_config { overlay_ifindex: bed.vlx100, flood_count: 1, ..Default::default() };
+    let mut vni = vlnet_vni_config {
+        overlay_ifindex: bed.vlx100,
+        flood_count: 1,
+        ..Default::default()
+    };
     vni.flood_be[0] = u32::from(Ipv4Addr::new(198, 18, 0, 99)).to_be();
     bed.maps.set_vni(100, &vni).unwrap();
     let (ret, _) = bed.encap(&frames::inner_arp_request());

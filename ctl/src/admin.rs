@@ -25,7 +25,11 @@ fn ask(args: &CtlArgs, req: &Request) -> Result<Response> {
     }
 }
 
-fn print<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce(&T) -> String) -> Result<()> {
+fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
@@ -51,7 +55,9 @@ pub fn run(args: &CtlArgs) -> Result<()> {
         },
         CtlCommand::Teardown => {
             let cfg = Config::load(&args.config)?;
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let report = runtime
                 .block_on(vlnet_dataplane::daemon::teardown(&cfg))
                 .with_context(|| format!("tearing down node {}", cfg.node.name))?;
@@ -64,8 +70,16 @@ pub fn run(args: &CtlArgs) -> Result<()> {
                 println!(
                     "node {}: {}removed pinned programs and maps, deleted {}",
                     cfg.node.name,
-                    if report.stopped_daemon { "stopped the daemon, " } else { "" },
-                    if report.deleted_links.is_empty() { "no links".to_string() } else { report.deleted_links.join(", ") }
+                    if report.stopped_daemon {
+                        "stopped the daemon, "
+                    } else {
+                        ""
+                    },
+                    if report.deleted_links.is_empty() {
+                        "no links".to_string()
+                    } else {
+                        report.deleted_links.join(", ")
+                    }
                 );
             }
             Ok(())

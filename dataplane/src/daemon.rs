@@ -23,7 +23,7 @@ use crate::lock::{LockError, NodeLock};
 use crate::maps::{Maps, MapsError};
 use crate::metrics::{self, MetricsError};
 use crate::model::DatapathMode;
-use crate::netlink::{self, LinkSummary, NextHop, Netlink, NetlinkError};
+use crate::netlink::{self, LinkSummary, Netlink, NetlinkError, NextHop};
 use crate::node::{Node, NodeFacts};
 use crate::store::{state_path, NodeState};
 use crate::sync::{self, Desired, DesiredVni, OuterHeader};
@@ -86,7 +86,10 @@ pub enum DaemonError {
 }
 
 fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
-    move |source| DaemonError::State { path: path.display().to_string(), source }
+    move |source| DaemonError::State {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Runs the daemon for `cfg` until SIGINT/SIGTERM or an API shutdown.
@@ -138,8 +141,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 }
 
 async fn wait_for_stop(node: &Node) {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         node.shutdown_requested().await;
         return;
     };
@@ -151,16 +156,24 @@ async fn wait_for_stop(node: &Node) {
 }
 
 fn peers_of(cfg: &Config) -> Vec<Ipv4Addr> {
-    let set: BTreeSet<Ipv4Addr> = cfg.vni.iter().flat_map(|v| v.peers.iter().copied()).collect();
+    let set: BTreeSet<Ipv4Addr> = cfg
+        .vni
+        .iter()
+        .flat_map(|v| v.peers.iter().copied())
+        .collect();
     set.into_iter().collect()
 }
 
 fn choose_datapath(setting: DatapathSetting, underlay: &LinkSummary) -> DatapathMode {
-    match setting {
-        DatapathSetting::Tc => DatapathMode::Tc,
-        DatapathSetting::Xdp => DatapathMode::Xdp,
-        DatapathSetting::Auto if netlink::prefers_tc(underlay.kind.as_deref()) => DatapathMode::Tc,
-        DatapathSetting::Auto => DatapathMode::Xdp,
+    let tc = match setting {
+        DatapathSetting::Tc => true,
+        DatapathSetting::Xdp => false,
+        DatapathSetting::Auto => netlink::prefers_tc(underlay.kind.as_deref()),
+    };
+    if tc {
+        DatapathMode::Tc
+    } else {
+        DatapathMode::Xdp
     }
 }
 
@@ -170,10 +183,16 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
     let underlay = nl.require_link(&cfg.node.underlay).await?;
     let vtep = match cfg.node.vtep {
         Some(v) => v,
-        None => nl.first_ipv4(underlay.index).await?.ok_or_else(|| DaemonError::NoVtep(underlay.name.clone()))?,
+        None => nl
+            .first_ipv4(underlay.index)
+            .await?
+            .ok_or_else(|| DaemonError::NoVtep(underlay.name.clone()))?,
     };
     if underlay.mtu <= VLNET_ENCAP_LEN + 68 {
-        return Err(DaemonError::SmallMtu { name: underlay.name.clone(), mtu: underlay.mtu });
+        return Err(DaemonError::SmallMtu {
+            name: underlay.name.clone(),
+            mtu: underlay.mtu,
+        });
     }
     let overlay_mtu = underlay.mtu - VLNET_ENCAP_LEN;
 
@@ -223,7 +242,12 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
     // Underlay decap first: the overlay side only sends once it can receive.
     let mut keep = HashSet::new();
     if datapath == DatapathMode::Xdp {
-        match programs.attach_xdp(bpf::PROG_XDP_UNDERLAY_RX, &underlay.name, underlay.index, XdpMode::Driver) {
+        match programs.attach_xdp(
+            bpf::PROG_XDP_UNDERLAY_RX,
+            &underlay.name,
+            underlay.index,
+            XdpMode::Driver,
+        ) {
             Ok(pin) => {
                 keep.insert(pin);
             }
@@ -232,19 +256,35 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
                 datapath = DatapathMode::Tc;
                 sync::apply(&mut maps, &desired(false))?;
             }
-            Err(e) => return Err(DaemonError::Xdp { name: underlay.name.clone(), source: Box::new(e) }),
+            Err(e) => {
+                return Err(DaemonError::Xdp {
+                    name: underlay.name.clone(),
+                    source: Box::new(e),
+                })
+            }
         }
     }
     if datapath == DatapathMode::Tc {
-        keep.insert(programs.attach_tc(bpf::PROG_TC_UNDERLAY_RX, &underlay.name, underlay.index)?);
+        keep.insert(programs.attach_tc(
+            bpf::PROG_TC_UNDERLAY_RX,
+            &underlay.name,
+            underlay.index,
+        )?);
     }
     for (_, port, inner) in &ports {
         keep.insert(programs.attach_tc(bpf::PROG_TC_OVERLAY_TX, &inner.name, inner.index)?);
         if datapath == DatapathMode::Xdp {
-            keep.insert(programs.attach_xdp(bpf::PROG_XDP_OVERLAY_PASS, &port.name, port.index, XdpMode::Driver)?);
+            keep.insert(programs.attach_xdp(
+                bpf::PROG_XDP_OVERLAY_PASS,
+                &port.name,
+                port.index,
+                XdpMode::Driver,
+            )?);
         }
     }
-    let pruned = programs.prune_links(&keep).map_err(state_error(&bpf::pin_dir(&cfg.node.name)))?;
+    let pruned = programs
+        .prune_links(&keep)
+        .map_err(state_error(&bpf::pin_dir(&cfg.node.name)))?;
     if pruned > 0 {
         info!(pruned, "detached links no longer configured");
     }
@@ -275,7 +315,9 @@ async fn resolve_next_hops(nl: &Netlink, maps: &mut Maps, peers: &[Ipv4Addr]) {
     let deadline = tokio::time::Instant::now() + RESOLVE_WAIT;
     loop {
         let updates = next_hop_updates(nl, peers).await;
-        let pending = updates.iter().any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
+        let pending = updates
+            .iter()
+            .any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
         for update in updates {
             apply_next_hop(maps, update);
         }
@@ -285,7 +327,11 @@ async fn resolve_next_hops(nl: &Netlink, maps: &mut Maps, peers: &[Ipv4Addr]) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let wanted: HashSet<Ipv4Addr> = peers.iter().copied().collect();
-    for stale in maps.nexthop_vteps().into_iter().filter(|v| !wanted.contains(v)) {
+    for stale in maps
+        .nexthop_vteps()
+        .into_iter()
+        .filter(|v| !wanted.contains(v))
+    {
         let _ = maps.remove_nexthop(stale);
     }
 }
@@ -310,8 +356,16 @@ async fn next_hop_updates(nl: &Netlink, peers: &[Ipv4Addr]) -> Vec<(Ipv4Addr, Ne
 
 fn apply_next_hop(maps: &mut Maps, (peer, hop): (Ipv4Addr, NextHop)) {
     let result = match hop {
-        NextHop::Resolved { ifindex, smac, dmac } => {
-            let entry = vlnet_nexthop { ifindex, smac, dmac };
+        NextHop::Resolved {
+            ifindex,
+            smac,
+            dmac,
+        } => {
+            let entry = vlnet_nexthop {
+                ifindex,
+                smac,
+                dmac,
+            };
             if maps.nexthop(peer) == Some(entry) {
                 return;
             }
@@ -335,7 +389,9 @@ async fn refresh_next_hops(node: Arc<Node>, peers: Vec<Ipv4Addr>) {
     };
     loop {
         let updates = next_hop_updates(&nl, &peers).await;
-        let pending = updates.iter().any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
+        let pending = updates
+            .iter()
+            .any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
         {
             let mut maps = node.maps();
             for update in updates {
@@ -344,7 +400,12 @@ async fn refresh_next_hops(node: Arc<Node>, peers: Vec<Ipv4Addr>) {
         }
         // Poll fast while a peer is being resolved: frames other than IPv4
         // cannot reach it until then.
-        tokio::time::sleep(if pending { NEXTHOP_RETRY } else { NEXTHOP_REFRESH }).await;
+        tokio::time::sleep(if pending {
+            NEXTHOP_RETRY
+        } else {
+            NEXTHOP_REFRESH
+        })
+        .await;
     }
 }
 
@@ -380,14 +441,19 @@ pub struct TeardownReport {
 /// bridges it created, its socket and state file.
 pub async fn teardown(cfg: &Config) -> Result<TeardownReport, DaemonError> {
     let mut report = TeardownReport::default();
-    if matches!(api::request(&cfg.node.api_socket, &api::Request::Shutdown), Ok(api::Response::Ok)) {
+    if matches!(
+        api::request(&cfg.node.api_socket, &api::Request::Shutdown),
+        Ok(api::Response::Ok)
+    ) {
         report.stopped_daemon = true;
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
     let _lock = loop {
         match NodeLock::acquire(&cfg.node.state_dir, &cfg.node.name) {
             Ok(lock) => break lock,
-            Err(e @ LockError::Held { .. }) if tokio::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(e @ LockError::Held { .. }) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.into())
+            }
             Err(LockError::Held { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => return Err(e.into()),
         }

@@ -13,7 +13,10 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns()` reads.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or_default() * NS_PER_SEC
@@ -44,7 +47,10 @@ pub fn expired(
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
 #[must_use]
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Records for `vlnet ctl fdb`, optionally one VNI's, sorted by VNI and MAC.
@@ -61,7 +67,11 @@ pub fn records(
             vni: k.vni,
             mac: format_mac(&k.mac),
             vtep: Ipv4Addr::from(u32::from_be(e.vtep_be)),
-            kind: if is_static(e) { FdbKind::Static } else { FdbKind::Learned },
+            kind: if is_static(e) {
+                FdbKind::Static
+            } else {
+                FdbKind::Learned
+            },
             age_secs: now_ns.saturating_sub(e.updated_ns) / NS_PER_SEC,
         })
         .collect();
@@ -75,19 +85,33 @@ mod tests {
     use vlnet_ebpf::abi::VLNET_FDB_LEARNED;
 
     fn entry(flags: u32, updated_ns: u64) -> vlnet_fdb_entry {
-        vlnet_fdb_entry { vtep_be: u32::from(Ipv4Addr::new(198, 18, 0, 2)).to_be(), flags, updated_ns }
+        vlnet_fdb_entry {
+            vtep_be: u32::from(Ipv4Addr::new(198, 18, 0, 2)).to_be(),
+            flags,
+            updated_ns,
+        }
     }
 
     fn key(vni: u32, last: u8) -> vlnet_fdb_key {
-        vlnet_fdb_key { vni, mac: [2, 0, 0, 0, 0, last], pad: [0; 2] }
+        vlnet_fdb_key {
+            vni,
+            mac: [2, 0, 0, 0, 0, last],
+            pad: [0; 2],
+        }
     }
 
     #[test]
     fn only_old_learned_entries_expire() {
         let now = 1_000 * NS_PER_SEC;
         let entries = [
-            (key(100, 1), entry(VLNET_FDB_LEARNED, now - 301 * NS_PER_SEC)),
-            (key(100, 2), entry(VLNET_FDB_LEARNED, now - 299 * NS_PER_SEC)),
+            (
+                key(100, 1),
+                entry(VLNET_FDB_LEARNED, now - 301 * NS_PER_SEC),
+            ),
+            (
+                key(100, 2),
+                entry(VLNET_FDB_LEARNED, now - 299 * NS_PER_SEC),
+            ),
             (key(100, 3), entry(VLNET_FDB_STATIC, 0)),
         ];
         assert_eq!(expired(&entries, now, 300), vec![key(100, 1)]);
@@ -102,7 +126,10 @@ mod tests {
             (key(100, 1), entry(VLNET_FDB_LEARNED, 9 * NS_PER_SEC)),
         ];
         let all = records(&entries, None, now);
-        assert_eq!(all.iter().map(|r| r.vni).collect::<Vec<_>>(), [100, 100, 200]);
+        assert_eq!(
+            all.iter().map(|r| r.vni).collect::<Vec<_>>(),
+            [100, 100, 200]
+        );
         assert_eq!(all[0].mac, "02:00:00:00:00:01");
         assert_eq!(all[0].age_secs, 1);
         assert_eq!(all[1].kind, FdbKind::Static);

@@ -44,12 +44,23 @@ impl NodeLock {
     /// Takes the lock or says who holds it.
     pub fn acquire(state_dir: &Path, node: &str) -> Result<Self, LockError> {
         let path = lock_path(state_dir, node);
-        let io_err = |source| LockError::Io { path: path.clone(), source };
+        let io_err = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
         fs::create_dir_all(state_dir).map_err(io_err)?;
-        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err)?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(LockError::Held { node: node.to_string(), path }),
+            Err(TryLockError::WouldBlock) => Err(LockError::Held {
+                node: node.to_string(),
+                path,
+            }),
             Err(TryLockError::Error(e)) => Err(io_err(e)),
         }
     }

@@ -10,8 +10,8 @@ use aya::maps::{
 use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
-    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_nexthop, vlnet_node_config, vlnet_peer_key,
-    vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT,
+    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_nexthop, vlnet_node_config,
+    vlnet_peer_key, vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT,
 };
 
 use crate::model::{DropCount, PeerStatus};
@@ -54,13 +54,13 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
     ebpf.take_map(name).ok_or(MapsError::Missing(name))
 }
 
-fn op<T>(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
+fn op(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Op { map, source }
 }
 
 macro_rules! typed {
     ($ebpf:expr, $name:literal) => {
-        take($ebpf, $name)?.try_into().map_err(op::<()>($name))?
+        take($ebpf, $name)?.try_into().map_err(op($name))?
     };
 }
 
@@ -93,14 +93,12 @@ impl Maps {
     pub fn set_node_config(&mut self, cfg: &vlnet_node_config) -> Result<(), MapsError> {
         self.config
             .set(VLNET_CONFIG_SLOT, cfg, 0)
-            .map_err(op::<()>("vlnet_config"))
+            .map_err(op("vlnet_config"))
     }
 
     /// Writes one VNI's overlay port and flood list.
     pub fn set_vni(&mut self, vni: u32, cfg: &vlnet_vni_config) -> Result<(), MapsError> {
-        self.vnis
-            .insert(vni, cfg, 0)
-            .map_err(op::<()>("vlnet_vnis"))
+        self.vnis.insert(vni, cfg, 0).map_err(op("vlnet_vnis"))
     }
 
     /// VNIs currently in the kernel.
@@ -110,14 +108,14 @@ impl Maps {
 
     /// Removes a VNI.
     pub fn remove_vni(&mut self, vni: u32) -> Result<(), MapsError> {
-        self.vnis.remove(&vni).map_err(op::<()>("vlnet_vnis"))
+        self.vnis.remove(&vni).map_err(op("vlnet_vnis"))
     }
 
     /// Maps overlay port `ifindex` (vlnet's end) to `vni`.
     pub fn set_port(&mut self, ifindex: u32, vni: u32) -> Result<(), MapsError> {
         self.ports
             .insert(ifindex, vni, 0)
-            .map_err(op::<()>("vlnet_ports"))
+            .map_err(op("vlnet_ports"))
     }
 
     /// Overlay port ifindexes currently in the kernel.
@@ -127,7 +125,7 @@ impl Maps {
 
     /// Removes an overlay port.
     pub fn remove_port(&mut self, ifindex: u32) -> Result<(), MapsError> {
-        self.ports.remove(&ifindex).map_err(op::<()>("vlnet_ports"))
+        self.ports.remove(&ifindex).map_err(op("vlnet_ports"))
     }
 
     /// Makes `vtep` a member of `vni`, keeping its counters if it already is.
@@ -140,9 +138,7 @@ impl Maps {
                     .map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))?;
                 let zeros = PerCpuValues::try_from(vec![vlnet_peer_stats::default(); cpus])
                     .map_err(|e| MapsError::Cpus(e.to_string()))?;
-                self.peers
-                    .insert(key, zeros, 0)
-                    .map_err(op::<()>("vlnet_peers"))
+                self.peers.insert(key, zeros, 0).map_err(op("vlnet_peers"))
             }
             Err(source) => Err(MapsError::Op {
                 map: "vlnet_peers",
@@ -155,7 +151,7 @@ impl Maps {
     pub fn remove_peer(&mut self, vni: u32, vtep: Ipv4Addr) -> Result<(), MapsError> {
         self.peers
             .remove(&peer_key(vni, vtep))
-            .map_err(op::<()>("vlnet_peers"))
+            .map_err(op("vlnet_peers"))
     }
 
     /// Every (VNI, peer) with its counters summed over CPUs, sorted.
@@ -198,16 +194,14 @@ impl Maps {
         key: &vlnet_fdb_key,
         entry: &vlnet_fdb_entry,
     ) -> Result<(), MapsError> {
-        self.fdb
-            .insert(key, entry, 0)
-            .map_err(op::<()>("vlnet_fdb"))
+        self.fdb.insert(key, entry, 0).map_err(op("vlnet_fdb"))
     }
 
     /// Removes an FDB entry (absent is not an error).
     pub fn remove_fdb(&mut self, key: &vlnet_fdb_key) -> Result<(), MapsError> {
         match self.fdb.remove(key) {
             Err(e) if is_absent(&e) => Ok(()),
-            other => other.map_err(op::<()>("vlnet_fdb")),
+            other => other.map_err(op("vlnet_fdb")),
         }
     }
 
@@ -217,6 +211,7 @@ impl Maps {
     }
 
     /// Dropped packets per reason, every reason present, summed over CPUs.
+    #[must_use]
     pub fn drops(&self) -> Vec<DropCount> {
         let mut by_code = BTreeMap::new();
         for code in 1..vlnet_drop_reason::VLNET_DROP__MAX {
@@ -252,14 +247,16 @@ impl Maps {
     pub fn remove_xdp_port(&mut self, ifindex: u32) -> Result<(), MapsError> {
         self.xdp_ports
             .remove(ifindex)
-            .map_err(op::<()>("vlnet_xdp_ports"))
+            .map_err(op("vlnet_xdp_ports"))
     }
 }
 
 impl Maps {
     /// Writes how to reach `vtep` on the underlay.
     pub fn set_nexthop(&mut self, vtep: Ipv4Addr, nh: &vlnet_nexthop) -> Result<(), MapsError> {
-        self.nexthops.insert(u32::from(vtep).to_be(), nh, 0).map_err(op::<()>("vlnet_nexthops"))
+        self.nexthops
+            .insert(u32::from(vtep).to_be(), nh, 0)
+            .map_err(op("vlnet_nexthops"))
     }
 
     /// How `vtep` is reached, if resolved.
@@ -270,14 +267,18 @@ impl Maps {
 
     /// VTEPs with a next-hop entry.
     pub fn nexthop_vteps(&self) -> Vec<Ipv4Addr> {
-        self.nexthops.keys().filter_map(Result::ok).map(|k| Ipv4Addr::from(u32::from_be(k))).collect()
+        self.nexthops
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| Ipv4Addr::from(u32::from_be(k)))
+            .collect()
     }
 
     /// Forgets how `vtep` is reached.
     pub fn remove_nexthop(&mut self, vtep: Ipv4Addr) -> Result<(), MapsError> {
         match self.nexthops.remove(&u32::from(vtep).to_be()) {
             Err(e) if is_absent(&e) => Ok(()),
-            other => other.map_err(op::<()>("vlnet_nexthops")),
+            other => other.map_err(op("vlnet_nexthops")),
         }
     }
 }

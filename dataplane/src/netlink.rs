@@ -127,7 +127,12 @@ impl Netlink {
 
     /// The link called `name`, if it exists.
     pub async fn link(&self, name: &str) -> Result<Option<LinkSummary>, NetlinkError> {
-        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match stream.try_next().await {
             Ok(Some(msg)) => Ok(Some(summarize(&msg))),
             Ok(None) => Ok(None),
@@ -138,13 +143,24 @@ impl Netlink {
 
     /// The link called `name`, or an error naming it.
     pub async fn require_link(&self, name: &str) -> Result<LinkSummary, NetlinkError> {
-        self.link(name).await?.ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
+        self.link(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
     }
 
     /// First IPv4 address of link `index`.
     pub async fn first_ipv4(&self, index: u32) -> Result<Option<Ipv4Addr>, NetlinkError> {
-        let mut stream = self.handle.address().get().set_link_index_filter(index).execute();
-        while let Some(msg) = stream.try_next().await.map_err(request("listing addresses"))? {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(request("listing addresses"))?
+        {
             for attr in msg.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
                     return Ok(Some(ip));
@@ -192,7 +208,10 @@ impl Netlink {
         let port_link = self.require_link(&port).await?;
         let inner_link = self.require_link(&inner).await?;
         self.set(
-            LinkUnspec::new_with_index(inner_link.index).mtu(mtu).up().build(),
+            LinkUnspec::new_with_index(inner_link.index)
+                .mtu(mtu)
+                .up()
+                .build(),
             &inner,
         )
         .await?;
@@ -233,7 +252,11 @@ impl Netlink {
     /// Adds a managed neighbour entry for `ip` on link `index`: the kernel
     /// resolves it and keeps it resolved, so the encap program's FIB lookup
     /// always finds the next hop's MAC (also for non-IP frames such as ARP).
-    pub async fn ensure_managed_neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<(), NetlinkError> {
+    pub async fn ensure_managed_neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
         let mut req = self
             .handle
             .neighbours()
@@ -243,7 +266,9 @@ impl Netlink {
         req.message_mut()
             .attributes
             .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
-        req.execute().await.map_err(request(format!("adding managed neighbour {ip}")))
+        req.execute()
+            .await
+            .map_err(request(format!("adding managed neighbour {ip}")))
     }
 }
 
@@ -251,7 +276,9 @@ impl Netlink {
     /// The next hop towards `vtep` as the kernel's routing and neighbour
     /// tables have it now.
     pub async fn next_hop(&self, vtep: Ipv4Addr) -> Result<NextHop, NetlinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(vtep, 32).build();
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(vtep, 32)
+            .build();
         let mut routes = self.handle.route().get(msg).execute();
         let route = match routes.try_next().await {
             Ok(Some(route)) => route,
@@ -270,9 +297,20 @@ impl Netlink {
                 _ => {}
             }
         }
-        let Some(ifindex) = oif else { return Ok(NextHop::NoRoute) };
-        let mut neighbours = self.handle.neighbours().get().set_address_family(netlink_packet_route::AddressFamily::Inet).execute();
-        while let Some(n) = neighbours.try_next().await.map_err(request("listing neighbours"))? {
+        let Some(ifindex) = oif else {
+            return Ok(NextHop::NoRoute);
+        };
+        let mut neighbours = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(netlink_packet_route::AddressFamily::Inet)
+            .execute();
+        while let Some(n) = neighbours
+            .try_next()
+            .await
+            .map_err(request("listing neighbours"))?
+        {
             if n.header.ifindex != ifindex || !usable(n.header.state) {
                 continue;
             }
@@ -290,11 +328,18 @@ impl Netlink {
             if let (Some(ip), Some(dmac)) = (dst, lladdr) {
                 if ip == via {
                     let mut links = self.handle.link().get().match_index(ifindex).execute();
-                    let link = links.try_next().await.map_err(request("looking up egress link"))?;
+                    let link = links
+                        .try_next()
+                        .await
+                        .map_err(request("looking up egress link"))?;
                     let Some(smac) = link.as_ref().and_then(|l| summarize(l).mac) else {
                         return Ok(NextHop::NoRoute);
                     };
-                    return Ok(NextHop::Resolved { ifindex, smac, dmac });
+                    return Ok(NextHop::Resolved {
+                        ifindex,
+                        smac,
+                        dmac,
+                    });
                 }
             }
         }
@@ -353,7 +398,10 @@ mod tests {
         msg.header.index = 7;
         msg.attributes.push(LinkAttribute::IfName("ul0".into()));
         msg.attributes.push(LinkAttribute::Mtu(1500));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Veth,
+            )]));
         let s = summarize(&msg);
         assert_eq!(s.kind.as_deref(), Some("veth"));
         assert_eq!((s.index, s.mtu, s.name.as_str()), (7, 1500, "ul0"));

@@ -44,12 +44,19 @@ impl Node {
     /// A node serving `facts` and reading `maps`.
     #[must_use]
     pub fn new(facts: NodeFacts, maps: Maps) -> Self {
-        Self { facts, started: Instant::now(), maps: Mutex::new(maps), shutdown: Notify::new() }
+        Self {
+            facts,
+            started: Instant::now(),
+            maps: Mutex::new(maps),
+            shutdown: Notify::new(),
+        }
     }
 
     /// Exclusive access to the maps (held briefly: no I/O under the lock).
     pub fn maps(&self) -> MutexGuard<'_, Maps> {
-        self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Resolves when a shutdown was requested through the API.
@@ -117,14 +124,23 @@ impl MetricsSource for Node {
     }
 
     fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String> {
-        let mut counts: std::collections::BTreeMap<(u32, bool), u64> = Default::default();
+        let mut counts: std::collections::BTreeMap<(u32, bool), u64> =
+            std::collections::BTreeMap::default();
         for (key, entry) in self.maps().fdb() {
             *counts.entry((key.vni, fdb::is_static(&entry))).or_default() += 1;
         }
         Ok(counts
             .into_iter()
             .map(|((vni, is_static), n)| {
-                (vni, if is_static { FdbKind::Static } else { FdbKind::Learned }, n)
+                (
+                    vni,
+                    if is_static {
+                        FdbKind::Static
+                    } else {
+                        FdbKind::Learned
+                    },
+                    n,
+                )
             })
             .collect())
     }

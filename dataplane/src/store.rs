@@ -26,8 +26,12 @@ impl NodeState {
     /// Reads the state file; a missing file is an empty state.
     pub fn load(path: &Path) -> io::Result<Self> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e),
         }
@@ -57,7 +61,9 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = state_path(&dir, "n1");
         assert_eq!(NodeState::load(&path).unwrap(), NodeState::default());
-        let state = NodeState { created_bridges: ["vnet100".to_string()].into() };
+        let state = NodeState {
+            created_bridges: ["vnet100".to_string()].into(),
+        };
         state.save(&path).unwrap();
         assert_eq!(NodeState::load(&path).unwrap(), state);
         fs::remove_dir_all(dir).unwrap();

@@ -88,8 +88,16 @@ pub fn local_port_range() -> (u16, u16) {
 }
 
 fn vni_config(v: &DesiredVni) -> vlnet_vni_config {
-    let mut cfg = vlnet_vni_config { overlay_ifindex: v.overlay_ifindex, ..Default::default() };
-    for (slot, peer) in cfg.flood_be.iter_mut().zip(&v.peers).take(VLNET_MAX_FLOOD as usize) {
+    let mut cfg = vlnet_vni_config {
+        overlay_ifindex: v.overlay_ifindex,
+        ..Default::default()
+    };
+    for (slot, peer) in cfg
+        .flood_be
+        .iter_mut()
+        .zip(&v.peers)
+        .take(VLNET_MAX_FLOOD as usize)
+    {
         *slot = u32::from(*peer).to_be();
     }
     cfg.flood_count = v.peers.len().min(VLNET_MAX_FLOOD as usize) as u32;
@@ -104,8 +112,11 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
 
     let vnis: HashSet<u32> = desired.vnis.iter().map(|v| v.vni).collect();
     let ports: HashSet<u32> = desired.vnis.iter().map(|v| v.overlay_ifindex).collect();
-    let peers: HashSet<(u32, Ipv4Addr)> =
-        desired.vnis.iter().flat_map(|v| v.peers.iter().map(|p| (v.vni, *p))).collect();
+    let peers: HashSet<(u32, Ipv4Addr)> = desired
+        .vnis
+        .iter()
+        .flat_map(|v| v.peers.iter().map(|p| (v.vni, *p)))
+        .collect();
     let statics: HashSet<(u32, [u8; 6])> = desired
         .vnis
         .iter()
@@ -137,7 +148,11 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
     for port in maps.ports().into_iter().filter(|p| !ports.contains(p)) {
         maps.remove_port(port)?;
     }
-    for stale in maps.peers().into_iter().filter(|p| !peers.contains(&(p.vni, p.vtep))) {
+    for stale in maps
+        .peers()
+        .into_iter()
+        .filter(|p| !peers.contains(&(p.vni, p.vtep)))
+    {
         maps.remove_peer(stale.vni, stale.vtep)?;
     }
     for (key, entry) in maps.fdb() {
@@ -160,11 +175,23 @@ mod tests {
 
     #[test]
     fn node_config_encodes_outer_header_settings() {
-        let outer = OuterHeader { ttl: 32, dscp: Some(46), sport_range: (1000, 2000) };
+        let outer = OuterHeader {
+            ttl: 32,
+            dscp: Some(46),
+            sport_range: (1000, 2000),
+        };
         let cfg = node_config(3, Ipv4Addr::new(198, 18, 0, 1), 1500, outer);
         assert_eq!(cfg.local_vtep_be, u32::from_ne_bytes([198, 18, 0, 1]));
         assert_eq!((cfg.ttl, cfg.tos, cfg.inherit_dscp), (32, 46 << 2, 0));
-        let inherit = node_config(3, Ipv4Addr::new(198, 18, 0, 1), 1500, OuterHeader { dscp: None, ..outer });
+        let inherit = node_config(
+            3,
+            Ipv4Addr::new(198, 18, 0, 1),
+            1500,
+            OuterHeader {
+                dscp: None,
+                ..outer
+            },
+        );
         assert_eq!((inherit.tos, inherit.inherit_dscp), (0, 1));
     }
 

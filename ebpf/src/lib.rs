@@ -18,6 +18,7 @@
     non_upper_case_globals,
     non_snake_case,
     dead_code,
+    clippy::all,
     clippy::pedantic,
     reason = "generated code keeps the C names"
 )]

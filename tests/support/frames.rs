@@ -24,7 +24,13 @@ pub fn checksum(bytes: &[u8]) -> u16 {
 }
 
 /// A 20-byte IPv4 header with a valid checksum.
-pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, tos: u8, payload_len: usize) -> Vec<u8> {
+pub fn ipv4_header(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    tos: u8,
+    payload_len: usize,
+) -> Vec<u8> {
     let total = (20 + payload_len) as u16;
     let mut h = vec![0x45, tos];
     h.extend_from_slice(&total.to_be_bytes());
@@ -70,7 +76,7 @@ pub fn inner_ipv6(dst_mac: [u8; 6], tclass: u8) -> Vec<u8> {
     f.push(0x60 | (tclass >> 4));
     f.push(tclass << 4);
     f.extend_from_slice(&[0, 0, 0, 8, 17, 64]);
-    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].repeat(1));
+    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
     f.extend_from_slice(&[0; 12]);
     f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
     f.extend_from_slice(&[0; 11]);

@@ -1,5 +1,11 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "each test binary uses a different subset; test code panics on failure"
+)]
 
 pub mod frames;
+pub mod packet_socket;
 pub mod thread_netns;

@@ -18,14 +18,27 @@ pub struct ThreadNetNs {
 impl ThreadNetNs {
     /// Creates `vlt-<tag>-<pid>-<n>` and moves the calling thread into it.
     pub fn enter(tag: &str) -> Self {
-        let name = format!("vlt-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap().success();
+        let name = format!(
+            "vlt-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "ip netns add {name} failed");
         let home = File::open("/proc/thread-self/ns/net").unwrap();
         let target = File::open(format!("/run/netns/{name}")).unwrap();
         // SAFETY: setns on valid namespace fds affects only this thread.
         let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "setns into {name}: {}",
+            std::io::Error::last_os_error()
+        );
         let ns = Self { name, home };
         ns.sh("ip link set lo up");
         ns
@@ -60,7 +73,10 @@ impl ThreadNetNs {
         let out = self.sh(&format!("ip -o link show {ifname}"));
         let text = out.split("link/ether ").nth(1).unwrap();
         let mut mac = [0u8; 6];
-        for (slot, part) in mac.iter_mut().zip(text.split_whitespace().next().unwrap().split(':')) {
+        for (slot, part) in mac
+            .iter_mut()
+            .zip(text.split_whitespace().next().unwrap().split(':'))
+        {
             *slot = u8::from_str_radix(part, 16).unwrap();
         }
         mac
@@ -71,6 +87,8 @@ impl Drop for ThreadNetNs {
     fn drop(&mut self) {
         // SAFETY: `home` is the namespace this thread started in.
         unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

@@ -15,20 +15,36 @@ use super::Datapath;
 const IPERF_SECS: u32 = 3;
 
 fn step(n: u32, total: u32, what: &str, started: Instant) {
-    println!("[{n}/{total}] {what}  ({:.1} s)", started.elapsed().as_secs_f64());
+    println!(
+        "[{n}/{total}] {what}  ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Runs the demo; needs root.
 pub fn run() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
-    ensure!(unsafe { libc::geteuid() } == 0, "vlnet lab demo needs root (namespaces, BPF)");
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "vlnet lab demo needs root (namespaces, BPF)"
+    );
     let binary = std::env::current_exe().context("locating the vlnet binary")?;
     let started = Instant::now();
-    step(1, 5, "building the underlay: host A runs vlnet, host B the kernel vxlan driver", started);
+    step(
+        1,
+        5,
+        "building the underlay: host A runs vlnet, host B the kernel vxlan driver",
+        started,
+    );
     let s = Scenario::build("demo", &[Vtep::Vlnet(Datapath::Tc), Vtep::Kernel], &binary)?;
     let (a, b) = (&s.sites[0], &s.sites[1]);
 
-    step(2, 5, "ping across VXLAN in both directions (ARP first)", started);
+    step(
+        2,
+        5,
+        "ping across VXLAN in both directions (ARP first)",
+        started,
+    );
     let port = a.host.switch_port().to_string();
     let capture = Capture::start(
         s.underlay.switch(),
@@ -61,7 +77,12 @@ pub fn run() -> Result<()> {
     let vnis = wire.column("vxlan.vni");
     println!("== summary ==");
     println!("{:<34} {:>12} {:>12}", "", "A (vlnet)→B", "B (kernel)→A");
-    println!("{:<34} {:>12} {:>12}", "ping received / sent", format!("{}/{}", ab.received, ab.sent), format!("{}/{}", ba.received, ba.sent));
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "ping received / sent",
+        format!("{}/{}", ab.received, ab.sent),
+        format!("{}/{}", ba.received, ba.sent)
+    );
     println!(
         "{:<34} {:>12} {:>12}",
         "ping RTT avg (ms)",
@@ -80,9 +101,17 @@ pub fn run() -> Result<()> {
         VNI,
         !vnis.is_empty() && vnis.iter().all(|v| *v == VNI.to_string())
     );
-    step(5, 5, "cleaning up (namespaces, links, pinned programs)", started);
+    step(
+        5,
+        5,
+        "cleaning up (namespaces, links, pinned programs)",
+        started,
+    );
     drop(s);
-    ensure!(ab.received == ab.sent && ba.received == ba.sent, "pings were lost across the tunnel");
+    ensure!(
+        ab.received == ab.sent && ba.received == ba.sent,
+        "pings were lost across the tunnel"
+    );
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

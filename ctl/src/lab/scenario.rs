@@ -80,8 +80,7 @@ impl Scenario {
             }
             host.add_bridge(BRIDGE)?;
             let vm = host.add_vm(&format!("vm{i}"), BRIDGE, &vm_mac(i), vm_ip(i), 24)?;
-            let peers: Vec<Ipv4Addr> =
-                (0..vteps.len()).filter(|j| *j != i).map(host_ip).collect();
+            let peers: Vec<Ipv4Addr> = (0..vteps.len()).filter(|j| *j != i).map(host_ip).collect();
             let daemon = match vtep {
                 Vtep::Kernel => {
                     host.add_kernel_vxlan(VNI, BRIDGE, &peers)?;
@@ -94,7 +93,12 @@ impl Scenario {
                     Some(Daemon::start(host.ns(), spec, vlnet_binary)?)
                 }
             };
-            sites.push(Site { daemon, vm, host, vtep: *vtep });
+            sites.push(Site {
+                daemon,
+                vm,
+                host,
+                vtep: *vtep,
+            });
         }
         let scenario = Self { sites, underlay };
         scenario.wait_for_next_hops()?;
@@ -108,8 +112,13 @@ impl Scenario {
         let deadline = Instant::now() + NEXT_HOP_WAIT;
         for daemon in self.sites.iter().filter_map(|s| s.daemon.as_ref()) {
             loop {
-                let peers: serde_json::Value = serde_json::from_str(&daemon.ctl(&["peers", "--json"])?)
-                    .map_err(|e| LabError::Parse { what: "vlnet ctl peers --json".into(), detail: e.to_string() })?;
+                let peers: serde_json::Value =
+                    serde_json::from_str(&daemon.ctl(&["peers", "--json"])?).map_err(|e| {
+                        LabError::Parse {
+                            what: "vlnet ctl peers --json".into(),
+                            detail: e.to_string(),
+                        }
+                    })?;
                 let pending = peers
                     .as_array()
                     .is_none_or(|all| all.iter().any(|p| p["next_hop"] == "unresolved"));
@@ -117,7 +126,10 @@ impl Scenario {
                     break;
                 }
                 if Instant::now() > deadline {
-                    return Err(LabError::Invalid(format!("node {}: peers unresolved after {NEXT_HOP_WAIT:?}: {peers}", daemon.name())));
+                    return Err(LabError::Invalid(format!(
+                        "node {}: peers unresolved after {NEXT_HOP_WAIT:?}: {peers}",
+                        daemon.name()
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

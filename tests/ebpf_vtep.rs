@@ -307,70 +307,14 @@ fn xdp_foreign_traffic_passes_untouched() {
     foreign_traffic_passes_untouched(Mode::Xdp);
 }
 
-/// Each malformed or hostile input, with the one drop reason it must count.
-fn hostile_frames() -> Vec<(&'static str, Vec<u8>)> {
-    let inner = frames::inner_udp(VM_B_MAC, 0, 20);
-    let good = frames::vxlan(PEER, LOCAL, 100, 0, &inner);
-    let with = |f: &dyn Fn(&mut Vec<u8>)| {
-        let mut frame = good.clone();
-        f(&mut frame);
-        frame
-    };
-    let refix = |frame: &mut Vec<u8>| frames::fix_ipv4_checksum(frame, off::IP);
-    vec![
-        ("truncated", good[..off::INNER + 10].to_vec()),
-        (
-            "bad_length",
-            with(&|f| {
-                f[off::TOT_LEN..off::TOT_LEN + 2].copy_from_slice(&2000u16.to_be_bytes());
-                refix(f);
-            }),
-        ),
-        (
-            "bad_length",
-            with(&|f| f[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&9u16.to_be_bytes())),
-        ),
-        ("bad_ip_header", with(&|f| f[off::IP_CSUM] ^= 0xff)),
-        (
-            "bad_ip_header",
-            with(&|f| {
-                f[off::IP] = 0x44;
-                refix(f);
-            }),
-        ),
-        (
-            "fragment",
-            with(&|f| {
-                f[off::FRAG..off::FRAG + 2].copy_from_slice(&0x2000u16.to_be_bytes());
-                refix(f);
-            }),
-        ),
-        ("bad_vxlan_flags", with(&|f| f[off::VXLAN] = 0)),
-        ("bad_vxlan_flags", with(&|f| f[off::VXLAN] = 0x0c)),
-        ("bad_vxlan_flags", with(&|f| f[off::VXLAN + 7] = 1)),
-        ("unknown_vni", frames::vxlan(PEER, LOCAL, 999, 0, &inner)),
-        (
-            "unknown_vtep",
-            frames::vxlan(Ipv4Addr::new(198, 18, 0, 9), LOCAL, 100, 0, &inner),
-        ),
-        ("looped", frames::vxlan(LOCAL, LOCAL, 100, 0, &inner)),
-        ("bad_inner_source", with(&|f| f[off::INNER + 6] = 0x01)),
-        (
-            "bad_inner_source",
-            with(&|f| f[off::INNER + 6..off::INNER + 12].fill(0)),
-        ),
-        ("ecn_not_ect", frames::vxlan(PEER, LOCAL, 100, 3, &inner)),
-        ("not_configured", frames::vxlan(PEER, LOCAL, 200, 0, &inner)),
-    ]
-}
-
 fn every_decap_drop_reason_is_counted(mode: Mode) {
     let mut bed = Bed::new("drops");
     // VNI 200 exists with a member peer but no overlay port.
     bed.maps.set_vni(200, &vlnet_vni_config::default()).unwrap();
     bed.maps.ensure_peer(200, PEER).unwrap();
     let (_, drop, _) = verdicts(mode);
-    for (reason, frame) in hostile_frames() {
+    let inner = frames::inner_udp(VM_B_MAC, 0, 20);
+    for (reason, frame) in frames::hostile(LOCAL, PEER, &inner) {
         let before = bed.drops(reason);
         let total = bed.total_drops();
         let (ret, _) = bed.decap(mode, &frame);

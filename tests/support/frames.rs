@@ -136,3 +136,62 @@ pub mod off {
     /// Inner frame.
     pub const INNER: usize = 50;
 }
+
+/// Each malformed or hostile input, with the one drop reason it must count.
+/// VNI 100 must be configured with `peer` as its only remote VTEP; VNI 200
+/// must exist without an overlay port (`not_configured`) or not at all
+/// (then those frames count as `unknown_vni`).
+pub fn hostile(local: Ipv4Addr, peer: Ipv4Addr, inner: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let good = vxlan(peer, local, 100, 0, inner);
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut frame = good.clone();
+        f(&mut frame);
+        frame
+    };
+    let refix = |frame: &mut Vec<u8>| fix_ipv4_checksum(frame, off::IP);
+    vec![
+        ("truncated", good[..off::INNER + 10].to_vec()),
+        (
+            "bad_length",
+            with(&|f| {
+                f[off::TOT_LEN..off::TOT_LEN + 2].copy_from_slice(&2000u16.to_be_bytes());
+                refix(f);
+            }),
+        ),
+        (
+            "bad_length",
+            with(&|f| f[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&9u16.to_be_bytes())),
+        ),
+        ("bad_ip_header", with(&|f| f[off::IP_CSUM] ^= 0xff)),
+        (
+            "bad_ip_header",
+            with(&|f| {
+                f[off::IP] = 0x44;
+                refix(f);
+            }),
+        ),
+        (
+            "fragment",
+            with(&|f| {
+                f[off::FRAG..off::FRAG + 2].copy_from_slice(&0x2000u16.to_be_bytes());
+                refix(f);
+            }),
+        ),
+        ("bad_vxlan_flags", with(&|f| f[off::VXLAN] = 0)),
+        ("bad_vxlan_flags", with(&|f| f[off::VXLAN] = 0x0c)),
+        ("bad_vxlan_flags", with(&|f| f[off::VXLAN + 7] = 1)),
+        ("unknown_vni", vxlan(peer, local, 999, 0, inner)),
+        (
+            "unknown_vtep",
+            vxlan(Ipv4Addr::new(198, 18, 0, 9), local, 100, 0, inner),
+        ),
+        ("looped", vxlan(local, local, 100, 0, inner)),
+        ("bad_inner_source", with(&|f| f[off::INNER + 6] = 0x01)),
+        (
+            "bad_inner_source",
+            with(&|f| f[off::INNER + 6..off::INNER + 12].fill(0)),
+        ),
+        ("ecn_not_ect", vxlan(peer, local, 100, 3, inner)),
+        ("not_configured", vxlan(peer, local, 200, 0, inner)),
+    ]
+}

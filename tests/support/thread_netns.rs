@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// RAII guard: the calling thread lives in a fresh `vlt-` namespace.
+/// RAII guard: the calling thread lives in a `vlt-` namespace.
 pub struct ThreadNetNs {
     name: String,
     home: File,
+    owned: bool,
 }
 
 impl ThreadNetNs {
@@ -29,8 +30,25 @@ impl ThreadNetNs {
             .unwrap()
             .success();
         assert!(ok, "ip netns add {name} failed");
+        let ns = Self::join_as(name, true);
+        ns.sh("ip link set lo up");
+        ns
+    }
+
+    /// Moves the calling thread into the existing namespace at `path` (left
+    /// in place on drop).
+    pub fn join(path: &std::path::Path) -> Self {
+        Self::join_as(path.display().to_string(), false)
+    }
+
+    fn join_as(name: String, owned: bool) -> Self {
         let home = File::open("/proc/thread-self/ns/net").unwrap();
-        let target = File::open(format!("/run/netns/{name}")).unwrap();
+        let path = if name.starts_with('/') {
+            name.clone()
+        } else {
+            format!("/run/netns/{name}")
+        };
+        let target = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         // SAFETY: setns on valid namespace fds affects only this thread.
         let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(
@@ -39,9 +57,7 @@ impl ThreadNetNs {
             "setns into {name}: {}",
             std::io::Error::last_os_error()
         );
-        let ns = Self { name, home };
-        ns.sh("ip link set lo up");
-        ns
+        Self { name, home, owned }
     }
 
     /// Runs a shell command inside the namespace; panics with its output on failure.
@@ -87,8 +103,10 @@ impl Drop for ThreadNetNs {
     fn drop(&mut self) {
         // SAFETY: `home` is the namespace this thread started in.
         unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        if self.owned {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+        }
     }
 }

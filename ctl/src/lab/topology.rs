@@ -86,7 +86,22 @@ impl Underlay {
             return Err(LabError::Invalid(format!("underlay MTU {mtu} < 1280")));
         }
         let switch = NetNs::new(&format!("{tag}-sw"))?;
-        switch.run(&["ip", "link", "add", SWITCH_BRIDGE, "type", "bridge"])?;
+        // A plain L2 switch: without multicast snooping and bridge netfilter
+        // the bridge does not parse (and drop) frames whose IPv4 header is
+        // malformed; a real switch passes them on.
+        switch.run(&[
+            "ip",
+            "link",
+            "add",
+            SWITCH_BRIDGE,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        if std::path::Path::new("/proc/sys/net/bridge").exists() {
+            switch.sysctl("net.bridge.bridge-nf-call-iptables", "0")?;
+        }
         switch.run(&["ip", "link", "set", SWITCH_BRIDGE, "up"])?;
         Ok(Self {
             switch,

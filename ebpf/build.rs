@@ -45,9 +45,18 @@ fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
     output.stdout
 }
 
+/// bpftool lives in /usr/sbin on Debian, which a non-root PATH may lack.
+fn bpftool() -> &'static str {
+    if Command::new("bpftool").arg("version").output().is_ok() {
+        "bpftool"
+    } else {
+        "/usr/sbin/bpftool"
+    }
+}
+
 fn generate_vmlinux_h(out: &Path) {
     let header = run(
-        Command::new("bpftool").args(["btf", "dump", "file", KERNEL_BTF, "format", "c"]),
+        Command::new(bpftool()).args(["btf", "dump", "file", KERNEL_BTF, "format", "c"]),
         "generating vmlinux.h from the kernel's BTF",
     );
     fs::write(out.join("vmlinux.h"), header).expect("writing vmlinux.h");

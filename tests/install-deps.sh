@@ -10,7 +10,7 @@ fi
 
 packages=(
     clang-19 llvm-19 libbpf-dev bpftool      # building the eBPF programs
-    iproute2 iputils-ping ethtool util-linux # namespaces, veth, bridges, nsenter
+    iproute2 iputils-ping ethtool util-linux procps # namespaces, veth, bridges, nsenter, sysctl
     iperf3 tshark tcpdump                     # probes
     prometheus                                # scrape test
     wireguard-go wireguard-tools              # WireGuard interop peer

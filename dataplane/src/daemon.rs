@@ -17,7 +17,7 @@ use vlnet_ebpf::abi::{vlnet_nexthop, VLNET_ENCAP_LEN};
 
 use crate::api::{self, ApiError};
 use crate::bpf::{self, BpfError, Programs};
-use crate::config::{Config, DatapathSetting, DscpSetting};
+use crate::config::{Config, DatapathSetting, DscpSetting, VniConfig};
 use crate::fdb::{self, monotonic_ns};
 use crate::lock::{LockError, NodeLock};
 use crate::maps::{Maps, MapsError};
@@ -177,6 +177,96 @@ fn choose_datapath(setting: DatapathSetting, underlay: &LinkSummary) -> Datapath
     }
 }
 
+/// A VNI's config with the two ends of its overlay port.
+type OverlayPort<'a> = (&'a VniConfig, LinkSummary, LinkSummary);
+
+/// Creates missing bridges (remembering them for teardown) and overlay ports.
+async fn ensure_overlay_ports<'a>(
+    cfg: &'a Config,
+    nl: &Netlink,
+    overlay_mtu: u32,
+) -> Result<Vec<OverlayPort<'a>>, DaemonError> {
+    let state_file = state_path(&cfg.node.state_dir, &cfg.node.name);
+    let mut state = NodeState::load(&state_file).map_err(state_error(&state_file))?;
+    let mut ports = Vec::new();
+    for v in &cfg.vni {
+        if nl.ensure_bridge(&v.bridge).await? {
+            info!(bridge = %v.bridge, "created bridge");
+            state.created_bridges.insert(v.bridge.clone());
+            state.save(&state_file).map_err(state_error(&state_file))?;
+        }
+        let bridge = nl.require_link(&v.bridge).await?;
+        let (port, inner) = nl.ensure_overlay_port(v.id, &bridge, overlay_mtu).await?;
+        ports.push((v, port, inner));
+    }
+    Ok(ports)
+}
+
+/// Attaches decap to the underlay (first: the overlay side only sends once
+/// it can receive) and encap to every overlay port, then detaches pinned
+/// links no longer wanted. With `datapath = "auto"` an underlay that refuses
+/// native XDP falls back to TC (`to_tc` rewrites the maps for it). Returns the
+/// mode in use.
+fn attach(
+    cfg: &Config,
+    programs: &mut Programs,
+    underlay: &LinkSummary,
+    ports: &[OverlayPort<'_>],
+    mut datapath: DatapathMode,
+    to_tc: impl FnOnce() -> Result<(), MapsError>,
+) -> Result<DatapathMode, DaemonError> {
+    let mut keep = HashSet::new();
+    if datapath == DatapathMode::Xdp {
+        let attached = programs.attach_xdp(
+            bpf::PROG_XDP_UNDERLAY_RX,
+            &underlay.name,
+            underlay.index,
+            XdpMode::Driver,
+        );
+        match attached {
+            Ok(pin) => {
+                keep.insert(pin);
+            }
+            Err(e) if cfg.node.datapath == DatapathSetting::Auto => {
+                warn!(error = %e, "no native XDP on the underlay; using TC");
+                datapath = DatapathMode::Tc;
+                to_tc()?;
+            }
+            Err(e) => {
+                return Err(DaemonError::Xdp {
+                    name: underlay.name.clone(),
+                    source: Box::new(e),
+                })
+            }
+        }
+    }
+    if datapath == DatapathMode::Tc {
+        keep.insert(programs.attach_tc(
+            bpf::PROG_TC_UNDERLAY_RX,
+            &underlay.name,
+            underlay.index,
+        )?);
+    }
+    for (_, port, inner) in ports {
+        keep.insert(programs.attach_tc(bpf::PROG_TC_OVERLAY_TX, &inner.name, inner.index)?);
+        if datapath == DatapathMode::Xdp {
+            keep.insert(programs.attach_xdp(
+                bpf::PROG_XDP_OVERLAY_PASS,
+                &port.name,
+                port.index,
+                XdpMode::Driver,
+            )?);
+        }
+    }
+    let pruned = programs
+        .prune_links(&keep)
+        .map_err(state_error(&bpf::pin_dir(&cfg.node.name)))?;
+    if pruned > 0 {
+        info!(pruned, "detached links no longer configured");
+    }
+    Ok(datapath)
+}
+
 /// Brings links, maps and programs to what `cfg` says.
 async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
     let nl = Netlink::connect()?;
@@ -200,21 +290,9 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
     let mut programs = Programs::load(&cfg.node.name)?;
     let mut maps = Maps::take_from(programs.ebpf_mut())?;
 
-    let state_file = state_path(&cfg.node.state_dir, &cfg.node.name);
-    let mut state = NodeState::load(&state_file).map_err(state_error(&state_file))?;
-    let mut ports = Vec::new();
-    for v in &cfg.vni {
-        if nl.ensure_bridge(&v.bridge).await? {
-            info!(bridge = %v.bridge, "created bridge");
-            state.created_bridges.insert(v.bridge.clone());
-            state.save(&state_file).map_err(state_error(&state_file))?;
-        }
-        let bridge = nl.require_link(&v.bridge).await?;
-        let (port, inner) = nl.ensure_overlay_port(v.id, &bridge, overlay_mtu).await?;
-        ports.push((v, port, inner));
-    }
+    let ports = ensure_overlay_ports(cfg, &nl, overlay_mtu).await?;
 
-    let mut datapath = choose_datapath(cfg.node.datapath, &underlay);
+    let datapath = choose_datapath(cfg.node.datapath, &underlay);
     let outer = OuterHeader {
         ttl: cfg.node.ttl,
         dscp: match cfg.node.dscp {
@@ -239,55 +317,9 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
     sync::apply(&mut maps, &desired(datapath == DatapathMode::Xdp))?;
     resolve_next_hops(&nl, &mut maps, &peers_of(cfg)).await;
 
-    // Underlay decap first: the overlay side only sends once it can receive.
-    let mut keep = HashSet::new();
-    if datapath == DatapathMode::Xdp {
-        match programs.attach_xdp(
-            bpf::PROG_XDP_UNDERLAY_RX,
-            &underlay.name,
-            underlay.index,
-            XdpMode::Driver,
-        ) {
-            Ok(pin) => {
-                keep.insert(pin);
-            }
-            Err(e) if cfg.node.datapath == DatapathSetting::Auto => {
-                warn!(error = %e, "no native XDP on the underlay; using TC");
-                datapath = DatapathMode::Tc;
-                sync::apply(&mut maps, &desired(false))?;
-            }
-            Err(e) => {
-                return Err(DaemonError::Xdp {
-                    name: underlay.name.clone(),
-                    source: Box::new(e),
-                })
-            }
-        }
-    }
-    if datapath == DatapathMode::Tc {
-        keep.insert(programs.attach_tc(
-            bpf::PROG_TC_UNDERLAY_RX,
-            &underlay.name,
-            underlay.index,
-        )?);
-    }
-    for (_, port, inner) in &ports {
-        keep.insert(programs.attach_tc(bpf::PROG_TC_OVERLAY_TX, &inner.name, inner.index)?);
-        if datapath == DatapathMode::Xdp {
-            keep.insert(programs.attach_xdp(
-                bpf::PROG_XDP_OVERLAY_PASS,
-                &port.name,
-                port.index,
-                XdpMode::Driver,
-            )?);
-        }
-    }
-    let pruned = programs
-        .prune_links(&keep)
-        .map_err(state_error(&bpf::pin_dir(&cfg.node.name)))?;
-    if pruned > 0 {
-        info!(pruned, "detached links no longer configured");
-    }
+    let datapath = attach(cfg, &mut programs, &underlay, &ports, datapath, || {
+        sync::apply(&mut maps, &desired(false))
+    })?;
 
     let facts = NodeFacts {
         name: cfg.node.name.clone(),

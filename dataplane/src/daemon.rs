@@ -473,10 +473,10 @@ pub struct TeardownReport {
 /// bridges it created, its socket and state file.
 pub async fn teardown(cfg: &Config) -> Result<TeardownReport, DaemonError> {
     let mut report = TeardownReport::default();
-    if matches!(
-        api::request(&cfg.node.api_socket, &api::Request::Shutdown),
-        Ok(api::Response::Ok)
-    ) {
+    if api::request(&cfg.node.api_socket, &api::Request::Status).is_ok() {
+        // The daemon may exit before its answer is flushed: the lock below
+        // is what tells that it is gone.
+        let _ = api::request(&cfg.node.api_socket, &api::Request::Shutdown);
         report.stopped_daemon = true;
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;

@@ -37,6 +37,22 @@ const XDP_REDIRECT: u32 = 4;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Two `#[test]`s, `tc::NAME` and `xdp::NAME`, running `NAME(mode)`.
+macro_rules! both_modes {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn tc() {
+                super::$name(super::Mode::Tc);
+            }
+            #[test]
+            fn xdp() {
+                super::$name(super::Mode::Xdp);
+            }
+        }
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
     Tc,
@@ -227,15 +243,7 @@ fn decap_yields_exactly_the_inner_frame(mode: Mode) {
     assert_eq!(bed.total_drops(), 0);
 }
 
-#[test]
-fn tc_decap_yields_exactly_the_inner_frame() {
-    decap_yields_exactly_the_inner_frame(Mode::Tc);
-}
-
-#[test]
-fn xdp_decap_yields_exactly_the_inner_frame() {
-    decap_yields_exactly_the_inner_frame(Mode::Xdp);
-}
+both_modes!(decap_yields_exactly_the_inner_frame);
 
 fn learning_never_overrides_static_entries(mode: Mode) {
     let mut bed = Bed::new("static");
@@ -258,15 +266,7 @@ fn learning_never_overrides_static_entries(mode: Mode) {
     assert_eq!(entry, pinned);
 }
 
-#[test]
-fn tc_learning_never_overrides_static_entries() {
-    learning_never_overrides_static_entries(Mode::Tc);
-}
-
-#[test]
-fn xdp_learning_never_overrides_static_entries() {
-    learning_never_overrides_static_entries(Mode::Xdp);
-}
+both_modes!(learning_never_overrides_static_entries);
 
 /// Frames that are not VXLAN for this node pass untouched and count nothing.
 fn foreign_traffic_passes_untouched(mode: Mode) {
@@ -297,15 +297,7 @@ fn foreign_traffic_passes_untouched(mode: Mode) {
     assert_eq!(bed.total_drops(), 0);
 }
 
-#[test]
-fn tc_foreign_traffic_passes_untouched() {
-    foreign_traffic_passes_untouched(Mode::Tc);
-}
-
-#[test]
-fn xdp_foreign_traffic_passes_untouched() {
-    foreign_traffic_passes_untouched(Mode::Xdp);
-}
+both_modes!(foreign_traffic_passes_untouched);
 
 fn every_decap_drop_reason_is_counted(mode: Mode) {
     let mut bed = Bed::new("drops");
@@ -332,15 +324,7 @@ fn every_decap_drop_reason_is_counted(mode: Mode) {
     );
 }
 
-#[test]
-fn tc_every_decap_drop_reason_is_counted() {
-    every_decap_drop_reason_is_counted(Mode::Tc);
-}
-
-#[test]
-fn xdp_every_decap_drop_reason_is_counted() {
-    every_decap_drop_reason_is_counted(Mode::Xdp);
-}
+both_modes!(every_decap_drop_reason_is_counted);
 
 fn outer_ce_marks_ecn_capable_inner_packets(mode: Mode) {
     let mut bed = Bed::new("ecn");
@@ -363,15 +347,7 @@ fn outer_ce_marks_ecn_capable_inner_packets(mode: Mode) {
     assert_eq!(out, inner, "outer ECT leaves the inner packet alone");
 }
 
-#[test]
-fn tc_outer_ce_marks_ecn_capable_inner_packets() {
-    outer_ce_marks_ecn_capable_inner_packets(Mode::Tc);
-}
-
-#[test]
-fn xdp_outer_ce_marks_ecn_capable_inner_packets() {
-    outer_ce_marks_ecn_capable_inner_packets(Mode::Xdp);
-}
+both_modes!(outer_ce_marks_ecn_capable_inner_packets);
 
 /// The frame the kernel's vxlan driver (what Proxmox runs) sends for `inner`,
 /// configured as vlnet encapsulates: DF set, TTL 64, zero UDP checksum.

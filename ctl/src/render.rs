@@ -313,15 +313,15 @@ looped             3
                 rx_bytes: 0,
                 tx_packets: 3_000_000,
                 tx_bytes: 5 * 1024 * 1024 * 1024,
-                next_hop: "02:00:00:00:00:02".to_owned(),
+                next_hop: "unresolved".to_owned(),
             },
         ]);
         assert_eq!(
             out,
             "\
-VNI  PEER          RX PKTS  RX BYTES  TX PKTS  TX BYTES
-100  198.18.0.2       1234   1.5 MiB        7     700 B
-200  198.18.10.30        0       0 B  3000000   5.0 GiB
+VNI  PEER          RX PKTS  RX BYTES  TX PKTS  TX BYTES  NEXT HOP
+100  198.18.0.2       1234   1.5 MiB        7     700 B  02:00:00:00:00:02
+200  198.18.10.30        0       0 B  3000000   5.0 GiB  unresolved
 "
         );
         assert_eq!(peers(&[]), "no peers\n");

@@ -162,24 +162,17 @@ impl Programs {
         ifname: &str,
         ifindex: u32,
     ) -> Result<String, BpfError> {
-        let pin_name = link_pin_name(prog, ifname, ifindex);
-        let path = self.pin_dir.join("links").join(&pin_name);
-        if PinnedLink::from_pin(&path).is_ok() {
-            return Ok(pin_name);
-        }
-        let program = tc_program(&mut self.ebpf, prog)?;
-        let id = program
-            .attach(ifname, TcAttachType::Ingress)
-            .map_err(|source| program_error(prog, source))?;
-        let link = program
-            .take_link(id)
-            .map_err(|source| program_error(prog, source))?;
-        let fd_link = FdLink::try_from(link).map_err(|e| BpfError::Link {
-            path: path.clone(),
-            message: format!("TC link is not a tcx link ({e}); kernel ≥ 6.6 needed"),
-        })?;
-        pin_link(fd_link, &path)?;
-        Ok(pin_name)
+        self.attach_pinned(prog, ifname, ifindex, |ebpf| {
+            let program = tc_program(ebpf, prog)?;
+            let id = program
+                .attach(ifname, TcAttachType::Ingress)
+                .map_err(|source| program_error(prog, source))?;
+            let link = program
+                .take_link(id)
+                .map_err(|source| program_error(prog, source))?;
+            Ok(FdLink::try_from(link)
+                .map_err(|e| format!("TC link is not a tcx link ({e}); kernel ≥ 6.6 needed")))
+        })
     }
 
     /// Attaches XDP program `prog` to `ifname` in `mode` and pins the link,
@@ -191,23 +184,40 @@ impl Programs {
         ifindex: u32,
         mode: XdpMode,
     ) -> Result<String, BpfError> {
-        let pin_name = link_pin_name(prog, ifname, ifindex);
+        self.attach_pinned(prog, ifname, ifindex, |ebpf| {
+            let program = xdp_program(ebpf, prog)?;
+            let id = program
+                .attach_to_if_index(ifindex, mode)
+                .map_err(|source| program_error(prog, source))?;
+            let link = program
+                .take_link(id)
+                .map_err(|source| program_error(prog, source))?;
+            Ok(FdLink::try_from(link).map_err(|e| format!("XDP link is not a bpf_link ({e})")))
+        })
+    }
+
+    /// Keeps an existing pinned link for (`prog`, `ifname`, `ifindex`) or
+    /// makes one with `attach` and pins it.
+    fn attach_pinned(
+        &mut self,
+        prog: &str,
+        ifname: &str,
+        ifindex: u32,
+        attach: impl FnOnce(&mut Ebpf) -> Result<Result<FdLink, String>, BpfError>,
+    ) -> Result<String, BpfError> {
+        let pin_name = format!("{prog}@{ifname}#{ifindex}");
         let path = self.pin_dir.join("links").join(&pin_name);
         if PinnedLink::from_pin(&path).is_ok() {
             return Ok(pin_name);
         }
-        let program = xdp_program(&mut self.ebpf, prog)?;
-        let id = program
-            .attach_to_if_index(ifindex, mode)
-            .map_err(|source| program_error(prog, source))?;
-        let link = program
-            .take_link(id)
-            .map_err(|source| program_error(prog, source))?;
-        let fd_link = FdLink::try_from(link).map_err(|e| BpfError::Link {
+        let link = attach(&mut self.ebpf)?.map_err(|message| BpfError::Link {
             path: path.clone(),
-            message: format!("XDP link is not a bpf_link ({e})"),
+            message,
         })?;
-        pin_link(fd_link, &path)?;
+        link.pin(&path).map_err(|e| BpfError::Link {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         Ok(pin_name)
     }
 
@@ -234,17 +244,6 @@ pub fn remove_pins(node: &str) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
-}
-
-fn link_pin_name(prog: &str, ifname: &str, ifindex: u32) -> String {
-    format!("{prog}@{ifname}#{ifindex}")
-}
-
-fn pin_link(link: FdLink, path: &Path) -> Result<(), BpfError> {
-    link.pin(path).map(drop).map_err(|e| BpfError::Link {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }
 
 fn program_error(name: &str, source: aya::programs::ProgramError) -> BpfError {

@@ -178,6 +178,10 @@ fn choose_datapath(setting: DatapathSetting, underlay: &LinkSummary) -> Datapath
 }
 
 /// Brings links, maps and programs to what `cfg` says.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear bring-up sequence; splitting it would scatter the order of steps"
+)]
 async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
     let nl = Netlink::connect()?;
     let underlay = nl.require_link(&cfg.node.underlay).await?;

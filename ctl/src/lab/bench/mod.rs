@@ -14,7 +14,9 @@
 //! the small-packet decap rate: 64-byte UDP frames, VXLAN-encapsulated by a
 //! generator in host 0 (see [`pps`]), delivered into VM1. In `plain` the
 //! same 64-byte frame goes host 0 → host 1 without a tunnel. Results are
-//! printed, never judged: these machines are shared and noisy.
+//! printed, never judged: these machines are shared and noisy. Bridge
+//! netfilter is switched off in the bench's namespaces (see
+//! `no_bridge_netfilter`).
 //!
 //! # Layout
 //! - [`frame`]: the generator's frames (pure).
@@ -172,6 +174,7 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
             let underlay = Underlay::new("bp")?;
             let h0 = underlay.add_host("h0", host_ip(0))?;
             let h1 = underlay.add_host("h1", host_ip(1))?;
+            no_bridge_netfilter(&[underlay.switch(), h0.ns(), h1.ns()])?;
             let frame = frame::udp_frame(
                 &Endpoints {
                     src_mac: mac_of(h0.ns(), h0.underlay_if())?,
@@ -220,6 +223,7 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
 
 fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metrics> {
     let (a, b) = (&s.sites[0], &s.sites[1]);
+    no_bridge_netfilter(&[s.underlay.switch(), a.host.ns(), b.host.ns()])?;
     let inner = frame::udp_frame(
         &Endpoints {
             src_mac: mac(&vm_mac(0))?,
@@ -292,6 +296,19 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metric
         ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
         ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
     })
+}
+
+/// Keeps bridged IPv4/IPv6/ARP frames out of iptables in `namespaces`: this
+/// kernel has `br_netfilter` built in and every new namespace starts with
+/// `bridge-nf-call-*tables = 1`, which costs each bridge hop a route lookup
+/// and netfilter hooks, the same for every topology, blurring the ratios.
+fn no_bridge_netfilter(namespaces: &[&NetNs]) -> Result<()> {
+    for ns in namespaces {
+        for family in ["iptables", "ip6tables", "arptables"] {
+            ns.sysctl(&format!("net.bridge.bridge-nf-call-{family}"), "0")?;
+        }
+    }
+    Ok(())
 }
 
 fn mac(text: &str) -> Result<[u8; 6]> {

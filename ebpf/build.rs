@@ -1,7 +1,8 @@
 //! Builds vlnet's kernel programs and the Rust mirror of their ABI header.
 //!
 //! 1. `vmlinux.h` is generated from the running kernel's BTF with bpftool.
-//! 2. `c/vtep.bpf.c` is compiled with clang-19 for the BPF target.
+//! 2. `c/vtep.bpf.c` (the VTEP) and `c/trafficgen.bpf.c` (the benchmark's
+//!    packet generator) are compiled with clang-19 for the BPF target.
 //! 3. `include/vlnet_abi.h` is turned into Rust by bindgen, and the drop
 //!    reasons' names are derived from its enum, so nothing is typed twice.
 //!
@@ -29,7 +30,9 @@ fn main() {
     }
 
     generate_vmlinux_h(&out);
-    compile_bpf(&manifest, &out);
+    for program in ["vtep", "trafficgen"] {
+        compile_bpf(&manifest, &out, program);
+    }
     generate_abi(&manifest, &out);
 }
 
@@ -62,8 +65,8 @@ fn generate_vmlinux_h(out: &Path) {
     fs::write(out.join("vmlinux.h"), header).expect("writing vmlinux.h");
 }
 
-fn compile_bpf(manifest: &Path, out: &Path) {
-    let source = manifest.join("c/vtep.bpf.c");
+fn compile_bpf(manifest: &Path, out: &Path, program: &str) {
+    let source = manifest.join(format!("c/{program}.bpf.c"));
     run(
         Command::new(CLANG)
             .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
@@ -74,7 +77,7 @@ fn compile_bpf(manifest: &Path, out: &Path) {
             .arg("-c")
             .arg(&source)
             .arg("-o")
-            .arg(out.join("vtep.bpf.o")),
+            .arg(out.join(format!("{program}.bpf.o"))),
         "compiling the BPF programs",
     );
 }

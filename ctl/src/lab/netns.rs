@@ -304,6 +304,34 @@ impl NetNs {
         ChildGuard::spawn(&mut cmd)
     }
 
+    /// Runs `f` on a fresh thread that has joined this namespace
+    /// (`setns(2)`, network namespace only) and returns its result. For work
+    /// the kernel does in the caller's namespace: `BPF_PROG_TEST_RUN` (whose
+    /// frames start on that namespace's loopback), ifindex lookups, XDP
+    /// attachment by ifindex. The calling thread's namespace is untouched.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, LabError> {
+        let file = std::fs::File::open(self.path())
+            .map_err(|e| LabError::io(format!("opening {}", self.path().display()), e))?;
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    use std::os::fd::AsRawFd as _;
+                    // SAFETY: `file` is an open namespace file; setns only
+                    // changes this (scoped, short-lived) thread's namespace.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if rc != 0 {
+                        return Err(LabError::io(
+                            format!("setns into {}", self.name()),
+                            io::Error::last_os_error(),
+                        ));
+                    }
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| LabError::Invalid(format!("a thread in {} panicked", self.name())))?
+        })
+    }
+
     /// Ids of the processes whose network namespace this is.
     pub fn pids(&self) -> Result<Vec<u32>, LabError> {
         pids_of(self.name())

@@ -40,6 +40,18 @@ pub struct PingReport {
     pub rtt_max_ms: Option<f64>,
     /// RTT mean deviation in ms.
     pub rtt_mdev_ms: Option<f64>,
+    /// Every reply's RTT in ms, in arrival order (for percentiles).
+    pub rtts_ms: Vec<f64>,
+}
+
+impl PingReport {
+    /// Median of [`rtts_ms`](Self::rtts_ms); `None` if nothing came back.
+    #[must_use]
+    pub fn rtt_p50_ms(&self) -> Option<f64> {
+        let mut rtts = self.rtts_ms.clone();
+        rtts.sort_by(f64::total_cmp);
+        rtts.get(rtts.len() / 2).copied()
+    }
 }
 
 /// `ping -c count -i interval dst` from `ns`. Bounded by a deadline of
@@ -54,7 +66,6 @@ pub fn ping(
     let args = [
         "ping".to_owned(),
         "-n".to_owned(),
-        "-q".to_owned(),
         "-c".to_owned(),
         count.to_string(),
         "-i".to_owned(),
@@ -83,7 +94,7 @@ pub fn ping(
     }
 }
 
-/// Reads iputils ping's summary lines.
+/// Reads iputils ping's per-reply lines (`… time=0.05 ms`) and summary.
 pub fn parse_ping(out: &str) -> Result<PingReport, LabError> {
     let bad = |detail: String| LabError::Parse {
         what: "ping".into(),
@@ -103,6 +114,18 @@ pub fn parse_ping(out: &str) -> Result<PingReport, LabError> {
         rtt_avg_ms: None,
         rtt_max_ms: None,
         rtt_mdev_ms: None,
+        rtts_ms: out
+            .lines()
+            .filter(|l| !l.contains("(DUP!)"))
+            .filter_map(|l| {
+                l.split_once(" time=")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect(),
     };
     for part in summary.split(',') {
         let mut words = part.split_whitespace();
@@ -429,6 +452,20 @@ mod tests {
         assert!(r.loss.abs() < f64::EPSILON);
         assert_eq!(r.rtt_avg_ms, Some(0.050));
         assert_eq!(r.rtt_mdev_ms, Some(0.010));
+        assert!(r.rtts_ms.is_empty());
+    }
+
+    #[test]
+    fn parses_ping_reply_times() {
+        let out = "64 bytes from 192.0.2.2: icmp_seq=1 ttl=64 time=0.300 ms\n\
+            64 bytes from 192.0.2.2: icmp_seq=2 ttl=64 time=0.100 ms\n\
+            64 bytes from 192.0.2.2: icmp_seq=2 ttl=64 time=0.900 ms (DUP!)\n\
+            64 bytes from 192.0.2.2: icmp_seq=3 ttl=64 time=0.200 ms\n\n\
+            3 packets transmitted, 3 received, +1 duplicates, 0% packet loss, time 2ms\n\
+            rtt min/avg/max/mdev = 0.100/0.200/0.300/0.080 ms\n";
+        let r = parse_ping(out).unwrap();
+        assert_eq!(r.rtts_ms, [0.3, 0.1, 0.2]);
+        assert_eq!(r.rtt_p50_ms(), Some(0.2));
     }
 
     #[test]

@@ -65,13 +65,31 @@ pub fn vm_mac(i: usize) -> String {
     format!("02:00:00:00:01:{:02x}", i + 1)
 }
 
+/// Choices [`Scenario::build_with`] offers beyond the VTEPs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScenarioOptions {
+    /// Turn tx checksum offload off on every host's underlay even when no
+    /// site decapsulates at XDP (a kernel-vxlan reference for XDP runs).
+    pub tx_checksum_off: bool,
+}
+
 impl Scenario {
     /// Builds one site per entry of `vteps`, every VTEP peering with all the
     /// others on [`VNI`]. When any site decapsulates at XDP, every host sends
     /// with full checksums (tx offload off), as a real wire delivers them.
     pub fn build(tag: &str, vteps: &[Vtep], vlnet_binary: &Path) -> Result<Self, LabError> {
+        Self::build_with(tag, vteps, vlnet_binary, ScenarioOptions::default())
+    }
+
+    /// [`build`](Self::build) with [`ScenarioOptions`].
+    pub fn build_with(
+        tag: &str,
+        vteps: &[Vtep],
+        vlnet_binary: &Path,
+        options: ScenarioOptions,
+    ) -> Result<Self, LabError> {
         let underlay = Underlay::new(tag)?;
-        let any_xdp = vteps.contains(&Vtep::Vlnet(Datapath::Xdp));
+        let any_xdp = options.tx_checksum_off || vteps.contains(&Vtep::Vlnet(Datapath::Xdp));
         let mut sites = Vec::new();
         for (i, vtep) in vteps.iter().enumerate() {
             let host = underlay.add_host(&format!("h{i}"), host_ip(i))?;

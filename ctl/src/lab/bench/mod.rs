@@ -1,0 +1,326 @@
+//! `vlnet lab bench`: the same two-host topology built several ways in one
+//! run, measured the same way, reported as a table (or JSON) of ratios.
+//!
+//! Topologies (each built, measured and torn down in turn):
+//! - `plain`: two hosts on the underlay switch talking over their underlay
+//!   addresses — the same veth + bridge path with no tunnel: the limit here.
+//! - `kernel`: kernel vxlan ↔ kernel vxlan (an unmodified Proxmox pair).
+//! - `kernel-txoff`: the same with tx checksum offload off on the underlay,
+//!   as vlnet's XDP runs need it (a real wire's full checksums): the fair
+//!   reference for `vlnet-xdp`.
+//! - `vlnet-tc`, `vlnet-xdp`: vlnet ↔ vlnet with TC or XDP decap.
+//!
+//! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, ping RTT VM0 → VM1, and
+//! the small-packet decap rate: 64-byte UDP frames, VXLAN-encapsulated by a
+//! generator in host 0 (see [`pps`]), delivered into VM1. In `plain` the
+//! same 64-byte frame goes host 0 → host 1 without a tunnel. Results are
+//! printed, never judged: these machines are shared and noisy. Bridge
+//! netfilter is switched off in the bench's namespaces (see
+//! `no_bridge_netfilter`).
+//!
+//! # Layout
+//! - [`frame`]: the generator's frames (pure).
+//! - [`pps`]: the XDP live-frames generator and the delivery counter.
+//! - [`report`]: metrics, ratios, table and JSON (pure).
+
+pub mod frame;
+pub mod pps;
+pub mod report;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+
+use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
+use self::pps::PpsPath;
+use self::report::{Measured, Metrics, Report};
+use super::probe;
+use super::scenario::{host_ip, vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
+use super::topology::Underlay;
+use super::{Datapath, NetNs};
+
+/// iperf3's port in every topology (each has its own namespaces).
+const IPERF_PORT: u16 = 5201;
+/// Pings per topology and their interval.
+const PINGS: u32 = 200;
+const PING_INTERVAL: Duration = Duration::from_millis(5);
+/// Longest small-packet generation per topology, and in how many bursts
+/// (the best one is reported).
+const MAX_PPS_SECS: u32 = 3;
+const PPS_BURSTS: u32 = 3;
+
+/// The ratios reported: `(subject, reference)`.
+const RATIOS: [(&str, &str); 4] = [
+    ("vlnet-tc", "kernel"),
+    ("vlnet-xdp", "kernel-txoff"),
+    ("vlnet-xdp", "kernel"),
+    ("plain", "kernel"),
+];
+
+/// One way of building the two-host topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Plain,
+    Kernel { tx_checksum_off: bool },
+    Vlnet(Datapath),
+}
+
+const TOPOLOGIES: [Topology; 5] = [
+    Topology::Plain,
+    Topology::Kernel {
+        tx_checksum_off: false,
+    },
+    Topology::Kernel {
+        tx_checksum_off: true,
+    },
+    Topology::Vlnet(Datapath::Tc),
+    Topology::Vlnet(Datapath::Xdp),
+];
+
+impl Topology {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Kernel {
+                tx_checksum_off: false,
+            } => "kernel",
+            Self::Kernel {
+                tx_checksum_off: true,
+            } => "kernel-txoff",
+            Self::Vlnet(Datapath::Xdp) => "vlnet-xdp",
+            Self::Vlnet(_) => "vlnet-tc",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Self::Plain => "no tunnel, host ↔ host over the underlay (the limit)",
+            Self::Kernel {
+                tx_checksum_off: false,
+            } => "kernel vxlan ↔ kernel vxlan",
+            Self::Kernel {
+                tx_checksum_off: true,
+            } => "kernel vxlan ↔ kernel vxlan, underlay tx checksum offload off",
+            Self::Vlnet(Datapath::Xdp) => {
+                "vlnet ↔ vlnet, XDP decap (underlay tx checksum offload off)"
+            }
+            Self::Vlnet(_) => "vlnet ↔ vlnet, TC decap",
+        }
+    }
+}
+
+/// Runs the benchmark (needs root) and prints the table, or JSON with `json`.
+pub fn run(json: bool, secs: u32) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "vlnet lab bench needs root (namespaces, BPF)"
+    );
+    ensure!(secs >= 1, "--secs must be at least 1");
+    let binary = std::env::current_exe().context("locating the vlnet binary")?;
+    let pps_secs = secs.min(MAX_PPS_SECS);
+    let started = Instant::now();
+    let mut measured = Vec::new();
+    for (i, topology) in TOPOLOGIES.into_iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {}: {}  ({:.1} s)",
+            i + 1,
+            TOPOLOGIES.len(),
+            topology.name(),
+            topology.description(),
+            started.elapsed().as_secs_f64()
+        );
+        let metrics = measure(
+            topology,
+            &binary,
+            secs,
+            Duration::from_secs(pps_secs.into()),
+        )
+        .with_context(|| format!("benchmarking {}", topology.name()))?;
+        measured.push(Measured {
+            name: topology.name(),
+            description: topology.description(),
+            metrics,
+        });
+    }
+    let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        println!("\n{}", report.table());
+        eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Who talks to whom in a built topology.
+struct Ends<'a> {
+    /// Sends TCP and pings.
+    client: &'a NetNs,
+    /// Runs the iperf3 server and answers pings.
+    server: &'a NetNs,
+    /// The server's address.
+    server_ip: Ipv4Addr,
+    /// The small-packet path and frame.
+    pps: PpsPath<'a>,
+    frame: Vec<u8>,
+}
+
+fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> Result<Metrics> {
+    match topology {
+        Topology::Plain => {
+            let underlay = Underlay::new("bp")?;
+            let h0 = underlay.add_host("h0", host_ip(0))?;
+            let h1 = underlay.add_host("h1", host_ip(1))?;
+            no_bridge_netfilter(&[underlay.switch(), h0.ns(), h1.ns()])?;
+            let frame = frame::udp_frame(
+                &Endpoints {
+                    src_mac: mac_of(h0.ns(), h0.underlay_if())?,
+                    dst_mac: mac_of(h1.ns(), h1.underlay_if())?,
+                    src_ip: h0.ip(),
+                    dst_ip: h1.ip(),
+                    src_port: SOURCE_PORT,
+                    dst_port: SINK_PORT,
+                },
+                MIN_FRAME_LEN,
+            );
+            measure_ends(
+                &Ends {
+                    client: h0.ns(),
+                    server: h1.ns(),
+                    server_ip: h1.ip(),
+                    pps: PpsPath {
+                        sender: h0.ns(),
+                        sender_if: h0.underlay_if(),
+                        peer: underlay.switch(),
+                        peer_if: h0.switch_port(),
+                        sink: h1.ns(),
+                    },
+                    frame,
+                },
+                secs,
+                pps_secs,
+            )
+        }
+        Topology::Kernel { tx_checksum_off } => {
+            let s = Scenario::build_with(
+                "bk",
+                &[Vtep::Kernel, Vtep::Kernel],
+                binary,
+                ScenarioOptions { tx_checksum_off },
+            )?;
+            measure_scenario(&s, secs, pps_secs)
+        }
+        Topology::Vlnet(datapath) => {
+            let vtep = Vtep::Vlnet(datapath);
+            let s = Scenario::build("bv", &[vtep, vtep], binary)?;
+            measure_scenario(&s, secs, pps_secs)
+        }
+    }
+}
+
+fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metrics> {
+    let (a, b) = (&s.sites[0], &s.sites[1]);
+    no_bridge_netfilter(&[s.underlay.switch(), a.host.ns(), b.host.ns()])?;
+    let inner = frame::udp_frame(
+        &Endpoints {
+            src_mac: mac(&vm_mac(0))?,
+            dst_mac: mac(&vm_mac(1))?,
+            src_ip: vm_ip(0),
+            dst_ip: vm_ip(1),
+            src_port: SOURCE_PORT,
+            dst_port: SINK_PORT,
+        },
+        MIN_FRAME_LEN,
+    );
+    let outer = frame::vxlan_endpoints(
+        mac_of(a.host.ns(), a.host.underlay_if())?,
+        mac_of(b.host.ns(), b.host.underlay_if())?,
+        a.host.ip(),
+        b.host.ip(),
+    );
+    measure_ends(
+        &Ends {
+            client: a.vm.ns(),
+            server: b.vm.ns(),
+            server_ip: b.vm.ip(),
+            pps: PpsPath {
+                sender: a.host.ns(),
+                sender_if: a.host.underlay_if(),
+                peer: s.underlay.switch(),
+                peer_if: a.host.switch_port(),
+                sink: b.vm.ns(),
+            },
+            frame: frame::vxlan_frame(&outer, VNI, &inner),
+        },
+        secs,
+        pps_secs,
+    )
+}
+
+/// Ping first (it also fills ARP caches, bridge and VTEP tables), then TCP,
+/// then the small-packet run.
+fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metrics> {
+    let ping = probe::ping(ends.client, ends.server_ip, PINGS, PING_INTERVAL)?;
+    ensure!(
+        ping.received > 0,
+        "no ping reply from {} ({}/{} lost)",
+        ends.server_ip,
+        ping.sent - ping.received,
+        ping.sent
+    );
+    let tcp = {
+        let _server = probe::iperf3_server(ends.server, ends.server_ip, IPERF_PORT)?;
+        let one = probe::iperf3_client(ends.client, ends.server_ip, secs, 1, IPERF_PORT)?;
+        let four = probe::iperf3_client(ends.client, ends.server_ip, secs, 4, IPERF_PORT)?;
+        (one, four)
+    };
+    let pps = pps::best_of(&ends.pps, &ends.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
+    eprintln!(
+        "      TCP {:.2}/{:.2} Gbit/s, ping {:.3} ms, 64B: generated {} delivered {} in {:.2} s",
+        tcp.0.bits_per_second / 1e9,
+        tcp.1.bits_per_second / 1e9,
+        ping.rtt_avg_ms.unwrap_or(f64::NAN),
+        pps.generated,
+        pps.delivered,
+        pps.elapsed.as_secs_f64()
+    );
+    Ok(Metrics {
+        tcp_1_stream_gbit_s: tcp.0.bits_per_second / 1e9,
+        tcp_4_streams_gbit_s: tcp.1.bits_per_second / 1e9,
+        udp64_delivered_mpps: pps.delivered_pps() / 1e6,
+        udp64_generated_mpps: pps.generated_pps() / 1e6,
+        udp64_delivered_fraction: pps.delivered_pps() / pps.generated_pps().max(1e-9),
+        ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
+        ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
+    })
+}
+
+/// Keeps bridged IPv4/IPv6/ARP frames out of iptables in `namespaces`: this
+/// kernel has `br_netfilter` built in and every new namespace starts with
+/// `bridge-nf-call-*tables = 1`, which costs each bridge hop a route lookup
+/// and netfilter hooks, the same for every topology, blurring the ratios.
+fn no_bridge_netfilter(namespaces: &[&NetNs]) -> Result<()> {
+    for ns in namespaces {
+        for family in ["iptables", "ip6tables", "arptables"] {
+            ns.sysctl(&format!("net.bridge.bridge-nf-call-{family}"), "0")?;
+        }
+    }
+    Ok(())
+}
+
+fn mac(text: &str) -> Result<[u8; 6]> {
+    frame::parse_mac(text).ok_or_else(|| anyhow!("bad MAC {text:?}"))
+}
+
+/// The MAC of `ifname` in `ns` (`ip -j link show`).
+fn mac_of(ns: &NetNs, ifname: &str) -> Result<[u8; 6]> {
+    let out = ns.run(&["ip", "-j", "link", "show", "dev", ifname])?;
+    let links: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("ip -j link show {ifname}: {out}"))?;
+    mac(links[0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no address for {ifname} in {}", ns.name()))?)
+}

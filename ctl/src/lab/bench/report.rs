@@ -1,0 +1,293 @@
+//! The benchmark's results: per-topology [`Metrics`], ratios against a
+//! reference, the printed table and the JSON document. Pure; unit-tested.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// What one topology measured. Every value is positive when the run worked.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Metrics {
+    /// iperf3 TCP, 1 stream, received Gbit/s.
+    pub tcp_1_stream_gbit_s: f64,
+    /// iperf3 TCP, 4 streams, received Gbit/s.
+    pub tcp_4_streams_gbit_s: f64,
+    /// 64-byte UDP frames that reached the receiver's UDP layer, Mpps.
+    pub udp64_delivered_mpps: f64,
+    /// 64-byte UDP frames the generator pushed, Mpps (same CPU: shows how
+    /// much of it the receive path left to the generator).
+    pub udp64_generated_mpps: f64,
+    /// Fraction of generated frames delivered (0–1).
+    pub udp64_delivered_fraction: f64,
+    /// Ping RTT, mean, ms.
+    pub ping_rtt_avg_ms: f64,
+    /// Ping RTT, median, ms.
+    pub ping_rtt_p50_ms: f64,
+}
+
+/// Whether a bigger value of a metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// `(label, better, value)` of every metric, in table order.
+type Row = (&'static str, Better, fn(&Metrics) -> f64);
+
+const ROWS: [Row; 7] = [
+    ("TCP 1 stream (Gbit/s)", Better::Higher, |m| {
+        m.tcp_1_stream_gbit_s
+    }),
+    ("TCP 4 streams (Gbit/s)", Better::Higher, |m| {
+        m.tcp_4_streams_gbit_s
+    }),
+    ("64B UDP delivered (Mpps)", Better::Higher, |m| {
+        m.udp64_delivered_mpps
+    }),
+    ("64B UDP generated (Mpps)", Better::Higher, |m| {
+        m.udp64_generated_mpps
+    }),
+    ("64B UDP delivered/generated", Better::Higher, |m| {
+        m.udp64_delivered_fraction
+    }),
+    ("ping RTT avg (ms)", Better::Lower, |m| m.ping_rtt_avg_ms),
+    ("ping RTT p50 (ms)", Better::Lower, |m| m.ping_rtt_p50_ms),
+];
+
+impl Metrics {
+    /// Each metric of `self` divided by the same metric of `reference`
+    /// (RTT ratios below 1 are better, every other ratio above 1).
+    #[must_use]
+    pub fn ratio_to(&self, reference: &Self) -> Self {
+        let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        Self {
+            tcp_1_stream_gbit_s: r(self.tcp_1_stream_gbit_s, reference.tcp_1_stream_gbit_s),
+            tcp_4_streams_gbit_s: r(self.tcp_4_streams_gbit_s, reference.tcp_4_streams_gbit_s),
+            udp64_delivered_mpps: r(self.udp64_delivered_mpps, reference.udp64_delivered_mpps),
+            udp64_generated_mpps: r(self.udp64_generated_mpps, reference.udp64_generated_mpps),
+            udp64_delivered_fraction: r(
+                self.udp64_delivered_fraction,
+                reference.udp64_delivered_fraction,
+            ),
+            ping_rtt_avg_ms: r(self.ping_rtt_avg_ms, reference.ping_rtt_avg_ms),
+            ping_rtt_p50_ms: r(self.ping_rtt_p50_ms, reference.ping_rtt_p50_ms),
+        }
+    }
+}
+
+/// One measured topology.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// Short name (`plain`, `kernel`, `kernel-txoff`, `vlnet-tc`, `vlnet-xdp`).
+    pub name: &'static str,
+    /// What it is.
+    pub description: &'static str,
+    /// Its numbers.
+    pub metrics: Metrics,
+}
+
+/// A ratio column: `subject` over `reference`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// Key in the JSON (`vlnet_tc_vs_kernel`, …).
+    pub name: String,
+    /// The topology measured.
+    pub subject: &'static str,
+    /// The topology it is divided by.
+    pub reference: &'static str,
+    /// `subject / reference`, metric by metric.
+    pub metrics: Metrics,
+}
+
+/// The whole benchmark's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Seconds per iperf3 run.
+    pub iperf_secs: u32,
+    /// Seconds of small-packet generation per topology.
+    pub pps_secs: f64,
+    /// Each topology, in run order.
+    pub topologies: Vec<Measured>,
+    /// Ratios between topologies.
+    pub ratios: Vec<Ratio>,
+}
+
+impl Report {
+    /// Builds the report, computing `subject / reference` for each pair of
+    /// names in `pairs` that was measured.
+    #[must_use]
+    pub fn new(
+        iperf_secs: u32,
+        pps_secs: f64,
+        topologies: Vec<Measured>,
+        pairs: &[(&'static str, &'static str)],
+    ) -> Self {
+        let find = |name: &str| topologies.iter().find(|t| t.name == name);
+        let ratios = pairs
+            .iter()
+            .filter_map(|&(subject, reference)| {
+                let (s, r) = (find(subject)?, find(reference)?);
+                Some(Ratio {
+                    name: format!("{subject}_vs_{reference}").replace('-', "_"),
+                    subject,
+                    reference,
+                    metrics: s.metrics.ratio_to(&r.metrics),
+                })
+            })
+            .collect();
+        Self {
+            iperf_secs,
+            pps_secs,
+            topologies,
+            ratios,
+        }
+    }
+
+    /// The JSON document: `{"iperf_secs", "pps_secs", "topologies": {name:
+    /// metrics}, "ratios": {name: metrics}, "references": {name: "a / b"}}`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let topologies: serde_json::Map<String, serde_json::Value> = self
+            .topologies
+            .iter()
+            .map(|t| (t.name.to_owned(), serde_json::json!(t.metrics)))
+            .collect();
+        let ratios: serde_json::Map<String, serde_json::Value> = self
+            .ratios
+            .iter()
+            .map(|r| (r.name.clone(), serde_json::json!(r.metrics)))
+            .collect();
+        let references: serde_json::Map<String, serde_json::Value> = self
+            .ratios
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    serde_json::json!(format!("{} / {}", r.subject, r.reference)),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "iperf_secs": self.iperf_secs,
+            "pps_secs": self.pps_secs,
+            "topologies": topologies,
+            "ratios": ratios,
+            "references": references,
+        })
+    }
+
+    /// The table: one row per metric, one column per topology, then one per
+    /// ratio; a legend of the topologies and ratios below it.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = write!(out, "{:<29}", "metric");
+        for t in &self.topologies {
+            let _ = write!(out, " {:>12}", t.name);
+        }
+        for (i, _) in self.ratios.iter().enumerate() {
+            let _ = write!(out, " {:>8}", format!("ratio{}", i + 1));
+        }
+        out.push('\n');
+        for (label, better, value) in ROWS {
+            let _ = write!(out, "{label:<29}");
+            for t in &self.topologies {
+                let _ = write!(out, " {:>12}", format!("{:.3}", value(&t.metrics)));
+            }
+            for r in &self.ratios {
+                let _ = write!(out, " {:>7}", format!("{:.2}", value(&r.metrics)));
+                out.push(match better {
+                    Better::Higher => '↑',
+                    Better::Lower => '↓',
+                });
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+        for t in &self.topologies {
+            let _ = writeln!(out, "{:>12}: {}", t.name, t.description);
+        }
+        for (i, r) in self.ratios.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{:>12}: {} / {}",
+                format!("ratio{}", i + 1),
+                r.subject,
+                r.reference
+            );
+        }
+        out.push_str("(↑: higher is better, ↓: lower is better)\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(k: f64) -> Metrics {
+        Metrics {
+            tcp_1_stream_gbit_s: 10.0 * k,
+            tcp_4_streams_gbit_s: 20.0 * k,
+            udp64_delivered_mpps: 1.0 * k,
+            udp64_generated_mpps: 2.0 * k,
+            udp64_delivered_fraction: 0.5,
+            ping_rtt_avg_ms: 0.1 * k,
+            ping_rtt_p50_ms: 0.09 * k,
+        }
+    }
+
+    fn report() -> Report {
+        Report::new(
+            5,
+            2.0,
+            vec![
+                Measured {
+                    name: "kernel",
+                    description: "k",
+                    metrics: metrics(1.0),
+                },
+                Measured {
+                    name: "vlnet-tc",
+                    description: "v",
+                    metrics: metrics(2.0),
+                },
+            ],
+            &[("vlnet-tc", "kernel"), ("vlnet-xdp", "kernel")],
+        )
+    }
+
+    #[test]
+    fn ratios_divide_metric_by_metric_and_skip_missing_topologies() {
+        let r = report();
+        assert_eq!(r.ratios.len(), 1);
+        let m = &r.ratios[0].metrics;
+        assert!((m.tcp_1_stream_gbit_s - 2.0).abs() < 1e-9);
+        assert!((m.ping_rtt_avg_ms - 2.0).abs() < 1e-9);
+        assert!((m.udp64_delivered_fraction - 1.0).abs() < 1e-9);
+        assert_eq!(r.ratios[0].name, "vlnet_tc_vs_kernel");
+    }
+
+    #[test]
+    fn json_has_topologies_ratios_and_references() {
+        let j = report().to_json();
+        assert_eq!(j["topologies"]["kernel"]["tcp_1_stream_gbit_s"], 10.0);
+        assert_eq!(
+            j["ratios"]["vlnet_tc_vs_kernel"]["tcp_4_streams_gbit_s"],
+            2.0
+        );
+        assert_eq!(j["references"]["vlnet_tc_vs_kernel"], "vlnet-tc / kernel");
+    }
+
+    #[test]
+    fn table_has_a_row_per_metric() {
+        let t = report().table();
+        assert!(t.contains("TCP 4 streams (Gbit/s)"), "{t}");
+        assert!(t.contains("ratio1: vlnet-tc / kernel"), "{t}");
+        assert!(
+            t.lines().nth(1).is_some_and(|l| l.contains("10.000")),
+            "{t}"
+        );
+    }
+}

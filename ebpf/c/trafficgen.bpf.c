@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * trafficgen.bpf.c - the small-packet generator of `vlnet lab bench`, in the
+ * manner of xdp-trafficgen.
+ *
+ * Entry points:
+ *   xdp_trafficgen  run by BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
+ *                   every run sends the test frame out of target_ifindex.
+ *   xdp_bench_pass  XDP_PASS, attached to the veth peer the generator sends
+ *                   into: a veth delivers XDP redirects only to a peer with
+ *                   an XDP program.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Interface to send out of (in the netns the test run happens in); set by
+ * the loader before load. */
+volatile const __u32 target_ifindex = 0;
+
+SEC("xdp")
+int xdp_trafficgen(struct xdp_md *ctx)
+{
+	return bpf_redirect(target_ifindex, 0);
+}
+
+SEC("xdp")
+int xdp_bench_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}

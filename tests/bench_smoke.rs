@@ -1,0 +1,90 @@
+//! Smoke test of `vlnet lab bench`: one short run (`--secs 1`) must print
+//! well-formed JSON in which every number — each topology's metrics, each
+//! ratio — is positive. Nothing about the values themselves is asserted
+//! (these machines are shared and noisy). Needs root (namespaces, BPF).
+
+use std::process::Command;
+
+fn numbers<'a>(
+    path: &str,
+    v: &'a serde_json::Value,
+    out: &mut Vec<(String, &'a serde_json::Value)>,
+) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                numbers(&format!("{path}.{k}"), v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                numbers(&format!("{path}[{i}]"), v, out);
+            }
+        }
+        serde_json::Value::Number(_) => out.push((path.to_owned(), v)),
+        _ => {}
+    }
+}
+
+#[test]
+fn bench_json_is_complete_and_positive() {
+    let output = Command::new(env!("CARGO_BIN_EXE_vlnet"))
+        .args(["lab", "bench", "--json", "--secs", "1"])
+        .output()
+        .expect("run vlnet lab bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "vlnet lab bench failed:\n{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n--- stderr ---\n{stderr}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+
+    for topology in ["plain", "kernel", "kernel-txoff", "vlnet-tc", "vlnet-xdp"] {
+        assert!(
+            json["topologies"][topology].is_object(),
+            "{topology} missing: {json:#}"
+        );
+    }
+    for ratio in [
+        "vlnet_tc_vs_kernel",
+        "vlnet_xdp_vs_kernel_txoff",
+        "vlnet_xdp_vs_kernel",
+        "plain_vs_kernel",
+    ] {
+        assert!(
+            json["ratios"][ratio].is_object(),
+            "{ratio} missing: {json:#}"
+        );
+        assert!(
+            json["references"][ratio].is_string(),
+            "{ratio} reference missing"
+        );
+    }
+    for field in [
+        "tcp_1_stream_gbit_s",
+        "tcp_4_streams_gbit_s",
+        "udp64_delivered_mpps",
+        "udp64_generated_mpps",
+        "udp64_delivered_fraction",
+        "ping_rtt_avg_ms",
+        "ping_rtt_p50_ms",
+    ] {
+        assert!(
+            json["topologies"]["kernel"][field].is_number(),
+            "{field} missing: {json:#}"
+        );
+    }
+
+    let mut all = Vec::new();
+    numbers("", &json, &mut all);
+    assert!(all.len() > 50, "too few numbers: {json:#}");
+    for (path, v) in all {
+        let x = v.as_f64().unwrap_or(f64::NAN);
+        assert!(
+            x.is_finite() && x > 0.0,
+            "{path} = {v} is not a positive number:\n{json:#}"
+        );
+    }
+}

@@ -309,3 +309,54 @@ fn metrics_count_traffic_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Learned MACs age out after `fdb_ageing_secs` without traffic, and come
+/// back with the next frame; `datapath = "auto"` picks TC on a veth underlay.
+#[test]
+fn learned_entries_age_out_and_auto_picks_tc_on_veth() {
+    let ns = NetNs::new("age").unwrap();
+    for cmd in [
+        "ip link add ul0 type veth peer name ul1",
+        "ip addr add 198.18.0.1/24 dev ul0",
+        "ip link set ul0 up",
+        "ip link set ul1 up",
+    ] {
+        ns.run(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    let spec = vlnet::lab::NodeSpec::new("age", "198.18.0.1".parse().unwrap())
+        .with_vni(100, "br100", &["198.18.0.2".parse().unwrap()])
+        .with_datapath(Datapath::Auto)
+        .with_fdb_ageing(2);
+    let daemon = vlnet::lab::Daemon::start(&ns, spec, vlnet_binary()).unwrap();
+    assert_eq!(daemon.status_json().unwrap()["datapath"], "tc");
+
+    // A frame from the peer VTEP arrives on ul0 (sent into ul1).
+    let out = ns.run(&["ip", "-o", "link", "show", "ul1"]).unwrap();
+    let ul1: u32 = out.split(':').next().unwrap().trim().parse().unwrap();
+    let mut frame = support::frames::vxlan(
+        "198.18.0.2".parse().unwrap(),
+        "198.18.0.1".parse().unwrap(),
+        100,
+        0,
+        &support::frames::inner_udp(support::frames::VM_B_MAC, 0, 10),
+    );
+    frame[0..6].fill(0xff);
+    let send = || {
+        let _inside = ThreadNetNs::join(ns.path());
+        support::packet_socket::PacketSocket::bind(ul1).send(&frame);
+    };
+    let learned = || {
+        daemon
+            .ctl(&["fdb", "--json"])
+            .unwrap()
+            .contains("02:00:00:00:0a:01")
+    };
+    send();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(learned(), "source MAC learned");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!learned(), "learned MAC aged out after 2 s without traffic");
+    send();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(learned(), "learned again on the next frame");
+}

@@ -73,6 +73,8 @@ pub struct NodeSpec {
     pub datapath: Datapath,
     /// `metrics_listen` is `127.0.0.1:<metrics_port>` in the host namespace.
     pub metrics_port: u16,
+    /// `fdb_ageing_secs`; the daemon's default when `None`.
+    pub fdb_ageing_secs: Option<u64>,
 }
 
 impl NodeSpec {
@@ -87,6 +89,7 @@ impl NodeSpec {
             vnis: Vec::new(),
             datapath: Datapath::Tc,
             metrics_port: DEFAULT_METRICS_PORT,
+            fdb_ageing_secs: None,
         }
     }
 
@@ -98,6 +101,13 @@ impl NodeSpec {
             bridge: bridge.to_owned(),
             peers: peers.to_vec(),
         });
+        self
+    }
+
+    /// Sets how long learned MACs live without traffic.
+    #[must_use]
+    pub fn with_fdb_ageing(mut self, secs: u64) -> Self {
+        self.fdb_ageing_secs = Some(secs);
         self
     }
 
@@ -124,6 +134,8 @@ impl NodeSpec {
             api_socket: String,
             metrics_listen: String,
             datapath: Datapath,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fdb_ageing_secs: Option<u64>,
         }
         #[derive(Serialize)]
         struct Vni<'a> {
@@ -140,6 +152,7 @@ impl NodeSpec {
                 api_socket: path_str(&socket_path(dir))?,
                 metrics_listen: format!("127.0.0.1:{}", self.metrics_port),
                 datapath: self.datapath,
+                fdb_ageing_secs: self.fdb_ageing_secs,
             },
             vni: self
                 .vnis
@@ -440,6 +453,7 @@ mod tests {
             vnis: Vec::new(),
             datapath: Datapath::Xdp,
             metrics_port: 9469,
+            fdb_ageing_secs: None,
         }
         .with_vni(100, "vnet100", &[Ipv4Addr::new(198, 18, 0, 2)])
         .with_vni(200, "vnet200", &[]);

@@ -245,6 +245,30 @@ fn decap_yields_exactly_the_inner_frame(mode: Mode) {
 
 both_modes!(decap_yields_exactly_the_inner_frame);
 
+/// An outer IPv4 header with options (IHL 6) is parsed past, not misread.
+fn decap_handles_outer_ip_options(mode: Mode) {
+    let mut bed = Bed::new("ipopt");
+    let inner = frames::inner_udp(VM_B_MAC, 0, 30);
+    let plain = frames::vxlan(PEER, LOCAL, 100, 0, &inner);
+    let mut frame = plain[..off::IP + 20].to_vec();
+    frame.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    frame.extend_from_slice(&plain[off::IP + 20..]);
+    frame[off::IP] = 0x46;
+    let total = u16::from_be_bytes([frame[off::TOT_LEN], frame[off::TOT_LEN + 1]]) + 4;
+    frame[off::TOT_LEN..off::TOT_LEN + 2].copy_from_slice(&total.to_be_bytes());
+    frames::fix_ipv4_checksum(&mut frame, off::IP);
+    let (_, _, redirect) = verdicts(mode);
+    let (ret, out) = bed.decap(mode, &frame);
+    assert_eq!(
+        (ret, out),
+        (redirect, inner),
+        "drops: {:?}",
+        bed.maps.drops()
+    );
+}
+
+both_modes!(decap_handles_outer_ip_options);
+
 fn learning_never_overrides_static_entries(mode: Mode) {
     let mut bed = Bed::new("static");
     let key = fdb_key(100, VM_A_MAC);

@@ -23,8 +23,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define RX_PULL_LEN (ETH_HLEN + 60 + 16 + ETH_HLEN + 40)
 /* Inner Ethernet plus an inner IPv6 header. */
 #define TX_PULL_LEN (ETH_HLEN + 40)
-/* Largest outer header decap strips: Ethernet, IPv4 with options, UDP, VXLAN. */
-#define MAX_OUTER_LEN (ETH_HLEN + 60 + 16 + ETH_HLEN)
+/* Largest offset of the inner frame: outer Ethernet, IPv4 with options, UDP, VXLAN. */
+#define MAX_OUTER_LEN (ETH_HLEN + 60 + 16)
 
 /*
  * 32-bit context fields read with one fixed-offset load each: clang may

@@ -22,7 +22,10 @@ pub struct Metrics {
     /// Decap run (the VM's interface drops every frame at XDP): 64-byte
     /// frames counted where the receiving host decapsulates them, Mpps (the
     /// kernel vxlan device's rx packets, or the vlnet node's rx counter for
-    /// the sender; `plain`: the receiving host's underlay rx).
+    /// the sender; `plain`: the receiving host's underlay rx). Both count
+    /// before handing the frame on, so frames lost after decap (a full
+    /// backlog behind a TC redirect, say) still count: the VM-port row is
+    /// what got through.
     pub udp64_decapsulated_mpps: f64,
     /// Decap run: frames that reached the VM's interface, Mpps.
     pub udp64_at_vm_port_mpps: f64,

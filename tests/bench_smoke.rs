@@ -68,13 +68,31 @@ fn bench_json_is_complete_and_positive() {
         "udp64_delivered_mpps",
         "udp64_generated_mpps",
         "udp64_delivered_fraction",
+        "udp64_decapsulated_mpps",
+        "udp64_at_vm_port_mpps",
+        "udp64_decap_run_generated_mpps",
         "ping_rtt_avg_ms",
         "ping_rtt_p50_ms",
     ] {
-        assert!(
-            json["topologies"]["kernel"][field].is_number(),
-            "{field} missing: {json:#}"
-        );
+        for topology in ["plain", "kernel", "kernel-txoff", "vlnet-tc", "vlnet-xdp"] {
+            assert!(
+                json["topologies"][topology][field].is_number(),
+                "{topology}.{field} missing: {json:#}"
+            );
+        }
+    }
+    // The decap rate and its ratios, the bench's point (positivity below).
+    for ratio in [
+        "vlnet_tc_vs_kernel",
+        "vlnet_xdp_vs_kernel_txoff",
+        "vlnet_xdp_vs_kernel",
+    ] {
+        for field in ["udp64_decapsulated_mpps", "udp64_at_vm_port_mpps"] {
+            assert!(
+                json["ratios"][ratio][field].is_number(),
+                "ratios.{ratio}.{field} missing: {json:#}"
+            );
+        }
     }
 
     let mut all = Vec::new();

@@ -11,9 +11,14 @@
 //! - `vlnet-tc`, `vlnet-xdp`: vlnet ↔ vlnet with TC or XDP decap.
 //!
 //! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, ping RTT VM0 → VM1, and
-//! the small-packet decap rate: 64-byte UDP frames, VXLAN-encapsulated by a
-//! generator in host 0 (see [`pps`]), delivered into VM1. In `plain` the
-//! same 64-byte frame goes host 0 → host 1 without a tunnel. Results are
+//! the small-packet rate: 64-byte UDP frames, VXLAN-encapsulated by a
+//! generator in host 0 (see [`pps`]), delivered into VM1's UDP stack; then
+//! the same bursts again with VM1's interface dropping every frame at XDP,
+//! counted where host 1 decapsulates them (the decap rate, the tunnel
+//! endpoint's own cost) and where they reach VM1's port. In `plain` the
+//! same 64-byte frame goes host 0 → host 1 without a tunnel, and host 1's
+//! underlay interface stands for both the decap point and the VM port
+//! (it is where the frames are dropped). Results are
 //! printed, never judged: these machines are shared and noisy. Bridge
 //! netfilter is switched off in the bench's namespaces (see
 //! `no_bridge_netfilter`).
@@ -34,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 
 use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
-use self::pps::PpsPath;
+use self::pps::{DecapPoint, PpsPath};
 use self::report::{Measured, Metrics, Report};
 use super::probe;
 use super::scenario::{host_ip, vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
@@ -197,6 +202,11 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
                         peer: underlay.switch(),
                         peer_if: h0.switch_port(),
                         sink: h1.ns(),
+                        sink_if: h1.underlay_if(),
+                        decap: DecapPoint::Link {
+                            ns: h1.ns(),
+                            ifname: h1.underlay_if(),
+                        },
                     },
                     frame,
                 },
@@ -241,6 +251,19 @@ fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metri
         a.host.ip(),
         b.host.ip(),
     );
+    let kernel_vxlan = format!("vxlan{VNI}");
+    let decap = match (&b.vtep, &b.daemon) {
+        (Vtep::Kernel, _) => DecapPoint::Link {
+            ns: b.host.ns(),
+            ifname: &kernel_vxlan,
+        },
+        (Vtep::Vlnet(_), Some(daemon)) => DecapPoint::VlnetPeer {
+            daemon,
+            vni: VNI,
+            vtep: a.host.ip(),
+        },
+        (Vtep::Vlnet(_), None) => return Err(anyhow!("vlnet site without a daemon")),
+    };
     measure_ends(
         &Ends {
             client: a.vm.ns(),
@@ -252,6 +275,8 @@ fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metri
                 peer: s.underlay.switch(),
                 peer_if: a.host.switch_port(),
                 sink: b.vm.ns(),
+                sink_if: b.vm.ifname(),
+                decap,
             },
             frame: frame::vxlan_frame(&outer, VNI, &inner),
         },
@@ -278,6 +303,7 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metric
         (one, four)
     };
     let pps = pps::best_of(&ends.pps, &ends.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
+    let decap = pps::best_decap_of(&ends.pps, &ends.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
     eprintln!(
         "      TCP {:.2}/{:.2} Gbit/s, ping {:.3} ms, 64B: generated {} delivered {} in {:.2} s",
         tcp.0.bits_per_second / 1e9,
@@ -287,12 +313,24 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metric
         pps.delivered,
         pps.elapsed.as_secs_f64()
     );
+    eprintln!(
+        "      64B, VM port dropping: generated {} decapsulated {} at the VM port {} \
+         (its rx_packets {}) in {:.2} s",
+        decap.generated,
+        decap.decapsulated,
+        decap.at_port,
+        decap.port_rx_packets,
+        decap.elapsed.as_secs_f64()
+    );
     Ok(Metrics {
         tcp_1_stream_gbit_s: tcp.0.bits_per_second / 1e9,
         tcp_4_streams_gbit_s: tcp.1.bits_per_second / 1e9,
         udp64_delivered_mpps: pps.delivered_pps() / 1e6,
         udp64_generated_mpps: pps.generated_pps() / 1e6,
         udp64_delivered_fraction: pps.delivered_pps() / pps.generated_pps().max(1e-9),
+        udp64_decapsulated_mpps: decap.decapsulated_pps() / 1e6,
+        udp64_at_vm_port_mpps: decap.at_port_pps() / 1e6,
+        udp64_decap_run_generated_mpps: decap.generated_pps() / 1e6,
         ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
         ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
     })

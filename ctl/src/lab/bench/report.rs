@@ -19,6 +19,18 @@ pub struct Metrics {
     pub udp64_generated_mpps: f64,
     /// Fraction of generated frames delivered (0–1).
     pub udp64_delivered_fraction: f64,
+    /// Decap run (the VM's interface drops every frame at XDP): 64-byte
+    /// frames counted where the receiving host decapsulates them, Mpps (the
+    /// kernel vxlan device's rx packets, or the vlnet node's rx counter for
+    /// the sender; `plain`: the receiving host's underlay rx). Both count
+    /// before handing the frame on, so frames lost after decap (a full
+    /// backlog behind a TC redirect, say) still count: the VM-port row is
+    /// what got through.
+    pub udp64_decapsulated_mpps: f64,
+    /// Decap run: frames that reached the VM's interface, Mpps.
+    pub udp64_at_vm_port_mpps: f64,
+    /// Decap run: frames the generator pushed, Mpps (the offered load).
+    pub udp64_decap_run_generated_mpps: f64,
     /// Ping RTT, mean, ms.
     pub ping_rtt_avg_ms: f64,
     /// Ping RTT, median, ms.
@@ -32,10 +44,13 @@ enum Better {
     Lower,
 }
 
+/// Width of the table's first column (the longest label).
+const LABEL_WIDTH: usize = 35;
+
 /// `(label, better, value)` of every metric, in table order.
 type Row = (&'static str, Better, fn(&Metrics) -> f64);
 
-const ROWS: [Row; 7] = [
+const ROWS: [Row; 10] = [
     ("TCP 1 stream (Gbit/s)", Better::Higher, |m| {
         m.tcp_1_stream_gbit_s
     }),
@@ -50,6 +65,15 @@ const ROWS: [Row; 7] = [
     }),
     ("64B UDP delivered/generated", Better::Higher, |m| {
         m.udp64_delivered_fraction
+    }),
+    ("64B decapsulated (Mpps)", Better::Higher, |m| {
+        m.udp64_decapsulated_mpps
+    }),
+    ("64B delivered to the VM port (Mpps)", Better::Higher, |m| {
+        m.udp64_at_vm_port_mpps
+    }),
+    ("64B generated, decap run (Mpps)", Better::Higher, |m| {
+        m.udp64_decap_run_generated_mpps
     }),
     ("ping RTT avg (ms)", Better::Lower, |m| m.ping_rtt_avg_ms),
     ("ping RTT p50 (ms)", Better::Lower, |m| m.ping_rtt_p50_ms),
@@ -69,6 +93,15 @@ impl Metrics {
             udp64_delivered_fraction: r(
                 self.udp64_delivered_fraction,
                 reference.udp64_delivered_fraction,
+            ),
+            udp64_decapsulated_mpps: r(
+                self.udp64_decapsulated_mpps,
+                reference.udp64_decapsulated_mpps,
+            ),
+            udp64_at_vm_port_mpps: r(self.udp64_at_vm_port_mpps, reference.udp64_at_vm_port_mpps),
+            udp64_decap_run_generated_mpps: r(
+                self.udp64_decap_run_generated_mpps,
+                reference.udp64_decap_run_generated_mpps,
             ),
             ping_rtt_avg_ms: r(self.ping_rtt_avg_ms, reference.ping_rtt_avg_ms),
             ping_rtt_p50_ms: r(self.ping_rtt_p50_ms, reference.ping_rtt_p50_ms),
@@ -182,7 +215,7 @@ impl Report {
     #[must_use]
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = write!(out, "{:<29}", "metric");
+        let _ = write!(out, "{:<LABEL_WIDTH$}", "metric");
         for t in &self.topologies {
             let _ = write!(out, " {:>12}", t.name);
         }
@@ -191,7 +224,7 @@ impl Report {
         }
         out.push('\n');
         for (label, better, value) in ROWS {
-            let _ = write!(out, "{label:<29}");
+            let _ = write!(out, "{label:<LABEL_WIDTH$}");
             for t in &self.topologies {
                 let _ = write!(out, " {:>12}", format!("{:.3}", value(&t.metrics)));
             }
@@ -233,6 +266,9 @@ mod tests {
             udp64_delivered_mpps: 1.0 * k,
             udp64_generated_mpps: 2.0 * k,
             udp64_delivered_fraction: 0.5,
+            udp64_decapsulated_mpps: 3.0 * k,
+            udp64_at_vm_port_mpps: 2.5 * k,
+            udp64_decap_run_generated_mpps: 4.0 * k,
             ping_rtt_avg_ms: 0.1 * k,
             ping_rtt_p50_ms: 0.09 * k,
         }
@@ -266,6 +302,7 @@ mod tests {
         assert!((m.tcp_1_stream_gbit_s - 2.0).abs() < 1e-9);
         assert!((m.ping_rtt_avg_ms - 2.0).abs() < 1e-9);
         assert!((m.udp64_delivered_fraction - 1.0).abs() < 1e-9);
+        assert!((m.udp64_decapsulated_mpps - 2.0).abs() < 1e-9);
         assert_eq!(r.ratios[0].name, "vlnet_tc_vs_kernel");
     }
 
@@ -278,12 +315,18 @@ mod tests {
             2.0
         );
         assert_eq!(j["references"]["vlnet_tc_vs_kernel"], "vlnet-tc / kernel");
+        assert_eq!(
+            j["ratios"]["vlnet_tc_vs_kernel"]["udp64_decapsulated_mpps"],
+            2.0
+        );
     }
 
     #[test]
     fn table_has_a_row_per_metric() {
         let t = report().table();
         assert!(t.contains("TCP 4 streams (Gbit/s)"), "{t}");
+        assert!(t.contains("64B decapsulated (Mpps)"), "{t}");
+        assert!(t.contains("64B delivered to the VM port (Mpps)"), "{t}");
         assert!(t.contains("ratio1: vlnet-tc / kernel"), "{t}");
         assert!(
             t.lines().nth(1).is_some_and(|l| l.contains("10.000")),

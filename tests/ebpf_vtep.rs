@@ -195,6 +195,16 @@ impl Bed {
             .packets
     }
 
+    /// Frames sent to each peer of `vni`, in peer order.
+    fn tx_packets(&self, vni: u32) -> Vec<u64> {
+        self.maps
+            .peers()
+            .iter()
+            .filter(|p| p.vni == vni)
+            .map(|p| p.tx_packets)
+            .collect()
+    }
+
     fn total_drops(&self) -> u64 {
         self.maps.drops().iter().map(|d| d.packets).sum()
     }
@@ -467,14 +477,7 @@ fn encap_uses_the_fdb_and_floods_unknown_destinations() {
     let (ret, out) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 10));
     assert_eq!(ret, TC_ACT_REDIRECT);
     assert_eq!(out[30..34], PEER2.octets());
-    let sent: Vec<u64> = bed
-        .maps
-        .peers()
-        .iter()
-        .filter(|p| p.vni == 100)
-        .map(|p| p.tx_packets)
-        .collect();
-    assert_eq!(sent, [1, 1], "one copy to each peer");
+    assert_eq!(bed.tx_packets(100), [1, 1], "one copy to each peer");
 
     // Known unicast: only the FDB's VTEP.
     let entry = vlnet_fdb_entry {
@@ -486,14 +489,7 @@ fn encap_uses_the_fdb_and_floods_unknown_destinations() {
     let (ret, out) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 10));
     assert_eq!(ret, TC_ACT_REDIRECT);
     assert_eq!(out[30..34], PEER.octets());
-    let sent: Vec<u64> = bed
-        .maps
-        .peers()
-        .iter()
-        .filter(|p| p.vni == 100)
-        .map(|p| p.tx_packets)
-        .collect();
-    assert_eq!(sent, [2, 1]);
+    assert_eq!(bed.tx_packets(100), [2, 1]);
     assert_eq!(
         out[0..6],
         [2, 0, 0, 0, 0x0b, 0x01][..0]

@@ -13,9 +13,12 @@
 //! - [`node`]: the running node's view, behind the API and metrics.
 //! - [`daemon`]: start-up, the daemon's tasks, and teardown.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
+//! - [`control`]: the control plane; [`control::mobility`] holds MAC locations
+//!   under the EVPN MAC Mobility rules.
 pub mod api;
 pub mod bpf;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod fdb;
 pub mod lock;

@@ -13,7 +13,8 @@
 //! - [`node`]: the running node's view, behind the API and metrics.
 //! - [`daemon`]: start-up, the daemon's tasks, and teardown.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
-//! - [`control`]: the control plane's pure parts: wire messages, invite tokens.
+//! - [`control`]: the control plane's pure parts: wire messages, invite tokens,
+//!   MAC mobility rules.
 pub mod api;
 pub mod bpf;
 pub mod config;

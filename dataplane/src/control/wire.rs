@@ -170,8 +170,8 @@ pub struct MacAdvert {
     pub mac: MacAddr,
     /// The VTEP the MAC is behind.
     pub vtep: Ipv4Addr,
-    /// The move sequence number.
-    pub seq: u64,
+    /// The move sequence number (32 bits, as RFC 7432 section 7.7 carries it).
+    pub seq: u32,
 }
 
 /// A MAC is no longer behind `vtep` on `vni`.
@@ -184,7 +184,7 @@ pub struct MacWithdraw {
     /// The VTEP that withdraws it.
     pub vtep: Ipv4Addr,
     /// The sequence number of the advert being withdrawn.
-    pub seq: u64,
+    pub seq: u32,
 }
 
 /// The sender's whole table, replacing what the receiver held from it (sent
@@ -684,7 +684,7 @@ mod tests {
                 vni: MAX_VNI,
                 mac: MAC,
                 vtep: VTEP,
-                seq: u64::MAX,
+                seq: u32::MAX,
             }),
             Message::FullSync(FullSync {
                 entries: vec![
@@ -1024,7 +1024,7 @@ mod tests {
     }
 
     fn arb_advert() -> impl Strategy<Value = MacAdvert> {
-        (arb_vni(), arb_mac(), arb_host(), any::<u64>()).prop_map(|(vni, mac, vtep, seq)| {
+        (arb_vni(), arb_mac(), arb_host(), any::<u32>()).prop_map(|(vni, mac, vtep, seq)| {
             MacAdvert {
                 vni,
                 mac,

@@ -60,7 +60,10 @@ pub enum DaemonError {
     #[error("node.vtep is not set and underlay {0} has no IPv4 address to use")]
     NoVtep(String),
     /// The underlay MTU leaves no room for the outer headers.
-    #[error("underlay {name} MTU {mtu} is too small for VXLAN (needs > {VLNET_ENCAP_LEN})")]
+    #[error(
+        "underlay {name} MTU {mtu} is too small for VXLAN: the overlay needs 68 (IPv4's minimum) \
+         plus {VLNET_ENCAP_LEN} bytes of outer headers"
+    )]
     SmallMtu {
         /// Underlay name.
         name: String,
@@ -278,7 +281,7 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
             .await?
             .ok_or_else(|| DaemonError::NoVtep(underlay.name.clone()))?,
     };
-    if underlay.mtu <= VLNET_ENCAP_LEN + 68 {
+    if underlay.mtu < VLNET_ENCAP_LEN + 68 {
         return Err(DaemonError::SmallMtu {
             name: underlay.name.clone(),
             mtu: underlay.mtu,

@@ -105,8 +105,9 @@ fn vni_config(v: &DesiredVni) -> vlnet_vni_config {
 }
 
 /// Brings the maps to `desired`: writes what is missing or different and
-/// removes what is no longer configured. Peer counters and learned entries of
-/// configured VNIs are kept.
+/// removes what is no longer configured (VNIs, ports, peers, static entries,
+/// and MAC locations behind a VTEP that is no longer a peer of its VNI).
+/// Peer counters and other learned entries are kept.
 pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
     maps.set_node_config(&desired.node)?;
 
@@ -157,7 +158,8 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
     }
     for (key, entry) in maps.fdb() {
         let unwanted_static = is_static(&entry) && !statics.contains(&(key.vni, key.mac));
-        if unwanted_static || !vnis.contains(&key.vni) {
+        let vtep = Ipv4Addr::from(u32::from_be(entry.vtep_be));
+        if unwanted_static || !peers.contains(&(key.vni, vtep)) {
             maps.remove_fdb(&key)?;
         }
     }

@@ -15,6 +15,8 @@
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`control`]: the control plane's pure parts: wire messages, invite tokens,
 //!   MAC mobility rules.
+//! - [`wg`]: WireGuard tunnels run in-process (boringtun), configured over
+//!   the standard UAPI.
 pub mod api;
 pub mod bpf;
 pub mod config;
@@ -30,3 +32,4 @@ pub mod netlink;
 pub mod node;
 pub mod store;
 pub mod sync;
+pub mod wg;

@@ -1,0 +1,237 @@
+//! vlnet's in-process WireGuard device (boringtun) against wireguard-go
+//! configured only with `wg`: two namespaces on a veth underlay, a tunnel
+//! across it, ping through the tunnel, both sides report the handshake, and
+//! the underlay carries only WireGuard UDP, never the cleartext ICMP. Needs
+//! root, `wireguard-go`, `wg` and `tshark`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking with the reason"
+)]
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use support::thread_netns::ThreadNetNs;
+use vlnet::lab::probe::{self, Capture, CaptureReport};
+use vlnet::lab::{ChildGuard, NetNs};
+use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
+
+const A_UNDERLAY: &str = "198.18.0.1";
+const B_UNDERLAY: &str = "198.18.0.2";
+const A_PORT: u16 = 51820;
+const B_PORT: u16 = 51821;
+const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+/// Removes a file on drop: wireguard-go killed with SIGKILL leaves its UAPI
+/// socket behind, and that path is shared by every namespace.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn b64(key: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready after {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Namespaces A and B joined by a veth `ua`–`ub` on the underlay.
+fn underlay() -> (NetNs, NetNs) {
+    let a = NetNs::new("wga").unwrap();
+    let b = NetNs::new("wgb").unwrap();
+    a.run(&[
+        "ip",
+        "link",
+        "add",
+        "ua",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ub",
+        "netns",
+        b.name(),
+    ])
+    .unwrap();
+    for (ns, dev, ip) in [(&a, "ua", A_UNDERLAY), (&b, "ub", B_UNDERLAY)] {
+        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev])
+            .unwrap();
+        ns.run(&["ip", "link", "set", dev, "up"]).unwrap();
+    }
+    (a, b)
+}
+
+/// wireguard-go running as `ifname` in `ns` (killed with the guard; its
+/// socket removed by the other guard), and a key pair made by `wg`:
+/// (guards, private key as base64, public key).
+fn start_wireguard_go(ns: &NetNs, ifname: &str) -> ((RemoveOnDrop, ChildGuard), String, [u8; 32]) {
+    let socket = RemoveOnDrop(WgDevice::socket_path(ifname));
+    let mut go = ns.cmd("wireguard-go");
+    go.args(["-f", ifname])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = ChildGuard::spawn(&mut go).unwrap();
+    wait_for(
+        "wireguard-go's UAPI socket",
+        Duration::from_secs(10),
+        || WgDevice::socket_path(ifname).exists(),
+    );
+    let private = ns.run(&["wg", "genkey"]).unwrap().trim().to_owned();
+    let public = ns
+        .run(&["sh", "-c", "printf '%s\\n' \"$0\" | wg pubkey", &private])
+        .unwrap();
+    let public: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(public.trim())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    ((socket, child), private, public)
+}
+
+/// The capture on the underlay holds the handshake and at least 10 transport
+/// packets between the two ports, and no ICMP at all.
+fn assert_only_wireguard(frames: &CaptureReport) {
+    assert!(
+        !frames.column("ip.proto").contains(&"1"),
+        "cleartext ICMP on the underlay: {frames:?}"
+    );
+    let (a, b) = (A_PORT.to_string(), B_PORT.to_string());
+    let wg_frames = frames
+        .rows
+        .iter()
+        .filter(|r| r[0] == "17" && ((r[1] == a && r[2] == b) || (r[1] == b && r[2] == a)))
+        .count();
+    // Handshake initiation and response, then 5 echo requests and 5 replies.
+    assert!(wg_frames >= 12, "{wg_frames} WireGuard frames: {frames:?}");
+    let types = frames.column("wg.type");
+    for (t, what) in [
+        ("1", "initiation"),
+        ("2", "response"),
+        ("4", "transport data"),
+    ] {
+        assert!(types.contains(&t), "no WireGuard {what} seen: {frames:?}");
+    }
+}
+
+#[test]
+fn boringtun_device_talks_to_wireguard_go() {
+    let pid = std::process::id();
+    // UAPI socket paths are machine-wide: interface names must be unique.
+    let if_a = format!("vlwg{pid}");
+    let if_b = format!("vlgo{pid}");
+    let (a, b) = underlay();
+
+    // B: wireguard-go, configured with wg only, its own keys from wg.
+    let (_wireguard_go, b_private, b_public) = start_wireguard_go(&b, &if_b);
+
+    // A: vlnet's device, created from a thread inside A.
+    let a_keys = KeyPair::generate();
+    let device = {
+        let _in_a = ThreadNetNs::join(a.path());
+        WgDevice::create(&if_a).unwrap()
+    };
+    assert!(device.socket().exists(), "{:?}", device.socket());
+    device
+        .configure(
+            &SetRequest::new()
+                .private_key(a_keys.private)
+                .listen_port(A_PORT)
+                .replace_peers()
+                .peer(
+                    PeerConfig::new(b_public)
+                        .endpoint(format!("{B_UNDERLAY}:{B_PORT}").parse().unwrap())
+                        .replace_allowed_ips()
+                        .allowed_ip(AllowedIp::new(B_TUNNEL.into(), 32).unwrap()),
+                ),
+        )
+        .unwrap();
+    a.run(&["ip", "addr", "add", &format!("{A_TUNNEL}/24"), "dev", &if_a])
+        .unwrap();
+    a.run(&["ip", "link", "set", &if_a, "up"]).unwrap();
+
+    b.run(&[
+        "sh",
+        "-c",
+        "printf '%s\\n' \"$1\" | wg set \"$0\" private-key /dev/stdin listen-port \"$2\" \
+         peer \"$3\" endpoint \"$4\" allowed-ips \"$5\"",
+        &if_b,
+        &b_private,
+        &B_PORT.to_string(),
+        &b64(&a_keys.public),
+        &format!("{A_UNDERLAY}:{A_PORT}"),
+        &format!("{A_TUNNEL}/32"),
+    ])
+    .unwrap();
+    b.run(&["ip", "addr", "add", &format!("{B_TUNNEL}/24"), "dev", &if_b])
+        .unwrap();
+    b.run(&["ip", "link", "set", &if_b, "up"]).unwrap();
+
+    // Everything on B's underlay port while A pings B through the tunnel.
+    let capture = Capture::start(
+        &b,
+        "ub",
+        "udp or icmp",
+        &["ip.proto", "udp.srcport", "udp.dstport", "wg.type"],
+        None,
+        Duration::from_secs(4),
+    )
+    .unwrap();
+    // tshark reports "Capturing on" a moment before it really captures.
+    thread::sleep(Duration::from_millis(500));
+    let ping = probe::ping(&a, B_TUNNEL, 5, Duration::from_millis(200)).unwrap();
+    assert_eq!(ping.received, 5, "ping {B_TUNNEL} from A: {ping:?}");
+    let frames = capture.finish().unwrap();
+
+    assert_only_wireguard(&frames);
+
+    // wireguard-go saw a handshake with A's key.
+    let handshakes = b.run(&["wg", "show", &if_b, "latest-handshakes"]).unwrap();
+    let epoch: u64 = handshakes
+        .lines()
+        .find_map(|l| l.strip_prefix(&b64(&a_keys.public)))
+        .unwrap_or_else(|| panic!("A's key not among B's peers: {handshakes}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(epoch > 0, "no handshake on B: {handshakes}");
+
+    // vlnet's device reports B with a handshake and traffic both ways.
+    let peers = device.status().unwrap();
+    eprintln!("A's peers: {peers:?}");
+    let peer = peers
+        .iter()
+        .find(|p| p.public_key == b_public)
+        .unwrap_or_else(|| panic!("B not among A's peers: {peers:?}"));
+    assert!(peer.last_handshake.is_some(), "{peer:?}");
+    assert!(peer.rx_bytes > 0 && peer.tx_bytes > 0, "{peer:?}");
+    assert_eq!(
+        peer.endpoint,
+        Some(format!("{B_UNDERLAY}:{B_PORT}").parse().unwrap())
+    );
+
+    // Teardown: the device removes its UAPI socket.
+    let socket = device.socket().to_owned();
+    drop(device);
+    assert!(!socket.exists(), "{} left behind", socket.display());
+}

@@ -1,11 +1,15 @@
 //! `vlnet lab demo`: a vlnet node and a kernel-vxlan node (an unmodified
 //! Proxmox host's VTEP) on one underlay, a VM behind each; ARP, ping and
 //! iperf3 across the tunnel in both directions, the wire checked with tshark,
-//! and a summary. Everything it builds is removed when it ends.
+//! and a summary. Everything it builds is removed when it ends, also when it
+//! is interrupted (SIGINT/SIGTERM: the current step finishes, then the
+//! guards clean up).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::probe::{self, Capture};
 use super::scenario::{vm_ip, Scenario, Vtep, VNI};
@@ -14,11 +18,39 @@ use super::Datapath;
 /// Seconds of iperf3 per direction.
 const IPERF_SECS: u32 = 3;
 
-fn step(n: u32, total: u32, what: &str, started: Instant) {
-    println!(
-        "[{n}/{total}] {what}  ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
+/// Progress lines, and the check for an interruption between steps.
+struct Progress {
+    started: Instant,
+    interrupted: Arc<AtomicBool>,
+}
+
+/// Steps the demo announces.
+const STEPS: u32 = 5;
+
+impl Progress {
+    fn new() -> Result<Self> {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&interrupted))
+                .context("installing the interrupt handler")?;
+        }
+        Ok(Self {
+            started: Instant::now(),
+            interrupted,
+        })
+    }
+
+    /// Announces step `n`, unless the demo was interrupted.
+    fn step(&self, n: u32, what: &str) -> Result<()> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted; everything the demo built has been removed");
+        }
+        println!(
+            "[{n}/{STEPS}] {what}  ({:.1} s)",
+            self.started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
 }
 
 /// Runs the demo; needs root.
@@ -29,22 +61,15 @@ pub fn run() -> Result<()> {
         "vlnet lab demo needs root (namespaces, BPF)"
     );
     let binary = std::env::current_exe().context("locating the vlnet binary")?;
-    let started = Instant::now();
-    step(
+    let progress = Progress::new()?;
+    progress.step(
         1,
-        5,
         "building the underlay: host A runs vlnet, host B the kernel vxlan driver",
-        started,
-    );
+    )?;
     let s = Scenario::build("demo", &[Vtep::Vlnet(Datapath::Tc), Vtep::Kernel], &binary)?;
     let (a, b) = (&s.sites[0], &s.sites[1]);
 
-    step(
-        2,
-        5,
-        "ping across VXLAN in both directions (ARP first)",
-        started,
-    );
+    progress.step(2, "ping across VXLAN in both directions (ARP first)")?;
     let port = a.host.switch_port().to_string();
     let capture = Capture::start(
         s.underlay.switch(),
@@ -58,13 +83,13 @@ pub fn run() -> Result<()> {
     let ba = probe::ping(b.vm.ns(), vm_ip(0), 20, Duration::from_millis(10))?;
     let wire = capture.finish()?;
 
-    step(3, 5, "iperf3 TCP across VXLAN in both directions", started);
+    progress.step(3, "iperf3 TCP across VXLAN in both directions")?;
     let _server_b = probe::iperf3_server(b.vm.ns(), vm_ip(1), 5201)?;
     let _server_a = probe::iperf3_server(a.vm.ns(), vm_ip(0), 5202)?;
     let tput_ab = probe::iperf3_client(a.vm.ns(), vm_ip(1), IPERF_SECS, 1, 5201)?;
     let tput_ba = probe::iperf3_client(b.vm.ns(), vm_ip(0), IPERF_SECS, 1, 5202)?;
 
-    step(4, 5, "reading vlnet's counters", started);
+    progress.step(4, "reading vlnet's counters")?;
     let daemon = a.daemon.as_ref().context("site A runs vlnet")?;
     let status = daemon.ctl(&["status"])?;
     let peers = daemon.ctl(&["peers"])?;
@@ -101,17 +126,15 @@ pub fn run() -> Result<()> {
         VNI,
         !vnis.is_empty() && vnis.iter().all(|v| *v == VNI.to_string())
     );
-    step(
-        5,
-        5,
-        "cleaning up (namespaces, links, pinned programs)",
-        started,
-    );
+    progress.step(5, "cleaning up (namespaces, links, pinned programs)")?;
     drop(s);
     ensure!(
         ab.received == ab.sent && ba.received == ba.sent,
         "pings were lost across the tunnel"
     );
-    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "demo finished in {:.1} s",
+        progress.started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

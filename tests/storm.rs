@@ -22,6 +22,7 @@ use support::thread_netns::ThreadNetNs;
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{host_ip, vm_ip, Scenario, Vtep};
 use vlnet::lab::{Daemon, Datapath, NetNs};
+use vlnet_dataplane::mac::MacAddr;
 
 /// Copies of each hostile frame sent (16 kinds × 640 ≥ 10,000).
 const COPIES: usize = 640;
@@ -55,11 +56,8 @@ fn link_info(ns: &NetNs, ifname: &str) -> (u32, [u8; 6]) {
         .split_whitespace()
         .next()
         .unwrap();
-    let mut mac = [0u8; 6];
-    for (slot, part) in mac.iter_mut().zip(mac_text.split(':')) {
-        *slot = u8::from_str_radix(part, 16).unwrap();
-    }
-    (index, mac)
+    let mac: MacAddr = mac_text.parse().unwrap();
+    (index, mac.0)
 }
 
 fn hostile_storm_is_dropped_and_counted(datapath: Datapath) {

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use vlnet_ebpf::abi::{vlnet_fdb_entry, vlnet_fdb_key, VLNET_FDB_STATIC};
 
+use crate::mac::MacAddr;
 use crate::model::{FdbKind, FdbRecord};
 
 /// Nanoseconds per second.
@@ -44,15 +45,6 @@ pub fn expired(
         .collect()
 }
 
-/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
-#[must_use]
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Records for `vlnet ctl fdb`, optionally one VNI's, sorted by VNI and MAC.
 #[must_use]
 pub fn records(
@@ -65,7 +57,7 @@ pub fn records(
         .filter(|(k, _)| vni.is_none_or(|v| v == k.vni))
         .map(|(k, e)| FdbRecord {
             vni: k.vni,
-            mac: format_mac(&k.mac),
+            mac: MacAddr(k.mac).to_string(),
             vtep: Ipv4Addr::from(u32::from_be(e.vtep_be)),
             kind: if is_static(e) {
                 FdbKind::Static

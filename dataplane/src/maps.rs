@@ -172,7 +172,7 @@ impl Maps {
                 };
                 p.next_hop = match self.nexthops.get(&key.vtep_be, 0) {
                     Ok(nh) if nh.ifindex == 0 => "no route".to_owned(),
-                    Ok(nh) => crate::fdb::format_mac(&nh.dmac),
+                    Ok(nh) => crate::mac::MacAddr(nh.dmac).to_string(),
                     Err(_) => "unresolved".to_owned(),
                 };
                 for s in per_cpu.iter() {

@@ -5,7 +5,9 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::Command;
+
 use std::sync::atomic::{AtomicU32, Ordering};
+use vlnet_dataplane::mac::MacAddr;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -88,14 +90,8 @@ impl ThreadNetNs {
     pub fn mac(&self, ifname: &str) -> [u8; 6] {
         let out = self.sh(&format!("ip -o link show {ifname}"));
         let text = out.split("link/ether ").nth(1).unwrap();
-        let mut mac = [0u8; 6];
-        for (slot, part) in mac
-            .iter_mut()
-            .zip(text.split_whitespace().next().unwrap().split(':'))
-        {
-            *slot = u8::from_str_radix(part, 16).unwrap();
-        }
-        mac
+        let mac: MacAddr = text.split_whitespace().next().unwrap().parse().unwrap();
+        mac.0
     }
 }
 

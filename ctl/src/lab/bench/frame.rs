@@ -41,17 +41,6 @@ pub struct Endpoints {
     pub dst_port: u16,
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-#[must_use]
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.trim().split(':');
-    for byte in &mut mac {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// An Ethernet/IPv4/UDP frame of `len` bytes (at least 42), the payload
 /// zero-filled; IPv4 header checksum filled in, UDP checksum 0 ("none",
 /// allowed over IPv4).
@@ -151,14 +140,6 @@ mod tests {
             src_port: SOURCE_PORT,
             dst_port: SINK_PORT,
         }
-    }
-
-    #[test]
-    fn macs() {
-        assert_eq!(parse_mac("02:00:00:00:0a:FF"), Some([2, 0, 0, 0, 10, 255]));
-        assert_eq!(parse_mac("02:00:00:00:0a"), None);
-        assert_eq!(parse_mac("02:00:00:00:0a:ff:01"), None);
-        assert_eq!(parse_mac("zz:00:00:00:0a:ff"), None);
     }
 
     #[test]

@@ -45,6 +45,7 @@ use super::probe;
 use super::scenario::{host_ip, vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
 use super::topology::Underlay;
 use super::{Datapath, NetNs};
+use vlnet_dataplane::mac::MacAddr;
 
 /// iperf3's port in every topology (each has its own namespaces).
 const IPERF_PORT: u16 = 5201;
@@ -350,7 +351,7 @@ fn no_bridge_netfilter(namespaces: &[&NetNs]) -> Result<()> {
 }
 
 fn mac(text: &str) -> Result<[u8; 6]> {
-    frame::parse_mac(text).ok_or_else(|| anyhow!("bad MAC {text:?}"))
+    Ok(text.trim().parse::<MacAddr>()?.0)
 }
 
 /// The MAC of `ifname` in `ns` (`ip -j link show`).

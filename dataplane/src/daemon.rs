@@ -372,21 +372,21 @@ async fn resolve_next_hops(nl: &Netlink, maps: &mut Maps, peers: &[Ipv4Addr]) {
 }
 
 async fn next_hop_updates(nl: &Netlink, peers: &[Ipv4Addr]) -> Vec<(Ipv4Addr, NextHop)> {
-    let mut out = Vec::new();
-    for peer in peers {
-        match nl.next_hop(*peer).await {
-            Ok(hop) => {
-                if let NextHop::Unresolved { ifindex, via } = hop {
-                    if let Err(e) = nl.ensure_managed_neighbour(ifindex, via).await {
-                        warn!(%peer, %via, error = %e, "cannot add managed neighbour");
-                    }
-                }
-                out.push((*peer, hop));
+    let hops = match nl.next_hops(peers).await {
+        Ok(hops) => hops,
+        Err(e) => {
+            warn!(error = %e, "next-hop lookup failed");
+            return Vec::new();
+        }
+    };
+    for (peer, hop) in &hops {
+        if let NextHop::Unresolved { ifindex, via } = hop {
+            if let Err(e) = nl.ensure_managed_neighbour(*ifindex, *via).await {
+                warn!(%peer, %via, error = %e, "cannot add managed neighbour");
             }
-            Err(e) => warn!(%peer, error = %e, "next-hop lookup failed"),
         }
     }
-    out
+    hops
 }
 
 fn apply_next_hop(maps: &mut Maps, (peer, hop): (Ipv4Addr, NextHop)) {

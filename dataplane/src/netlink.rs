@@ -1,6 +1,7 @@
 //! Link work over rtnetlink: bridges, overlay ports (veth pairs), addresses
 //! and the managed neighbour entries that keep underlay next hops resolved.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
@@ -273,20 +274,70 @@ impl Netlink {
 }
 
 impl Netlink {
-    /// The next hop towards `vtep` as the kernel's routing and neighbour
-    /// tables have it now.
-    pub async fn next_hop(&self, vtep: Ipv4Addr) -> Result<NextHop, NetlinkError> {
+    /// The next hop towards each of `vteps` as the kernel's routing and
+    /// neighbour tables have it now: one route lookup per VTEP, then one
+    /// neighbour dump and one link lookup per egress interface for all of
+    /// them.
+    pub async fn next_hops(
+        &self,
+        vteps: &[Ipv4Addr],
+    ) -> Result<Vec<(Ipv4Addr, NextHop)>, NetlinkError> {
+        let mut routed = Vec::with_capacity(vteps.len());
+        for vtep in vteps {
+            routed.push((*vtep, self.route_to(*vtep).await?));
+        }
+        if routed.iter().all(|(_, r)| r.is_none()) {
+            return Ok(routed
+                .into_iter()
+                .map(|(v, _)| (v, NextHop::NoRoute))
+                .collect());
+        }
+        let neighbours = self.resolved_neighbours().await?;
+        let mut link_macs: HashMap<u32, Option<[u8; 6]>> = HashMap::new();
+        let mut out = Vec::with_capacity(routed.len());
+        for (vtep, route) in routed {
+            let hop = match route {
+                None => NextHop::NoRoute,
+                Some((ifindex, via)) => match neighbours.get(&(ifindex, via)) {
+                    None => NextHop::Unresolved { ifindex, via },
+                    Some(dmac) => {
+                        let smac = if let Some(mac) = link_macs.get(&ifindex) {
+                            *mac
+                        } else {
+                            let mac = self.link_mac(ifindex).await?;
+                            link_macs.insert(ifindex, mac);
+                            mac
+                        };
+                        match smac {
+                            Some(smac) => NextHop::Resolved {
+                                ifindex,
+                                smac,
+                                dmac: *dmac,
+                            },
+                            None => NextHop::NoRoute,
+                        }
+                    }
+                },
+            };
+            out.push((vtep, hop));
+        }
+        Ok(out)
+    }
+
+    /// Egress interface and next-hop address (the VTEP or a gateway) of the
+    /// unicast route to `vtep`, if there is one.
+    async fn route_to(&self, vtep: Ipv4Addr) -> Result<Option<(u32, Ipv4Addr)>, NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(vtep, 32)
             .build();
         let mut routes = self.handle.route().get(msg).execute();
         let route = match routes.try_next().await {
             Ok(Some(route)) => route,
-            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Ok(NextHop::NoRoute),
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Ok(None),
             Err(e) => return Err(request(format!("route to {vtep}"))(e)),
         };
         if route.header.kind != RouteType::Unicast {
-            return Ok(NextHop::NoRoute);
+            return Ok(None);
         }
         let mut oif = None;
         let mut via = vtep;
@@ -297,9 +348,13 @@ impl Netlink {
                 _ => {}
             }
         }
-        let Some(ifindex) = oif else {
-            return Ok(NextHop::NoRoute);
-        };
+        Ok(oif.map(|ifindex| (ifindex, via)))
+    }
+
+    /// Every IPv4 neighbour whose link-layer address is usable, by
+    /// (interface, address).
+    async fn resolved_neighbours(&self) -> Result<HashMap<(u32, Ipv4Addr), [u8; 6]>, NetlinkError> {
+        let mut out = HashMap::new();
         let mut neighbours = self
             .handle
             .neighbours()
@@ -311,7 +366,7 @@ impl Netlink {
             .await
             .map_err(request("listing neighbours"))?
         {
-            if n.header.ifindex != ifindex || !usable(n.header.state) {
+            if !usable(n.header.state) {
                 continue;
             }
             let mut dst = None;
@@ -325,25 +380,21 @@ impl Netlink {
                     _ => {}
                 }
             }
-            if let (Some(ip), Some(dmac)) = (dst, lladdr) {
-                if ip == via {
-                    let mut links = self.handle.link().get().match_index(ifindex).execute();
-                    let link = links
-                        .try_next()
-                        .await
-                        .map_err(request("looking up egress link"))?;
-                    let Some(smac) = link.as_ref().and_then(|l| summarize(l).mac) else {
-                        return Ok(NextHop::NoRoute);
-                    };
-                    return Ok(NextHop::Resolved {
-                        ifindex,
-                        smac,
-                        dmac,
-                    });
-                }
+            if let (Some(ip), Some(mac)) = (dst, lladdr) {
+                out.insert((n.header.ifindex, ip), mac);
             }
         }
-        Ok(NextHop::Unresolved { ifindex, via })
+        Ok(out)
+    }
+
+    /// Hardware address of link `index`.
+    async fn link_mac(&self, index: u32) -> Result<Option<[u8; 6]>, NetlinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let link = links
+            .try_next()
+            .await
+            .map_err(request("looking up egress link"))?;
+        Ok(link.as_ref().and_then(|l| summarize(l).mac))
     }
 }
 

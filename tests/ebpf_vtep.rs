@@ -279,6 +279,19 @@ fn decap_handles_outer_ip_options(mode: Mode) {
 
 both_modes!(decap_handles_outer_ip_options);
 
+/// XDP mode: an overlay port missing from the redirect map is a counted drop.
+#[test]
+fn xdp_decap_without_a_redirect_target_is_counted() {
+    let mut bed = Bed::new("nodev");
+    let port = bed.vlx100;
+    bed.maps.remove_xdp_port(port).unwrap();
+    let inner = frames::inner_udp(VM_B_MAC, 0, 10);
+    let (ret, _) = bed.decap(Mode::Xdp, &frames::vxlan(PEER, LOCAL, 100, 0, &inner));
+    assert_eq!(ret, XDP_DROP);
+    assert_eq!(bed.drops("not_configured"), 1);
+    assert_eq!(bed.total_drops(), 1);
+}
+
 fn learning_never_overrides_static_entries(mode: Mode) {
     let mut bed = Bed::new("static");
     let key = fdb_key(100, VM_A_MAC);

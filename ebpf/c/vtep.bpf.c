@@ -80,7 +80,6 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct decap_info di = {};
 	struct ethhdr *inner;
-	__u32 port;
 	int ret;
 
 	ret = decap_classify(data, data_end, data_end - data, 0, &di);
@@ -97,14 +96,13 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	ret = decap_prepare(&di, inner, data_end, 1);
 	if (ret)
 		goto drop;
-	port = di.overlay_ifindex;
-	ret = VLNET_DROP_NOT_CONFIGURED;
-	if (!bpf_map_lookup_elem(&vlnet_xdp_ports, &port))
-		goto drop;
 	ret = VLNET_DROP_DECAP_FAILED;
 	if (bpf_xdp_adjust_head(ctx, di.outer_len))
 		goto drop;
-	return bpf_redirect_map(&vlnet_xdp_ports, port, XDP_DROP);
+	/* A port missing from the DEVMAP makes the redirect answer XDP_DROP. */
+	if (bpf_redirect_map(&vlnet_xdp_ports, di.overlay_ifindex, XDP_DROP) == XDP_REDIRECT)
+		return XDP_REDIRECT;
+	ret = VLNET_DROP_NOT_CONFIGURED;
 drop:
 	count_drop(ret);
 	return XDP_DROP;

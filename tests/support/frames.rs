@@ -1,6 +1,9 @@
-//! Hand-built frames for data-path tests: every byte is visible here.
+//! Hand-built frames for data-path tests: every byte is visible here or in
+//! the lab's frame builder ([`vlnet::lab::bench::frame`]) they share.
 
 use std::net::Ipv4Addr;
+
+use vlnet::lab::bench::frame::{vxlan_frame, Endpoints};
 
 /// MAC of the test "VM" that sends inner frames.
 pub const VM_A_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0a, 0x01];
@@ -12,16 +15,7 @@ pub const VM_A_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const VM_B_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 /// One's-complement checksum (RFC 1071).
-pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+pub use vlnet::lab::bench::frame::internet_checksum as checksum;
 
 /// A 20-byte IPv4 header with a valid checksum.
 pub fn ipv4_header(
@@ -99,15 +93,17 @@ pub fn inner_arp_request() -> Vec<u8> {
 /// A VXLAN packet as a remote VTEP sends it: outer Ethernet/IPv4/UDP 4789
 /// (checksum 0)/VXLAN carrying `inner`.
 pub fn vxlan(src: Ipv4Addr, dst: Ipv4Addr, vni: u32, tos: u8, inner: &[u8]) -> Vec<u8> {
-    let mut f = ethernet([0x02, 0, 0, 0, 0, 0x01], [0x02, 0, 0, 0, 0, 0x02], 0x0800);
-    f.extend(ipv4_header(src, dst, 17, tos, 16 + inner.len()));
-    f.extend_from_slice(&50000u16.to_be_bytes());
-    f.extend_from_slice(&4789u16.to_be_bytes());
-    f.extend_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&[0x08, 0, 0, 0]);
-    f.extend_from_slice(&(vni << 8).to_be_bytes());
-    f.extend_from_slice(inner);
+    let outer = Endpoints {
+        src_mac: [0x02, 0, 0, 0, 0, 0x02],
+        dst_mac: [0x02, 0, 0, 0, 0, 0x01],
+        src_ip: src,
+        dst_ip: dst,
+        src_port: 50000,
+        dst_port: 4789,
+    };
+    let mut f = vxlan_frame(&outer, vni, inner);
+    f[off::TOS] = tos;
+    fix_ipv4_checksum(&mut f, off::IP);
     f
 }
 

@@ -106,7 +106,7 @@ fn push_ipv4_udp(f: &mut Vec<u8>, ep: &Endpoints, ip_len: usize) {
     f.extend_from_slice(&[0, 0]); // checksum, below
     f.extend_from_slice(&ep.src_ip.octets());
     f.extend_from_slice(&ep.dst_ip.octets());
-    let csum = ipv4_checksum(&f[ip_start..]);
+    let csum = internet_checksum(&f[ip_start..]);
     f[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
     f.extend_from_slice(&ep.src_port.to_be_bytes());
     f.extend_from_slice(&ep.dst_port.to_be_bytes());
@@ -114,10 +114,11 @@ fn push_ipv4_udp(f: &mut Vec<u8>, ep: &Endpoints, ip_len: usize) {
     f.extend_from_slice(&[0, 0]); // no UDP checksum
 }
 
-/// The Internet checksum (RFC 1071) of an IPv4 header whose checksum field
-/// is zero.
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
+/// The Internet checksum (RFC 1071) of `bytes`: fill it into an IPv4 header
+/// whose checksum field is zero; over a header with a valid checksum it is 0.
+#[must_use]
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
         .chunks(2)
         .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
         .sum();
@@ -148,7 +149,7 @@ mod tests {
         assert_eq!(f.len(), MIN_FRAME_LEN);
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         // A valid IPv4 header sums (with its checksum) to 0xffff: complement 0.
-        assert_eq!(ipv4_checksum(&f[14..34]), 0);
+        assert_eq!(internet_checksum(&f[14..34]), 0);
         assert_eq!(u16::from_be_bytes([f[16], f[17]]), 46); // 60 - 14
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), SINK_PORT);
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 26); // 46 - 20
@@ -165,7 +166,7 @@ mod tests {
         );
         let f = vxlan_frame(&outer, 100, &inner_frame);
         assert_eq!(f.len(), 50 + MIN_FRAME_LEN);
-        assert_eq!(ipv4_checksum(&f[14..34]), 0);
+        assert_eq!(internet_checksum(&f[14..34]), 0);
         assert_eq!(u16::from_be_bytes([f[16], f[17]]), 96); // 110 - 14
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), 4789);
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 76);

@@ -17,7 +17,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
-use support::thread_netns::ThreadNetNs;
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{vm_ip, Scenario, Vtep};
 use vlnet::lab::{Datapath, NetNs};
@@ -163,8 +162,9 @@ fn teardown_removes_everything_vlnet_created() {
 
 /// Names of the programs attached at tcx ingress of `ifname` in `ns`.
 fn tcx_programs(ns: &NetNs, ifname: &str) -> Vec<String> {
-    let _inside = ThreadNetNs::join(ns.path());
-    let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).unwrap();
+    let (_, programs) = ns
+        .within(|| SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).unwrap())
+        .unwrap();
     programs
         .iter()
         .map(|p| p.name_as_str().unwrap_or_default().to_string())
@@ -248,8 +248,9 @@ fn bad_configs_are_refused_before_the_kernel_is_touched() {
 }
 
 fn scrape(ns: &NetNs, port: u16) -> String {
-    let _inside = ThreadNetNs::join(ns.path());
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream = ns
+        .within(|| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .unwrap();
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -342,8 +343,8 @@ fn learned_entries_age_out_and_auto_picks_tc_on_veth() {
     );
     frame[0..6].fill(0xff);
     let send = || {
-        let _inside = ThreadNetNs::join(ns.path());
-        support::packet_socket::PacketSocket::bind(ul1).send(&frame);
+        ns.within(|| support::packet_socket::PacketSocket::bind(ul1).send(&frame))
+            .unwrap();
     };
     let learned = || {
         daemon

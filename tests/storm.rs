@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use support::frames::{self, VM_B_MAC};
 use support::packet_socket::PacketSocket;
-use support::thread_netns::ThreadNetNs;
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{host_ip, vm_ip, Scenario, Vtep};
 use vlnet::lab::{Daemon, Datapath, NetNs};
@@ -101,18 +100,20 @@ fn hostile_storm_is_dropped_and_counted(datapath: Datapath) {
     let pinger = s.sites[1].vm.ns().clone();
     let pings =
         std::thread::spawn(move || probe::ping(&pinger, vm_ip(0), 200, Duration::from_millis(10)));
-    {
-        let _inside = ThreadNetNs::join(attacker.ns().path());
-        let socket = PacketSocket::bind(attacker_if);
-        for copy in 0..COPIES {
-            for (_, frame) in &storm {
-                socket.send(frame);
+    attacker
+        .ns()
+        .within(|| {
+            let socket = PacketSocket::bind(attacker_if);
+            for copy in 0..COPIES {
+                for (_, frame) in &storm {
+                    socket.send(frame);
+                }
+                if copy % 16 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
-            if copy % 16 == 0 {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
+        })
+        .unwrap();
     let report = pings.join().unwrap().unwrap();
     assert_eq!(
         report.received, report.sent,

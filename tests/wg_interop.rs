@@ -18,7 +18,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use support::thread_netns::ThreadNetNs;
 use vlnet::lab::probe::{self, Capture, CaptureReport};
 use vlnet::lab::{ChildGuard, NetNs};
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
@@ -147,10 +146,7 @@ fn boringtun_device_talks_to_wireguard_go() {
 
     // A: vlnet's device, created from a thread inside A.
     let a_keys = KeyPair::generate();
-    let device = {
-        let _in_a = ThreadNetNs::join(a.path());
-        WgDevice::create(&if_a).unwrap()
-    };
+    let device = a.within(|| WgDevice::create(&if_a).unwrap()).unwrap();
     assert!(device.socket().exists(), "{:?}", device.socket());
     device
         .configure(

@@ -11,11 +11,10 @@ use vlnet_dataplane::mac::MacAddr;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// RAII guard: the calling thread lives in a `vlt-` namespace.
+/// RAII guard: the calling thread lives in a fresh `vlt-` namespace.
 pub struct ThreadNetNs {
     name: String,
     home: File,
-    owned: bool,
 }
 
 impl ThreadNetNs {
@@ -32,25 +31,8 @@ impl ThreadNetNs {
             .unwrap()
             .success();
         assert!(ok, "ip netns add {name} failed");
-        let ns = Self::join_as(name, true);
-        ns.sh("ip link set lo up");
-        ns
-    }
-
-    /// Moves the calling thread into the existing namespace at `path` (left
-    /// in place on drop).
-    pub fn join(path: &std::path::Path) -> Self {
-        Self::join_as(path.display().to_string(), false)
-    }
-
-    fn join_as(name: String, owned: bool) -> Self {
         let home = File::open("/proc/thread-self/ns/net").unwrap();
-        let path = if name.starts_with('/') {
-            name.clone()
-        } else {
-            format!("/run/netns/{name}")
-        };
-        let target = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let target = File::open(format!("/run/netns/{name}")).unwrap();
         // SAFETY: setns on valid namespace fds affects only this thread.
         let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(
@@ -59,7 +41,9 @@ impl ThreadNetNs {
             "setns into {name}: {}",
             std::io::Error::last_os_error()
         );
-        Self { name, home, owned }
+        let ns = Self { name, home };
+        ns.sh("ip link set lo up");
+        ns
     }
 
     /// Runs a shell command inside the namespace; panics with its output on failure.
@@ -99,10 +83,8 @@ impl Drop for ThreadNetNs {
     fn drop(&mut self) {
         // SAFETY: `home` is the namespace this thread started in.
         unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
-        if self.owned {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .status();
-        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

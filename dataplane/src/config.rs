@@ -28,6 +28,14 @@ pub const DEFAULT_METRICS_LISTEN: SocketAddr =
 pub const DEFAULT_TTL: u8 = 64;
 /// Default `node.fdb_ageing_secs` (the kernel vxlan driver's ageing time).
 pub const DEFAULT_FDB_AGEING_SECS: u64 = 300;
+/// Default `wireguard.ifname`.
+pub const DEFAULT_WG_IFNAME: &str = "vlwg0";
+/// Default `wireguard.listen_port` (WireGuard's customary port).
+pub const DEFAULT_WG_PORT: u16 = 51820;
+/// Default `wireguard.keepalive_secs` (what `wg` users set behind NAT).
+pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+/// Default `wireguard.control_port`.
+pub const DEFAULT_CONTROL_PORT: u16 = 7470;
 /// Largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = 0x00ff_ffff;
 /// Largest DSCP value (6 bits).
@@ -78,7 +86,56 @@ pub struct Config {
     /// `[node]`: node-wide settings.
     pub node: NodeConfig,
     /// `[[vni]]`: the virtual networks this node bridges.
+    #[serde(default)]
     pub vni: Vec<VniConfig>,
+    /// `[wireguard]`: the encrypted tunnel and control plane; `None` for a
+    /// node that only has static peers (until it joins a controller).
+    #[serde(default)]
+    pub wireguard: Option<WireguardConfig>,
+}
+
+/// A node's part in the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Holds the registry of members and relays MAC adverts.
+    Controller,
+    /// Joins a controller with `vlnet ctl join TOKEN`.
+    #[default]
+    Member,
+}
+
+/// `[wireguard]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireguardConfig {
+    /// Controller or member.
+    #[serde(default)]
+    pub role: Role,
+    /// The WireGuard interface (unique on the machine: its UAPI socket is
+    /// `/var/run/wireguard/<ifname>.sock`).
+    #[serde(default = "default_wg_ifname")]
+    pub ifname: String,
+    /// UDP port WireGuard listens on (0: any free port; members behind NAT
+    /// do not need a fixed one).
+    #[serde(default = "default_wg_port")]
+    pub listen_port: u16,
+    /// Controller only: its tunnel address and the pool members' addresses
+    /// come from, e.g. `198.19.0.1/24`.
+    #[serde(default)]
+    pub address: Option<ipnetwork::Ipv4Network>,
+    /// Controller only: where members reach its WireGuard port (written into
+    /// invite tokens). Default: `node.vtep` (or the underlay's address) and
+    /// `listen_port`.
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
+    /// Seconds between WireGuard keepalives, so NAT mappings stay open
+    /// (1..=3600).
+    #[serde(default = "default_keepalive_secs")]
+    pub keepalive_secs: u16,
+    /// TCP port of the control protocol, on tunnel addresses only.
+    #[serde(default = "default_control_port")]
+    pub control_port: u16,
 }
 
 /// `[node]`.
@@ -217,6 +274,22 @@ fn default_metrics_listen() -> SocketAddr {
     DEFAULT_METRICS_LISTEN
 }
 
+fn default_wg_ifname() -> String {
+    DEFAULT_WG_IFNAME.to_owned()
+}
+
+fn default_wg_port() -> u16 {
+    DEFAULT_WG_PORT
+}
+
+fn default_keepalive_secs() -> u16 {
+    DEFAULT_KEEPALIVE_SECS
+}
+
+fn default_control_port() -> u16 {
+    DEFAULT_CONTROL_PORT
+}
+
 fn default_ttl() -> u8 {
     DEFAULT_TTL
 }
@@ -282,11 +355,16 @@ impl Config {
                 "0 is not allowed (must be at least 1 second)".to_owned(),
             ));
         }
-        if self.vni.is_empty() {
+        if self.vni.is_empty() && self.wireguard.is_none() {
             return Err((
                 "vni".to_owned(),
-                "no [[vni]] sections; at least one is required".to_owned(),
+                "no [[vni]] sections; at least one is required (or a [wireguard] section, \
+                 to receive VNIs from a controller)"
+                    .to_owned(),
             ));
+        }
+        if let Some(wg) = &self.wireguard {
+            wg.check()?;
         }
         let mut ids = HashSet::new();
         let mut bridges = HashSet::new();
@@ -348,6 +426,50 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl WireguardConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        let key = |field: &str| format!("wireguard.{field}");
+        check_ifname(&self.ifname).map_err(|m| (key("ifname"), m))?;
+        if !(1..=3600).contains(&self.keepalive_secs) {
+            return Err((
+                key("keepalive_secs"),
+                format!("{} is out of range (1..=3600)", self.keepalive_secs),
+            ));
+        }
+        if self.control_port == 0 {
+            return Err((key("control_port"), "0 is not a port".to_owned()));
+        }
+        match (self.role, self.address) {
+            (Role::Controller, None) => Err((
+                key("address"),
+                "a controller needs its tunnel address and pool, e.g. \"198.19.0.1/24\"".to_owned(),
+            )),
+            (Role::Controller, Some(net)) if net.prefix() > 30 => Err((
+                key("address"),
+                format!("/{} leaves no addresses for members; use /30 or shorter", net.prefix()),
+            )),
+            (Role::Controller, Some(net))
+                if net.ip() == net.network() || net.ip() == net.broadcast() =>
+            {
+                Err((
+                    key("address"),
+                    format!("{} is not a host address of {net}", net.ip()),
+                ))
+            }
+            (Role::Member, Some(_)) => Err((
+                key("address"),
+                "only a controller sets it; a member gets its address from its invite token"
+                    .to_owned(),
+            )),
+            (Role::Member, _) if self.endpoint.is_some() => Err((
+                key("endpoint"),
+                "only a controller sets it (it is written into invite tokens)".to_owned(),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -658,11 +780,43 @@ bridge = "vmbr2"
         let text = "[node]\nname = \"a\"\nunderlay = \"eth0\"\nvni = []\n";
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains("vni"), "{err}");
-        // Without any [[vni]] the key is missing: a parse error naming it.
         let err = parse("[node]\nname = \"a\"\nunderlay = \"eth0\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("vni"), "{err}");
+        assert!(err.contains("at least one is required"), "{err}");
+        // A member may start without VNIs: its controller grants them.
+        let cfg = parse("[node]\nname = \"a\"\nunderlay = \"eth0\"\n[wireguard]\n").unwrap();
+        let wg = cfg.wireguard.unwrap();
+        assert_eq!(wg.role, Role::Member);
+        assert_eq!(wg.ifname, DEFAULT_WG_IFNAME);
+        assert_eq!(wg.listen_port, DEFAULT_WG_PORT);
+        assert_eq!(wg.keepalive_secs, DEFAULT_KEEPALIVE_SECS);
+        assert_eq!(wg.control_port, DEFAULT_CONTROL_PORT);
+    }
+
+    #[test]
+    fn wireguard_rules() {
+        let base = "[node]\nname = \"a\"\nunderlay = \"eth0\"\n[wireguard]\n";
+        let ok = parse(&format!(
+            "{base}role = \"controller\"\naddress = \"198.19.0.1/24\"\nendpoint = \"198.18.0.1:51820\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.wireguard.unwrap().role, Role::Controller);
+        for (body, key, says) in [
+            ("role = \"controller\"\n", "wireguard.address", "needs its tunnel address"),
+            ("role = \"controller\"\naddress = \"198.19.0.1/31\"\n", "wireguard.address", "no addresses"),
+            ("role = \"controller\"\naddress = \"198.19.0.0/24\"\n", "wireguard.address", "not a host address"),
+            ("address = \"198.19.0.1/24\"\n", "wireguard.address", "only a controller"),
+            ("endpoint = \"198.18.0.1:1\"\n", "wireguard.endpoint", "only a controller"),
+            ("keepalive_secs = 0\n", "wireguard.keepalive_secs", "out of range"),
+            ("ifname = \"a/b\"\n", "wireguard.ifname", "cannot contain"),
+            ("control_port = 0\n", "wireguard.control_port", "not a port"),
+        ] {
+            let err = parse(&format!("{base}{body}")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{body}: {err}");
+        }
+        let err = parse(&format!("{base}role = \"boss\"\n")).unwrap_err().to_string();
+        assert!(err.contains("unknown variant"), "{err}");
     }
 
     #[test]

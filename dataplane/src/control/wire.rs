@@ -73,6 +73,8 @@ pub enum MessageType {
     Keepalive = 7,
     /// [`ErrorMessage`].
     Error = 8,
+    /// [`Members`].
+    Members = 9,
 }
 
 impl MessageType {
@@ -88,6 +90,7 @@ impl MessageType {
             6 => Self::FullSync,
             7 => Self::Keepalive,
             8 => Self::Error,
+            9 => Self::Members,
             _ => return None,
         })
     }
@@ -104,6 +107,7 @@ impl MessageType {
             Self::FullSync => "FullSync",
             Self::Keepalive => "Keepalive",
             Self::Error => "Error",
+            Self::Members => "Members",
         }
     }
 }
@@ -154,9 +158,19 @@ pub struct Member {
 pub struct Welcome {
     /// The client's address inside the tunnel.
     pub tunnel_addr: Ipv4Addr,
+    /// Prefix length of the tunnel network (the controller's pool).
+    pub tunnel_prefix: u8,
     /// The VNIs the client may use.
     pub vnis: Vec<u32>,
     /// The cluster's members.
+    pub members: Vec<Member>,
+}
+
+/// The cluster's current members (controller → member, whenever one joins,
+/// leaves or roams), replacing the list the receiver held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// Every member except the receiver, the controller included.
     pub members: Vec<Member>,
 }
 
@@ -221,6 +235,8 @@ pub enum Message {
     Keepalive,
     /// See [`ErrorMessage`].
     Error(ErrorMessage),
+    /// See [`Members`].
+    Members(Members),
 }
 
 /// Why bytes are not a valid control message (or a message cannot be sent).
@@ -310,6 +326,7 @@ impl Message {
             Self::FullSync(_) => MessageType::FullSync,
             Self::Keepalive => MessageType::Keepalive,
             Self::Error(_) => MessageType::Error,
+            Self::Members(_) => MessageType::Members,
         }
     }
 
@@ -339,33 +356,17 @@ impl Message {
             }
             Self::Welcome(w) => {
                 check_host(kind, "tunnel_addr", w.tunnel_addr)?;
-                check_vnis(kind, "vnis", &w.vnis)?;
-                let mut names = BTreeSet::new();
-                for m in &w.members {
-                    check_name(kind, "members.name", &m.name)?;
-                    if !names.insert(m.name.as_str()) {
-                        return Err(field(
-                            kind,
-                            "members.name",
-                            format!("{:?} appears twice", m.name),
-                        ));
-                    }
-                    check_key(kind, "members.public_key", &m.public_key)?;
-                    if let Some(ep) = m.endpoint {
-                        if ep.port() == 0 || ep.ip().is_unspecified() || ep.ip().is_multicast() {
-                            return Err(field(
-                                kind,
-                                "members.endpoint",
-                                format!("{ep} is not a usable endpoint"),
-                            ));
-                        }
-                    }
-                    check_host(kind, "members.tunnel_addr", m.tunnel_addr)?;
-                    check_host(kind, "members.vtep", m.vtep)?;
-                    check_vnis(kind, "members.vnis", &m.vnis)?;
+                if !(1..=32).contains(&w.tunnel_prefix) {
+                    return Err(field(
+                        kind,
+                        "tunnel_prefix",
+                        format!("/{} is not a prefix length (1..=32)", w.tunnel_prefix),
+                    ));
                 }
-                Ok(())
+                check_vnis(kind, "vnis", &w.vnis)?;
+                check_members(kind, &w.members)
             }
+            Self::Members(m) => check_members(kind, &m.members),
             Self::MacAdvert(a) => check_entry(kind, a.vni, a.mac, a.vtep),
             Self::MacWithdraw(w) => check_entry(kind, w.vni, w.mac, w.vtep),
             Self::FullSync(s) => {
@@ -386,6 +387,34 @@ impl Message {
             Self::Error(e) => check_text(kind, "message", &e.message, MAX_ERROR_LEN, true),
         }
     }
+}
+
+fn check_members(kind: &'static str, members: &[Member]) -> Result<(), WireError> {
+    let mut names = BTreeSet::new();
+    for m in members {
+        check_name(kind, "members.name", &m.name)?;
+        if !names.insert(m.name.as_str()) {
+            return Err(field(
+                kind,
+                "members.name",
+                format!("{:?} appears twice", m.name),
+            ));
+        }
+        check_key(kind, "members.public_key", &m.public_key)?;
+        if let Some(ep) = m.endpoint {
+            if ep.port() == 0 || ep.ip().is_unspecified() || ep.ip().is_multicast() {
+                return Err(field(
+                    kind,
+                    "members.endpoint",
+                    format!("{ep} is not a usable endpoint"),
+                ));
+            }
+        }
+        check_host(kind, "members.tunnel_addr", m.tunnel_addr)?;
+        check_host(kind, "members.vtep", m.vtep)?;
+        check_vnis(kind, "members.vnis", &m.vnis)?;
+    }
+    Ok(())
 }
 
 fn field(kind: &'static str, field: &'static str, reason: String) -> WireError {
@@ -486,6 +515,7 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, WireError> {
         Message::FullSync(m) => serde_json::to_vec(m),
         Message::Keepalive => Ok(Vec::new()),
         Message::Error(m) => serde_json::to_vec(m),
+        Message::Members(m) => serde_json::to_vec(m),
     }
     .map_err(|source| WireError::Payload {
         kind: kind.name(),
@@ -570,6 +600,7 @@ fn decode_payload(kind: MessageType, payload: &[u8]) -> Result<Message, WireErro
             Message::Keepalive
         }
         MessageType::Error => Message::Error(serde_json::from_slice(payload).map_err(bad)?),
+        MessageType::Members => Message::Members(serde_json::from_slice(payload).map_err(bad)?),
     })
 }
 
@@ -659,6 +690,7 @@ mod tests {
             }),
             Message::Welcome(Welcome {
                 tunnel_addr: Ipv4Addr::new(10, 99, 0, 2),
+                tunnel_prefix: 24,
                 vnis: vec![100],
                 members: vec![
                     Member {
@@ -762,7 +794,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_refused() {
-        for t in [0u8, 9, 255] {
+        for t in [0u8, 10, 255] {
             assert!(matches!(
                 decode(&[VERSION, t]),
                 Err(WireError::UnknownType { got }) if got == t
@@ -1072,6 +1104,7 @@ mod tests {
             )
                 .prop_map(|(tunnel_addr, vnis, members)| Message::Welcome(Welcome {
                     tunnel_addr,
+                    tunnel_prefix: 24,
                     vnis,
                     members: members
                         .into_iter()
@@ -1093,6 +1126,14 @@ mod tests {
                         .collect(),
                 })
             ),
+            proptest::collection::btree_map(arb_name(), arb_member(), 0..3).prop_map(|members| {
+                Message::Members(Members {
+                    members: members
+                        .into_iter()
+                        .map(|(name, m)| Member { name, ..m })
+                        .collect(),
+                })
+            }),
             Just(Message::Keepalive),
             "[ -~\n]{1,80}".prop_map(|message| Message::Error(ErrorMessage { message })),
         ]

@@ -110,6 +110,31 @@ impl KeyPair {
     }
 }
 
+/// Serde for a [`Key`] as WireGuard writes keys: standard base64 (what
+/// `wg genkey` prints), so state files and JSON output read like `wg show`.
+pub mod base64_key {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    use super::Key;
+
+    /// Writes `key` as base64.
+    pub fn serialize<S: Serializer>(key: &Key, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(key))
+    }
+
+    /// Reads a base64 key of exactly 32 bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = STANDARD
+            .decode(text.as_bytes())
+            .map_err(de::Error::custom)?;
+        Key::try_from(bytes.as_slice())
+            .map_err(|_| de::Error::custom(format!("a key has 32 bytes, not {}", bytes.len())))
+    }
+}
+
 /// The public key of a private key.
 #[must_use]
 pub fn public_key(private: &Key) -> Key {

@@ -7,5 +7,6 @@
 //! - [`mobility`]: which VTEP each MAC lives behind, under the EVPN MAC
 //!   Mobility rules (RFC 7432 §15).
 pub mod mobility;
+pub mod registry;
 pub mod token;
 pub mod wire;

@@ -18,6 +18,9 @@
 //! | controller endpoint: family (`4`/`6`), address, port | 1 + 4/16 + 2 |
 //! | controller WireGuard public key | 32 |
 //! | client tunnel address | 4 |
+//! | tunnel prefix length | 1 |
+//! | controller tunnel address | 4 |
+//! | control protocol TCP port | 2 |
 //! | VNI count `k`, VNIs (24 bits each) | 1 + 3k |
 //! | one-time WireGuard private key | 32 |
 //! | expiry, unix seconds | 8 |
@@ -115,6 +118,12 @@ pub struct Invite {
     pub controller_public_key: [u8; 32],
     /// The client's address inside the tunnel.
     pub tunnel_addr: Ipv4Addr,
+    /// Prefix length of the tunnel network.
+    pub tunnel_prefix: u8,
+    /// The controller's address inside the tunnel.
+    pub controller_tunnel_addr: Ipv4Addr,
+    /// The controller's control protocol port (TCP, inside the tunnel).
+    pub control_port: u16,
     /// The VNIs the client may join (1..=64 of them, each 1..=2^24-1).
     pub vnis: Vec<u32>,
     /// A one-time WireGuard private key the client uses for its first
@@ -255,6 +264,9 @@ impl Token {
         p.extend_from_slice(&inv.controller.port().to_be_bytes());
         p.extend_from_slice(&inv.controller_public_key);
         p.extend_from_slice(&inv.tunnel_addr.octets());
+        p.push(inv.tunnel_prefix);
+        p.extend_from_slice(&inv.controller_tunnel_addr.octets());
+        p.extend_from_slice(&inv.control_port.to_be_bytes());
         p.push(inv.vnis.len() as u8);
         for vni in &inv.vnis {
             p.extend_from_slice(&vni.to_be_bytes()[1..]);
@@ -359,6 +371,9 @@ fn decode_payload(payload: &[u8]) -> Result<Token, TokenError> {
     let port = u16::from_be_bytes(r.array("endpoint port")?);
     let controller_public_key = r.array("controller public key")?;
     let tunnel_addr = Ipv4Addr::from(r.array::<4>("tunnel address")?);
+    let tunnel_prefix = r.byte("tunnel prefix")?;
+    let controller_tunnel_addr = Ipv4Addr::from(r.array::<4>("controller tunnel address")?);
+    let control_port = u16::from_be_bytes(r.array("control port")?);
     let count = r.byte("VNI count")?;
     let mut vnis = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -378,6 +393,9 @@ fn decode_payload(payload: &[u8]) -> Result<Token, TokenError> {
         controller: SocketAddr::new(ip, port),
         controller_public_key,
         tunnel_addr,
+        tunnel_prefix,
+        controller_tunnel_addr,
+        control_port,
         vnis,
         private_key,
         expires_at,
@@ -403,11 +421,25 @@ fn validate(inv: &Invite) -> Result<(), TokenError> {
     if inv.controller_public_key == [0; 32] {
         return Err(malformed("controller public key is all zero"));
     }
-    let t = inv.tunnel_addr;
-    if t.is_unspecified() || t.is_broadcast() || t.is_multicast() {
+    for (what, t) in [
+        ("tunnel address", inv.tunnel_addr),
+        ("controller tunnel address", inv.controller_tunnel_addr),
+    ] {
+        if t.is_unspecified() || t.is_broadcast() || t.is_multicast() {
+            return Err(malformed(format!("{what} {t} is not a host address")));
+        }
+    }
+    if inv.tunnel_addr == inv.controller_tunnel_addr {
+        return Err(malformed("client and controller share a tunnel address"));
+    }
+    if !(1..=32).contains(&inv.tunnel_prefix) {
         return Err(malformed(format!(
-            "tunnel address {t} is not a host address"
+            "tunnel prefix /{} is not 1..=32",
+            inv.tunnel_prefix
         )));
+    }
+    if inv.control_port == 0 {
+        return Err(malformed("control port is 0"));
     }
     if inv.vnis.is_empty() || inv.vnis.len() > MAX_VNIS {
         return Err(malformed(format!("must grant 1..={MAX_VNIS} VNIs")));
@@ -451,6 +483,9 @@ mod tests {
             controller: "203.0.113.1:51820".parse().unwrap(),
             controller_public_key: [3; 32],
             tunnel_addr: Ipv4Addr::new(10, 99, 0, 2),
+            tunnel_prefix: 24,
+            controller_tunnel_addr: Ipv4Addr::new(10, 99, 0, 1),
+            control_port: 7470,
             vnis: vec![100, MAX_VNI],
             private_key: SecretKey([4; 32]),
             expires_at: NOW + 3600,
@@ -678,6 +713,18 @@ mod tests {
             },
             Invite {
                 tunnel_addr: Ipv4Addr::BROADCAST,
+                ..invite()
+            },
+            Invite {
+                controller_tunnel_addr: Ipv4Addr::new(10, 99, 0, 2),
+                ..invite()
+            },
+            Invite {
+                tunnel_prefix: 33,
+                ..invite()
+            },
+            Invite {
+                control_port: 0,
                 ..invite()
             },
         ];

@@ -158,8 +158,6 @@ pub struct Member {
 pub struct Welcome {
     /// The client's address inside the tunnel.
     pub tunnel_addr: Ipv4Addr,
-    /// Prefix length of the tunnel network (the controller's pool).
-    pub tunnel_prefix: u8,
     /// The VNIs the client may use.
     pub vnis: Vec<u32>,
     /// The cluster's members.
@@ -356,13 +354,6 @@ impl Message {
             }
             Self::Welcome(w) => {
                 check_host(kind, "tunnel_addr", w.tunnel_addr)?;
-                if !(1..=32).contains(&w.tunnel_prefix) {
-                    return Err(field(
-                        kind,
-                        "tunnel_prefix",
-                        format!("/{} is not a prefix length (1..=32)", w.tunnel_prefix),
-                    ));
-                }
                 check_vnis(kind, "vnis", &w.vnis)?;
                 check_members(kind, &w.members)
             }
@@ -690,7 +681,6 @@ mod tests {
             }),
             Message::Welcome(Welcome {
                 tunnel_addr: Ipv4Addr::new(10, 99, 0, 2),
-                tunnel_prefix: 24,
                 vnis: vec![100],
                 members: vec![
                     Member {
@@ -1104,7 +1094,6 @@ mod tests {
             )
                 .prop_map(|(tunnel_addr, vnis, members)| Message::Welcome(Welcome {
                     tunnel_addr,
-                    tunnel_prefix: 24,
                     vnis,
                     members: members
                         .into_iter()

@@ -14,6 +14,8 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use thiserror::Error;
 
+mod control;
+
 /// A netlink request failed.
 #[derive(Debug, Error)]
 pub enum NetlinkError {

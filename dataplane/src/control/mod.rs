@@ -6,7 +6,10 @@
 //! - [`token`]: single-use, expiring invite tokens.
 //! - [`mobility`]: which VTEP each MAC lives behind, under the EVPN MAC
 //!   Mobility rules (RFC 7432 §15).
+pub mod macbook;
+pub mod membership;
 pub mod mobility;
 pub mod registry;
 pub mod token;
+pub mod tunnel;
 pub mod wire;

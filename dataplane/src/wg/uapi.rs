@@ -79,6 +79,7 @@ pub struct PeerConfig {
     persistent_keepalive: Option<u16>,
     replace_allowed_ips: bool,
     allowed_ips: Vec<AllowedIp>,
+    remove: bool,
 }
 
 impl PeerConfig {
@@ -91,7 +92,15 @@ impl PeerConfig {
             persistent_keepalive: None,
             replace_allowed_ips: false,
             allowed_ips: Vec::new(),
+            remove: false,
         }
+    }
+
+    /// Remove this peer (its sessions end; the key is no longer accepted).
+    #[must_use]
+    pub fn remove(mut self) -> Self {
+        self.remove = true;
+        self
     }
 
     /// Where to send to the peer (until it roams).
@@ -189,6 +198,10 @@ impl SetRequest {
         }
         for peer in &self.peers {
             let _ = writeln!(s, "public_key={}", hex_key(&peer.public_key));
+            if peer.remove {
+                s.push_str("remove=true\n");
+                continue;
+            }
             if let Some(endpoint) = peer.endpoint {
                 let _ = writeln!(s, "endpoint={endpoint}");
             }

@@ -1,0 +1,509 @@
+//! One node's view of where MACs live: its own (local) MACs, turned into
+//! adverts and withdrawals, and everyone's routes under the mobility rules,
+//! turned into changes for the data plane's FDB.
+//!
+//! Pure: the caller observes the bridges, sends the messages and programs
+//! the FDB; `now` is passed in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::mobility::{self, MacRoute, MobilityConfig, MobilityTable, NodeId, Outcome};
+use super::wire::{MacAdvert, MacWithdraw};
+use crate::mac::MacAddr;
+
+/// A change the data plane must make in its FDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdbChange {
+    /// `mac` on `vni` is reached through `vtep` (a control-plane entry).
+    Install {
+        /// The VNI.
+        vni: u32,
+        /// The MAC.
+        mac: MacAddr,
+        /// The remote VTEP.
+        vtep: Ipv4Addr,
+    },
+    /// `mac` on `vni` has no remote location any more (or is local now).
+    Remove {
+        /// The VNI.
+        vni: u32,
+        /// The MAC.
+        mac: MacAddr,
+    },
+}
+
+/// A change to pass on to other nodes (the controller relays these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// A new or moved location.
+    Advert(MacAdvert),
+    /// A location that is gone.
+    Withdraw(MacWithdraw),
+}
+
+impl Relay {
+    /// The VNI it concerns.
+    #[must_use]
+    pub fn vni(&self) -> u32 {
+        match self {
+            Self::Advert(a) => a.vni,
+            Self::Withdraw(w) => w.vni,
+        }
+    }
+}
+
+/// What applying a received advert or withdrawal changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// What to relay to other nodes, if anything changed.
+    pub relay: Vec<Relay>,
+    /// What to change in the FDB.
+    pub fdb: Vec<FdbChange>,
+}
+
+impl Applied {
+    /// Appends `other`.
+    pub fn extend(&mut self, other: Applied) {
+        self.relay.extend(other.relay);
+        self.fdb.extend(other.fdb);
+    }
+}
+
+/// Messages to send after observing the local MACs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LocalDelta {
+    /// MACs that appeared (or moved here).
+    pub adverts: Vec<MacAdvert>,
+    /// MACs that left.
+    pub withdraws: Vec<MacWithdraw>,
+    /// FDB changes (a MAC that is local now has no remote entry).
+    pub fdb: Vec<FdbChange>,
+}
+
+/// A node's MAC locations.
+#[derive(Debug)]
+pub struct MacBook {
+    me: NodeId,
+    my_vtep: Ipv4Addr,
+    table: MobilityTable,
+    local: BTreeSet<(u32, MacAddr)>,
+}
+
+/// Turns a wire advert into a table route from `origin`.
+#[must_use]
+pub fn route_of(a: &MacAdvert, origin: &NodeId) -> MacRoute {
+    MacRoute {
+        vni: a.vni,
+        mac: a.mac,
+        vtep: a.vtep,
+        seq: a.seq,
+        origin: origin.clone(),
+    }
+}
+
+/// The wire advert of a table route.
+#[must_use]
+pub fn advert_of(r: &MacRoute) -> MacAdvert {
+    MacAdvert {
+        vni: r.vni,
+        mac: r.mac,
+        vtep: r.vtep,
+        seq: r.seq,
+    }
+}
+
+impl MacBook {
+    /// A book for node `me` whose VTEP (as members see it) is `my_vtep`.
+    #[must_use]
+    pub fn new(me: &str, my_vtep: Ipv4Addr) -> Self {
+        let me = NodeId::new(me);
+        Self {
+            table: MobilityTable::new(me.clone(), MobilityConfig::default()),
+            me,
+            my_vtep,
+            local: BTreeSet::new(),
+        }
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// This node's VTEP.
+    #[must_use]
+    pub fn my_vtep(&self) -> Ipv4Addr {
+        self.my_vtep
+    }
+
+    /// Takes the full set of MACs local to this node now: new ones are
+    /// advertised (one sequence number above the location they move from),
+    /// vanished ones withdrawn.
+    pub fn observe_local(
+        &mut self,
+        now_local: &BTreeSet<(u32, MacAddr)>,
+        now: Duration,
+    ) -> LocalDelta {
+        let mut delta = LocalDelta::default();
+        for &(vni, mac) in now_local.difference(&self.local.clone()) {
+            let before = self.table.get(vni, mac);
+            match self.table.local_move(vni, mac, self.my_vtep, now) {
+                Ok(route) => {
+                    delta.adverts.push(advert_of(&route));
+                    if before.is_some_and(|b| b.vtep != self.my_vtep) {
+                        delta.fdb.push(FdbChange::Remove { vni, mac });
+                    }
+                    self.local.insert((vni, mac));
+                }
+                Err(reason) => {
+                    tracing::warn!(vni, %mac, ?reason, "local MAC not advertised");
+                }
+            }
+        }
+        let gone: Vec<(u32, MacAddr)> = self.local.difference(now_local).copied().collect();
+        for (vni, mac) in gone {
+            self.local.remove(&(vni, mac));
+            let Some(route) = self.table.get(vni, mac) else {
+                continue;
+            };
+            if route.vtep != self.my_vtep {
+                continue; // it moved away already: nothing of ours to withdraw
+            }
+            let w = MacWithdraw {
+                vni,
+                mac,
+                vtep: self.my_vtep,
+                seq: route.seq,
+            };
+            self.table.apply_withdraw(&to_table_withdraw(&w), now);
+            delta.withdraws.push(w);
+        }
+        delta
+    }
+
+    /// Applies an advert received from `origin`. An advert of our own VTEP
+    /// (our routes echoed back after a restart) is kept as ours.
+    pub fn advert(&mut self, a: &MacAdvert, origin: &NodeId, now: Duration) -> Applied {
+        let origin = if a.vtep == self.my_vtep {
+            &self.me
+        } else {
+            origin
+        };
+        let outcome = self.table.apply_advert(&route_of(a, origin), now);
+        let relay = match outcome {
+            Outcome::Installed { .. } | Outcome::Moved { .. } | Outcome::Refreshed { .. } => {
+                vec![Relay::Advert(*a)]
+            }
+            Outcome::Removed { .. } | Outcome::Ignored(_) => Vec::new(),
+        };
+        Applied {
+            relay,
+            fdb: self.fdb_change(a.vni, a.mac, outcome),
+        }
+    }
+
+    /// Applies a withdrawal received from a peer.
+    pub fn withdraw(&mut self, w: &MacWithdraw, now: Duration) -> Applied {
+        let outcome = self.table.apply_withdraw(&to_table_withdraw(w), now);
+        let relay = match outcome {
+            Outcome::Removed { .. } => vec![Relay::Withdraw(*w)],
+            _ => Vec::new(),
+        };
+        Applied {
+            relay,
+            fdb: self.fdb_change(w.vni, w.mac, outcome),
+        }
+    }
+
+    /// Withdraws everything behind `vtep` (a removed member).
+    pub fn withdraw_vtep(&mut self, vtep: Ipv4Addr, now: Duration) -> Applied {
+        let seqs: BTreeMap<(u32, MacAddr), u32> = self
+            .table
+            .full_table()
+            .into_iter()
+            .filter(|r| r.vtep == vtep)
+            .map(|r| ((r.vni, r.mac), r.seq))
+            .collect();
+        let removed = self.table.withdraw_all_from(vtep, now);
+        let mut applied = Applied::default();
+        for (vni, mac, _) in removed {
+            applied.relay.push(Relay::Withdraw(MacWithdraw {
+                vni,
+                mac,
+                vtep,
+                seq: seqs.get(&(vni, mac)).copied().unwrap_or(0),
+            }));
+            applied.fdb.push(FdbChange::Remove { vni, mac });
+        }
+        applied
+    }
+
+    /// Replaces what `origin` told us with `entries` (a full sync after a
+    /// reconnect): routes it no longer has are withdrawn, the others applied.
+    pub fn full_sync(&mut self, origin: &NodeId, entries: &[MacAdvert], now: Duration) -> Applied {
+        let keep: BTreeSet<(u32, MacAddr)> = entries.iter().map(|e| (e.vni, e.mac)).collect();
+        let mut applied = Applied::default();
+        let stale: Vec<MacRoute> = self
+            .table
+            .full_table()
+            .into_iter()
+            .filter(|r| &r.origin == origin && !keep.contains(&(r.vni, r.mac)))
+            .collect();
+        for r in stale {
+            let w = MacWithdraw {
+                vni: r.vni,
+                mac: r.mac,
+                vtep: r.vtep,
+                seq: r.seq,
+            };
+            applied.extend(self.withdraw(&w, now));
+        }
+        for e in entries {
+            applied.extend(self.advert(e, origin, now));
+        }
+        applied
+    }
+
+    /// Every live route, for a full sync, limited to `vnis` (all if `None`).
+    #[must_use]
+    pub fn routes(&self, vnis: Option<&BTreeSet<u32>>) -> Vec<MacAdvert> {
+        self.table
+            .full_table()
+            .iter()
+            .filter(|r| vnis.is_none_or(|v| v.contains(&r.vni)))
+            .map(advert_of)
+            .collect()
+    }
+
+    /// The routes this node originated (its local MACs).
+    #[must_use]
+    pub fn local_routes(&self) -> Vec<MacAdvert> {
+        self.table
+            .full_table()
+            .iter()
+            .filter(|r| r.vtep == self.my_vtep)
+            .map(advert_of)
+            .collect()
+    }
+
+    /// The FDB entries the data plane should hold: every route to another
+    /// VTEP.
+    #[must_use]
+    pub fn fdb_entries(&self) -> Vec<FdbChange> {
+        self.table
+            .full_table()
+            .into_iter()
+            .filter(|r| r.vtep != self.my_vtep)
+            .map(|r| FdbChange::Install {
+                vni: r.vni,
+                mac: r.mac,
+                vtep: r.vtep,
+            })
+            .collect()
+    }
+
+    /// Number of live routes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.table.full_table().len()
+    }
+
+    /// Whether no route is known.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn fdb_change(&self, vni: u32, mac: MacAddr, outcome: Outcome) -> Vec<FdbChange> {
+        match outcome {
+            Outcome::Installed { vtep } | Outcome::Moved { to: vtep, .. }
+                if vtep != self.my_vtep =>
+            {
+                vec![FdbChange::Install { vni, mac, vtep }]
+            }
+            Outcome::Installed { .. } | Outcome::Moved { .. } | Outcome::Removed { .. } => {
+                vec![FdbChange::Remove { vni, mac }]
+            }
+            Outcome::Refreshed { .. } | Outcome::Ignored(_) => Vec::new(),
+        }
+    }
+}
+
+fn to_table_withdraw(w: &MacWithdraw) -> mobility::MacWithdraw {
+    mobility::MacWithdraw {
+        vni: w.vni,
+        mac: w.mac,
+        vtep: w.vtep,
+        seq: w.seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+    const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const T: Duration = Duration::from_secs(1);
+
+    fn set(items: &[(u32, MacAddr)]) -> BTreeSet<(u32, MacAddr)> {
+        items.iter().copied().collect()
+    }
+
+    #[test]
+    fn local_macs_are_advertised_and_withdrawn() {
+        let mut book = MacBook::new("a", A);
+        let d = book.observe_local(&set(&[(100, MAC)]), T);
+        assert_eq!(
+            d.adverts,
+            [MacAdvert {
+                vni: 100,
+                mac: MAC,
+                vtep: A,
+                seq: 0
+            }]
+        );
+        assert!(d.withdraws.is_empty() && d.fdb.is_empty());
+        assert_eq!(
+            book.observe_local(&set(&[(100, MAC)]), T),
+            LocalDelta::default()
+        );
+        let d = book.observe_local(&set(&[]), T);
+        assert_eq!(
+            d.withdraws,
+            [MacWithdraw {
+                vni: 100,
+                mac: MAC,
+                vtep: A,
+                seq: 0
+            }]
+        );
+        assert!(book.is_empty());
+    }
+
+    fn advert(mac: MacAddr, vtep: Ipv4Addr, seq: u32) -> MacAdvert {
+        MacAdvert {
+            vni: 100,
+            mac,
+            vtep,
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_move_here_advertises_the_next_sequence_and_drops_the_remote_entry() {
+        let mut book = MacBook::new("a", A);
+        let remote = advert(MAC, B, 3);
+        let applied = book.advert(&remote, &NodeId::new("b"), T);
+        assert_eq!(
+            applied.fdb,
+            [FdbChange::Install {
+                vni: 100,
+                mac: MAC,
+                vtep: B
+            }]
+        );
+        assert_eq!(applied.relay, [Relay::Advert(remote)]);
+        let d = book.observe_local(&set(&[(100, MAC)]), T);
+        assert_eq!(d.adverts[0].seq, 4);
+        assert_eq!(d.fdb, [FdbChange::Remove { vni: 100, mac: MAC }]);
+        // B's late withdrawal of seq 3 does not undo the move.
+        let late = MacWithdraw {
+            vni: 100,
+            mac: MAC,
+            vtep: B,
+            seq: 3,
+        };
+        assert_eq!(book.withdraw(&late, T), Applied::default());
+    }
+
+    #[test]
+    fn moving_away_withdraws_nothing_of_ours() {
+        let mut book = MacBook::new("a", A);
+        book.observe_local(&set(&[(100, MAC)]), T);
+        let applied = book.advert(&advert(MAC, B, 1), &NodeId::new("b"), T);
+        assert_eq!(
+            applied.fdb,
+            [FdbChange::Install {
+                vni: 100,
+                mac: MAC,
+                vtep: B
+            }]
+        );
+        let d = book.observe_local(&set(&[]), T);
+        assert!(d.withdraws.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn our_own_routes_echoed_back_stay_ours() {
+        let mut book = MacBook::new("a", A);
+        let ctl = NodeId::new("controller");
+        book.advert(&advert(MAC, A, 2), &ctl, T);
+        // A full sync from the controller without it does not withdraw it.
+        let applied = book.full_sync(&ctl, &[], T);
+        assert_eq!(applied, Applied::default());
+        assert_eq!(book.local_routes(), [advert(MAC, A, 2)]);
+    }
+
+    #[test]
+    fn full_sync_replaces_what_the_origin_said() {
+        let mut book = MacBook::new("a", A);
+        let b = NodeId::new("b");
+        let m2 = MacAddr([2, 0, 0, 0, 0, 2]);
+        book.advert(&advert(MAC, B, 0), &b, T);
+        let applied = book.full_sync(&b, &[advert(m2, B, 0)], T);
+        assert_eq!(
+            applied.relay,
+            [
+                Relay::Withdraw(MacWithdraw {
+                    vni: 100,
+                    mac: MAC,
+                    vtep: B,
+                    seq: 0
+                }),
+                Relay::Advert(advert(m2, B, 0))
+            ]
+        );
+        assert_eq!(
+            applied.fdb,
+            [
+                FdbChange::Remove { vni: 100, mac: MAC },
+                FdbChange::Install {
+                    vni: 100,
+                    mac: m2,
+                    vtep: B
+                }
+            ]
+        );
+        assert_eq!(
+            book.fdb_entries(),
+            [FdbChange::Install {
+                vni: 100,
+                mac: m2,
+                vtep: B
+            }]
+        );
+    }
+
+    #[test]
+    fn withdraw_vtep_removes_a_members_routes() {
+        let mut book = MacBook::new("a", A);
+        book.advert(&advert(MAC, B, 7), &NodeId::new("b"), T);
+        let applied = book.withdraw_vtep(B, T);
+        assert_eq!(
+            applied.relay,
+            [Relay::Withdraw(MacWithdraw {
+                vni: 100,
+                mac: MAC,
+                vtep: B,
+                seq: 7
+            })]
+        );
+        assert_eq!(applied.fdb, [FdbChange::Remove { vni: 100, mac: MAC }]);
+        assert!(book.routes(None).is_empty());
+    }
+}

@@ -1,0 +1,85 @@
+//! Netlink work for the control plane: addressing the WireGuard interface
+//! and reading which MACs a bridge has learned on its local ports.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourState};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::LinkUnspec;
+
+use super::{request, Netlink, NetlinkError};
+use crate::mac::MacAddr;
+
+impl Netlink {
+    /// Gives link `index` the address `addr/prefix` (replacing nothing else),
+    /// sets its MTU and brings it up.
+    pub async fn configure_tunnel(
+        &self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr), prefix)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!("adding {addr}/{prefix} to the tunnel")))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+            .execute()
+            .await
+            .map_err(request("bringing the tunnel up"))
+    }
+
+    /// MACs the bridge `bridge_index` learned on its ports other than
+    /// `except_port` (the overlay port: MACs behind it are remote). Entries
+    /// the bridge owns (its own and its ports' addresses) are left out.
+    pub async fn bridge_learned_macs(
+        &self,
+        bridge_index: u32,
+        except_port: u32,
+    ) -> Result<BTreeSet<MacAddr>, NetlinkError> {
+        let mut stream = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute();
+        let mut macs = BTreeSet::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(request("listing bridge FDB entries"))?
+        {
+            let header = &msg.header;
+            if header.ifindex == except_port
+                || header.ifindex == bridge_index
+                || header.state == NeighbourState::Permanent
+                || header.state == NeighbourState::Noarp
+            {
+                continue;
+            }
+            let mut on_bridge = false;
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Controller(c) => on_bridge = *c == bridge_index,
+                    NeighbourAttribute::LinkLayerAddress(a) => {
+                        mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(mac) = mac.filter(|m| on_bridge && m.is_unicast() && !m.is_zero()) {
+                macs.insert(mac);
+            }
+        }
+        Ok(macs)
+    }
+}

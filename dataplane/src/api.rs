@@ -20,12 +20,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::control::{ClientRecord, JoinReport};
 use crate::model::{FdbRecord, NodeStatus, PeerStatus};
 
 /// Longest request line the daemon accepts, newline excluded.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// How long the client waits for the daemon to answer.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `join` may take (WireGuard handshake and control connection).
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Mode of the socket file: only root may talk to the daemon.
 pub const SOCKET_MODE: u32 = 0o600;
 /// Mode of the socket's directory when the API creates it.
@@ -47,6 +50,27 @@ pub enum Request {
     },
     /// Stop the daemon (pinned programs keep forwarding).
     Shutdown,
+    /// Controller: open an invite and return its token.
+    ClientAdd {
+        /// The client's name.
+        name: String,
+        /// VNIs to grant.
+        vnis: Vec<u32>,
+        /// Seconds the token stays valid.
+        ttl_secs: u64,
+    },
+    /// Controller: members and open invites.
+    ClientList,
+    /// Controller: revoke a member or an invite.
+    ClientRemove {
+        /// Its name.
+        name: String,
+    },
+    /// Member: redeem an invite token.
+    Join {
+        /// The token.
+        token: String,
+    },
 }
 
 /// The daemon's answer, `{"type": "...", "data": ...}`.
@@ -59,6 +83,15 @@ pub enum Response {
     Peers(Vec<PeerStatus>),
     /// Answer to [`Request::Fdb`].
     Fdb(Vec<FdbRecord>),
+    /// Answer to [`Request::ClientAdd`].
+    Token {
+        /// The invite token, single-use.
+        token: String,
+    },
+    /// Answer to [`Request::ClientList`].
+    Clients(Vec<ClientRecord>),
+    /// Answer to [`Request::Join`].
+    Joined(JoinReport),
     /// The request was carried out (e.g. shutdown).
     Ok,
     /// The request was malformed or failed.
@@ -79,7 +112,29 @@ pub trait ApiHandler: Send + Sync + 'static {
     fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, String>;
     /// Begin an orderly shutdown; the API answers `Ok` after this returns.
     fn shutdown(&self);
+    /// Opens an invite (controller only).
+    fn client_add(&self, name: &str, vnis: &[u32], ttl_secs: u64) -> Result<String, String> {
+        let _ = (name, vnis, ttl_secs);
+        Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// Members and invites (controller only).
+    fn client_list(&self) -> Result<Vec<ClientRecord>, String> {
+        Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// Revokes a member or invite (controller only).
+    fn client_remove(&self, name: &str) -> Result<(), String> {
+        let _ = name;
+        Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// Redeems an invite token (member only). May block for seconds.
+    fn join(&self, token: &str) -> Result<JoinReport, String> {
+        let _ = token;
+        Err(NO_CONTROL_PLANE.to_owned())
+    }
 }
+
+/// What a handler without a control plane answers.
+const NO_CONTROL_PLANE: &str = "this node has no control plane";
 
 /// Why the API could not be served or asked.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +360,16 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
             handler.shutdown();
             Ok(Response::Ok)
         }
+        Request::ClientAdd {
+            name,
+            vnis,
+            ttl_secs,
+        } => handler
+            .client_add(&name, &vnis, ttl_secs)
+            .map(|token| Response::Token { token }),
+        Request::ClientList => handler.client_list().map(Response::Clients),
+        Request::ClientRemove { name } => handler.client_remove(&name).map(|()| Response::Ok),
+        Request::Join { token } => handler.join(&token).map(Response::Joined),
     })
     .await;
     match answer {
@@ -323,8 +388,14 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, response: &Response)
 }
 
 /// Sends one request to the daemon at `socket` and waits (at most
-/// [`CLIENT_TIMEOUT`] per read or write) for its answer. Blocking.
+/// [`CLIENT_TIMEOUT`] per read or write, [`JOIN_TIMEOUT`] for a join) for
+/// its answer. Blocking.
 pub fn request(socket: &Path, req: &Request) -> Result<Response, ApiError> {
+    let timeout = if matches!(req, Request::Join { .. }) {
+        JOIN_TIMEOUT
+    } else {
+        CLIENT_TIMEOUT
+    };
     let path = || socket.to_owned();
     let stream =
         std::os::unix::net::UnixStream::connect(socket).map_err(|source| match source.kind() {
@@ -342,8 +413,8 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ApiError> {
         source,
     };
     stream
-        .set_read_timeout(Some(CLIENT_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(CLIENT_TIMEOUT)))
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(io_err)?;
 
     let mut line = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;

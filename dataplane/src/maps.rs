@@ -11,9 +11,11 @@ use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
     vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_nexthop, vlnet_node_config,
-    vlnet_peer_key, vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT,
+    vlnet_peer_key, vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL,
+    VLNET_FDB_STATIC,
 };
 
+use crate::control::macbook::FdbChange;
 use crate::model::{DropCount, PeerStatus};
 
 /// A map operation failed.
@@ -202,6 +204,36 @@ impl Maps {
         match self.fdb.remove(key) {
             Err(e) if is_absent(&e) => Ok(()),
             other => other.map_err(op("vlnet_fdb")),
+        }
+    }
+
+    /// Installs or removes a control-plane FDB entry. Entries pinned in the
+    /// config (static) are never touched; a removal only takes out an entry
+    /// the control plane installed (a learned one stays until it ages).
+    pub fn apply_control_fdb(&mut self, change: &FdbChange) -> Result<(), MapsError> {
+        let (vni, mac) = match *change {
+            FdbChange::Install { vni, mac, .. } | FdbChange::Remove { vni, mac } => (vni, mac),
+        };
+        let key = fdb_key(vni, mac.0);
+        let current = self.fdb.get(&key, 0).ok();
+        if current.is_some_and(|e| e.flags & VLNET_FDB_STATIC != 0) {
+            return Ok(());
+        }
+        match *change {
+            FdbChange::Install { vtep, .. } => self.set_fdb(
+                &key,
+                &vlnet_fdb_entry {
+                    vtep_be: u32::from(vtep).to_be(),
+                    flags: VLNET_FDB_CONTROL,
+                    updated_ns: crate::fdb::monotonic_ns(),
+                },
+            ),
+            FdbChange::Remove { .. }
+                if current.is_some_and(|e| e.flags & VLNET_FDB_CONTROL != 0) =>
+            {
+                self.remove_fdb(&key)
+            }
+            FdbChange::Remove { .. } => Ok(()),
         }
     }
 

@@ -2,18 +2,20 @@
 //! decided at start-up plus live reads of the kernel maps.
 
 use std::net::Ipv4Addr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::Notify;
 
 use crate::api::ApiHandler;
+use crate::control::macbook::FdbChange;
+use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
 use crate::fdb::{self, monotonic_ns};
 use crate::maps::Maps;
 use crate::metrics::MetricsSource;
 use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
 
-/// Facts fixed when the daemon started.
+/// Facts decided at start-up and on every convergence.
 #[derive(Debug, Clone)]
 pub struct NodeFacts {
     /// Node name.
@@ -34,10 +36,16 @@ pub struct NodeFacts {
 
 /// Shared state of a running daemon.
 pub struct Node {
-    facts: NodeFacts,
+    facts: Mutex<NodeFacts>,
     started: Instant,
     maps: Mutex<Maps>,
+    next_hop_peers: Mutex<Vec<Ipv4Addr>>,
+    control: OnceLock<Arc<ControlPlane>>,
     shutdown: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Node {
@@ -45,18 +53,45 @@ impl Node {
     #[must_use]
     pub fn new(facts: NodeFacts, maps: Maps) -> Self {
         Self {
-            facts,
+            facts: Mutex::new(facts),
             started: Instant::now(),
             maps: Mutex::new(maps),
+            next_hop_peers: Mutex::new(Vec::new()),
+            control: OnceLock::new(),
             shutdown: Notify::new(),
         }
     }
 
     /// Exclusive access to the maps (held briefly: no I/O under the lock).
     pub fn maps(&self) -> MutexGuard<'_, Maps> {
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.maps)
+    }
+
+    /// Replaces the facts after a convergence.
+    pub fn set_facts(&self, facts: NodeFacts) {
+        *lock(&self.facts) = facts;
+    }
+
+    /// The remote VTEPs whose next hops are kept resolved.
+    #[must_use]
+    pub fn next_hop_peers(&self) -> Vec<Ipv4Addr> {
+        lock(&self.next_hop_peers).clone()
+    }
+
+    /// Sets the remote VTEPs whose next hops are kept resolved.
+    pub fn set_next_hop_peers(&self, peers: Vec<Ipv4Addr>) {
+        *lock(&self.next_hop_peers) = peers;
+    }
+
+    /// Attaches the control plane (once).
+    pub fn set_control(&self, control: Arc<ControlPlane>) {
+        let _ = self.control.set(control);
+    }
+
+    fn control(&self) -> Result<&Arc<ControlPlane>, String> {
+        self.control
+            .get()
+            .ok_or_else(|| "this node has no [wireguard] section: no control plane".to_owned())
     }
 
     /// Resolves when a shutdown was requested through the API.
@@ -66,17 +101,17 @@ impl Node {
 
     /// The node's facts.
     #[must_use]
-    pub fn facts(&self) -> &NodeFacts {
-        &self.facts
+    pub fn facts(&self) -> NodeFacts {
+        lock(&self.facts).clone()
     }
 }
 
 impl ApiHandler for Node {
     fn status(&self) -> Result<NodeStatus, String> {
+        let facts = self.facts();
         let maps = self.maps();
         let entries = maps.fdb();
-        let vnis = self
-            .facts
+        let vnis = facts
             .vnis
             .iter()
             .map(|(vni, bridge, port, peers)| VniStatus {
@@ -88,14 +123,14 @@ impl ApiHandler for Node {
             })
             .collect();
         Ok(NodeStatus {
-            node: self.facts.name.clone(),
-            vtep: self.facts.vtep,
-            underlay: self.facts.underlay.clone(),
-            datapath: self.facts.datapath,
-            underlay_mtu: self.facts.underlay_mtu,
+            node: facts.name.clone(),
+            vtep: facts.vtep,
+            underlay: facts.underlay.clone(),
+            datapath: facts.datapath,
+            underlay_mtu: facts.underlay_mtu,
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
-            adopted: self.facts.adopted,
+            adopted: facts.adopted,
             vnis,
             drops: maps.drops(),
         })
@@ -111,6 +146,42 @@ impl ApiHandler for Node {
 
     fn shutdown(&self) {
         self.shutdown.notify_one();
+    }
+
+    fn client_add(&self, name: &str, vnis: &[u32], ttl_secs: u64) -> Result<String, String> {
+        self.control()?.client_add(name, vnis, ttl_secs)
+    }
+
+    fn client_list(&self) -> Result<Vec<ClientRecord>, String> {
+        self.control()?.client_list()
+    }
+
+    fn client_remove(&self, name: &str) -> Result<(), String> {
+        self.control()?.client_remove(name)
+    }
+
+    fn join(&self, token: &str) -> Result<JoinReport, String> {
+        let control = Arc::clone(self.control()?);
+        tokio::runtime::Handle::current().block_on(control.join(token))
+    }
+}
+
+impl DataplaneHooks for Node {
+    fn apply_fdb(&self, changes: &[FdbChange]) {
+        let mut maps = self.maps();
+        for change in changes {
+            if let Err(e) = maps.apply_control_fdb(change) {
+                tracing::warn!(?change, error = %e, "cannot program FDB entry");
+            }
+        }
+    }
+
+    fn vni_ports(&self) -> Vec<(u32, String, String)> {
+        self.facts()
+            .vnis
+            .into_iter()
+            .map(|(vni, bridge, port, _)| (vni, bridge, port))
+            .collect()
     }
 }
 

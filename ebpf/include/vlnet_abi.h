@@ -24,6 +24,7 @@
 /* vlnet_fdb_entry.flags */
 #define VLNET_FDB_STATIC 1  /* from config or control plane; never learned over */
 #define VLNET_FDB_LEARNED 2 /* learned from a decapsulated frame; ages out */
+#define VLNET_FDB_CONTROL 4 /* from the control plane: never ages; learning may move it */
 
 /*
  * Why a packet was dropped. Codes never change meaning: a retired reason stays

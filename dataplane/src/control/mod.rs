@@ -1,15 +1,31 @@
-//! The control plane's pure parts: no sockets, no clocks, no randomness of
-//! their own (time and RNGs are passed in), so they test in plain Rust. The
-//! WireGuard session and the sync loop that use them are still to come.
+//! The control plane. Pure parts first — no sockets, no clocks, no
+//! randomness of their own (time and RNGs are passed in), so they test in
+//! plain Rust:
 //!
 //! - [`wire`]: the control protocol's messages and their framing.
 //! - [`token`]: single-use, expiring invite tokens.
 //! - [`mobility`]: which VTEP each MAC lives behind, under the EVPN MAC
 //!   Mobility rules (RFC 7432 §15).
+//! - [`macbook`]: a node's local MACs and everyone's routes, turned into
+//!   messages and FDB changes.
+//! - [`registry`]: the controller's members, invites and keys.
+//! - [`membership`]: what a member remembers about its cluster.
+//!
+//! Then the running parts: [`tunnel`] (the WireGuard interface),
+//! [`session`] (framed TCP inside it), [`plane`] (the control plane as the
+//! daemon holds it) with its controller, member and local-MAC tasks.
+mod controller;
+mod locals;
 pub mod macbook;
+mod member;
 pub mod membership;
 pub mod mobility;
+pub mod plane;
 pub mod registry;
+pub mod session;
 pub mod token;
 pub mod tunnel;
 pub mod wire;
+
+pub use member::JoinReport;
+pub use plane::{ClientRecord, ControlPlane, DataplaneHooks, Dynamic};

@@ -34,6 +34,10 @@ pub struct MemberRecord {
     pub vnis: Vec<u32>,
     /// When it joined, unix seconds.
     pub joined_at: u64,
+    /// Where its WireGuard packets last came from (kept so a restarted
+    /// controller can reach it before it speaks again).
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// An invite not yet redeemed.
@@ -289,6 +293,7 @@ impl Registry {
             tunnel_addr: invite.tunnel_addr,
             vnis: invite.vnis,
             joined_at: now,
+            endpoint: None,
         };
         self.members.insert(name.clone(), record.clone());
         Ok((name, record))

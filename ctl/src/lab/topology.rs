@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Each piece owns its namespace; a VM holds a handle to its host's namespace
-//! and a host one to its upstream's (the switch, or a router), so whatever order the guards drop in, the
+//! and a host one to its upstream's (the switch, or a router in a
+//! [`Wan`](super::wan::Wan)), so whatever order the guards drop in, the
 //! namespaces go away VMs first, then hosts, then the switch.
 
 use std::net::Ipv4Addr;
@@ -253,7 +254,7 @@ impl Host {
     }
 
     /// The far end of [`UNDERLAY_IF`]: the host's port on the switch bridge
-    /// (or on its router).
+    /// (for a [`Wan`](super::wan::Wan) client, on its router).
     #[must_use]
     pub fn switch_port(&self) -> &str {
         &self.switch_port

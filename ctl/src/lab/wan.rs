@@ -21,6 +21,8 @@
 //! - 198.19.`k`.0/24: the LAN behind natted client `k`'s home router:
 //!   home router `.1`, client `.2`. The WAN router has no route to it, so
 //!   only the home router's masquerade connects it to the cloud.
+//! - 198.19.0.0/24 stays free for the WireGuard tunnel pool (the example in
+//!   vlnet's `[wireguard]` config).
 //!
 //! Client and cloud hosts are ordinary [`Host`]s (bridges, VMs, vlnet
 //! daemons). A home router runs the nftables table [`NAT_TABLE`] (masquerade
@@ -343,6 +345,7 @@ mod tests {
                 assert!(seen.insert(ip), "{ip} twice");
             }
             assert_ne!(router.octets()[..3], ROUTER_IP.octets()[..3]);
+            assert_ne!(home.octets()[..3], [198, 19, 0], "the tunnel pool");
         }
     }
 

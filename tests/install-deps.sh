@@ -11,6 +11,7 @@ fi
 packages=(
     clang-19 llvm-19 libbpf-dev bpftool      # building the eBPF programs
     iproute2 iputils-ping ethtool util-linux procps # namespaces, veth, bridges, nsenter, sysctl
+    nftables                                  # NAT and link cuts in the WAN test-bed
     iperf3 tshark tcpdump                     # probes
     prometheus                                # scrape test
     wireguard-go wireguard-tools              # WireGuard interop peer

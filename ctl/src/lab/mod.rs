@@ -21,6 +21,8 @@
 //! - [`scenario`]: ready-made multi-site test-beds (vlnet or kernel VTEPs).
 //! - [`daemon`]: [`NodeSpec`] and [`Daemon`], a vlnet node running in a host
 //!   namespace with its own config, state dir and API socket.
+//! - [`wan`]: [`Wan`], a cloud LAN behind a WAN router with public and natted
+//!   [`WanClient`]s, whose WAN links can be cut and captured.
 pub mod bench;
 pub mod daemon;
 pub mod demo;
@@ -29,8 +31,10 @@ pub mod probe;
 pub mod scenario;
 pub mod tempdir;
 pub mod topology;
+pub mod wan;
 
 pub use daemon::{Daemon, Datapath, NodeSpec, VniSpec};
 pub use netns::{unique_suffix, ChildGuard, LabError, NetNs};
 pub use tempdir::TempDir;
 pub use topology::{Host, Underlay, Vm};
+pub use wan::{Wan, WanClient};

@@ -18,6 +18,10 @@ use super::netns::{ChildGuard, LabError, NetNs};
 const GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for a server or capture to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// What tshark logs once dumpcap has opened the interface and set the filter.
+/// Its earlier "Capturing on '…'" comes before that (even when the interface
+/// then fails to open), so packets sent right after it can be missed.
+const CAPTURE_STARTED: &str = "Capture started";
 
 /// What `ping` reported.
 #[derive(Debug, Clone, PartialEq)]
@@ -314,7 +318,8 @@ pub struct Capture {
 
 impl Capture {
     /// Starts `tshark -i iface -f filter -a duration:N [-c count] -T fields
-    /// -e …` in `ns` and returns once tshark says it is capturing (≤ 10 s).
+    /// -e …` in `ns` and returns once tshark logs that the capture has
+    /// started (≤ 10 s), so it sees everything sent afterwards.
     /// `duration` is rounded up to whole seconds.
     pub fn start(
         ns: &NetNs,
@@ -355,7 +360,7 @@ impl Capture {
             let mut text = String::new();
             if let Some(err) = err {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    if line.contains("Capturing on") {
+                    if line.contains(CAPTURE_STARTED) {
                         let _ = ready_tx.send(());
                     }
                     text.push_str(&line);

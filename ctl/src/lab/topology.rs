@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Each piece owns its namespace; a VM holds a handle to its host's namespace
-//! and a host one to the switch's, so whatever order the guards drop in, the
+//! and a host one to its upstream's (the switch, or a router in a
+//! [`Wan`](super::wan::Wan)), so whatever order the guards drop in, the
 //! namespaces go away VMs first, then hosts, then the switch.
 
 use std::net::Ipv4Addr;
@@ -132,14 +133,71 @@ impl Underlay {
     /// A host namespace `vlt-<tag>-<label>-…` whose [`UNDERLAY_IF`] has
     /// `ip`/24 (in 198.18.0.0/15) and is plugged into the switch.
     pub fn add_host(&self, label: &str, ip: Ipv4Addr) -> Result<Host, LabError> {
+        let uplink = Uplink {
+            ns: &self.switch,
+            port: format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed)),
+            mtu: self.mtu,
+        };
+        let host = Host::plug(&self.tag, label, uplink, ip, UNDERLAY_PREFIX)?;
+        self.switch.run(&[
+            "ip",
+            "link",
+            "set",
+            host.switch_port(),
+            "master",
+            SWITCH_BRIDGE,
+            "up",
+        ])?;
+        Ok(host)
+    }
+}
+
+/// The far end of a host's [`UNDERLAY_IF`] veth: port `port` (MTU `mtu`) in
+/// namespace `ns`, a switch or a router.
+#[derive(Debug)]
+pub(crate) struct Uplink<'a> {
+    /// The namespace the peer end goes to.
+    pub ns: &'a NetNs,
+    /// The peer end's name there (≤ 15 chars).
+    pub port: String,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// A hypervisor-like node on the underlay: its own namespace with
+/// [`UNDERLAY_IF`], bridges, VM ports and optionally a kernel vxlan.
+#[derive(Debug)]
+pub struct Host {
+    ns: NetNs,
+    tag: String,
+    _upstream: NetNs,
+    switch_port: String,
+    ip: Ipv4Addr,
+    mtu: u32,
+    vm_ports: AtomicU32,
+}
+
+impl Host {
+    /// A host namespace `vlt-<tag>-<label>-…` whose [`UNDERLAY_IF`] has
+    /// `ip`/`prefix` (in 198.18.0.0/15), is up, and is a veth whose peer is
+    /// `uplink.port` in `uplink.ns`. The peer is left down and unconfigured:
+    /// the caller plugs it into a bridge or addresses it. The host keeps
+    /// `uplink.ns` alive.
+    pub(crate) fn plug(
+        tag: &str,
+        label: &str,
+        uplink: Uplink<'_>,
+        ip: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Self, LabError> {
         if !is_underlay_addr(ip) {
             return Err(LabError::Invalid(format!(
                 "underlay address {ip} is outside 198.18.0.0/15"
             )));
         }
-        let ns = NetNs::new(&format!("{}-{label}", self.tag))?;
-        let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
-        let mtu = self.mtu.to_string();
+        check_ifname(&uplink.port)?;
+        let ns = NetNs::new(&format!("{tag}-{label}"))?;
+        let mtu = uplink.mtu.to_string();
         ns.run(&[
             "ip",
             "link",
@@ -151,49 +209,32 @@ impl Underlay {
             "veth",
             "peer",
             "name",
-            &port,
+            &uplink.port,
             "mtu",
             &mtu,
             "netns",
-            self.switch.name(),
+            uplink.ns.name(),
         ])?;
-        self.switch
-            .run(&["ip", "link", "set", &port, "master", SWITCH_BRIDGE, "up"])?;
         ns.run(&[
             "ip",
             "addr",
             "add",
-            &format!("{ip}/{UNDERLAY_PREFIX}"),
+            &format!("{ip}/{prefix}"),
             "dev",
             UNDERLAY_IF,
         ])?;
         ns.run(&["ip", "link", "set", UNDERLAY_IF, "up"])?;
-        Ok(Host {
+        Ok(Self {
             ns,
-            tag: self.tag.clone(),
-            _switch: self.switch.clone(),
-            switch_port: port,
+            tag: tag.to_owned(),
+            _upstream: uplink.ns.clone(),
+            switch_port: uplink.port,
             ip,
-            mtu: self.mtu,
+            mtu: uplink.mtu,
             vm_ports: AtomicU32::new(0),
         })
     }
-}
 
-/// A hypervisor-like node on the underlay: its own namespace with
-/// [`UNDERLAY_IF`], bridges, VM ports and optionally a kernel vxlan.
-#[derive(Debug)]
-pub struct Host {
-    ns: NetNs,
-    tag: String,
-    _switch: NetNs,
-    switch_port: String,
-    ip: Ipv4Addr,
-    mtu: u32,
-    vm_ports: AtomicU32,
-}
-
-impl Host {
     /// The host's namespace.
     #[must_use]
     pub fn ns(&self) -> &NetNs {
@@ -212,7 +253,8 @@ impl Host {
         UNDERLAY_IF
     }
 
-    /// The name of this host's port on the switch bridge.
+    /// The far end of [`UNDERLAY_IF`]: the host's port on the switch bridge
+    /// (for a [`Wan`](super::wan::Wan) client, on its router).
     #[must_use]
     pub fn switch_port(&self) -> &str {
         &self.switch_port

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use vlnet_dataplane::api::{self, Request, Response};
 use vlnet_dataplane::config::Config;
 
-use crate::cli::{CtlArgs, CtlCommand};
+use crate::cli::{ClientCommand, CtlArgs, CtlCommand};
 use crate::render;
 
 fn socket_of(args: &CtlArgs) -> Result<PathBuf> {
@@ -38,6 +38,37 @@ fn print<T: serde::Serialize>(
     Ok(())
 }
 
+fn client(args: &CtlArgs, command: &ClientCommand) -> Result<()> {
+    match command {
+        ClientCommand::Add { name, vnis, ttl } => {
+            let req = Request::ClientAdd {
+                name: name.clone(),
+                vnis: vnis.clone(),
+                ttl_secs: *ttl,
+            };
+            match ask(args, &req)? {
+                Response::Token { token } if args.json => {
+                    println!("{}", serde_json::json!({ "token": token }));
+                }
+                Response::Token { token } => println!("{token}"),
+                other => bail!("unexpected answer {other:?}"),
+            }
+            Ok(())
+        }
+        ClientCommand::List => match ask(args, &Request::ClientList)? {
+            Response::Clients(c) => print(args.json, &c, |c| render::clients(c)),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        ClientCommand::Remove { name } => {
+            match ask(args, &Request::ClientRemove { name: name.clone() })? {
+                Response::Ok => println!("removed {name}: key revoked, MACs withdrawn"),
+                other => bail!("unexpected answer {other:?}"),
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Runs one `vlnet ctl` command.
 pub fn run(args: &CtlArgs) -> Result<()> {
     match &args.command {
@@ -51,6 +82,16 @@ pub fn run(args: &CtlArgs) -> Result<()> {
         },
         CtlCommand::Fdb { vni } => match ask(args, &Request::Fdb { vni: *vni })? {
             Response::Fdb(f) => print(args.json, &f, |f| render::fdb(f)),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        CtlCommand::Client { command } => client(args, command),
+        CtlCommand::Join { token } => match ask(
+            args,
+            &Request::Join {
+                token: token.clone(),
+            },
+        )? {
+            Response::Joined(r) => print(args.json, &r, render::joined),
             other => bail!("unexpected answer {other:?}"),
         },
         CtlCommand::Teardown => {

@@ -65,8 +65,86 @@ pub enum CtlCommand {
         vni: Option<u32>,
     },
     /// Stop the daemon and remove everything vlnet created for this node
-    /// (pinned programs and maps, overlay ports, bridges it created).
+    /// (pinned programs and maps, overlay ports, bridges it created). A
+    /// member also leaves its cluster.
     Teardown,
+    /// Members of the cluster (on the controller).
+    Client {
+        /// What to do with clients.
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Join a controller with an invite token (on a client or cloud node).
+    Join {
+        /// The token `vlnet ctl client add` printed.
+        token: String,
+    },
+}
+
+/// `vlnet ctl client …`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Invite a client: prints a single-use, expiring token.
+    Add {
+        /// The client's name.
+        name: String,
+        /// VNI to grant (repeat for several).
+        #[arg(long = "vni", required = true)]
+        vnis: Vec<u32>,
+        /// How long the token stays valid: seconds, or a number with s, m, h
+        /// or d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+    },
+    /// Members and open invites with their state.
+    List,
+    /// Revoke a member's key and withdraw its MACs everywhere (or cancel an
+    /// invite).
+    Remove {
+        /// The client's name.
+        name: String,
+    },
+}
+
+/// Parses `90`, `90s`, `15m`, `1h`, `7d` into seconds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}; use s, m, h or d"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .filter(|&s| s > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("2d"), Ok(172_800));
+        for bad in ["", "h", "0", "5w", "-1h", "1.5h"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 /// `vlnet lab` jobs.

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use vlnet_dataplane::control::{ClientRecord, JoinReport};
 use vlnet_dataplane::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus};
 
 /// `vlnet ctl status`: node identity, one row per VNI, non-zero drops.
@@ -146,6 +147,66 @@ pub fn fdb(records: &[FdbRecord]) -> String {
             ("AGE", Align::Right),
         ],
         &rows,
+    )
+}
+
+/// `vlnet ctl client list`: one row per member or open invite.
+#[must_use]
+pub fn clients(clients: &[ClientRecord]) -> String {
+    if clients.is_empty() {
+        return "no members or invites\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.state.clone(),
+                c.tunnel_addr.to_string(),
+                c.vnis
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                c.handshake_age_secs
+                    .map_or_else(|| "-".to_owned(), |s| format!("{} ago", duration(s))),
+                c.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+                c.macs.to_string(),
+                bytes(c.rx_bytes),
+                bytes(c.tx_bytes),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("NAME", Align::Left),
+            ("STATE", Align::Left),
+            ("TUNNEL", Align::Left),
+            ("VNIS", Align::Left),
+            ("HANDSHAKE", Align::Right),
+            ("ENDPOINT", Align::Left),
+            ("MACS", Align::Right),
+            ("RX", Align::Right),
+            ("TX", Align::Right),
+        ],
+        &rows,
+    )
+}
+
+/// `vlnet ctl join`: what the node became.
+#[must_use]
+pub fn joined(r: &JoinReport) -> String {
+    format!(
+        "joined controller {} as {} (tunnel address {}); VNIs {}; {} other members\n",
+        r.controller,
+        r.name,
+        r.tunnel_addr,
+        r.vnis
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.members
     )
 }
 

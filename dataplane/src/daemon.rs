@@ -18,6 +18,9 @@ use vlnet_ebpf::abi::{vlnet_nexthop, VLNET_ENCAP_LEN};
 use crate::api::{self, ApiError};
 use crate::bpf::{self, BpfError, Programs};
 use crate::config::{Config, DatapathSetting, DscpSetting, VniConfig};
+use crate::control::plane::ControlError;
+use crate::control::{ControlPlane, DataplaneHooks, Dynamic};
+use crate::effective::effective_config;
 use crate::fdb::{self, monotonic_ns};
 use crate::lock::{LockError, NodeLock};
 use crate::maps::{Maps, MapsError};
@@ -78,6 +81,9 @@ pub enum DaemonError {
         /// Underlying error.
         source: Box<BpfError>,
     },
+    /// The control plane could not start.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// State on disk could not be read or written.
     #[error("node state {path}: {source}")]
     State {
@@ -100,11 +106,23 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let span = info_span!("daemon", node = %cfg.node.name);
     async move {
         let _lock = NodeLock::acquire(&cfg.node.state_dir, &cfg.node.name)?;
-        let (node, programs) = start(&cfg).await?;
+        let (node, mut dataplane) = start(&cfg).await?;
+        let control = match &cfg.wireguard {
+            Some(wg) => {
+                let facts = node.facts();
+                let hooks: Arc<dyn DataplaneHooks> = node.clone();
+                let plane = ControlPlane::load(&cfg, wg, facts.vtep, facts.underlay_mtu, hooks)?;
+                node.set_control(Arc::clone(&plane));
+                plane.start().await?;
+                converge(&cfg, &plane.dynamic(), &mut dataplane, &node).await?;
+                Some(plane)
+            }
+            None => None,
+        };
         let api = api::bind(&cfg.node.api_socket)?;
         let metrics_listener = metrics::bind(cfg.node.metrics_listen)?;
         let (api_node, metrics_node) = (node.clone(), node.clone());
-        let tasks = [
+        let mut tasks = vec![
             tokio::spawn(
                 async move {
                     if let Err(e) = api::serve_listener(api, api_node).await {
@@ -121,26 +139,48 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
                 .in_current_span(),
             ),
-            tokio::spawn(refresh_next_hops(node.clone(), peers_of(&cfg)).in_current_span()),
+            tokio::spawn(refresh_next_hops(node.clone()).in_current_span()),
             tokio::spawn(age_fdb(node.clone(), cfg.node.fdb_ageing_secs).in_current_span()),
         ];
+        if let Some(plane) = control {
+            let (cfg, node) = (cfg.clone(), node.clone());
+            tasks.push(tokio::spawn(
+                follow_control_plane(cfg, plane, dataplane, node).in_current_span(),
+            ));
+        }
+        let facts = node.facts();
         info!(
-            vtep = %node.facts().vtep,
-            datapath = ?node.facts().datapath,
-            adopted = node.facts().adopted,
+            vtep = %facts.vtep,
+            datapath = ?facts.datapath,
+            adopted = facts.adopted,
             "vlnet node ready"
         );
         wait_for_stop(&node).await;
         for task in tasks {
             task.abort();
         }
-        drop(programs);
         let _ = std::fs::remove_file(&cfg.node.api_socket);
         info!("daemon stopped; programs stay attached (vlnet ctl teardown removes them)");
         Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// Converges the data plane again whenever the control plane changes what
+/// it serves (a join, a member added or removed, the tunnel coming up).
+async fn follow_control_plane(
+    cfg: Config,
+    plane: Arc<ControlPlane>,
+    mut dataplane: Dataplane,
+    node: Arc<Node>,
+) {
+    let mut changes = plane.changes();
+    while changes.changed().await.is_ok() {
+        if let Err(e) = converge(&cfg, &plane.dynamic(), &mut dataplane, &node).await {
+            warn!(error = %e, "cannot apply the control plane's changes");
+        }
+    }
 }
 
 async fn wait_for_stop(node: &Node) {
@@ -270,8 +310,20 @@ fn attach(
     Ok(datapath)
 }
 
-/// Brings links, maps and programs to what `cfg` says.
-async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
+/// What the data plane keeps between convergences.
+pub struct Dataplane {
+    programs: Programs,
+    nl: Netlink,
+    underlay: LinkSummary,
+    vtep: Ipv4Addr,
+    datapath: DatapathMode,
+    outer: OuterHeader,
+    adopted: bool,
+}
+
+/// Loads (or adopts) the programs and maps and brings them to what `cfg`
+/// says.
+async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
     let nl = Netlink::connect()?;
     let underlay = nl.require_link(&cfg.node.underlay).await?;
     let vtep = match cfg.node.vtep {
@@ -287,25 +339,57 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
             mtu: underlay.mtu,
         });
     }
-    let overlay_mtu = underlay.mtu - VLNET_ENCAP_LEN;
-
     let adopted = bpf::has_pins(&cfg.node.name);
     let mut programs = Programs::load(&cfg.node.name)?;
-    let mut maps = Maps::take_from(programs.ebpf_mut())?;
-
-    let ports = ensure_overlay_ports(cfg, &nl, overlay_mtu).await?;
-
+    let maps = Maps::take_from(programs.ebpf_mut())?;
     let datapath = choose_datapath(cfg.node.datapath, &underlay);
-    let outer = OuterHeader {
-        ttl: cfg.node.ttl,
-        dscp: match cfg.node.dscp {
-            DscpSetting::Inherit => None,
-            DscpSetting::Fixed(d) => Some(d),
-        },
-        sport_range: sync::local_port_range(),
+    let facts = NodeFacts {
+        name: cfg.node.name.clone(),
+        vtep,
+        underlay: underlay.name.clone(),
+        underlay_mtu: underlay.mtu,
+        datapath,
+        adopted,
+        vnis: Vec::new(),
     };
+    let node = Arc::new(Node::new(facts, maps));
+    let mut dataplane = Dataplane {
+        programs,
+        nl,
+        underlay,
+        vtep,
+        datapath,
+        outer: OuterHeader {
+            ttl: cfg.node.ttl,
+            dscp: match cfg.node.dscp {
+                DscpSetting::Inherit => None,
+                DscpSetting::Fixed(d) => Some(d),
+            },
+            sport_range: sync::local_port_range(),
+        },
+        adopted,
+    };
+    converge(cfg, &Dynamic::default(), &mut dataplane, &node).await?;
+    Ok((node, dataplane))
+}
+
+/// Brings links, maps and programs to `cfg` merged with what the control
+/// plane adds. With a WireGuard tunnel the overlay MTU leaves room for its
+/// headers too, so a frame fits whichever way it travels.
+async fn converge(
+    cfg: &Config,
+    dynamic: &Dynamic,
+    dp: &mut Dataplane,
+    node: &Node,
+) -> Result<(), DaemonError> {
+    let cfg = effective_config(cfg, dynamic);
+    let path_mtu = dynamic
+        .tunnel_mtu
+        .map_or(dp.underlay.mtu, |t| t.min(dp.underlay.mtu));
+    let overlay_mtu = path_mtu.saturating_sub(VLNET_ENCAP_LEN);
+    let ports = ensure_overlay_ports(&cfg, &dp.nl, overlay_mtu).await?;
     let desired = |xdp: bool| Desired {
-        node: sync::node_config(underlay.index, vtep, underlay.mtu, outer),
+        node: sync::node_config(dp.underlay.index, dp.vtep, path_mtu, dp.outer),
         vnis: ports
             .iter()
             .map(|(v, _, inner)| DesiredVni {
@@ -317,26 +401,32 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Programs), DaemonError> {
             .collect(),
         xdp,
     };
-    sync::apply(&mut maps, &desired(datapath == DatapathMode::Xdp))?;
-    resolve_next_hops(&nl, &mut maps, &peers_of(cfg)).await;
-
-    let datapath = attach(cfg, &mut programs, &underlay, &ports, datapath, || {
-        sync::apply(&mut maps, &desired(false))
-    })?;
-
-    let facts = NodeFacts {
+    sync::apply(&mut node.maps(), &desired(dp.datapath == DatapathMode::Xdp))?;
+    let peers = peers_of(&cfg);
+    resolve_next_hops(&dp.nl, node, &peers).await;
+    node.set_next_hop_peers(peers);
+    let datapath = attach(
+        &cfg,
+        &mut dp.programs,
+        &dp.underlay,
+        &ports,
+        dp.datapath,
+        || sync::apply(&mut node.maps(), &desired(false)),
+    )?;
+    dp.datapath = datapath;
+    node.set_facts(NodeFacts {
         name: cfg.node.name.clone(),
-        vtep,
-        underlay: underlay.name.clone(),
-        underlay_mtu: underlay.mtu,
+        vtep: dp.vtep,
+        underlay: dp.underlay.name.clone(),
+        underlay_mtu: path_mtu,
         datapath,
-        adopted,
+        adopted: dp.adopted,
         vnis: ports
             .iter()
             .map(|(v, port, _)| (v.id, v.bridge.clone(), port.name.clone(), v.peers.len()))
             .collect(),
-    };
-    Ok((Arc::new(Node::new(facts, maps)), programs))
+    });
+    Ok(())
 }
 
 /// How long start-up waits for the kernel to resolve new next hops, so that
@@ -346,15 +436,18 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(2);
 /// Resolves every peer's next hop into `vlnet_nexthops`; unresolved ones get
 /// a managed neighbour entry so the kernel resolves them and keeps them fresh
 /// (waiting up to [`RESOLVE_WAIT`] for that).
-async fn resolve_next_hops(nl: &Netlink, maps: &mut Maps, peers: &[Ipv4Addr]) {
+async fn resolve_next_hops(nl: &Netlink, node: &Node, peers: &[Ipv4Addr]) {
     let deadline = tokio::time::Instant::now() + RESOLVE_WAIT;
     loop {
         let updates = next_hop_updates(nl, peers).await;
         let pending = updates
             .iter()
             .any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
-        for update in updates {
-            apply_next_hop(maps, update);
+        {
+            let mut maps = node.maps();
+            for update in updates {
+                apply_next_hop(&mut maps, update);
+            }
         }
         if !pending || tokio::time::Instant::now() >= deadline {
             break;
@@ -362,6 +455,7 @@ async fn resolve_next_hops(nl: &Netlink, maps: &mut Maps, peers: &[Ipv4Addr]) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let wanted: HashSet<Ipv4Addr> = peers.iter().copied().collect();
+    let mut maps = node.maps();
     for stale in maps
         .nexthop_vteps()
         .into_iter()
@@ -414,7 +508,7 @@ fn apply_next_hop(maps: &mut Maps, (peer, hop): (Ipv4Addr, NextHop)) {
     }
 }
 
-async fn refresh_next_hops(node: Arc<Node>, peers: Vec<Ipv4Addr>) {
+async fn refresh_next_hops(node: Arc<Node>) {
     let nl = match Netlink::connect() {
         Ok(nl) => nl,
         Err(e) => {
@@ -423,6 +517,7 @@ async fn refresh_next_hops(node: Arc<Node>, peers: Vec<Ipv4Addr>) {
         }
     };
     loop {
+        let peers = node.next_hop_peers();
         let updates = next_hop_updates(&nl, &peers).await;
         let pending = updates
             .iter()
@@ -511,7 +606,11 @@ pub async fn teardown(cfg: &Config) -> Result<TeardownReport, DaemonError> {
             report.deleted_links.push(bridge.clone());
         }
     }
-    for file in [state_file, cfg.node.api_socket.clone()] {
+    // A member leaves its cluster (joining again needs a new token); a
+    // controller's registry stays: deleting it would orphan every member.
+    let membership =
+        crate::control::membership::membership_path(&cfg.node.state_dir, &cfg.node.name);
+    for file in [state_file, cfg.node.api_socket.clone(), membership] {
         let _ = std::fs::remove_file(file);
     }
     Ok(report)

@@ -22,6 +22,7 @@ pub mod bpf;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod effective;
 pub mod fdb;
 pub mod lock;
 pub mod mac;

@@ -58,6 +58,44 @@ pub struct VniSpec {
     pub peers: Vec<Ipv4Addr>,
 }
 
+/// A node's `[wireguard]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WireguardSpec {
+    /// `controller` or `member`.
+    pub role: &'static str,
+    /// WireGuard interface, unique on the machine.
+    pub ifname: String,
+    /// UDP port (0: any).
+    pub listen_port: u16,
+    /// Controller: tunnel address and pool, e.g. `198.19.0.1/24`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Controller: endpoint written into tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Keepalive seconds.
+    pub keepalive_secs: u16,
+}
+
+impl WireguardSpec {
+    fn new(role: &'static str) -> Self {
+        let [pid, n] = unique_suffix()
+            .split('-')
+            .map(ToOwned::to_owned)
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap_or_default();
+        Self {
+            role,
+            ifname: format!("vw{pid}n{n}"),
+            listen_port: 51820,
+            address: None,
+            endpoint: None,
+            keepalive_secs: 1,
+        }
+    }
+}
+
 /// A vlnet node to run in a lab host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {
@@ -75,6 +113,8 @@ pub struct NodeSpec {
     pub metrics_port: u16,
     /// `fdb_ageing_secs`; the daemon's default when `None`.
     pub fdb_ageing_secs: Option<u64>,
+    /// `[wireguard]`, if any.
+    pub wireguard: Option<WireguardSpec>,
 }
 
 impl NodeSpec {
@@ -90,7 +130,27 @@ impl NodeSpec {
             datapath: Datapath::Tc,
             metrics_port: DEFAULT_METRICS_PORT,
             fdb_ageing_secs: None,
+            wireguard: None,
         }
+    }
+
+    /// Makes the node a controller with tunnel address and pool `address`
+    /// (e.g. `198.19.0.1/24`); members reach its WireGuard port on its VTEP.
+    /// Keepalives every second, so the lab notices a cut WAN at once.
+    #[must_use]
+    pub fn as_controller(mut self, address: &str) -> Self {
+        let mut wg = WireguardSpec::new("controller");
+        wg.address = Some(address.to_owned());
+        wg.endpoint = Some(format!("{}:{}", self.vtep, wg.listen_port));
+        self.wireguard = Some(wg);
+        self
+    }
+
+    /// Makes the node a member (it joins with `vlnet ctl join TOKEN`).
+    #[must_use]
+    pub fn as_member(mut self) -> Self {
+        self.wireguard = Some(WireguardSpec::new("member"));
+        self
     }
 
     /// Adds a `[[vni]]`.
@@ -124,6 +184,8 @@ impl NodeSpec {
         struct File<'a> {
             node: Node<'a>,
             vni: Vec<Vni<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            wireguard: Option<&'a WireguardSpec>,
         }
         #[derive(Serialize)]
         struct Node<'a> {
@@ -163,6 +225,7 @@ impl NodeSpec {
                     peers: v.peers.iter().map(ToString::to_string).collect(),
                 })
                 .collect(),
+            wireguard: self.wireguard.as_ref(),
         };
         toml::to_string(&file).map_err(|e| LabError::Invalid(format!("node config: {e}")))
     }
@@ -454,9 +517,11 @@ mod tests {
             datapath: Datapath::Xdp,
             metrics_port: 9469,
             fdb_ageing_secs: None,
+            wireguard: None,
         }
         .with_vni(100, "vnet100", &[Ipv4Addr::new(198, 18, 0, 2)])
-        .with_vni(200, "vnet200", &[]);
+        .with_vni(200, "vnet200", &[])
+        .as_controller("198.19.0.1/24");
         let text = spec.to_toml(Path::new("/tmp/vlt-pve1")).unwrap();
         let v: toml::Value = toml::from_str(&text).unwrap();
         let node = &v["node"];
@@ -476,6 +541,13 @@ mod tests {
             Some("198.18.0.2")
         );
         assert!(text.contains("[[vni]]"), "{text}");
+        let wg = &v["wireguard"];
+        assert_eq!(wg["role"].as_str(), Some("controller"));
+        assert_eq!(wg["address"].as_str(), Some("198.19.0.1/24"));
+        assert_eq!(wg["endpoint"].as_str(), Some("198.18.0.1:51820"));
+        assert!(wg["ifname"].as_str().unwrap().len() <= 15);
+        // The daemon accepts what the lab writes.
+        vlnet_dataplane::config::Config::parse(&text, Path::new("t")).unwrap();
     }
 
     #[test]

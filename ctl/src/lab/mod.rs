@@ -23,7 +23,9 @@
 //!   namespace with its own config, state dir and API socket.
 //! - [`wan`]: [`Wan`], a cloud LAN behind a WAN router with public and natted
 //!   [`WanClient`]s, whose WAN links can be cut and captured.
+//! - [`cluster`]: a controller and members joined by token on a [`Wan`].
 pub mod bench;
+pub mod cluster;
 pub mod daemon;
 pub mod demo;
 pub mod netns;

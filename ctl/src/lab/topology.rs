@@ -319,7 +319,7 @@ impl Host {
         ns.run(&["ip", "link", "set", VM_IF, "up"])?;
         Ok(Vm {
             ns,
-            _host: self.ns.clone(),
+            host: self.ns.clone(),
             host_port: port,
             mac: mac.to_ascii_lowercase(),
             ip,
@@ -396,7 +396,7 @@ impl Host {
 #[derive(Debug)]
 pub struct Vm {
     ns: NetNs,
-    _host: NetNs,
+    host: NetNs,
     host_port: String,
     mac: String,
     ip: Ipv4Addr,
@@ -408,6 +408,17 @@ impl Vm {
     #[must_use]
     pub fn ns(&self) -> &NetNs {
         &self.ns
+    }
+
+    /// Sets the MTU of the VM's interface and of its bridge port (e.g. to
+    /// fit a path through WireGuard).
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), LabError> {
+        let mtu = mtu.to_string();
+        self.host
+            .run(&["ip", "link", "set", &self.host_port, "mtu", &mtu])?;
+        self.ns
+            .run(&["ip", "link", "set", VM_IF, "mtu", &mtu])
+            .map(drop)
     }
 
     /// Its overlay address.

@@ -478,9 +478,8 @@ impl ControlPlane {
         let mut tick = tokio::time::interval(ENDPOINT_POLL);
         loop {
             tick.tick().await;
-            let status = match self.tunnel().as_ref().map(super::tunnel::Tunnel::status) {
-                Some(Ok(s)) => s,
-                _ => continue,
+            let Some(Ok(status)) = self.tunnel().as_ref().map(super::tunnel::Tunnel::status) else {
+                continue;
             };
             let _ = self.controller(|c| {
                 let mut changed = false;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::controller::unix_now;
-use super::macbook::MacBook;
+use super::macbook::{Applied, MacBook};
 use super::membership::{membership_path, ControllerInfo, Membership};
 use super::mobility::NodeId;
 use super::plane::{ControlPlane, Inner};
@@ -206,28 +206,25 @@ impl ControlPlane {
             let Some((ctl, me, hello)) = self.member_outline() else {
                 return;
             };
-            let stream = match session::connect(
+            let connected = session::connect(
                 &self.wg.ifname,
                 me,
                 ctl.tunnel_addr,
                 ctl.control_port,
                 CONNECT_TIMEOUT,
             )
-            .await
-            {
-                Ok(s) => s,
-                Err(_) => {
-                    failures += 1;
-                    // WireGuard retries a handshake only every 5 s; a fresh
-                    // peer starts one with the next packet.
-                    if failures % 2 == 0 {
-                        if let Some(t) = &*self.tunnel() {
-                            let _ = t.restart_peer(&ctl.public_key);
-                        }
+            .await;
+            let Ok(stream) = connected else {
+                failures += 1;
+                // WireGuard retries a handshake only every 5 s; a fresh
+                // peer starts one with the next packet.
+                if failures.is_multiple_of(2) {
+                    if let Some(t) = &*self.tunnel() {
+                        let _ = t.restart_peer(&ctl.public_key);
                     }
-                    tokio::time::sleep(RETRY).await;
-                    continue;
                 }
+                tokio::time::sleep(RETRY).await;
+                continue;
             };
             failures = 0;
             let (mut rx, mut tx) = session::split(stream);
@@ -253,7 +250,7 @@ impl ControlPlane {
         tx.send(&Message::Hello(hello)).await?;
         match rx.recv(DEAD_AFTER).await? {
             Message::Hello(h) => {
-                info!(controller = %h.node, version = %h.version, "control session up")
+                info!(controller = %h.node, version = %h.version, "control session up");
             }
             Message::Error(e) => {
                 warn!(reason = %e.message, "the controller refused the session");
@@ -308,7 +305,7 @@ impl ControlPlane {
                     Message::Members(list) => {
                         members_changed = ms.members != list.members;
                         ms.members = list.members;
-                        Default::default()
+                        Applied::default()
                     }
                     Message::Keepalive => return,
                     other => {

@@ -200,7 +200,7 @@ impl ControlPlane {
                     &registry_path(&state_dir, &cfg.node.name),
                     &mut rand::rng(),
                 )?;
-                let addr = wg.address.map_or(vtep, |a| a.ip());
+                let addr = wg.address.map_or(vtep, ipnetwork::Ipv4Network::ip);
                 Inner::Controller(ControllerState {
                     registry,
                     book: MacBook::new(&cfg.node.name, addr),

@@ -2,7 +2,9 @@
 //! with the node's tunnel address, and its peers kept equal to a desired set.
 //!
 //! boringtun refuses to modify a peer in place (it panics), so a peer whose
-//! settings change is removed and added again in one request. A peer whose
+//! settings change is removed and added again. Each peer goes in a request of
+//! its own: boringtun 0.7 carries one peer's settings (`remove=true`
+//! included) over to the next peer of the same request. A peer whose
 //! only change is the endpoint the controller reports is left alone while its
 //! session is alive: WireGuard already follows a roaming peer by itself.
 
@@ -134,11 +136,9 @@ impl Tunnel {
     pub fn sync_peers(&mut self, desired: &[DesiredPeer]) -> Result<(), TunnelError> {
         let want: BTreeMap<Key, &DesiredPeer> = desired.iter().map(|p| (p.public_key, p)).collect();
         let alive = self.live_sessions();
-        let mut request = SetRequest::new();
-        let mut changed = false;
+        let mut requests = Vec::new();
         for key in self.peers.keys().filter(|k| !want.contains_key(*k)) {
-            request = request.peer(PeerConfig::new(*key).remove());
-            changed = true;
+            requests.push(SetRequest::new().peer(PeerConfig::new(*key).remove()));
         }
         for (key, peer) in &want {
             let readd = match self.peers.get(key) {
@@ -156,15 +156,14 @@ impl Tunnel {
                 }
             };
             if readd {
-                request = request.peer(PeerConfig::new(*key).remove());
+                requests.push(SetRequest::new().peer(PeerConfig::new(*key).remove()));
             }
-            request = request.peer(peer.config());
-            changed = true;
+            requests.push(SetRequest::new().peer(peer.config()));
         }
-        if changed {
-            self.device.configure(&request)?;
-            self.peers = want.into_iter().map(|(k, p)| (k, p.clone())).collect();
+        for request in &requests {
+            self.device.configure(request)?;
         }
+        self.peers = want.into_iter().map(|(k, p)| (k, p.clone())).collect();
         Ok(())
     }
 
@@ -174,11 +173,10 @@ impl Tunnel {
     /// return).
     pub fn restart_peer(&self, key: &Key) -> Result<(), TunnelError> {
         if let Some(peer) = self.peers.get(key) {
-            self.device.configure(
-                &SetRequest::new()
-                    .peer(PeerConfig::new(*key).remove())
-                    .peer(peer.config()),
-            )?;
+            self.device
+                .configure(&SetRequest::new().peer(PeerConfig::new(*key).remove()))?;
+            self.device
+                .configure(&SetRequest::new().peer(peer.config()))?;
         }
         Ok(())
     }

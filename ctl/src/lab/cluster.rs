@@ -1,0 +1,219 @@
+//! A vlnet cluster on the [`Wan`] test-bed: a controller and a second cloud
+//! node on the cloud LAN, and clients on the far side of the WAN (public or
+//! behind a masquerading home router). Every node has bridge [`BRIDGE`] with
+//! one VM on VNI [`VNI`]; every node but the controller joins it with an
+//! invite token, exactly as an operator would (`vlnet ctl client add` on the
+//! controller, `vlnet ctl join` on the node).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::daemon::{Daemon, NodeSpec};
+use super::netns::LabError;
+use super::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
+use super::topology::{Host, Vm};
+use super::wan::{Wan, WanClient};
+
+/// The controller's tunnel address and the pool members get theirs from.
+pub const TUNNEL_POOL: &str = "198.19.0.1/24";
+/// Overlay MTU through WireGuard on a 1500-byte underlay: 1500 − 80
+/// (WireGuard) − 50 (VXLAN).
+pub const SECURE_VM_MTU: u32 = 1370;
+/// How long [`Cluster::wait_connected`] waits.
+const CONNECT_WAIT: Duration = Duration::from_secs(20);
+
+/// Where a member sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// On the cloud LAN.
+    Cloud,
+    /// Across the WAN with a public address.
+    PublicClient,
+    /// Across the WAN behind a masquerading home router.
+    NattedClient,
+}
+
+/// The host a node runs on.
+pub enum Site {
+    /// A cloud host.
+    Cloud(Host),
+    /// A client across the WAN.
+    Client(WanClient),
+}
+
+impl Site {
+    /// The host.
+    #[must_use]
+    pub fn host(&self) -> &Host {
+        match self {
+            Self::Cloud(h) => h,
+            Self::Client(c) => c.host(),
+        }
+    }
+}
+
+/// One node: its daemon, VM and host (dropped in that order).
+pub struct ClusterNode {
+    /// The vlnet daemon.
+    pub daemon: Daemon,
+    /// Its VM on [`BRIDGE`].
+    pub vm: Vm,
+    /// Its host.
+    pub site: Site,
+    /// The name the controller knows it by.
+    pub member_name: String,
+}
+
+/// A controller (node 0) and its members.
+pub struct Cluster {
+    /// Node 0 is the controller.
+    pub nodes: Vec<ClusterNode>,
+    /// The WAN (dropped last).
+    pub wan: Wan,
+}
+
+impl Cluster {
+    /// Builds the controller and one member per entry of `members`, and
+    /// joins each with a fresh token.
+    pub fn build(tag: &str, members: &[Place], vlnet_binary: &Path) -> Result<Self, LabError> {
+        let wan = Wan::new(tag)?;
+        let controller_host = wan.add_cloud_host("ctl", 1)?;
+        let spec = NodeSpec::new("ctl", controller_host.ip())
+            .with_vni(VNI, BRIDGE, &[])
+            .as_controller(TUNNEL_POOL);
+        let controller = Self::node(Site::Cloud(controller_host), spec, 0, "ctl", vlnet_binary)?;
+        let mut cluster = Self {
+            nodes: vec![controller],
+            wan,
+        };
+        let mut cloud_index = 2;
+        for (i, place) in members.iter().enumerate() {
+            let n = i + 1;
+            let site = match place {
+                Place::Cloud => {
+                    cloud_index += 1;
+                    Site::Cloud(
+                        cluster
+                            .wan
+                            .add_cloud_host(&format!("c{n}"), cloud_index - 1)?,
+                    )
+                }
+                Place::PublicClient => {
+                    Site::Client(cluster.wan.add_public_client(&format!("p{n}"))?)
+                }
+                Place::NattedClient => {
+                    Site::Client(cluster.wan.add_natted_client(&format!("n{n}"))?)
+                }
+            };
+            let spec = NodeSpec::new(&format!("m{n}"), site.host().ip())
+                .with_vni(VNI, BRIDGE, &[])
+                .as_member();
+            let node = Self::node(site, spec, n, &format!("member{n}"), vlnet_binary)?;
+            cluster.nodes.push(node);
+            cluster.join(n)?;
+        }
+        Ok(cluster)
+    }
+
+    fn node(
+        site: Site,
+        spec: NodeSpec,
+        index: usize,
+        member_name: &str,
+        vlnet_binary: &Path,
+    ) -> Result<ClusterNode, LabError> {
+        let host = site.host();
+        host.add_bridge(BRIDGE)?;
+        let vm = host.add_vm(
+            &format!("vm{index}"),
+            BRIDGE,
+            &vm_mac(index),
+            vm_ip(index),
+            24,
+        )?;
+        vm.set_mtu(SECURE_VM_MTU)?;
+        let daemon = Daemon::start(host.ns(), spec, vlnet_binary)?;
+        Ok(ClusterNode {
+            daemon,
+            vm,
+            site,
+            member_name: member_name.to_owned(),
+        })
+    }
+
+    /// The controller.
+    #[must_use]
+    pub fn controller(&self) -> &ClusterNode {
+        &self.nodes[0]
+    }
+
+    /// Invites node `n` on the controller and joins it with the token.
+    pub fn join(&self, n: usize) -> Result<(), LabError> {
+        let token = self.invite(&self.nodes[n].member_name, "1h")?;
+        self.nodes[n].daemon.ctl(&["join", &token]).map(drop)
+    }
+
+    /// `vlnet ctl client add NAME --vni 100 --ttl TTL` on the controller.
+    pub fn invite(&self, name: &str, ttl: &str) -> Result<String, LabError> {
+        let token = self.controller().daemon.ctl(&[
+            "client",
+            "add",
+            name,
+            "--vni",
+            &VNI.to_string(),
+            "--ttl",
+            ttl,
+        ])?;
+        Ok(token.trim().to_owned())
+    }
+
+    /// `vlnet ctl client list --json` on the controller.
+    pub fn clients(&self) -> Result<serde_json::Value, LabError> {
+        let text = self
+            .controller()
+            .daemon
+            .ctl(&["client", "list", "--json"])?;
+        serde_json::from_str(&text).map_err(|e| LabError::Parse {
+            what: "vlnet ctl client list --json".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Waits until every member has a control session with the controller.
+    pub fn wait_connected(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + CONNECT_WAIT;
+        loop {
+            let clients = self.clients()?;
+            let all = clients.as_array().is_some_and(|list| {
+                list.len() + 1 == self.nodes.len() && list.iter().all(|c| c["state"] == "connected")
+            });
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Invalid(format!(
+                    "members not all connected after {CONNECT_WAIT:?}: {clients}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Node `n`'s tunnel address as the controller lists it.
+    pub fn tunnel_addr(&self, n: usize) -> Result<Ipv4Addr, LabError> {
+        if n == 0 {
+            return Ok(Ipv4Addr::new(198, 19, 0, 1));
+        }
+        let clients = self.clients()?;
+        clients
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|c| c["name"] == self.nodes[n].member_name.as_str())
+            })
+            .and_then(|c| c["tunnel_addr"].as_str())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| LabError::Invalid(format!("no tunnel address for node {n}: {clients}")))
+    }
+}

@@ -37,6 +37,20 @@ pub trait MetricsSource {
     fn peers(&self) -> Result<Vec<PeerStatus>, String>;
     /// Number of FDB entries per `(vni, kind)`.
     fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String>;
+    /// The control plane's numbers, if the node has one.
+    fn control(&self) -> Option<ControlMetrics> {
+        None
+    }
+}
+
+/// The control plane's numbers for one scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlMetrics {
+    /// Refused control messages and connections, by reason.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// Members with a live control session (controller) or 1/0 for the
+    /// session with the controller (member).
+    pub sessions: u64,
 }
 
 /// Why `/metrics` could not be served.
@@ -112,6 +126,20 @@ const NODE_INFO: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &["node", "vtep", "datapath"],
 };
+const CONTROL_REJECTED: Spec = Spec {
+    name: "vlnet_control_rejected_total",
+    help: "Control connections and messages refused, by reason (not_member, bad_version, \
+           malformed, forged, unexpected, bad_token).",
+    kind: MetricType::COUNTER,
+    labels: &["reason"],
+};
+const CONTROL_SESSIONS: Spec = Spec {
+    name: "vlnet_control_sessions",
+    help: "Live control sessions: members connected (controller), 1 if connected to the \
+           controller (member).",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
 const UP: Spec = Spec {
     name: "vlnet_up",
     help: "1 if the daemon could read all its counters for this scrape, 0 if some are missing.",
@@ -119,7 +147,9 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 8] = [
+const SPECS: [&Spec; 10] = [
+    &CONTROL_REJECTED,
+    &CONTROL_SESSIONS,
     &TUNNEL_RX_PACKETS,
     &TUNNEL_RX_BYTES,
     &TUNNEL_TX_PACKETS,
@@ -268,6 +298,16 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
             tracing::warn!(error = %e, "metrics: cannot read FDB counts");
             up = false;
         }
+    }
+
+    if let Some(control) = source.control() {
+        let mut rejected = Builder::new(&CONTROL_REJECTED);
+        for (reason, n) in control.rejected {
+            rejected.add(&[reason.to_owned()], n);
+        }
+        let mut sessions = Builder::new(&CONTROL_SESSIONS);
+        sessions.add(&[], control.sessions);
+        out.extend([rejected.build(), sessions.build()]);
     }
 
     let mut up_family = Builder::new(&UP);

@@ -12,7 +12,7 @@ use crate::control::macbook::FdbChange;
 use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
 use crate::fdb::{self, monotonic_ns};
 use crate::maps::Maps;
-use crate::metrics::MetricsSource;
+use crate::metrics::{ControlMetrics, MetricsSource};
 use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
 
 /// Facts decided at start-up and on every convergence.
@@ -186,6 +186,14 @@ impl DataplaneHooks for Node {
 }
 
 impl MetricsSource for Node {
+    fn control(&self) -> Option<ControlMetrics> {
+        let control = self.control.get()?;
+        Some(ControlMetrics {
+            rejected: control.rejects.snapshot(),
+            sessions: control.sessions(),
+        })
+    }
+
     fn status(&self) -> Result<NodeStatus, String> {
         ApiHandler::status(self)
     }

@@ -342,6 +342,16 @@ impl ControlPlane {
         }
     }
 
+    /// Live control sessions: members connected (controller), or 1 while
+    /// connected to the controller (member).
+    #[must_use]
+    pub fn sessions(&self) -> u64 {
+        match &*self.inner() {
+            Inner::Controller(c) => c.sessions.len() as u64,
+            Inner::Member(m) => u64::from(m.outbox.is_some()),
+        }
+    }
+
     /// What the data plane must serve besides the config file.
     #[must_use]
     pub fn dynamic(&self) -> Dynamic {

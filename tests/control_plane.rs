@@ -184,11 +184,9 @@ fn tokens_expired_reused_or_tampered_are_refused() {
         .as_member();
     let second = vlnet::lab::Daemon::start(other.host().ns(), spec, vlnet_binary()).unwrap();
     let err = second.ctl(&["join", &token]).unwrap_err().to_string();
-    assert!(
-        err.contains("already used") || err.contains("cannot reach"),
-        "{err}"
-    );
-    assert!(metric(&c, 0, "vlnet_control_rejected_total{reason=\"bad_token\"}") >= 0.0);
+    assert!(err.contains("already used"), "{err}");
+    // The tampered token reached the controller and was counted there.
+    assert!(metric(&c, 0, "vlnet_control_rejected_total{reason=\"bad_token\"}") >= 1.0);
 }
 
 #[test]

@@ -23,8 +23,9 @@ use super::wire::{FullSync, Hello, Join, Message, Welcome};
 use crate::config::Role;
 use crate::wg::KeyPair;
 
-/// How long `join` keeps trying to reach the controller.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `join` keeps trying to reach the controller (a valid token
+/// connects within a round trip or two; WireGuard retries every 5 s).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// Pause between connection attempts.
 const RETRY: Duration = Duration::from_millis(250);
 /// Timeout of one connection attempt.
@@ -155,8 +156,10 @@ impl ControlPlane {
                 Ok(s) => break s,
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(format!(
-                        "cannot reach the controller at {} through WireGuard ({}): {e}",
-                        invite.controller_tunnel_addr, invite.controller
+                        "the controller did not answer through WireGuard within {JOIN_TIMEOUT:?} \
+                         ({e}): the token was already used or revoked (the controller no longer \
+                         accepts its one-time key), or its endpoint {} is unreachable",
+                        invite.controller
                     ));
                 }
                 Err(_) => tokio::time::sleep(RETRY).await,

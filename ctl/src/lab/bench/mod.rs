@@ -27,7 +27,10 @@
 //! - [`frame`]: the generator's frames (pure).
 //! - [`pps`]: the XDP live-frames generator and the delivery counter.
 //! - [`report`]: metrics, ratios, table and JSON (pure).
+//! - [`control_scale`]: the control plane with 1,000 members and 10,000
+//!   MACs, in process.
 
+pub mod control_scale;
 pub mod frame;
 pub mod pps;
 pub mod report;
@@ -151,11 +154,18 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
             metrics,
         });
     }
+    eprintln!(
+        "control plane scale ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let scale = control_scale::run().context("control plane scale run")?;
     let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        let mut value = report.to_json();
+        value["control_scale"] = serde_json::to_value(&scale)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("\n{}", report.table());
+        println!("\n{}\n{}", report.table(), scale.table());
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())

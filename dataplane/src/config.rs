@@ -449,7 +449,10 @@ impl WireguardConfig {
             )),
             (Role::Controller, Some(net)) if net.prefix() > 30 => Err((
                 key("address"),
-                format!("/{} leaves no addresses for members; use /30 or shorter", net.prefix()),
+                format!(
+                    "/{} leaves no addresses for members; use /30 or shorter",
+                    net.prefix()
+                ),
             )),
             (Role::Controller, Some(net))
                 if net.ip() == net.network() || net.ip() == net.broadcast() =>
@@ -803,19 +806,45 @@ bridge = "vmbr2"
         .unwrap();
         assert_eq!(ok.wireguard.unwrap().role, Role::Controller);
         for (body, key, says) in [
-            ("role = \"controller\"\n", "wireguard.address", "needs its tunnel address"),
-            ("role = \"controller\"\naddress = \"198.19.0.1/31\"\n", "wireguard.address", "no addresses"),
-            ("role = \"controller\"\naddress = \"198.19.0.0/24\"\n", "wireguard.address", "not a host address"),
-            ("address = \"198.19.0.1/24\"\n", "wireguard.address", "only a controller"),
-            ("endpoint = \"198.18.0.1:1\"\n", "wireguard.endpoint", "only a controller"),
-            ("keepalive_secs = 0\n", "wireguard.keepalive_secs", "out of range"),
+            (
+                "role = \"controller\"\n",
+                "wireguard.address",
+                "needs its tunnel address",
+            ),
+            (
+                "role = \"controller\"\naddress = \"198.19.0.1/31\"\n",
+                "wireguard.address",
+                "no addresses",
+            ),
+            (
+                "role = \"controller\"\naddress = \"198.19.0.0/24\"\n",
+                "wireguard.address",
+                "not a host address",
+            ),
+            (
+                "address = \"198.19.0.1/24\"\n",
+                "wireguard.address",
+                "only a controller",
+            ),
+            (
+                "endpoint = \"198.18.0.1:1\"\n",
+                "wireguard.endpoint",
+                "only a controller",
+            ),
+            (
+                "keepalive_secs = 0\n",
+                "wireguard.keepalive_secs",
+                "out of range",
+            ),
             ("ifname = \"a/b\"\n", "wireguard.ifname", "cannot contain"),
             ("control_port = 0\n", "wireguard.control_port", "not a port"),
         ] {
             let err = parse(&format!("{base}{body}")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(says), "{body}: {err}");
         }
-        let err = parse(&format!("{base}role = \"boss\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{base}role = \"boss\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown variant"), "{err}");
     }
 

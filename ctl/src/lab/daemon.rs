@@ -75,6 +75,9 @@ pub struct NodeSpec {
     pub metrics_port: u16,
     /// `fdb_ageing_secs`; the daemon's default when `None`.
     pub fdb_ageing_secs: Option<u64>,
+    /// `[wireguard] ifname` (role member, no join): VXLAN through that
+    /// interface is decapsulated; `None` renders no `[wireguard]` section.
+    pub wireguard_ifname: Option<String>,
 }
 
 impl NodeSpec {
@@ -90,6 +93,7 @@ impl NodeSpec {
             datapath: Datapath::Tc,
             metrics_port: DEFAULT_METRICS_PORT,
             fdb_ageing_secs: None,
+            wireguard_ifname: None,
         }
     }
 
@@ -111,6 +115,13 @@ impl NodeSpec {
         self
     }
 
+    /// Adds a `[wireguard]` section naming interface `ifname`.
+    #[must_use]
+    pub fn with_wireguard(mut self, ifname: &str) -> Self {
+        self.wireguard_ifname = Some(ifname.to_owned());
+        self
+    }
+
     /// Sets the data path.
     #[must_use]
     pub fn with_datapath(mut self, datapath: Datapath) -> Self {
@@ -124,6 +135,12 @@ impl NodeSpec {
         struct File<'a> {
             node: Node<'a>,
             vni: Vec<Vni<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            wireguard: Option<Wireguard<'a>>,
+        }
+        #[derive(Serialize)]
+        struct Wireguard<'a> {
+            ifname: &'a str,
         }
         #[derive(Serialize)]
         struct Node<'a> {
@@ -163,6 +180,10 @@ impl NodeSpec {
                     peers: v.peers.iter().map(ToString::to_string).collect(),
                 })
                 .collect(),
+            wireguard: self
+                .wireguard_ifname
+                .as_deref()
+                .map(|ifname| Wireguard { ifname }),
         };
         toml::to_string(&file).map_err(|e| LabError::Invalid(format!("node config: {e}")))
     }
@@ -454,6 +475,7 @@ mod tests {
             datapath: Datapath::Xdp,
             metrics_port: 9469,
             fdb_ageing_secs: None,
+            wireguard_ifname: None,
         }
         .with_vni(100, "vnet100", &[Ipv4Addr::new(198, 18, 0, 2)])
         .with_vni(200, "vnet200", &[]);
@@ -476,6 +498,15 @@ mod tests {
             Some("198.18.0.2")
         );
         assert!(text.contains("[[vni]]"), "{text}");
+        assert!(v.get("wireguard").is_none(), "{text}");
+    }
+
+    #[test]
+    fn renders_a_wireguard_interface() {
+        let spec = NodeSpec::new("w", Ipv4Addr::new(198, 18, 0, 1)).with_wireguard("vlwg7");
+        let text = spec.to_toml(Path::new("/tmp/vlt-w")).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["wireguard"]["ifname"].as_str(), Some("vlwg7"), "{text}");
     }
 
     #[test]

@@ -21,8 +21,8 @@ use vlnet_dataplane::bpf::{self, Programs};
 use vlnet_dataplane::maps::{fdb_key, Maps};
 use vlnet_dataplane::sync::{self, Desired, DesiredVni, OuterHeader};
 use vlnet_ebpf::abi::{
-    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_vni_config, VLNET_FDB_LEARNED,
-    VLNET_FDB_STATIC,
+    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_vni_config, VLNET_FDB_CONTROL,
+    VLNET_FDB_LEARNED, VLNET_FDB_STATIC, VLNET_MARK_HAIRPIN, VLNET_NH_L3,
 };
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -135,6 +135,7 @@ impl Bed {
             ifindex: ul0,
             smac: ns.mac("ul0"),
             dmac: ns.mac("ul1"),
+            ..Default::default()
         };
         maps.set_nexthop(PEER, &nexthop).unwrap();
         Self {
@@ -148,30 +149,62 @@ impl Bed {
     }
 
     fn run(&mut self, mode: Mode, prog: &str, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 512];
-        let mut ctx = __sk_buff {
+        let ctx = __sk_buff {
             ifindex,
             ..Default::default()
         };
+        match mode {
+            Mode::Tc => {
+                let (ret, out, _) = self.run_tc(prog, frame, ctx);
+                (ret, out)
+            }
+            Mode::Xdp => {
+                let mut out = vec![0u8; frame.len() + 512];
+                let opts = TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    ..TestRunOptions::new()
+                };
+                let result = self
+                    .programs
+                    .xdp(prog)
+                    .unwrap()
+                    .test_run(opts)
+                    .unwrap_or_else(|e| panic!("test run of {prog}: {e}"));
+                out.truncate(result.data_size_out as usize);
+                (result.return_value, out)
+            }
+        }
+    }
+
+    /// Runs TC program `prog` on `frame` with context `ctx`; returns the
+    /// verdict, the packet and the context as the program left them.
+    fn run_tc(&mut self, prog: &str, frame: &[u8], ctx: __sk_buff) -> (u32, Vec<u8>, __sk_buff) {
+        let mut out = vec![0u8; frame.len() + 512];
+        let mut ctx_out = __sk_buff::default();
         // SAFETY: __sk_buff is plain integers; viewing it as bytes is sound.
-        let ctx_bytes = unsafe {
-            std::slice::from_raw_parts((&raw mut ctx).cast::<u8>(), size_of::<__sk_buff>())
+        let ctx_in = unsafe {
+            std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<__sk_buff>())
         };
-        let mut opts = TestRunOptions {
+        // SAFETY: as above, and every bit pattern is a valid __sk_buff.
+        let ctx_out_bytes = unsafe {
+            std::slice::from_raw_parts_mut((&raw mut ctx_out).cast::<u8>(), size_of::<__sk_buff>())
+        };
+        let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: Some(ctx_in),
+            ctx_out: Some(ctx_out_bytes),
             ..TestRunOptions::new()
         };
-        let result = match mode {
-            Mode::Tc => {
-                opts.ctx_in = Some(ctx_bytes);
-                self.programs.tc(prog).unwrap().test_run(opts)
-            }
-            Mode::Xdp => self.programs.xdp(prog).unwrap().test_run(opts),
-        }
-        .unwrap_or_else(|e| panic!("test run of {prog}: {e}"));
+        let result = self
+            .programs
+            .tc(prog)
+            .unwrap()
+            .test_run(opts)
+            .unwrap_or_else(|e| panic!("test run of {prog}: {e}"));
         out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        (result.return_value, out, ctx_out)
     }
 
     fn decap(&mut self, mode: Mode, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -314,6 +347,46 @@ fn learning_never_overrides_static_entries(mode: Mode) {
 }
 
 both_modes!(learning_never_overrides_static_entries);
+
+/// A control-plane entry stays while frames confirm it and moves (becoming
+/// learned) when the MAC shows up behind another VTEP.
+fn learning_moves_control_entries(mode: Mode) {
+    let mut bed = Bed::new("control");
+    let key = fdb_key(100, VM_A_MAC);
+    let entry_of = |bed: &Bed| {
+        bed.maps
+            .fdb()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .unwrap()
+            .1
+    };
+    let here = vlnet_fdb_entry {
+        vtep_be: u32::from(PEER).to_be(),
+        flags: VLNET_FDB_CONTROL,
+        updated_ns: 1,
+    };
+    bed.maps.set_fdb(&key, &here).unwrap();
+    let inner = frames::inner_udp(VM_B_MAC, 0, 10);
+    bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &inner));
+    assert_eq!(entry_of(&bed), here, "confirmed, left as it is");
+
+    let elsewhere = vlnet_fdb_entry {
+        vtep_be: u32::from(PEER2).to_be(),
+        ..here
+    };
+    bed.maps.set_fdb(&key, &elsewhere).unwrap();
+    bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &inner));
+    let moved = entry_of(&bed);
+    assert_eq!(
+        moved.vtep_be,
+        u32::from(PEER).to_be(),
+        "moved to the frame's VTEP"
+    );
+    assert_eq!(moved.flags, VLNET_FDB_LEARNED);
+}
+
+both_modes!(learning_moves_control_entries);
 
 /// Frames that are not VXLAN for this node pass untouched and count nothing.
 fn foreign_traffic_passes_untouched(mode: Mode) {
@@ -473,6 +546,7 @@ fn encap_uses_the_fdb_and_floods_unknown_destinations() {
         ifindex: ul0,
         smac: bed.ns.mac("ul0"),
         dmac: [2, 0, 0, 0, 0, 0x33],
+        ..Default::default()
     };
     bed.maps.set_nexthop(PEER2, &nexthop).unwrap();
     let port = bed.vlx100;
@@ -615,4 +689,380 @@ fn every_encap_drop_reason_is_counted() {
     bed.maps.set_vni(100, &vni).unwrap();
     let (ret, _) = bed.encap(&frames::inner_arp_request());
     assert_eq!((ret, bed.drops("no_neighbour")), (TC_ACT_SHOT, 1));
+}
+
+/// Our address on the test bed's WireGuard-like tunnel.
+const TUN_LOCAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+/// A secure peer: its VTEP is its tunnel address, routed through the tunnel.
+const SECURE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 5);
+
+/// What [`Bed::add_tunnel`] made.
+struct Tunnel {
+    /// The TUN device `vltun0` (an L3 device, like boringtun's).
+    ifindex: u32,
+    /// vlnet's end of VNI 400's overlay port, whose only peer is [`SECURE`].
+    vlx400: u32,
+}
+
+impl Bed {
+    /// Adds a TUN `vltun0` with [`TUN_LOCAL`]/24 declared as a tunnel, and
+    /// VNI 400 (overlay port `vlx400`/`vlp400`) whose only peer is
+    /// [`SECURE`], reached through the tunnel from [`TUN_LOCAL`].
+    fn add_tunnel(&mut self) -> Tunnel {
+        self.ns.sh(
+            "ip tuntap add dev vltun0 mode tun && ip addr add 198.19.0.1/24 dev vltun0 && \
+             echo 1 > /proc/sys/net/ipv6/conf/vltun0/disable_ipv6 && ip link set vltun0 up && \
+             ip link add vlx400 type veth peer name vlp400 && ip link set vlx400 up && \
+             ip link set vlp400 up",
+        );
+        let t = Tunnel {
+            ifindex: self.ns.ifindex("vltun0"),
+            vlx400: self.ns.ifindex("vlx400"),
+        };
+        let mut vni = vlnet_vni_config {
+            overlay_ifindex: t.vlx400,
+            flood_count: 1,
+            ..Default::default()
+        };
+        vni.flood_be[0] = u32::from(SECURE).to_be();
+        self.maps.set_vni(400, &vni).unwrap();
+        self.maps.set_port(t.vlx400, 400).unwrap();
+        self.maps.ensure_peer(400, SECURE).unwrap();
+        self.maps.set_tunnel(t.ifindex, TUN_LOCAL).unwrap();
+        let nexthop = vlnet_nexthop {
+            ifindex: t.ifindex,
+            saddr_be: u32::from(TUN_LOCAL).to_be(),
+            flags: VLNET_NH_L3,
+            ..Default::default()
+        };
+        self.maps.set_nexthop(SECURE, &nexthop).unwrap();
+        t
+    }
+
+    fn tunnel_rx(&mut self, tunnel: &Tunnel, packet: &[u8]) -> (u32, Vec<u8>) {
+        self.run(Mode::Tc, "tc_tunnel_rx", packet, tunnel.ifindex)
+    }
+}
+
+/// The bare IPv4 packet (no Ethernet header) a TUN delivers for `frame`.
+fn bare(frame: &[u8]) -> Vec<u8> {
+    frame[off::IP..].to_vec()
+}
+
+/// Decap through the kernel for real rather than `BPF_PROG_TEST_RUN`, which
+/// takes every TC input for an Ethernet frame (its `skb->protocol` comes from
+/// bytes 12–13), so the decap of a bare IPv4 packet fails there in
+/// `bpf_skb_adjust_room`. A packet written to the TUN reaches its TC ingress
+/// as a real TUN skb (`skb->protocol` IPv4, no MAC header); the inner frame
+/// must come out of the overlay port.
+#[test]
+fn tunnel_rx_decaps_vxlan_from_a_secure_peer() {
+    let mut bed = Bed::new("tunrx");
+    let tunnel = bed.add_tunnel();
+    let tun = Tun::open("vltun0");
+    bed.programs
+        .attach_tc(bpf::PROG_TC_TUNNEL_RX, "vltun0", tunnel.ifindex)
+        .unwrap();
+    let capture = PacketSocket::bind(bed.ns.ifindex("vlp400"));
+    let inner = frames::inner_udp(VM_B_MAC, 0, 100);
+    tun.send(&bare(&frames::vxlan(SECURE, TUN_LOCAL, 400, 0, &inner)));
+    let out = capture.recv_ending_with(&inner);
+    assert_eq!(out, inner, "decap must yield exactly the inner frame");
+    let learned = bed
+        .maps
+        .fdb()
+        .into_iter()
+        .find(|(k, _)| *k == fdb_key(400, VM_A_MAC))
+        .map(|(_, e)| e)
+        .expect("inner source MAC learned");
+    assert_eq!(
+        learned.vtep_be,
+        u32::from(SECURE).to_be(),
+        "learned behind the tunnel address"
+    );
+    assert_eq!(learned.flags, VLNET_FDB_LEARNED);
+    let peer = bed
+        .maps
+        .peers()
+        .into_iter()
+        .find(|p| p.vni == 400 && p.vtep == SECURE)
+        .unwrap();
+    assert_eq!((peer.rx_packets, peer.rx_bytes), (1, inner.len() as u64));
+    assert_eq!(bed.total_drops(), 0);
+}
+
+#[test]
+fn tunnel_rx_passes_everything_else_untouched() {
+    let mut bed = Bed::new("tunpass");
+    let tunnel = bed.add_tunnel();
+    let inner = frames::inner_udp(VM_B_MAC, 0, 10);
+    let vxlan = bare(&frames::vxlan(SECURE, TUN_LOCAL, 400, 0, &inner));
+    let mut tcp = vxlan.clone();
+    tcp[9] = 6; // the control protocol's TCP
+    frames::fix_ipv4_checksum(&mut tcp, 0);
+    let mut other_port = vxlan.clone();
+    other_port[22..24].copy_from_slice(&51820u16.to_be_bytes());
+    // A WireGuard hub forwards VXLAN between two other members.
+    let transit = bare(&frames::vxlan(
+        SECURE,
+        Ipv4Addr::new(198, 19, 0, 9),
+        400,
+        0,
+        &inner,
+    ));
+    for (what, packet) in [
+        ("TCP to our tunnel address", tcp),
+        ("UDP to another port", other_port),
+        ("VXLAN for another tunnel address", transit),
+    ] {
+        let (ret, out) = bed.tunnel_rx(&tunnel, &packet);
+        assert_eq!(
+            (ret, &out),
+            (TC_ACT_OK, &packet),
+            "{what}: must pass unmodified"
+        );
+    }
+    // On an interface that is not a declared tunnel even VXLAN passes.
+    let ul1 = bed.ns.ifindex("ul1");
+    let (ret, out) = bed.run(Mode::Tc, "tc_tunnel_rx", &vxlan, ul1);
+    assert_eq!((ret, out), (TC_ACT_OK, vxlan));
+    assert_eq!(bed.total_drops(), 0);
+    assert!(bed.maps.fdb().is_empty());
+}
+
+#[test]
+fn tunnel_rx_drops_unknown_vteps_and_malformed_vxlan() {
+    let mut bed = Bed::new("tundrop");
+    let tunnel = bed.add_tunnel();
+    let inner = frames::inner_udp(VM_B_MAC, 0, 10);
+    let stranger = bare(&frames::vxlan(
+        Ipv4Addr::new(198, 19, 0, 77),
+        TUN_LOCAL,
+        400,
+        0,
+        &inner,
+    ));
+    let (ret, _) = bed.tunnel_rx(&tunnel, &stranger);
+    assert_eq!((ret, bed.drops("unknown_vtep")), (TC_ACT_SHOT, 1));
+    // An underlay peer of VNI 100 is no member of VNI 400.
+    let wrong_vni = bare(&frames::vxlan(SECURE, TUN_LOCAL, 100, 0, &inner));
+    let (ret, _) = bed.tunnel_rx(&tunnel, &wrong_vni);
+    assert_eq!((ret, bed.drops("unknown_vtep")), (TC_ACT_SHOT, 2));
+    let mut short = bare(&frames::vxlan(SECURE, TUN_LOCAL, 400, 0, &inner));
+    short.truncate(20 + 8 + 8 + 10);
+    let (ret, _) = bed.tunnel_rx(&tunnel, &short);
+    assert_eq!((ret, bed.drops("truncated")), (TC_ACT_SHOT, 1));
+    assert_eq!(bed.total_drops(), 3);
+    assert!(bed.maps.fdb().is_empty(), "nothing learned");
+}
+
+#[test]
+fn encap_through_a_tunnel_uses_the_tunnel_address() {
+    let mut bed = Bed::new("tunenc");
+    let tunnel = bed.add_tunnel();
+    let entry = vlnet_fdb_entry {
+        vtep_be: u32::from(SECURE).to_be(),
+        flags: VLNET_FDB_STATIC,
+        updated_ns: 0,
+    };
+    bed.maps.set_fdb(&fdb_key(400, VM_B_MAC), &entry).unwrap();
+    let inner = frames::inner_udp(VM_B_MAC, 0, 64);
+    let ctx = __sk_buff {
+        ifindex: tunnel.vlx400,
+        ..Default::default()
+    };
+    let (ret, out, ctx) = bed.run_tc("tc_overlay_tx", &inner, ctx);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops: {:?}", bed.maps.drops());
+    assert_eq!(
+        out[off::IP_SRC..off::IP_SRC + 4],
+        TUN_LOCAL.octets(),
+        "outer source"
+    );
+    assert_eq!(
+        out[off::IP_SRC + 4..off::IP_SRC + 8],
+        SECURE.octets(),
+        "outer destination"
+    );
+    assert_eq!(
+        frames::checksum(&out[off::IP..off::IP + 20]),
+        0,
+        "outer IPv4 checksum valid"
+    );
+    assert_eq!(out[off::INNER..], inner[..]);
+    assert_eq!(
+        ctx.mark, 0,
+        "IP frames go straight to the tunnel: no hairpin"
+    );
+
+    // Underlay peers keep the node's VTEP address.
+    let (ret, out) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 64));
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(out[off::IP_SRC..off::IP_SRC + 4], LOCAL.octets());
+}
+
+#[test]
+fn non_ip_frames_for_a_tunnel_take_the_hairpin() {
+    let mut bed = Bed::new("tunarp");
+    let tunnel = bed.add_tunnel();
+    let arp = frames::inner_arp_request();
+    let ctx = __sk_buff {
+        ifindex: tunnel.vlx400,
+        ..Default::default()
+    };
+    let (ret, first, out_ctx) = bed.run_tc("tc_overlay_tx", &arp, ctx);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops: {:?}", bed.maps.drops());
+    assert_eq!(
+        out_ctx.mark, VLNET_MARK_HAIRPIN,
+        "marked for the second pass"
+    );
+    assert_eq!(first[off::IP_SRC..off::IP_SRC + 4], TUN_LOCAL.octets());
+    assert_eq!(frames::checksum(&first[off::IP..off::IP + 20]), 0);
+    assert_eq!(first[off::INNER..], arp[..]);
+    assert_eq!(bed.tx_packets(400), [1], "counted once, on the first pass");
+
+    // Second pass: the packet came back into the port's ingress, marked.
+    let marked = __sk_buff {
+        ifindex: tunnel.vlx400,
+        mark: VLNET_MARK_HAIRPIN,
+        ..Default::default()
+    };
+    let (ret, second, out_ctx) = bed.run_tc("tc_overlay_tx", &first, marked);
+    assert_eq!(ret, TC_ACT_REDIRECT, "sent on to the tunnel");
+    assert_eq!(out_ctx.mark, 0, "mark cleared");
+    assert_eq!(second, first, "not encapsulated twice");
+    assert_eq!(bed.tx_packets(400), [1]);
+
+    // A marked packet whose next hop stopped being a tunnel is dropped.
+    bed.maps.remove_nexthop(SECURE).unwrap();
+    let (ret, _, _) = bed.run_tc("tc_overlay_tx", &first, marked);
+    assert_eq!((ret, bed.drops("no_route")), (TC_ACT_SHOT, 1));
+    // A frame that only carries the mark is encapsulated as usual.
+    let (ret, out, out_ctx) = bed.run_tc(
+        "tc_overlay_tx",
+        &frames::inner_udp(VM_B_MAC, 0, 10),
+        __sk_buff {
+            ifindex: bed.vlx100,
+            mark: VLNET_MARK_HAIRPIN,
+            ..Default::default()
+        },
+    );
+    assert_eq!((ret, out_ctx.mark), (TC_ACT_REDIRECT, 0));
+    assert_eq!(out[off::IP_SRC + 4..off::IP_SRC + 8], PEER.octets());
+}
+
+/// The hairpin in the kernel for real: a flood copy (`bpf_clone_redirect` is
+/// carried out even under `BPF_PROG_TEST_RUN`) of an ARP request for a secure
+/// peer goes back into `vlx400`'s ingress, where the attached program sends
+/// it to the TUN, whose reader gets exactly the outer IPv4 packet.
+#[test]
+fn hairpinned_flood_copy_reaches_the_tun_as_bare_ipv4() {
+    let mut bed = Bed::new("tunhp");
+    let tunnel = bed.add_tunnel();
+    let reader = Tun::open("vltun0");
+    bed.programs
+        .attach_tc(bpf::PROG_TC_OVERLAY_TX, "vlx400", tunnel.vlx400)
+        .unwrap();
+    // Flood to the secure peer (a clone) and then the underlay peer (the redirect).
+    let mut vni = vlnet_vni_config {
+        overlay_ifindex: tunnel.vlx400,
+        flood_count: 2,
+        ..Default::default()
+    };
+    vni.flood_be[0] = u32::from(SECURE).to_be();
+    vni.flood_be[1] = u32::from(PEER).to_be();
+    bed.maps.set_vni(400, &vni).unwrap();
+    bed.maps.ensure_peer(400, PEER).unwrap();
+    let arp = frames::inner_arp_request();
+    let (ret, last, ctx) = bed.run_tc(
+        "tc_overlay_tx",
+        &arp,
+        __sk_buff {
+            ifindex: tunnel.vlx400,
+            ..Default::default()
+        },
+    );
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops: {:?}", bed.maps.drops());
+    assert_eq!(ctx.mark, 0, "the underlay copy is not marked");
+    assert_eq!(last[off::IP_SRC..off::IP_SRC + 4], LOCAL.octets());
+    let packet = reader.recv();
+    assert_eq!(packet[0] >> 4, 4, "IPv4 first: {packet:02x?}");
+    assert_eq!(packet[12..16], TUN_LOCAL.octets(), "tunnel source");
+    assert_eq!(packet[16..20], SECURE.octets());
+    assert_eq!(packet[22..24], 4789u16.to_be_bytes());
+    assert_eq!(
+        packet[36..],
+        arp[..],
+        "the ARP request follows the VXLAN header"
+    );
+    assert_eq!(bed.total_drops(), 0);
+}
+
+/// The user-space end of an existing TUN device (`IFF_TUN | IFF_NO_PI`), as
+/// boringtun holds it.
+struct Tun(std::os::fd::OwnedFd);
+
+impl Tun {
+    fn open(ifname: &str) -> Self {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain open(2) of a device node with a NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK) };
+        assert!(
+            fd >= 0,
+            "open /dev/net/tun: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: fd was just opened and is owned by nobody else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ifreq is plain data; all-zero is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+            *dst = src.cast_signed();
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads an ifreq, which `req` is.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &raw mut req) };
+        assert_eq!(
+            rc,
+            0,
+            "TUNSETIFF {ifname}: {}",
+            std::io::Error::last_os_error()
+        );
+        Self(fd)
+    }
+
+    /// Hands `packet` (bare IPv4) to the kernel, as if decrypted.
+    fn send(&self, packet: &[u8]) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: buffer valid for its length.
+        let n = unsafe { libc::write(self.0.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+        assert_eq!(
+            n,
+            packet.len().cast_signed(),
+            "write to the TUN: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The next packet, waiting up to 3 s.
+    fn recv(&self) -> Vec<u8> {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&raw mut pfd, 1, 3000) };
+        assert_eq!(n, 1, "nothing reached the TUN within 3 s");
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: buffer valid for its length.
+        let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(
+            n > 0,
+            "read from the TUN: {}",
+            std::io::Error::last_os_error()
+        );
+        buf.truncate(n.cast_unsigned());
+        buf
+    }
 }

@@ -128,6 +128,7 @@ pub fn fdb(records: &[FdbRecord]) -> String {
             let (kind, age) = match r.kind {
                 FdbKind::Static => ("static", "-".to_owned()),
                 FdbKind::Learned => ("learned", duration(r.age_secs)),
+                FdbKind::Control => ("control", "-".to_owned()),
             };
             vec![
                 r.vni.to_string(),

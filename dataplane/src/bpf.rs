@@ -28,6 +28,8 @@ pub const PIN_SUBDIR: &str = "vlnet";
 pub const PROG_TC_UNDERLAY_RX: &str = "tc_underlay_rx";
 /// XDP program on the underlay: decap at XDP.
 pub const PROG_XDP_UNDERLAY_RX: &str = "xdp_underlay_rx";
+/// TC program on an L3 tunnel (WireGuard TUN): decap of bare IPv4 VXLAN.
+pub const PROG_TC_TUNNEL_RX: &str = "tc_tunnel_rx";
 /// TC program on vlnet's end of an overlay port: encap.
 pub const PROG_TC_OVERLAY_TX: &str = "tc_overlay_tx";
 /// XDP pass program on the bridge's end of an overlay port (XDP mode).
@@ -125,7 +127,7 @@ impl Programs {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir.join("maps"))
             .load(vlnet_ebpf::VTEP_OBJECT)?;
-        for name in [PROG_TC_UNDERLAY_RX, PROG_TC_OVERLAY_TX] {
+        for name in [PROG_TC_UNDERLAY_RX, PROG_TC_TUNNEL_RX, PROG_TC_OVERLAY_TX] {
             tc_program(&mut ebpf, name)?
                 .load()
                 .map_err(|source| program_error(name, source))?;

@@ -13,7 +13,7 @@ use aya::programs::XdpMode;
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, info_span, warn, Instrument};
-use vlnet_ebpf::abi::{vlnet_nexthop, VLNET_ENCAP_LEN};
+use vlnet_ebpf::abi::{vlnet_nexthop, VLNET_ENCAP_LEN, VLNET_NH_L3};
 
 use crate::api::{self, ApiError};
 use crate::bpf::{self, BpfError, Programs};
@@ -247,18 +247,18 @@ async fn ensure_overlay_ports<'a>(
 
 /// Attaches decap to the underlay (first: the overlay side only sends once
 /// it can receive) and encap to every overlay port, then detaches pinned
-/// links no longer wanted. With `datapath = "auto"` an underlay that refuses
-/// native XDP falls back to TC (`to_tc` rewrites the maps for it). Returns the
-/// mode in use.
+/// links no longer wanted but those named in `keep` (the tunnel's). With
+/// `datapath = "auto"` an underlay that refuses native XDP falls back to TC
+/// (`to_tc` rewrites the maps for it). Returns the mode in use.
 fn attach(
     cfg: &Config,
     programs: &mut Programs,
     underlay: &LinkSummary,
     ports: &[OverlayPort<'_>],
     mut datapath: DatapathMode,
+    mut keep: HashSet<String>,
     to_tc: impl FnOnce() -> Result<(), MapsError>,
 ) -> Result<DatapathMode, DaemonError> {
-    let mut keep = HashSet::new();
     if datapath == DatapathMode::Xdp {
         let attached = programs.attach_xdp(
             bpf::PROG_XDP_UNDERLAY_RX,
@@ -308,6 +308,45 @@ fn attach(
         info!(pruned, "detached links no longer configured");
     }
     Ok(datapath)
+}
+
+/// Makes L3 tunnel `tunnel` (a WireGuard TUN) a VXLAN underlay for secure
+/// peers: records `local`, our address on it, as the one VXLAN must be sent
+/// to, and attaches `tc_tunnel_rx` at its TC ingress (pinned; kept if already
+/// there). Returns the link's pin name. Start-up calls it for a
+/// `[wireguard]` interface that already exists; whoever creates the
+/// interface later (after a join) calls it once the interface has its
+/// address. Peers routed through it are sent to by the next-hop refresh.
+pub fn attach_tunnel_rx(
+    programs: &mut Programs,
+    maps: &mut Maps,
+    tunnel: &LinkSummary,
+    local: Ipv4Addr,
+) -> Result<String, DaemonError> {
+    maps.set_tunnel(tunnel.index, local)?;
+    Ok(programs.attach_tc(bpf::PROG_TC_TUNNEL_RX, &tunnel.name, tunnel.index)?)
+}
+
+/// The `[wireguard]` interface and our address on it, if it exists and has
+/// an IPv4 address.
+async fn existing_tunnel(
+    cfg: &Config,
+    nl: &Netlink,
+) -> Result<Option<(LinkSummary, Ipv4Addr)>, DaemonError> {
+    let Some(wg) = &cfg.wireguard else {
+        return Ok(None);
+    };
+    let Some(link) = nl.link(&wg.ifname).await? else {
+        return Ok(None);
+    };
+    let local = nl.first_ipv4(link.index).await?;
+    if local.is_none() {
+        warn!(
+            ifname = %link.name,
+            "WireGuard interface has no IPv4 address; not receiving VXLAN through it"
+        );
+    }
+    Ok(local.map(|local| (link, local)))
 }
 
 /// What the data plane keeps between convergences.
@@ -405,12 +444,30 @@ async fn converge(
     let peers = peers_of(&cfg);
     resolve_next_hops(&dp.nl, node, &peers).await;
     node.set_next_hop_peers(peers);
+
+    let mut keep = HashSet::new();
+    let tunnel = existing_tunnel(&cfg, &dp.nl).await?;
+    {
+        let mut maps = node.maps();
+        if let Some((link, local)) = &tunnel {
+            keep.insert(attach_tunnel_rx(&mut dp.programs, &mut maps, link, *local)?);
+        }
+        for stale in maps
+            .tunnels()
+            .into_iter()
+            .filter(|i| tunnel.as_ref().is_none_or(|(link, _)| link.index != *i))
+        {
+            maps.remove_tunnel(stale)?;
+        }
+    }
+
     let datapath = attach(
         &cfg,
         &mut dp.programs,
         &dp.underlay,
         &ports,
         dp.datapath,
+        keep,
         || sync::apply(&mut node.maps(), &desired(false)),
     )?;
     dp.datapath = datapath;
@@ -489,23 +546,43 @@ fn apply_next_hop(maps: &mut Maps, (peer, hop): (Ipv4Addr, NextHop)) {
             ifindex,
             smac,
             dmac,
-        } => {
-            let entry = vlnet_nexthop {
+        } => set_next_hop_if_changed(
+            maps,
+            peer,
+            vlnet_nexthop {
                 ifindex,
                 smac,
                 dmac,
-            };
-            if maps.nexthop(peer) == Some(entry) {
-                return;
-            }
-            maps.set_nexthop(peer, &entry)
-        }
+                ..Default::default()
+            },
+        ),
+        NextHop::Direct { ifindex, saddr } => set_next_hop_if_changed(
+            maps,
+            peer,
+            vlnet_nexthop {
+                ifindex,
+                saddr_be: u32::from(saddr).to_be(),
+                flags: VLNET_NH_L3,
+                ..Default::default()
+            },
+        ),
         NextHop::NoRoute => maps.set_nexthop(peer, &vlnet_nexthop::default()),
         NextHop::Unresolved { .. } => maps.remove_nexthop(peer),
     };
     if let Err(e) = result {
         warn!(%peer, error = %e, "cannot update next hop");
     }
+}
+
+fn set_next_hop_if_changed(
+    maps: &mut Maps,
+    peer: Ipv4Addr,
+    entry: vlnet_nexthop,
+) -> Result<(), MapsError> {
+    if maps.nexthop(peer) == Some(entry) {
+        return Ok(());
+    }
+    maps.set_nexthop(peer, &entry)
 }
 
 async fn refresh_next_hops(node: Arc<Node>) {

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use vlnet_ebpf::abi::{vlnet_fdb_entry, vlnet_fdb_key, VLNET_FDB_STATIC};
+use vlnet_ebpf::abi::{vlnet_fdb_entry, vlnet_fdb_key, VLNET_FDB_CONTROL, VLNET_FDB_STATIC};
 
 use crate::mac::MacAddr;
 use crate::model::{FdbKind, FdbRecord};
@@ -30,6 +30,18 @@ pub fn is_static(entry: &vlnet_fdb_entry) -> bool {
     entry.flags & VLNET_FDB_STATIC != 0
 }
 
+/// How an entry got there, from its flags.
+#[must_use]
+pub fn kind(entry: &vlnet_fdb_entry) -> FdbKind {
+    if is_static(entry) {
+        FdbKind::Static
+    } else if entry.flags & VLNET_FDB_CONTROL != 0 {
+        FdbKind::Control
+    } else {
+        FdbKind::Learned
+    }
+}
+
 /// Keys of learned entries not confirmed for more than `ageing_secs` at `now_ns`.
 #[must_use]
 pub fn expired(
@@ -40,7 +52,7 @@ pub fn expired(
     let limit = ageing_secs.saturating_mul(NS_PER_SEC);
     entries
         .iter()
-        .filter(|(_, e)| !is_static(e) && now_ns.saturating_sub(e.updated_ns) > limit)
+        .filter(|(_, e)| kind(e) == FdbKind::Learned && now_ns.saturating_sub(e.updated_ns) > limit)
         .map(|(k, _)| *k)
         .collect()
 }
@@ -59,11 +71,7 @@ pub fn records(
             vni: k.vni,
             mac: MacAddr(k.mac).to_string(),
             vtep: Ipv4Addr::from(u32::from_be(e.vtep_be)),
-            kind: if is_static(e) {
-                FdbKind::Static
-            } else {
-                FdbKind::Learned
-            },
+            kind: kind(e),
             age_secs: now_ns.saturating_sub(e.updated_ns) / NS_PER_SEC,
         })
         .collect();
@@ -105,6 +113,7 @@ mod tests {
                 entry(VLNET_FDB_LEARNED, now - 299 * NS_PER_SEC),
             ),
             (key(100, 3), entry(VLNET_FDB_STATIC, 0)),
+            (key(100, 4), entry(VLNET_FDB_CONTROL, 0)),
         ];
         assert_eq!(expired(&entries, now, 300), vec![key(100, 1)]);
     }
@@ -116,16 +125,18 @@ mod tests {
             (key(200, 1), entry(VLNET_FDB_LEARNED, 4 * NS_PER_SEC)),
             (key(100, 2), entry(VLNET_FDB_STATIC, 0)),
             (key(100, 1), entry(VLNET_FDB_LEARNED, 9 * NS_PER_SEC)),
+            (key(100, 3), entry(VLNET_FDB_CONTROL, 0)),
         ];
         let all = records(&entries, None, now);
         assert_eq!(
             all.iter().map(|r| r.vni).collect::<Vec<_>>(),
-            [100, 100, 200]
+            [100, 100, 100, 200]
         );
         assert_eq!(all[0].mac, "02:00:00:00:00:01");
         assert_eq!(all[0].age_secs, 1);
         assert_eq!(all[1].kind, FdbKind::Static);
-        assert_eq!(all[2].vtep, Ipv4Addr::new(198, 18, 0, 2));
+        assert_eq!(all[2].kind, FdbKind::Control);
+        assert_eq!(all[3].vtep, Ipv4Addr::new(198, 18, 0, 2));
         assert_eq!(records(&entries, Some(200), now).len(), 1);
     }
 }

@@ -12,7 +12,7 @@ use thiserror::Error;
 use vlnet_ebpf::abi::{
     vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_nexthop, vlnet_node_config,
     vlnet_peer_key, vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL,
-    VLNET_FDB_STATIC,
+    VLNET_FDB_STATIC, VLNET_NH_L3,
 };
 
 use crate::control::macbook::FdbChange;
@@ -50,6 +50,7 @@ pub struct Maps {
     drops: PerCpuArray<MapData, u64>,
     xdp_ports: DevMapHash<MapData>,
     nexthops: HashMap<MapData, u32, vlnet_nexthop>,
+    tunnels: HashMap<MapData, u32, u32>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -88,6 +89,7 @@ impl Maps {
             drops: typed!(ebpf, "vlnet_drops"),
             xdp_ports: typed!(ebpf, "vlnet_xdp_ports"),
             nexthops: typed!(ebpf, "vlnet_nexthops"),
+            tunnels: typed!(ebpf, "vlnet_tunnels"),
         })
     }
 
@@ -174,6 +176,7 @@ impl Maps {
                 };
                 p.next_hop = match self.nexthops.get(&key.vtep_be, 0) {
                     Ok(nh) if nh.ifindex == 0 => "no route".to_owned(),
+                    Ok(nh) if nh.flags & VLNET_NH_L3 != 0 => format!("tunnel #{}", nh.ifindex),
                     Ok(nh) => crate::mac::MacAddr(nh.dmac).to_string(),
                     Err(_) => "unresolved".to_owned(),
                 };
@@ -311,6 +314,29 @@ impl Maps {
         match self.nexthops.remove(&u32::from(vtep).to_be()) {
             Err(e) if is_absent(&e) => Ok(()),
             other => other.map_err(op("vlnet_nexthops")),
+        }
+    }
+}
+
+impl Maps {
+    /// Declares L3 tunnel `ifindex` (running `tc_tunnel_rx`) with our
+    /// address `local` on it: VXLAN arriving there must be addressed to it.
+    pub fn set_tunnel(&mut self, ifindex: u32, local: Ipv4Addr) -> Result<(), MapsError> {
+        self.tunnels
+            .insert(ifindex, u32::from(local).to_be(), 0)
+            .map_err(op("vlnet_tunnels"))
+    }
+
+    /// Tunnel ifindexes currently in the kernel.
+    pub fn tunnels(&self) -> Vec<u32> {
+        self.tunnels.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets tunnel `ifindex` (absent is not an error).
+    pub fn remove_tunnel(&mut self, ifindex: u32) -> Result<(), MapsError> {
+        match self.tunnels.remove(&ifindex) {
+            Err(e) if is_absent(&e) => Ok(()),
+            other => other.map_err(op("vlnet_tunnels")),
         }
     }
 }

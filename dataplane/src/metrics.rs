@@ -116,7 +116,7 @@ const DROPS: Spec = Spec {
 const FDB_ENTRIES: Spec = Spec {
     name: "vlnet_fdb_entries",
     help: "MAC addresses in the forwarding database, by VNI and by origin \
-           (static: config or control plane; learned: from decapsulated frames).",
+           (static: config; control: control plane; learned: from decapsulated frames).",
     kind: MetricType::GAUGE,
     labels: &["vni", "kind"],
 };
@@ -289,6 +289,7 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
                 let kind = match kind {
                     FdbKind::Static => "static",
                     FdbKind::Learned => "learned",
+                    FdbKind::Control => "control",
                 };
                 fdb.add(&[vni.to_string(), kind.to_owned()], count);
             }

@@ -79,19 +79,23 @@ pub struct PeerStatus {
     pub tx_packets: u64,
     /// Inner bytes sent to the peer.
     pub tx_bytes: u64,
-    /// Underlay next hop: its MAC when resolved, else `unresolved` (the
-    /// kernel is resolving it) or `no route`.
+    /// Underlay next hop: its MAC when resolved, `tunnel #<ifindex>` through
+    /// an L3 device (WireGuard), else `unresolved` (the kernel is resolving
+    /// it) or `no route`.
     pub next_hop: String,
 }
 
 /// How an FDB entry got there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FdbKind {
-    /// From the config (or the control plane); never aged or learned over.
+    /// From the config; never aged or learned over.
     Static,
     /// Learned from a decapsulated frame; ages out.
     Learned,
+    /// From the control plane; never aged, but a frame from another VTEP
+    /// moves it (it becomes learned there).
+    Control,
 }
 
 /// One MAC location, `vlnet ctl fdb`.
@@ -103,7 +107,7 @@ pub struct FdbRecord {
     pub mac: String,
     /// Remote VTEP the MAC lives behind.
     pub vtep: Ipv4Addr,
-    /// Static or learned.
+    /// Static, learned or control.
     pub kind: FdbKind,
     /// Seconds since the entry was last confirmed.
     pub age_secs: u64,

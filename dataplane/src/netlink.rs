@@ -1,12 +1,13 @@
 //! Link work over rtnetlink: bridges, overlay ports (veth pairs), addresses
 //! and the managed neighbour entries that keep underlay next hops resolved.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
 };
@@ -63,6 +64,15 @@ pub enum NextHop {
         smac: [u8; 6],
         /// Next hop's MAC.
         dmac: [u8; 6],
+    },
+    /// Routed through an L3 device (a WireGuard TUN: no link-layer header,
+    /// no neighbours): packets leave as bare IPv4 from `saddr`.
+    Direct {
+        /// Egress interface index.
+        ifindex: u32,
+        /// Outer source address: the route's preferred source, else the
+        /// device's first IPv4 (the remote end checks it).
+        saddr: Ipv4Addr,
     },
     /// A route exists but the next hop's MAC is not known yet.
     Unresolved {
@@ -275,60 +285,116 @@ impl Netlink {
     }
 }
 
+/// The unicast route to a VTEP, as a route lookup answers.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    /// Egress interface.
+    ifindex: u32,
+    /// Next-hop address: the VTEP itself or a gateway.
+    via: Ipv4Addr,
+    /// Source address the kernel would use (`RTA_PREFSRC`).
+    prefsrc: Option<Ipv4Addr>,
+}
+
+/// What the next-hop resolution needs to know about an egress link.
+#[derive(Debug, Clone, Copy)]
+struct Egress {
+    /// Its hardware address.
+    mac: Option<[u8; 6]>,
+    /// It sends bare L3 packets (no MAC header, no neighbours).
+    l3: bool,
+}
+
+/// Whether a link of type `kind` sends packets without a MAC header: the
+/// types for which the kernel's `dev_is_mac_header_xmit()` is false, so that
+/// `bpf_redirect` strips everything before the network header.
+fn is_l3(kind: LinkLayerType) -> bool {
+    matches!(
+        kind,
+        LinkLayerType::Tunnel
+            | LinkLayerType::Tunnel6
+            | LinkLayerType::Sit
+            | LinkLayerType::Ipgre
+            | LinkLayerType::Ip6gre
+            | LinkLayerType::Void
+            | LinkLayerType::None
+            | LinkLayerType::Rawip
+            | LinkLayerType::Pimreg
+            | LinkLayerType::Ppp
+    )
+}
+
 impl Netlink {
     /// The next hop towards each of `vteps` as the kernel's routing and
-    /// neighbour tables have it now: one route lookup per VTEP, then one
-    /// neighbour dump and one link lookup per egress interface for all of
-    /// them.
+    /// neighbour tables have it now: one route lookup per VTEP, one link
+    /// lookup per egress interface, and one neighbour dump for all VTEPs
+    /// routed over Ethernet. A VTEP routed through an L3 device (a WireGuard
+    /// TUN) is [`NextHop::Direct`]: no neighbour is involved.
     pub async fn next_hops(
         &self,
         vteps: &[Ipv4Addr],
     ) -> Result<Vec<(Ipv4Addr, NextHop)>, NetlinkError> {
         let mut routed = Vec::with_capacity(vteps.len());
+        let mut links: HashMap<u32, Egress> = HashMap::new();
         for vtep in vteps {
-            routed.push((*vtep, self.route_to(*vtep).await?));
+            let route = self.route_to(*vtep).await?;
+            if let Some(r) = route {
+                if let Entry::Vacant(slot) = links.entry(r.ifindex) {
+                    slot.insert(self.egress(r.ifindex).await?);
+                }
+            }
+            routed.push((*vtep, route));
         }
-        if routed.iter().all(|(_, r)| r.is_none()) {
-            return Ok(routed
-                .into_iter()
-                .map(|(v, _)| (v, NextHop::NoRoute))
-                .collect());
-        }
-        let neighbours = self.resolved_neighbours().await?;
-        let mut link_macs: HashMap<u32, Option<[u8; 6]>> = HashMap::new();
+        let needs_neighbours = routed
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .any(|r| links.get(&r.ifindex).is_some_and(|l| !l.l3));
+        let neighbours = if needs_neighbours {
+            self.resolved_neighbours().await?
+        } else {
+            HashMap::new()
+        };
         let mut out = Vec::with_capacity(routed.len());
         for (vtep, route) in routed {
             let hop = match route {
                 None => NextHop::NoRoute,
-                Some((ifindex, via)) => match neighbours.get(&(ifindex, via)) {
-                    None => NextHop::Unresolved { ifindex, via },
-                    Some(dmac) => {
-                        let smac = if let Some(mac) = link_macs.get(&ifindex) {
-                            *mac
-                        } else {
-                            let mac = self.link_mac(ifindex).await?;
-                            link_macs.insert(ifindex, mac);
-                            mac
+                Some(r) => {
+                    let link = links.get(&r.ifindex).copied().unwrap_or(Egress {
+                        mac: None,
+                        l3: false,
+                    });
+                    if link.l3 {
+                        let saddr = match r.prefsrc {
+                            Some(ip) => Some(ip),
+                            None => self.first_ipv4(r.ifindex).await?,
                         };
-                        match smac {
-                            Some(smac) => NextHop::Resolved {
-                                ifindex,
+                        saddr.map_or(NextHop::NoRoute, |saddr| NextHop::Direct {
+                            ifindex: r.ifindex,
+                            saddr,
+                        })
+                    } else {
+                        match (neighbours.get(&(r.ifindex, r.via)), link.mac) {
+                            (None, _) => NextHop::Unresolved {
+                                ifindex: r.ifindex,
+                                via: r.via,
+                            },
+                            (Some(dmac), Some(smac)) => NextHop::Resolved {
+                                ifindex: r.ifindex,
                                 smac,
                                 dmac: *dmac,
                             },
-                            None => NextHop::NoRoute,
+                            (Some(_), None) => NextHop::NoRoute,
                         }
                     }
-                },
+                }
             };
             out.push((vtep, hop));
         }
         Ok(out)
     }
 
-    /// Egress interface and next-hop address (the VTEP or a gateway) of the
-    /// unicast route to `vtep`, if there is one.
-    async fn route_to(&self, vtep: Ipv4Addr) -> Result<Option<(u32, Ipv4Addr)>, NetlinkError> {
+    /// The unicast route to `vtep`, if there is one.
+    async fn route_to(&self, vtep: Ipv4Addr) -> Result<Option<Route>, NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(vtep, 32)
             .build();
@@ -343,14 +409,20 @@ impl Netlink {
         }
         let mut oif = None;
         let mut via = vtep;
+        let mut prefsrc = None;
         for attr in &route.attributes {
             match attr {
                 RouteAttribute::Oif(i) => oif = Some(*i),
                 RouteAttribute::Gateway(RouteAddress::Inet(gw)) => via = *gw,
+                RouteAttribute::PrefSource(RouteAddress::Inet(src)) => prefsrc = Some(*src),
                 _ => {}
             }
         }
-        Ok(oif.map(|ifindex| (ifindex, via)))
+        Ok(oif.map(|ifindex| Route {
+            ifindex,
+            via,
+            prefsrc,
+        }))
     }
 
     /// Every IPv4 neighbour whose link-layer address is usable, by
@@ -389,14 +461,23 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Hardware address of link `index`.
-    async fn link_mac(&self, index: u32) -> Result<Option<[u8; 6]>, NetlinkError> {
+    /// Hardware address and kind of egress link `index`.
+    async fn egress(&self, index: u32) -> Result<Egress, NetlinkError> {
         let mut links = self.handle.link().get().match_index(index).execute();
         let link = links
             .try_next()
             .await
             .map_err(request("looking up egress link"))?;
-        Ok(link.as_ref().and_then(|l| summarize(l).mac))
+        Ok(link.map_or(
+            Egress {
+                mac: None,
+                l3: false,
+            },
+            |l| Egress {
+                mac: summarize(&l).mac,
+                l3: is_l3(l.header.link_layer_type),
+            },
+        ))
     }
 }
 
@@ -443,6 +524,14 @@ mod tests {
     fn virtual_links_prefer_tc() {
         assert!(prefers_tc(Some("veth")));
         assert!(!prefers_tc(None));
+    }
+
+    #[test]
+    fn tunnels_are_l3_and_ethernet_is_not() {
+        assert!(is_l3(LinkLayerType::None), "TUN (boringtun, wireguard-go)");
+        assert!(is_l3(LinkLayerType::Ipgre));
+        assert!(!is_l3(LinkLayerType::Ether));
+        assert!(!is_l3(LinkLayerType::Loopback));
     }
 
     #[test]

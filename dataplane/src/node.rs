@@ -203,24 +203,14 @@ impl MetricsSource for Node {
     }
 
     fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String> {
-        let mut counts: std::collections::BTreeMap<(u32, bool), u64> =
+        let mut counts: std::collections::BTreeMap<(u32, FdbKind), u64> =
             std::collections::BTreeMap::default();
         for (key, entry) in self.maps().fdb() {
-            *counts.entry((key.vni, fdb::is_static(&entry))).or_default() += 1;
+            *counts.entry((key.vni, fdb::kind(&entry))).or_default() += 1;
         }
         Ok(counts
             .into_iter()
-            .map(|((vni, is_static), n)| {
-                (
-                    vni,
-                    if is_static {
-                        FdbKind::Static
-                    } else {
-                        FdbKind::Learned
-                    },
-                    n,
-                )
-            })
+            .map(|((vni, kind), n)| (vni, kind, n))
             .collect())
     }
 }

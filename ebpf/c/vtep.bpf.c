@@ -6,8 +6,12 @@
  *   xdp_underlay_rx   XDP on the underlay: validate, learn, decap, redirect
  *                     into the VNI's overlay port (DEVMAP).
  *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth).
+ *   tc_tunnel_rx      the same at TC ingress of an L3 tunnel (WireGuard TUN):
+ *                     bare IPv4 in, a MAC header pushed, then tc_underlay_rx's
+ *                     path; anything but VXLAN for us passes untouched.
  *   tc_overlay_tx     TC ingress on vlnet's end of an overlay port: FDB lookup,
- *                     encap, unicast or head-end replication to the underlay.
+ *                     encap, unicast or head-end replication to the underlay
+ *                     (or to an L3 tunnel, see hairpin_out()).
  *   xdp_overlay_pass  XDP on the bridge's end of an overlay port in XDP mode:
  *                     a veth delivers XDP redirects only to a peer with XDP.
  */
@@ -73,6 +77,15 @@ static __always_inline void tc_pull(struct __sk_buff *skb, __u32 want)
 		bpf_skb_pull_data(skb, len < want ? len : want);
 }
 
+/* Our VTEP address, or 0 when the node is not configured. */
+static __always_inline __u32 local_vtep(void)
+{
+	__u32 slot = VLNET_CONFIG_SLOT;
+	struct vlnet_node_config *cfg = bpf_map_lookup_elem(&vlnet_config, &slot);
+
+	return cfg ? cfg->local_vtep_be : 0;
+}
+
 SEC("xdp")
 int xdp_underlay_rx(struct xdp_md *ctx)
 {
@@ -82,7 +95,7 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	struct ethhdr *inner;
 	int ret;
 
-	ret = decap_classify(data, data_end, data_end - data, 0, &di);
+	ret = decap_classify(data, data_end, data_end - data, 0, ETH_HLEN, local_vtep(), &di);
 	if (ret == DECAP_NOT_OURS)
 		return XDP_PASS;
 	if (ret)
@@ -108,29 +121,25 @@ drop:
 	return XDP_DROP;
 }
 
-SEC("classifier")
-int tc_underlay_rx(struct __sk_buff *skb)
+/*
+ * The TC decap of a classified packet whose outer headers, Ethernet included,
+ * are the first @di->outer_len bytes: ECN, learning, counters, strip, and
+ * redirect into the overlay port. Returns a TC action.
+ */
+static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di)
 {
-	struct decap_info di = {};
+	void *data = SKB_DATA(skb);
+	void *data_end = SKB_DATA_END(skb);
 	struct ethhdr *inner, eth;
-	void *data, *data_end;
 	__u64 flags;
 	int ret;
 
-	tc_pull(skb, RX_PULL_LEN);
-	data = SKB_DATA(skb);
-	data_end = SKB_DATA_END(skb);
-	ret = decap_classify(data, data_end, CTX_READ(skb, len), CTX_READ(skb, gso_size) != 0, &di);
-	if (ret == DECAP_NOT_OURS)
-		return TC_ACT_OK;
-	if (ret)
-		return tc_drop(ret);
-	if (di.outer_len > MAX_OUTER_LEN)
+	if (di->outer_len > MAX_OUTER_LEN)
 		return tc_drop(VLNET_DROP_TRUNCATED);
-	inner = data + di.outer_len;
+	inner = data + di->outer_len;
 	if ((void *)(inner + 1) > data_end)
 		return tc_drop(VLNET_DROP_TRUNCATED);
-	ret = decap_prepare(&di, inner, data_end, skb_segments(skb));
+	ret = decap_prepare(di, inner, data_end, skb_segments(skb));
 	if (ret)
 		return tc_drop(ret);
 
@@ -140,11 +149,58 @@ int tc_underlay_rx(struct __sk_buff *skb)
 		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
 	else if (eth.h_proto == bpf_htons(ETH_P_IP))
 		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
-	if (bpf_skb_adjust_room(skb, -(__s32)di.outer_len,
+	if (bpf_skb_adjust_room(skb, -(__s32)di->outer_len,
 				BPF_ADJ_ROOM_MAC, flags) ||
 	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
 		return tc_drop(VLNET_DROP_DECAP_FAILED);
-	return bpf_redirect(di.overlay_ifindex, 0);
+	return bpf_redirect(di->overlay_ifindex, 0);
+}
+
+SEC("classifier")
+int tc_underlay_rx(struct __sk_buff *skb)
+{
+	struct decap_info di = {};
+	int ret;
+
+	tc_pull(skb, RX_PULL_LEN);
+	ret = decap_classify(SKB_DATA(skb), SKB_DATA_END(skb), CTX_READ(skb, len),
+			     CTX_READ(skb, gso_size) != 0, ETH_HLEN, local_vtep(), &di);
+	if (ret == DECAP_NOT_OURS)
+		return TC_ACT_OK;
+	if (ret)
+		return tc_drop(ret);
+	return tc_decap(skb, &di);
+}
+
+SEC("classifier")
+int tc_tunnel_rx(struct __sk_buff *skb)
+{
+	__u32 ifindex = CTX_READ(skb, ifindex), *local;
+	__be16 proto = bpf_htons(ETH_P_IP);
+	struct decap_info di = {};
+	int ret;
+
+	local = bpf_map_lookup_elem(&vlnet_tunnels, &ifindex);
+	if (!local)
+		return TC_ACT_OK;
+	tc_pull(skb, RX_PULL_LEN);
+	ret = decap_classify(SKB_DATA(skb), SKB_DATA_END(skb), CTX_READ(skb, len),
+			     CTX_READ(skb, gso_size) != 0, 0, *local, &di);
+	if (ret == DECAP_NOT_OURS)
+		return TC_ACT_OK;
+	if (ret)
+		return tc_drop(ret);
+	/*
+	 * Made for this case: an L3 skb gets a MAC header (mac_len reset to
+	 * it) before going to an L2 device. Its addresses stay zero; decap
+	 * strips it with the rest of the outer headers.
+	 */
+	if (bpf_skb_change_head(skb, ETH_HLEN, 0) ||
+	    bpf_skb_store_bytes(skb, __builtin_offsetof(struct ethhdr, h_proto), &proto,
+				sizeof(proto), 0))
+		return tc_drop(VLNET_DROP_DECAP_FAILED);
+	di.outer_len += ETH_HLEN;
+	return tc_decap(skb, &di);
 }
 
 /* Grow @skb by the outer headers; IP frames keep GSO, others get a new head. */
@@ -168,21 +224,25 @@ static __always_inline int encap_grow(struct __sk_buff *skb, struct ethhdr *inne
  * every flood target but the last). A next hop the daemon has not resolved
  * yet is left to the kernel (bpf_redirect_neigh) for IPv4 packets, the only
  * kind whose skb it can route; other frames are dropped and counted until
- * the managed neighbour entry resolves. Returns a TC action.
+ * the managed neighbour entry resolves. A non-IP frame for an L3 next hop
+ * takes the hairpin (see hairpin_out()). Returns a TC action.
  */
 static __always_inline int encap_send(struct __sk_buff *skb, struct vxlan_encap *h,
 				      const struct vlnet_node_config *cfg, __u32 vni,
 				      __u32 dst_be, __u32 inner_len, int clone)
 {
 	struct vlnet_peer_stats *stats;
-	__u32 ifindex = cfg->underlay_ifindex;
-	int ret, via_kernel = 0;
+	__u32 ifindex = cfg->underlay_ifindex, mark;
+	int ret, via_kernel = 0, hairpin = 0;
 
-	ret = encap_set_remote(h, dst_be, &ifindex);
+	ret = encap_set_remote(h, cfg->local_vtep_be, dst_be, &ifindex);
 	if (ret == NEXT_HOP_NEEDS_NEIGH) {
 		if (clone || skb->protocol != bpf_htons(ETH_P_IP))
 			return tc_drop(VLNET_DROP_NO_NEIGHBOUR);
 		via_kernel = 1;
+	} else if (ret == NEXT_HOP_L3) {
+		/* Grown by bpf_skb_change_head: no network header to redirect by. */
+		hairpin = skb->protocol != bpf_htons(ETH_P_IP);
 	} else if (ret) {
 		return tc_drop(ret);
 	}
@@ -193,11 +253,59 @@ static __always_inline int encap_send(struct __sk_buff *skb, struct vxlan_encap 
 		stats->tx_packets += skb_segments(skb);
 		stats->tx_bytes += inner_len;
 	}
+	if (hairpin) {
+		mark = skb->mark;
+		skb->mark = VLNET_MARK_HAIRPIN;
+		if (!clone)
+			return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+		ret = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+		skb->mark = mark;
+		return ret ? tc_drop(VLNET_DROP_NO_ROUTE) : 0;
+	}
 	if (clone)
 		return bpf_clone_redirect(skb, ifindex, 0) ? tc_drop(VLNET_DROP_NO_ROUTE) : 0;
 	if (via_kernel)
 		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 	return bpf_redirect(ifindex, 0);
+}
+
+/* hairpin_out() result: not a hairpinned packet after all. */
+#define HAIRPIN_NOT_OURS (-1)
+
+/*
+ * Second pass of a non-IP frame encapsulated for an L3 next hop (a WireGuard
+ * TUN). bpf_skb_change_head() leaves the network header where the inner frame
+ * began, and a redirect to a device without MAC header strips everything up
+ * to it, so encap_send() redirects the packet, marked VLNET_MARK_HAIRPIN, into
+ * the ingress of its own overlay port instead. There the kernel parses it
+ * afresh as the IPv4 packet it now is (network header after the outer
+ * Ethernet) and this program sends it on; a veth in the same namespace keeps
+ * the mark. Returns a TC action, or HAIRPIN_NOT_OURS (mark cleared) for a
+ * frame that only carried the mark.
+ */
+static __always_inline int hairpin_out(struct __sk_buff *skb)
+{
+	struct vlnet_nexthop *nh;
+	struct udphdr *udp;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 dst_be;
+
+	skb->mark = 0;
+	tc_pull(skb, VLNET_ENCAP_LEN);
+	eth = SKB_DATA(skb);
+	ip = (void *)(eth + 1);
+	udp = (void *)(ip + 1);
+	if ((void *)(udp + 1) > SKB_DATA_END(skb) || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
+	    udp->dest != bpf_htons(VLNET_VXLAN_PORT))
+		return HAIRPIN_NOT_OURS;
+	dst_be = ip->daddr;
+	nh = bpf_map_lookup_elem(&vlnet_nexthops, &dst_be);
+	/* The next hop changed between the two passes. */
+	if (!nh || !nh->ifindex || !(nh->flags & VLNET_NH_L3))
+		return tc_drop(VLNET_DROP_NO_ROUTE);
+	return bpf_redirect(nh->ifindex, 0);
 }
 
 SEC("classifier")
@@ -216,6 +324,11 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	__u8 tos;
 	int ret;
 
+	if (skb->mark == VLNET_MARK_HAIRPIN) {
+		ret = hairpin_out(skb);
+		if (ret != HAIRPIN_NOT_OURS)
+			return ret;
+	}
 	cfg = bpf_map_lookup_elem(&vlnet_config, &slot);
 	vni = bpf_map_lookup_elem(&vlnet_ports, &ifindex);
 	if (!cfg || !vni)

@@ -20,11 +20,22 @@
 #define VLNET_CONFIG_SLOT 0
 /* Largest VNI (24 bits). */
 #define VLNET_MAX_VNI 0xffffff
+/*
+ * skb->mark of an encapsulated non-IP frame bound for an L3 next hop, sent
+ * back into its overlay port's ingress so that the kernel re-parses it as
+ * IPv4 (see tc_overlay_tx). Reserved: nothing else may use this mark.
+ */
+#define VLNET_MARK_HAIRPIN 0x766c6e01
 
 /* vlnet_fdb_entry.flags */
 #define VLNET_FDB_STATIC 1  /* from config or control plane; never learned over */
 #define VLNET_FDB_LEARNED 2 /* learned from a decapsulated frame; ages out */
-#define VLNET_FDB_CONTROL 4 /* from the control plane: never ages; learning may move it */
+#define VLNET_FDB_CONTROL 4 /* from the control plane; never ages, but a frame
+			     * from another VTEP moves it (becomes LEARNED) */
+
+/* vlnet_nexthop.flags */
+#define VLNET_NH_L3 1 /* egress is an L3 device (e.g. a WireGuard TUN): no
+		       * MACs; non-IP frames take the hairpin */
 
 /*
  * Why a packet was dropped. Codes never change meaning: a retired reason stays
@@ -93,9 +104,11 @@ struct vlnet_fdb_entry {
  * entries keep them fresh). ifindex 0 means "no route".
  */
 struct vlnet_nexthop {
-	__u32 ifindex; /* egress interface */
-	__u8 smac[6];  /* its MAC */
-	__u8 dmac[6];  /* next hop's MAC */
+	__u32 ifindex;  /* egress interface */
+	__u8 smac[6];   /* its MAC (zero for VLNET_NH_L3) */
+	__u8 dmac[6];   /* next hop's MAC (zero for VLNET_NH_L3) */
+	__u32 saddr_be; /* outer source address; 0: the node's local_vtep_be */
+	__u32 flags;    /* VLNET_NH_* */
 };
 
 /* Key of vlnet_peers: a remote VTEP that belongs to a VNI. */

@@ -87,6 +87,7 @@ mod tests {
         for name in [
             "xdp_underlay_rx",
             "tc_underlay_rx",
+            "tc_tunnel_rx",
             "tc_overlay_tx",
             "xdp_overlay_pass",
         ] {

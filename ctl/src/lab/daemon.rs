@@ -171,6 +171,16 @@ impl NodeSpec {
         self
     }
 
+    /// A member `[wireguard]` section naming an interface the caller made
+    /// (no join: VXLAN through it is decapsulated, peers are static).
+    #[must_use]
+    pub fn with_wireguard(mut self, ifname: &str) -> Self {
+        let mut wg = WireguardSpec::new("member");
+        ifname.clone_into(&mut wg.ifname);
+        self.wireguard = Some(wg);
+        self
+    }
+
     /// Sets the data path.
     #[must_use]
     pub fn with_datapath(mut self, datapath: Datapath) -> Self {

@@ -52,21 +52,25 @@ static __always_inline int ipv4_header_valid(const struct iphdr *ip, __u32 ihl_w
 }
 
 /**
- * decap_classify() - decide what an underlay frame is.
- * @data, @data_end: the linear bytes of the frame.
- * @frame_len: the whole frame's length (skb->len for TC).
- * @is_gso: the frame is a GSO super-packet (length fields describe the whole).
- * @di: filled in when the result is DECAP_OK.
+ * decap_classify() - decide what a received packet is.
+ * @data, @data_end: the linear bytes of the packet.
+ * @frame_len: the whole packet's length (skb->len for TC).
+ * @is_gso: the packet is a GSO super-packet (length fields describe the whole).
+ * @l2_len: ETH_HLEN for a frame from an Ethernet underlay, 0 for a bare IPv4
+ *	packet from an L3 tunnel (a compile-time constant at every call).
+ * @local_be: the address VXLAN must be sent to (our VTEP, or our address on
+ *	the tunnel).
+ * @di: filled in when the result is DECAP_OK; di->outer_len counts from
+ *	@data, so without the Ethernet header for @l2_len 0.
  *
- * Return: DECAP_NOT_OURS to leave the frame to the kernel, DECAP_OK for a
+ * Return: DECAP_NOT_OURS to leave the packet to the kernel, DECAP_OK for a
  * valid VXLAN packet of a configured VNI from a member VTEP, or the
  * enum vlnet_drop_reason to drop it with.
  */
 static __always_inline int decap_classify(void *data, void *data_end, __u32 frame_len,
-					  int is_gso, struct decap_info *di)
+					  int is_gso, __u32 l2_len, __u32 local_be,
+					  struct decap_info *di)
 {
-	__u32 slot = VLNET_CONFIG_SLOT;
-	struct vlnet_node_config *cfg;
 	struct vlnet_vni_config *vc;
 	struct ethhdr *eth = data;
 	struct ethhdr *inner;
@@ -75,13 +79,16 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 	struct iphdr *ip;
 	__u32 ihl, tot_len;
 
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return DECAP_NOT_OURS;
-	ip = (void *)(eth + 1);
+	if (l2_len) {
+		if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+			return DECAP_NOT_OURS;
+		ip = (void *)(eth + 1);
+	} else {
+		ip = data;
+	}
 	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
 		return DECAP_NOT_OURS;
-	cfg = bpf_map_lookup_elem(&vlnet_config, &slot);
-	if (!cfg || ip->daddr != cfg->local_vtep_be)
+	if (!local_be || ip->daddr != local_be)
 		return DECAP_NOT_OURS;
 
 	/* UDP to our VTEP address from here on: garbage is ours to drop. */
@@ -108,7 +115,7 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 		return VLNET_DROP_TRUNCATED;
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (!is_gso) {
-		if (tot_len + ETH_HLEN > frame_len ||
+		if (tot_len + l2_len > frame_len ||
 		    tot_len < ihl * 4 + sizeof(*udp) + sizeof(*vx) + ETH_HLEN ||
 		    bpf_ntohs(udp->len) != tot_len - ihl * 4)
 			return VLNET_DROP_BAD_LENGTH;
@@ -120,7 +127,7 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 	vc = bpf_map_lookup_elem(&vlnet_vnis, &di->vni);
 	if (!vc)
 		return VLNET_DROP_UNKNOWN_VNI;
-	if (ip->saddr == cfg->local_vtep_be)
+	if (ip->saddr == local_be)
 		return VLNET_DROP_LOOPED;
 	di->stats = peer_stats(di->vni, ip->saddr);
 	if (!di->stats)
@@ -142,8 +149,11 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 
 /**
  * decap_learn() - record that @mac on @di->vni lives behind @di->src_vtep_be.
- * Static entries are never overridden; a known entry is refreshed at most once
- * per FDB_REFRESH_NS to keep map writes off the hot path.
+ * Static entries are never overridden. A control-plane entry stays as it is
+ * while frames confirm it, and becomes a learned one at the frame's VTEP when
+ * the MAC shows up elsewhere (a migrated VM moves at once). A learned entry is
+ * refreshed at most once per FDB_REFRESH_NS to keep map writes off the hot
+ * path.
  */
 static __always_inline void decap_learn(const struct decap_info *di, const __u8 *mac)
 {
@@ -155,6 +165,8 @@ static __always_inline void decap_learn(const struct decap_info *di, const __u8 
 	old = bpf_map_lookup_elem(&vlnet_fdb, &key);
 	if (old) {
 		if (old->flags & VLNET_FDB_STATIC)
+			return;
+		if ((old->flags & VLNET_FDB_CONTROL) && old->vtep_be == di->src_vtep_be)
 			return;
 		if (old->vtep_be == di->src_vtep_be && now - old->updated_ns < FDB_REFRESH_NS)
 			return;

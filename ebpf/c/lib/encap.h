@@ -6,8 +6,9 @@
 #include "drop.h"
 #include "ecn.h"
 
-/* Resolution outcome besides 0 (MACs filled in) and a drop reason. */
+/* Resolution outcomes besides 0 (MACs filled in) and a drop reason. */
 #define NEXT_HOP_NEEDS_NEIGH (-1)
+#define NEXT_HOP_L3 (-2)
 
 /* BPF_F_ADJ_ROOM_ENCAP_L2(len) from the UAPI header, which BTF cannot carry. */
 #define ADJ_ROOM_ENCAP_L2(len) (((__u64)(len) & 0xff) << 56)
@@ -44,7 +45,6 @@ static __always_inline void encap_init(struct vxlan_encap *h, const struct vlnet
 	h->ip.frag_off = bpf_htons(IP_DF);
 	h->ip.ttl = cfg->ttl;
 	h->ip.protocol = IPPROTO_UDP;
-	h->ip.saddr = cfg->local_vtep_be;
 	h->udp.source = sport;
 	h->udp.dest = bpf_htons(VLNET_VXLAN_PORT);
 	h->udp.len = bpf_htons(inner_len + sizeof(h->udp) + sizeof(h->vx));
@@ -54,29 +54,36 @@ static __always_inline void encap_init(struct vxlan_encap *h, const struct vlnet
 }
 
 /**
- * encap_set_remote() - address the outer headers to @dst_be: destination IP,
- * IPv4 checksum, and the next hop's MACs from vlnet_nexthops.
+ * encap_set_remote() - address the outer headers to @dst_be: source and
+ * destination IP, IPv4 checksum, and the next hop's MACs from vlnet_nexthops.
+ * @local_be: the outer source unless the next hop names its own (a tunnel's
+ *	address, which the remote end checks against its allowed IPs).
  * @ifindex: set to the egress interface.
  *
- * Return: 0, NEXT_HOP_NEEDS_NEIGH when the next hop is not resolved yet, or
- * VLNET_DROP_NO_ROUTE when the daemon found no route to @dst_be.
+ * Return: 0, NEXT_HOP_L3 when the egress is an L3 device (no MACs: the
+ * outer Ethernet header is stripped by the redirect), NEXT_HOP_NEEDS_NEIGH
+ * when the next hop is not resolved yet, or VLNET_DROP_NO_ROUTE when the
+ * daemon found no route to @dst_be.
  */
-static __always_inline int encap_set_remote(struct vxlan_encap *h, __u32 dst_be, __u32 *ifindex)
+static __always_inline int encap_set_remote(struct vxlan_encap *h, __u32 local_be, __u32 dst_be,
+					    __u32 *ifindex)
 {
-	struct vlnet_nexthop *nh;
+	struct vlnet_nexthop *nh = bpf_map_lookup_elem(&vlnet_nexthops, &dst_be);
 
+	h->ip.saddr = nh && nh->saddr_be ? nh->saddr_be : local_be;
 	h->ip.daddr = dst_be;
 	h->ip.check = 0;
 	h->ip.check = ipv4_header_csum(&h->ip);
 
-	nh = bpf_map_lookup_elem(&vlnet_nexthops, &dst_be);
 	if (!nh)
 		return NEXT_HOP_NEEDS_NEIGH;
 	if (!nh->ifindex)
 		return VLNET_DROP_NO_ROUTE;
+	*ifindex = nh->ifindex;
+	if (nh->flags & VLNET_NH_L3)
+		return NEXT_HOP_L3;
 	__builtin_memcpy(h->eth.h_dest, nh->dmac, ETH_ALEN);
 	__builtin_memcpy(h->eth.h_source, nh->smac, ETH_ALEN);
-	*ifindex = nh->ifindex;
 	return 0;
 }
 

@@ -68,6 +68,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_drops SEC(".maps");
 
+/*
+ * L3 tunnel interface ifindex (a WireGuard TUN running tc_tunnel_rx) -> our
+ * address on it (network order): VXLAN arriving there must be addressed to it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_tunnels SEC(".maps");
+
 /* XDP mode: overlay port ifindex -> itself, for bpf_redirect_map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

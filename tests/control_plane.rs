@@ -395,7 +395,8 @@ fn restarts_keep_state_and_a_30s_wan_cut_loses_nothing() {
     c.wait_connected().unwrap();
     let resync = restored.elapsed();
     eprintln!("control session back {resync:?} after the WAN returned");
-    assert!(resync < Duration::from_secs(3), "resync took {resync:?}");
+    // Within a second, plus the 100 ms polling of `client list`.
+    assert!(resync < Duration::from_millis(1500), "resync took {resync:?}");
     // What changed during the cut (the new local VM) reached the cluster.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {

@@ -132,6 +132,12 @@ fn four_nodes_across_the_wan_only_wireguard_on_the_wire() {
         let r = probe::iperf3_client(c.nodes[a].vm.ns(), vm_ip(b), 2, 1, 5201).unwrap();
         assert!(r.bits_per_second > 10e6, "iperf3 {a} -> {b}: {r:?}");
     }
+    // Operators' tools work on the tunnel: `wg show` lists every member with
+    // a recent handshake.
+    let ifname = &c.controller().daemon.spec().wireguard.as_ref().unwrap().ifname;
+    let wg = c.controller().daemon.ns().run(&["wg", "show", ifname]).unwrap();
+    assert_eq!(wg.matches("peer: ").count(), 3, "{wg}");
+    assert_eq!(wg.matches("latest handshake").count(), 3, "{wg}");
     // Every node knows every VM's MAC from the control plane.
     for n in 0..4 {
         let fdb = c.nodes[n].daemon.ctl(&["fdb"]).unwrap();

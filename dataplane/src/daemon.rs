@@ -422,6 +422,14 @@ async fn converge(
     node: &Node,
 ) -> Result<(), DaemonError> {
     let cfg = effective_config(cfg, dynamic);
+    for v in cfg.vni.iter().filter(|v| v.peers.len() > crate::config::MAX_PEERS_PER_VNI) {
+        warn!(
+            vni = v.id,
+            peers = v.peers.len(),
+            "more peers than head-end replication reaches; broadcasts go to the first {}",
+            crate::config::MAX_PEERS_PER_VNI
+        );
+    }
     let path_mtu = dynamic
         .tunnel_mtu
         .map_or(dp.underlay.mtu, |t| t.min(dp.underlay.mtu));

@@ -8,9 +8,12 @@
     reason = "a test fails by panicking with the reason"
 )]
 
+mod support;
+
+use support::node::{sample, scrape, vlnet_binary};
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vlnet::lab::cluster::{Cluster, Place, Site};
@@ -19,10 +22,6 @@ use vlnet::lab::scenario::vm_ip;
 use vlnet_dataplane::config::DEFAULT_CONTROL_PORT;
 use vlnet_dataplane::control::wire::{self, Hello, MacAdvert, Message};
 use vlnet_dataplane::mac::MacAddr;
-
-fn vlnet_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_vlnet"))
-}
 
 /// Pings from node `from`'s VM to node `to`'s until one answer comes back
 /// (the first packets wait for ARP and WireGuard handshakes), within `limit`.
@@ -45,22 +44,8 @@ fn reach(c: &Cluster, from: usize, to: usize, limit: Duration) -> bool {
 /// The value of the sample `name` (with its labels) on node `n`'s
 /// `/metrics`; 0 when absent.
 fn metric(c: &Cluster, n: usize, name: &str) -> f64 {
-    let port = c.nodes[n].daemon.spec().metrics_port;
-    let mut stream = c.nodes[n]
-        .daemon
-        .ns()
-        .within(|| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    let daemon = &c.nodes[n].daemon;
+    sample(&scrape(daemon.ns(), daemon.spec().metrics_port), name)
 }
 
 #[test]
@@ -134,8 +119,20 @@ fn four_nodes_across_the_wan_only_wireguard_on_the_wire() {
     }
     // Operators' tools work on the tunnel: `wg show` lists every member with
     // a recent handshake.
-    let ifname = &c.controller().daemon.spec().wireguard.as_ref().unwrap().ifname;
-    let wg = c.controller().daemon.ns().run(&["wg", "show", ifname]).unwrap();
+    let ifname = &c
+        .controller()
+        .daemon
+        .spec()
+        .wireguard
+        .as_ref()
+        .unwrap()
+        .ifname;
+    let wg = c
+        .controller()
+        .daemon
+        .ns()
+        .run(&["wg", "show", ifname])
+        .unwrap();
     assert_eq!(wg.matches("peer: ").count(), 3, "{wg}");
     assert_eq!(wg.matches("latest handshake").count(), 3, "{wg}");
     // Every node knows every VM's MAC from the control plane.
@@ -241,8 +238,7 @@ fn raw_session(c: &Cluster, n: usize, frames: Vec<Vec<u8>>) -> Vec<u8> {
         .daemon
         .ns()
         .within(move || {
-            let socket = socket2_connect(&ifname, me);
-            let mut stream = socket;
+            let mut stream = connect_from_tunnel(&ifname, me);
             for f in frames {
                 stream.write_all(&f).unwrap();
             }
@@ -256,7 +252,8 @@ fn raw_session(c: &Cluster, n: usize, frames: Vec<Vec<u8>>) -> Vec<u8> {
         .unwrap()
 }
 
-fn socket2_connect(ifname: &str, me: Ipv4Addr) -> TcpStream {
+/// A control connection from `me` on `ifname` to the controller.
+fn connect_from_tunnel(ifname: &str, me: Ipv4Addr) -> TcpStream {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -313,7 +310,13 @@ fn forged_and_misdirected_control_messages_are_refused_and_counted() {
     // A frame of another protocol version.
     let mut bad = wire::encode(&hello).unwrap();
     bad[0] = 9;
-    raw_session(&c, 1, vec![bad]);
+    let answer = raw_session(&c, 1, vec![bad]);
+    let mut decoder = wire::Decoder::new();
+    decoder.feed(&answer);
+    match decoder.next_message() {
+        Ok(Some(Message::Error(e))) => assert!(e.message.contains("version"), "{e:?}"),
+        other => panic!("expected an Error about the version, got {other:?}"),
+    }
     assert!(
         metric(
             &c,
@@ -402,7 +405,10 @@ fn restarts_keep_state_and_a_30s_wan_cut_loses_nothing() {
     let resync = restored.elapsed();
     eprintln!("control session back {resync:?} after the WAN returned");
     // Within a second, plus the 100 ms polling of `client list`.
-    assert!(resync < Duration::from_millis(1500), "resync took {resync:?}");
+    assert!(
+        resync < Duration::from_millis(1500),
+        "resync took {resync:?}"
+    );
     // What changed during the cut (the new local VM) reached the cluster.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {

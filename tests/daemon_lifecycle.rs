@@ -10,8 +10,9 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use support::node::{scrape, vlnet_binary};
+
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -20,10 +21,6 @@ use aya::programs::{tc::TcAttachType, SchedClassifier};
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{vm_ip, Scenario, Vtep};
 use vlnet::lab::{Datapath, NetNs};
-
-fn vlnet_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_vlnet"))
-}
 
 fn kill9_and_restart_lose_nothing(datapath: Datapath) {
     let mut s =
@@ -245,20 +242,6 @@ fn bad_configs_are_refused_before_the_kernel_is_touched() {
         !Path::new("/tmp/vlt-badcfg-state").exists(),
         "a refused config must not create state"
     );
-}
-
-fn scrape(ns: &NetNs, port: u16) -> String {
-    let mut stream = ns
-        .within(|| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
 }
 
 #[test]

@@ -11,9 +11,10 @@
 
 mod support;
 
+use support::node::vlnet_binary;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
 use support::frames::{self, VM_B_MAC};
@@ -25,10 +26,6 @@ use vlnet_dataplane::mac::MacAddr;
 
 /// Copies of each hostile frame sent (16 kinds × 640 ≥ 10,000).
 const COPIES: usize = 640;
-
-fn vlnet_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_vlnet"))
-}
 
 fn drops(daemon: &Daemon) -> BTreeMap<String, u64> {
     let status = daemon.status_json().unwrap();

@@ -10,8 +10,11 @@
     reason = "a test fails by panicking with the reason"
 )]
 
+mod support;
+
+use support::node::vlnet_binary;
+
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,10 +35,6 @@ const WG_OVERHEAD: u32 = 80;
 /// VXLAN's outer IPv4, UDP and VXLAN headers plus the inner Ethernet header.
 const VXLAN_OVERHEAD: u32 = 50;
 const IPERF_PORT: u16 = 5201;
-
-fn vlnet_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_vlnet"))
-}
 
 /// One side: a host on the underlay with its WireGuard device up.
 struct Side {

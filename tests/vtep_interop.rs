@@ -8,16 +8,15 @@
     reason = "a test fails by panicking with the reason"
 )]
 
-use std::path::Path;
+mod support;
+
+use support::node::vlnet_binary;
+
 use std::time::Duration;
 
 use vlnet::lab::probe::{self, Capture};
 use vlnet::lab::scenario::{vm_ip, Scenario, Vtep, VNI};
 use vlnet::lab::Datapath;
-
-fn vlnet_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_vlnet"))
-}
 
 fn total_drops(daemon: &vlnet::lab::Daemon) -> u64 {
     let status = daemon.status_json().unwrap();

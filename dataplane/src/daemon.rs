@@ -422,7 +422,11 @@ async fn converge(
     node: &Node,
 ) -> Result<(), DaemonError> {
     let cfg = effective_config(cfg, dynamic);
-    for v in cfg.vni.iter().filter(|v| v.peers.len() > crate::config::MAX_PEERS_PER_VNI) {
+    for v in cfg
+        .vni
+        .iter()
+        .filter(|v| v.peers.len() > crate::config::MAX_PEERS_PER_VNI)
+    {
         warn!(
             vni = v.id,
             peers = v.peers.len(),

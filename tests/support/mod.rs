@@ -7,5 +7,6 @@
 )]
 
 pub mod frames;
+pub mod node;
 pub mod packet_socket;
 pub mod thread_netns;

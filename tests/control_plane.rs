@@ -50,13 +50,19 @@ fn metric(c: &Cluster, n: usize, name: &str) -> f64 {
 
 #[test]
 fn four_nodes_across_the_wan_only_wireguard_on_the_wire() {
-    let c = Cluster::build(
+    let c = Cluster::build_with(
         "cpw",
         &[Place::Cloud, Place::PublicClient, Place::NattedClient],
+        true,
         vlnet_binary(),
     )
     .unwrap();
     c.wait_connected().unwrap();
+    // The controller's static kernel-vxlan peer keeps working beside the
+    // members (plain VXLAN on the cloud LAN).
+    let kernel = c.kernel.as_ref().unwrap();
+    let r = probe::ping(kernel.vm.ns(), vm_ip(0), 5, Duration::from_millis(50)).unwrap();
+    assert!(r.received >= 4, "kernel peer -> controller: {r:?}");
     for from in 0..4 {
         for to in (0..4).filter(|t| *t != from) {
             assert!(

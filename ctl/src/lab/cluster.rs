@@ -65,26 +65,65 @@ pub struct ClusterNode {
     pub member_name: String,
 }
 
+/// A Proxmox-like node on the cloud LAN running the kernel's vxlan driver,
+/// a static peer of the controller (not a member).
+pub struct KernelPeer {
+    /// Its VM on [`BRIDGE`].
+    pub vm: Vm,
+    /// Its host.
+    pub host: Host,
+}
+
 /// A controller (node 0) and its members.
 pub struct Cluster {
     /// Node 0 is the controller.
     pub nodes: Vec<ClusterNode>,
+    /// A kernel-vxlan static peer of the controller, if asked for.
+    pub kernel: Option<KernelPeer>,
     /// The WAN (dropped last).
     pub wan: Wan,
 }
+
+/// Cloud LAN index of the kernel-vxlan peer's host.
+const KERNEL_HOST_INDEX: u8 = 200;
+/// Index of the kernel-vxlan peer's VM (for its MAC and overlay address).
+pub const KERNEL_VM: usize = 50;
 
 impl Cluster {
     /// Builds the controller and one member per entry of `members`, and
     /// joins each with a fresh token.
     pub fn build(tag: &str, members: &[Place], vlnet_binary: &Path) -> Result<Self, LabError> {
+        Self::build_with(tag, members, false, vlnet_binary)
+    }
+
+    /// [`build`](Self::build), and with `kernel_peer` a kernel-vxlan node
+    /// on the cloud LAN as the controller's static peer (plain VXLAN beside
+    /// the encrypted members), its VM [`KERNEL_VM`].
+    pub fn build_with(
+        tag: &str,
+        members: &[Place],
+        kernel_peer: bool,
+        vlnet_binary: &Path,
+    ) -> Result<Self, LabError> {
         let wan = Wan::new(tag)?;
         let controller_host = wan.add_cloud_host("ctl", 1)?;
+        let kernel = if kernel_peer {
+            let host = wan.add_cloud_host("k", KERNEL_HOST_INDEX)?;
+            host.add_bridge(BRIDGE)?;
+            let vm = host.add_vm("kvm", BRIDGE, &vm_mac(KERNEL_VM), vm_ip(KERNEL_VM), 24)?;
+            host.add_kernel_vxlan(VNI, BRIDGE, &[controller_host.ip()])?;
+            Some(KernelPeer { vm, host })
+        } else {
+            None
+        };
+        let static_peers: Vec<Ipv4Addr> = kernel.iter().map(|k| k.host.ip()).collect();
         let spec = NodeSpec::new("ctl", controller_host.ip())
-            .with_vni(VNI, BRIDGE, &[])
+            .with_vni(VNI, BRIDGE, &static_peers)
             .as_controller(TUNNEL_POOL);
         let controller = Self::node(Site::Cloud(controller_host), spec, 0, "ctl", vlnet_binary)?;
         let mut cluster = Self {
             nodes: vec![controller],
+            kernel,
             wan,
         };
         let mut cloud_index = 2;

@@ -374,8 +374,21 @@ fn restarts_keep_state_and_a_30s_wan_cut_loses_nothing() {
     c.nodes[0].daemon.restart().unwrap();
     c.wait_connected().unwrap();
     assert!(reach(&c, 1, 0, Duration::from_secs(15)));
-    // Client restart: it resumes from its membership file.
+    // Client crash and restart: it resumes from its membership file, and
+    // encrypted traffic keeps flowing while its daemon is down (the
+    // WireGuard device runs in a process of its own and is adopted).
+    let pinger = c.nodes[1].vm.ns().clone();
+    let pings =
+        std::thread::spawn(move || probe::ping(&pinger, vm_ip(0), 100, Duration::from_millis(20)));
+    std::thread::sleep(Duration::from_millis(300));
+    c.nodes[1].daemon.kill9();
+    std::thread::sleep(Duration::from_millis(800));
     c.nodes[1].daemon.restart().unwrap();
+    let r = pings.join().unwrap().unwrap();
+    assert_eq!(
+        r.received, r.sent,
+        "encrypted pings lost across kill -9: {r:?}"
+    );
     c.wait_connected().unwrap();
     assert!(reach(&c, 1, 2, Duration::from_secs(15)));
 

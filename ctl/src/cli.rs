@@ -26,6 +26,14 @@ pub enum Command {
     },
     /// Administer a running node.
     Ctl(CtlArgs),
+    /// Serve one WireGuard interface until SIGTERM (the daemon starts this
+    /// so that encrypted traffic outlives a daemon restart).
+    #[command(name = "wireguard-device", hide = true)]
+    WireguardDevice {
+        /// The interface to create.
+        #[arg(long)]
+        ifname: String,
+    },
     /// Demonstrations and benchmarks in network namespaces on this machine.
     Lab {
         /// Which lab job.

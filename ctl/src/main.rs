@@ -24,6 +24,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the WireGuard interface `ifname` until SIGTERM or SIGINT.
+fn serve_wireguard_device(ifname: &str) -> Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    let device = vlnet_dataplane::wg::WgDevice::create(ifname)?;
+    tracing::info!(ifname, "WireGuard device serving");
+    let signal = signals.forever().next();
+    tracing::info!(ifname, ?signal, "WireGuard device stopping");
+    drop(device);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daemon { config } => {
@@ -37,6 +52,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ctl(args) => vlnet::admin::run(&args),
+        Command::WireguardDevice { ifname } => serve_wireguard_device(&ifname),
         Command::Lab { job } => match job {
             LabCommand::Demo => vlnet::lab::demo::run(),
             LabCommand::Bench { json, secs } => vlnet::lab::bench::run(json, secs),

@@ -695,6 +695,11 @@ pub async fn teardown(cfg: &Config) -> Result<TeardownReport, DaemonError> {
             report.deleted_links.push(bridge.clone());
         }
     }
+    if let Some(wg) = &cfg.wireguard {
+        let pid_file = crate::control::tunnel::pid_file(&cfg.node.state_dir, &cfg.node.name);
+        crate::wg::process::stop_device(&wg.ifname, &pid_file)
+            .map_err(|e| state_error(&pid_file)(std::io::Error::other(e)))?;
+    }
     // A member leaves its cluster (joining again needs a new token); a
     // controller's registry stays: deleting it would orphan every member.
     let membership =

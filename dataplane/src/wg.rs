@@ -7,6 +7,7 @@
 //! that calls [`WgDevice::create`]. The UAPI socket path is not per network
 //! namespace, so interface names must be unique on the machine.
 
+pub mod process;
 pub mod uapi;
 
 use std::io::{self, BufRead as _, BufReader, Write as _};
@@ -141,63 +142,23 @@ pub fn public_key(private: &Key) -> Key {
     PublicKey::from(&StaticSecret::from(*private)).to_bytes()
 }
 
-/// An in-process WireGuard interface; removed (worker stopped, UAPI socket
-/// deleted) on drop.
-pub struct WgDevice {
-    ifname: String,
+/// A client of a WireGuard interface's UAPI socket (any implementation:
+/// boringtun in this or another process, wireguard-go).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uapi {
     socket: PathBuf,
-    handle: Option<DeviceHandle>,
 }
 
-impl std::fmt::Debug for WgDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WgDevice")
-            .field("ifname", &self.ifname)
-            .field("socket", &self.socket)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WgDevice {
-    /// Creates the TUN interface `ifname` (down, no address) in the calling
-    /// thread's network namespace, with one worker thread and its UAPI socket.
-    pub fn create(ifname: &str) -> Result<Self, WgError> {
-        if ifname.is_empty()
-            || ifname.len() > MAX_IFNAME
-            || ifname.bytes().any(|b| b == b'/' || b.is_ascii_whitespace())
-        {
-            return Err(WgError::InvalidName(ifname.to_owned()));
+impl Uapi {
+    /// The client for interface `ifname` (`/var/run/wireguard/<ifname>.sock`).
+    #[must_use]
+    pub fn new(ifname: &str) -> Self {
+        Self {
+            socket: WgDevice::socket_path(ifname),
         }
-        let config = DeviceConfig {
-            n_threads: 1,
-            use_connected_socket: true,
-            use_multi_queue: false,
-            uapi_fd: -1,
-        };
-        let handle = DeviceHandle::new(ifname, config).map_err(|source| WgError::Create {
-            ifname: ifname.to_owned(),
-            source,
-        })?;
-        Ok(Self {
-            ifname: ifname.to_owned(),
-            socket: Self::socket_path(ifname),
-            handle: Some(handle),
-        })
     }
 
-    /// `/var/run/wireguard/<ifname>.sock`.
-    #[must_use]
-    pub fn socket_path(ifname: &str) -> PathBuf {
-        Path::new(UAPI_DIR).join(format!("{ifname}.sock"))
-    }
-
-    /// The interface name.
-    #[must_use]
-    pub fn ifname(&self) -> &str {
-        &self.ifname
-    }
-
-    /// The UAPI socket.
+    /// The socket.
     #[must_use]
     pub fn socket(&self) -> &Path {
         &self.socket
@@ -264,6 +225,85 @@ impl WgDevice {
     }
 }
 
+/// An in-process WireGuard interface; removed (worker stopped, UAPI socket
+/// deleted) on drop.
+pub struct WgDevice {
+    ifname: String,
+    uapi: Uapi,
+    handle: Option<DeviceHandle>,
+}
+
+impl std::fmt::Debug for WgDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgDevice")
+            .field("ifname", &self.ifname)
+            .field("socket", &self.uapi.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WgDevice {
+    /// Creates the TUN interface `ifname` (down, no address) in the calling
+    /// thread's network namespace, with one worker thread and its UAPI socket.
+    pub fn create(ifname: &str) -> Result<Self, WgError> {
+        check_ifname(ifname)?;
+        let config = DeviceConfig {
+            n_threads: 1,
+            use_connected_socket: true,
+            use_multi_queue: false,
+            uapi_fd: -1,
+        };
+        let handle = DeviceHandle::new(ifname, config).map_err(|source| WgError::Create {
+            ifname: ifname.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            ifname: ifname.to_owned(),
+            uapi: Uapi::new(ifname),
+            handle: Some(handle),
+        })
+    }
+
+    /// `/var/run/wireguard/<ifname>.sock`.
+    #[must_use]
+    pub fn socket_path(ifname: &str) -> PathBuf {
+        Path::new(UAPI_DIR).join(format!("{ifname}.sock"))
+    }
+
+    /// The interface name.
+    #[must_use]
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The UAPI socket.
+    #[must_use]
+    pub fn socket(&self) -> &Path {
+        &self.uapi.socket
+    }
+
+    /// Applies `request` (a UAPI `set=1`).
+    pub fn configure(&self, request: &SetRequest) -> Result<(), WgError> {
+        self.uapi.configure(request)
+    }
+
+    /// The peers as the device reports them.
+    pub fn status(&self) -> Result<Vec<PeerState>, WgError> {
+        self.uapi.status()
+    }
+}
+
+/// Refuses names Linux would not take: empty, too long, `/` or whitespace.
+pub fn check_ifname(ifname: &str) -> Result<(), WgError> {
+    if ifname.is_empty()
+        || ifname.len() > MAX_IFNAME
+        || ifname.bytes().any(|b| b == b'/' || b.is_ascii_whitespace())
+    {
+        return Err(WgError::InvalidName(ifname.to_owned()));
+    }
+    Ok(())
+}
+
 impl Drop for WgDevice {
     fn drop(&mut self) {
         if let Some(mut handle) = self.handle.take() {
@@ -272,7 +312,7 @@ impl Drop for WgDevice {
             // goes when the worker releases it.
             drop(handle);
         }
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.uapi.socket);
     }
 }
 

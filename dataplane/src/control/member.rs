@@ -75,7 +75,11 @@ impl ControlPlane {
         let welcome = match result {
             Ok(w) => w,
             Err(e) => {
-                *self.tunnel() = None; // so that a retry starts afresh
+                // So that a retry starts afresh.
+                let tunnel = self.tunnel().take();
+                if let Some(t) = tunnel {
+                    let _ = t.stop();
+                }
                 self.notify();
                 return Err(e);
             }

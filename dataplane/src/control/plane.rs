@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, watch};
 use super::macbook::{FdbChange, MacBook, Relay};
 use super::membership::{membership_path, Membership};
 use super::registry::{registry_path, Registry};
-use super::tunnel::{DesiredPeer, Tunnel, TunnelError, TunnelSpec, WG_OVERHEAD};
+use super::tunnel::{
+    log_file, pid_file, DesiredPeer, Tunnel, TunnelError, TunnelSpec, WG_OVERHEAD,
+};
 use super::wire::{Member, Message};
 use crate::config::{Config, Role, WireguardConfig};
 use crate::netlink::Netlink;
@@ -288,6 +290,8 @@ impl ControlPlane {
                 addr,
                 prefix,
                 mtu: self.tunnel_mtu,
+                pid_file: &pid_file(&self.state_dir, &self.node),
+                log: &log_file(&self.state_dir, &self.node),
             },
         )
         .await?;

@@ -1,5 +1,7 @@
-//! The node's WireGuard interface (`vlwg0`): a boringtun device brought up
-//! with the node's tunnel address, and its peers kept equal to a desired set.
+//! The node's WireGuard interface (`vlwg0`): a boringtun device (in a
+//! process of its own, see [`crate::wg::process`], adopted after a daemon
+//! restart) brought up with the node's tunnel address, and its peers kept
+//! equal to a desired set.
 //!
 //! boringtun refuses to modify a peer in place (it panics), so a peer whose
 //! settings change is removed and added again. Each peer goes in a request of
@@ -8,14 +10,16 @@
 //! only change is the endpoint the controller reports is left alone while its
 //! session is alive: WireGuard already follows a roaming peer by itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tracing::info;
 
 use crate::netlink::{Netlink, NetlinkError};
-use crate::wg::{AllowedIp, Key, PeerConfig, PeerState, SetRequest, WgDevice, WgError};
+use crate::wg::process::{ensure_device, stop_device};
+use crate::wg::{AllowedIp, Key, PeerConfig, PeerState, SetRequest, Uapi, WgError};
 
 /// WireGuard's own overhead over IPv4 or IPv6 (outer IPv6 40 + UDP 8 +
 /// WireGuard 32), as `wg-quick` subtracts it.
@@ -63,12 +67,28 @@ impl DesiredPeer {
     }
 }
 
+/// The pid file of `node`'s WireGuard device process.
+#[must_use]
+pub fn pid_file(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join(format!("{node}.wg.pid"))
+}
+
+/// The log of `node`'s WireGuard device process.
+#[must_use]
+pub fn log_file(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join(format!("{node}.wg.log"))
+}
+
 /// The running WireGuard interface.
 #[derive(Debug)]
 pub struct Tunnel {
-    device: WgDevice,
+    ifname: String,
+    uapi: Uapi,
     index: u32,
     peers: BTreeMap<Key, DesiredPeer>,
+    /// Peers found on an adopted device, not yet matched to desired ones.
+    adopted: BTreeSet<Key>,
+    pid_file: PathBuf,
 }
 
 /// How the tunnel is set up.
@@ -86,33 +106,63 @@ pub struct TunnelSpec<'a> {
     pub prefix: u8,
     /// Interface MTU.
     pub mtu: u32,
+    /// Where the device process's pid is kept.
+    pub pid_file: &'a Path,
+    /// The device process's log.
+    pub log: &'a Path,
 }
 
 impl Tunnel {
-    /// Creates the interface (in the calling thread's namespace), sets key,
-    /// port, address and MTU, and brings it up without peers.
+    /// Adopts the running interface or creates it (in the calling
+    /// thread's namespace), sets key, port (new devices only: an adopted one
+    /// keeps its sockets), address and MTU, and brings it up. An adopted
+    /// device keeps its peers and their sessions.
     pub async fn up(nl: &Netlink, spec: &TunnelSpec<'_>) -> Result<Self, TunnelError> {
-        let device = WgDevice::create(spec.ifname)?;
-        device.configure(
-            &SetRequest::new()
-                .private_key(spec.private_key)
-                .listen_port(spec.listen_port),
-        )?;
+        let device = ensure_device(spec.ifname, spec.pid_file, spec.log)?;
+        let mut request = SetRequest::new().private_key(spec.private_key);
+        if !device.adopted {
+            request = request.listen_port(spec.listen_port);
+        }
+        device.uapi.configure(&request)?;
+        let adopted: BTreeSet<Key> = if device.adopted {
+            device
+                .uapi
+                .status()?
+                .into_iter()
+                .map(|p| p.public_key)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let link = nl.require_link(spec.ifname).await?;
         nl.configure_tunnel(link.index, spec.addr, spec.prefix, spec.mtu)
             .await?;
-        info!(ifname = spec.ifname, addr = %spec.addr, prefix = spec.prefix, "WireGuard interface up");
+        info!(
+            ifname = spec.ifname,
+            addr = %spec.addr,
+            prefix = spec.prefix,
+            adopted = device.adopted,
+            "WireGuard interface up"
+        );
         Ok(Self {
-            device,
+            ifname: spec.ifname.to_owned(),
+            uapi: device.uapi,
             index: link.index,
             peers: BTreeMap::new(),
+            adopted,
+            pid_file: spec.pid_file.to_owned(),
         })
+    }
+
+    /// Stops the device process (the interface and its sessions go).
+    pub fn stop(self) -> Result<(), TunnelError> {
+        Ok(stop_device(&self.ifname, &self.pid_file)?)
     }
 
     /// The interface name.
     #[must_use]
     pub fn ifname(&self) -> &str {
-        self.device.ifname()
+        &self.ifname
     }
 
     /// The interface index.
@@ -123,12 +173,12 @@ impl Tunnel {
 
     /// Replaces the private key (every peer's session restarts with it).
     pub fn set_private_key(&self, key: Key) -> Result<(), TunnelError> {
-        Ok(self.device.configure(&SetRequest::new().private_key(key))?)
+        Ok(self.uapi.configure(&SetRequest::new().private_key(key))?)
     }
 
     /// Peers as the device reports them.
     pub fn status(&self) -> Result<Vec<PeerState>, TunnelError> {
-        Ok(self.device.status()?)
+        Ok(self.uapi.status()?)
     }
 
     /// Brings the device's peers to `desired`: removes the others, adds the
@@ -137,6 +187,16 @@ impl Tunnel {
         let want: BTreeMap<Key, &DesiredPeer> = desired.iter().map(|p| (p.public_key, p)).collect();
         let alive = self.live_sessions();
         let mut requests = Vec::new();
+        // An adopted device's peers are taken as configured when wanted
+        // (their settings derive from the same registry), removed otherwise.
+        for key in std::mem::take(&mut self.adopted) {
+            match want.get(&key) {
+                Some(peer) => {
+                    self.peers.insert(key, (*peer).clone());
+                }
+                None => requests.push(SetRequest::new().peer(PeerConfig::new(key).remove())),
+            }
+        }
         for key in self.peers.keys().filter(|k| !want.contains_key(*k)) {
             requests.push(SetRequest::new().peer(PeerConfig::new(*key).remove()));
         }
@@ -161,7 +221,7 @@ impl Tunnel {
             requests.push(SetRequest::new().peer(peer.config()));
         }
         for request in &requests {
-            self.device.configure(request)?;
+            self.uapi.configure(request)?;
         }
         self.peers = want.into_iter().map(|(k, p)| (k, p.clone())).collect();
         Ok(())
@@ -173,16 +233,16 @@ impl Tunnel {
     /// return).
     pub fn restart_peer(&self, key: &Key) -> Result<(), TunnelError> {
         if let Some(peer) = self.peers.get(key) {
-            self.device
+            self.uapi
                 .configure(&SetRequest::new().peer(PeerConfig::new(*key).remove()))?;
-            self.device
+            self.uapi
                 .configure(&SetRequest::new().peer(peer.config()))?;
         }
         Ok(())
     }
 
     fn live_sessions(&self) -> Vec<Key> {
-        self.device
+        self.uapi
             .status()
             .unwrap_or_default()
             .into_iter()

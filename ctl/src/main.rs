@@ -26,16 +26,10 @@ fn main() -> ExitCode {
 
 /// Runs the WireGuard interface `ifname` until SIGTERM or SIGINT.
 fn serve_wireguard_device(ifname: &str) -> Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("installing signal handlers")?;
-    let device = vlnet_dataplane::wg::WgDevice::create(ifname)?;
+    let mut device = vlnet_dataplane::wg::WgDevice::create(ifname)?;
     tracing::info!(ifname, "WireGuard device serving");
-    let signal = signals.forever().next();
-    tracing::info!(ifname, ?signal, "WireGuard device stopping");
-    drop(device);
+    device.wait();
+    tracing::info!(ifname, "WireGuard device stopped");
     Ok(())
 }
 

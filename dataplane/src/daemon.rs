@@ -107,17 +107,21 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     async move {
         let _lock = NodeLock::acquire(&cfg.node.state_dir, &cfg.node.name)?;
         let (node, mut dataplane) = start(&cfg).await?;
-        let control = match &cfg.wireguard {
-            Some(wg) => {
-                let facts = node.facts();
-                let hooks: Arc<dyn DataplaneHooks> = node.clone();
-                let plane = ControlPlane::load(&cfg, wg, facts.vtep, facts.underlay_mtu, hooks)?;
-                node.set_control(Arc::clone(&plane));
-                plane.start().await?;
-                converge(&cfg, &plane.dynamic(), &mut dataplane, &node).await?;
-                Some(plane)
-            }
-            None => None,
+        let control = if let Some(wg) = &cfg.wireguard {
+            let facts = node.facts();
+            let hooks: Arc<dyn DataplaneHooks> = node.clone();
+            let plane = ControlPlane::load(&cfg, wg, facts.vtep, facts.underlay_mtu, hooks)?;
+            node.set_control(Arc::clone(&plane));
+            // Tunnel and persisted state first, so that the first
+            // convergence already keeps the members' peers: a restart
+            // must not drop them even for a moment.
+            plane.start().await?;
+            converge(&cfg, &plane.dynamic(), &mut dataplane, &node).await?;
+            plane.spawn_tasks();
+            Some(plane)
+        } else {
+            converge(&cfg, &Dynamic::default(), &mut dataplane, &node).await?;
+            None
         };
         let api = api::bind(&cfg.node.api_socket)?;
         let metrics_listener = metrics::bind(cfg.node.metrics_listen)?;
@@ -360,8 +364,8 @@ pub struct Dataplane {
     adopted: bool,
 }
 
-/// Loads (or adopts) the programs and maps and brings them to what `cfg`
-/// says.
+/// Loads (or adopts) the programs and maps; [`converge`] then brings them to
+/// what the config and the control plane say.
 async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
     let nl = Netlink::connect()?;
     let underlay = nl.require_link(&cfg.node.underlay).await?;
@@ -392,7 +396,7 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
         vnis: Vec::new(),
     };
     let node = Arc::new(Node::new(facts, maps));
-    let mut dataplane = Dataplane {
+    let dataplane = Dataplane {
         programs,
         nl,
         underlay,
@@ -408,7 +412,6 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
         },
         adopted,
     };
-    converge(cfg, &Dynamic::default(), &mut dataplane, &node).await?;
     Ok((node, dataplane))
 }
 

@@ -287,6 +287,14 @@ impl WgDevice {
         self.uapi.configure(request)
     }
 
+    /// Blocks until the device stops. boringtun stops it on SIGTERM or
+    /// SIGINT (it takes both over, through a signalfd, when created).
+    pub fn wait(&mut self) {
+        if let Some(handle) = self.handle.as_mut() {
+            handle.wait();
+        }
+    }
+
     /// The peers as the device reports them.
     pub fn status(&self) -> Result<Vec<PeerState>, WgError> {
         self.uapi.status()

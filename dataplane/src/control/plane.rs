@@ -247,8 +247,9 @@ impl ControlPlane {
         }))
     }
 
-    /// Brings the tunnel up when the node is a controller or has joined,
-    /// programs the persisted routes, and starts the background tasks.
+    /// Brings the tunnel up when the node is a controller or has joined and
+    /// programs the persisted routes; [`spawn_tasks`](Self::spawn_tasks)
+    /// then starts the sessions.
     pub async fn start(self: &Arc<Self>) -> Result<(), ControlError> {
         let spec = {
             let inner = lock(&self.inner);
@@ -270,7 +271,6 @@ impl ControlPlane {
         self.sync_peers();
         let entries = self.with_book(|b| b.fdb_entries()).unwrap_or_default();
         self.hooks.apply_fdb(&entries);
-        self.spawn_tasks();
         Ok(())
     }
 
@@ -300,7 +300,12 @@ impl ControlPlane {
         Ok(())
     }
 
-    pub(super) fn spawn_tasks(self: &Arc<Self>) {
+    /// Starts the background tasks (sessions, local MACs, endpoints) of a
+    /// controller or joined member; nothing for a member not joined yet.
+    pub fn spawn_tasks(self: &Arc<Self>) {
+        if self.tunnel().is_none() {
+            return;
+        }
         let is_controller = matches!(*lock(&self.inner), Inner::Controller(_));
         if is_controller {
             tokio::spawn(Arc::clone(self).serve_controller());

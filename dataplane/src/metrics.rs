@@ -492,6 +492,13 @@ mod tests {
     }
 
     impl MetricsSource for Fake {
+        fn control(&self) -> Option<ControlMetrics> {
+            (!self.fail).then(|| ControlMetrics {
+                rejected: vec![("forged", 2), ("not_member", 0)],
+                sessions: 3,
+            })
+        }
+
         fn status(&self) -> Result<NodeStatus, String> {
             if self.fail {
                 return Err("maps unreadable".into());
@@ -571,6 +578,9 @@ mod tests {
             r#"vlnet_fdb_entries{kind="static",vni="100"} 1"#,
             r#"vlnet_node_info{datapath="tc",node="pve1",vtep="198.18.0.1"} 1"#,
             "vlnet_up 1",
+            "vlnet_control_rejected_total{reason=\"forged\"} 2",
+            "vlnet_control_rejected_total{reason=\"not_member\"} 0",
+            "vlnet_control_sessions 3",
         ] {
             assert!(all.contains(&expected), "missing {expected:?} in\n{text}");
         }

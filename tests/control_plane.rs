@@ -396,7 +396,10 @@ fn restarts_keep_state_and_a_30s_wan_cut_loses_nothing() {
     let resync = restored.elapsed();
     eprintln!("control session back {resync:?} after the WAN returned");
     // Within a second, plus the 100 ms polling of `client list`.
-    assert!(resync < Duration::from_millis(1500), "resync took {resync:?}");
+    assert!(
+        resync < Duration::from_millis(1500),
+        "resync took {resync:?}"
+    );
     // What changed during the cut (the new local VM) reached the cluster.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {

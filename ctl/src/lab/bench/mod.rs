@@ -20,16 +20,16 @@
 //!
 //! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, ping RTT VM0 → VM1
 //! (after one reply, so handshakes and ARP are done), and, for every
-//! topology but the two encrypted ones, the small-packet rate: 64-byte UDP frames, VXLAN-encapsulated by a
-//! generator in host 0 (see [`pps`]), delivered into VM1's UDP stack; then
-//! the same bursts again with VM1's interface dropping every frame at XDP,
-//! counted where host 1 decapsulates them (the decap rate, the tunnel
-//! endpoint's own cost) and where they reach VM1's port. In `plain` the
-//! same 64-byte frame goes host 0 → host 1 without a tunnel, and host 1's
-//! underlay interface stands for both the decap point and the VM port
-//! (it is where the frames are dropped). The generator's frames are VXLAN
-//! in clear, which no WireGuard tunnel accepts: the encrypted topologies
-//! report TCP and ping only. Results are
+//! topology but the two encrypted ones, the small-packet rate: 64-byte UDP
+//! frames, VXLAN-encapsulated by a generator in host 0 (see [`pps`]),
+//! delivered into VM1's UDP stack; then the same bursts again with VM1's
+//! interface dropping every frame at XDP, counted where host 1 decapsulates
+//! them (the decap rate, the tunnel endpoint's own cost) and where they
+//! reach VM1's port. In `plain` the same 64-byte frame goes host 0 → host 1
+//! without a tunnel, and host 1's underlay interface stands for both the
+//! decap point and the VM port (it is where the frames are dropped). The
+//! generator's frames are VXLAN in clear, which no WireGuard tunnel
+//! accepts: the encrypted topologies report TCP and ping only. Results are
 //! printed, never judged: these machines are shared and noisy. Bridge
 //! netfilter is switched off in the bench's namespaces (see
 //! `no_bridge_netfilter`).

@@ -1,9 +1,32 @@
 //! Smoke test of `vlnet lab bench`: one short run (`--secs 1`) must print
 //! well-formed JSON in which every number — each topology's metrics, each
-//! ratio — is positive. Nothing about the values themselves is asserted
-//! (these machines are shared and noisy). Needs root (namespaces, BPF).
+//! ratio — is positive, and the encrypted topologies have TCP and ping but
+//! no small-packet numbers. Nothing about the values themselves is asserted
+//! (these machines are shared and noisy). Needs root (namespaces, BPF),
+//! `wireguard-go` and `wg`.
 
 use std::process::Command;
+
+/// Topologies the small-packet generator feeds.
+const CLEAR: [&str; 5] = ["plain", "kernel", "kernel-txoff", "vlnet-tc", "vlnet-xdp"];
+/// Topologies with VXLAN inside WireGuard.
+const ENCRYPTED: [&str; 2] = ["vlnet-wg", "kernel-wggo"];
+/// Every topology's metrics.
+const CORE_FIELDS: [&str; 4] = [
+    "tcp_1_stream_gbit_s",
+    "tcp_4_streams_gbit_s",
+    "ping_rtt_avg_ms",
+    "ping_rtt_p50_ms",
+];
+/// The small-packet metrics.
+const SMALL_PACKET_FIELDS: [&str; 6] = [
+    "udp64_delivered_mpps",
+    "udp64_generated_mpps",
+    "udp64_delivered_fraction",
+    "udp64_decapsulated_mpps",
+    "udp64_at_vm_port_mpps",
+    "udp64_decap_run_generated_mpps",
+];
 
 fn numbers<'a>(
     path: &str,
@@ -41,7 +64,7 @@ fn bench_json_is_complete_and_positive() {
         )
     });
 
-    for topology in ["plain", "kernel", "kernel-txoff", "vlnet-tc", "vlnet-xdp"] {
+    for topology in CLEAR.iter().chain(&ENCRYPTED) {
         assert!(
             json["topologies"][topology].is_object(),
             "{topology} missing: {json:#}"
@@ -52,6 +75,7 @@ fn bench_json_is_complete_and_positive() {
         "vlnet_xdp_vs_kernel_txoff",
         "vlnet_xdp_vs_kernel",
         "plain_vs_kernel",
+        "vlnet_wg_vs_kernel_wggo",
     ] {
         assert!(
             json["ratios"][ratio].is_object(),
@@ -62,24 +86,33 @@ fn bench_json_is_complete_and_positive() {
             "{ratio} reference missing"
         );
     }
-    for field in [
-        "tcp_1_stream_gbit_s",
-        "tcp_4_streams_gbit_s",
-        "udp64_delivered_mpps",
-        "udp64_generated_mpps",
-        "udp64_delivered_fraction",
-        "udp64_decapsulated_mpps",
-        "udp64_at_vm_port_mpps",
-        "udp64_decap_run_generated_mpps",
-        "ping_rtt_avg_ms",
-        "ping_rtt_p50_ms",
-    ] {
-        for topology in ["plain", "kernel", "kernel-txoff", "vlnet-tc", "vlnet-xdp"] {
+    for topology in CLEAR.iter().chain(&ENCRYPTED) {
+        for field in CORE_FIELDS {
             assert!(
                 json["topologies"][topology][field].is_number(),
                 "{topology}.{field} missing: {json:#}"
             );
         }
+    }
+    for field in SMALL_PACKET_FIELDS {
+        for topology in CLEAR {
+            assert!(
+                json["topologies"][topology][field].is_number(),
+                "{topology}.{field} missing: {json:#}"
+            );
+        }
+        for topology in ENCRYPTED {
+            assert!(
+                json["topologies"][topology].get(field).is_none(),
+                "{topology}.{field} measured through WireGuard? {json:#}"
+            );
+        }
+    }
+    for field in CORE_FIELDS {
+        assert!(
+            json["ratios"]["vlnet_wg_vs_kernel_wggo"][field].is_number(),
+            "ratios.vlnet_wg_vs_kernel_wggo.{field} missing: {json:#}"
+        );
     }
     // The decap rate and its ratios, the bench's point (positivity below).
     for ratio in [

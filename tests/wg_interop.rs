@@ -11,15 +11,14 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use vlnet::lab::probe::{self, Capture, CaptureReport};
-use vlnet::lab::{ChildGuard, NetNs};
+use vlnet::lab::wggo::WG_MTU;
+use vlnet::lab::{NetNs, WgPeer, WireguardGo};
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
 
 const A_UNDERLAY: &str = "198.18.0.1";
@@ -29,29 +28,8 @@ const B_PORT: u16 = 51821;
 const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
-/// Removes a file on drop: wireguard-go killed with SIGKILL leaves its UAPI
-/// socket behind, and that path is shared by every namespace.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn b64(key: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
-}
-
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} not ready after {limit:?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Namespaces A and B joined by a veth `ua`–`ub` on the underlay.
@@ -78,34 +56,6 @@ fn underlay() -> (NetNs, NetNs) {
         ns.run(&["ip", "link", "set", dev, "up"]).unwrap();
     }
     (a, b)
-}
-
-/// wireguard-go running as `ifname` in `ns` (killed with the guard; its
-/// socket removed by the other guard), and a key pair made by `wg`:
-/// (guards, private key as base64, public key).
-fn start_wireguard_go(ns: &NetNs, ifname: &str) -> ((RemoveOnDrop, ChildGuard), String, [u8; 32]) {
-    let socket = RemoveOnDrop(WgDevice::socket_path(ifname));
-    let mut go = ns.cmd("wireguard-go");
-    go.args(["-f", ifname])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = ChildGuard::spawn(&mut go).unwrap();
-    wait_for(
-        "wireguard-go's UAPI socket",
-        Duration::from_secs(10),
-        || WgDevice::socket_path(ifname).exists(),
-    );
-    let private = ns.run(&["wg", "genkey"]).unwrap().trim().to_owned();
-    let public = ns
-        .run(&["sh", "-c", "printf '%s\\n' \"$0\" | wg pubkey", &private])
-        .unwrap();
-    let public: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(public.trim())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    ((socket, child), private, public)
 }
 
 /// The capture on the underlay holds the handshake and at least 10 transport
@@ -142,7 +92,12 @@ fn boringtun_device_talks_to_wireguard_go() {
     let (a, b) = underlay();
 
     // B: wireguard-go, configured with wg only, its own keys from wg.
-    let (_wireguard_go, b_private, b_public) = start_wireguard_go(&b, &if_b);
+    let go = WireguardGo::start(&b, &if_b).unwrap();
+    let b_public: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(go.public_key())
+        .unwrap()
+        .try_into()
+        .unwrap();
 
     // A: vlnet's device, created from a thread inside A.
     let a_keys = KeyPair::generate();
@@ -166,22 +121,16 @@ fn boringtun_device_talks_to_wireguard_go() {
         .unwrap();
     a.run(&["ip", "link", "set", &if_a, "up"]).unwrap();
 
-    b.run(&[
-        "sh",
-        "-c",
-        "printf '%s\\n' \"$1\" | wg set \"$0\" private-key /dev/stdin listen-port \"$2\" \
-         peer \"$3\" endpoint \"$4\" allowed-ips \"$5\"",
-        &if_b,
-        &b_private,
-        &B_PORT.to_string(),
-        &b64(&a_keys.public),
-        &format!("{A_UNDERLAY}:{A_PORT}"),
-        &format!("{A_TUNNEL}/32"),
-    ])
+    go.set(
+        B_PORT,
+        &WgPeer {
+            public_key: b64(&a_keys.public),
+            endpoint: SocketAddrV4::new(A_UNDERLAY.parse().unwrap(), A_PORT),
+            tunnel_addr: A_TUNNEL,
+        },
+    )
     .unwrap();
-    b.run(&["ip", "addr", "add", &format!("{B_TUNNEL}/24"), "dev", &if_b])
-        .unwrap();
-    b.run(&["ip", "link", "set", &if_b, "up"]).unwrap();
+    go.address(B_TUNNEL, 24, WG_MTU).unwrap();
 
     // Everything on B's underlay port while A pings B through the tunnel.
     let capture = Capture::start(
@@ -202,15 +151,8 @@ fn boringtun_device_talks_to_wireguard_go() {
     assert_only_wireguard(&frames);
 
     // wireguard-go saw a handshake with A's key.
-    let handshakes = b.run(&["wg", "show", &if_b, "latest-handshakes"]).unwrap();
-    let epoch: u64 = handshakes
-        .lines()
-        .find_map(|l| l.strip_prefix(&b64(&a_keys.public)))
-        .unwrap_or_else(|| panic!("A's key not among B's peers: {handshakes}"))
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(epoch > 0, "no handshake on B: {handshakes}");
+    let handshake = go.latest_handshake(&b64(&a_keys.public)).unwrap();
+    assert!(handshake.is_some(), "no handshake on B");
 
     // vlnet's device reports B with a handshake and traffic both ways.
     let peers = device.status().unwrap();
@@ -230,4 +172,7 @@ fn boringtun_device_talks_to_wireguard_go() {
     let socket = device.socket().to_owned();
     drop(device);
     assert!(!socket.exists(), "{} left behind", socket.display());
+    let go_socket = WgDevice::socket_path(go.ifname());
+    drop(go);
+    assert!(!go_socket.exists(), "{} left behind", go_socket.display());
 }

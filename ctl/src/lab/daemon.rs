@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::netns::{checked, unique_suffix, ChildGuard, LabError, NetNs};
+use super::netns::{checked, unique_ifname, unique_suffix, ChildGuard, LabError, NetNs};
 use super::tempdir::TempDir;
 use super::topology::UNDERLAY_IF;
 
@@ -79,15 +79,9 @@ pub struct WireguardSpec {
 
 impl WireguardSpec {
     fn new(role: &'static str) -> Self {
-        let [pid, n] = unique_suffix()
-            .split('-')
-            .map(ToOwned::to_owned)
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap_or_default();
         Self {
             role,
-            ifname: format!("vw{pid}n{n}"),
+            ifname: unique_ifname("vw"),
             listen_port: 51820,
             address: None,
             endpoint: None,

@@ -24,6 +24,10 @@
 //! - [`wan`]: [`Wan`], a cloud LAN behind a WAN router with public and natted
 //!   [`WanClient`]s, whose WAN links can be cut and captured.
 //! - [`cluster`]: a controller and members joined by token on a [`Wan`].
+//! - [`wggo`]: [`WireguardGo`], a wireguard-go interface configured with
+//!   `wg`, killed (and its UAPI socket removed) on drop.
+//! - [`wggo_pair`]: two hosts joined by hand with standard tools: kernel
+//!   vxlan over a wireguard-go tunnel.
 pub mod bench;
 pub mod cluster;
 pub mod daemon;
@@ -34,9 +38,12 @@ pub mod scenario;
 pub mod tempdir;
 pub mod topology;
 pub mod wan;
+pub mod wggo;
+pub mod wggo_pair;
 
 pub use daemon::{Daemon, Datapath, NodeSpec, VniSpec};
-pub use netns::{unique_suffix, ChildGuard, LabError, NetNs};
+pub use netns::{unique_ifname, unique_suffix, ChildGuard, LabError, NetNs};
 pub use tempdir::TempDir;
 pub use topology::{Host, Underlay, Vm};
 pub use wan::{Wan, WanClient};
+pub use wggo::{WgPeer, WireguardGo};

@@ -111,6 +111,16 @@ pub fn unique_suffix() -> String {
     format!("{}-{n}", std::process::id())
 }
 
+/// `<prefix><pid>n<n>`: an interface name unique on this machine for the
+/// life of this process (WireGuard's UAPI socket path is machine-wide, not
+/// per namespace). A prefix of up to 3 letters stays within Linux's 15
+/// characters for 7-digit pids and fewer than 10,000 names.
+#[must_use]
+pub fn unique_ifname(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}n{n}", std::process::id())
+}
+
 /// A command line as text, for error messages.
 pub(crate) fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
@@ -466,6 +476,8 @@ mod tests {
         let b = unique_suffix();
         assert_ne!(a, b);
         assert!(a.starts_with(&format!("{}-", std::process::id())));
+        assert_ne!(unique_ifname("vg"), unique_ifname("vg"));
+        assert!(unique_ifname("vgo").len() <= 15);
     }
 
     #[test]

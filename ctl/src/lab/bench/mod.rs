@@ -9,16 +9,27 @@
 //!   as vlnet's XDP runs need it (a real wire's full checksums): the fair
 //!   reference for `vlnet-xdp`.
 //! - `vlnet-tc`, `vlnet-xdp`: vlnet ↔ vlnet with TC or XDP decap.
+//! - `vlnet-wg`: the encrypted path: node 0 a vlnet controller, node 1 a
+//!   member joined by token (`vlnet ctl client add` / `vlnet ctl join`, see
+//!   [`cluster`](super::cluster)); VXLAN between them travels inside
+//!   vlnet's boringtun WireGuard, VM MTU 1370.
+//! - `kernel-wggo`: the same two hosts joined by hand with standard tools
+//!   (see [`wggo_pair`](super::wggo_pair)): a `wireguard-go` tunnel
+//!   configured with `wg`, MTU 1420, and a kernel vxlan over it between the
+//!   tunnel addresses; VM MTU 1370. The reference for `vlnet-wg`.
 //!
-//! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, ping RTT VM0 → VM1, and
-//! the small-packet rate: 64-byte UDP frames, VXLAN-encapsulated by a
-//! generator in host 0 (see [`pps`]), delivered into VM1's UDP stack; then
-//! the same bursts again with VM1's interface dropping every frame at XDP,
-//! counted where host 1 decapsulates them (the decap rate, the tunnel
-//! endpoint's own cost) and where they reach VM1's port. In `plain` the
-//! same 64-byte frame goes host 0 → host 1 without a tunnel, and host 1's
-//! underlay interface stands for both the decap point and the VM port
-//! (it is where the frames are dropped). Results are
+//! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, ping RTT VM0 → VM1
+//! (after one reply, so handshakes and ARP are done), and, for every
+//! topology but the two encrypted ones, the small-packet rate: 64-byte UDP
+//! frames, VXLAN-encapsulated by a generator in host 0 (see [`pps`]),
+//! delivered into VM1's UDP stack; then the same bursts again with VM1's
+//! interface dropping every frame at XDP, counted where host 1 decapsulates
+//! them (the decap rate, the tunnel endpoint's own cost) and where they
+//! reach VM1's port. In `plain` the same 64-byte frame goes host 0 → host 1
+//! without a tunnel, and host 1's underlay interface stands for both the
+//! decap point and the VM port (it is where the frames are dropped). The
+//! generator's frames are VXLAN in clear, which no WireGuard tunnel
+//! accepts: the encrypted topologies report TCP and ping only. Results are
 //! printed, never judged: these machines are shared and noisy. Bridge
 //! netfilter is switched off in the bench's namespaces (see
 //! `no_bridge_netfilter`).
@@ -29,8 +40,10 @@
 //! - [`report`]: metrics, ratios, table and JSON (pure).
 //! - [`control_scale`]: the control plane with 1,000 members and 10,000
 //!   MACs, in process.
+//! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
 
 pub mod control_scale;
+pub mod encrypted;
 pub mod frame;
 pub mod pps;
 pub mod report;
@@ -43,7 +56,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 
 use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
 use self::pps::{DecapPoint, PpsPath};
-use self::report::{Measured, Metrics, Report};
+use self::report::{Measured, Metrics, Report, SmallPackets};
 use super::probe;
 use super::scenario::{host_ip, vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
 use super::topology::Underlay;
@@ -55,17 +68,20 @@ const IPERF_PORT: u16 = 5201;
 /// Pings per topology and their interval.
 const PINGS: u32 = 200;
 const PING_INTERVAL: Duration = Duration::from_millis(5);
+/// Longest wait for the first ping reply before measuring.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(15);
 /// Longest small-packet generation per topology, and in how many bursts
 /// (the best one is reported).
 const MAX_PPS_SECS: u32 = 3;
 const PPS_BURSTS: u32 = 3;
 
 /// The ratios reported: `(subject, reference)`.
-const RATIOS: [(&str, &str); 4] = [
+const RATIOS: [(&str, &str); 5] = [
     ("vlnet-tc", "kernel"),
     ("vlnet-xdp", "kernel-txoff"),
     ("vlnet-xdp", "kernel"),
     ("plain", "kernel"),
+    ("vlnet-wg", "kernel-wggo"),
 ];
 
 /// One way of building the two-host topology.
@@ -74,9 +90,11 @@ enum Topology {
     Plain,
     Kernel { tx_checksum_off: bool },
     Vlnet(Datapath),
+    VlnetWg,
+    KernelWggo,
 }
 
-const TOPOLOGIES: [Topology; 5] = [
+const TOPOLOGIES: [Topology; 7] = [
     Topology::Plain,
     Topology::Kernel {
         tx_checksum_off: false,
@@ -86,6 +104,8 @@ const TOPOLOGIES: [Topology; 5] = [
     },
     Topology::Vlnet(Datapath::Tc),
     Topology::Vlnet(Datapath::Xdp),
+    Topology::VlnetWg,
+    Topology::KernelWggo,
 ];
 
 impl Topology {
@@ -100,6 +120,8 @@ impl Topology {
             } => "kernel-txoff",
             Self::Vlnet(Datapath::Xdp) => "vlnet-xdp",
             Self::Vlnet(_) => "vlnet-tc",
+            Self::VlnetWg => "vlnet-wg",
+            Self::KernelWggo => "kernel-wggo",
         }
     }
 
@@ -116,6 +138,8 @@ impl Topology {
                 "vlnet ↔ vlnet, XDP decap (underlay tx checksum offload off)"
             }
             Self::Vlnet(_) => "vlnet ↔ vlnet, TC decap",
+            Self::VlnetWg => "vlnet controller ↔ member joined by token, VXLAN in boringtun",
+            Self::KernelWggo => "kernel vxlan inside wireguard-go, set up by hand with wg",
         }
     }
 }
@@ -179,8 +203,13 @@ struct Ends<'a> {
     server: &'a NetNs,
     /// The server's address.
     server_ip: Ipv4Addr,
-    /// The small-packet path and frame.
-    pps: PpsPath<'a>,
+    /// Where the small-packet runs go, if the topology has them.
+    small_packets: Option<SmallPacketPath<'a>>,
+}
+
+/// The small-packet generator's path and the frame it sends.
+struct SmallPacketPath<'a> {
+    path: PpsPath<'a>,
     frame: Vec<u8>,
 }
 
@@ -207,19 +236,21 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
                     client: h0.ns(),
                     server: h1.ns(),
                     server_ip: h1.ip(),
-                    pps: PpsPath {
-                        sender: h0.ns(),
-                        sender_if: h0.underlay_if(),
-                        peer: underlay.switch(),
-                        peer_if: h0.switch_port(),
-                        sink: h1.ns(),
-                        sink_if: h1.underlay_if(),
-                        decap: DecapPoint::Link {
-                            ns: h1.ns(),
-                            ifname: h1.underlay_if(),
+                    small_packets: Some(SmallPacketPath {
+                        path: PpsPath {
+                            sender: h0.ns(),
+                            sender_if: h0.underlay_if(),
+                            peer: underlay.switch(),
+                            peer_if: h0.switch_port(),
+                            sink: h1.ns(),
+                            sink_if: h1.underlay_if(),
+                            decap: DecapPoint::Link {
+                                ns: h1.ns(),
+                                ifname: h1.underlay_if(),
+                            },
                         },
-                    },
-                    frame,
+                        frame,
+                    }),
                 },
                 secs,
                 pps_secs,
@@ -239,6 +270,8 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
             let s = Scenario::build("bv", &[vtep, vtep], binary)?;
             measure_scenario(&s, secs, pps_secs)
         }
+        Topology::VlnetWg => encrypted::vlnet_wg(binary, secs),
+        Topology::KernelWggo => encrypted::kernel_wggo(secs),
     }
 }
 
@@ -280,25 +313,29 @@ fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metri
             client: a.vm.ns(),
             server: b.vm.ns(),
             server_ip: b.vm.ip(),
-            pps: PpsPath {
-                sender: a.host.ns(),
-                sender_if: a.host.underlay_if(),
-                peer: s.underlay.switch(),
-                peer_if: a.host.switch_port(),
-                sink: b.vm.ns(),
-                sink_if: b.vm.ifname(),
-                decap,
-            },
-            frame: frame::vxlan_frame(&outer, VNI, &inner),
+            small_packets: Some(SmallPacketPath {
+                path: PpsPath {
+                    sender: a.host.ns(),
+                    sender_if: a.host.underlay_if(),
+                    peer: s.underlay.switch(),
+                    peer_if: a.host.switch_port(),
+                    sink: b.vm.ns(),
+                    sink_if: b.vm.ifname(),
+                    decap,
+                },
+                frame: frame::vxlan_frame(&outer, VNI, &inner),
+            }),
         },
         secs,
         pps_secs,
     )
 }
 
-/// Ping first (it also fills ARP caches, bridge and VTEP tables), then TCP,
-/// then the small-packet run.
+/// One ping answered first (ARP caches, bridge and VTEP tables filled,
+/// WireGuard handshakes done), then the pings measured, then TCP, then the
+/// small-packet runs if the topology has them.
 fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metrics> {
+    warm_up(ends.client, ends.server_ip)?;
     let ping = probe::ping(ends.client, ends.server_ip, PINGS, PING_INTERVAL)?;
     ensure!(
         ping.received > 0,
@@ -313,13 +350,47 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metric
         let four = probe::iperf3_client(ends.client, ends.server_ip, secs, 4, IPERF_PORT)?;
         (one, four)
     };
-    let pps = pps::best_of(&ends.pps, &ends.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
-    let decap = pps::best_decap_of(&ends.pps, &ends.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
     eprintln!(
-        "      TCP {:.2}/{:.2} Gbit/s, ping {:.3} ms, 64B: generated {} delivered {} in {:.2} s",
+        "      TCP {:.2}/{:.2} Gbit/s, ping {:.3} ms",
         tcp.0.bits_per_second / 1e9,
         tcp.1.bits_per_second / 1e9,
         ping.rtt_avg_ms.unwrap_or(f64::NAN),
+    );
+    let small_packets = ends
+        .small_packets
+        .as_ref()
+        .map(|s| measure_small_packets(s, pps_secs))
+        .transpose()?;
+    Ok(Metrics {
+        tcp_1_stream_gbit_s: tcp.0.bits_per_second / 1e9,
+        tcp_4_streams_gbit_s: tcp.1.bits_per_second / 1e9,
+        ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
+        ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
+        small_packets,
+    })
+}
+
+/// Pings `dst` from `client` once at a time until one reply comes back,
+/// for at most [`WARM_UP_LIMIT`].
+fn warm_up(client: &NetNs, dst: Ipv4Addr) -> Result<()> {
+    let deadline = Instant::now() + WARM_UP_LIMIT;
+    loop {
+        if probe::ping(client, dst, 1, PING_INTERVAL)?.received == 1 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{dst} did not answer a ping within {WARM_UP_LIMIT:?}"
+        );
+    }
+}
+
+/// The delivery run, then the decap run, each the best of [`PPS_BURSTS`].
+fn measure_small_packets(s: &SmallPacketPath<'_>, pps_secs: Duration) -> Result<SmallPackets> {
+    let pps = pps::best_of(&s.path, &s.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
+    let decap = pps::best_decap_of(&s.path, &s.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
+    eprintln!(
+        "      64B: generated {} delivered {} in {:.2} s",
         pps.generated,
         pps.delivered,
         pps.elapsed.as_secs_f64()
@@ -333,17 +404,13 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metric
         decap.port_rx_packets,
         decap.elapsed.as_secs_f64()
     );
-    Ok(Metrics {
-        tcp_1_stream_gbit_s: tcp.0.bits_per_second / 1e9,
-        tcp_4_streams_gbit_s: tcp.1.bits_per_second / 1e9,
+    Ok(SmallPackets {
         udp64_delivered_mpps: pps.delivered_pps() / 1e6,
         udp64_generated_mpps: pps.generated_pps() / 1e6,
         udp64_delivered_fraction: pps.delivered_pps() / pps.generated_pps().max(1e-9),
         udp64_decapsulated_mpps: decap.decapsulated_pps() / 1e6,
         udp64_at_vm_port_mpps: decap.at_port_pps() / 1e6,
         udp64_decap_run_generated_mpps: decap.generated_pps() / 1e6,
-        ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
-        ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
     })
 }
 

@@ -12,6 +12,20 @@ pub struct Metrics {
     pub tcp_1_stream_gbit_s: f64,
     /// iperf3 TCP, 4 streams, received Gbit/s.
     pub tcp_4_streams_gbit_s: f64,
+    /// Ping RTT, mean, ms.
+    pub ping_rtt_avg_ms: f64,
+    /// Ping RTT, median, ms.
+    pub ping_rtt_p50_ms: f64,
+    /// The small-packet runs; `None` where the generator cannot feed the
+    /// path (its frames are VXLAN in clear, not WireGuard). Flattened into
+    /// the JSON, so those fields are absent then.
+    #[serde(flatten)]
+    pub small_packets: Option<SmallPackets>,
+}
+
+/// The small-packet runs of one topology.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SmallPackets {
     /// 64-byte UDP frames that reached the receiver's UDP layer, Mpps.
     pub udp64_delivered_mpps: f64,
     /// 64-byte UDP frames the generator pushed, Mpps (same CPU: shows how
@@ -31,10 +45,6 @@ pub struct Metrics {
     pub udp64_at_vm_port_mpps: f64,
     /// Decap run: frames the generator pushed, Mpps (the offered load).
     pub udp64_decap_run_generated_mpps: f64,
-    /// Ping RTT, mean, ms.
-    pub ping_rtt_avg_ms: f64,
-    /// Ping RTT, median, ms.
-    pub ping_rtt_p50_ms: f64,
 }
 
 /// Whether a bigger value of a metric is better.
@@ -47,64 +57,94 @@ enum Better {
 /// Width of the table's first column (the longest label).
 const LABEL_WIDTH: usize = 35;
 
+/// What the table shows for a metric a topology did not measure.
+const NOT_MEASURED: &str = "-";
+
 /// `(label, better, value)` of every metric, in table order.
-type Row = (&'static str, Better, fn(&Metrics) -> f64);
+type Row = (&'static str, Better, fn(&Metrics) -> Option<f64>);
 
 const ROWS: [Row; 10] = [
     ("TCP 1 stream (Gbit/s)", Better::Higher, |m| {
-        m.tcp_1_stream_gbit_s
+        Some(m.tcp_1_stream_gbit_s)
     }),
     ("TCP 4 streams (Gbit/s)", Better::Higher, |m| {
-        m.tcp_4_streams_gbit_s
+        Some(m.tcp_4_streams_gbit_s)
     }),
     ("64B UDP delivered (Mpps)", Better::Higher, |m| {
-        m.udp64_delivered_mpps
+        m.small_packets.map(|s| s.udp64_delivered_mpps)
     }),
     ("64B UDP generated (Mpps)", Better::Higher, |m| {
-        m.udp64_generated_mpps
+        m.small_packets.map(|s| s.udp64_generated_mpps)
     }),
     ("64B UDP delivered/generated", Better::Higher, |m| {
-        m.udp64_delivered_fraction
+        m.small_packets.map(|s| s.udp64_delivered_fraction)
     }),
     ("64B decapsulated (Mpps)", Better::Higher, |m| {
-        m.udp64_decapsulated_mpps
+        m.small_packets.map(|s| s.udp64_decapsulated_mpps)
     }),
     ("64B delivered to the VM port (Mpps)", Better::Higher, |m| {
-        m.udp64_at_vm_port_mpps
+        m.small_packets.map(|s| s.udp64_at_vm_port_mpps)
     }),
     ("64B generated, decap run (Mpps)", Better::Higher, |m| {
-        m.udp64_decap_run_generated_mpps
+        m.small_packets.map(|s| s.udp64_decap_run_generated_mpps)
     }),
-    ("ping RTT avg (ms)", Better::Lower, |m| m.ping_rtt_avg_ms),
-    ("ping RTT p50 (ms)", Better::Lower, |m| m.ping_rtt_p50_ms),
+    ("ping RTT avg (ms)", Better::Lower, |m| {
+        Some(m.ping_rtt_avg_ms)
+    }),
+    ("ping RTT p50 (ms)", Better::Lower, |m| {
+        Some(m.ping_rtt_p50_ms)
+    }),
 ];
+
+/// `a / b`, NaN when `b` is not positive.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
 
 impl Metrics {
     /// Each metric of `self` divided by the same metric of `reference`
-    /// (RTT ratios below 1 are better, every other ratio above 1).
+    /// (RTT ratios below 1 are better, every other ratio above 1); the
+    /// small-packet ratios only when both measured them.
     #[must_use]
     pub fn ratio_to(&self, reference: &Self) -> Self {
-        let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         Self {
-            tcp_1_stream_gbit_s: r(self.tcp_1_stream_gbit_s, reference.tcp_1_stream_gbit_s),
-            tcp_4_streams_gbit_s: r(self.tcp_4_streams_gbit_s, reference.tcp_4_streams_gbit_s),
-            udp64_delivered_mpps: r(self.udp64_delivered_mpps, reference.udp64_delivered_mpps),
-            udp64_generated_mpps: r(self.udp64_generated_mpps, reference.udp64_generated_mpps),
-            udp64_delivered_fraction: r(
+            tcp_1_stream_gbit_s: ratio(self.tcp_1_stream_gbit_s, reference.tcp_1_stream_gbit_s),
+            tcp_4_streams_gbit_s: ratio(self.tcp_4_streams_gbit_s, reference.tcp_4_streams_gbit_s),
+            ping_rtt_avg_ms: ratio(self.ping_rtt_avg_ms, reference.ping_rtt_avg_ms),
+            ping_rtt_p50_ms: ratio(self.ping_rtt_p50_ms, reference.ping_rtt_p50_ms),
+            small_packets: self
+                .small_packets
+                .zip(reference.small_packets)
+                .map(|(s, r)| s.ratio_to(&r)),
+        }
+    }
+}
+
+impl SmallPackets {
+    fn ratio_to(&self, reference: &Self) -> Self {
+        Self {
+            udp64_delivered_mpps: ratio(self.udp64_delivered_mpps, reference.udp64_delivered_mpps),
+            udp64_generated_mpps: ratio(self.udp64_generated_mpps, reference.udp64_generated_mpps),
+            udp64_delivered_fraction: ratio(
                 self.udp64_delivered_fraction,
                 reference.udp64_delivered_fraction,
             ),
-            udp64_decapsulated_mpps: r(
+            udp64_decapsulated_mpps: ratio(
                 self.udp64_decapsulated_mpps,
                 reference.udp64_decapsulated_mpps,
             ),
-            udp64_at_vm_port_mpps: r(self.udp64_at_vm_port_mpps, reference.udp64_at_vm_port_mpps),
-            udp64_decap_run_generated_mpps: r(
+            udp64_at_vm_port_mpps: ratio(
+                self.udp64_at_vm_port_mpps,
+                reference.udp64_at_vm_port_mpps,
+            ),
+            udp64_decap_run_generated_mpps: ratio(
                 self.udp64_decap_run_generated_mpps,
                 reference.udp64_decap_run_generated_mpps,
             ),
-            ping_rtt_avg_ms: r(self.ping_rtt_avg_ms, reference.ping_rtt_avg_ms),
-            ping_rtt_p50_ms: r(self.ping_rtt_p50_ms, reference.ping_rtt_p50_ms),
         }
     }
 }
@@ -112,7 +152,7 @@ impl Metrics {
 /// One measured topology.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measured {
-    /// Short name (`plain`, `kernel`, `kernel-txoff`, `vlnet-tc`, `vlnet-xdp`).
+    /// Short name (`plain`, `kernel`, `vlnet-tc`, `vlnet-wg`, …).
     pub name: &'static str,
     /// What it is.
     pub description: &'static str,
@@ -223,16 +263,21 @@ impl Report {
             let _ = write!(out, " {:>8}", format!("ratio{}", i + 1));
         }
         out.push('\n');
+        let shown = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| NOT_MEASURED.to_owned(), |v| format!("{v:.digits$}"))
+        };
         for (label, better, value) in ROWS {
             let _ = write!(out, "{label:<LABEL_WIDTH$}");
             for t in &self.topologies {
-                let _ = write!(out, " {:>12}", format!("{:.3}", value(&t.metrics)));
+                let _ = write!(out, " {:>12}", shown(value(&t.metrics), 3));
             }
             for r in &self.ratios {
-                let _ = write!(out, " {:>7}", format!("{:.2}", value(&r.metrics)));
-                out.push(match better {
-                    Better::Higher => '↑',
-                    Better::Lower => '↓',
+                let v = value(&r.metrics);
+                let _ = write!(out, " {:>7}", shown(v, 2));
+                out.push(match (v, better) {
+                    (None, _) => ' ',
+                    (Some(_), Better::Higher) => '↑',
+                    (Some(_), Better::Lower) => '↓',
                 });
             }
             out.push('\n');
@@ -250,7 +295,19 @@ impl Report {
                 r.reference
             );
         }
-        out.push_str("(↑: higher is better, ↓: lower is better)\n");
+        out.push_str("(↑: higher is better, ↓: lower is better");
+        if self
+            .topologies
+            .iter()
+            .any(|t| t.metrics.small_packets.is_none())
+        {
+            let _ = write!(
+                out,
+                "; {NOT_MEASURED}: not measured, the generator's VXLAN frames cannot enter \
+                 a WireGuard tunnel"
+            );
+        }
+        out.push_str(")\n");
         out
     }
 }
@@ -263,14 +320,24 @@ mod tests {
         Metrics {
             tcp_1_stream_gbit_s: 10.0 * k,
             tcp_4_streams_gbit_s: 20.0 * k,
-            udp64_delivered_mpps: 1.0 * k,
-            udp64_generated_mpps: 2.0 * k,
-            udp64_delivered_fraction: 0.5,
-            udp64_decapsulated_mpps: 3.0 * k,
-            udp64_at_vm_port_mpps: 2.5 * k,
-            udp64_decap_run_generated_mpps: 4.0 * k,
             ping_rtt_avg_ms: 0.1 * k,
             ping_rtt_p50_ms: 0.09 * k,
+            small_packets: Some(SmallPackets {
+                udp64_delivered_mpps: 1.0 * k,
+                udp64_generated_mpps: 2.0 * k,
+                udp64_delivered_fraction: 0.5,
+                udp64_decapsulated_mpps: 3.0 * k,
+                udp64_at_vm_port_mpps: 2.5 * k,
+                udp64_decap_run_generated_mpps: 4.0 * k,
+            }),
+        }
+    }
+
+    fn measured(name: &'static str, metrics: Metrics) -> Measured {
+        Measured {
+            name,
+            description: "d",
+            metrics,
         }
     }
 
@@ -279,18 +346,28 @@ mod tests {
             5,
             2.0,
             vec![
-                Measured {
-                    name: "kernel",
-                    description: "k",
-                    metrics: metrics(1.0),
-                },
-                Measured {
-                    name: "vlnet-tc",
-                    description: "v",
-                    metrics: metrics(2.0),
-                },
+                measured("kernel", metrics(1.0)),
+                measured("vlnet-tc", metrics(2.0)),
             ],
             &[("vlnet-tc", "kernel"), ("vlnet-xdp", "kernel")],
+        )
+    }
+
+    /// `kernel-wggo` and `vlnet-wg` without small-packet runs.
+    fn encrypted_report() -> Report {
+        let tunnelled = |k| Metrics {
+            small_packets: None,
+            ..metrics(k)
+        };
+        Report::new(
+            5,
+            2.0,
+            vec![
+                measured("kernel", metrics(1.0)),
+                measured("kernel-wggo", tunnelled(1.0)),
+                measured("vlnet-wg", tunnelled(0.5)),
+            ],
+            &[("vlnet-wg", "kernel-wggo"), ("vlnet-wg", "kernel")],
         )
     }
 
@@ -301,8 +378,9 @@ mod tests {
         let m = &r.ratios[0].metrics;
         assert!((m.tcp_1_stream_gbit_s - 2.0).abs() < 1e-9);
         assert!((m.ping_rtt_avg_ms - 2.0).abs() < 1e-9);
-        assert!((m.udp64_delivered_fraction - 1.0).abs() < 1e-9);
-        assert!((m.udp64_decapsulated_mpps - 2.0).abs() < 1e-9);
+        let small = m.small_packets.unwrap_or_else(|| panic!("{m:?}"));
+        assert!((small.udp64_delivered_fraction - 1.0).abs() < 1e-9);
+        assert!((small.udp64_decapsulated_mpps - 2.0).abs() < 1e-9);
         assert_eq!(r.ratios[0].name, "vlnet_tc_vs_kernel");
     }
 
@@ -332,5 +410,41 @@ mod tests {
             t.lines().nth(1).is_some_and(|l| l.contains("10.000")),
             "{t}"
         );
+        assert!(!t.contains("not measured"), "{t}");
+    }
+
+    #[test]
+    fn topologies_without_small_packets_have_tcp_and_ping_only() {
+        let r = encrypted_report();
+        let wg = &r.ratios[0].metrics;
+        assert!((wg.tcp_1_stream_gbit_s - 0.5).abs() < 1e-9);
+        assert!((wg.ping_rtt_p50_ms - 0.5).abs() < 1e-9);
+        assert_eq!(wg.small_packets, None);
+        assert_eq!(r.ratios[1].metrics.small_packets, None);
+
+        let j = r.to_json();
+        assert_eq!(j["topologies"]["kernel-wggo"]["tcp_1_stream_gbit_s"], 10.0);
+        assert!(j["topologies"]["kernel-wggo"]
+            .get("udp64_delivered_mpps")
+            .is_none());
+        assert_eq!(j["topologies"]["kernel"]["udp64_delivered_mpps"], 1.0);
+        assert_eq!(
+            j["ratios"]["vlnet_wg_vs_kernel_wggo"]["tcp_4_streams_gbit_s"],
+            0.5
+        );
+        assert_eq!(
+            j["references"]["vlnet_wg_vs_kernel_wggo"],
+            "vlnet-wg / kernel-wggo"
+        );
+
+        let t = r.table();
+        let row = t
+            .lines()
+            .find(|l| l.starts_with("64B decapsulated"))
+            .unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().skip(3).collect();
+        assert_eq!(cells, ["3.000", "-", "-", "-", "-"], "{t}");
+        assert!(t.contains("ratio1: vlnet-wg / kernel-wggo"), "{t}");
+        assert!(t.contains("-: not measured"), "{t}");
     }
 }

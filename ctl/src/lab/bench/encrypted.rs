@@ -1,0 +1,55 @@
+//! The bench's encrypted topologies, built, then measured like the others
+//! (TCP and ping; no small-packet runs):
+//! - `vlnet-wg`: a two-node [`Cluster`], the member on the controller's LAN
+//!   and joined by token; VXLAN travels in vlnet's boringtun WireGuard.
+//! - `kernel-wggo`: a [`WggoPair`], kernel vxlan inside wireguard-go.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::report::Metrics;
+use super::{measure_ends, no_bridge_netfilter, Ends};
+use crate::lab::cluster::{Cluster, Place};
+use crate::lab::wggo_pair::WggoPair;
+
+/// Builds `vlnet-wg`, waits for the member's control session, and measures
+/// VM0 (on the controller) → VM1 (on the member).
+pub(super) fn vlnet_wg(binary: &Path, secs: u32) -> Result<Metrics> {
+    let c = Cluster::build("bw", &[Place::Cloud], binary)?;
+    c.wait_connected()?;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    no_bridge_netfilter(&[
+        c.wan.cloud().switch(),
+        a.site.host().ns(),
+        b.site.host().ns(),
+    ])?;
+    measure_ends(
+        &Ends {
+            client: a.vm.ns(),
+            server: b.vm.ns(),
+            server_ip: b.vm.ip(),
+            small_packets: None,
+        },
+        secs,
+        Duration::ZERO,
+    )
+}
+
+/// Builds `kernel-wggo` and measures VM0 → VM1.
+pub(super) fn kernel_wggo(secs: u32) -> Result<Metrics> {
+    let pair = WggoPair::build("bg")?;
+    let [a, b] = &pair.sites;
+    no_bridge_netfilter(&[pair.underlay.switch(), a.host.ns(), b.host.ns()])?;
+    measure_ends(
+        &Ends {
+            client: a.vm.ns(),
+            server: b.vm.ns(),
+            server_ip: b.vm.ip(),
+            small_packets: None,
+        },
+        secs,
+        Duration::ZERO,
+    )
+}

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use vlnet_dataplane::api::{self, Request, Response};
 use vlnet_dataplane::config::Config;
 
-use crate::cli::{ClientCommand, CtlArgs, CtlCommand};
+use crate::cli::{ClientCommand, CtlArgs, CtlCommand, VmCommand};
 use crate::render;
 
 fn socket_of(args: &CtlArgs) -> Result<PathBuf> {
@@ -85,6 +85,25 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             other => bail!("unexpected answer {other:?}"),
         },
         CtlCommand::Client { command } => client(args, command),
+        CtlCommand::Vm {
+            command: VmCommand::Moved { mac, vni },
+        } => match ask(
+            args,
+            &Request::VmMoved {
+                mac: *mac,
+                vni: *vni,
+            },
+        )? {
+            Response::Ok => {
+                println!("announced {mac} on VNI {vni} from this node");
+                Ok(())
+            }
+            other => bail!("unexpected answer {other:?}"),
+        },
+        CtlCommand::Moves => match ask(args, &Request::Moves)? {
+            Response::Moves(m) => print(args.json, &m, |m| render::moves(m)),
+            other => bail!("unexpected answer {other:?}"),
+        },
         CtlCommand::Join { token } => match ask(
             args,
             &Request::Join {

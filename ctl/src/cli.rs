@@ -82,10 +82,32 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// MAC moves the data plane made (VM migrations), oldest first.
+    Moves,
+    /// Tell vlnet about VMs (for hypervisors that do not announce).
+    Vm {
+        /// What happened to the VM.
+        #[command(subcommand)]
+        command: VmCommand,
+    },
     /// Join a controller with an invite token (on a client or cloud node).
     Join {
         /// The token `vlnet ctl client add` printed.
         token: String,
+    },
+}
+
+/// `vlnet ctl vm …`.
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// The VM with this MAC now runs on this node: announce it (a RARP
+    /// flooded to every VTEP, as QEMU sends) and advertise it.
+    Moved {
+        /// The VM's MAC, e.g. 52:54:00:12:34:56.
+        mac: vlnet_dataplane::mac::MacAddr,
+        /// The VM's VNI.
+        #[arg(long)]
+        vni: u32,
     },
 }
 

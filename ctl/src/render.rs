@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use vlnet_dataplane::control::{ClientRecord, JoinReport};
 use vlnet_dataplane::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus};
+use vlnet_dataplane::moves::{MoveKind, MoveRecord};
 
 /// `vlnet ctl status`: node identity, one row per VNI, non-zero drops.
 #[must_use]
@@ -189,6 +190,43 @@ pub fn clients(clients: &[ClientRecord]) -> String {
             ("MACS", Align::Right),
             ("RX", Align::Right),
             ("TX", Align::Right),
+        ],
+        &rows,
+    )
+}
+
+/// `vlnet ctl moves`: one row per MAC move, oldest first.
+#[must_use]
+pub fn moves(moves: &[MoveRecord]) -> String {
+    if moves.is_empty() {
+        return "no MAC moves\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = moves
+        .iter()
+        .map(|m| {
+            let at = m.at_unix_ms;
+            vec![
+                format!("{}.{:03}", at / 1000, at % 1000),
+                m.vni.to_string(),
+                m.mac.to_string(),
+                m.from.to_string(),
+                m.to.map_or_else(|| "this node".to_owned(), |t| t.to_string()),
+                match m.kind {
+                    MoveKind::Remote => "remote",
+                    MoveKind::Local => "local",
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("AT (UNIX S)", Align::Right),
+            ("VNI", Align::Right),
+            ("MAC", Align::Left),
+            ("FROM", Align::Left),
+            ("TO", Align::Left),
+            ("KIND", Align::Left),
         ],
         &rows,
     )

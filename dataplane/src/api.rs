@@ -21,7 +21,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::control::{ClientRecord, JoinReport};
+use crate::mac::MacAddr;
 use crate::model::{FdbRecord, NodeStatus, PeerStatus};
+use crate::moves::MoveRecord;
 
 /// Longest request line the daemon accepts, newline excluded.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -66,6 +68,16 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// MAC moves seen by the data plane, oldest first.
+    Moves,
+    /// A VM now lives here (for hypervisors that do not announce): send its
+    /// announce and advertise its MAC.
+    VmMoved {
+        /// The VM's MAC.
+        mac: MacAddr,
+        /// Its VNI.
+        vni: u32,
+    },
     /// Member: redeem an invite token.
     Join {
         /// The token.
@@ -92,6 +104,8 @@ pub enum Response {
     Clients(Vec<ClientRecord>),
     /// Answer to [`Request::Join`].
     Joined(JoinReport),
+    /// Answer to [`Request::Moves`].
+    Moves(Vec<MoveRecord>),
     /// The request was carried out (e.g. shutdown).
     Ok,
     /// The request was malformed or failed.
@@ -125,6 +139,15 @@ pub trait ApiHandler: Send + Sync + 'static {
     fn client_remove(&self, name: &str) -> Result<(), String> {
         let _ = name;
         Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// Announces and advertises a VM that moved here.
+    fn vm_moved(&self, mac: MacAddr, vni: u32) -> Result<(), String> {
+        let _ = (mac, vni);
+        Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// MAC moves seen by the data plane.
+    fn moves(&self) -> Result<Vec<MoveRecord>, String> {
+        Ok(Vec::new())
     }
     /// Redeems an invite token (member only). May block for seconds.
     fn join(&self, token: &str) -> Result<JoinReport, String> {
@@ -370,6 +393,8 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
         Request::ClientList => handler.client_list().map(Response::Clients),
         Request::ClientRemove { name } => handler.client_remove(&name).map(|()| Response::Ok),
         Request::Join { token } => handler.join(&token).map(Response::Joined),
+        Request::Moves => handler.moves().map(Response::Moves),
+        Request::VmMoved { mac, vni } => handler.vm_moved(mac, vni).map(|()| Response::Ok),
     })
     .await;
     match answer {

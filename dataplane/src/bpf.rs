@@ -34,6 +34,8 @@ pub const PROG_TC_TUNNEL_RX: &str = "tc_tunnel_rx";
 pub const PROG_TC_OVERLAY_TX: &str = "tc_overlay_tx";
 /// XDP pass program on the bridge's end of an overlay port (XDP mode).
 pub const PROG_XDP_OVERLAY_PASS: &str = "xdp_overlay_pass";
+/// The ring buffer of MAC move events.
+pub const MAP_EVENTS: &str = "vlnet_events";
 
 /// Failures while loading or attaching programs.
 #[derive(Debug, Error)]

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aya::maps::{MapData, RingBuf};
 use aya::programs::XdpMode;
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
@@ -26,6 +27,7 @@ use crate::lock::{LockError, NodeLock};
 use crate::maps::{Maps, MapsError};
 use crate::metrics::{self, MetricsError};
 use crate::model::DatapathMode;
+use crate::moves;
 use crate::netlink::{self, LinkSummary, Netlink, NetlinkError, NextHop};
 use crate::node::{Node, NodeFacts};
 use crate::store::{state_path, NodeState};
@@ -123,6 +125,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             converge(&cfg, &Dynamic::default(), &mut dataplane, &node).await?;
             None
         };
+        let events = dataplane.take_events()?;
         let api = api::bind(&cfg.node.api_socket)?;
         let metrics_listener = metrics::bind(cfg.node.metrics_listen)?;
         let (api_node, metrics_node) = (node.clone(), node.clone());
@@ -145,6 +148,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             ),
             tokio::spawn(refresh_next_hops(node.clone()).in_current_span()),
             tokio::spawn(age_fdb(node.clone(), cfg.node.fdb_ageing_secs).in_current_span()),
+            tokio::spawn({
+                let node = node.clone();
+                moves::watch(events, move |record| node.record_move(record)).in_current_span()
+            }),
         ];
         if let Some(plane) = control {
             let (cfg, node) = (cfg.clone(), node.clone());
@@ -362,6 +369,21 @@ pub struct Dataplane {
     datapath: DatapathMode,
     outer: OuterHeader,
     adopted: bool,
+}
+
+impl Dataplane {
+    /// The ring buffer the programs report MAC moves through.
+    fn take_events(&mut self) -> Result<RingBuf<MapData>, DaemonError> {
+        let map = self
+            .programs
+            .ebpf_mut()
+            .take_map(bpf::MAP_EVENTS)
+            .ok_or(MapsError::Missing(bpf::MAP_EVENTS))?;
+        Ok(RingBuf::try_from(map).map_err(|e| MapsError::Op {
+            map: bpf::MAP_EVENTS,
+            source: e,
+        })?)
+    }
 }
 
 /// Loads (or adopts) the programs and maps; [`converge`] then brings them to

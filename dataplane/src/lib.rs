@@ -17,6 +17,7 @@
 //!   MAC mobility rules.
 //! - [`wg`]: WireGuard tunnels run in-process (boringtun), configured over
 //!   the standard UAPI.
+pub mod announce;
 pub mod api;
 pub mod bpf;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod mac;
 pub mod maps;
 pub mod metrics;
 pub mod model;
+pub mod moves;
 pub mod netlink;
 pub mod node;
 pub mod store;

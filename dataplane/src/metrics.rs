@@ -37,6 +37,10 @@ pub trait MetricsSource {
     fn peers(&self) -> Result<Vec<PeerStatus>, String>;
     /// Number of FDB entries per `(vni, kind)`.
     fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String>;
+    /// MAC moves seen by the data plane: (remote, local).
+    fn moves(&self) -> Option<(u64, u64)> {
+        None
+    }
     /// The control plane's numbers, if the node has one.
     fn control(&self) -> Option<ControlMetrics> {
         None
@@ -126,6 +130,13 @@ const NODE_INFO: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &["node", "vtep", "datapath"],
 };
+const MAC_MOVES: Spec = Spec {
+    name: "vlnet_mac_moves_total",
+    help: "MAC moves the data plane made: remote (a MAC now seen behind another VTEP) or \
+           local (a MAC known remote now sends from this node: a VM migrated here).",
+    kind: MetricType::COUNTER,
+    labels: &["kind"],
+};
 const CONTROL_REJECTED: Spec = Spec {
     name: "vlnet_control_rejected_total",
     help: "Control connections and messages refused, by reason (not_member, bad_version, \
@@ -147,7 +158,8 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 10] = [
+const SPECS: [&Spec; 11] = [
+    &MAC_MOVES,
     &CONTROL_REJECTED,
     &CONTROL_SESSIONS,
     &TUNNEL_RX_PACKETS,
@@ -299,6 +311,13 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
             tracing::warn!(error = %e, "metrics: cannot read FDB counts");
             up = false;
         }
+    }
+
+    if let Some((remote, local)) = source.moves() {
+        let mut moves = Builder::new(&MAC_MOVES);
+        moves.add(&["remote".to_owned()], remote);
+        moves.add(&["local".to_owned()], local);
+        out.push(moves.build());
     }
 
     if let Some(control) = source.control() {
@@ -492,6 +511,10 @@ mod tests {
     }
 
     impl MetricsSource for Fake {
+        fn moves(&self) -> Option<(u64, u64)> {
+            (!self.fail).then_some((4, 1))
+        }
+
         fn control(&self) -> Option<ControlMetrics> {
             (!self.fail).then(|| ControlMetrics {
                 rejected: vec![("forged", 2), ("not_member", 0)],
@@ -581,6 +604,8 @@ mod tests {
             "vlnet_control_rejected_total{reason=\"forged\"} 2",
             "vlnet_control_rejected_total{reason=\"not_member\"} 0",
             "vlnet_control_sessions 3",
+            "vlnet_mac_moves_total{kind=\"remote\"} 4",
+            "vlnet_mac_moves_total{kind=\"local\"} 1",
         ] {
             assert!(all.contains(&expected), "missing {expected:?} in\n{text}");
         }

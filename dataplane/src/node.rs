@@ -11,9 +11,11 @@ use crate::api::ApiHandler;
 use crate::control::macbook::FdbChange;
 use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
 use crate::fdb::{self, monotonic_ns};
+use crate::mac::MacAddr;
 use crate::maps::Maps;
 use crate::metrics::{ControlMetrics, MetricsSource};
 use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
+use crate::moves::{MoveKind, MoveLog, MoveRecord};
 
 /// Facts decided at start-up and on every convergence.
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ pub struct Node {
     maps: Mutex<Maps>,
     next_hop_peers: Mutex<Vec<Ipv4Addr>>,
     control: OnceLock<Arc<ControlPlane>>,
+    moves: Mutex<MoveLog>,
     shutdown: Notify,
 }
 
@@ -58,6 +61,7 @@ impl Node {
             maps: Mutex::new(maps),
             next_hop_peers: Mutex::new(Vec::new()),
             control: OnceLock::new(),
+            moves: Mutex::new(MoveLog::default()),
             shutdown: Notify::new(),
         }
     }
@@ -81,6 +85,25 @@ impl Node {
     /// Sets the remote VTEPs whose next hops are kept resolved.
     pub fn set_next_hop_peers(&self, peers: Vec<Ipv4Addr>) {
         *lock(&self.next_hop_peers) = peers;
+    }
+
+    /// Records a MAC move the programs reported; a MAC that moved here is
+    /// advertised at once rather than at the next poll of the bridges.
+    pub fn record_move(&self, record: MoveRecord) {
+        tracing::info!(
+            vni = record.vni,
+            mac = %record.mac,
+            from = %record.from,
+            to = ?record.to,
+            "MAC moved"
+        );
+        let local = record.kind == MoveKind::Local;
+        lock(&self.moves).push(record);
+        if local {
+            if let Some(control) = self.control.get() {
+                control.poke_local_macs();
+            }
+        }
     }
 
     /// Attaches the control plane (once).
@@ -160,6 +183,30 @@ impl ApiHandler for Node {
         self.control()?.client_remove(name)
     }
 
+    fn vm_moved(&self, mac: MacAddr, vni: u32) -> Result<(), String> {
+        let facts = self.facts();
+        let Some((_, bridge, _, _)) = facts.vnis.iter().find(|v| v.0 == vni) else {
+            return Err(format!("VNI {vni} is not served by this node"));
+        };
+        let name = std::ffi::CString::new(bridge.as_str()).map_err(|e| e.to_string())?;
+        // SAFETY: a valid NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(format!("bridge {bridge} of VNI {vni} does not exist"));
+        }
+        crate::announce::send_frame(ifindex, &crate::announce::rarp_announce(mac))
+            .map_err(|e| format!("sending the announce on {bridge}: {e}"))?;
+        if let Some(control) = self.control.get() {
+            control.claim_local(vni, mac);
+        }
+        tracing::info!(vni, %mac, %bridge, "VM moved here: announced");
+        Ok(())
+    }
+
+    fn moves(&self) -> Result<Vec<MoveRecord>, String> {
+        Ok(lock(&self.moves).records())
+    }
+
     fn join(&self, token: &str) -> Result<JoinReport, String> {
         let control = Arc::clone(self.control()?);
         tokio::runtime::Handle::current().block_on(control.join(token))
@@ -186,6 +233,10 @@ impl DataplaneHooks for Node {
 }
 
 impl MetricsSource for Node {
+    fn moves(&self) -> Option<(u64, u64)> {
+        Some(lock(&self.moves).counts())
+    }
+
     fn control(&self) -> Option<ControlMetrics> {
         let control = self.control.get()?;
         Some(ControlMetrics {

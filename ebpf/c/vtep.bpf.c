@@ -308,6 +308,25 @@ static __always_inline int hairpin_out(struct __sk_buff *skb)
 	return bpf_redirect(nh->ifindex, 0);
 }
 
+/*
+ * A frame from @mac entered the overlay port, so @mac lives behind this node:
+ * an entry placing it behind a remote VTEP is stale (the VM migrated here) and
+ * goes, unless pinned in the config. Its announce, flooded next, moves it on
+ * every other VTEP.
+ */
+static __always_inline void claim_local(__u32 vni, const __u8 *mac)
+{
+	struct vlnet_fdb_key key = { .vni = vni };
+	struct vlnet_fdb_entry *old;
+
+	__builtin_memcpy(key.mac, mac, ETH_ALEN);
+	old = bpf_map_lookup_elem(&vlnet_fdb, &key);
+	if (!old || (old->flags & VLNET_FDB_STATIC))
+		return;
+	report_move(vni, mac, old->vtep_be, 0, VLNET_MOVE_LOCAL);
+	bpf_map_delete_elem(&vlnet_fdb, &key);
+}
+
 SEC("classifier")
 int tc_overlay_tx(struct __sk_buff *skb)
 {
@@ -343,6 +362,7 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	if (data + sizeof(eth) > data_end)
 		return tc_drop(VLNET_DROP_TRUNCATED);
 	__builtin_memcpy(&eth, data, sizeof(eth));
+	claim_local(*vni, eth.h_source);
 	tos = inner_tos(data, data_end);
 	inner_len = skb->len;
 	if (!skb->gso_size && inner_len - ETH_HLEN > cfg->underlay_mtu - VLNET_ENCAP_LEN)

@@ -125,4 +125,23 @@ struct vlnet_peer_stats {
 	__u64 tx_bytes;
 };
 
+/* vlnet_mac_event.kind */
+#define VLNET_MOVE_REMOTE 1 /* decap found a MAC behind another VTEP than its entry said */
+#define VLNET_MOVE_LOCAL 2  /* a frame from a MAC known behind a remote VTEP entered an
+			     * overlay port: the MAC lives here now (its entry is removed) */
+
+/*
+ * A MAC that moved, as the programs saw it, reported through the vlnet_events
+ * ring buffer (one event per move: the entry is updated at the same time).
+ */
+struct vlnet_mac_event {
+	__u64 ts_ns;       /* bpf_ktime_get_ns() when the frame was seen */
+	__u32 vni;
+	__u32 old_vtep_be; /* where the MAC was */
+	__u32 new_vtep_be; /* where it is now; 0 for VLNET_MOVE_LOCAL */
+	__u8 mac[6];
+	__u8 kind;         /* VLNET_MOVE_* */
+	__u8 pad;
+};
+
 #endif /* VLNET_ABI_H */

@@ -56,6 +56,22 @@ unsafe impl aya::Pod for abi::vlnet_peer_stats {}
 // SAFETY: as above.
 unsafe impl aya::Pod for abi::vlnet_nexthop {}
 
+/// The move event in a `vlnet_events` ring buffer record, if it is one.
+#[must_use]
+pub fn mac_event(record: &[u8]) -> Option<abi::vlnet_mac_event> {
+    if record.len() < std::mem::size_of::<abi::vlnet_mac_event>() {
+        return None;
+    }
+    // SAFETY: the record holds at least one event's bytes, the struct is
+    // plain integers (any bit pattern is valid), and the read is unaligned.
+    Some(unsafe {
+        record
+            .as_ptr()
+            .cast::<abi::vlnet_mac_event>()
+            .read_unaligned()
+    })
+}
+
 /// Prometheus label of a drop reason code (`"unknown"` for codes this build
 /// does not know).
 #[must_use]
@@ -69,6 +85,31 @@ pub fn drop_reason_name(code: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mac_events_parse_from_ring_records() {
+        let ev = abi::vlnet_mac_event {
+            ts_ns: 7,
+            vni: 100,
+            old_vtep_be: 1,
+            new_vtep_be: 2,
+            mac: [2, 0, 0, 0, 0, 1],
+            kind: abi::VLNET_MOVE_REMOTE as u8,
+            pad: 0,
+        };
+        let size = std::mem::size_of::<abi::vlnet_mac_event>();
+        // SAFETY: reading the bytes of a plain-integer struct.
+        let bytes = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size) };
+        let mut record = vec![0xee];
+        record.extend_from_slice(bytes);
+        let parsed = mac_event(&record[1..]).unwrap();
+        assert_eq!(
+            (parsed.vni, parsed.mac, parsed.kind),
+            (100, [2, 0, 0, 0, 0, 1], 1)
+        );
+        assert!(mac_event(&record[..size]).is_some());
+        assert!(mac_event(&record[1..size]).is_none());
+    }
 
     #[test]
     fn every_drop_code_below_max_has_a_name() {

@@ -293,6 +293,27 @@ impl Host {
             )));
         }
         let ns = NetNs::new(&format!("{}-{label}", self.tag))?;
+        let port = self.plug_vm(&ns, bridge, mac, ip, prefix)?;
+        Ok(Vm {
+            ns,
+            host: self.ns.clone(),
+            host_port: port,
+            mac: mac.to_ascii_lowercase(),
+            ip,
+            prefix,
+        })
+    }
+
+    /// Gives `ns` a [`VM_IF`] with `mac` and `ip/prefix`, MTU
+    /// [`VM_MTU`], whose peer `vpN` joins `bridge` here. Returns the port.
+    fn plug_vm(
+        &self,
+        ns: &NetNs,
+        bridge: &str,
+        mac: &str,
+        ip: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<String, LabError> {
         let port = format!("vp{}", self.vm_ports.fetch_add(1, Ordering::Relaxed));
         let mtu = VM_MTU.to_string();
         self.ns.run(&[
@@ -317,14 +338,7 @@ impl Host {
         ns.run(&["ip", "link", "set", VM_IF, "address", mac])?;
         ns.run(&["ip", "addr", "add", &format!("{ip}/{prefix}"), "dev", VM_IF])?;
         ns.run(&["ip", "link", "set", VM_IF, "up"])?;
-        Ok(Vm {
-            ns,
-            host: self.ns.clone(),
-            host_port: port,
-            mac: mac.to_ascii_lowercase(),
-            ip,
-            prefix,
-        })
+        Ok(port)
     }
 
     /// `ethtool -K <ifname> tx off` in this host (full checksums on send, as
@@ -408,6 +422,17 @@ impl Vm {
     #[must_use]
     pub fn ns(&self) -> &NetNs {
         &self.ns
+    }
+
+    /// Moves the VM to `bridge` of host `to`, as a live migration does: its
+    /// link leaves the old host (the old port disappears) and a new one with
+    /// the same MAC and address joins `to`'s bridge. Nothing is announced:
+    /// send the hypervisor's RARP yourself.
+    pub fn move_to(&mut self, to: &Host, bridge: &str) -> Result<(), LabError> {
+        self.host.run(&["ip", "link", "del", &self.host_port])?;
+        self.host_port = to.plug_vm(&self.ns, bridge, &self.mac, self.ip, self.prefix)?;
+        self.host = to.ns().clone();
+        Ok(())
     }
 
     /// Sets the MTU of the VM's interface and of its bridge port (e.g. to

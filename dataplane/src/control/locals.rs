@@ -31,7 +31,10 @@ impl ControlPlane {
         };
         let mut tick = tokio::time::interval(LOCAL_POLL);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.local_poke.notified() => {}
+            }
             match self.local_macs(&nl).await {
                 Ok(local) => self.observe_local(&local),
                 Err(e) => warn!(error = %e, "cannot read bridge FDBs"),

@@ -89,6 +89,9 @@ pub struct MacBook {
     my_vtep: Ipv4Addr,
     table: MobilityTable,
     local: BTreeSet<(u32, MacAddr)>,
+    /// MACs declared local by an operator (`vlnet ctl vm moved`) until the
+    /// given time, or until the bridge learns them.
+    claims: BTreeMap<(u32, MacAddr), Duration>,
 }
 
 /// Turns a wire advert into a table route from `origin`.
@@ -124,7 +127,14 @@ impl MacBook {
             me,
             my_vtep,
             local: BTreeSet::new(),
+            claims: BTreeMap::new(),
         }
+    }
+
+    /// Declares `mac` local on `vni` until `until` even if no bridge has
+    /// learned it (a VM that moved here but has not sent a frame yet).
+    pub fn claim(&mut self, vni: u32, mac: MacAddr, until: Duration) {
+        self.claims.insert((vni, mac), until);
     }
 
     /// This node's id.
@@ -144,9 +154,14 @@ impl MacBook {
     /// vanished ones withdrawn.
     pub fn observe_local(
         &mut self,
-        now_local: &BTreeSet<(u32, MacAddr)>,
+        observed: &BTreeSet<(u32, MacAddr)>,
         now: Duration,
     ) -> LocalDelta {
+        self.claims
+            .retain(|key, until| *until > now && !observed.contains(key));
+        let mut now_local = observed.clone();
+        now_local.extend(self.claims.keys().copied());
+        let now_local = &now_local;
         let mut delta = LocalDelta::default();
         for &(vni, mac) in now_local.difference(&self.local.clone()) {
             let before = self.table.get(vni, mac);
@@ -419,6 +434,27 @@ mod tests {
             seq: 3,
         };
         assert_eq!(book.withdraw(&late, T), Applied::default());
+    }
+
+    #[test]
+    fn a_claim_is_local_until_it_expires_or_is_observed() {
+        let mut book = MacBook::new("a", A);
+        book.advert(&advert(MAC, B, 2), &NodeId::new("b"), T);
+        book.claim(100, MAC, Duration::from_mins(1));
+        let d = book.observe_local(&set(&[]), T);
+        assert_eq!(d.adverts, [advert(MAC, A, 3)]);
+        // Still claimed a little later; withdrawn once the claim expires.
+        assert_eq!(
+            book.observe_local(&set(&[]), Duration::from_secs(30)),
+            LocalDelta::default()
+        );
+        let d = book.observe_local(&set(&[]), Duration::from_secs(61));
+        assert_eq!(d.withdraws.len(), 1);
+        // Observed by the bridge, the claim is dropped and the MAC stays.
+        book.claim(100, MAC, Duration::from_mins(2));
+        book.observe_local(&set(&[(100, MAC)]), Duration::from_secs(62));
+        let d = book.observe_local(&set(&[(100, MAC)]), Duration::from_secs(200));
+        assert_eq!(d, LocalDelta::default());
     }
 
     #[test]

@@ -147,6 +147,7 @@ pub struct ControlPlane {
     pub(super) inner: Mutex<Inner>,
     pub(super) tunnel: Mutex<Option<Tunnel>>,
     changed: watch::Sender<u64>,
+    pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
     /// Refused control messages by reason.
@@ -241,6 +242,7 @@ impl ControlPlane {
             inner: Mutex::new(inner),
             tunnel: Mutex::new(None),
             changed: watch::channel(0).0,
+            local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
             rejects: RejectCounters::default(),
@@ -314,6 +316,24 @@ impl ControlPlane {
             tokio::spawn(Arc::clone(self).run_member());
         }
         tokio::spawn(Arc::clone(self).watch_local_macs());
+    }
+
+    /// How long `vlnet ctl vm moved` keeps a MAC local without the bridge
+    /// learning it.
+    pub const CLAIM_FOR: Duration = Duration::from_mins(1);
+
+    /// Declares `mac` local on `vni` (`vlnet ctl vm moved`): advertised with
+    /// the next sequence number at once.
+    pub fn claim_local(&self, vni: u32, mac: crate::mac::MacAddr) {
+        let until = self.now() + Self::CLAIM_FOR;
+        self.with_book(|b| b.claim(vni, mac, until));
+        self.poke_local_macs();
+    }
+
+    /// Reads the bridges now instead of at the next poll (the data plane saw
+    /// a MAC arrive here).
+    pub fn poke_local_macs(&self) {
+        self.local_poke.notify_one();
     }
 
     /// Asks the data plane to converge again (VNIs, peers or tunnel changed).

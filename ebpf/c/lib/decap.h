@@ -170,6 +170,8 @@ static __always_inline void decap_learn(const struct decap_info *di, const __u8 
 			return;
 		if (old->vtep_be == di->src_vtep_be && now - old->updated_ns < FDB_REFRESH_NS)
 			return;
+		if (old->vtep_be != di->src_vtep_be)
+			report_move(di->vni, mac, old->vtep_be, di->src_vtep_be, VLNET_MOVE_REMOTE);
 	}
 	entry.vtep_be = di->src_vtep_be;
 	entry.flags = VLNET_FDB_LEARNED;

@@ -80,6 +80,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_tunnels SEC(".maps");
 
+/* MAC moves seen by the programs (struct vlnet_mac_event), for the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_events SEC(".maps");
+
+/* Reports a MAC move; dropped silently when the daemon lags (rare: one per move). */
+static __always_inline void report_move(__u32 vni, const __u8 *mac, __u32 old_vtep_be,
+					__u32 new_vtep_be, __u8 kind)
+{
+	struct vlnet_mac_event ev = {
+		.ts_ns = bpf_ktime_get_ns(),
+		.vni = vni,
+		.old_vtep_be = old_vtep_be,
+		.new_vtep_be = new_vtep_be,
+		.kind = kind,
+	};
+
+	__builtin_memcpy(ev.mac, mac, ETH_ALEN);
+	bpf_ringbuf_output(&vlnet_events, &ev, sizeof(ev), 0);
+}
+
 /* XDP mode: overlay port ifindex -> itself, for bpf_redirect_map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

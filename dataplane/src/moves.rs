@@ -1,0 +1,184 @@
+//! MAC moves as the data plane sees them: the programs report each move
+//! through the `vlnet_events` ring buffer the moment they update the FDB; the
+//! daemon keeps the latest ones for `vlnet ctl moves` and counts them for
+//! `/metrics`.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aya::maps::{MapData, RingBuf};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use vlnet_ebpf::abi::{vlnet_mac_event, VLNET_MOVE_LOCAL};
+
+use crate::fdb::monotonic_ns;
+use crate::mac::MacAddr;
+
+/// Moves kept for `vlnet ctl moves`.
+pub const HISTORY: usize = 256;
+
+/// Where a move took a MAC, as the data plane saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MoveKind {
+    /// A frame from the MAC arrived from another VTEP than its entry named:
+    /// the entry now points there.
+    Remote,
+    /// A frame from the MAC entered this node's overlay port while its entry
+    /// named a remote VTEP: it lives here now (a VM migrated in).
+    Local,
+}
+
+/// One move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    /// When the frame was seen, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The VNI.
+    pub vni: u32,
+    /// The MAC.
+    pub mac: MacAddr,
+    /// The VTEP it was behind.
+    pub from: Ipv4Addr,
+    /// The VTEP it is behind now; `None`: this node.
+    pub to: Option<Ipv4Addr>,
+    /// What kind of move.
+    pub kind: MoveKind,
+}
+
+impl MoveRecord {
+    /// The record of a kernel event seen at `event.ts_ns` (monotonic), given
+    /// the monotonic and wall clocks read now.
+    #[must_use]
+    pub fn from_event(event: &vlnet_mac_event, mono_now_ns: u64, unix_now_ms: u64) -> Self {
+        let age_ms = mono_now_ns.saturating_sub(event.ts_ns) / 1_000_000;
+        let ip = |be: u32| Ipv4Addr::from(u32::from_be(be));
+        let local = u32::from(event.kind) == VLNET_MOVE_LOCAL;
+        Self {
+            at_unix_ms: unix_now_ms.saturating_sub(age_ms),
+            vni: event.vni,
+            mac: MacAddr(event.mac),
+            from: ip(event.old_vtep_be),
+            to: (!local).then(|| ip(event.new_vtep_be)),
+            kind: if local {
+                MoveKind::Local
+            } else {
+                MoveKind::Remote
+            },
+        }
+    }
+}
+
+/// The latest moves and how many of each kind were seen.
+#[derive(Debug, Default)]
+pub struct MoveLog {
+    records: VecDeque<MoveRecord>,
+    remote: u64,
+    local: u64,
+}
+
+impl MoveLog {
+    /// Records a move, forgetting the oldest beyond [`HISTORY`].
+    pub fn push(&mut self, record: MoveRecord) {
+        match record.kind {
+            MoveKind::Remote => self.remote += 1,
+            MoveKind::Local => self.local += 1,
+        }
+        if self.records.len() == HISTORY {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+    }
+
+    /// The kept moves, oldest first.
+    #[must_use]
+    pub fn records(&self) -> Vec<MoveRecord> {
+        self.records.iter().cloned().collect()
+    }
+
+    /// Moves counted since the daemon started: (remote, local).
+    #[must_use]
+    pub fn counts(&self) -> (u64, u64) {
+        (self.remote, self.local)
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads the ring buffer forever, handing every move to `sink`.
+pub async fn watch(ring: RingBuf<MapData>, mut sink: impl FnMut(MoveRecord)) {
+    // SAFETY: the ring buffer owns its map's file descriptor, open and
+    // unchanged for as long as the RingBuf lives (moved into the AsyncFd).
+    let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "MAC move events unavailable");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if let Some(event) = vlnet_ebpf::mac_event(&item) {
+                sink(MoveRecord::from_event(
+                    &event,
+                    monotonic_ns(),
+                    unix_now_ms(),
+                ));
+            }
+        }
+        guard.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vlnet_ebpf::abi::VLNET_MOVE_REMOTE;
+
+    fn event(kind: u32) -> vlnet_mac_event {
+        vlnet_mac_event {
+            ts_ns: 5_000_000_000,
+            vni: 100,
+            old_vtep_be: u32::from(Ipv4Addr::new(198, 18, 0, 1)).to_be(),
+            new_vtep_be: u32::from(Ipv4Addr::new(198, 18, 0, 2)).to_be(),
+            mac: [2, 0, 0, 0, 0, 1],
+            kind: kind as u8,
+            pad: 0,
+        }
+    }
+
+    #[test]
+    fn events_become_records_on_the_wall_clock() {
+        let r = MoveRecord::from_event(&event(VLNET_MOVE_REMOTE), 6_000_000_000, 1_000_000);
+        assert_eq!(r.at_unix_ms, 999_000);
+        assert_eq!(r.from, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(r.to, Some(Ipv4Addr::new(198, 18, 0, 2)));
+        assert_eq!(r.kind, MoveKind::Remote);
+        let r = MoveRecord::from_event(&event(VLNET_MOVE_LOCAL), 6_000_000_000, 1_000_000);
+        assert_eq!((r.to, r.kind), (None, MoveKind::Local));
+    }
+
+    #[test]
+    fn the_log_keeps_the_latest_and_counts_all() {
+        let mut log = MoveLog::default();
+        let r = MoveRecord::from_event(&event(VLNET_MOVE_REMOTE), 0, 0);
+        for _ in 0..HISTORY + 5 {
+            log.push(r.clone());
+        }
+        log.push(MoveRecord::from_event(&event(VLNET_MOVE_LOCAL), 0, 0));
+        assert_eq!(log.records().len(), HISTORY);
+        assert_eq!(log.counts(), (HISTORY as u64 + 5, 1));
+        assert_eq!(log.records().last().unwrap().kind, MoveKind::Local);
+    }
+}

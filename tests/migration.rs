@@ -1,0 +1,141 @@
+//! A VM migrates between two vlnet nodes (its link moves to the other
+//! node's bridge, as a live migration does) with a kernel-vxlan node and a
+//! third vlnet node as bystanders: the hypervisor's RARP announce — or
+//! `vlnet ctl vm moved` when the hypervisor sends none — switches every
+//! VTEP's path at once, and the vlnet nodes record the move. Needs root.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking with the reason"
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::node::{sample, scrape, vlnet_binary};
+use vlnet::lab::probe;
+use vlnet::lab::scenario::{host_ip, vm_ip, Scenario, Vtep, BRIDGE};
+use vlnet::lab::Datapath;
+use vlnet_dataplane::announce::{rarp_announce, send_frame};
+use vlnet_dataplane::mac::MacAddr;
+
+/// Sites: 0, 1 and 3 run vlnet, 2 the kernel's vxlan; the VM of site 0 is
+/// the one that moves to site 1. Returns the scenario after a warm-up in
+/// which every other node learned VM 0 at site 0.
+fn scenario(tag: &str) -> Scenario {
+    let vlnet = Vtep::Vlnet(Datapath::Tc);
+    let s = Scenario::build(tag, &[vlnet, vlnet, Vtep::Kernel, vlnet], vlnet_binary()).unwrap();
+    for from in [1, 2, 3] {
+        let r = probe::ping(
+            s.sites[from].vm.ns(),
+            vm_ip(0),
+            3,
+            Duration::from_millis(20),
+        )
+        .unwrap();
+        assert!(r.received >= 2, "warm-up {from} -> vm0: {r:?}");
+    }
+    s
+}
+
+fn mac_of(s: &Scenario) -> MacAddr {
+    s.sites[0].vm.mac().parse().unwrap()
+}
+
+/// After the move: every node reaches VM 0 at once (no ageing wait), the new
+/// host recorded a local move, the bystander a remote one, and the old host
+/// has VM 0 behind the new one.
+fn assert_switched(s: &Scenario) {
+    for from in [2, 1, 3] {
+        let r = probe::ping(
+            s.sites[from].vm.ns(),
+            vm_ip(0),
+            20,
+            Duration::from_millis(10),
+        )
+        .unwrap();
+        assert_eq!(r.received, 20, "{from} -> vm0 after the move: {r:?}");
+    }
+    let mac = s.sites[0].vm.mac();
+    let new = s.sites[1].daemon.as_ref().unwrap();
+    let old = s.sites[0].daemon.as_ref().unwrap();
+    let bystander = s.sites[3].daemon.as_ref().unwrap();
+    let moves: serde_json::Value =
+        serde_json::from_str(&new.ctl(&["moves", "--json"]).unwrap()).unwrap();
+    assert!(
+        moves
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mac"] == mac && m["kind"] == "local"),
+        "new host recorded no local move: {moves}"
+    );
+    let moves: serde_json::Value =
+        serde_json::from_str(&bystander.ctl(&["moves", "--json"]).unwrap()).unwrap();
+    assert!(
+        moves.as_array().unwrap().iter().any(|m| m["mac"] == mac
+            && m["kind"] == "remote"
+            && m["from"] == host_ip(0).to_string()
+            && m["to"] == host_ip(1).to_string()),
+        "bystander recorded no move from the old host to the new one: {moves}"
+    );
+    let fdb: serde_json::Value =
+        serde_json::from_str(&old.ctl(&["fdb", "--json"]).unwrap()).unwrap();
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == mac && e["vtep"] == host_ip(1).to_string()),
+        "old host does not send to the new one: {fdb}"
+    );
+    let metrics = scrape(new.ns(), new.spec().metrics_port);
+    assert!(
+        sample(&metrics, "vlnet_mac_moves_total{kind=\"local\"}") >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_hypervisors_announce_switches_every_vtep() {
+    let mut s = scenario("mga");
+    let pinger = s.sites[2].vm.ns().clone();
+    let pings =
+        std::thread::spawn(move || probe::ping(&pinger, vm_ip(0), 200, Duration::from_millis(10)));
+    std::thread::sleep(Duration::from_millis(300));
+    let (vm_host, others) = s.sites.split_at_mut(1);
+    vm_host[0].vm.move_to(&others[0].host, BRIDGE).unwrap();
+    let mac = mac_of(&s);
+    s.sites[0]
+        .vm
+        .ns()
+        .within(move || {
+            let name = std::ffi::CString::new("eth0").unwrap();
+            // SAFETY: a valid NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            send_frame(ifindex, &rarp_announce(mac)).unwrap();
+        })
+        .unwrap();
+    let r = pings.join().unwrap().unwrap();
+    eprintln!(
+        "pings during the move: {} sent, {} received",
+        r.sent, r.received
+    );
+    assert!(r.received > 0, "{r:?}");
+    assert_switched(&s);
+}
+
+#[test]
+fn vm_moved_announces_for_a_silent_hypervisor() {
+    let mut s = scenario("mgs");
+    let (vm_host, others) = s.sites.split_at_mut(1);
+    vm_host[0].vm.move_to(&others[0].host, BRIDGE).unwrap();
+    let mac = s.sites[0].vm.mac().to_owned();
+    s.sites[1]
+        .daemon
+        .as_ref()
+        .unwrap()
+        .ctl(&["vm", "moved", &mac, "--vni", "100"])
+        .unwrap();
+    assert_switched(&s);
+}

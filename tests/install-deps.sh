@@ -15,6 +15,7 @@ packages=(
     iperf3 tshark tcpdump                     # probes
     prometheus                                # scrape test
     wireguard-go wireguard-tools              # WireGuard interop peer
+    qemu-system-x86 busybox-static            # live migration of a real guest
 )
 
 missing=()
@@ -40,3 +41,28 @@ if ! mountpoint -q /sys/fs/bpf || [[ $(stat -f -c %T /sys/fs/bpf) != bpf_fs ]]; 
     echo "install-deps.sh: mounted bpffs at /sys/fs/bpf"
 fi
 mkdir -p /sys/fs/bpf/vlnet
+
+# The live-migration guest: a Debian cloud kernel and the virtio-net modules
+# its busybox initramfs loads, extracted once into $guest_dir.
+guest_dir=/var/cache/vlnet/guest
+guest_kernel_package() {
+    apt-cache search --names-only '^linux-image-[0-9][0-9.]*-[0-9]+-cloud-amd64$' \
+        | awk '{print $1}' | sort -V | tail -1
+}
+if [[ ! -f $guest_dir/vmlinuz ]]; then
+    pkg=$(guest_kernel_package)
+    if [[ -z $pkg ]]; then
+        apt-get update
+        pkg=$(guest_kernel_package)
+    fi
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    (cd "$work" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb root)
+    mkdir -p "$guest_dir"
+    cp "$work"/root/boot/vmlinuz-* "$guest_dir/vmlinuz"
+    for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
+        failover net_failover virtio_net; do
+        find "$work/root/lib/modules" -name "$m.ko" -exec cp {} "$guest_dir/" \;
+    done
+    echo "install-deps.sh: guest kernel $pkg in $guest_dir"
+fi

@@ -34,6 +34,7 @@ pub mod daemon;
 pub mod demo;
 pub mod netns;
 pub mod probe;
+pub mod qemu;
 pub mod scenario;
 pub mod tempdir;
 pub mod topology;

@@ -44,8 +44,9 @@ fn mac_of(s: &Scenario) -> MacAddr {
 }
 
 /// After the move: every node reaches VM 0 at once (no ageing wait), the new
-/// host recorded a local move, the bystander a remote one, and the old host
-/// has VM 0 behind the new one.
+/// host recorded a local move, the bystander a remote one (within a
+/// millisecond or so of the announce entering the new host: one trip
+/// through the tunnel), and the old host has VM 0 behind the new one.
 fn assert_switched(s: &Scenario) {
     for from in [2, 1, 3] {
         let r = probe::ping(
@@ -80,6 +81,23 @@ fn assert_switched(s: &Scenario) {
             && m["to"] == host_ip(1).to_string()),
         "bystander recorded no move from the old host to the new one: {moves}"
     );
+    let local_ns = local_move_ns(new, mac);
+    let remote_ns = moves
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mac"] == mac && m["kind"] == "remote")
+        .and_then(|m| m["monotonic_ns"].as_u64())
+        .unwrap();
+    let switch = Duration::from_nanos(remote_ns.saturating_sub(local_ns));
+    let switch_ms = switch.as_secs_f64() * 1e3;
+    eprintln!(
+        "path switch at the bystander: {switch_ms:.3} ms after the announce entered the new host"
+    );
+    assert!(
+        remote_ns >= local_ns && switch_ms < 5.0,
+        "switch took {switch_ms} ms"
+    );
     let fdb: serde_json::Value =
         serde_json::from_str(&old.ctl(&["fdb", "--json"]).unwrap()).unwrap();
     assert!(
@@ -94,6 +112,19 @@ fn assert_switched(s: &Scenario) {
         sample(&metrics, "vlnet_mac_moves_total{kind=\"local\"}") >= 1.0,
         "{metrics}"
     );
+}
+
+/// When `daemon` saw `mac` arrive locally (monotonic ns).
+fn local_move_ns(daemon: &vlnet::lab::Daemon, mac: &str) -> u64 {
+    let moves: serde_json::Value =
+        serde_json::from_str(&daemon.ctl(&["moves", "--json"]).unwrap()).unwrap();
+    moves
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mac"] == mac && m["kind"] == "local")
+        .and_then(|m| m["monotonic_ns"].as_u64())
+        .unwrap()
 }
 
 #[test]

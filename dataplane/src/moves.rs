@@ -36,6 +36,10 @@ pub enum MoveKind {
 pub struct MoveRecord {
     /// When the frame was seen, milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
+    /// The same instant on `CLOCK_MONOTONIC`, ns (comparable between nodes
+    /// on one machine, e.g. in `vlnet lab`: the path switch is a bystander's
+    /// `remote` move minus the new host's `local` one).
+    pub monotonic_ns: u64,
     /// The VNI.
     pub vni: u32,
     /// The MAC.
@@ -58,6 +62,7 @@ impl MoveRecord {
         let local = u32::from(event.kind) == VLNET_MOVE_LOCAL;
         Self {
             at_unix_ms: unix_now_ms.saturating_sub(age_ms),
+            monotonic_ns: event.ts_ns,
             vni: event.vni,
             mac: MacAddr(event.mac),
             from: ip(event.old_vtep_be),

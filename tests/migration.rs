@@ -166,7 +166,7 @@ fn vm_moved_announces_for_a_silent_hypervisor() {
         .daemon
         .as_ref()
         .unwrap()
-        .ctl(&["vm", "moved", &mac, "--vni", "100"])
+        .ctl(&["vm", "moved", &mac, "--bridge", BRIDGE])
         .unwrap();
     assert_switched(&s);
 }

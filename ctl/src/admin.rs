@@ -86,16 +86,17 @@ pub fn run(args: &CtlArgs) -> Result<()> {
         },
         CtlCommand::Client { command } => client(args, command),
         CtlCommand::Vm {
-            command: VmCommand::Moved { mac, vni },
+            command: VmCommand::Moved { mac, vni, bridge },
         } => match ask(
             args,
             &Request::VmMoved {
                 mac: *mac,
                 vni: *vni,
+                bridge: bridge.clone(),
             },
         )? {
             Response::Ok => {
-                println!("announced {mac} on VNI {vni} from this node");
+                println!("announced {mac} from this node");
                 Ok(())
             }
             other => bail!("unexpected answer {other:?}"),

@@ -106,8 +106,11 @@ pub enum VmCommand {
         /// The VM's MAC, e.g. 52:54:00:12:34:56.
         mac: vlnet_dataplane::mac::MacAddr,
         /// The VM's VNI.
+        #[arg(long, required_unless_present = "bridge", conflicts_with = "bridge")]
+        vni: Option<u32>,
+        /// Or the bridge its interface hangs on (as Proxmox names it).
         #[arg(long)]
-        vni: u32,
+        bridge: Option<String>,
     },
 }
 

@@ -75,8 +75,12 @@ pub enum Request {
     VmMoved {
         /// The VM's MAC.
         mac: MacAddr,
-        /// Its VNI.
-        vni: u32,
+        /// Its VNI, or
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vni: Option<u32>,
+        /// the bridge it hangs on (as a hypervisor knows it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
     },
     /// Member: redeem an invite token.
     Join {
@@ -141,8 +145,8 @@ pub trait ApiHandler: Send + Sync + 'static {
         Err(NO_CONTROL_PLANE.to_owned())
     }
     /// Announces and advertises a VM that moved here.
-    fn vm_moved(&self, mac: MacAddr, vni: u32) -> Result<(), String> {
-        let _ = (mac, vni);
+    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), String> {
+        let _ = (mac, vni, bridge);
         Err(NO_CONTROL_PLANE.to_owned())
     }
     /// MAC moves seen by the data plane.
@@ -394,7 +398,9 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
         Request::ClientRemove { name } => handler.client_remove(&name).map(|()| Response::Ok),
         Request::Join { token } => handler.join(&token).map(Response::Joined),
         Request::Moves => handler.moves().map(Response::Moves),
-        Request::VmMoved { mac, vni } => handler.vm_moved(mac, vni).map(|()| Response::Ok),
+        Request::VmMoved { mac, vni, bridge } => handler
+            .vm_moved(mac, vni, bridge.as_deref())
+            .map(|()| Response::Ok),
     })
     .await;
     match answer {

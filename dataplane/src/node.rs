@@ -183,10 +183,19 @@ impl ApiHandler for Node {
         self.control()?.client_remove(name)
     }
 
-    fn vm_moved(&self, mac: MacAddr, vni: u32) -> Result<(), String> {
+    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), String> {
         let facts = self.facts();
-        let Some((_, bridge, _, _)) = facts.vnis.iter().find(|v| v.0 == vni) else {
-            return Err(format!("VNI {vni} is not served by this node"));
+        let found = facts
+            .vnis
+            .iter()
+            .find(|v| vni.is_none_or(|n| v.0 == n) && bridge.is_none_or(|b| v.1 == b));
+        let Some(&(vni, ref bridge, _, _)) = found.filter(|_| vni.is_some() || bridge.is_some())
+        else {
+            return Err(match (vni, bridge) {
+                (Some(n), _) => format!("VNI {n} is not served by this node"),
+                (None, Some(b)) => format!("bridge {b} is not a bridge vlnet serves"),
+                (None, None) => "name the VM's VNI or bridge".to_owned(),
+            });
         };
         let name = std::ffi::CString::new(bridge.as_str()).map_err(|e| e.to_string())?;
         // SAFETY: a valid NUL-terminated name.

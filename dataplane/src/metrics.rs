@@ -55,6 +55,8 @@ pub struct ControlMetrics {
     /// Members with a live control session (controller) or 1/0 for the
     /// session with the controller (member).
     pub sessions: u64,
+    /// MACs frozen as duplicates.
+    pub frozen_macs: u64,
 }
 
 /// Why `/metrics` could not be served.
@@ -151,6 +153,13 @@ const CONTROL_SESSIONS: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &[],
 };
+const FROZEN_MACS: Spec = Spec {
+    name: "vlnet_mac_frozen",
+    help: "MACs frozen as duplicates (RFC 7432 15.1: too many moves within the window, \
+           e.g. two live copies of one VM).",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
 const UP: Spec = Spec {
     name: "vlnet_up",
     help: "1 if the daemon could read all its counters for this scrape, 0 if some are missing.",
@@ -158,7 +167,8 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 11] = [
+const SPECS: [&Spec; 12] = [
+    &FROZEN_MACS,
     &MAC_MOVES,
     &CONTROL_REJECTED,
     &CONTROL_SESSIONS,
@@ -327,7 +337,9 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
         }
         let mut sessions = Builder::new(&CONTROL_SESSIONS);
         sessions.add(&[], control.sessions);
-        out.extend([rejected.build(), sessions.build()]);
+        let mut frozen = Builder::new(&FROZEN_MACS);
+        frozen.add(&[], control.frozen_macs);
+        out.extend([rejected.build(), sessions.build(), frozen.build()]);
     }
 
     let mut up_family = Builder::new(&UP);
@@ -519,6 +531,7 @@ mod tests {
             (!self.fail).then(|| ControlMetrics {
                 rejected: vec![("forged", 2), ("not_member", 0)],
                 sessions: 3,
+                frozen_macs: 1,
             })
         }
 
@@ -604,6 +617,7 @@ mod tests {
             "vlnet_control_rejected_total{reason=\"forged\"} 2",
             "vlnet_control_rejected_total{reason=\"not_member\"} 0",
             "vlnet_control_sessions 3",
+            "vlnet_mac_frozen 1",
             "vlnet_mac_moves_total{kind=\"remote\"} 4",
             "vlnet_mac_moves_total{kind=\"local\"} 1",
         ] {

@@ -251,6 +251,7 @@ impl MetricsSource for Node {
         Some(ControlMetrics {
             rejected: control.rejects.snapshot(),
             sessions: control.sessions(),
+            frozen_macs: control.frozen_macs().len() as u64,
         })
     }
 

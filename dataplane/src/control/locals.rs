@@ -30,6 +30,7 @@ impl ControlPlane {
             }
         };
         let mut tick = tokio::time::interval(LOCAL_POLL);
+        let mut frozen = BTreeSet::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -40,7 +41,29 @@ impl ControlPlane {
                 Err(e) => warn!(error = %e, "cannot read bridge FDBs"),
             }
             self.save_membership_if_dirty();
+            frozen = self.report_frozen(&frozen);
         }
+    }
+
+    /// Logs MACs that froze as duplicates since `before`; returns the set now.
+    fn report_frozen(&self, before: &BTreeSet<(u32, MacAddr)>) -> BTreeSet<(u32, MacAddr)> {
+        let now: BTreeSet<(u32, MacAddr)> = self
+            .frozen_macs()
+            .into_iter()
+            .map(|f| {
+                if !before.contains(&(f.vni, f.mac)) {
+                    warn!(
+                        vni = f.vni,
+                        mac = %f.mac,
+                        vtep = %f.vtep,
+                        "duplicate MAC: it moved too often and is frozen where it is \
+                         (two live copies of one VM?)"
+                    );
+                }
+                (f.vni, f.mac)
+            })
+            .collect();
+        now
     }
 
     async fn local_macs(&self, nl: &Netlink) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::mobility::{self, MacRoute, MobilityConfig, MobilityTable, NodeId, Outcome};
+use super::mobility::{self, FrozenMac, MacRoute, MobilityConfig, MobilityTable, NodeId, Outcome};
 use super::wire::{MacAdvert, MacWithdraw};
 use crate::mac::MacAddr;
 
@@ -320,6 +320,14 @@ impl MacBook {
             .collect()
     }
 
+    /// MACs frozen as duplicates (RFC 7432 §15.1: too many moves in the
+    /// window, e.g. two live copies of one VM): they stay where they are
+    /// until the freeze ends.
+    #[must_use]
+    pub fn frozen(&self, now: Duration) -> Vec<FrozenMac> {
+        self.table.frozen(now)
+    }
+
     /// Number of live routes.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -455,6 +463,22 @@ mod tests {
         book.observe_local(&set(&[(100, MAC)]), Duration::from_secs(62));
         let d = book.observe_local(&set(&[(100, MAC)]), Duration::from_secs(200));
         assert_eq!(d, LocalDelta::default());
+    }
+
+    #[test]
+    fn a_flapping_mac_freezes() {
+        let mut book = MacBook::new("a", A);
+        let c = Ipv4Addr::new(198, 19, 0, 3);
+        for seq in 0..8 {
+            let vtep = if seq % 2 == 0 { B } else { c };
+            book.advert(&advert(MAC, vtep, seq), &NodeId::new("x"), T);
+        }
+        let frozen = book.frozen(T);
+        assert_eq!(frozen.len(), 1, "{frozen:?}");
+        assert_eq!(frozen[0].mac, MAC);
+        // Frozen: a further move is refused (no FDB change).
+        let applied = book.advert(&advert(MAC, B, 100), &NodeId::new("x"), T);
+        assert!(applied.fdb.is_empty(), "{applied:?}");
     }
 
     #[test]

@@ -371,6 +371,13 @@ impl ControlPlane {
         }
     }
 
+    /// MACs frozen as duplicates now.
+    #[must_use]
+    pub fn frozen_macs(&self) -> Vec<super::mobility::FrozenMac> {
+        let now = self.now();
+        self.with_book(|b| b.frozen(now)).unwrap_or_default()
+    }
+
     /// Live control sessions: members connected (controller), or 1 while
     /// connected to the controller (member).
     #[must_use]

@@ -1,7 +1,8 @@
 //! Smoke test of `vlnet lab bench`: one short run (`--secs 1`) must print
 //! well-formed JSON in which every number — each topology's metrics, each
-//! ratio — is positive, and the encrypted topologies have TCP and ping but
-//! no small-packet numbers. Nothing about the values themselves is asserted
+//! ratio, the migration and control-plane runs — is positive (pings lost may
+//! be zero), and the encrypted topologies have TCP and ping but no
+//! small-packet numbers. Nothing about the values themselves is asserted
 //! (these machines are shared and noisy). Needs root (namespaces, BPF),
 //! `wireguard-go` and `wg`.
 
@@ -128,8 +129,28 @@ fn bench_json_is_complete_and_positive() {
         }
     }
 
+    // The migration runs: vlnet reports its path switch, the kernel cannot.
+    for setup in ["vlnet", "kernel"] {
+        let m = &json["migration"][setup];
+        let (sent, lost) = (m["pings_sent"].as_u64(), m["pings_lost"].as_u64());
+        assert!(
+            sent.zip(lost).is_some_and(|(s, l)| s > 0 && l < s),
+            "migration.{setup}: {json:#}"
+        );
+    }
+    assert!(
+        json["migration"]["vlnet"]["switch_ms"].is_number(),
+        "{json:#}"
+    );
+    assert!(
+        json["migration"]["kernel"]["switch_ms"].is_null(),
+        "{json:#}"
+    );
+
     let mut all = Vec::new();
     numbers("", &json, &mut all);
+    // Pings lost may be 0; everything else must be positive.
+    all.retain(|(path, _)| !path.ends_with(".pings_lost"));
     assert!(all.len() > 50, "too few numbers: {json:#}");
     for (path, v) in all {
         let x = v.as_f64().unwrap_or(f64::NAN);

@@ -32,6 +32,7 @@ pub mod bench;
 pub mod cluster;
 pub mod daemon;
 pub mod demo;
+pub mod migrate;
 pub mod netns;
 pub mod probe;
 pub mod qemu;

@@ -40,11 +40,13 @@
 //! - [`report`]: metrics, ratios, table and JSON (pure).
 //! - [`control_scale`]: the control plane with 1,000 members and 10,000
 //!   MACs, in process.
+//! - [`migration`]: a VM moved between hosts, vlnet vs kernel vxlan.
 //! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
 
 pub mod control_scale;
 pub mod encrypted;
 pub mod frame;
+pub mod migration;
 pub mod pps;
 pub mod report;
 
@@ -178,6 +180,8 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
             metrics,
         });
     }
+    eprintln!("migration ({:.1} s)", started.elapsed().as_secs_f64());
+    let moved = migration::run(&binary).context("migration runs")?;
     eprintln!(
         "control plane scale ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -187,9 +191,10 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
     if json {
         let mut value = report.to_json();
         value["control_scale"] = serde_json::to_value(&scale)?;
+        value["migration"] = serde_json::to_value(moved)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("\n{}\n{}", report.table(), scale.table());
+        println!("\n{}\n{}\n{}", report.table(), moved.table(), scale.table());
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())

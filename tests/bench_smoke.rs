@@ -50,6 +50,27 @@ fn numbers<'a>(
     }
 }
 
+/// The migration runs: pings went through, and vlnet reports its path
+/// switch (the kernel cannot).
+fn assert_migration(json: &serde_json::Value) {
+    for setup in ["vlnet", "kernel"] {
+        let m = &json["migration"][setup];
+        let (sent, lost) = (m["pings_sent"].as_u64(), m["pings_lost"].as_u64());
+        assert!(
+            sent.zip(lost).is_some_and(|(s, l)| s > 0 && l < s),
+            "migration.{setup}: {json:#}"
+        );
+    }
+    assert!(
+        json["migration"]["vlnet"]["switch_ms"].is_number(),
+        "{json:#}"
+    );
+    assert!(
+        json["migration"]["kernel"]["switch_ms"].is_null(),
+        "{json:#}"
+    );
+}
+
 #[test]
 fn bench_json_is_complete_and_positive() {
     let output = Command::new(env!("CARGO_BIN_EXE_vlnet"))
@@ -129,23 +150,7 @@ fn bench_json_is_complete_and_positive() {
         }
     }
 
-    // The migration runs: vlnet reports its path switch, the kernel cannot.
-    for setup in ["vlnet", "kernel"] {
-        let m = &json["migration"][setup];
-        let (sent, lost) = (m["pings_sent"].as_u64(), m["pings_lost"].as_u64());
-        assert!(
-            sent.zip(lost).is_some_and(|(s, l)| s > 0 && l < s),
-            "migration.{setup}: {json:#}"
-        );
-    }
-    assert!(
-        json["migration"]["vlnet"]["switch_ms"].is_number(),
-        "{json:#}"
-    );
-    assert!(
-        json["migration"]["kernel"]["switch_ms"].is_null(),
-        "{json:#}"
-    );
+    assert_migration(&json);
 
     let mut all = Vec::new();
     numbers("", &json, &mut all);

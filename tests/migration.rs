@@ -96,9 +96,24 @@ fn assert_switched(s: &Scenario) {
             .any(|e| e["mac"] == mac && e["vtep"] == host_ip(1).to_string()),
         "old host does not send to the new one: {fdb}"
     );
+    // The new host timed the first frame that reached the VM from afar.
+    let moves: serde_json::Value =
+        serde_json::from_str(&new.ctl(&["moves", "--json"]).unwrap()).unwrap();
+    let delivered = moves
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mac"] == mac && m["kind"] == "delivered")
+        .and_then(|m| m["path_switch_us"].as_u64());
+    eprintln!("first frame from afar {delivered:?} µs after the move");
+    assert!(delivered.is_some(), "no delivery timed: {moves}");
     let metrics = scrape(new.ns(), new.spec().metrics_port);
     assert!(
         sample(&metrics, "vlnet_mac_moves_total{kind=\"local\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "vlnet_path_switch_seconds_count") >= 1.0,
         "{metrics}"
     );
 }

@@ -195,7 +195,9 @@ pub fn clients(clients: &[ClientRecord]) -> String {
     )
 }
 
-/// `vlnet ctl moves`: one row per MAC move, oldest first.
+/// `vlnet ctl moves`: one row per MAC move, oldest first; a `delivered` row
+/// (the first frame from afar for a VM that moved here) shows how long after
+/// the move it came: the path switch as this node sees it.
 #[must_use]
 pub fn moves(moves: &[MoveRecord]) -> String {
     if moves.is_empty() {
@@ -214,8 +216,13 @@ pub fn moves(moves: &[MoveRecord]) -> String {
                 match m.kind {
                     MoveKind::Remote => "remote",
                     MoveKind::Local => "local",
+                    MoveKind::Delivered => "delivered",
                 }
                 .to_owned(),
+                m.path_switch_us.map_or_else(
+                    || "-".to_owned(),
+                    |us| format!("{}.{:03} ms", us / 1000, us % 1000),
+                ),
             ]
         })
         .collect();
@@ -227,6 +234,7 @@ pub fn moves(moves: &[MoveRecord]) -> String {
             ("FROM", Align::Left),
             ("TO", Align::Left),
             ("KIND", Align::Left),
+            ("PATH SWITCH", Align::Right),
         ],
         &rows,
     )

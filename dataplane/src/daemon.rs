@@ -148,6 +148,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             ),
             tokio::spawn(refresh_next_hops(node.clone()).in_current_span()),
             tokio::spawn(age_fdb(node.clone(), cfg.node.fdb_ageing_secs).in_current_span()),
+            tokio::spawn(expire_arrivals(node.clone()).in_current_span()),
             tokio::spawn({
                 let node = node.clone();
                 moves::watch(events, move |record| node.record_move(record)).in_current_span()
@@ -650,6 +651,22 @@ async fn refresh_next_hops(node: Arc<Node>) {
             NEXTHOP_REFRESH
         })
         .await;
+    }
+}
+
+/// How long a MAC that moved here waits for its first frame from afar
+/// before its arrival stops being timed.
+const ARRIVAL_WAIT: Duration = Duration::from_secs(10);
+
+/// Forgets arrivals that never saw a frame, every second.
+async fn expire_arrivals(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let wait = u64::try_from(ARRIVAL_WAIT.as_nanos()).unwrap_or(u64::MAX);
+        if let Err(e) = node.maps().expire_arrivals(monotonic_ns(), wait) {
+            warn!(error = %e, "cannot expire arrivals");
+        }
     }
 }
 

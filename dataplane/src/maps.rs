@@ -12,7 +12,7 @@ use thiserror::Error;
 use vlnet_ebpf::abi::{
     vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_nexthop, vlnet_node_config,
     vlnet_peer_key, vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL,
-    VLNET_FDB_STATIC, VLNET_NH_L3,
+    VLNET_FDB_STATIC, VLNET_NH_L3, VLNET_PENDING_SLOT,
 };
 
 use crate::control::macbook::FdbChange;
@@ -51,6 +51,8 @@ pub struct Maps {
     xdp_ports: DevMapHash<MapData>,
     nexthops: HashMap<MapData, u32, vlnet_nexthop>,
     tunnels: HashMap<MapData, u32, u32>,
+    arrivals: HashMap<MapData, vlnet_fdb_key, u64>,
+    arrivals_pending: Array<MapData, u32>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -90,7 +92,32 @@ impl Maps {
             xdp_ports: typed!(ebpf, "vlnet_xdp_ports"),
             nexthops: typed!(ebpf, "vlnet_nexthops"),
             tunnels: typed!(ebpf, "vlnet_tunnels"),
+            arrivals: typed!(ebpf, "vlnet_arrivals"),
+            arrivals_pending: typed!(ebpf, "vlnet_arrivals_pending"),
         })
+    }
+
+    /// Forgets MACs that moved here more than `max_age_ns` before `now_ns`
+    /// and never saw a frame from afar, and recounts the rest for the
+    /// programs (which look arrivals up only while the count is non-zero).
+    pub fn expire_arrivals(&mut self, now_ns: u64, max_age_ns: u64) -> Result<u32, MapsError> {
+        let entries: Vec<(vlnet_fdb_key, u64)> =
+            self.arrivals.iter().filter_map(Result::ok).collect();
+        let mut left = 0u32;
+        for (key, since) in entries {
+            if now_ns.saturating_sub(since) > max_age_ns {
+                match self.arrivals.remove(&key) {
+                    Err(e) if !is_absent(&e) => return Err(op("vlnet_arrivals")(e)),
+                    _ => {}
+                }
+            } else {
+                left += 1;
+            }
+        }
+        self.arrivals_pending
+            .set(VLNET_PENDING_SLOT, left, 0)
+            .map_err(op("vlnet_arrivals_pending"))?;
+        Ok(left)
     }
 
     /// Writes the node-wide settings.

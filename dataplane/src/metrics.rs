@@ -21,6 +21,7 @@ use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 
 use crate::model::{FdbKind, NodeStatus, PeerStatus};
+use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
 
 /// Path the metrics are served on; every other path is 404.
 pub const METRICS_PATH: &str = "/metrics";
@@ -39,6 +40,10 @@ pub trait MetricsSource {
     fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String>;
     /// MAC moves seen by the data plane: (remote, local).
     fn moves(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// Path-switch times of VMs that moved here.
+    fn path_switches(&self) -> Option<SwitchHistogram> {
         None
     }
     /// The control plane's numbers, if the node has one.
@@ -132,6 +137,13 @@ const NODE_INFO: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &["node", "vtep", "datapath"],
 };
+const PATH_SWITCH: Spec = Spec {
+    name: "vlnet_path_switch_seconds",
+    help: "For VMs that moved to this node: time from their announce entering the overlay \
+           port to the first frame reaching them from another VTEP.",
+    kind: MetricType::HISTOGRAM,
+    labels: &[],
+};
 const MAC_MOVES: Spec = Spec {
     name: "vlnet_mac_moves_total",
     help: "MAC moves the data plane made: remote (a MAC now seen behind another VTEP) or \
@@ -167,7 +179,8 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 12] = [
+const SPECS: [&Spec; 13] = [
+    &PATH_SWITCH,
     &FROZEN_MACS,
     &MAC_MOVES,
     &CONTROL_REJECTED,
@@ -253,6 +266,32 @@ impl Builder {
     }
 }
 
+/// A histogram family without labels from path-switch observations.
+fn histogram(spec: &'static Spec, h: &SwitchHistogram) -> MetricFamily {
+    let buckets = SWITCH_BUCKETS
+        .iter()
+        .zip(h.buckets)
+        .map(|(&bound, n)| {
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(bound);
+            b.set_cumulative_count(n);
+            b
+        })
+        .collect();
+    let mut hist = proto::Histogram::default();
+    hist.set_sample_count(h.count);
+    hist.set_sample_sum(h.sum);
+    hist.set_bucket(buckets);
+    let mut metric = proto::Metric::default();
+    metric.set_histogram(hist);
+    let mut family = MetricFamily::default();
+    family.set_name(spec.name.to_owned());
+    family.set_help(spec.help.to_owned());
+    family.set_field_type(spec.kind);
+    family.set_metric(vec![metric]);
+    family
+}
+
 /// Asks `source` once and builds every family. Empty families (no peers
 /// yet, or a failed call) are left out, as the text format requires.
 #[must_use]
@@ -328,6 +367,10 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
         moves.add(&["remote".to_owned()], remote);
         moves.add(&["local".to_owned()], local);
         out.push(moves.build());
+    }
+
+    if let Some(h) = source.path_switches() {
+        out.push(Some(histogram(&PATH_SWITCH, &h)));
     }
 
     if let Some(control) = source.control() {
@@ -527,6 +570,16 @@ mod tests {
             (!self.fail).then_some((4, 1))
         }
 
+        fn path_switches(&self) -> Option<SwitchHistogram> {
+            let mut buckets = [1; SWITCH_BUCKETS.len()];
+            buckets[0] = 0;
+            (!self.fail).then_some(SwitchHistogram {
+                buckets,
+                sum: 0.0003,
+                count: 1,
+            })
+        }
+
         fn control(&self) -> Option<ControlMetrics> {
             (!self.fail).then(|| ControlMetrics {
                 rejected: vec![("forged", 2), ("not_member", 0)],
@@ -618,6 +671,10 @@ mod tests {
             "vlnet_control_rejected_total{reason=\"not_member\"} 0",
             "vlnet_control_sessions 3",
             "vlnet_mac_frozen 1",
+            "vlnet_path_switch_seconds_bucket{le=\"0.0001\"} 0",
+            "vlnet_path_switch_seconds_bucket{le=\"0.0005\"} 1",
+            "vlnet_path_switch_seconds_bucket{le=\"+Inf\"} 1",
+            "vlnet_path_switch_seconds_count 1",
             "vlnet_mac_moves_total{kind=\"remote\"} 4",
             "vlnet_mac_moves_total{kind=\"local\"} 1",
         ] {

@@ -1,7 +1,10 @@
 //! MAC moves as the data plane sees them: the programs report each move
 //! through the `vlnet_events` ring buffer the moment they update the FDB; the
 //! daemon keeps the latest ones for `vlnet ctl moves` and counts them for
-//! `/metrics`.
+//! `/metrics`. For a MAC that moved here the programs also report the first
+//! frame that reaches it from another VTEP: the time from the announce to
+//! that frame is the path switch as this node sees it
+//! (`vlnet_path_switch_seconds`).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -11,7 +14,7 @@ use aya::maps::{MapData, RingBuf};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use vlnet_ebpf::abi::{vlnet_mac_event, VLNET_MOVE_LOCAL};
+use vlnet_ebpf::abi::{vlnet_mac_event, VLNET_MOVE_DELIVERED, VLNET_MOVE_LOCAL};
 
 use crate::fdb::monotonic_ns;
 use crate::mac::MacAddr;
@@ -29,7 +32,13 @@ pub enum MoveKind {
     /// A frame from the MAC entered this node's overlay port while its entry
     /// named a remote VTEP: it lives here now (a VM migrated in).
     Local,
+    /// The first frame for a MAC that moved here arrived from `from`.
+    Delivered,
 }
+
+/// Upper bounds of the path-switch histogram, seconds.
+pub const SWITCH_BUCKETS: [f64; 10] =
+    [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 /// One move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +59,9 @@ pub struct MoveRecord {
     pub to: Option<Ipv4Addr>,
     /// What kind of move.
     pub kind: MoveKind,
+    /// For [`MoveKind::Delivered`]: µs from the move here to this frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_switch_us: Option<u64>,
 }
 
 impl MoveRecord {
@@ -59,37 +71,76 @@ impl MoveRecord {
     pub fn from_event(event: &vlnet_mac_event, mono_now_ns: u64, unix_now_ms: u64) -> Self {
         let age_ms = mono_now_ns.saturating_sub(event.ts_ns) / 1_000_000;
         let ip = |be: u32| Ipv4Addr::from(u32::from_be(be));
-        let local = u32::from(event.kind) == VLNET_MOVE_LOCAL;
+        let kind = match u32::from(event.kind) {
+            VLNET_MOVE_LOCAL => MoveKind::Local,
+            VLNET_MOVE_DELIVERED => MoveKind::Delivered,
+            _ => MoveKind::Remote,
+        };
         Self {
             at_unix_ms: unix_now_ms.saturating_sub(age_ms),
             monotonic_ns: event.ts_ns,
             vni: event.vni,
             mac: MacAddr(event.mac),
             from: ip(event.old_vtep_be),
-            to: (!local).then(|| ip(event.new_vtep_be)),
-            kind: if local {
-                MoveKind::Local
-            } else {
-                MoveKind::Remote
-            },
+            to: (kind == MoveKind::Remote).then(|| ip(event.new_vtep_be)),
+            kind,
+            path_switch_us: None,
         }
     }
 }
 
-/// The latest moves and how many of each kind were seen.
+/// The latest moves, how many of each kind were seen, and the path-switch
+/// times.
 #[derive(Debug, Default)]
 pub struct MoveLog {
     records: VecDeque<MoveRecord>,
     remote: u64,
     local: u64,
+    switches: SwitchHistogram,
+}
+
+/// Path-switch times in [`SWITCH_BUCKETS`] (cumulative, as Prometheus
+/// histograms count).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SwitchHistogram {
+    /// Observations at or below each bound of [`SWITCH_BUCKETS`].
+    pub buckets: [u64; SWITCH_BUCKETS.len()],
+    /// Sum of the observations, seconds.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl SwitchHistogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, n) in SWITCH_BUCKETS.iter().zip(&mut self.buckets) {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
 }
 
 impl MoveLog {
-    /// Records a move, forgetting the oldest beyond [`HISTORY`].
-    pub fn push(&mut self, record: MoveRecord) {
+    /// Records a move, forgetting the oldest beyond [`HISTORY`]; a delivery
+    /// is timed against the latest move of its MAC here.
+    pub fn push(&mut self, mut record: MoveRecord) {
         match record.kind {
             MoveKind::Remote => self.remote += 1,
             MoveKind::Local => self.local += 1,
+            MoveKind::Delivered => {
+                let arrived = self.records.iter().rev().find(|r| {
+                    r.kind == MoveKind::Local && r.vni == record.vni && r.mac == record.mac
+                });
+                if let Some(arrived) = arrived {
+                    let ns = record.monotonic_ns.saturating_sub(arrived.monotonic_ns);
+                    record.path_switch_us = Some(ns / 1_000);
+                    self.switches
+                        .observe(std::time::Duration::from_nanos(ns).as_secs_f64());
+                }
+            }
         }
         if self.records.len() == HISTORY {
             self.records.pop_front();
@@ -107,6 +158,12 @@ impl MoveLog {
     #[must_use]
     pub fn counts(&self) -> (u64, u64) {
         (self.remote, self.local)
+    }
+
+    /// The path-switch times observed.
+    #[must_use]
+    pub fn switches(&self) -> &SwitchHistogram {
+        &self.switches
     }
 }
 
@@ -172,6 +229,28 @@ mod tests {
         assert_eq!(r.kind, MoveKind::Remote);
         let r = MoveRecord::from_event(&event(VLNET_MOVE_LOCAL), 6_000_000_000, 1_000_000);
         assert_eq!((r.to, r.kind), (None, MoveKind::Local));
+    }
+
+    #[test]
+    fn a_delivery_times_the_path_switch() {
+        let mut log = MoveLog::default();
+        let mut local = MoveRecord::from_event(&event(VLNET_MOVE_LOCAL), 0, 0);
+        local.monotonic_ns = 1_000_000;
+        log.push(local);
+        let mut delivered = MoveRecord::from_event(&event(VLNET_MOVE_DELIVERED), 0, 0);
+        delivered.monotonic_ns = 4_000_000;
+        assert_eq!(delivered.kind, MoveKind::Delivered);
+        log.push(delivered);
+        let last = log.records().pop().unwrap();
+        assert_eq!(last.path_switch_us, Some(3_000));
+        let h = log.switches();
+        assert_eq!(h.count, 1);
+        assert_eq!(
+            h.buckets[..4],
+            [0, 0, 0, 1],
+            "3 ms falls in the 5 ms bucket"
+        );
+        assert_eq!(*h.buckets.last().unwrap(), 1);
     }
 
     #[test]

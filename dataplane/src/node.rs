@@ -246,6 +246,10 @@ impl MetricsSource for Node {
         Some(lock(&self.moves).counts())
     }
 
+    fn path_switches(&self) -> Option<crate::moves::SwitchHistogram> {
+        Some(lock(&self.moves).switches().clone())
+    }
+
     fn control(&self) -> Option<ControlMetrics> {
         let control = self.control.get()?;
         Some(ControlMetrics {

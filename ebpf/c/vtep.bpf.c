@@ -325,6 +325,7 @@ static __always_inline void claim_local(__u32 vni, const __u8 *mac)
 		return;
 	report_move(vni, mac, old->vtep_be, 0, VLNET_MOVE_LOCAL);
 	bpf_map_delete_elem(&vlnet_fdb, &key);
+	await_arrival(&key);
 }
 
 SEC("classifier")

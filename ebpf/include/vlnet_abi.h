@@ -125,10 +125,15 @@ struct vlnet_peer_stats {
 	__u64 tx_bytes;
 };
 
+/* Slot of the one-entry vlnet_arrivals_pending array. */
+#define VLNET_PENDING_SLOT 0
+
 /* vlnet_mac_event.kind */
 #define VLNET_MOVE_REMOTE 1 /* decap found a MAC behind another VTEP than its entry said */
 #define VLNET_MOVE_LOCAL 2  /* a frame from a MAC known behind a remote VTEP entered an
 			     * overlay port: the MAC lives here now (its entry is removed) */
+#define VLNET_MOVE_DELIVERED 3 /* the first frame for a MAC that moved here arrived
+				* from old_vtep_be: the path has switched */
 
 /*
  * A MAC that moved, as the programs saw it, reported through the vlnet_events

@@ -180,6 +180,41 @@ static __always_inline void decap_learn(const struct decap_info *di, const __u8 
 }
 
 /**
+ * await_arrival() - @key's MAC moved here: time its first frame from afar.
+ */
+static __always_inline void await_arrival(const struct vlnet_fdb_key *key)
+{
+	__u32 slot = VLNET_PENDING_SLOT;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 *pending = bpf_map_lookup_elem(&vlnet_arrivals_pending, &slot);
+
+	if (pending && !bpf_map_update_elem(&vlnet_arrivals, key, &now, BPF_ANY))
+		__sync_fetch_and_add(pending, 1);
+}
+
+/**
+ * arrival_check() - a frame for @mac came from @di's VTEP: if @mac moved here
+ * and awaited its first frame, report the path switch (the time from the
+ * move to now is the switch as this node sees it).
+ */
+static __always_inline void arrival_check(const struct decap_info *di, const __u8 *mac)
+{
+	__u32 slot = VLNET_PENDING_SLOT;
+	__u32 *pending = bpf_map_lookup_elem(&vlnet_arrivals_pending, &slot);
+	struct vlnet_fdb_key key = { .vni = di->vni };
+
+	if (!pending || !*pending)
+		return;
+	__builtin_memcpy(key.mac, mac, ETH_ALEN);
+	if (!bpf_map_lookup_elem(&vlnet_arrivals, &key))
+		return;
+	if (bpf_map_delete_elem(&vlnet_arrivals, &key))
+		return; /* another CPU reported it */
+	__sync_fetch_and_add(pending, -1);
+	report_move(di->vni, mac, di->src_vtep_be, 0, VLNET_MOVE_DELIVERED);
+}
+
+/**
  * decap_prepare() - everything the two entry points share once a packet is
  * classified OK: ECN (RFC 6040), learning and rx counters. @inner must point
  * into writable packet memory. Returns 0 or a drop reason.
@@ -192,6 +227,7 @@ static __always_inline int decap_prepare(struct decap_info *di, struct ethhdr *i
 	if (reason)
 		return reason;
 	decap_learn(di, inner->h_source);
+	arrival_check(di, inner->h_dest);
 	di->stats->rx_packets += segs;
 	di->stats->rx_bytes += di->inner_len;
 	return 0;

@@ -103,6 +103,28 @@ static __always_inline void report_move(__u32 vni, const __u8 *mac, __u32 old_vt
 	bpf_ringbuf_output(&vlnet_events, &ev, sizeof(ev), 0);
 }
 
+/*
+ * MACs that moved here and await their first frame from a remote VTEP
+ * ((vni, mac) -> bpf_ktime_get_ns() of the move), and how many there are:
+ * decap looks a frame's destination up only while the count is non-zero.
+ * The daemon expires entries that never see a frame and keeps the count.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct vlnet_fdb_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_arrivals SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_arrivals_pending SEC(".maps");
+
 /* XDP mode: overlay port ifindex -> itself, for bpf_redirect_map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

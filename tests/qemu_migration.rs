@@ -2,7 +2,7 @@
 //! VM behind a kernel-vxlan node pings it every 10 ms: QEMU's own announce
 //! (RARP) switches the path, the guest answers from its new host, the pings
 //! lost stay within QEMU's downtime plus the announce delay, and the new host
-//! records the move. Needs root, `qemu-system-x86_64` (TCG) and the guest
+//! records the move and times the first frame that reaches the guest. Needs root, `qemu-system-x86_64` (TCG) and the guest
 //! kernel fetched by `tests/install-deps.sh`.
 #![allow(
     clippy::unwrap_used,
@@ -12,11 +12,13 @@
 
 mod support;
 
+use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::node::vlnet_binary;
+use vlnet::lab::migrate::move_time_ns;
 use vlnet::lab::probe;
 use vlnet::lab::qemu::{GuestImage, GuestSpec, Qemu, GUEST_DIR};
 use vlnet::lab::scenario::{Scenario, Vtep, BRIDGE};
@@ -29,6 +31,27 @@ const INTERVAL: Duration = Duration::from_millis(10);
 /// QEMU announces ~40 ms after the source stops (DESIGN, measured here):
 /// pings in that window are lost whatever the VTEPs do.
 const ANNOUNCE_DELAY_MS: f64 = 50.0;
+
+/// Every host's bridge FDB and the vlnet nodes' FDB and moves, to explain a
+/// failure.
+fn forwarding_state(s: &Scenario) -> String {
+    let mut out = String::new();
+    for (i, site) in s.sites.iter().enumerate() {
+        let bridge = site
+            .host
+            .ns()
+            .run(&["bridge", "fdb", "show"])
+            .unwrap_or_default();
+        let _ = write!(out, "--- site {i} bridge fdb ---\n{bridge}");
+        if let Some(d) = &site.daemon {
+            for what in ["fdb", "moves"] {
+                let text = d.ctl(&[what]).unwrap_or_default();
+                let _ = write!(out, "--- site {i} vlnet {what} ---\n{text}");
+            }
+        }
+    }
+    out
+}
 
 #[test]
 fn a_live_migrated_guest_keeps_its_address_across_vlnet_nodes() {
@@ -90,21 +113,22 @@ fn a_live_migrated_guest_keeps_its_address_across_vlnet_nodes() {
     let allowed = ((report.downtime_ms + ANNOUNCE_DELAY_MS) / 10.0).ceil() + 2.0;
     assert!(
         lost <= allowed,
-        "{lost} pings lost, QEMU's downtime allows {allowed}: {r:?}"
+        "{lost} pings lost, QEMU's downtime allows {allowed}: {r:?}\n{}",
+        forwarding_state(&s)
     );
 
     // The guest answers from its new host, and that host recorded the move.
     let again = probe::ping(s.sites[2].vm.ns(), GUEST_IP, 20, INTERVAL).unwrap();
     assert_eq!(again.received, 20, "{again:?}");
-    let moves = s.sites[1]
-        .daemon
-        .as_ref()
-        .unwrap()
-        .ctl(&["moves", "--json"])
-        .unwrap();
-    assert!(
-        moves.contains(GUEST_MAC) && moves.contains("\"local\""),
-        "{moves}"
+    let new_host = s.sites[1].daemon.as_ref().unwrap();
+    let local = move_time_ns(new_host, GUEST_MAC, "local").unwrap();
+    let delivered = move_time_ns(new_host, GUEST_MAC, "delivered").unwrap();
+    let (Some(local), Some(delivered)) = (local, delivered) else {
+        panic!("move not recorded: {}", new_host.ctl(&["moves"]).unwrap());
+    };
+    eprintln!(
+        "path switch at the new host: first frame from afar {:.3} ms after the announce",
+        Duration::from_nanos(delivered.saturating_sub(local)).as_secs_f64() * 1e3
     );
     drop(target);
 }

@@ -188,22 +188,8 @@ fn vxlan_to_secure_peers_travels_inside_wireguard() {
     );
 
     // The largest unfragmented packet the VMs' MTU allows fits end to end.
-    let size = (underlay.mtu() - WG_OVERHEAD - VXLAN_OVERHEAD - 28).to_string();
-    vms[0]
-        .ns()
-        .run(&[
-            "ping",
-            "-c",
-            "3",
-            "-W",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            &size,
-            &VM_IP[1].to_string(),
-        ])
-        .expect("full-size ping through the tunnel");
+    let size = underlay.mtu() - WG_OVERHEAD - VXLAN_OVERHEAD - 28;
+    probe::ping_whole(vms[0].ns(), VM_IP[1], size).expect("full-size ping through the tunnel");
 
     let _server = probe::iperf3_server(vms[1].ns(), VM_IP[1], IPERF_PORT).unwrap();
     let report = probe::iperf3_client(vms[0].ns(), VM_IP[1], 3, 1, IPERF_PORT).unwrap();

@@ -67,22 +67,8 @@ fn vxlan_inside_wireguard_go_carries_vm_traffic() {
     .unwrap();
     assert_eq!(ping.received, ping.sent, "VM 1 -> VM 0: {ping:?}");
     // The largest packet the VMs' MTU allows, unfragmented.
-    let size = (WG_MTU - 50 - 28).to_string();
-    pair.sites[0]
-        .vm
-        .ns()
-        .run(&[
-            "ping",
-            "-c",
-            "3",
-            "-W",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            &size,
-            &vm_ip(1).to_string(),
-        ])
+    let size = WG_MTU - 50 - 28;
+    probe::ping_whole(pair.sites[0].vm.ns(), vm_ip(1), size)
         .expect("full-size ping through the tunnel");
     let frames = capture.finish().unwrap();
     let (src, dst) = (frames.column("udp.srcport"), frames.column("udp.dstport"));

@@ -98,6 +98,24 @@ pub fn ping(
     }
 }
 
+/// Three pings of `payload` bytes from `ns` to `dst` with fragmentation
+/// forbidden (`ping -M do`): succeeds only if the path carries packets of
+/// that size whole.
+pub fn ping_whole(ns: &NetNs, dst: Ipv4Addr, payload: u32) -> Result<String, LabError> {
+    ns.run(&[
+        "ping",
+        "-c",
+        "3",
+        "-W",
+        "1",
+        "-M",
+        "do",
+        "-s",
+        &payload.to_string(),
+        &dst.to_string(),
+    ])
+}
+
 /// Reads iputils ping's per-reply lines (`… time=0.05 ms`) and summary.
 pub fn parse_ping(out: &str) -> Result<PingReport, LabError> {
     let bad = |detail: String| LabError::Parse {

@@ -79,11 +79,13 @@ pub fn ensure_device(ifname: &str, pid_file: &Path, log: &Path) -> Result<Device
 }
 
 /// Stops the device whose pid is in `pid_file` (SIGTERM, then waits) and
-/// removes the pid file and the socket of `ifname`. Nothing to stop is fine.
+/// removes the pid file and the socket of `ifname`. Nothing to stop is fine;
+/// without a pid file nothing is touched (the interface is not vlnet's).
 pub fn stop_device(ifname: &str, pid_file: &Path) -> Result<(), WgError> {
-    let pid = fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<libc::pid_t>().ok());
+    let Ok(text) = fs::read_to_string(pid_file) else {
+        return Ok(());
+    };
+    let pid = text.trim().parse::<libc::pid_t>().ok();
     if let Some(pid) = pid.filter(|&p| p > 0 && is_device(p)) {
         // SAFETY: kill has no memory preconditions; the pid was checked to
         // be a wireguard-device process just now.

@@ -1,7 +1,8 @@
-//! WireGuard tunnels run in-process: a [`WgDevice`] owns a boringtun device
-//! (a TUN interface plus its UDP sockets and worker thread) and configures it
-//! over the standard UAPI socket `/var/run/wireguard/<ifname>.sock`, so
-//! `wg show <ifname>` works on it too.
+//! WireGuard interfaces: a [`WgDevice`] owns a boringtun device (a TUN
+//! interface plus its UDP sockets and worker thread) in the calling process;
+//! [`Uapi`] configures any WireGuard interface over the standard UAPI socket
+//! `/var/run/wireguard/<ifname>.sock`, so `wg show <ifname>` works on ours
+//! too. The daemon runs its device in a process of its own ([`process`]).
 //!
 //! The interface and its sockets live in the network namespace of the thread
 //! that calls [`WgDevice::create`]. The UAPI socket path is not per network

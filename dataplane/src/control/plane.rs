@@ -1,8 +1,8 @@
 //! The running control plane: the node's role (controller or member), its
 //! WireGuard tunnel, its MAC book, and what it asks of the data plane (VNIs,
 //! peers per VNI, FDB entries). The controller's sessions live in
-//! [`controller`](super::controller), the member's in
-//! [`member`](super::member), local MAC discovery in [`locals`](super::locals).
+//! `controller.rs`, the member's in `member.rs`, local MAC discovery in
+//! `locals.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -39,7 +39,7 @@ pub struct ScaleReport {
     pub full_sync_bytes: usize,
     /// Every member's full sync built and encoded (a controller restart).
     pub all_full_syncs_ms: f64,
-    /// Resident memory per route, bytes (over [`MEMORY_ROUTES`]).
+    /// Resident memory per route, bytes (measured over a million routes).
     pub bytes_per_mac: f64,
 }
 

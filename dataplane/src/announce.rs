@@ -29,6 +29,21 @@ pub fn rarp_announce(mac: MacAddr) -> [u8; MIN_FRAME] {
     f
 }
 
+/// Sends the announce for `mac` out of interface `ifname` (in the calling
+/// thread's namespace).
+pub fn announce(ifname: &str, mac: MacAddr) -> io::Result<()> {
+    let name = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
+    // SAFETY: a valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {ifname}"),
+        ));
+    }
+    send_frame(ifindex, &rarp_announce(mac))
+}
+
 /// Sends `frame` out of interface `ifindex` as is (`AF_PACKET`).
 pub fn send_frame(ifindex: u32, frame: &[u8]) -> io::Result<()> {
     // SAFETY: plain socket(2) call; the result is checked.

@@ -197,14 +197,8 @@ impl ApiHandler for Node {
                 (None, None) => "name the VM's VNI or bridge".to_owned(),
             });
         };
-        let name = std::ffi::CString::new(bridge.as_str()).map_err(|e| e.to_string())?;
-        // SAFETY: a valid NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(format!("bridge {bridge} of VNI {vni} does not exist"));
-        }
-        crate::announce::send_frame(ifindex, &crate::announce::rarp_announce(mac))
-            .map_err(|e| format!("sending the announce on {bridge}: {e}"))?;
+        crate::announce::announce(bridge, mac)
+            .map_err(|e| format!("sending the announce on bridge {bridge} of VNI {vni}: {e}"))?;
         if let Some(control) = self.control.get() {
             control.claim_local(vni, mac);
         }

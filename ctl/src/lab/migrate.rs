@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use vlnet_dataplane::announce::{rarp_announce, send_frame};
+use vlnet_dataplane::announce::announce;
 use vlnet_dataplane::mac::MacAddr;
 
 use super::daemon::Daemon;
@@ -42,12 +42,7 @@ pub fn announce_from(vm: &Vm) -> Result<(), LabError> {
         .parse()
         .map_err(|e| LabError::Invalid(format!("VM MAC {}: {e}", vm.mac())))?;
     vm.ns()
-        .within(move || {
-            let name = std::ffi::CString::new(VM_IF).map_err(std::io::Error::other)?;
-            // SAFETY: a valid NUL-terminated name.
-            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            send_frame(ifindex, &rarp_announce(mac))
-        })?
+        .within(move || announce(VM_IF, mac))?
         .map_err(|e| LabError::io("sending the RARP announce", e))
 }
 

@@ -163,7 +163,8 @@ impl MacBook {
         now_local.extend(self.claims.keys().copied());
         let now_local = &now_local;
         let mut delta = LocalDelta::default();
-        for &(vni, mac) in now_local.difference(&self.local.clone()) {
+        let arrived: Vec<(u32, MacAddr)> = now_local.difference(&self.local).copied().collect();
+        for (vni, mac) in arrived {
             let before = self.table.get(vni, mac);
             match self.table.local_move(vni, mac, self.my_vtep, now) {
                 Ok(route) => {

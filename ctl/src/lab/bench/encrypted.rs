@@ -13,6 +13,7 @@ use super::report::Metrics;
 use super::{measure_ends, no_bridge_netfilter, Ends};
 use crate::lab::cluster::{Cluster, Place};
 use crate::lab::wggo_pair::WggoPair;
+use crate::lab::Vm;
 
 /// Builds `vlnet-wg`, waits for the member's control session, and measures
 /// VM0 (on the controller) → VM1 (on the member).
@@ -25,16 +26,7 @@ pub(super) fn vlnet_wg(binary: &Path, secs: u32) -> Result<Metrics> {
         a.site.host().ns(),
         b.site.host().ns(),
     ])?;
-    measure_ends(
-        &Ends {
-            client: a.vm.ns(),
-            server: b.vm.ns(),
-            server_ip: b.vm.ip(),
-            small_packets: None,
-        },
-        secs,
-        Duration::ZERO,
-    )
+    tcp_and_ping(&a.vm, &b.vm, secs)
 }
 
 /// Builds `kernel-wggo` and measures VM0 → VM1.
@@ -42,11 +34,17 @@ pub(super) fn kernel_wggo(secs: u32) -> Result<Metrics> {
     let pair = WggoPair::build("bg")?;
     let [a, b] = &pair.sites;
     no_bridge_netfilter(&[pair.underlay.switch(), a.host.ns(), b.host.ns()])?;
+    tcp_and_ping(&a.vm, &b.vm, secs)
+}
+
+/// TCP and ping from `client` to `server` (no small-packet runs: the
+/// generator's clear VXLAN cannot enter a WireGuard tunnel).
+fn tcp_and_ping(client: &Vm, server: &Vm, secs: u32) -> Result<Metrics> {
     measure_ends(
         &Ends {
-            client: a.vm.ns(),
-            server: b.vm.ns(),
-            server_ip: b.vm.ip(),
+            client: client.ns(),
+            server: server.ns(),
+            server_ip: server.ip(),
             small_packets: None,
         },
         secs,

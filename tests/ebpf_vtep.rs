@@ -113,7 +113,7 @@ impl Bed {
             ns.ifindex("vlx300"),
         );
         let desired = Desired {
-            node: sync::node_config(ul0, LOCAL, 1500, outer),
+            node: sync::node_config(ul0, LOCAL, 1500, outer, true),
             vnis: vec![
                 DesiredVni {
                     vni: 100,

@@ -170,6 +170,14 @@ pub struct NodeConfig {
     /// Seconds before an unconfirmed learned FDB entry expires (> 0).
     #[serde(default = "default_fdb_ageing_secs")]
     pub fdb_ageing_secs: u64,
+    /// Track inner flows and measure their RTT in the kernel (`ctl flows`,
+    /// `ctl advise`, `vlnet_flow_rtt_seconds`).
+    #[serde(default = "default_flow_tracking")]
+    pub flow_tracking: bool,
+}
+
+fn default_flow_tracking() -> bool {
+    true
 }
 
 /// `[[vni]]`: one virtual network.

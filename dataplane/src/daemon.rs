@@ -369,6 +369,7 @@ pub struct Dataplane {
     vtep: Ipv4Addr,
     datapath: DatapathMode,
     outer: OuterHeader,
+    flow_tracking: bool,
     adopted: bool,
 }
 
@@ -433,6 +434,7 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
             },
             sport_range: sync::local_port_range(),
         },
+        flow_tracking: cfg.node.flow_tracking,
         adopted,
     };
     Ok((node, dataplane))
@@ -466,7 +468,13 @@ async fn converge(
     let overlay_mtu = path_mtu.saturating_sub(VLNET_ENCAP_LEN);
     let ports = ensure_overlay_ports(&cfg, &dp.nl, overlay_mtu).await?;
     let desired = |xdp: bool| Desired {
-        node: sync::node_config(dp.underlay.index, dp.vtep, path_mtu, dp.outer),
+        node: sync::node_config(
+            dp.underlay.index,
+            dp.vtep,
+            path_mtu,
+            dp.outer,
+            dp.flow_tracking,
+        ),
         vnis: ports
             .iter()
             .map(|(v, _, inner)| DesiredVni {

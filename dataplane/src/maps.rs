@@ -10,8 +10,8 @@ use aya::maps::{
 use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
-    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_nexthop, vlnet_node_config,
-    vlnet_peer_key, vlnet_peer_stats, vlnet_vni_config, VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL,
+    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flow, vlnet_flow_key, vlnet_nexthop,
+    vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_rtt_hist, vlnet_vni_config, VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL,
     VLNET_FDB_STATIC, VLNET_NH_L3, VLNET_PENDING_SLOT,
 };
 
@@ -53,6 +53,8 @@ pub struct Maps {
     tunnels: HashMap<MapData, u32, u32>,
     arrivals: HashMap<MapData, vlnet_fdb_key, u64>,
     arrivals_pending: Array<MapData, u32>,
+    flows: HashMap<MapData, vlnet_flow_key, vlnet_flow>,
+    rtt_hists: PerCpuHashMap<MapData, vlnet_peer_key, vlnet_rtt_hist>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -94,6 +96,8 @@ impl Maps {
             tunnels: typed!(ebpf, "vlnet_tunnels"),
             arrivals: typed!(ebpf, "vlnet_arrivals"),
             arrivals_pending: typed!(ebpf, "vlnet_arrivals_pending"),
+            flows: typed!(ebpf, "vlnet_flows"),
+            rtt_hists: typed!(ebpf, "vlnet_rtt_hists"),
         })
     }
 
@@ -270,6 +274,32 @@ impl Maps {
     /// Every FDB entry.
     pub fn fdb(&self) -> Vec<(vlnet_fdb_key, vlnet_fdb_entry)> {
         self.fdb.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Every tracked inner flow (an LRU map: the least recently seen go first
+    /// when it is full).
+    #[must_use]
+    pub fn flows(&self) -> Vec<(vlnet_flow_key, vlnet_flow)> {
+        self.flows.iter().filter_map(Result::ok).collect()
+    }
+
+    /// The RTT histogram of every (VNI, peer) with samples, summed over CPUs.
+    #[must_use]
+    pub fn rtt_histograms(&self) -> Vec<(vlnet_peer_key, vlnet_rtt_hist)> {
+        self.rtt_hists
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut sum = vlnet_rtt_hist::default();
+                for h in per_cpu.iter() {
+                    for (total, n) in sum.count.iter_mut().zip(h.count) {
+                        *total += n;
+                    }
+                    sum.sum_ns += h.sum_ns;
+                }
+                (key, sum)
+            })
+            .collect()
     }
 
     /// Dropped packets per reason, every reason present, summed over CPUs.

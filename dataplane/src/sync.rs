@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use vlnet_ebpf::abi::{
-    vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_FDB_STATIC, VLNET_MAX_FLOOD,
+    vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING, VLNET_FDB_STATIC, VLNET_MAX_FLOOD,
 };
 
 use crate::fdb::{is_static, monotonic_ns};
@@ -50,13 +50,15 @@ pub struct OuterHeader {
     pub sport_range: (u16, u16),
 }
 
-/// Builds the node-wide kernel settings.
+/// Builds the node-wide kernel settings (`flow_tracking`: measure inner
+/// flows' RTT, see `lib/flows.h`).
 #[must_use]
 pub fn node_config(
     underlay_ifindex: u32,
     vtep: Ipv4Addr,
     underlay_mtu: u32,
     outer: OuterHeader,
+    flow_tracking: bool,
 ) -> vlnet_node_config {
     vlnet_node_config {
         underlay_ifindex,
@@ -67,7 +69,11 @@ pub fn node_config(
         tos: outer.dscp.unwrap_or(0) << 2,
         sport_min: outer.sport_range.0,
         sport_max: outer.sport_range.1,
-        pad: 0,
+        flags: if flow_tracking {
+            VLNET_CFG_FLOW_TRACKING as u16
+        } else {
+            0
+        },
     }
 }
 
@@ -182,7 +188,8 @@ mod tests {
             dscp: Some(46),
             sport_range: (1000, 2000),
         };
-        let cfg = node_config(3, Ipv4Addr::new(198, 18, 0, 1), 1500, outer);
+        let cfg = node_config(3, Ipv4Addr::new(198, 18, 0, 1), 1500, outer, true);
+        assert_eq!(u32::from(cfg.flags), VLNET_CFG_FLOW_TRACKING);
         assert_eq!(cfg.local_vtep_be, u32::from_ne_bytes([198, 18, 0, 1]));
         assert_eq!((cfg.ttl, cfg.tos, cfg.inherit_dscp), (32, 46 << 2, 0));
         let inherit = node_config(
@@ -193,7 +200,9 @@ mod tests {
                 dscp: None,
                 ..outer
             },
+            false,
         );
+        assert_eq!(inherit.flags, 0);
         assert_eq!((inherit.tos, inherit.inherit_dscp), (0, 1));
     }
 

@@ -74,8 +74,11 @@ struct vlnet_node_config {
 	__u8 tos;               /* outer DSCP << 2 when not inherited */
 	__u16 sport_min;        /* outer UDP source port range (host order) */
 	__u16 sport_max;
-	__u16 pad;
+	__u16 flags;            /* VLNET_CFG_* */
 };
+
+/* vlnet_node_config.flags */
+#define VLNET_CFG_FLOW_TRACKING 1 /* track inner flows and their RTT (lib/flows.h) */
 
 /* vlnet_vnis[vni]: one VNI's overlay port and flood list. */
 struct vlnet_vni_config {
@@ -147,6 +150,88 @@ struct vlnet_mac_event {
 	__u8 mac[6];
 	__u8 kind;         /* VLNET_MOVE_* */
 	__u8 pad;
+};
+
+/*
+ * Per-flow latency, measured passively where the inner frames pass the VTEP
+ * (ePPing's method): an outgoing packet's identifier (TCP TSval, a SYN's
+ * sequence number + 1, an ICMP/ICMPv6 echo request's id and sequence) is
+ * timestamped; the first incoming packet that echoes it (TSecr, the SYN-ACK's
+ * acknowledgement number, the echo reply) closes one RTT sample: the time from
+ * this VTEP to the remote endpoint and back, the remote host's reaction
+ * included. Outgoing means from a local VM into the tunnel (tx), incoming
+ * means decapsulated towards a local VM (rx).
+ */
+
+/* vlnet_flow_key.family */
+#define VLNET_FAMILY_IPV4 4
+#define VLNET_FAMILY_IPV6 6
+
+/*
+ * Key of vlnet_flows: one inner flow, both directions, seen from this node:
+ * "local" is the endpoint behind this VTEP. IPv4 addresses fill the first 4
+ * bytes of the 16. ICMP echo flows use the echo id as both ports.
+ */
+struct vlnet_flow_key {
+	__u32 vni;
+	__u8 local_ip[16];
+	__u8 remote_ip[16];
+	__u16 local_port_be;
+	__u16 remote_port_be;
+	__u8 proto;   /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6, ... */
+	__u8 family;  /* VLNET_FAMILY_* */
+	__u8 pad[2];
+};
+
+/* vlnet_flow.flags */
+#define VLNET_FLOW_HAVE_TSVAL 1 /* last_tsval holds a TSval seen from the local side */
+
+/* Value of vlnet_flows (LRU): one flow's traffic and RTT. */
+struct vlnet_flow {
+	__u64 first_seen_ns;  /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns;
+	__u64 tx_packets;     /* local -> remote (GSO counted in segments) */
+	__u64 tx_bytes;       /* inner frame bytes */
+	__u64 rx_packets;     /* remote -> local */
+	__u64 rx_bytes;
+	__u64 rtt_min_ns;     /* 0 until the first sample */
+	__u64 rtt_last_ns;
+	__u64 srtt_ns;        /* smoothed: srtt += (sample - srtt) / 8 */
+	__u64 rtt_samples;
+	__u32 remote_vtep_be; /* the VTEP the remote endpoint is behind */
+	__u32 last_tsval;     /* newest TSval from the local side (host order) */
+	__u8 local_mac[6];    /* the local endpoint's MAC */
+	__u8 flags;           /* VLNET_FLOW_* */
+	__u8 pad[5];
+};
+
+/* vlnet_rtt_ident.kind */
+#define VLNET_IDENT_TCP_TSVAL 1 /* ident = TSval, echoed in TSecr */
+#define VLNET_IDENT_TCP_SYN 2   /* ident = SYN's seq + 1, echoed in SYN-ACK's ack */
+#define VLNET_IDENT_ICMP_ECHO 3 /* ident = id << 16 | seq of an echo request */
+
+/* Key of vlnet_flow_stamps (LRU): an outgoing identifier awaiting its echo. */
+struct vlnet_rtt_ident {
+	struct vlnet_flow_key flow;
+	__u32 ident;
+	__u8 kind;    /* VLNET_IDENT_* */
+	__u8 pad[3];
+};
+
+/* Stamps older than this never close a sample (stale or wrapped identifiers). */
+#define VLNET_RTT_MAX_AGE_NS (10ULL * 1000 * 1000 * 1000)
+
+/*
+ * Buckets of vlnet_rtt_hists: bucket 0 counts RTTs below 2 us, bucket i
+ * (1 <= i < VLNET_RTT_BUCKETS - 1) those in [2^i, 2^(i+1)) us, the last one
+ * everything from 2^(VLNET_RTT_BUCKETS - 1) us (about 8.4 s) up.
+ */
+#define VLNET_RTT_BUCKETS 24
+
+/* Value of vlnet_rtt_hists (per CPU), keyed by vlnet_peer_key. */
+struct vlnet_rtt_hist {
+	__u64 count[VLNET_RTT_BUCKETS];
+	__u64 sum_ns;
 };
 
 #endif /* VLNET_ABI_H */

@@ -55,6 +55,14 @@ unsafe impl aya::Pod for abi::vlnet_peer_key {}
 unsafe impl aya::Pod for abi::vlnet_peer_stats {}
 // SAFETY: as above.
 unsafe impl aya::Pod for abi::vlnet_nexthop {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_flow_key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_flow {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_rtt_ident {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_rtt_hist {}
 
 /// The move event in a `vlnet_events` ring buffer record, if it is one.
 #[must_use]

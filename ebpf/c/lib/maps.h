@@ -125,6 +125,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_arrivals_pending SEC(".maps");
 
+/* Inner flows seen at this VTEP (see vlnet_abi.h, "Per-flow latency"). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct vlnet_flow_key);
+	__type(value, struct vlnet_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_flows SEC(".maps");
+
+/* Outgoing identifiers awaiting their echo -> bpf_ktime_get_ns() when sent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct vlnet_rtt_ident);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_flow_stamps SEC(".maps");
+
+/* (VNI, remote VTEP) -> log2 histogram of the RTT samples of its flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct vlnet_peer_key);
+	__type(value, struct vlnet_rtt_hist);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_rtt_hists SEC(".maps");
+
 /* XDP mode: overlay port ifindex -> itself, for bpf_redirect_map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

@@ -413,6 +413,7 @@ looped             3
                 tx_packets: 7,
                 tx_bytes: 700,
                 next_hop: "02:00:00:00:00:02".to_owned(),
+                rtt_ns: Some(20_400_000),
             },
             PeerStatus {
                 vni: 200,
@@ -422,6 +423,7 @@ looped             3
                 tx_packets: 3_000_000,
                 tx_bytes: 5 * 1024 * 1024 * 1024,
                 next_hop: "unresolved".to_owned(),
+                rtt_ns: None,
             },
         ]);
         assert_eq!(

@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::control::{ClientRecord, JoinReport};
+use crate::flows::{FlowQuery, FlowRecord};
 use crate::mac::MacAddr;
 use crate::model::{FdbRecord, NodeStatus, PeerStatus};
 use crate::moves::MoveRecord;
@@ -82,6 +83,8 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bridge: Option<String>,
     },
+    /// Inner flows tracked in the kernel.
+    Flows(FlowQuery),
     /// Member: redeem an invite token.
     Join {
         /// The token.
@@ -90,7 +93,7 @@ pub enum Request {
 }
 
 /// The daemon's answer, `{"type": "...", "data": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Response {
     /// Answer to [`Request::Status`].
@@ -110,6 +113,8 @@ pub enum Response {
     Joined(JoinReport),
     /// Answer to [`Request::Moves`].
     Moves(Vec<MoveRecord>),
+    /// Answer to [`Request::Flows`].
+    Flows(Vec<FlowRecord>),
     /// The request was carried out (e.g. shutdown).
     Ok,
     /// The request was malformed or failed.
@@ -148,6 +153,11 @@ pub trait ApiHandler: Send + Sync + 'static {
     fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), String> {
         let _ = (mac, vni, bridge);
         Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// Inner flows tracked in the kernel, as `query` selects them.
+    fn flows(&self, query: FlowQuery) -> Result<Vec<FlowRecord>, String> {
+        let _ = query;
+        Ok(Vec::new())
     }
     /// MAC moves seen by the data plane.
     fn moves(&self) -> Result<Vec<MoveRecord>, String> {
@@ -398,6 +408,7 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
         Request::ClientRemove { name } => handler.client_remove(&name).map(|()| Response::Ok),
         Request::Join { token } => handler.join(&token).map(Response::Joined),
         Request::Moves => handler.moves().map(Response::Moves),
+        Request::Flows(query) => handler.flows(query).map(Response::Flows),
         Request::VmMoved { mac, vni, bridge } => handler
             .vm_moved(mac, vni, bridge.as_deref())
             .map(|()| Response::Ok),
@@ -536,6 +547,7 @@ mod tests {
             tx_packets: 3,
             tx_bytes: 4,
             next_hop: "02:00:00:00:00:02".to_owned(),
+            rtt_ns: None,
         }]
     }
 
@@ -751,6 +763,21 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"cmd":"fdb"}"#).unwrap(),
             Request::Fdb { vni: None }
         );
+        let flows = Request::Flows(crate::flows::FlowQuery {
+            vni: Some(100),
+            top: Some(5),
+            sort: crate::flows::FlowSort::Rtt,
+        });
+        assert_eq!(
+            json(&flows),
+            r#"{"cmd":"flows","vni":100,"top":5,"sort":"rtt"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"flows","vni":100,"top":5,"sort":"rtt"}"#)
+                .unwrap(),
+            flows
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"flows","vnii":1}"#).is_err());
         assert_eq!(
             serde_json::to_string(&Response::Ok).unwrap(),
             r#"{"type":"ok"}"#

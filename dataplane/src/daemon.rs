@@ -30,6 +30,7 @@ use crate::model::DatapathMode;
 use crate::moves;
 use crate::netlink::{self, LinkSummary, Netlink, NetlinkError, NextHop};
 use crate::node::{Node, NodeFacts};
+use crate::peer_rtt;
 use crate::store::{state_path, NodeState};
 use crate::sync::{self, Desired, DesiredVni, OuterHeader};
 
@@ -152,6 +153,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             tokio::spawn({
                 let node = node.clone();
                 moves::watch(events, move |record| node.record_move(record)).in_current_span()
+            }),
+            tokio::spawn({
+                let (peers_of, table) = (node.clone(), node.peer_rtt_table());
+                peer_rtt::probe_peers(move || peers_of.next_hop_peers(), table).in_current_span()
             }),
         ];
         if let Some(plane) = control {

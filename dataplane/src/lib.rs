@@ -7,10 +7,11 @@
 //! - [`bpf`]: loading, attaching and pinning the kernel programs.
 //! - [`maps`]: typed access to the kernel maps.
 //! - [`sync`]: reconciling the maps with the desired state.
-//! - [`fdb`]: FDB ageing and records.
+//! - [`fdb`]: FDB ageing and records; [`flows`]: inner flows and their RTT.
 //! - [`netlink`]: bridges, overlay ports, routes and neighbours.
 //! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
 //! - [`node`]: the running node's view, behind the API and metrics.
+//! - [`peer_rtt`]: underlay RTT to every remote VTEP (ICMP probes).
 //! - [`daemon`]: start-up, the daemon's tasks, and teardown.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`control`]: the control plane's pure parts: wire messages, invite tokens,
@@ -25,6 +26,7 @@ pub mod control;
 pub mod daemon;
 pub mod effective;
 pub mod fdb;
+pub mod flows;
 pub mod lock;
 pub mod mac;
 pub mod maps;
@@ -33,6 +35,7 @@ pub mod model;
 pub mod moves;
 pub mod netlink;
 pub mod node;
+pub mod peer_rtt;
 pub mod store;
 pub mod sync;
 pub mod wg;

@@ -20,8 +20,10 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::flows::{rtt_bucket_bounds, RttHistogram};
 use crate::model::{FdbKind, NodeStatus, PeerStatus};
 use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
+use crate::peer_rtt::PeerRtt;
 
 /// Path the metrics are served on; every other path is 404.
 pub const METRICS_PATH: &str = "/metrics";
@@ -50,6 +52,23 @@ pub trait MetricsSource {
     fn control(&self) -> Option<ControlMetrics> {
         None
     }
+    /// Inner flows tracked in the kernel, if flow tracking runs.
+    fn flows(&self) -> Option<FlowMetrics> {
+        None
+    }
+    /// Underlay RTT probes, per remote VTEP.
+    fn peer_rtts(&self) -> Option<Vec<(std::net::Ipv4Addr, PeerRtt)>> {
+        None
+    }
+}
+
+/// The inner flows' numbers for one scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowMetrics {
+    /// RTT samples per (VNI, remote VTEP).
+    pub rtt: Vec<RttHistogram>,
+    /// Flows in the kernel's table, per VNI.
+    pub counts: Vec<(u32, u64)>,
 }
 
 /// The control plane's numbers for one scrape.
@@ -172,6 +191,32 @@ const FROZEN_MACS: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &[],
 };
+const FLOW_RTT: Spec = Spec {
+    name: "vlnet_flow_rtt_seconds",
+    help: "RTT of inner flows, measured passively in the kernel from this VTEP to the remote \
+           endpoint and back (TCP timestamps, SYN/SYN-ACK, ICMP echo), by VNI and remote VTEP.",
+    kind: MetricType::HISTOGRAM,
+    labels: &["vni", "peer"],
+};
+const FLOWS: Spec = Spec {
+    name: "vlnet_flows",
+    help: "Inner flows in the kernel's flow table (least recently seen evicted first).",
+    kind: MetricType::GAUGE,
+    labels: &["vni"],
+};
+const PEER_RTT: Spec = Spec {
+    name: "vlnet_peer_rtt_seconds",
+    help: "Underlay RTT to a remote VTEP (smoothed, from ICMP echo probes each second on \
+           the path VXLAN takes).",
+    kind: MetricType::GAUGE,
+    labels: &["peer"],
+};
+const PEER_REACHABLE: Spec = Spec {
+    name: "vlnet_peer_reachable",
+    help: "1 if the remote VTEP answered one of the last 3 underlay probes, else 0.",
+    kind: MetricType::GAUGE,
+    labels: &["peer"],
+};
 const UP: Spec = Spec {
     name: "vlnet_up",
     help: "1 if the daemon could read all its counters for this scrape, 0 if some are missing.",
@@ -179,8 +224,12 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 13] = [
+const SPECS: [&Spec; 17] = [
     &PATH_SWITCH,
+    &FLOW_RTT,
+    &FLOWS,
+    &PEER_RTT,
+    &PEER_REACHABLE,
     &FROZEN_MACS,
     &MAC_MOVES,
     &CONTROL_REJECTED,
@@ -216,6 +265,11 @@ impl Builder {
         reason = "Prometheus samples are f64; counters past 2^53 lose only low bits"
     )]
     fn add(&mut self, values: &[String], value: u64) {
+        self.add_f64(values, value as f64);
+    }
+
+    /// [`Self::add`] for a value that is not a count.
+    fn add_f64(&mut self, values: &[String], value: f64) {
         let mut labels: Vec<(&'static str, String)> = self
             .spec
             .labels
@@ -224,7 +278,7 @@ impl Builder {
             .zip(values.iter().cloned())
             .collect();
         labels.sort();
-        *self.samples.entry(labels).or_insert(0.0) += value as f64;
+        *self.samples.entry(labels).or_insert(0.0) += value;
     }
 
     fn build(self) -> Option<MetricFamily> {
@@ -235,16 +289,7 @@ impl Builder {
             .samples
             .into_iter()
             .map(|(labels, value)| {
-                let pairs = labels
-                    .into_iter()
-                    .map(|(name, value)| {
-                        let mut pair = LabelPair::default();
-                        pair.set_name(name.to_owned());
-                        pair.set_value(value);
-                        pair
-                    })
-                    .collect();
-                let mut metric = proto::Metric::from_label(pairs);
+                let mut metric = proto::Metric::from_label(label_pairs(labels));
                 if self.spec.kind == MetricType::COUNTER {
                     let mut counter = proto::Counter::default();
                     counter.set_value(value);
@@ -266,30 +311,82 @@ impl Builder {
     }
 }
 
-/// A histogram family without labels from path-switch observations.
-fn histogram(spec: &'static Spec, h: &SwitchHistogram) -> MetricFamily {
-    let buckets = SWITCH_BUCKETS
-        .iter()
-        .zip(h.buckets)
-        .map(|(&bound, n)| {
-            let mut b = proto::Bucket::default();
-            b.set_upper_bound(bound);
-            b.set_cumulative_count(n);
-            b
+fn label_pairs(labels: Vec<(&'static str, String)>) -> Vec<LabelPair> {
+    labels
+        .into_iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.to_owned());
+            pair.set_value(value);
+            pair
+        })
+        .collect()
+}
+
+/// One histogram of a family: label values in `spec.labels` order, then
+/// (upper bound, cumulative count) per bucket, count and sum.
+struct HistogramSample {
+    labels: Vec<String>,
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
+}
+
+fn histogram(spec: &'static Spec, samples: Vec<HistogramSample>) -> Option<MetricFamily> {
+    if samples.is_empty() {
+        return None;
+    }
+    let metrics = samples
+        .into_iter()
+        .map(|sample| {
+            let buckets = sample
+                .buckets
+                .into_iter()
+                .map(|(bound, n)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(bound);
+                    b.set_cumulative_count(n);
+                    b
+                })
+                .collect();
+            let mut hist = proto::Histogram::default();
+            hist.set_sample_count(sample.count);
+            hist.set_sample_sum(sample.sum);
+            hist.set_bucket(buckets);
+            let mut labels: Vec<_> = spec.labels.iter().copied().zip(sample.labels).collect();
+            labels.sort();
+            let mut metric = proto::Metric::from_label(label_pairs(labels));
+            metric.set_histogram(hist);
+            metric
         })
         .collect();
-    let mut hist = proto::Histogram::default();
-    hist.set_sample_count(h.count);
-    hist.set_sample_sum(h.sum);
-    hist.set_bucket(buckets);
-    let mut metric = proto::Metric::default();
-    metric.set_histogram(hist);
     let mut family = MetricFamily::default();
     family.set_name(spec.name.to_owned());
     family.set_help(spec.help.to_owned());
     family.set_field_type(spec.kind);
-    family.set_metric(vec![metric]);
-    family
+    family.set_metric(metrics);
+    Some(family)
+}
+
+fn switch_histogram(h: &SwitchHistogram) -> HistogramSample {
+    HistogramSample {
+        labels: Vec::new(),
+        buckets: SWITCH_BUCKETS.iter().copied().zip(h.buckets).collect(),
+        count: h.count,
+        sum: h.sum,
+    }
+}
+
+fn flow_rtt_histogram(h: &RttHistogram) -> HistogramSample {
+    HistogramSample {
+        labels: vec![h.vni.to_string(), h.peer.to_string()],
+        buckets: rtt_bucket_bounds()
+            .into_iter()
+            .zip(h.cumulative.iter().copied())
+            .collect(),
+        count: h.count,
+        sum: h.sum_secs,
+    }
 }
 
 /// Asks `source` once and builds every family. Empty families (no peers
@@ -370,7 +467,32 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
     }
 
     if let Some(h) = source.path_switches() {
-        out.push(Some(histogram(&PATH_SWITCH, &h)));
+        out.push(histogram(&PATH_SWITCH, vec![switch_histogram(&h)]));
+    }
+
+    if let Some(flows) = source.flows() {
+        out.push(histogram(
+            &FLOW_RTT,
+            flows.rtt.iter().map(flow_rtt_histogram).collect(),
+        ));
+        let mut counts = Builder::new(&FLOWS);
+        for (vni, n) in flows.counts {
+            counts.add(&[vni.to_string()], n);
+        }
+        out.push(counts.build());
+    }
+
+    if let Some(peers) = source.peer_rtts() {
+        let mut rtt = Builder::new(&PEER_RTT);
+        let mut reachable = Builder::new(&PEER_REACHABLE);
+        for (vtep, p) in peers {
+            let label = [vtep.to_string()];
+            if let Some(srtt) = p.srtt_ns {
+                rtt.add_f64(&label, srtt as f64 / 1e9);
+            }
+            reachable.add(&label, u64::from(p.reachable));
+        }
+        out.extend([rtt.build(), reachable.build()]);
     }
 
     if let Some(control) = source.control() {
@@ -588,6 +710,35 @@ mod tests {
             })
         }
 
+        fn flows(&self) -> Option<FlowMetrics> {
+            let mut cumulative = vec![0; rtt_bucket_bounds().len()];
+            for n in &mut cumulative[14..] {
+                *n = 2; // two samples in [16.4 ms, 32.8 ms)
+            }
+            Some(FlowMetrics {
+                rtt: vec![RttHistogram {
+                    vni: 100,
+                    peer: Ipv4Addr::new(198, 18, 0, 2),
+                    cumulative,
+                    count: 2,
+                    sum_secs: 0.041,
+                }],
+                counts: vec![(100, 3)],
+            })
+        }
+
+        fn peer_rtts(&self) -> Option<Vec<(Ipv4Addr, PeerRtt)>> {
+            let answered = PeerRtt {
+                srtt_ns: Some(20_500_000),
+                reachable: true,
+                ..PeerRtt::default()
+            };
+            Some(vec![
+                (Ipv4Addr::new(198, 18, 0, 2), answered),
+                (Ipv4Addr::new(198, 18, 0, 3), PeerRtt::default()),
+            ])
+        }
+
         fn status(&self) -> Result<NodeStatus, String> {
             if self.fail {
                 return Err("maps unreadable".into());
@@ -625,6 +776,7 @@ mod tests {
                     tx_packets: 9,
                     tx_bytes: 900,
                     next_hop: "02:00:00:00:00:02".to_owned(),
+                    rtt_ns: None,
                 },
                 PeerStatus {
                     vni: 200,
@@ -634,6 +786,7 @@ mod tests {
                     tx_packets: 1,
                     tx_bytes: 60,
                     next_hop: "02:00:00:00:00:02".to_owned(),
+                    rtt_ns: None,
                 },
             ])
         }
@@ -677,6 +830,17 @@ mod tests {
             "vlnet_path_switch_seconds_count 1",
             "vlnet_mac_moves_total{kind=\"remote\"} 4",
             "vlnet_mac_moves_total{kind=\"local\"} 1",
+            "# TYPE vlnet_flow_rtt_seconds histogram",
+            r#"vlnet_flow_rtt_seconds_bucket{peer="198.18.0.2",vni="100",le="0.000002"} 0"#,
+            r#"vlnet_flow_rtt_seconds_bucket{peer="198.18.0.2",vni="100",le="0.016384"} 0"#,
+            r#"vlnet_flow_rtt_seconds_bucket{peer="198.18.0.2",vni="100",le="0.032768"} 2"#,
+            r#"vlnet_flow_rtt_seconds_bucket{peer="198.18.0.2",vni="100",le="+Inf"} 2"#,
+            r#"vlnet_flow_rtt_seconds_sum{peer="198.18.0.2",vni="100"} 0.041"#,
+            r#"vlnet_flow_rtt_seconds_count{peer="198.18.0.2",vni="100"} 2"#,
+            r#"vlnet_flows{vni="100"} 3"#,
+            r#"vlnet_peer_rtt_seconds{peer="198.18.0.2"} 0.0205"#,
+            r#"vlnet_peer_reachable{peer="198.18.0.2"} 1"#,
+            r#"vlnet_peer_reachable{peer="198.18.0.3"} 0"#,
         ] {
             assert!(all.contains(&expected), "missing {expected:?} in\n{text}");
         }

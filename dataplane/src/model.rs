@@ -83,6 +83,9 @@ pub struct PeerStatus {
     /// an L3 device (WireGuard), else `unresolved` (the kernel is resolving
     /// it) or `no route`.
     pub next_hop: String,
+    /// Underlay RTT to the peer (smoothed, from the probes), once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ns: Option<u64>,
 }
 
 /// How an FDB entry got there.

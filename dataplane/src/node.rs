@@ -11,11 +11,13 @@ use crate::api::ApiHandler;
 use crate::control::macbook::FdbChange;
 use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
 use crate::fdb::{self, monotonic_ns};
+use crate::flows::{FlowQuery, FlowRecord, RttHistogram};
 use crate::mac::MacAddr;
 use crate::maps::Maps;
-use crate::metrics::{ControlMetrics, MetricsSource};
+use crate::metrics::{ControlMetrics, FlowMetrics, MetricsSource};
 use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
+use crate::peer_rtt::{PeerRtt, PeerRttTable};
 
 /// Facts decided at start-up and on every convergence.
 #[derive(Debug, Clone)]
@@ -44,6 +46,7 @@ pub struct Node {
     next_hop_peers: Mutex<Vec<Ipv4Addr>>,
     control: OnceLock<Arc<ControlPlane>>,
     moves: Mutex<MoveLog>,
+    peer_rtt: Arc<Mutex<PeerRttTable>>,
     shutdown: Notify,
 }
 
@@ -62,6 +65,7 @@ impl Node {
             next_hop_peers: Mutex::new(Vec::new()),
             control: OnceLock::new(),
             moves: Mutex::new(MoveLog::default()),
+            peer_rtt: Arc::default(),
             shutdown: Notify::new(),
         }
     }
@@ -85,6 +89,23 @@ impl Node {
     /// Sets the remote VTEPs whose next hops are kept resolved.
     pub fn set_next_hop_peers(&self, peers: Vec<Ipv4Addr>) {
         *lock(&self.next_hop_peers) = peers;
+    }
+
+    /// Where the underlay RTT probes record their results.
+    #[must_use]
+    pub fn peer_rtt_table(&self) -> Arc<Mutex<PeerRttTable>> {
+        Arc::clone(&self.peer_rtt)
+    }
+
+    /// Every tracked inner flow, read from the kernel now.
+    #[must_use]
+    pub fn flow_records(&self) -> Vec<FlowRecord> {
+        let flows = self.maps().flows();
+        let now = monotonic_ns();
+        flows
+            .iter()
+            .map(|(key, flow)| FlowRecord::from_kernel(key, flow, now))
+            .collect()
     }
 
     /// Records a MAC move the programs reported; a MAC that moved here is
@@ -160,7 +181,16 @@ impl ApiHandler for Node {
     }
 
     fn peers(&self) -> Result<Vec<PeerStatus>, String> {
-        Ok(self.maps().peers())
+        let mut peers = self.maps().peers();
+        let rtt = lock(&self.peer_rtt);
+        for p in &mut peers {
+            p.rtt_ns = rtt.srtt_ns(p.vtep);
+        }
+        Ok(peers)
+    }
+
+    fn flows(&self, query: FlowQuery) -> Result<Vec<FlowRecord>, String> {
+        Ok(query.select(self.flow_records()))
     }
 
     fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, String> {
@@ -251,6 +281,27 @@ impl MetricsSource for Node {
             sessions: control.sessions(),
             frozen_macs: control.frozen_macs().len() as u64,
         })
+    }
+
+    fn flows(&self) -> Option<FlowMetrics> {
+        let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+        for (key, _) in self.maps().flows() {
+            *counts.entry(key.vni).or_default() += 1;
+        }
+        let rtt = self
+            .maps()
+            .rtt_histograms()
+            .iter()
+            .map(|(key, hist)| RttHistogram::from_kernel(key, hist))
+            .collect();
+        Some(FlowMetrics {
+            rtt,
+            counts: counts.into_iter().collect(),
+        })
+    }
+
+    fn peer_rtts(&self) -> Option<Vec<(Ipv4Addr, PeerRtt)>> {
+        Some(lock(&self.peer_rtt).snapshot())
     }
 
     fn status(&self) -> Result<NodeStatus, String> {

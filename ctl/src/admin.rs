@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use vlnet_dataplane::api::{self, Request, Response};
 use vlnet_dataplane::config::Config;
+use vlnet_dataplane::flows::{FlowQuery, FlowSort};
 
-use crate::cli::{ClientCommand, CtlArgs, CtlCommand, VmCommand};
+use crate::cli::{ClientCommand, CtlArgs, CtlCommand, FlowOrder, VmCommand};
 use crate::render;
 
 fn socket_of(args: &CtlArgs) -> Result<PathBuf> {
@@ -105,6 +106,20 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             Response::Moves(m) => print(args.json, &m, |m| render::moves(m)),
             other => bail!("unexpected answer {other:?}"),
         },
+        CtlCommand::Flows { vni, top, sort } => {
+            let query = FlowQuery {
+                vni: *vni,
+                top: *top,
+                sort: match sort {
+                    FlowOrder::Rtt => FlowSort::Rtt,
+                    FlowOrder::Bytes => FlowSort::Bytes,
+                },
+            };
+            match ask(args, &Request::Flows(query))? {
+                Response::Flows(f) => print(args.json, &f, |f| render::flows(f)),
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
         CtlCommand::Join { token } => match ask(
             args,
             &Request::Join {

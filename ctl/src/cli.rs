@@ -84,6 +84,19 @@ pub enum CtlCommand {
     },
     /// MAC moves the data plane made (VM migrations), oldest first.
     Moves,
+    /// Inner flows crossing the tunnels, with the RTT measured in the kernel
+    /// (from this node to the remote endpoint and back).
+    Flows {
+        /// Only this VNI.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// At most this many flows.
+        #[arg(long)]
+        top: Option<usize>,
+        /// Order: highest RTT first, or most bytes first.
+        #[arg(long, value_enum, default_value_t = FlowOrder::Bytes)]
+        sort: FlowOrder,
+    },
     /// Tell vlnet about VMs (for hypervisors that do not announce).
     Vm {
         /// What happened to the VM.
@@ -95,6 +108,15 @@ pub enum CtlCommand {
         /// The token `vlnet ctl client add` printed.
         token: String,
     },
+}
+
+/// `vlnet ctl flows --sort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowOrder {
+    /// Highest smoothed RTT first.
+    Rtt,
+    /// Most bytes (both ways) first.
+    Bytes,
 }
 
 /// `vlnet ctl vm …`.

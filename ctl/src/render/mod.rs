@@ -4,6 +4,9 @@
 
 use std::fmt::Write as _;
 
+mod flows;
+pub use flows::flows;
+
 use vlnet_dataplane::control::{ClientRecord, JoinReport};
 use vlnet_dataplane::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus};
 use vlnet_dataplane::moves::{MoveKind, MoveRecord};
@@ -99,6 +102,7 @@ pub fn peers(peers: &[PeerStatus]) -> String {
                 p.tx_packets.to_string(),
                 bytes(p.tx_bytes),
                 p.next_hop.clone(),
+                p.rtt_ns.map_or_else(|| "-".to_owned(), millis),
             ]
         })
         .collect();
@@ -111,9 +115,17 @@ pub fn peers(peers: &[PeerStatus]) -> String {
             ("TX PKTS", Align::Right),
             ("TX BYTES", Align::Right),
             ("NEXT HOP", Align::Left),
+            ("RTT", Align::Right),
         ],
         &rows,
     )
+}
+
+/// A duration in nanoseconds as milliseconds with two decimals (`20.41 ms`).
+#[must_use]
+#[allow(clippy::cast_precision_loss, reason = "display only")]
+pub fn millis(ns: u64) -> String {
+    format!("{:.2} ms", ns as f64 / 1e6)
 }
 
 /// `vlnet ctl fdb`: one row per MAC location. Static entries do not age, so
@@ -293,13 +305,13 @@ pub fn duration(secs: u64) -> String {
 }
 
 #[derive(Clone, Copy)]
-enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
 /// Columns padded to their widest cell, two spaces apart, no trailing blanks.
-fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -429,9 +441,9 @@ looped             3
         assert_eq!(
             out,
             "\
-VNI  PEER          RX PKTS  RX BYTES  TX PKTS  TX BYTES  NEXT HOP
-100  198.18.0.2       1234   1.5 MiB        7     700 B  02:00:00:00:00:02
-200  198.18.10.30        0       0 B  3000000   5.0 GiB  unresolved
+VNI  PEER          RX PKTS  RX BYTES  TX PKTS  TX BYTES  NEXT HOP                RTT
+100  198.18.0.2       1234   1.5 MiB        7     700 B  02:00:00:00:00:02  20.40 ms
+200  198.18.10.30        0       0 B  3000000   5.0 GiB  unresolved                -
 "
         );
         assert_eq!(peers(&[]), "no peers\n");

@@ -120,6 +120,19 @@ pub fn run(args: &CtlArgs) -> Result<()> {
                 other => bail!("unexpected answer {other:?}"),
             }
         }
+        CtlCommand::Advise {
+            min_gain_ms,
+            min_gain_fraction,
+        } => match ask(
+            args,
+            &Request::Advise {
+                min_gain_ms: Some(*min_gain_ms),
+                min_gain_fraction: Some(*min_gain_fraction),
+            },
+        )? {
+            Response::Advice(a) => print(args.json, &a, |a| render::advice(a)),
+            other => bail!("unexpected answer {other:?}"),
+        },
         CtlCommand::Join { token } => match ask(
             args,
             &Request::Join {
@@ -129,36 +142,39 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             Response::Joined(r) => print(args.json, &r, render::joined),
             other => bail!("unexpected answer {other:?}"),
         },
-        CtlCommand::Teardown => {
-            let cfg = Config::load(&args.config)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime
-                .block_on(vlnet_dataplane::daemon::teardown(&cfg))
-                .with_context(|| format!("tearing down node {}", cfg.node.name))?;
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"stopped_daemon": report.stopped_daemon, "deleted_links": report.deleted_links})
-                );
-            } else {
-                println!(
-                    "node {}: {}removed pinned programs and maps, deleted {}",
-                    cfg.node.name,
-                    if report.stopped_daemon {
-                        "stopped the daemon, "
-                    } else {
-                        ""
-                    },
-                    if report.deleted_links.is_empty() {
-                        "no links".to_string()
-                    } else {
-                        report.deleted_links.join(", ")
-                    }
-                );
-            }
-            Ok(())
-        }
+        CtlCommand::Teardown => teardown(args),
     }
+}
+
+/// `vlnet ctl teardown`: stop the daemon and remove what vlnet created.
+fn teardown(args: &CtlArgs) -> Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime
+        .block_on(vlnet_dataplane::daemon::teardown(&cfg))
+        .with_context(|| format!("tearing down node {}", cfg.node.name))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"stopped_daemon": report.stopped_daemon, "deleted_links": report.deleted_links})
+        );
+    } else {
+        println!(
+            "node {}: {}removed pinned programs and maps, deleted {}",
+            cfg.node.name,
+            if report.stopped_daemon {
+                "stopped the daemon, "
+            } else {
+                ""
+            },
+            if report.deleted_links.is_empty() {
+                "no links".to_string()
+            } else {
+                report.deleted_links.join(", ")
+            }
+        );
+    }
+    Ok(())
 }

@@ -97,6 +97,16 @@ pub enum CtlCommand {
         #[arg(long, value_enum, default_value_t = FlowOrder::Bytes)]
         sort: FlowOrder,
     },
+    /// Where each local VM should run for the lowest RTT of its traffic
+    /// (over the last minute), with the numbers behind the advice.
+    Advise {
+        /// Smallest saving of traffic-weighted RTT worth a migration, ms.
+        #[arg(long, default_value_t = 2.0)]
+        min_gain_ms: f64,
+        /// Smallest saving as a fraction of the RTT now (0..1).
+        #[arg(long, default_value_t = 0.2)]
+        min_gain_fraction: f64,
+    },
     /// Tell vlnet about VMs (for hypervisors that do not announce).
     Vm {
         /// What happened to the VM.

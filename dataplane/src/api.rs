@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::advise::{Advice, Thresholds};
 use crate::control::{ClientRecord, JoinReport};
 use crate::flows::{FlowQuery, FlowRecord};
 use crate::mac::MacAddr;
@@ -38,7 +39,7 @@ pub const SOCKET_MODE: u32 = 0o600;
 pub const SOCKET_DIR_MODE: u32 = 0o700;
 
 /// A request to the daemon, `{"cmd": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Node-wide state.
@@ -85,6 +86,15 @@ pub enum Request {
     },
     /// Inner flows tracked in the kernel.
     Flows(FlowQuery),
+    /// Placement advice for the VMs on this node.
+    Advise {
+        /// Smallest saving of traffic-weighted RTT worth a move, ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_gain_ms: Option<f64>,
+        /// Smallest saving as a fraction of the current RTT.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_gain_fraction: Option<f64>,
+    },
     /// Member: redeem an invite token.
     Join {
         /// The token.
@@ -115,6 +125,8 @@ pub enum Response {
     Moves(Vec<MoveRecord>),
     /// Answer to [`Request::Flows`].
     Flows(Vec<FlowRecord>),
+    /// Answer to [`Request::Advise`].
+    Advice(Vec<Advice>),
     /// The request was carried out (e.g. shutdown).
     Ok,
     /// The request was malformed or failed.
@@ -157,6 +169,11 @@ pub trait ApiHandler: Send + Sync + 'static {
     /// Inner flows tracked in the kernel, as `query` selects them.
     fn flows(&self, query: FlowQuery) -> Result<Vec<FlowRecord>, String> {
         let _ = query;
+        Ok(Vec::new())
+    }
+    /// Placement advice for the local VMs with tunnel traffic.
+    fn advise(&self, thresholds: Thresholds) -> Result<Vec<Advice>, String> {
+        let _ = thresholds;
         Ok(Vec::new())
     }
     /// MAC moves seen by the data plane.
@@ -409,6 +426,12 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
         Request::Join { token } => handler.join(&token).map(Response::Joined),
         Request::Moves => handler.moves().map(Response::Moves),
         Request::Flows(query) => handler.flows(query).map(Response::Flows),
+        Request::Advise {
+            min_gain_ms,
+            min_gain_fraction,
+        } => thresholds(min_gain_ms, min_gain_fraction)
+            .and_then(|th| handler.advise(th))
+            .map(Response::Advice),
         Request::VmMoved { mac, vni, bridge } => handler
             .vm_moved(mac, vni, bridge.as_deref())
             .map(|()| Response::Ok),
@@ -421,6 +444,27 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
             message: format!("the request handler failed: {e}"),
         },
     }
+}
+
+/// The advice thresholds a request asks for (defaults where absent),
+/// refusing values that make no sense.
+fn thresholds(min_gain_ms: Option<f64>, fraction: Option<f64>) -> Result<Thresholds, String> {
+    let mut th = Thresholds::default();
+    if let Some(ms) = min_gain_ms {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(format!("min_gain_ms must be a number >= 0, not {ms}"));
+        }
+        #[allow(clippy::cast_sign_loss, reason = "checked non-negative above")]
+        let ns = (ms * 1e6) as u64;
+        th.min_gain_ns = ns;
+    }
+    if let Some(f) = fraction {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(format!("min_gain_fraction must be within 0..=1, not {f}"));
+        }
+        th.min_gain_fraction = f;
+    }
+    Ok(th)
 }
 
 async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, response: &Response) -> io::Result<()> {

@@ -33,6 +33,7 @@ use crate::node::{Node, NodeFacts};
 use crate::peer_rtt;
 use crate::store::{state_path, NodeState};
 use crate::sync::{self, Desired, DesiredVni, OuterHeader};
+use crate::traffic;
 
 /// How often next hops are re-resolved from the kernel's tables.
 pub const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
@@ -154,6 +155,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 let node = node.clone();
                 moves::watch(events, move |record| node.record_move(record)).in_current_span()
             }),
+            tokio::spawn(sample_traffic(node.clone()).in_current_span()),
             tokio::spawn({
                 let (peers_of, table) = (node.clone(), node.peer_rtt_table());
                 peer_rtt::probe_peers(move || peers_of.next_hop_peers(), table).in_current_span()
@@ -672,6 +674,24 @@ async fn refresh_next_hops(node: Arc<Node>) {
 const ARRIVAL_WAIT: Duration = Duration::from_secs(10);
 
 /// Forgets arrivals that never saw a frame, every second.
+/// Records the node's traffic for placement advice every
+/// [`traffic::SAMPLE_EVERY`], starting now.
+async fn sample_traffic(node: Arc<Node>) {
+    let nl = match Netlink::connect() {
+        Ok(nl) => nl,
+        Err(e) => {
+            warn!(error = %e, "placement advice disabled: no netlink");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(traffic::SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        let snapshot = node.traffic_snapshot(&nl).await;
+        node.record_traffic(snapshot);
+    }
+}
+
 async fn expire_arrivals(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

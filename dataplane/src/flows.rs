@@ -21,7 +21,7 @@ const NS_PER_SEC: f64 = 1e9;
 pub struct FlowRecord {
     /// VXLAN network identifier.
     pub vni: u32,
-    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 `ICMPv6`, ...).
     pub protocol: u8,
     /// The local endpoint's address.
     pub local_ip: IpAddr,
@@ -59,8 +59,9 @@ pub struct FlowRecord {
 
 impl FlowRecord {
     /// The record of a kernel entry, ages taken against `now_ns`
-    /// (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
+    /// (`CLOCK_MONOTONIC`, as `bpf_ktime_get_ns`).
     #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "seconds for display")]
     pub fn from_kernel(key: &vlnet_flow_key, flow: &vlnet_flow, now_ns: u64) -> Self {
         let sampled = |ns: u64| (flow.rtt_samples > 0).then_some(ns);
         let secs_since = |ns: u64| now_ns.saturating_sub(ns) as f64 / NS_PER_SEC;
@@ -191,6 +192,10 @@ pub struct RttHistogram {
 impl RttHistogram {
     /// The histogram of a kernel entry (counts summed over CPUs).
     #[must_use]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a sum of RTTs, far below 2^53 ns"
+    )]
     pub fn from_kernel(key: &vlnet_peer_key, hist: &vlnet_rtt_hist) -> Self {
         let cumulative: Vec<u64> = hist
             .count

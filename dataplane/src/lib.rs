@@ -12,12 +12,15 @@
 //! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
 //! - [`node`]: the running node's view, behind the API and metrics.
 //! - [`peer_rtt`]: underlay RTT to every remote VTEP (ICMP probes).
+//! - [`traffic`], [`advise`]: each VM's traffic over the last minute, and
+//!   where it should run.
 //! - [`daemon`]: start-up, the daemon's tasks, and teardown.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`control`]: the control plane's pure parts: wire messages, invite tokens,
 //!   MAC mobility rules.
 //! - [`wg`]: WireGuard tunnels run in-process (boringtun), configured over
 //!   the standard UAPI.
+pub mod advise;
 pub mod announce;
 pub mod api;
 pub mod bpf;
@@ -38,4 +41,5 @@ pub mod node;
 pub mod peer_rtt;
 pub mod store;
 pub mod sync;
+pub mod traffic;
 pub mod wg;

@@ -389,6 +389,38 @@ fn flow_rtt_histogram(h: &RttHistogram) -> HistogramSample {
     }
 }
 
+/// The inner flows' RTT and the underlay probes' families.
+#[allow(clippy::cast_precision_loss, reason = "an RTT in ns is far below 2^53")]
+fn latency_families(source: &dyn MetricsSource) -> Vec<Option<MetricFamily>> {
+    let mut out = Vec::new();
+    if let Some(flows) = source.flows() {
+        out.push(histogram(
+            &FLOW_RTT,
+            flows.rtt.iter().map(flow_rtt_histogram).collect(),
+        ));
+        let mut counts = Builder::new(&FLOWS);
+        for (vni, n) in flows.counts {
+            counts.add(&[vni.to_string()], n);
+        }
+        out.push(counts.build());
+    }
+
+    if let Some(peers) = source.peer_rtts() {
+        let mut rtt = Builder::new(&PEER_RTT);
+        let mut reachable = Builder::new(&PEER_REACHABLE);
+        for (vtep, p) in peers {
+            let label = [vtep.to_string()];
+            if let Some(srtt) = p.srtt_ns {
+                rtt.add_f64(&label, srtt as f64 / 1e9);
+            }
+            reachable.add(&label, u64::from(p.reachable));
+        }
+        out.extend([rtt.build(), reachable.build()]);
+    }
+
+    out
+}
+
 /// Asks `source` once and builds every family. Empty families (no peers
 /// yet, or a failed call) are left out, as the text format requires.
 #[must_use]
@@ -470,30 +502,7 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
         out.push(histogram(&PATH_SWITCH, vec![switch_histogram(&h)]));
     }
 
-    if let Some(flows) = source.flows() {
-        out.push(histogram(
-            &FLOW_RTT,
-            flows.rtt.iter().map(flow_rtt_histogram).collect(),
-        ));
-        let mut counts = Builder::new(&FLOWS);
-        for (vni, n) in flows.counts {
-            counts.add(&[vni.to_string()], n);
-        }
-        out.push(counts.build());
-    }
-
-    if let Some(peers) = source.peer_rtts() {
-        let mut rtt = Builder::new(&PEER_RTT);
-        let mut reachable = Builder::new(&PEER_REACHABLE);
-        for (vtep, p) in peers {
-            let label = [vtep.to_string()];
-            if let Some(srtt) = p.srtt_ns {
-                rtt.add_f64(&label, srtt as f64 / 1e9);
-            }
-            reachable.add(&label, u64::from(p.reachable));
-        }
-        out.extend([rtt.build(), reachable.build()]);
-    }
+    out.extend(latency_families(source));
 
     if let Some(control) = source.control() {
         let mut rejected = Builder::new(&CONTROL_REJECTED);

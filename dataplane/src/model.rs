@@ -115,3 +115,23 @@ pub struct FdbRecord {
     /// Seconds since the entry was last confirmed.
     pub age_secs: u64,
 }
+
+/// A byte count in binary units: `700 B`, `1.5 MiB`.
+#[must_use]
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "one decimal is shown; f64 is exact far beyond that"
+    )]
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

@@ -1,12 +1,14 @@
 //! The running node as the admin API and `/metrics` see it: fixed facts
 //! decided at start-up plus live reads of the kernel maps.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use crate::advise::{advise, Advice, Thresholds};
 use crate::api::ApiHandler;
 use crate::control::macbook::FdbChange;
 use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
@@ -17,7 +19,9 @@ use crate::maps::Maps;
 use crate::metrics::{ControlMetrics, FlowMetrics, MetricsSource};
 use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
+use crate::netlink::Netlink;
 use crate::peer_rtt::{PeerRtt, PeerRttTable};
+use crate::traffic::{Snapshot, TrafficHistory};
 
 /// Facts decided at start-up and on every convergence.
 #[derive(Debug, Clone)]
@@ -47,6 +51,7 @@ pub struct Node {
     control: OnceLock<Arc<ControlPlane>>,
     moves: Mutex<MoveLog>,
     peer_rtt: Arc<Mutex<PeerRttTable>>,
+    traffic: Mutex<TrafficHistory>,
     shutdown: Notify,
 }
 
@@ -66,6 +71,7 @@ impl Node {
             control: OnceLock::new(),
             moves: Mutex::new(MoveLog::default()),
             peer_rtt: Arc::default(),
+            traffic: Mutex::default(),
             shutdown: Notify::new(),
         }
     }
@@ -106,6 +112,38 @@ impl Node {
             .iter()
             .map(|(key, flow)| FlowRecord::from_kernel(key, flow, now))
             .collect()
+    }
+
+    /// The node's traffic now: every flow, and the bytes through each local
+    /// VM's bridge port (VMs are the MACs the bridges learned on ports other
+    /// than vlnet's).
+    pub async fn traffic_snapshot(&self, nl: &Netlink) -> Snapshot {
+        let mut ports = BTreeMap::new();
+        for (vni, bridge, port, _) in self.facts().vnis {
+            let Ok((Some(bridge), Some(port))) =
+                futures::try_join!(nl.link(&bridge), nl.link(&port))
+            else {
+                continue;
+            };
+            let Ok(learned) = nl.bridge_learned_ports(bridge.index, port.index).await else {
+                continue;
+            };
+            for (mac, ifindex) in learned {
+                if let Ok(Some(bytes)) = nl.link_bytes(ifindex).await {
+                    ports.insert((vni, mac), bytes);
+                }
+            }
+        }
+        Snapshot {
+            at_ns: monotonic_ns(),
+            ports,
+            flows: self.flow_records(),
+        }
+    }
+
+    /// Adds a snapshot to the advice window.
+    pub fn record_traffic(&self, snapshot: Snapshot) {
+        lock(&self.traffic).record(snapshot);
     }
 
     /// Records a MAC move the programs reported; a MAC that moved here is
@@ -238,6 +276,25 @@ impl ApiHandler for Node {
 
     fn moves(&self) -> Result<Vec<MoveRecord>, String> {
         Ok(lock(&self.moves).records())
+    }
+
+    fn advise(&self, thresholds: Thresholds) -> Result<Vec<Advice>, String> {
+        let nl = Netlink::connect().map_err(|e| e.to_string())?;
+        let now = tokio::runtime::Handle::current().block_on(self.traffic_snapshot(&nl));
+        let vms = lock(&self.traffic).vm_traffic(&now);
+        let names: BTreeMap<Ipv4Addr, String> = self
+            .control
+            .get()
+            .and_then(|c| c.client_list().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.tunnel_addr, c.name))
+            .collect();
+        let rtt = lock(&self.peer_rtt);
+        Ok(vms
+            .into_iter()
+            .map(|vm| advise(vm, |v| rtt.srtt_ns(v), &names, thresholds))
+            .collect())
     }
 
     fn join(&self, token: &str) -> Result<JoinReport, String> {

@@ -98,7 +98,8 @@ impl PeerRttTable {
         rtt.last_ns = Some(sample);
         rtt.srtt_ns = Some(match rtt.srtt_ns {
             None => sample,
-            Some(srtt) => srtt.saturating_add_signed((sample as i64 - srtt as i64) / 8),
+            Some(srtt) if sample >= srtt => srtt + (sample - srtt) / 8,
+            Some(srtt) => srtt - (srtt - sample) / 8,
         });
         Some(sample)
     }

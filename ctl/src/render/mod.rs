@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
+mod advise;
 mod flows;
+pub use advise::advice;
 pub use flows::flows;
 
 use vlnet_dataplane::control::{ClientRecord, JoinReport};
@@ -269,25 +271,7 @@ pub fn joined(r: &JoinReport) -> String {
     )
 }
 
-/// A byte count in binary units: `700 B`, `1.5 MiB`.
-#[must_use]
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    #[allow(
-        clippy::cast_precision_loss,
-        reason = "one decimal is shown; f64 is exact far beyond that"
-    )]
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+pub use vlnet_dataplane::model::human_bytes as bytes;
 
 /// A duration as its two largest units: `45s`, `3m 20s`, `2h 5m`, `4d 1h`.
 #[must_use]

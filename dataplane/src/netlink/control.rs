@@ -1,10 +1,12 @@
-//! Netlink work for the control plane: addressing the WireGuard interface
-//! and reading which MACs a bridge has learned on its local ports.
+//! Netlink work for the control plane and placement advice: addressing the
+//! WireGuard interface, reading which MACs a bridge has learned on its local
+//! ports, and how much traffic a port carried.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourState};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::LinkUnspec;
@@ -45,13 +47,27 @@ impl Netlink {
         bridge_index: u32,
         except_port: u32,
     ) -> Result<BTreeSet<MacAddr>, NetlinkError> {
+        Ok(self
+            .bridge_learned_ports(bridge_index, except_port)
+            .await?
+            .into_keys()
+            .collect())
+    }
+
+    /// [`Self::bridge_learned_macs`] with the port (ifindex) each MAC was
+    /// learned on.
+    pub async fn bridge_learned_ports(
+        &self,
+        bridge_index: u32,
+        except_port: u32,
+    ) -> Result<BTreeMap<MacAddr, u32>, NetlinkError> {
         let mut stream = self
             .handle
             .neighbours()
             .get()
             .set_address_family(AddressFamily::Bridge)
             .execute();
-        let mut macs = BTreeSet::new();
+        let mut macs = BTreeMap::new();
         while let Some(msg) = stream
             .try_next()
             .await
@@ -77,9 +93,26 @@ impl Netlink {
                 }
             }
             if let Some(mac) = mac.filter(|m| on_bridge && m.is_unicast() && !m.is_zero()) {
-                macs.insert(mac);
+                macs.insert(mac, header.ifindex);
             }
         }
         Ok(macs)
+    }
+
+    /// Bytes link `index` received plus sent, or `None` if it is gone.
+    pub async fn link_bytes(&self, index: u32) -> Result<Option<u64>, NetlinkError> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        let msg = match stream.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                return Ok(None)
+            }
+            Err(e) => return Err(request(format!("reading counters of link #{index}"))(e)),
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Stats64(s) => Some(s.rx_bytes + s.tx_bytes),
+            _ => None,
+        }))
     }
 }

@@ -13,7 +13,7 @@ packages=(
     iproute2 iputils-ping ethtool util-linux procps # namespaces, veth, bridges, nsenter, sysctl
     nftables                                  # NAT and link cuts in the WAN test-bed
     iperf3 tshark tcpdump                     # probes
-    prometheus                                # scrape test
+    prometheus                                # /usr/bin/prometheus and /usr/bin/promtool
     wireguard-go wireguard-tools              # WireGuard interop peer
     qemu-system-x86 busybox-static            # live migration of a real guest
 )
@@ -30,7 +30,28 @@ if ((${#missing[@]})); then
     apt-get update
     # tshark asks whether non-root users may capture; the tests run as root.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    # Package scripts must not start services (prometheus would listen on
+    # :9090): a policy-rc.d answering 101 ("forbidden") stops both
+    # invoke-rc.d (no systemd, e.g. a container) and deb-systemd-invoke. One
+    # already in place (a container image's) is left alone.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        own_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    if ((own_policy)); then
+        rm -f "$policy"
+        trap - EXIT
+    fi
+    # Under systemd the unit is still enabled for the next boot; the tests
+    # start their own servers, so a prometheus installed here stays off.
+    if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+        systemctl disable --now prometheus.service
+    fi
 else
     echo "install-deps.sh: all packages present"
 fi

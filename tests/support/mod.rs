@@ -7,6 +7,8 @@
 )]
 
 pub mod frames;
+pub mod http;
 pub mod node;
 pub mod packet_socket;
+pub mod prometheus;
 pub mod thread_netns;

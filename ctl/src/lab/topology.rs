@@ -487,7 +487,8 @@ pub fn tx_checksum_off(ns: &NetNs, ifname: &str) -> Result<(), LabError> {
     ns.run(&["ethtool", "-K", ifname, "tx", "off"]).map(drop)
 }
 
-fn check_ifname(name: &str) -> Result<(), LabError> {
+/// Fails unless `name` is a valid interface name.
+pub(crate) fn check_ifname(name: &str) -> Result<(), LabError> {
     if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
         return Err(LabError::Invalid(format!(
             "interface name `{name}`: 1–15 characters, no '/', ' ' or ':'"

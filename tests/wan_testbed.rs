@@ -1,9 +1,9 @@
 //! Tests of the WAN test-bed (`vlnet::lab::wan`): public and natted clients
 //! reach the cloud, only the public one is reachable from it, the home router
-//! masquerades, a cut link passes nothing until restored, and everything goes
-//! away on drop.
+//! masquerades, a cut link passes nothing until restored, a client added with
+//! a delay sees the RTT it asked for, and everything goes away on drop.
 //!
-//! Needs root, iproute2, iputils-ping, nftables, tshark and bash (its
+//! Needs root, `/dev/net/tun`, iproute2, iputils-ping, nftables, tshark and bash (its
 //! `/dev/udp` redirection sends single datagrams); see `tests/install-deps.sh`.
 //! Tests run in parallel: every name embeds the pid and a counter.
 #![allow(
@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use vlnet::lab::probe::{self, Capture, PingReport};
-use vlnet::lab::{Host, NetNs, Wan, WanClient};
+use vlnet::lab::{Host, NetNs, Wan, WanClient, WanLink};
 
 const CLOUD_INDEX: u8 = 1;
 const PROBE_PORT: u16 = 40000;
@@ -196,6 +196,42 @@ fn cut_passes_nothing_until_restored() {
         assert_all_received(&ping(client.host().ns(), cloud_ip, 5), name);
         assert_eq!(addresses(), before, "{name} client's addresses changed");
     }
+}
+
+#[test]
+fn a_client_behind_a_delay_sees_its_rtt_to_the_cloud() {
+    let one_way = Duration::from_millis(10);
+    let wan = Wan::new("wanl").expect("wan");
+    let cloud = wan
+        .add_cloud_host("cloud", CLOUD_INDEX)
+        .expect("cloud host");
+    let client = wan
+        .add_public_client_with(
+            "slow",
+            WanLink {
+                delay: Some(one_way),
+            },
+        )
+        .expect("delayed public client");
+    let line = client.delay_line().expect("a delayed client has a line");
+    assert_eq!(line.delay(), one_way);
+
+    probe::ping(client.host().ns(), cloud.ip(), 1, Duration::from_millis(50)).expect("warm-up");
+    let report = probe::ping(
+        client.host().ns(),
+        cloud.ip(),
+        10,
+        Duration::from_millis(50),
+    )
+    .expect("ping");
+    assert_all_received(&report, "delayed client → cloud");
+    let median = report.rtt_p50_ms().expect("replies");
+    assert!((20.0..=22.0).contains(&median), "median RTT {median} ms");
+    let stats = line.stats();
+    assert!(
+        stats.a_to_b.frames >= 11 && stats.b_to_a.frames >= 11,
+        "the pings did not cross the line: {stats:?}"
+    );
 }
 
 #[test]

@@ -21,8 +21,11 @@
 //! - [`scenario`]: ready-made multi-site test-beds (vlnet or kernel VTEPs).
 //! - [`daemon`]: [`NodeSpec`] and [`Daemon`], a vlnet node running in a host
 //!   namespace with its own config, state dir and API socket.
+//! - [`delay`]: [`DelayLine`], an Ethernet link of two TAPs whose frames a
+//!   user-space forwarder holds for a set one-way delay (no `sch_netem` here).
 //! - [`wan`]: [`Wan`], a cloud LAN behind a WAN router with public and natted
-//!   [`WanClient`]s, whose WAN links can be cut and captured.
+//!   [`WanClient`]s, whose WAN links can be delayed ([`WanLink`]), cut and
+//!   captured.
 //! - [`cluster`]: a controller and members joined by token on a [`Wan`].
 //! - [`wggo`]: [`WireguardGo`], a wireguard-go interface configured with
 //!   `wg`, killed (and its UAPI socket removed) on drop.
@@ -31,6 +34,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod daemon;
+pub mod delay;
 pub mod demo;
 pub mod migrate;
 pub mod netns;
@@ -44,8 +48,9 @@ pub mod wggo;
 pub mod wggo_pair;
 
 pub use daemon::{Daemon, Datapath, NodeSpec, VniSpec};
+pub use delay::DelayLine;
 pub use netns::{unique_ifname, unique_suffix, ChildGuard, LabError, NetNs};
 pub use tempdir::TempDir;
 pub use topology::{Host, Underlay, Vm};
-pub use wan::{Wan, WanClient};
+pub use wan::{Wan, WanClient, WanLink};
 pub use wggo::{WgPeer, WireguardGo};

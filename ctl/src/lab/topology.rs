@@ -13,7 +13,9 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
+use super::delay::DelayLine;
 use super::netns::{LabError, NetNs};
 
 /// Underlay MTU unless [`Underlay::with_mtu`] says otherwise.
@@ -137,6 +139,7 @@ impl Underlay {
             ns: &self.switch,
             port: format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed)),
             mtu: self.mtu,
+            delay: None,
         };
         let host = Host::plug(&self.tag, label, uplink, ip, UNDERLAY_PREFIX)?;
         self.switch.run(&[
@@ -152,7 +155,7 @@ impl Underlay {
     }
 }
 
-/// The far end of a host's [`UNDERLAY_IF`] veth: port `port` (MTU `mtu`) in
+/// The far end of a host's [`UNDERLAY_IF`] link: port `port` (MTU `mtu`) in
 /// namespace `ns`, a switch or a router.
 #[derive(Debug)]
 pub(crate) struct Uplink<'a> {
@@ -162,12 +165,48 @@ pub(crate) struct Uplink<'a> {
     pub port: String,
     /// MTU of both ends.
     pub mtu: u32,
+    /// `None`: a veth pair. `Some(one_way)`: a [`DelayLine`] delaying each
+    /// direction by `one_way`.
+    pub delay: Option<Duration>,
+}
+
+impl Uplink<'_> {
+    /// Creates the link between `UNDERLAY_IF` in `ns` and the port; returns
+    /// the delay line if it is one (it must live as long as the link).
+    fn connect(&self, ns: &NetNs) -> Result<Option<DelayLine>, LabError> {
+        if let Some(one_way) = self.delay {
+            let line =
+                DelayLine::with_mtu((ns, UNDERLAY_IF), (self.ns, &self.port), one_way, self.mtu)?;
+            return Ok(Some(line));
+        }
+        let mtu = self.mtu.to_string();
+        ns.run(&[
+            "ip",
+            "link",
+            "add",
+            UNDERLAY_IF,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.port,
+            "mtu",
+            &mtu,
+            "netns",
+            self.ns.name(),
+        ])?;
+        Ok(None)
+    }
 }
 
 /// A hypervisor-like node on the underlay: its own namespace with
 /// [`UNDERLAY_IF`], bridges, VM ports and optionally a kernel vxlan.
 #[derive(Debug)]
 pub struct Host {
+    /// Declared first so it goes (and its TAPs with it) before the namespace.
+    delay_line: Option<DelayLine>,
     ns: NetNs,
     tag: String,
     _upstream: NetNs,
@@ -179,10 +218,11 @@ pub struct Host {
 
 impl Host {
     /// A host namespace `vlt-<tag>-<label>-…` whose [`UNDERLAY_IF`] has
-    /// `ip`/`prefix` (in 198.18.0.0/15), is up, and is a veth whose peer is
-    /// `uplink.port` in `uplink.ns`. The peer is left down and unconfigured:
-    /// the caller plugs it into a bridge or addresses it. The host keeps
-    /// `uplink.ns` alive.
+    /// `ip`/`prefix` (in 198.18.0.0/15), is up, and is a veth (or, with
+    /// `uplink.delay`, a [`DelayLine`]) whose peer is `uplink.port` in
+    /// `uplink.ns`. A veth peer is left down; either peer is left
+    /// unconfigured: the caller plugs it into a bridge or addresses it. The
+    /// host keeps `uplink.ns` alive.
     pub(crate) fn plug(
         tag: &str,
         label: &str,
@@ -197,24 +237,7 @@ impl Host {
         }
         check_ifname(&uplink.port)?;
         let ns = NetNs::new(&format!("{tag}-{label}"))?;
-        let mtu = uplink.mtu.to_string();
-        ns.run(&[
-            "ip",
-            "link",
-            "add",
-            UNDERLAY_IF,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &uplink.port,
-            "mtu",
-            &mtu,
-            "netns",
-            uplink.ns.name(),
-        ])?;
+        let delay_line = uplink.connect(&ns)?;
         ns.run(&[
             "ip",
             "addr",
@@ -225,6 +248,7 @@ impl Host {
         ])?;
         ns.run(&["ip", "link", "set", UNDERLAY_IF, "up"])?;
         Ok(Self {
+            delay_line,
             ns,
             tag: tag.to_owned(),
             _upstream: uplink.ns.clone(),
@@ -264,6 +288,13 @@ impl Host {
     #[must_use]
     pub fn mtu(&self) -> u32 {
         self.mtu
+    }
+
+    /// The [`DelayLine`] that is the host's uplink, if it was attached with a
+    /// delay (to change the delay or read its counters).
+    #[must_use]
+    pub fn delay_line(&self) -> Option<&DelayLine> {
+        self.delay_line.as_ref()
     }
 
     /// Creates a bridge `name` (≤ 15 chars) and brings it up.
@@ -487,7 +518,8 @@ pub fn tx_checksum_off(ns: &NetNs, ifname: &str) -> Result<(), LabError> {
     ns.run(&["ethtool", "-K", ifname, "tx", "off"]).map(drop)
 }
 
-fn check_ifname(name: &str) -> Result<(), LabError> {
+/// Fails unless `name` is a valid interface name.
+pub(crate) fn check_ifname(name: &str) -> Result<(), LabError> {
     if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
         return Err(LabError::Invalid(format!(
             "interface name `{name}`: 1–15 characters, no '/', ' ' or ':'"

@@ -25,7 +25,9 @@
 //!   vlnet's `[wireguard]` config).
 //!
 //! Client and cloud hosts are ordinary [`Host`]s (bridges, VMs, vlnet
-//! daemons). A home router runs the nftables table [`NAT_TABLE`] (masquerade
+//! daemons). A client's WAN link is a veth pair, or, when it is added with a
+//! [`WanLink`] delay, a [`DelayLine`] (two TAPs named as the veth ends would
+//! be), which gives it a WAN's round-trip time. A home router runs the nftables table [`NAT_TABLE`] (masquerade
 //! out of its WAN side; a stateful forward filter that drops new inbound
 //! flows), and [`WanClient::cut`] adds a netdev table to the WAN router; both
 //! die with their namespace.
@@ -34,6 +36,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::delay::DelayLine;
 use super::netns::{LabError, NetNs};
 use super::probe::Capture;
 use super::topology::{Host, Underlay, Uplink, DEFAULT_UNDERLAY_MTU, UNDERLAY_IF};
@@ -93,6 +96,15 @@ fn cut_table(port: &str) -> String {
     format!("netdev vlnet-lab-cut-{port}")
 }
 
+/// How a client's WAN link (router port `c<k>` ↔ the client or its home
+/// router) is built. The default is a plain veth pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WanLink {
+    /// One-way delay of each direction (the RTT is twice it), emulated by a
+    /// [`DelayLine`]; `None` for a veth pair without delay.
+    pub delay: Option<Duration>,
+}
+
 /// A cloud LAN, a WAN router, and the clients added to it. Dropping it (and
 /// every [`Host`] and [`WanClient`] taken from it) removes all namespaces.
 #[derive(Debug)]
@@ -141,9 +153,19 @@ impl Wan {
     /// A client `vlt-<tag>-<label>-…` with a public address on its own WAN
     /// link (198.18.`k`.2/30): reachable from the cloud.
     pub fn add_public_client(&self, label: &str) -> Result<WanClient, LabError> {
+        self.add_public_client_with(label, WanLink::default())
+    }
+
+    /// [`add_public_client`](Self::add_public_client) over a WAN link built
+    /// as `link` says.
+    pub fn add_public_client_with(
+        &self,
+        label: &str,
+        link: WanLink,
+    ) -> Result<WanClient, LabError> {
         let k = self.next_client()?;
         Ok(WanClient {
-            host: self.link_to_router(label, k)?,
+            host: self.link_to_router(label, k, link)?,
             home: None,
             router: self.router.ns().clone(),
         })
@@ -154,8 +176,18 @@ impl Wan {
     /// masquerades it: it reaches the cloud, the cloud cannot open a flow to
     /// it.
     pub fn add_natted_client(&self, label: &str) -> Result<WanClient, LabError> {
+        self.add_natted_client_with(label, WanLink::default())
+    }
+
+    /// [`add_natted_client`](Self::add_natted_client) with the home router's
+    /// WAN link built as `link` says (the home LAN stays a veth).
+    pub fn add_natted_client_with(
+        &self,
+        label: &str,
+        link: WanLink,
+    ) -> Result<WanClient, LabError> {
         let k = self.next_client()?;
-        let home = self.link_to_router(&format!("{label}-home"), k)?;
+        let home = self.link_to_router(&format!("{label}-home"), k, link)?;
         let (gateway, ip) = home_lan_ips(k);
         home.ns().sysctl("net.ipv4.ip_forward", "1")?;
         home.ns().run(&["nft", &nat_ruleset(gateway)])?;
@@ -166,6 +198,7 @@ impl Wan {
                 ns: home.ns(),
                 port: LAN_IF.to_owned(),
                 mtu: DEFAULT_UNDERLAY_MTU,
+                delay: None,
             },
             (gateway, ip),
             HOME_LAN_PREFIX,
@@ -186,7 +219,7 @@ impl Wan {
     }
 
     /// A host on client `k`'s WAN link, behind router port `c<k>`.
-    fn link_to_router(&self, label: &str, k: u8) -> Result<Host, LabError> {
+    fn link_to_router(&self, label: &str, k: u8, link: WanLink) -> Result<Host, LabError> {
         attach(
             &self.tag,
             label,
@@ -194,6 +227,7 @@ impl Wan {
                 ns: self.router.ns(),
                 port: format!("c{k}"),
                 mtu: DEFAULT_UNDERLAY_MTU,
+                delay: link.delay,
             },
             wan_link_ips(k),
             WAN_LINK_PREFIX,
@@ -266,6 +300,13 @@ impl WanClient {
     /// The host on the WAN link: the home router if any, else the client.
     fn edge(&self) -> &Host {
         self.home.as_ref().unwrap_or(&self.host)
+    }
+
+    /// The delay line that is this client's WAN link, if it was added with a
+    /// [`WanLink`] delay (change its delay, read its counters).
+    #[must_use]
+    pub fn delay_line(&self) -> Option<&DelayLine> {
+        self.edge().delay_line()
     }
 
     /// The address the cloud sees the client's traffic come from: its own,

@@ -13,7 +13,7 @@ use super::daemon::{Daemon, NodeSpec};
 use super::netns::LabError;
 use super::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
 use super::topology::{Host, Vm};
-use super::wan::{Wan, WanClient};
+use super::wan::{Wan, WanClient, WanLink};
 
 /// The controller's tunnel address and the pool members get theirs from.
 pub const TUNNEL_POOL: &str = "198.19.0.1/24";
@@ -32,6 +32,9 @@ pub enum Place {
     PublicClient,
     /// Across the WAN behind a masquerading home router.
     NattedClient,
+    /// Across the WAN with a public address, on a WAN link that delays each
+    /// direction by this much (a [`DelayLine`](super::DelayLine)).
+    PublicClientBehind(Duration),
 }
 
 /// The host a node runs on.
@@ -143,6 +146,14 @@ impl Cluster {
                 }
                 Place::NattedClient => {
                     Site::Client(cluster.wan.add_natted_client(&format!("n{n}"))?)
+                }
+                Place::PublicClientBehind(delay) => {
+                    Site::Client(cluster.wan.add_public_client_with(
+                        &format!("d{n}"),
+                        WanLink {
+                            delay: Some(*delay),
+                        },
+                    )?)
                 }
             };
             let spec = NodeSpec::new(&format!("m{n}"), site.host().ip())

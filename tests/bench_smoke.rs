@@ -1,7 +1,8 @@
 //! Smoke test of `vlnet lab bench`: one short run (`--secs 1`) must print
 //! well-formed JSON in which every number — each topology's metrics, each
 //! ratio, the migration and control-plane runs — is positive (pings lost may
-//! be zero), and the encrypted topologies have TCP and ping but no
+//! be zero; the flow-RTT error may be any non-negative number), and the
+//! encrypted topologies have TCP and ping but no
 //! small-packet numbers. Nothing about the values themselves is asserted
 //! (these machines are shared and noisy). Needs root (namespaces, BPF),
 //! `wireguard-go` and `wg`.
@@ -9,7 +10,14 @@
 use std::process::Command;
 
 /// Topologies the small-packet generator feeds.
-const CLEAR: [&str; 5] = ["plain", "kernel", "kernel-txoff", "vlnet-tc", "vlnet-xdp"];
+const CLEAR: [&str; 6] = [
+    "plain",
+    "kernel",
+    "kernel-txoff",
+    "vlnet-tc",
+    "vlnet-tc-noflows",
+    "vlnet-xdp",
+];
 /// Topologies with VXLAN inside WireGuard.
 const ENCRYPTED: [&str; 2] = ["vlnet-wg", "kernel-wggo"];
 /// Every topology's metrics.
@@ -48,6 +56,22 @@ fn numbers<'a>(
         serde_json::Value::Number(_) => out.push((path.to_owned(), v)),
         _ => {}
     }
+}
+
+/// The flow-RTT accuracy run: five rounds and a non-negative error.
+fn assert_accuracy(json: &serde_json::Value) {
+    let accuracy = &json["flow_rtt_accuracy"];
+    assert_eq!(
+        accuracy["rounds"].as_array().map(Vec::len),
+        Some(5),
+        "{json:#}"
+    );
+    assert!(
+        accuracy["median_abs_error_ms"]
+            .as_f64()
+            .is_some_and(|e| e >= 0.0),
+        "{json:#}"
+    );
 }
 
 /// The migration runs: pings went through, and vlnet reports its path
@@ -94,6 +118,7 @@ fn bench_json_is_complete_and_positive() {
     }
     for ratio in [
         "vlnet_tc_vs_kernel",
+        "vlnet_tc_vs_vlnet_tc_noflows",
         "vlnet_xdp_vs_kernel_txoff",
         "vlnet_xdp_vs_kernel",
         "plain_vs_kernel",
@@ -139,6 +164,7 @@ fn bench_json_is_complete_and_positive() {
     // The decap rate and its ratios, the bench's point (positivity below).
     for ratio in [
         "vlnet_tc_vs_kernel",
+        "vlnet_tc_vs_vlnet_tc_noflows",
         "vlnet_xdp_vs_kernel_txoff",
         "vlnet_xdp_vs_kernel",
     ] {
@@ -151,11 +177,25 @@ fn bench_json_is_complete_and_positive() {
     }
 
     assert_migration(&json);
+    let accuracy = &json["flow_rtt_accuracy"];
+    assert_eq!(
+        accuracy["rounds"].as_array().map(Vec::len),
+        Some(5),
+        "{json:#}"
+    );
+    assert!(
+        accuracy["median_abs_error_ms"]
+            .as_f64()
+            .is_some_and(|e| e >= 0.0),
+        "{json:#}"
+    );
 
     let mut all = Vec::new();
     numbers("", &json, &mut all);
     // Pings lost may be 0; everything else must be positive.
-    all.retain(|(path, _)| !path.ends_with(".pings_lost"));
+    all.retain(|(path, _)| {
+        !path.ends_with(".pings_lost") && !path.ends_with(".median_abs_error_ms")
+    });
     assert!(all.len() > 50, "too few numbers: {json:#}");
     for (path, v) in all {
         let x = v.as_f64().unwrap_or(f64::NAN);

@@ -90,7 +90,10 @@ fn kernel_rtt_matches_the_injected_wan_delay() {
         .unwrap()
         .iter()
         .find(|p| p["vtep"] == tunnel)
-        .map_or_else(|| panic!("no probe RTT to {tunnel}: {peers}"), |p| ms(&p["rtt_ns"]));
+        .map_or_else(
+            || panic!("no probe RTT to {tunnel}: {peers}"),
+            |p| ms(&p["rtt_ns"]),
+        );
 
     eprintln!(
         "ping p50 {truth:.3} ms | kernel ICMP srtt {srtt:.3} (error {:+.3}) min {icmp_min:.3} | \

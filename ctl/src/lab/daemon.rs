@@ -109,6 +109,8 @@ pub struct NodeSpec {
     pub fdb_ageing_secs: Option<u64>,
     /// `[wireguard]`, if any.
     pub wireguard: Option<WireguardSpec>,
+    /// `flow_tracking` (the daemon's default, on, when true).
+    pub flow_tracking: bool,
 }
 
 impl NodeSpec {
@@ -125,6 +127,7 @@ impl NodeSpec {
             metrics_port: DEFAULT_METRICS_PORT,
             fdb_ageing_secs: None,
             wireguard: None,
+            flow_tracking: true,
         }
     }
 
@@ -175,6 +178,13 @@ impl NodeSpec {
         self
     }
 
+    /// Turns the kernel's flow tracking on or off.
+    #[must_use]
+    pub fn with_flow_tracking(mut self, on: bool) -> Self {
+        self.flow_tracking = on;
+        self
+    }
+
     /// Sets the data path.
     #[must_use]
     pub fn with_datapath(mut self, datapath: Datapath) -> Self {
@@ -202,6 +212,7 @@ impl NodeSpec {
             datapath: Datapath,
             #[serde(skip_serializing_if = "Option::is_none")]
             fdb_ageing_secs: Option<u64>,
+            flow_tracking: bool,
         }
         #[derive(Serialize)]
         struct Vni<'a> {
@@ -219,6 +230,7 @@ impl NodeSpec {
                 metrics_listen: format!("127.0.0.1:{}", self.metrics_port),
                 datapath: self.datapath,
                 fdb_ageing_secs: self.fdb_ageing_secs,
+                flow_tracking: self.flow_tracking,
             },
             vni: self
                 .vnis
@@ -522,6 +534,7 @@ mod tests {
             metrics_port: 9469,
             fdb_ageing_secs: None,
             wireguard: None,
+            flow_tracking: false,
         }
         .with_vni(100, "vnet100", &[Ipv4Addr::new(198, 18, 0, 2)])
         .with_vni(200, "vnet200", &[])
@@ -531,6 +544,7 @@ mod tests {
         let node = &v["node"];
         assert_eq!(node["name"].as_str(), Some("pve1-1-0"));
         assert_eq!(node["underlay"].as_str(), Some("ul0"));
+        assert_eq!(node["flow_tracking"].as_bool(), Some(false));
         assert_eq!(node["vtep"].as_str(), Some("198.18.0.1"));
         assert_eq!(node["state_dir"].as_str(), Some("/tmp/vlt-pve1/state"));
         assert_eq!(node["api_socket"].as_str(), Some("/tmp/vlt-pve1/api.sock"));

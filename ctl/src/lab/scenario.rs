@@ -68,6 +68,9 @@ pub fn vm_mac(i: usize) -> String {
 /// Choices [`Scenario::build_with`] offers beyond the VTEPs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScenarioOptions {
+    /// vlnet nodes run without flow tracking (the bench's reference for
+    /// its cost).
+    pub no_flow_tracking: bool,
     /// Turn tx checksum offload off on every host's underlay even when no
     /// site decapsulates at XDP (a kernel-vxlan reference for XDP runs).
     pub tx_checksum_off: bool,
@@ -107,7 +110,8 @@ impl Scenario {
                 Vtep::Vlnet(datapath) => {
                     let spec = NodeSpec::new(&format!("n{i}"), host_ip(i))
                         .with_vni(VNI, BRIDGE, &peers)
-                        .with_datapath(*datapath);
+                        .with_datapath(*datapath)
+                        .with_flow_tracking(!options.no_flow_tracking);
                     Some(Daemon::start(host.ns(), spec, vlnet_binary)?)
                 }
             };

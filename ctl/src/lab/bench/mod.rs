@@ -9,6 +9,8 @@
 //!   as vlnet's XDP runs need it (a real wire's full checksums): the fair
 //!   reference for `vlnet-xdp`.
 //! - `vlnet-tc`, `vlnet-xdp`: vlnet ↔ vlnet with TC or XDP decap.
+//! - `vlnet-tc-noflows`: `vlnet-tc` with `flow_tracking = false`: the
+//!   reference that prices the kernel's per-flow RTT tracking.
 //! - `vlnet-wg`: the encrypted path: node 0 a vlnet controller, node 1 a
 //!   member joined by token (`vlnet ctl client add` / `vlnet ctl join`, see
 //!   [`cluster`](super::cluster)); VXLAN between them travels inside
@@ -41,11 +43,14 @@
 //! - [`control_scale`]: the control plane with 1,000 members and 10,000
 //!   MACs, in process.
 //! - [`migration`]: a VM moved between hosts, vlnet vs kernel vxlan.
+//! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
+//!   known delay.
 //! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
 
 pub mod control_scale;
 pub mod encrypted;
 pub mod frame;
+pub mod latency;
 pub mod migration;
 pub mod pps;
 pub mod report;
@@ -78,8 +83,9 @@ const MAX_PPS_SECS: u32 = 3;
 const PPS_BURSTS: u32 = 3;
 
 /// The ratios reported: `(subject, reference)`.
-const RATIOS: [(&str, &str); 5] = [
+const RATIOS: [(&str, &str); 6] = [
     ("vlnet-tc", "kernel"),
+    ("vlnet-tc", "vlnet-tc-noflows"),
     ("vlnet-xdp", "kernel-txoff"),
     ("vlnet-xdp", "kernel"),
     ("plain", "kernel"),
@@ -92,11 +98,12 @@ enum Topology {
     Plain,
     Kernel { tx_checksum_off: bool },
     Vlnet(Datapath),
+    VlnetNoFlows,
     VlnetWg,
     KernelWggo,
 }
 
-const TOPOLOGIES: [Topology; 7] = [
+const TOPOLOGIES: [Topology; 8] = [
     Topology::Plain,
     Topology::Kernel {
         tx_checksum_off: false,
@@ -105,6 +112,7 @@ const TOPOLOGIES: [Topology; 7] = [
         tx_checksum_off: true,
     },
     Topology::Vlnet(Datapath::Tc),
+    Topology::VlnetNoFlows,
     Topology::Vlnet(Datapath::Xdp),
     Topology::VlnetWg,
     Topology::KernelWggo,
@@ -122,6 +130,7 @@ impl Topology {
             } => "kernel-txoff",
             Self::Vlnet(Datapath::Xdp) => "vlnet-xdp",
             Self::Vlnet(_) => "vlnet-tc",
+            Self::VlnetNoFlows => "vlnet-tc-noflows",
             Self::VlnetWg => "vlnet-wg",
             Self::KernelWggo => "kernel-wggo",
         }
@@ -140,6 +149,7 @@ impl Topology {
                 "vlnet ↔ vlnet, XDP decap (underlay tx checksum offload off)"
             }
             Self::Vlnet(_) => "vlnet ↔ vlnet, TC decap",
+            Self::VlnetNoFlows => "vlnet ↔ vlnet, TC decap, flow tracking off",
             Self::VlnetWg => "vlnet controller ↔ member joined by token, VXLAN in boringtun",
             Self::KernelWggo => "kernel vxlan inside wireguard-go, set up by hand with wg",
         }
@@ -183,6 +193,11 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
     eprintln!("migration ({:.1} s)", started.elapsed().as_secs_f64());
     let moved = migration::run(&binary).context("migration runs")?;
     eprintln!(
+        "flow RTT accuracy ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let accuracy = latency::run(&binary).context("flow RTT accuracy run")?;
+    eprintln!(
         "control plane scale ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
@@ -192,9 +207,16 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         let mut value = report.to_json();
         value["control_scale"] = serde_json::to_value(&scale)?;
         value["migration"] = serde_json::to_value(moved)?;
+        value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("\n{}\n{}\n{}", report.table(), moved.table(), scale.table());
+        println!(
+            "\n{}\n{}\n{}\n{}",
+            report.table(),
+            moved.table(),
+            accuracy.table(),
+            scale.table()
+        );
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())
@@ -266,13 +288,29 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
                 "bk",
                 &[Vtep::Kernel, Vtep::Kernel],
                 binary,
-                ScenarioOptions { tx_checksum_off },
+                ScenarioOptions {
+                    tx_checksum_off,
+                    ..ScenarioOptions::default()
+                },
             )?;
             measure_scenario(&s, secs, pps_secs)
         }
         Topology::Vlnet(datapath) => {
             let vtep = Vtep::Vlnet(datapath);
             let s = Scenario::build("bv", &[vtep, vtep], binary)?;
+            measure_scenario(&s, secs, pps_secs)
+        }
+        Topology::VlnetNoFlows => {
+            let vtep = Vtep::Vlnet(Datapath::Tc);
+            let s = Scenario::build_with(
+                "bn",
+                &[vtep, vtep],
+                binary,
+                ScenarioOptions {
+                    no_flow_tracking: true,
+                    ..ScenarioOptions::default()
+                },
+            )?;
             measure_scenario(&s, secs, pps_secs)
         }
         Topology::VlnetWg => encrypted::vlnet_wg(binary, secs),

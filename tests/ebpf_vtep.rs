@@ -707,13 +707,17 @@ struct Tunnel {
 impl Bed {
     /// Adds a TUN `vltun0` with [`TUN_LOCAL`]/24 declared as a tunnel, and
     /// VNI 400 (overlay port `vlx400`/`vlp400`) whose only peer is
-    /// [`SECURE`], reached through the tunnel from [`TUN_LOCAL`].
+    /// [`SECURE`], reached through the tunnel from [`TUN_LOCAL`]. IPv6 stays
+    /// off on them: a link's MLD report would be flooded to the tunnel ahead
+    /// of a test's own frames.
     fn add_tunnel(&mut self) -> Tunnel {
         self.ns.sh(
             "ip tuntap add dev vltun0 mode tun && ip addr add 198.19.0.1/24 dev vltun0 && \
              echo 1 > /proc/sys/net/ipv6/conf/vltun0/disable_ipv6 && ip link set vltun0 up && \
-             ip link add vlx400 type veth peer name vlp400 && ip link set vlx400 up && \
-             ip link set vlp400 up",
+             ip link add vlx400 type veth peer name vlp400 && \
+             echo 1 > /proc/sys/net/ipv6/conf/vlx400/disable_ipv6 && \
+             echo 1 > /proc/sys/net/ipv6/conf/vlp400/disable_ipv6 && \
+             ip link set vlx400 up && ip link set vlp400 up",
         );
         let t = Tunnel {
             ifindex: self.ns.ifindex("vltun0"),

@@ -1006,7 +1006,41 @@ fn hairpinned_flood_copy_reaches_the_tun_as_bare_ipv4() {
 struct Tun(std::os::fd::OwnedFd);
 
 impl Tun {
+    /// Attaches to `ifname` in the calling thread's namespace and waits until
+    /// the device can transmit. Attaching turns its carrier on, but the
+    /// kernel's link-watch worker activates its queue (until then a `noop`
+    /// qdisc drops everything) only later, under load well after a test's
+    /// first packet. The worker sets the operational state and activates the
+    /// queue in one pass under RTNL: once the state reads UP, any RTNL
+    /// operation (a no-op `ip link set up`) returns after that pass.
     fn open(ifname: &str) -> Self {
+        let tun = Self::attach(ifname);
+        // Child processes start in the calling thread's namespace.
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?} failed");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let link = ip(&["link", "show", ifname]);
+            if link.contains(" state UP ") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ifname} not up 3 s after attaching: {link}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ip(&["link", "set", ifname, "up"]);
+        tun
+    }
+
+    fn attach(ifname: &str) -> Self {
         use std::os::fd::{AsRawFd, FromRawFd};
         // SAFETY: plain open(2) of a device node with a NUL-terminated path.
         let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK) };

@@ -10,3 +10,4 @@ pub mod frames;
 pub mod node;
 pub mod packet_socket;
 pub mod thread_netns;
+pub mod vtep_bed;

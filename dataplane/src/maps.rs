@@ -11,8 +11,8 @@ use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
     vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flow, vlnet_flow_key, vlnet_nexthop,
-    vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_rtt_hist, vlnet_vni_config, VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL,
-    VLNET_FDB_STATIC, VLNET_NH_L3, VLNET_PENDING_SLOT,
+    vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_rtt_hist, vlnet_vni_config,
+    VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL, VLNET_FDB_STATIC, VLNET_NH_L3, VLNET_PENDING_SLOT,
 };
 
 use crate::control::macbook::FdbChange;

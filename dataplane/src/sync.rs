@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use vlnet_ebpf::abi::{
-    vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING, VLNET_FDB_STATIC, VLNET_MAX_FLOOD,
+    vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING,
+    VLNET_FDB_STATIC, VLNET_MAX_FLOOD,
 };
 
 use crate::fdb::{is_static, monotonic_ns};

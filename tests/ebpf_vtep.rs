@@ -11,250 +11,21 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use aya::programs::{TestRun, TestRunOptions};
 use support::frames::{self, off, VM_A_MAC, VM_B_MAC};
 use support::packet_socket::PacketSocket;
-use support::thread_netns::ThreadNetNs;
-use vlnet_dataplane::bpf::{self, Programs};
-use vlnet_dataplane::maps::{fdb_key, Maps};
-use vlnet_dataplane::sync::{self, Desired, DesiredVni, OuterHeader};
+use support::vtep_bed::{
+    both_modes, verdicts, Bed, Mode, LOCAL, PEER, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP,
+};
+use vlnet_dataplane::bpf;
+use vlnet_dataplane::maps::fdb_key;
+use vlnet_dataplane::sync::OuterHeader;
 use vlnet_ebpf::abi::{
     __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_vni_config, VLNET_FDB_CONTROL,
     VLNET_FDB_LEARNED, VLNET_FDB_STATIC, VLNET_MARK_HAIRPIN, VLNET_NH_L3,
 };
 
-const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const PEER2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// Two `#[test]`s, `tc::NAME` and `xdp::NAME`, running `NAME(mode)`.
-macro_rules! both_modes {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn tc() {
-                super::$name(super::Mode::Tc);
-            }
-            #[test]
-            fn xdp() {
-                super::$name(super::Mode::Xdp);
-            }
-        }
-    };
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Tc,
-    Xdp,
-}
-
-/// One namespace with an underlay veth (ul0 198.18.0.1/24 ↔ ul1), overlay
-/// ports for VNI 100 (peer 198.18.0.2) and VNI 300 (no peers), and a freshly
-/// loaded VTEP object pinned under a unique node name.
-struct Bed {
-    programs: Programs,
-    maps: Maps,
-    node: String,
-    ul0: u32,
-    vlx100: u32,
-    ns: ThreadNetNs,
-}
-
-impl Bed {
-    fn new(tag: &str) -> Self {
-        Self::with_outer(
-            tag,
-            OuterHeader {
-                ttl: 64,
-                dscp: Some(0),
-                sport_range: (32768, 60999),
-            },
-        )
-    }
-
-    fn with_outer(tag: &str, outer: OuterHeader) -> Self {
-        let ns = ThreadNetNs::enter(tag);
-        ns.sh(
-            "ip link add ul0 type veth peer name ul1 && ip addr add 198.18.0.1/24 dev ul0 && \
-             ip link set ul0 up && ip link set ul1 up && \
-             ip link add vlx100 type veth peer name vlp100 && ip link set vlx100 up && ip link set vlp100 up && \
-             ip link add vlx300 type veth peer name vlp300 && ip link set vlx300 up && ip link set vlp300 up",
-        );
-        let mac = ns
-            .mac("ul1")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        ns.sh(&format!(
-            "ip neigh add 198.18.0.2 lladdr {mac} dev ul0 nud permanent"
-        ));
-        let node = format!(
-            "test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut programs = Programs::load(&node).expect("load VTEP programs");
-        let mut maps = Maps::take_from(programs.ebpf_mut()).unwrap();
-        let (ul0, vlx100, vlx300) = (
-            ns.ifindex("ul0"),
-            ns.ifindex("vlx100"),
-            ns.ifindex("vlx300"),
-        );
-        let desired = Desired {
-            node: sync::node_config(ul0, LOCAL, 1500, outer, true),
-            vnis: vec![
-                DesiredVni {
-                    vni: 100,
-                    overlay_ifindex: vlx100,
-                    peers: vec![PEER],
-                    static_fdb: vec![],
-                },
-                DesiredVni {
-                    vni: 300,
-                    overlay_ifindex: vlx300,
-                    peers: vec![],
-                    static_fdb: vec![],
-                },
-            ],
-            xdp: true,
-        };
-        sync::apply(&mut maps, &desired).unwrap();
-        let nexthop = vlnet_nexthop {
-            ifindex: ul0,
-            smac: ns.mac("ul0"),
-            dmac: ns.mac("ul1"),
-            ..Default::default()
-        };
-        maps.set_nexthop(PEER, &nexthop).unwrap();
-        Self {
-            programs,
-            maps,
-            node,
-            ul0,
-            vlx100,
-            ns,
-        }
-    }
-
-    fn run(&mut self, mode: Mode, prog: &str, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        let ctx = __sk_buff {
-            ifindex,
-            ..Default::default()
-        };
-        match mode {
-            Mode::Tc => {
-                let (ret, out, _) = self.run_tc(prog, frame, ctx);
-                (ret, out)
-            }
-            Mode::Xdp => {
-                let mut out = vec![0u8; frame.len() + 512];
-                let opts = TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    ..TestRunOptions::new()
-                };
-                let result = self
-                    .programs
-                    .xdp(prog)
-                    .unwrap()
-                    .test_run(opts)
-                    .unwrap_or_else(|e| panic!("test run of {prog}: {e}"));
-                out.truncate(result.data_size_out as usize);
-                (result.return_value, out)
-            }
-        }
-    }
-
-    /// Runs TC program `prog` on `frame` with context `ctx`; returns the
-    /// verdict, the packet and the context as the program left them.
-    fn run_tc(&mut self, prog: &str, frame: &[u8], ctx: __sk_buff) -> (u32, Vec<u8>, __sk_buff) {
-        let mut out = vec![0u8; frame.len() + 512];
-        let mut ctx_out = __sk_buff::default();
-        // SAFETY: __sk_buff is plain integers; viewing it as bytes is sound.
-        let ctx_in = unsafe {
-            std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<__sk_buff>())
-        };
-        // SAFETY: as above, and every bit pattern is a valid __sk_buff.
-        let ctx_out_bytes = unsafe {
-            std::slice::from_raw_parts_mut((&raw mut ctx_out).cast::<u8>(), size_of::<__sk_buff>())
-        };
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(ctx_in),
-            ctx_out: Some(ctx_out_bytes),
-            ..TestRunOptions::new()
-        };
-        let result = self
-            .programs
-            .tc(prog)
-            .unwrap()
-            .test_run(opts)
-            .unwrap_or_else(|e| panic!("test run of {prog}: {e}"));
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out, ctx_out)
-    }
-
-    fn decap(&mut self, mode: Mode, frame: &[u8]) -> (u32, Vec<u8>) {
-        match mode {
-            Mode::Tc => self.run(mode, "tc_underlay_rx", frame, 0),
-            Mode::Xdp => self.run(mode, "xdp_underlay_rx", frame, 0),
-        }
-    }
-
-    fn encap(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let port = self.vlx100;
-        self.run(Mode::Tc, "tc_overlay_tx", frame, port)
-    }
-
-    fn drops(&self, reason: &str) -> u64 {
-        self.maps
-            .drops()
-            .into_iter()
-            .find(|d| d.reason == reason)
-            .unwrap()
-            .packets
-    }
-
-    /// Frames sent to each peer of `vni`, in peer order.
-    fn tx_packets(&self, vni: u32) -> Vec<u64> {
-        self.maps
-            .peers()
-            .iter()
-            .filter(|p| p.vni == vni)
-            .map(|p| p.tx_packets)
-            .collect()
-    }
-
-    fn total_drops(&self) -> u64 {
-        self.maps.drops().iter().map(|d| d.packets).sum()
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        bpf::remove_pins(&self.node).unwrap();
-    }
-}
-
-fn verdicts(mode: Mode) -> (u32, u32, u32) {
-    match mode {
-        Mode::Tc => (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT),
-        Mode::Xdp => (XDP_PASS, XDP_DROP, XDP_REDIRECT),
-    }
-}
 
 fn decap_yields_exactly_the_inner_frame(mode: Mode) {
     let mut bed = Bed::new("decap");
@@ -707,13 +478,17 @@ struct Tunnel {
 impl Bed {
     /// Adds a TUN `vltun0` with [`TUN_LOCAL`]/24 declared as a tunnel, and
     /// VNI 400 (overlay port `vlx400`/`vlp400`) whose only peer is
-    /// [`SECURE`], reached through the tunnel from [`TUN_LOCAL`].
+    /// [`SECURE`], reached through the tunnel from [`TUN_LOCAL`]. IPv6 stays
+    /// off on them: a link's MLD report would be flooded to the tunnel ahead
+    /// of a test's own frames.
     fn add_tunnel(&mut self) -> Tunnel {
         self.ns.sh(
             "ip tuntap add dev vltun0 mode tun && ip addr add 198.19.0.1/24 dev vltun0 && \
              echo 1 > /proc/sys/net/ipv6/conf/vltun0/disable_ipv6 && ip link set vltun0 up && \
-             ip link add vlx400 type veth peer name vlp400 && ip link set vlx400 up && \
-             ip link set vlp400 up",
+             ip link add vlx400 type veth peer name vlp400 && \
+             echo 1 > /proc/sys/net/ipv6/conf/vlx400/disable_ipv6 && \
+             echo 1 > /proc/sys/net/ipv6/conf/vlp400/disable_ipv6 && \
+             ip link set vlx400 up && ip link set vlp400 up",
         );
         let t = Tunnel {
             ifindex: self.ns.ifindex("vltun0"),
@@ -1002,7 +777,41 @@ fn hairpinned_flood_copy_reaches_the_tun_as_bare_ipv4() {
 struct Tun(std::os::fd::OwnedFd);
 
 impl Tun {
+    /// Attaches to `ifname` in the calling thread's namespace and waits until
+    /// the device can transmit. Attaching turns its carrier on, but the
+    /// kernel's link-watch worker activates its queue (until then a `noop`
+    /// qdisc drops everything) only later, under load well after a test's
+    /// first packet. The worker sets the operational state and activates the
+    /// queue in one pass under RTNL: once the state reads UP, any RTNL
+    /// operation (a no-op `ip link set up`) returns after that pass.
     fn open(ifname: &str) -> Self {
+        let tun = Self::attach(ifname);
+        // Child processes start in the calling thread's namespace.
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?} failed");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let link = ip(&["link", "show", ifname]);
+            if link.contains(" state UP ") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ifname} not up 3 s after attaching: {link}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ip(&["link", "set", ifname, "up"]);
+        tun
+    }
+
+    fn attach(ifname: &str) -> Self {
         use std::os::fd::{AsRawFd, FromRawFd};
         // SAFETY: plain open(2) of a device node with a NUL-terminated path.
         let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK) };

@@ -14,12 +14,16 @@
  *                     (or to an L3 tunnel, see hairpin_out()).
  *   xdp_overlay_pass  XDP on the bridge's end of an overlay port in XDP mode:
  *                     a veth delivers XDP redirects only to a peer with XDP.
+ *
+ * With VLNET_CFG_FLOW_TRACKING, the decap paths and tc_overlay_tx also count
+ * each inner frame to its flow and time its RTT (lib/flows.h).
  */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/drop.h"
 #include "lib/decap.h"
 #include "lib/encap.h"
+#include "lib/flows.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -77,13 +81,36 @@ static __always_inline void tc_pull(struct __sk_buff *skb, __u32 want)
 		bpf_skb_pull_data(skb, len < want ? len : want);
 }
 
-/* Our VTEP address, or 0 when the node is not configured. */
-static __always_inline __u32 local_vtep(void)
+/* The node-wide settings, or NULL before the daemon wrote them. */
+static __always_inline struct vlnet_node_config *node_config(void)
 {
 	__u32 slot = VLNET_CONFIG_SLOT;
-	struct vlnet_node_config *cfg = bpf_map_lookup_elem(&vlnet_config, &slot);
 
-	return cfg ? cfg->local_vtep_be : 0;
+	return bpf_map_lookup_elem(&vlnet_config, &slot);
+}
+
+/* Whether inner flows are tracked (lib/flows.h). */
+static __always_inline int tracking_flows(const struct vlnet_node_config *cfg)
+{
+	return cfg && (cfg->flags & VLNET_CFG_FLOW_TRACKING);
+}
+
+/*
+ * Flow tracking of a decapsulated frame, before it leaves for the overlay
+ * port: @inner is its Ethernet header, @segs the wire packets it stands for.
+ */
+static __always_inline void track_rx(const struct decap_info *di, struct ethhdr *inner,
+				     void *data_end, __u32 segs)
+{
+	struct flow_meta m = {
+		.now_ns = di->now_ns,
+		.vni = di->vni,
+		.remote_vtep_be = di->src_vtep_be,
+		.len = di->inner_len,
+		.segs = segs,
+	};
+
+	flow_track_rx(inner, data_end, &m);
 }
 
 SEC("xdp")
@@ -91,11 +118,13 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct vlnet_node_config *cfg = node_config();
 	struct decap_info di = {};
 	struct ethhdr *inner;
 	int ret;
 
-	ret = decap_classify(data, data_end, data_end - data, 0, ETH_HLEN, local_vtep(), &di);
+	ret = decap_classify(data, data_end, data_end - data, 0, ETH_HLEN,
+			     cfg ? cfg->local_vtep_be : 0, &di);
 	if (ret == DECAP_NOT_OURS)
 		return XDP_PASS;
 	if (ret)
@@ -109,6 +138,8 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	ret = decap_prepare(&di, inner, data_end, 1);
 	if (ret)
 		goto drop;
+	if (tracking_flows(cfg))
+		track_rx(&di, inner, data_end, 1);
 	ret = VLNET_DROP_DECAP_FAILED;
 	if (bpf_xdp_adjust_head(ctx, di.outer_len))
 		goto drop;
@@ -123,25 +154,35 @@ drop:
 
 /*
  * The TC decap of a classified packet whose outer headers, Ethernet included,
- * are the first @di->outer_len bytes: ECN, learning, counters, strip, and
- * redirect into the overlay port. Returns a TC action.
+ * are the first @di->outer_len bytes: ECN, learning, counters, flow tracking
+ * (@track), strip, and redirect into the overlay port. Returns a TC action.
  */
-static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di)
+static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di, int track)
 {
-	void *data = SKB_DATA(skb);
-	void *data_end = SKB_DATA_END(skb);
+	__u32 segs = skb_segments(skb);
 	struct ethhdr *inner, eth;
+	void *data, *data_end;
 	__u64 flags;
 	int ret;
 
+	if (track)
+		tc_pull(skb, di->outer_len + FLOW_HDR_LEN);
+	data = SKB_DATA(skb);
+	data_end = SKB_DATA_END(skb);
+	/*
+	 * Checked right before the addition: clang reloads di->outer_len from
+	 * the stack after a call, and the verifier keeps no bounds there.
+	 */
 	if (di->outer_len > MAX_OUTER_LEN)
 		return tc_drop(VLNET_DROP_TRUNCATED);
 	inner = data + di->outer_len;
 	if ((void *)(inner + 1) > data_end)
 		return tc_drop(VLNET_DROP_TRUNCATED);
-	ret = decap_prepare(di, inner, data_end, skb_segments(skb));
+	ret = decap_prepare(di, inner, data_end, segs);
 	if (ret)
 		return tc_drop(ret);
+	if (track)
+		track_rx(di, inner, data_end, segs);
 
 	__builtin_memcpy(&eth, inner, sizeof(eth));
 	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
@@ -159,17 +200,19 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 SEC("classifier")
 int tc_underlay_rx(struct __sk_buff *skb)
 {
+	struct vlnet_node_config *cfg = node_config();
 	struct decap_info di = {};
 	int ret;
 
 	tc_pull(skb, RX_PULL_LEN);
 	ret = decap_classify(SKB_DATA(skb), SKB_DATA_END(skb), CTX_READ(skb, len),
-			     CTX_READ(skb, gso_size) != 0, ETH_HLEN, local_vtep(), &di);
+			     CTX_READ(skb, gso_size) != 0, ETH_HLEN,
+			     cfg ? cfg->local_vtep_be : 0, &di);
 	if (ret == DECAP_NOT_OURS)
 		return TC_ACT_OK;
 	if (ret)
 		return tc_drop(ret);
-	return tc_decap(skb, &di);
+	return tc_decap(skb, &di, tracking_flows(cfg));
 }
 
 SEC("classifier")
@@ -200,7 +243,7 @@ int tc_tunnel_rx(struct __sk_buff *skb)
 				sizeof(proto), 0))
 		return tc_drop(VLNET_DROP_DECAP_FAILED);
 	di.outer_len += ETH_HLEN;
-	return tc_decap(skb, &di);
+	return tc_decap(skb, &di, tracking_flows(node_config()));
 }
 
 /* Grow @skb by the outer headers; IP frames keep GSO, others get a new head. */
@@ -328,10 +371,28 @@ static __always_inline void claim_local(__u32 vni, const __u8 *mac)
 	await_arrival(&key);
 }
 
+/*
+ * Flow tracking of a frame from a local VM about to be encapsulated for
+ * @remote_vtep_be (0 when flooded); @data is its Ethernet header.
+ */
+static __always_inline void track_tx(struct __sk_buff *skb, void *data, void *data_end,
+				     __u32 vni, __u32 remote_vtep_be, __u32 len)
+{
+	struct flow_meta m = {
+		.now_ns = bpf_ktime_get_ns(),
+		.vni = vni,
+		.remote_vtep_be = remote_vtep_be,
+		.len = len,
+		.segs = skb_segments(skb),
+	};
+
+	flow_track_tx(data, data_end, &m);
+}
+
 SEC("classifier")
 int tc_overlay_tx(struct __sk_buff *skb)
 {
-	__u32 slot = VLNET_CONFIG_SLOT, ifindex = skb->ifindex;
+	__u32 ifindex = skb->ifindex;
 	struct vlnet_fdb_key key = {};
 	struct vlnet_node_config *cfg;
 	struct vlnet_vni_config *vc;
@@ -339,17 +400,17 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	struct vxlan_encap h = {};
 	void *data, *data_end;
 	struct ethhdr eth;
-	__u32 *vni, inner_len, count;
+	__u32 *vni, inner_len, count, dst_be = 0;
 	__be16 sport;
 	__u8 tos;
-	int ret;
+	int ret, track;
 
 	if (skb->mark == VLNET_MARK_HAIRPIN) {
 		ret = hairpin_out(skb);
 		if (ret != HAIRPIN_NOT_OURS)
 			return ret;
 	}
-	cfg = bpf_map_lookup_elem(&vlnet_config, &slot);
+	cfg = node_config();
 	vni = bpf_map_lookup_elem(&vlnet_ports, &ifindex);
 	if (!cfg || !vni)
 		return tc_drop(VLNET_DROP_NOT_CONFIGURED);
@@ -357,7 +418,8 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	if (!vc)
 		return tc_drop(VLNET_DROP_NOT_CONFIGURED);
 
-	tc_pull(skb, TX_PULL_LEN);
+	track = tracking_flows(cfg);
+	tc_pull(skb, track ? FLOW_HDR_LEN : TX_PULL_LEN);
 	data = SKB_DATA(skb);
 	data_end = SKB_DATA_END(skb);
 	if (data + sizeof(eth) > data_end)
@@ -372,27 +434,26 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	sport = flow_source_port(cfg, bpf_get_hash_recalc(skb));
 	encap_init(&h, cfg, *vni, inner_len, tos, sport);
 
+	fdb = NULL;
 	if (!(eth.h_dest[0] & 1)) {
 		key.vni = *vni;
 		__builtin_memcpy(key.mac, eth.h_dest, ETH_ALEN);
 		fdb = bpf_map_lookup_elem(&vlnet_fdb, &key);
-		if (fdb) {
-			__u32 dst_be = fdb->vtep_be;
-
-			ret = encap_grow(skb, &eth);
-			if (ret)
-				return tc_drop(ret);
-			return encap_send(skb, &h, cfg, *vni, dst_be, inner_len, 0);
-		}
+		if (fdb)
+			dst_be = fdb->vtep_be;
 	}
-
 	/* Broadcast, multicast, unknown unicast: head-end replication. */
 	count = vc->flood_count;
-	if (!count)
+	if (!fdb && !count)
 		return tc_drop(VLNET_DROP_NO_PEERS);
+	if (track)
+		track_tx(skb, data, data_end, *vni, dst_be, inner_len);
+
 	ret = encap_grow(skb, &eth);
 	if (ret)
 		return tc_drop(ret);
+	if (fdb)
+		return encap_send(skb, &h, cfg, *vni, dst_be, inner_len, 0);
 	for (__u32 i = 0; i < VLNET_MAX_FLOOD; i++) {
 		if (i >= count)
 			break;

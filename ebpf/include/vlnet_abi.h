@@ -202,7 +202,9 @@ struct vlnet_flow {
 	__u32 last_tsval;     /* newest TSval from the local side (host order) */
 	__u8 local_mac[6];    /* the local endpoint's MAC */
 	__u8 flags;           /* VLNET_FLOW_* */
-	__u8 pad[5];
+	__u8 pad;
+	__u64 open_stamp_ns;  /* when the flow's newest stamp still awaiting its
+			       * echo was taken; 0: none (see VLNET_RTT_STAMP_GAP_NS) */
 };
 
 /* vlnet_rtt_ident.kind */
@@ -220,6 +222,15 @@ struct vlnet_rtt_ident {
 
 /* Stamps older than this never close a sample (stale or wrapped identifiers). */
 #define VLNET_RTT_MAX_AGE_NS (10ULL * 1000 * 1000 * 1000)
+
+/*
+ * Rate limit of stamps: a flow stamps a new identifier only while it has no
+ * open stamp (one taken and not yet echoed), or when its open one is older
+ * than this (its echo was lost). So a flow takes about one sample per RTT,
+ * one per gap on longer paths, and the stamp map holds about one entry per
+ * flow however fast the flow's TSvals change.
+ */
+#define VLNET_RTT_STAMP_GAP_NS (10ULL * 1000 * 1000)
 
 /*
  * Buckets of vlnet_rtt_hists: bucket 0 counts RTTs below 2 us, bucket i

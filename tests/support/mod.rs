@@ -12,3 +12,4 @@ pub mod node;
 pub mod packet_socket;
 pub mod prometheus;
 pub mod thread_netns;
+pub mod vtep_bed;

@@ -15,6 +15,7 @@
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
 #define AF_INET 2
 #define IP_MF 0x2000
 #define IP_DF 0x4000

@@ -23,6 +23,7 @@ struct decap_info {
 	__u32 outer_len;  /* bytes from the outer Ethernet header to the inner one */
 	__u8 outer_tos;
 	struct vlnet_peer_stats *stats;
+	__u64 now_ns;     /* bpf_ktime_get_ns() from decap_prepare(), read once per packet */
 };
 
 /* Sum the IPv4 header's 16-bit words; a valid header sums to 0xffff. */
@@ -159,7 +160,7 @@ static __always_inline void decap_learn(const struct decap_info *di, const __u8 
 {
 	struct vlnet_fdb_key key = { .vni = di->vni };
 	struct vlnet_fdb_entry *old, entry = {};
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = di->now_ns;
 
 	__builtin_memcpy(key.mac, mac, ETH_ALEN);
 	old = bpf_map_lookup_elem(&vlnet_fdb, &key);
@@ -226,6 +227,7 @@ static __always_inline int decap_prepare(struct decap_info *di, struct ethhdr *i
 
 	if (reason)
 		return reason;
+	di->now_ns = bpf_ktime_get_ns();
 	decap_learn(di, inner->h_source);
 	arrival_check(di, inner->h_dest);
 	di->stats->rx_packets += segs;

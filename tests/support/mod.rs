@@ -11,4 +11,5 @@ pub mod http;
 pub mod node;
 pub mod packet_socket;
 pub mod prometheus;
+pub mod proxmox;
 pub mod thread_netns;

@@ -16,6 +16,7 @@ packages=(
     prometheus                                # /usr/bin/prometheus and /usr/bin/promtool
     wireguard-go wireguard-tools              # WireGuard interop peer
     qemu-system-x86 busybox-static            # live migration of a real guest
+    systemd                                   # systemd-analyze verify of deploy/vlnet.service
 )
 
 missing=()

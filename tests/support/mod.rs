@@ -11,5 +11,6 @@ pub mod http;
 pub mod node;
 pub mod packet_socket;
 pub mod prometheus;
+pub mod proxmox;
 pub mod thread_netns;
 pub mod vtep_bed;

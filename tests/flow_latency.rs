@@ -76,13 +76,7 @@ fn kernel_rtt_matches_the_injected_wan_delay() {
     let icmp_min = ms(&icmp["rtt_min_ns"]);
     assert!(icmp["rtt_samples"].as_u64().unwrap() >= 30, "{icmp}");
     assert!(icmp_min >= 20.0, "below the injected delay: {icmp}");
-
-    let _server = probe::iperf3_server(c.nodes[0].vm.ns(), cloud_vm, IPERF_PORT).unwrap();
-    let tcp_run = probe::iperf3_client(client.vm.ns(), cloud_vm, 3, 1, IPERF_PORT).unwrap();
-    let tcp = flow(&c, 1, 6, cloud_vm);
-    let tcp_min = ms(&tcp["rtt_min_ns"]);
-    assert!(tcp["rtt_samples"].as_u64().unwrap() > 10, "{tcp}");
-
+    // The probes' smoothed RTT, read before the TCP run loads the path.
     let peers = ctl_json(&c, 1, &["peers"]);
     let tunnel = c.tunnel_addr(0).unwrap().to_string();
     let underlay = peers
@@ -94,6 +88,12 @@ fn kernel_rtt_matches_the_injected_wan_delay() {
             || panic!("no probe RTT to {tunnel}: {peers}"),
             |p| ms(&p["rtt_ns"]),
         );
+
+    let _server = probe::iperf3_server(c.nodes[0].vm.ns(), cloud_vm, IPERF_PORT).unwrap();
+    let tcp_run = probe::iperf3_client(client.vm.ns(), cloud_vm, 3, 1, IPERF_PORT).unwrap();
+    let tcp = flow(&c, 1, 6, cloud_vm);
+    let tcp_min = ms(&tcp["rtt_min_ns"]);
+    assert!(tcp["rtt_samples"].as_u64().unwrap() > 10, "{tcp}");
 
     eprintln!(
         "ping p50 {truth:.3} ms | kernel ICMP srtt {srtt:.3} (error {:+.3}) min {icmp_min:.3} | \

@@ -206,8 +206,8 @@ const FLOWS: Spec = Spec {
 };
 const PEER_RTT: Spec = Spec {
     name: "vlnet_peer_rtt_seconds",
-    help: "Underlay RTT to a remote VTEP (smoothed, from ICMP echo probes each second on \
-           the path VXLAN takes).",
+    help: "Underlay RTT to a remote VTEP: median of the last 8 ICMP echo probes, one a \
+           second on the path VXLAN takes.",
     kind: MetricType::GAUGE,
     labels: &["peer"],
 };

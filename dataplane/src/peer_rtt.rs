@@ -25,13 +25,18 @@ use crate::fdb::monotonic_ns;
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A peer that answered none of its last this many probes is unreachable.
 pub const UNREACHABLE_AFTER: u32 = 3;
+/// The smoothed RTT is the median of this many latest answers: robust to
+/// the odd slow answer (a WireGuard handshake, a busy moment) and current
+/// within a few seconds.
+const MEDIAN_OF: usize = 8;
 /// Payload carried by each probe (a marker for packet captures).
 const PROBE_PAYLOAD: &[u8; 8] = b"vlnetrtt";
 
 /// What the probes found out about one peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRtt {
-    /// Smoothed RTT (weight 1/8 per sample), once a probe was answered.
+    /// Smoothed RTT (median of the latest answers), once a probe was
+    /// answered.
     pub srtt_ns: Option<u64>,
     /// The latest answered probe's RTT.
     pub last_ns: Option<u64>,
@@ -43,12 +48,14 @@ pub struct PeerRtt {
     pub reachable: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct PeerState {
     rtt: PeerRtt,
     /// The probe in flight: (sequence number, sent at).
     outstanding: Option<(u16, u64)>,
     misses: u32,
+    /// The latest answers' RTTs, oldest first.
+    recent: std::collections::VecDeque<u64>,
 }
 
 /// Probe bookkeeping for every peer.
@@ -96,11 +103,13 @@ impl PeerRttTable {
         rtt.answered += 1;
         rtt.reachable = true;
         rtt.last_ns = Some(sample);
-        rtt.srtt_ns = Some(match rtt.srtt_ns {
-            None => sample,
-            Some(srtt) if sample >= srtt => srtt + (sample - srtt) / 8,
-            Some(srtt) => srtt - (srtt - sample) / 8,
-        });
+        if state.recent.len() == MEDIAN_OF {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(sample);
+        let mut sorted: Vec<u64> = state.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        rtt.srtt_ns = Some(sorted[(sorted.len() - 1) / 2]);
         Some(sample)
     }
 
@@ -219,15 +228,27 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn answers_become_smoothed_samples() {
+    fn the_smoothed_rtt_is_the_median_of_the_latest_answers() {
         let mut t = PeerRttTable::default();
-        t.start_round(&[A], 1, 0);
-        assert_eq!(t.answer(A, 1, 20 * MS), Some(20 * MS));
-        t.start_round(&[A], 2, 1000 * MS);
-        assert_eq!(t.answer(A, 2, 1028 * MS), Some(28 * MS));
+        // A slow first answer (a handshake), then steady 20 ms.
+        for (seq, rtt) in [(1u16, 80), (2, 20), (3, 21), (4, 20)] {
+            let sent = u64::from(seq) * 1000 * MS;
+            t.start_round(&[A], seq, sent);
+            assert_eq!(t.answer(A, seq, sent + rtt * MS), Some(rtt * MS));
+        }
         let rtt = t.snapshot()[0].1;
-        assert_eq!((rtt.srtt_ns, rtt.last_ns), (Some(21 * MS), Some(28 * MS)));
-        assert_eq!((rtt.sent, rtt.answered, rtt.reachable), (2, 2, true));
+        assert_eq!((rtt.srtt_ns, rtt.last_ns), (Some(20 * MS), Some(20 * MS)));
+        assert_eq!((rtt.sent, rtt.answered, rtt.reachable), (4, 4, true));
+        for seq in 5..=12u16 {
+            let sent = u64::from(seq) * 1000 * MS;
+            t.start_round(&[A], seq, sent);
+            t.answer(A, seq, sent + 30 * MS);
+        }
+        assert_eq!(
+            t.srtt_ns(A),
+            Some(30 * MS),
+            "only the latest {MEDIAN_OF} count"
+        );
     }
 
     #[test]

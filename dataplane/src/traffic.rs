@@ -98,7 +98,12 @@ impl TrafficHistory {
         let mut vms: BTreeMap<VmId, (BTreeSet<IpAddr>, BTreeMap<Ipv4Addr, Site>)> = BTreeMap::new();
         for f in &now.flows {
             let bytes = growth(f.bytes(), base_flows.get(&flow_id(f)).copied());
-            let Some(vtep) = f.remote_vtep.filter(|_| bytes > 0) else {
+            // Multicast towards this node (IPv6 neighbour discovery, ...)
+            // has no VM as its local end.
+            let Some(vtep) = f
+                .remote_vtep
+                .filter(|_| bytes > 0 && f.local_mac.is_unicast())
+            else {
                 continue;
             };
             let (ips, sites) = vms.entry((f.vni, f.local_mac)).or_default();
@@ -218,12 +223,18 @@ mod tests {
     }
 
     #[test]
-    fn idle_flows_and_flooded_flows_are_left_out() {
+    fn idle_flooded_and_multicast_flows_are_left_out() {
         let mut h = TrafficHistory::default();
         h.record(snapshot(0, 0, vec![flow("198.51.100.1", CLIENT, 500, 20)]));
         let mut flooded = flow("198.51.100.9", CLIENT, 100, 20);
         flooded.remote_vtep = None;
-        let now = snapshot(10, 0, vec![flow("198.51.100.1", CLIENT, 500, 20), flooded]);
+        let mut multicast = flow("198.51.100.8", CLIENT, 100, 20);
+        multicast.local_mac = "33:33:00:00:00:02".parse().unwrap();
+        let now = snapshot(
+            10,
+            0,
+            vec![flow("198.51.100.1", CLIENT, 500, 20), flooded, multicast],
+        );
         assert!(h.vm_traffic(&now).is_empty());
     }
 

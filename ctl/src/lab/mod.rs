@@ -31,6 +31,8 @@
 //! - [`session`]: probes across an event: a ping running until stopped, a
 //!   timed TCP send.
 //! - [`interrupt`]: SIGINT/SIGTERM as a flag checked between steps.
+//! - [`experiment`]: `vlnet lab experiment …`, repeated measurements written
+//!   as JSON, CSV, a report and plots.
 //! - [`wggo`]: [`WireguardGo`], a wireguard-go interface configured with
 //!   `wg`, killed (and its UAPI socket removed) on drop.
 //! - [`wggo_pair`]: two hosts joined by hand with standard tools: kernel
@@ -40,6 +42,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod delay;
 pub mod demo;
+pub mod experiment;
 pub mod interrupt;
 pub mod migrate;
 pub mod netns;

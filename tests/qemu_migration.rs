@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use support::node::vlnet_binary;
 use vlnet::lab::migrate::move_time_ns;
 use vlnet::lab::probe;
-use vlnet::lab::qemu::{GuestImage, GuestSpec, Qemu, GUEST_DIR};
+use vlnet::lab::qemu::{GuestImage, GuestSpec, MigrationUri, Qemu, GUEST_DIR};
 use vlnet::lab::scenario::{Scenario, Vtep, BRIDGE};
 use vlnet::lab::{Datapath, TempDir};
 
@@ -59,7 +59,7 @@ fn a_live_migrated_guest_keeps_its_address_across_vlnet_nodes() {
     let s = Scenario::build("qm", &[vlnet, vlnet, Vtep::Kernel], vlnet_binary()).unwrap();
     let dir = TempDir::new("qm").unwrap();
     let image = GuestImage::build(Path::new(GUEST_DIR)).unwrap();
-    let incoming = dir.path().join("migrate.sock");
+    let incoming = MigrationUri::Unix(dir.path().join("migrate.sock"));
     let source = Qemu::start(
         &s.sites[0].host,
         BRIDGE,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use vlnet::cli::{Cli, Command, LabCommand};
+use vlnet::cli::{Cli, Command, ExperimentCommand, LabCommand};
 use vlnet_dataplane::config::Config;
 
 fn main() -> ExitCode {
@@ -50,6 +50,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lab { job } => match job {
             LabCommand::Demo => vlnet::lab::demo::run(),
             LabCommand::Bench { json, secs } => vlnet::lab::bench::run(json, secs),
+            LabCommand::Experiment {
+                which: ExperimentCommand::Migration(args),
+            } => vlnet::lab::experiment::run_migration(&args),
         },
     }
 }

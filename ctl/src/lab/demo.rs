@@ -5,12 +5,11 @@
 //! is interrupted (SIGINT/SIGTERM: the current step finishes, then the
 //! guards clean up).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
+use super::interrupt::Interrupt;
 use super::probe::{self, Capture};
 use super::scenario::{vm_ip, Scenario, Vtep, VNI};
 use super::Datapath;
@@ -21,7 +20,7 @@ const IPERF_SECS: u32 = 3;
 /// Progress lines, and the check for an interruption between steps.
 struct Progress {
     started: Instant,
-    interrupted: Arc<AtomicBool>,
+    interrupt: Interrupt,
 }
 
 /// Steps the demo announces.
@@ -29,22 +28,15 @@ const STEPS: u32 = 5;
 
 impl Progress {
     fn new() -> Result<Self> {
-        let interrupted = Arc::new(AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, Arc::clone(&interrupted))
-                .context("installing the interrupt handler")?;
-        }
         Ok(Self {
             started: Instant::now(),
-            interrupted,
+            interrupt: Interrupt::install()?,
         })
     }
 
     /// Announces step `n`, unless the demo was interrupted.
     fn step(&self, n: u32, what: &str) -> Result<()> {
-        if self.interrupted.load(Ordering::Relaxed) {
-            bail!("interrupted; everything the demo built has been removed");
-        }
+        self.interrupt.check()?;
         println!(
             "[{n}/{STEPS}] {what}  ({:.1} s)",
             self.started.elapsed().as_secs_f64()

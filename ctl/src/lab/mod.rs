@@ -27,6 +27,12 @@
 //!   [`WanClient`]s, whose WAN links can be delayed ([`WanLink`]), cut and
 //!   captured.
 //! - [`cluster`]: a controller and members joined by token on a [`Wan`].
+//! - [`qemu`]: real QEMU guests (TCG) and their live migration over QMP.
+//! - [`session`]: probes across an event: a ping running until stopped, a
+//!   timed TCP send.
+//! - [`interrupt`]: SIGINT/SIGTERM as a flag checked between steps.
+//! - [`experiment`]: `vlnet lab experiment …`, repeated measurements written
+//!   as JSON, CSV, a report and plots.
 //! - [`wggo`]: [`WireguardGo`], a wireguard-go interface configured with
 //!   `wg`, killed (and its UAPI socket removed) on drop.
 //! - [`wggo_pair`]: two hosts joined by hand with standard tools: kernel
@@ -36,11 +42,14 @@ pub mod cluster;
 pub mod daemon;
 pub mod delay;
 pub mod demo;
+pub mod experiment;
+pub mod interrupt;
 pub mod migrate;
 pub mod netns;
 pub mod probe;
 pub mod qemu;
 pub mod scenario;
+pub mod session;
 pub mod tempdir;
 pub mod topology;
 pub mod wan;

@@ -93,6 +93,9 @@ pub enum LabError {
     /// The caller asked for something the lab does not support.
     #[error("invalid lab setup: {0}")]
     Invalid(String),
+    /// SIGINT or SIGTERM arrived (see [`Interrupt`](super::interrupt::Interrupt)).
+    #[error("interrupted; everything built so far is being removed")]
+    Interrupted,
 }
 
 impl LabError {

@@ -46,6 +46,9 @@ pub struct PingReport {
     pub rtt_mdev_ms: Option<f64>,
     /// Every reply's RTT in ms, in arrival order (for percentiles).
     pub rtts_ms: Vec<f64>,
+    /// Every reply's `icmp_seq` (iputils counts from 1), in arrival order,
+    /// duplicates not counted.
+    pub seqs: Vec<u32>,
 }
 
 impl PingReport {
@@ -55,6 +58,37 @@ impl PingReport {
         let mut rtts = self.rtts_ms.clone();
         rtts.sort_by(f64::total_cmp);
         rtts.get(rtts.len() / 2).copied()
+    }
+
+    /// `(sent, lost)` counting only requests up to the last one answered:
+    /// requests still in flight when ping stopped are not losses. With no
+    /// reply at all, every request sent was lost.
+    #[must_use]
+    pub fn answered_window(&self) -> (u32, u32) {
+        let Some(&last) = self.seqs.iter().max() else {
+            return (self.sent, self.sent);
+        };
+        let mut answered: Vec<u32> = self.seqs.clone();
+        answered.sort_unstable();
+        answered.dedup();
+        (last, last.saturating_sub(answered.len() as u32))
+    }
+
+    /// The longest run of unanswered requests inside the answered window,
+    /// as time at `interval` per request: how long the destination was
+    /// unreachable, to the nearest `interval`.
+    #[must_use]
+    pub fn longest_outage(&self, interval: Duration) -> Duration {
+        let mut answered: Vec<u32> = self.seqs.clone();
+        answered.push(0); // as if request 0 had been answered: a start without replies counts
+        answered.sort_unstable();
+        answered.dedup();
+        let gap = answered
+            .windows(2)
+            .map(|w| w[1] - w[0] - 1)
+            .max()
+            .unwrap_or(0);
+        interval * gap
     }
 }
 
@@ -136,18 +170,8 @@ pub fn parse_ping(out: &str) -> Result<PingReport, LabError> {
         rtt_avg_ms: None,
         rtt_max_ms: None,
         rtt_mdev_ms: None,
-        rtts_ms: out
-            .lines()
-            .filter(|l| !l.contains("(DUP!)"))
-            .filter_map(|l| {
-                l.split_once(" time=")?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .collect(),
+        rtts_ms: replies(out, " time=").collect(),
+        seqs: replies(out, " icmp_seq=").collect(),
     };
     for part in summary.split(',') {
         let mut words = part.split_whitespace();
@@ -200,11 +224,26 @@ pub fn parse_ping(out: &str) -> Result<PingReport, LabError> {
     Ok(report)
 }
 
+/// The value after `key` (up to the next space) on every non-duplicate
+/// reply line of ping's output that has it.
+fn replies<'a, T: std::str::FromStr>(out: &'a str, key: &'a str) -> impl Iterator<Item = T> + 'a {
+    out.lines()
+        .filter(|l| !l.contains("(DUP!)"))
+        .filter_map(move |l| l.split_once(key)?.1.split_whitespace().next()?.parse().ok())
+}
+
 /// Starts `iperf3 -s -B bind -p port` in `ns` and waits (≤ 10 s) until it
 /// listens. The guard kills it.
 pub fn iperf3_server(ns: &NetNs, bind: Ipv4Addr, port: u16) -> Result<ChildGuard, LabError> {
     let port_s = port.to_string();
     let mut server = ns.spawn(&["iperf3", "-s", "-B", &bind.to_string(), "-p", &port_s])?;
+    wait_listening(ns, port, &mut server)?;
+    Ok(server)
+}
+
+/// Waits (≤ 10 s) until a TCP socket listens on `port` in `ns`, while
+/// `server` (the process that should open it) runs.
+pub fn wait_listening(ns: &NetNs, port: u16, server: &mut ChildGuard) -> Result<(), LabError> {
     let filter = format!("sport = :{port}");
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -212,11 +251,11 @@ pub fn iperf3_server(ns: &NetNs, bind: Ipv4Addr, port: u16) -> Result<ChildGuard
             return Err(LabError::Failed {
                 command: server.command().to_owned(),
                 status: status.to_string(),
-                stderr: "iperf3 server exited at start (port in use?)".into(),
+                stderr: format!("exited before listening on port {port} (in use?)"),
             });
         }
         if !ns.run(&["ss", "-Hltn", &filter])?.trim().is_empty() {
-            return Ok(server);
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(LabError::Timeout {
@@ -488,7 +527,27 @@ mod tests {
             rtt min/avg/max/mdev = 0.100/0.200/0.300/0.080 ms\n";
         let r = parse_ping(out).unwrap();
         assert_eq!(r.rtts_ms, [0.3, 0.1, 0.2]);
+        assert_eq!(r.seqs, [1, 2, 3]);
         assert_eq!(r.rtt_p50_ms(), Some(0.2));
+    }
+
+    #[test]
+    fn losses_count_only_up_to_the_last_reply() {
+        let line =
+            |seq: u32| format!("64 bytes from 192.0.2.2: icmp_seq={seq} ttl=64 time=1.0 ms\n");
+        // 1–3 answered, 4–7 lost, 8–9 answered, 10–11 still in flight at the stop.
+        let mut out: String = [1, 2, 3, 8, 9].into_iter().map(line).collect();
+        out.push_str("11 packets transmitted, 5 received, 54% packet loss, time 100ms\n");
+        let r = parse_ping(&out).unwrap();
+        assert_eq!(r.answered_window(), (9, 4));
+        let tick = Duration::from_millis(10);
+        assert_eq!(r.longest_outage(tick), Duration::from_millis(40));
+        // Nothing answered until request 3: the start counts as an outage.
+        let late: String = [3, 4].into_iter().map(line).collect();
+        let r = parse_ping(&format!("{late}4 packets transmitted, 2 received\n")).unwrap();
+        assert_eq!(r.longest_outage(tick), Duration::from_millis(20));
+        let none = parse_ping("4 packets transmitted, 0 received\n").unwrap();
+        assert_eq!(none.answered_window(), (4, 4));
     }
 
     #[test]

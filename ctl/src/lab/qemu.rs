@@ -1,15 +1,16 @@
 //! Real QEMU guests for live-migration experiments: a Debian cloud kernel
 //! with a busybox initramfs (built here, in memory, as a `newc` cpio) that
-//! loads virtio-net and configures one address; QEMU under TCG with a tap in
-//! a host's bridge; live migration between two hosts' QEMUs over a Unix
-//! socket, driven through QMP.
+//! loads virtio-net, configures one address and serves a TCP sink on
+//! [`GUEST_SINK_PORT`]; QEMU under TCG with a tap in a host's bridge; live
+//! migration between two hosts' QEMUs over a Unix socket or TCP
+//! ([`MigrationUri`]), driven through QMP.
 //!
 //! `tests/install-deps.sh` puts the kernel and modules in [`GUEST_DIR`]
 //! (QEMU and busybox come from Debian's `qemu-system-x86` and
 //! `busybox-static`).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::netns::{ChildGuard, LabError};
+use super::probe::wait_listening;
 use super::tempdir::TempDir;
 use super::topology::Host;
 
@@ -35,22 +37,28 @@ pub const GUEST_MODULES: [&str; 8] = [
     "net_failover",
     "virtio_net",
 ];
+/// The guest's TCP sink: busybox `nc` reads and discards every connection
+/// to this port (a throughput probe's far end; the guest has no iperf3).
+pub const GUEST_SINK_PORT: u16 = 5001;
 /// How long a migration may take before it counts as failed.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long QEMU may take to create its tap and QMP socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The guest's `/init`: load the modules, set the address given on the
-/// kernel command line (`vlnet.ip=A.B.C.D/N`), then idle.
+/// kernel command line (`vlnet.ip=A.B.C.D/N`), serve the TCP sink on
+/// `SINK_PORT` (in the background, which needs `/dev/null`), then idle.
 const INIT: &str = "#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs dev /dev
 for m in MODULES; do /bin/busybox insmod /lib/$m.ko; done
 ip=$(/bin/busybox sed -n 's/.*vlnet.ip=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 /bin/busybox ip link set lo up
 /bin/busybox ip link set eth0 up
 /bin/busybox ip addr add $ip dev eth0
+/bin/busybox nc -ll -p SINK_PORT -e /bin/busybox dd of=/dev/null bs=64k &
 echo vlnet-guest-ready
 while true; do /bin/busybox sleep 3600; done
 ";
@@ -115,7 +123,9 @@ impl GuestImage {
             (
                 "init",
                 0o100_755,
-                INIT.replace("MODULES", &modules).into_bytes(),
+                INIT.replace("MODULES", &modules)
+                    .replace("SINK_PORT", &GUEST_SINK_PORT.to_string())
+                    .into_bytes(),
             ),
         ];
         let names: Vec<String> = GUEST_MODULES
@@ -156,6 +166,29 @@ pub struct MigrationReport {
     pub downtime_ms: f64,
 }
 
+/// Where a migration stream goes: a destination QEMU's `-incoming` and the
+/// source's `migrate` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationUri {
+    /// A Unix socket (both QEMUs see the same file system, whatever their
+    /// network namespaces).
+    Unix(PathBuf),
+    /// TCP to this address: the stream crosses the network between the
+    /// hosts' namespaces.
+    Tcp(SocketAddrV4),
+}
+
+impl MigrationUri {
+    /// QEMU's form: `unix:PATH` or `tcp:IP:PORT`.
+    #[must_use]
+    pub fn uri(&self) -> String {
+        match self {
+            Self::Unix(path) => format!("unix:{}", path.to_string_lossy()),
+            Self::Tcp(addr) => format!("tcp:{addr}"),
+        }
+    }
+}
+
 /// What [`Qemu::start`] needs.
 pub struct GuestSpec<'a> {
     /// The image.
@@ -168,13 +201,13 @@ pub struct GuestSpec<'a> {
     pub ip: (Ipv4Addr, u8),
     /// Where QMP and console files go.
     pub dir: &'a Path,
-    /// Wait for an incoming migration from this Unix socket instead of
-    /// booting.
-    pub incoming: Option<&'a Path>,
+    /// Wait for an incoming migration there instead of booting.
+    pub incoming: Option<&'a MigrationUri>,
 }
 
 impl Qemu {
-    /// Starts QEMU in `host`'s namespace with a tap `tN<name>` in `bridge`.
+    /// Starts QEMU in `host`'s namespace with a tap `tap<name>` in `bridge`;
+    /// with a TCP `incoming`, returns once QEMU listens there.
     pub fn start(host: &Host, bridge: &str, spec: &GuestSpec<'_>) -> Result<Self, LabError> {
         let tap = format!("tap{}", spec.name);
         let qmp = spec.dir.join(format!("{}.qmp", spec.name));
@@ -207,11 +240,11 @@ impl Qemu {
         ];
         if let Some(incoming) = spec.incoming {
             args.push("-incoming".into());
-            args.push(format!("unix:{}", path(incoming)));
+            args.push(incoming.uri());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = host.ns().spawn(&args)?;
-        let qemu = Self {
+        let mut qemu = Self {
             child,
             qmp,
             console,
@@ -227,6 +260,9 @@ impl Qemu {
         }
         host.ns()
             .run(&["ip", "link", "set", &tap, "master", bridge, "up"])?;
+        if let Some(MigrationUri::Tcp(addr)) = spec.incoming {
+            wait_listening(host.ns(), addr.port(), &mut qemu.child)?;
+        }
         Ok(qemu)
     }
 
@@ -238,12 +274,9 @@ impl Qemu {
 
     /// Live-migrates the guest to the QEMU listening on `to` (started with
     /// `incoming`) and waits for completion.
-    pub fn migrate(&self, to: &Path) -> Result<MigrationReport, LabError> {
+    pub fn migrate(&self, to: &MigrationUri) -> Result<MigrationReport, LabError> {
         let mut qmp = Qmp::connect(&self.qmp)?;
-        qmp.execute(
-            "migrate",
-            &json!({ "uri": format!("unix:{}", to.to_string_lossy()) }),
-        )?;
+        qmp.execute("migrate", &json!({ "uri": to.uri() }))?;
         let deadline = Instant::now() + MIGRATE_TIMEOUT;
         loop {
             let info = qmp.execute("query-migrate", &json!({}))?;
@@ -325,6 +358,14 @@ impl Qmp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migration_uris() {
+        let unix = MigrationUri::Unix(PathBuf::from("/tmp/m.sock"));
+        assert_eq!(unix.uri(), "unix:/tmp/m.sock");
+        let tcp = MigrationUri::Tcp(SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 2), 4444));
+        assert_eq!(tcp.uri(), "tcp:198.19.0.2:4444");
+    }
 
     #[test]
     fn newc_entries_are_aligned_and_terminated() {

@@ -71,8 +71,8 @@ pub struct Bed {
     pub programs: Programs,
     /// The object's maps.
     pub maps: Maps,
-    /// Node name the pins live under.
-    pub node: String,
+    /// Where its maps are pinned.
+    pins: Pins,
     /// Index of the underlay veth `ul0`.
     pub ul0: u32,
     /// Index of vlnet's end of VNI 100's overlay port.
@@ -112,12 +112,12 @@ impl Bed {
         ns.sh(&format!(
             "ip neigh add 198.18.0.2 lladdr {mac} dev ul0 nud permanent"
         ));
-        let node = format!(
+        let pins = Pins(format!(
             "test-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut programs = Programs::load(&node).expect("load VTEP programs");
+        ));
+        let mut programs = Programs::load(&pins.0).expect("load VTEP programs");
         let mut maps = Maps::take_from(programs.ebpf_mut()).unwrap();
         let (ul0, vlx100, vlx300) = (
             ns.ifindex("ul0"),
@@ -153,7 +153,7 @@ impl Bed {
         Self {
             programs,
             maps,
-            node,
+            pins,
             ul0,
             vlx100,
             ns,
@@ -266,9 +266,17 @@ impl Bed {
     }
 }
 
-impl Drop for Bed {
+/// A test node's pins under `/sys/fs/bpf/vlnet/`, removed on drop: made
+/// before the load, so a bed whose setup fails half way leaves none behind.
+struct Pins(String);
+
+impl Drop for Pins {
     fn drop(&mut self) {
-        bpf::remove_pins(&self.node).unwrap();
+        let removed = bpf::remove_pins(&self.0);
+        // A second panic while unwinding would abort the whole test binary.
+        if !std::thread::panicking() {
+            removed.unwrap();
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use vlnet_dataplane::bpf::{self, Programs};
 use vlnet_dataplane::maps::Maps;
 use vlnet_dataplane::sync::{self, Desired, DesiredVni, OuterHeader};
-use vlnet_ebpf::abi::{__sk_buff, vlnet_nexthop};
+use vlnet_ebpf::abi::{__sk_buff, vlnet_nexthop, vlnet_node_config, VLNET_CFG_FLOW_TRACKING};
 
 use super::thread_netns::ThreadNetNs;
 
@@ -73,6 +73,8 @@ pub struct Bed {
     pub maps: Maps,
     /// Where its maps are pinned.
     pins: Pins,
+    /// The node-wide settings written at start.
+    pub config: vlnet_node_config,
     /// Index of the underlay veth `ul0`.
     pub ul0: u32,
     /// Index of vlnet's end of VNI 100's overlay port.
@@ -154,10 +156,22 @@ impl Bed {
             programs,
             maps,
             pins,
+            config: desired.node,
             ul0,
             vlx100,
             ns,
         }
+    }
+
+    /// Turns flow tracking (`VLNET_CFG_FLOW_TRACKING`) on or off.
+    pub fn set_flow_tracking(&mut self, on: bool) {
+        let flag = VLNET_CFG_FLOW_TRACKING as u16;
+        if on {
+            self.config.flags |= flag;
+        } else {
+            self.config.flags &= !flag;
+        }
+        self.maps.set_node_config(&self.config).unwrap();
     }
 
     /// Runs `prog` (TC or XDP by `mode`) on `frame` arriving on `ifindex`;

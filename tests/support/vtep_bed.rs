@@ -9,7 +9,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use vlnet_dataplane::bpf::{self, Programs};
 use vlnet_dataplane::maps::Maps;
 use vlnet_dataplane::sync::{self, Desired, DesiredVni, OuterHeader};
-use vlnet_ebpf::abi::{__sk_buff, vlnet_nexthop};
+use vlnet_ebpf::abi::{__sk_buff, vlnet_nexthop, vlnet_node_config, VLNET_CFG_FLOW_TRACKING};
 
 use super::thread_netns::ThreadNetNs;
 
@@ -71,8 +71,10 @@ pub struct Bed {
     pub programs: Programs,
     /// The object's maps.
     pub maps: Maps,
-    /// Node name the pins live under.
-    pub node: String,
+    /// Where its maps are pinned.
+    pins: Pins,
+    /// The node-wide settings written at start.
+    pub config: vlnet_node_config,
     /// Index of the underlay veth `ul0`.
     pub ul0: u32,
     /// Index of vlnet's end of VNI 100's overlay port.
@@ -112,12 +114,12 @@ impl Bed {
         ns.sh(&format!(
             "ip neigh add 198.18.0.2 lladdr {mac} dev ul0 nud permanent"
         ));
-        let node = format!(
+        let pins = Pins(format!(
             "test-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut programs = Programs::load(&node).expect("load VTEP programs");
+        ));
+        let mut programs = Programs::load(&pins.0).expect("load VTEP programs");
         let mut maps = Maps::take_from(programs.ebpf_mut()).unwrap();
         let (ul0, vlx100, vlx300) = (
             ns.ifindex("ul0"),
@@ -153,11 +155,23 @@ impl Bed {
         Self {
             programs,
             maps,
-            node,
+            pins,
+            config: desired.node,
             ul0,
             vlx100,
             ns,
         }
+    }
+
+    /// Turns flow tracking (`VLNET_CFG_FLOW_TRACKING`) on or off.
+    pub fn set_flow_tracking(&mut self, on: bool) {
+        let flag = VLNET_CFG_FLOW_TRACKING as u16;
+        if on {
+            self.config.flags |= flag;
+        } else {
+            self.config.flags &= !flag;
+        }
+        self.maps.set_node_config(&self.config).unwrap();
     }
 
     /// Runs `prog` (TC or XDP by `mode`) on `frame` arriving on `ifindex`;
@@ -266,9 +280,17 @@ impl Bed {
     }
 }
 
-impl Drop for Bed {
+/// A test node's pins under `/sys/fs/bpf/vlnet/`, removed on drop: made
+/// before the load, so a bed whose setup fails half way leaves none behind.
+struct Pins(String);
+
+impl Drop for Pins {
     fn drop(&mut self) {
-        bpf::remove_pins(&self.node).unwrap();
+        let removed = bpf::remove_pins(&self.0);
+        // A second panic while unwinding would abort the whole test binary.
+        if !std::thread::panicking() {
+            removed.unwrap();
+        }
     }
 }
 

@@ -122,6 +122,8 @@ static __always_inline int tcp_timestamps(struct tcphdr *tcp, __u32 doff, void *
  * stamp, on rx the one it echoes.
  * @hdr_len: bytes before @tcp, from the inner Ethernet header.
  * @len: the whole inner frame's bytes.
+ *
+ * Return: 0, or -1 when the fixed header is cut short.
  */
 static __always_inline int flow_parse_tcp(struct tcphdr *tcp, void *data_end, __u32 hdr_len,
 					  __u32 len, int dir, struct vlnet_rtt_ident *id)
@@ -164,6 +166,8 @@ static __always_inline int flow_parse_l4(void *l4, void *data_end, __u32 hdr_len
 {
 	struct vlnet_flow_key *k = &id->flow;
 	int v4 = k->family == VLNET_FAMILY_IPV4;
+	__u8 request = v4 ? ICMP_ECHO : ICMPV6_ECHO_REQUEST;
+	__u8 reply = v4 ? ICMP_ECHOREPLY : ICMPV6_ECHO_REPLY;
 	struct icmp_echo_hdr *icmp = l4;
 	struct udphdr *udp = l4;
 
@@ -181,13 +185,12 @@ static __always_inline int flow_parse_l4(void *l4, void *data_end, __u32 hdr_len
 	if ((void *)(icmp + 1) > data_end)
 		return -1;
 	/* Only echoes have an id; other messages share the ports-0 flow. */
-	if (icmp->code || (icmp->type != (v4 ? ICMP_ECHO : ICMPV6_ECHO_REQUEST) &&
-			   icmp->type != (v4 ? ICMP_ECHOREPLY : ICMPV6_ECHO_REPLY)))
+	if (icmp->code || (icmp->type != request && icmp->type != reply))
 		return 0;
 	k->local_port_be = icmp->id;
 	k->remote_port_be = icmp->id;
-	if (icmp->type == (dir == FLOW_TX ? (v4 ? ICMP_ECHO : ICMPV6_ECHO_REQUEST)
-					  : (v4 ? ICMP_ECHOREPLY : ICMPV6_ECHO_REPLY))) {
+	/* Requests leave, replies come back. */
+	if (icmp->type == (dir == FLOW_TX ? request : reply)) {
 		id->ident = (__u32)bpf_ntohs(icmp->id) << 16 | bpf_ntohs(icmp->seq);
 		id->kind = VLNET_IDENT_ICMP_ECHO;
 	}

@@ -7,9 +7,13 @@
     reason = "a test fails by panicking with the reason"
 )]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::leftovers::leftovers;
 
 const VLNET: &str = env!("CARGO_BIN_EXE_vlnet");
 
@@ -29,35 +33,6 @@ fn demo_runs_to_completion() {
     assert_eq!(pings.matches("20/20").count(), 2, "{pings}");
     assert!(stdout.contains("VNI 100 on all: true"), "{stdout}");
     assert!(stdout.contains("demo finished"), "{stdout}");
-}
-
-/// Names of what the demo with process id `pid` created embed `-<pid>-`.
-fn leftovers(pid: u32) -> Vec<String> {
-    let tag = format!("-{pid}-");
-    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let mut found: Vec<String> = String::from_utf8_lossy(&netns.stdout)
-        .lines()
-        .filter(|l| l.contains(&tag))
-        .map(|l| format!("netns {l}"))
-        .collect();
-    if let Ok(pins) = std::fs::read_dir("/sys/fs/bpf/vlnet") {
-        found.extend(
-            pins.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains(&tag))
-                .map(|n| format!("pins {n}")),
-        );
-    }
-    let procs = Command::new("pgrep")
-        .args(["-af", &format!("vlt-n0{tag}")])
-        .output()
-        .unwrap();
-    found.extend(
-        String::from_utf8_lossy(&procs.stdout)
-            .lines()
-            .map(|l| format!("process {l}")),
-    );
-    found
 }
 
 #[test]

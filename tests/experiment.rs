@@ -11,45 +11,21 @@
     reason = "a test fails by panicking with the reason"
 )]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::leftovers::leftovers;
+
 use vlnet::lab::TempDir;
 
 const VLNET: &str = env!("CARGO_BIN_EXE_vlnet");
 /// One experiment at a time.
 static TURN: Mutex<()> = Mutex::new(());
-
-/// Namespaces, pinned objects and processes whose names embed `-<pid>-`
-/// (everything the experiment with process id `pid` created).
-fn leftovers(pid: u32) -> Vec<String> {
-    let tag = format!("-{pid}-");
-    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let mut found: Vec<String> = String::from_utf8_lossy(&netns.stdout)
-        .lines()
-        .filter(|l| l.contains(&tag))
-        .map(|l| format!("netns {l}"))
-        .collect();
-    if let Ok(pins) = std::fs::read_dir("/sys/fs/bpf/vlnet") {
-        found.extend(
-            pins.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains(&tag))
-                .map(|n| format!("pins {n}")),
-        );
-    }
-    let procs = Command::new("pgrep").args(["-af", &tag]).output().unwrap();
-    found.extend(
-        String::from_utf8_lossy(&procs.stdout)
-            .lines()
-            .filter(|l| l.contains("vlt-"))
-            .map(|l| format!("process {l}")),
-    );
-    found
-}
 
 fn run_one(over: &str) {
     let _turn = TURN

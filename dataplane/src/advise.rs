@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::{Deserialize, Serialize};
 
 use crate::mac::MacAddr;
-use crate::model::human_bytes;
+use crate::model::{human_bytes, human_millis as ms};
 
 /// Traffic between a VM and the endpoints behind one remote VTEP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,10 +266,6 @@ fn label(vtep: Ipv4Addr, names: &BTreeMap<Ipv4Addr, String>) -> String {
     names
         .get(&vtep)
         .map_or_else(|| vtep.to_string(), |n| format!("{vtep} ({n})"))
-}
-
-fn ms(ns: f64) -> String {
-    format!("{:.2} ms", ns / 1e6)
 }
 
 #[cfg(test)]

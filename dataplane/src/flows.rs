@@ -88,6 +88,20 @@ impl FlowRecord {
         }
     }
 
+    /// The flow's identity, as the kernel keys it: (VNI, protocol, local
+    /// address and port, remote address and port).
+    #[must_use]
+    pub fn id(&self) -> FlowId {
+        (
+            self.vni,
+            self.protocol,
+            self.local_ip,
+            self.local_port,
+            self.remote_ip,
+            self.remote_port,
+        )
+    }
+
     /// Bytes both ways.
     #[must_use]
     pub fn bytes(&self) -> u64 {
@@ -106,6 +120,9 @@ impl FlowRecord {
         }
     }
 }
+
+/// [`FlowRecord::id`].
+pub type FlowId = (u32, u8, IpAddr, u16, IpAddr, u16);
 
 fn ip(family: u8, bytes: [u8; 16]) -> IpAddr {
     if family == VLNET_FAMILY_IPV6 as u8 {
@@ -143,18 +160,17 @@ pub struct FlowQuery {
 
 impl FlowQuery {
     /// The flows of `all` this query selects, in its order (ties by
-    /// addresses, so the output is stable).
+    /// [`FlowRecord::id`], so the output is stable).
     #[must_use]
     pub fn select(&self, all: Vec<FlowRecord>) -> Vec<FlowRecord> {
         let mut flows: Vec<FlowRecord> = all
             .into_iter()
             .filter(|f| self.vni.is_none_or(|v| f.vni == v))
             .collect();
-        let stable = |f: &FlowRecord| (f.vni, f.local_ip, f.local_port, f.remote_ip, f.remote_port);
         match self.sort {
-            FlowSort::Bytes => flows.sort_by_key(|f| (Reverse(f.bytes()), stable(f))),
+            FlowSort::Bytes => flows.sort_by_key(|f| (Reverse(f.bytes()), f.id())),
             FlowSort::Rtt => {
-                flows.sort_by_key(|f| (f.srtt_ns.is_none(), Reverse(f.srtt_ns), stable(f)));
+                flows.sort_by_key(|f| (f.srtt_ns.is_none(), Reverse(f.srtt_ns), f.id()));
             }
         }
         if let Some(top) = self.top {

@@ -135,3 +135,9 @@ pub fn human_bytes(n: u64) -> String {
     }
     format!("{value:.1} {}", UNITS[unit])
 }
+
+/// A duration in nanoseconds as milliseconds with two decimals (`20.41 ms`).
+#[must_use]
+pub fn human_millis(ns: f64) -> String {
+    format!("{:.2} ms", ns / 1e6)
+}

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use crate::advise::{SiteTraffic, VmTraffic};
-use crate::flows::FlowRecord;
+use crate::flows::{FlowId, FlowRecord};
 use crate::mac::MacAddr;
 
 /// Time between two recorded snapshots.
@@ -32,19 +32,6 @@ pub struct Snapshot {
     pub ports: BTreeMap<VmId, u64>,
     /// Every tracked flow.
     pub flows: Vec<FlowRecord>,
-}
-
-type FlowId = (u32, u8, IpAddr, u16, IpAddr, u16);
-
-fn flow_id(f: &FlowRecord) -> FlowId {
-    (
-        f.vni,
-        f.protocol,
-        f.local_ip,
-        f.local_port,
-        f.remote_ip,
-        f.remote_port,
-    )
 }
 
 /// Growth of a counter since `before` (a counter that went back restarted:
@@ -86,7 +73,7 @@ impl TrafficHistory {
         let empty = Snapshot::default();
         let base = self.snapshots.front().unwrap_or(&empty);
         let base_flows: BTreeMap<FlowId, u64> =
-            base.flows.iter().map(|f| (flow_id(f), f.bytes())).collect();
+            base.flows.iter().map(|f| (f.id(), f.bytes())).collect();
 
         #[derive(Default)]
         struct Site {
@@ -97,7 +84,7 @@ impl TrafficHistory {
         }
         let mut vms: BTreeMap<VmId, (BTreeSet<IpAddr>, BTreeMap<Ipv4Addr, Site>)> = BTreeMap::new();
         for f in &now.flows {
-            let bytes = growth(f.bytes(), base_flows.get(&flow_id(f)).copied());
+            let bytes = growth(f.bytes(), base_flows.get(&f.id()).copied());
             // Multicast towards this node (IPv6 neighbour discovery, ...)
             // has no VM as its local end.
             let Some(vtep) = f

@@ -179,26 +179,33 @@ impl Uplink<'_> {
                 DelayLine::with_mtu((ns, UNDERLAY_IF), (self.ns, &self.port), one_way, self.mtu)?;
             return Ok(Some(line));
         }
-        let mtu = self.mtu.to_string();
-        ns.run(&[
-            "ip",
-            "link",
-            "add",
-            UNDERLAY_IF,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.port,
-            "mtu",
-            &mtu,
-            "netns",
-            self.ns.name(),
-        ])?;
+        add_veth(ns, UNDERLAY_IF, (self.ns, &self.port), self.mtu)?;
         Ok(None)
     }
+}
+
+/// A veth pair, MTU `mtu` at both ends: `name` in `ns`, its peer `peer.1`
+/// in namespace `peer.0`.
+fn add_veth(ns: &NetNs, name: &str, peer: (&NetNs, &str), mtu: u32) -> Result<(), LabError> {
+    let mtu = mtu.to_string();
+    ns.run(&[
+        "ip",
+        "link",
+        "add",
+        name,
+        "mtu",
+        &mtu,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer.1,
+        "mtu",
+        &mtu,
+        "netns",
+        peer.0.name(),
+    ])
+    .map(drop)
 }
 
 /// A hypervisor-like node on the underlay: its own namespace with
@@ -346,24 +353,7 @@ impl Host {
         prefix: u8,
     ) -> Result<String, LabError> {
         let port = format!("vp{}", self.vm_ports.fetch_add(1, Ordering::Relaxed));
-        let mtu = VM_MTU.to_string();
-        self.ns.run(&[
-            "ip",
-            "link",
-            "add",
-            &port,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            VM_IF,
-            "mtu",
-            &mtu,
-            "netns",
-            ns.name(),
-        ])?;
+        add_veth(&self.ns, &port, (ns, VM_IF), VM_MTU)?;
         self.ns
             .run(&["ip", "link", "set", &port, "master", bridge, "up"])?;
         ns.run(&["ip", "link", "set", VM_IF, "address", mac])?;

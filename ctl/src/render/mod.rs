@@ -127,7 +127,7 @@ pub fn peers(peers: &[PeerStatus]) -> String {
 #[must_use]
 #[allow(clippy::cast_precision_loss, reason = "display only")]
 pub fn millis(ns: u64) -> String {
-    format!("{:.2} ms", ns as f64 / 1e6)
+    vlnet_dataplane::model::human_millis(ns as f64)
 }
 
 /// `vlnet ctl fdb`: one row per MAC location. Static entries do not age, so

@@ -230,8 +230,15 @@ mod tests {
 /// `vlnet lab` jobs.
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
-    /// A vlnet node and a kernel-vxlan node exchanging traffic, with a summary.
-    Demo,
+    /// The whole system on this machine: a cloud (a vlnet node and a
+    /// kernel-vxlan node), a client site behind a delayed WAN attached with
+    /// a token, a VM live-migrated from the cloud to the client; prints a
+    /// timeline and a summary. Under three minutes.
+    Demo {
+        /// RTT of the client's WAN link, e.g. 20ms or 0.1s.
+        #[arg(long, default_value = "20ms", value_parser = parse_delay)]
+        wan_delay: Duration,
+    },
     /// vlnet vs kernel vxlan vs plain veth, as ratios measured in one run.
     Bench {
         /// Print the results as JSON.

@@ -48,7 +48,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ctl(args) => vlnet::admin::run(&args),
         Command::WireguardDevice { ifname } => serve_wireguard_device(&ifname),
         Command::Lab { job } => match job {
-            LabCommand::Demo => vlnet::lab::demo::run(),
+            LabCommand::Demo { wan_delay } => vlnet::lab::demo::run(wan_delay),
             LabCommand::Bench { json, secs } => vlnet::lab::bench::run(json, secs),
             LabCommand::Experiment {
                 which: ExperimentCommand::Migration(args),

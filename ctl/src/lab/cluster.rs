@@ -85,6 +85,8 @@ pub struct Cluster {
     pub kernel: Option<KernelPeer>,
     /// The WAN (dropped last).
     pub wan: Wan,
+    /// Cloud LAN index of the next cloud member's host.
+    next_cloud_index: u8,
 }
 
 /// Cloud LAN index of the kernel-vxlan peer's host.
@@ -128,42 +130,38 @@ impl Cluster {
             nodes: vec![controller],
             kernel,
             wan,
+            next_cloud_index: 2,
         };
-        let mut cloud_index = 2;
-        for (i, place) in members.iter().enumerate() {
-            let n = i + 1;
-            let site = match place {
-                Place::Cloud => {
-                    cloud_index += 1;
-                    Site::Cloud(
-                        cluster
-                            .wan
-                            .add_cloud_host(&format!("c{n}"), cloud_index - 1)?,
-                    )
-                }
-                Place::PublicClient => {
-                    Site::Client(cluster.wan.add_public_client(&format!("p{n}"))?)
-                }
-                Place::NattedClient => {
-                    Site::Client(cluster.wan.add_natted_client(&format!("n{n}"))?)
-                }
-                Place::PublicClientBehind(delay) => {
-                    Site::Client(cluster.wan.add_public_client_with(
-                        &format!("d{n}"),
-                        WanLink {
-                            delay: Some(*delay),
-                        },
-                    )?)
-                }
-            };
-            let spec = NodeSpec::new(&format!("m{n}"), site.host().ip())
-                .with_vni(VNI, BRIDGE, &[])
-                .as_member();
-            let node = Self::node(site, spec, n, &format!("member{n}"), vlnet_binary)?;
-            cluster.nodes.push(node);
+        for &place in members {
+            let n = cluster.add_member(place, vlnet_binary)?;
             cluster.join(n)?;
         }
         Ok(cluster)
+    }
+
+    /// Adds a member node at `place` with its VM and a running daemon that
+    /// has not joined yet (see [`join`](Self::join)); returns its index.
+    pub fn add_member(&mut self, place: Place, vlnet_binary: &Path) -> Result<usize, LabError> {
+        let n = self.nodes.len();
+        let site = match place {
+            Place::Cloud => {
+                let index = self.next_cloud_index;
+                self.next_cloud_index += 1;
+                Site::Cloud(self.wan.add_cloud_host(&format!("c{n}"), index)?)
+            }
+            Place::PublicClient => Site::Client(self.wan.add_public_client(&format!("p{n}"))?),
+            Place::NattedClient => Site::Client(self.wan.add_natted_client(&format!("n{n}"))?),
+            Place::PublicClientBehind(delay) => Site::Client(
+                self.wan
+                    .add_public_client_with(&format!("d{n}"), WanLink { delay: Some(delay) })?,
+            ),
+        };
+        let spec = NodeSpec::new(&format!("m{n}"), site.host().ip())
+            .with_vni(VNI, BRIDGE, &[])
+            .as_member();
+        let node = Self::node(site, spec, n, &format!("member{n}"), vlnet_binary)?;
+        self.nodes.push(node);
+        Ok(n)
     }
 
     fn node(

@@ -28,6 +28,8 @@
 //!   captured.
 //! - [`cluster`]: a controller and members joined by token on a [`Wan`].
 //! - [`qemu`]: real QEMU guests (TCG) and their live migration over QMP.
+//! - [`guest`]: a guest that migrates between a test-bed's two hosts while
+//!   a user VM reaches it.
 //! - [`session`]: probes across an event: a ping running until stopped, a
 //!   timed TCP send.
 //! - [`interrupt`]: SIGINT/SIGTERM as a flag checked between steps.
@@ -43,6 +45,7 @@ pub mod daemon;
 pub mod delay;
 pub mod demo;
 pub mod experiment;
+pub mod guest;
 pub mod interrupt;
 pub mod migrate;
 pub mod netns;

@@ -14,7 +14,7 @@
 //! # Layout
 //! - [`setting`]: the settings and `--over` (pure).
 //! - [`testbed`]: building each setting's hosts and user.
-//! - [`measure`]: the guest's lifecycle and one run's measurements.
+//! - [`measure`]: one run's measurements (the guest: [`super::guest`]).
 //! - [`results`]: run results, summaries, JSON and CSV (pure).
 //! - [`report`]: `report.md` (pure).
 //! - [`plots`]: the SVG plots.
@@ -31,10 +31,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 
-use self::measure::{measure_run, Guest, THROUGHPUT_TIME};
+use self::measure::{measure_run, THROUGHPUT_TIME};
 use self::results::{Parameters, Results, RunResult, PING_INTERVAL_MS};
 use self::setting::{Over, Setting};
 use self::testbed::Testbed;
+use super::guest::Guest;
 use super::interrupt::Interrupt;
 use super::qemu::{GuestImage, GUEST_DIR};
 use super::TempDir;

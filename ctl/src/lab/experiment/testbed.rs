@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::setting::Setting;
 use crate::lab::cluster::{Cluster, Place};
+use crate::lab::guest::GuestSites;
 use crate::lab::scenario::{host_ip, vm_ip, vm_mac, Scenario, Vtep, BRIDGE};
 use crate::lab::topology::{Host, Underlay, Vm};
 use crate::lab::{Datapath, LabError};
@@ -70,7 +71,7 @@ enum Bed {
 }
 
 /// A setting's test-bed: hosts A (index 0) and B (index 1), each with bridge
-/// [`BRIDGE`], and the user's VM at B's site.
+/// [`BRIDGE`], and the user's VM at B's site (its [`GuestSites`]).
 pub struct Testbed {
     bed: Bed,
     migration_addrs: [Ipv4Addr; 2],
@@ -110,10 +111,10 @@ impl Testbed {
             }
         })
     }
+}
 
-    /// Host A (`0`) or B (`1`).
-    #[must_use]
-    pub fn host(&self, side: usize) -> &Host {
+impl GuestSites for Testbed {
+    fn host(&self, side: usize) -> &Host {
         match &self.bed {
             Bed::Lan(lan) => &lan.hosts[side],
             Bed::Vxlan(s) => &s.sites[side].host,
@@ -121,15 +122,11 @@ impl Testbed {
         }
     }
 
-    /// The address host `side`'s QEMU listens on for an incoming migration.
-    #[must_use]
-    pub fn migration_addr(&self, side: usize) -> Ipv4Addr {
+    fn migration_addr(&self, side: usize) -> Ipv4Addr {
         self.migration_addrs[side]
     }
 
-    /// The user's VM, at B's site.
-    #[must_use]
-    pub fn user(&self) -> &Vm {
+    fn user(&self) -> &Vm {
         match &self.bed {
             Bed::Lan(lan) => &lan.user,
             Bed::Vxlan(s) => &s.sites[USER].vm,

@@ -1,0 +1,204 @@
+//! What the demo measures, each from the real parts: pings and a TCP send
+//! from the user VMs, tshark on the cloud LAN and the WAN link, the vlnet
+//! nodes' drop counters and move records.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use super::bed::DemoBed;
+use super::summary::{Across, KernelInterop, View};
+use crate::lab::guest::{GuestSites, GUEST_IP};
+use crate::lab::probe::{self, Capture, PingReport};
+use crate::lab::qemu::GUEST_SINK_PORT;
+use crate::lab::scenario::{vm_ip, VNI};
+use crate::lab::session::tcp_throughput;
+use crate::lab::LabError;
+
+/// Interval of every ping the demo sends.
+pub const PING_INTERVAL: Duration = Duration::from_millis(10);
+/// Pings per RTT measurement.
+const RTT_PINGS: u32 = 30;
+/// Pings each way between the kernel-vxlan node and the vlnet node.
+const INTEROP_PINGS: u32 = 20;
+/// Seconds of each TCP throughput probe.
+const THROUGHPUT_TIME: Duration = Duration::from_secs(2);
+/// UDP packets sampled on the client's WAN link during the move.
+pub const WAN_SAMPLE: u32 = 1000;
+/// Longest the WAN sample may take.
+const WAN_SAMPLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The client user's view of the VM: median RTT of [`RTT_PINGS`] pings and
+/// TCP throughput into the VM's sink (unmeasured, with a warning, if the
+/// send fails).
+pub fn client_view(bed: &DemoBed) -> Result<View, LabError> {
+    let user = bed.user().ns();
+    let pings = probe::ping(user, GUEST_IP, RTT_PINGS, PING_INTERVAL)?;
+    let sink = SocketAddrV4::new(GUEST_IP, GUEST_SINK_PORT);
+    let throughput_mbps = match tcp_throughput(user, sink, THROUGHPUT_TIME) {
+        Ok(bps) => Some(bps / 1e6),
+        Err(e) => {
+            eprintln!("  warning: TCP throughput not measured: {e}");
+            None
+        }
+    };
+    Ok(View {
+        rtt_ms: pings.rtt_p50_ms(),
+        throughput_mbps,
+        received: pings.received,
+        sent: pings.sent,
+    })
+}
+
+/// What a ping left running across the move saw.
+#[must_use]
+pub fn across(pings: &PingReport) -> Across {
+    let (sent, lost) = pings.answered_window();
+    Across {
+        sent,
+        lost,
+        longest_gap_ms: pings.longest_outage(PING_INTERVAL).as_secs_f64() * 1e3,
+    }
+}
+
+/// Pings both ways between the kernel-vxlan node's VM and cloud-1's VM
+/// while tshark watches the kernel node's port on the cloud LAN.
+pub fn kernel_interop(bed: &DemoBed) -> Result<KernelInterop, LabError> {
+    let kernel = bed.kernel()?;
+    let capture = Capture::start(
+        bed.cloud_lan().switch(),
+        kernel.host.switch_port(),
+        "udp port 4789",
+        &["vxlan.vni"],
+        Some(2 * INTEROP_PINGS),
+        Duration::from_secs(5),
+    )?;
+    let to = probe::ping(kernel.vm.ns(), vm_ip(0), INTEROP_PINGS, PING_INTERVAL)?;
+    let from = probe::ping(
+        bed.cloud().vm.ns(),
+        kernel.vm.ip(),
+        INTEROP_PINGS,
+        PING_INTERVAL,
+    )?;
+    let wire = capture.finish()?;
+    let vnis = wire.column("vxlan.vni");
+    Ok(KernelInterop {
+        to_vlnet: (to.received, to.sent),
+        from_vlnet: (from.received, from.sent),
+        vxlan_frames: vnis.len(),
+        vni_ok: !vnis.is_empty() && vnis.iter().all(|v| *v == VNI.to_string()),
+    })
+}
+
+/// Starts sampling UDP on the client's WAN link (see [`wan_sample`]).
+pub fn start_wan_sample(bed: &DemoBed) -> Result<Capture, LabError> {
+    bed.client_site()?.capture_wan(
+        "udp",
+        &["udp.srcport", "udp.dstport"],
+        Some(WAN_SAMPLE),
+        WAN_SAMPLE_LIMIT,
+    )
+}
+
+/// `(packets, plain VXLAN packets)` of a finished WAN sample.
+pub fn wan_sample(capture: Capture) -> Result<(usize, usize), LabError> {
+    let report = capture.finish()?;
+    let vxlan = report
+        .rows
+        .iter()
+        .filter(|row| row.iter().any(|port| port == "4789"))
+        .count();
+    Ok((report.rows.len(), vxlan))
+}
+
+/// Drops by reason, summed over the vlnet nodes.
+pub fn drops(bed: &DemoBed) -> Result<BTreeMap<String, u64>, LabError> {
+    let mut total = BTreeMap::new();
+    for node in bed.vlnet_nodes() {
+        let status = node.daemon.status_json()?;
+        for d in status["drops"].as_array().into_iter().flatten() {
+            if let (Some(reason), Some(n)) = (d["reason"].as_str(), d["packets"].as_u64()) {
+                *total.entry(reason.to_owned()).or_default() += n;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The non-zero differences `after − before`, by reason.
+#[must_use]
+pub fn drops_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(reason, &n)| {
+            let was = before.get(reason).copied().unwrap_or(0);
+            (reason.clone(), n.saturating_sub(was))
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
+/// The VM's move as the client's data plane recorded it: when its announce
+/// entered the client's overlay port, and when the first frame from
+/// another VTEP reached it there with the time between (µs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrivalRecord {
+    /// The `local` move, monotonic ns.
+    pub moved_ns: Option<u64>,
+    /// The `delivered` record: monotonic ns, and the time since the move.
+    pub delivered: Option<(u64, Duration)>,
+    /// The VTEP the first frame came from.
+    pub first_from: Option<Ipv4Addr>,
+}
+
+/// Reads the client's move records for `mac` (the latest of each kind).
+pub fn arrival(bed: &DemoBed, mac: &str) -> Result<ArrivalRecord, LabError> {
+    let text = bed.client().daemon.ctl(&["moves", "--json"])?;
+    let moves: serde_json::Value = serde_json::from_str(&text).map_err(|e| LabError::Parse {
+        what: "vlnet ctl moves --json".into(),
+        detail: e.to_string(),
+    })?;
+    let latest = |kind: &str| {
+        moves
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rfind(|m| m["mac"] == mac && m["kind"] == kind)
+            .cloned()
+    };
+    let local = latest("local");
+    let delivered = latest("delivered");
+    Ok(ArrivalRecord {
+        moved_ns: local.as_ref().and_then(|m| m["monotonic_ns"].as_u64()),
+        delivered: delivered.as_ref().and_then(|m| {
+            let switch = m["path_switch_us"].as_u64().map(Duration::from_micros);
+            m["monotonic_ns"].as_u64().zip(switch)
+        }),
+        first_from: delivered
+            .as_ref()
+            .and_then(|m| m["from"].as_str())
+            .and_then(|a| a.parse().ok()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_between_keeps_only_what_grew() {
+        let map = |v: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            v.iter().map(|&(r, n)| (r.to_owned(), n)).collect()
+        };
+        let before = map(&[("short", 2), ("bad_vni", 0)]);
+        let after = map(&[("short", 2), ("bad_vni", 5), ("no_route", 1)]);
+        assert_eq!(
+            drops_between(&before, &after),
+            vec![("bad_vni".to_owned(), 5), ("no_route".to_owned(), 1)]
+        );
+        assert!(drops_between(&after, &after).is_empty());
+    }
+}

@@ -1,0 +1,150 @@
+//! A QEMU guest that live-migrates between two hosts of a lab test-bed and
+//! a user VM that reaches it: [`Guest`] boots it on host A (side 0), moves
+//! it to the other side and back, and stops each source QEMU once its state
+//! has left. The test-bed is anything that names its two hosts, their
+//! migration addresses and the user: [`GuestSites`].
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::interrupt::Interrupt;
+use super::probe;
+use super::qemu::{GuestImage, GuestSpec, MigrationReport, MigrationUri, Qemu};
+use super::scenario::BRIDGE;
+use super::topology::{Host, Vm};
+use super::LabError;
+
+/// The guest's overlay address.
+pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+/// The guest's MAC.
+pub const GUEST_MAC: &str = "52:54:00:00:00:64";
+/// The port a destination QEMU listens on for the migration stream.
+pub const MIGRATION_PORT: u16 = 4444;
+/// Pause after the guest came home, so that QEMU's announce rounds are over
+/// before anything is measured.
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// How long the guest may take to boot (TCG) or to answer after a move.
+const ANSWER_LIMIT: Duration = Duration::from_mins(2);
+
+/// A test-bed a [`Guest`] runs on: hosts A (side 0) and B (side 1), each
+/// with bridge [`BRIDGE`], and a user VM that reaches the guest.
+pub trait GuestSites {
+    /// Host A (`0`) or B (`1`).
+    fn host(&self, side: usize) -> &Host;
+    /// The address host `side`'s QEMU listens on for an incoming migration.
+    fn migration_addr(&self, side: usize) -> Ipv4Addr;
+    /// The VM whose view of the guest is measured.
+    fn user(&self) -> &Vm;
+}
+
+/// The guest: the QEMU it runs in now, and on which host.
+pub struct Guest<'a> {
+    sites: &'a dyn GuestSites,
+    image: &'a GuestImage,
+    dir: &'a Path,
+    qemu: Qemu,
+    side: usize,
+    starts: u32,
+}
+
+impl<'a> Guest<'a> {
+    /// Boots the guest on host A and waits until the user reaches it.
+    pub fn boot(
+        sites: &'a dyn GuestSites,
+        image: &'a GuestImage,
+        dir: &'a Path,
+        interrupt: &Interrupt,
+    ) -> Result<Self, LabError> {
+        let qemu = start(sites, image, dir, 0, "g0", None)?;
+        let guest = Self {
+            sites,
+            image,
+            dir,
+            qemu,
+            side: 0,
+            starts: 1,
+        };
+        guest.wait_answers(interrupt)?;
+        Ok(guest)
+    }
+
+    /// The host the guest runs on now: `0` (A) or `1` (B).
+    #[must_use]
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// The test-bed.
+    #[must_use]
+    pub fn sites(&self) -> &'a dyn GuestSites {
+        self.sites
+    }
+
+    /// Waits until the guest answers the user's ping.
+    pub fn wait_answers(&self, interrupt: &Interrupt) -> Result<(), LabError> {
+        let started = Instant::now();
+        let user = self.sites.user().ns();
+        while probe::ping(user, GUEST_IP, 1, Duration::from_millis(200))?.received == 0 {
+            interrupt.check()?;
+            if started.elapsed() > ANSWER_LIMIT {
+                return Err(LabError::Invalid(format!(
+                    "the guest did not answer within {ANSWER_LIMIT:?}; console:\n{}",
+                    self.qemu.console()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Live-migrates the guest to the other host (a QEMU started there
+    /// listens on its [`GuestSites::migration_addr`]) and stops the source.
+    pub fn migrate(&mut self) -> Result<MigrationReport, LabError> {
+        let to = 1 - self.side;
+        let uri = MigrationUri::Tcp(SocketAddrV4::new(
+            self.sites.migration_addr(to),
+            MIGRATION_PORT,
+        ));
+        let name = format!("g{}", self.starts);
+        self.starts += 1;
+        let target = start(self.sites, self.image, self.dir, to, &name, Some(&uri))?;
+        let report = self.qemu.migrate(&uri)?;
+        std::mem::replace(&mut self.qemu, target).stop();
+        self.side = to;
+        Ok(report)
+    }
+
+    /// Brings the guest back to host A and waits until the user reaches it
+    /// there.
+    pub fn return_home(&mut self, interrupt: &Interrupt) -> Result<(), LabError> {
+        if self.side != 0 {
+            self.migrate()?;
+        }
+        self.wait_answers(interrupt)?;
+        std::thread::sleep(SETTLE);
+        Ok(())
+    }
+}
+
+/// Starts QEMU for the guest on host `side`.
+fn start(
+    sites: &dyn GuestSites,
+    image: &GuestImage,
+    dir: &Path,
+    side: usize,
+    name: &str,
+    incoming: Option<&MigrationUri>,
+) -> Result<Qemu, LabError> {
+    Qemu::start(
+        sites.host(side),
+        BRIDGE,
+        &GuestSpec {
+            image,
+            name,
+            mac: GUEST_MAC,
+            ip: (GUEST_IP, 24),
+            dir,
+            incoming,
+        },
+    )
+}

@@ -1,8 +1,9 @@
 //! A QEMU guest that live-migrates between two hosts of a lab test-bed and
 //! a user VM that reaches it: [`Guest`] boots it on host A (side 0), moves
 //! it to the other side and back, and stops each source QEMU once its state
-//! has left. The test-bed is anything that names its two hosts, their
-//! migration addresses and the user: [`GuestSites`].
+//! has left; [`user_view`] is what the user sees of it. The test-bed is
+//! anything that names its two hosts, their migration addresses and the
+//! user: [`GuestSites`].
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::interrupt::Interrupt;
 use super::probe;
-use super::qemu::{GuestImage, GuestSpec, MigrationReport, MigrationUri, Qemu};
+use super::qemu::{GuestImage, GuestSpec, MigrationReport, MigrationUri, Qemu, GUEST_SINK_PORT};
 use super::scenario::BRIDGE;
+use super::session::tcp_throughput;
 use super::topology::{Host, Vm};
 use super::LabError;
 
@@ -26,6 +28,55 @@ pub const MIGRATION_PORT: u16 = 4444;
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long the guest may take to boot (TCG) or to answer after a move.
 const ANSWER_LIMIT: Duration = Duration::from_mins(2);
+/// Interval of the user's pings, ms.
+pub const USER_PING_INTERVAL_MS: u64 = 10;
+/// Interval of the user's pings.
+pub const USER_PING_INTERVAL: Duration = Duration::from_millis(USER_PING_INTERVAL_MS);
+/// Pings whose median is the user's RTT.
+const USER_RTT_PINGS: u32 = 30;
+/// Length of the user's TCP throughput probe.
+pub const USER_TCP_TIME: Duration = Duration::from_secs(2);
+
+/// What the user saw of the guest over one round of probes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserView {
+    /// Median ping RTT, ms.
+    pub rtt_ms: Option<f64>,
+    /// TCP throughput into the guest's sink, Mbit/s.
+    pub throughput_mbps: Option<f64>,
+    /// Pings answered.
+    pub received: u32,
+    /// Pings sent.
+    pub sent: u32,
+}
+
+/// The user's view of the guest: the median RTT of 30 pings every
+/// [`USER_PING_INTERVAL`], and TCP throughput into the guest's sink over
+/// [`USER_TCP_TIME`]. A probe that fails is reported on stderr (`when`
+/// says which round) and left unmeasured.
+#[must_use]
+pub fn user_view(sites: &dyn GuestSites, when: &str) -> UserView {
+    let user = sites.user().ns();
+    let mut view = UserView {
+        rtt_ms: None,
+        throughput_mbps: None,
+        received: 0,
+        sent: 0,
+    };
+    match probe::ping(user, GUEST_IP, USER_RTT_PINGS, USER_PING_INTERVAL) {
+        Ok(r) => {
+            view.rtt_ms = r.rtt_p50_ms();
+            (view.received, view.sent) = (r.received, r.sent);
+        }
+        Err(e) => eprintln!("  warning: RTT {when} not measured: {e}"),
+    }
+    let sink = SocketAddrV4::new(GUEST_IP, GUEST_SINK_PORT);
+    match tcp_throughput(user, sink, USER_TCP_TIME) {
+        Ok(bps) => view.throughput_mbps = Some(bps / 1e6),
+        Err(e) => eprintln!("  warning: throughput {when} not measured: {e}"),
+    }
+    view
+}
 
 /// A test-bed a [`Guest`] runs on: hosts A (side 0) and B (side 1), each
 /// with bridge [`BRIDGE`], and a user VM that reaches the guest.

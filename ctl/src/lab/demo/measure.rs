@@ -3,52 +3,24 @@
 //! nodes' drop counters and move records.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::bed::DemoBed;
-use super::summary::{Across, KernelInterop, View};
-use crate::lab::guest::{GuestSites, GUEST_IP};
+use super::summary::{Across, KernelInterop};
+use crate::lab::guest::USER_PING_INTERVAL;
 use crate::lab::probe::{self, Capture, PingReport};
-use crate::lab::qemu::GUEST_SINK_PORT;
 use crate::lab::scenario::{vm_ip, VNI};
-use crate::lab::session::tcp_throughput;
 use crate::lab::LabError;
 
 /// Interval of every ping the demo sends.
-pub const PING_INTERVAL: Duration = Duration::from_millis(10);
-/// Pings per RTT measurement.
-const RTT_PINGS: u32 = 30;
+pub const PING_INTERVAL: Duration = USER_PING_INTERVAL;
 /// Pings each way between the kernel-vxlan node and the vlnet node.
 const INTEROP_PINGS: u32 = 20;
-/// Seconds of each TCP throughput probe.
-const THROUGHPUT_TIME: Duration = Duration::from_secs(2);
 /// UDP packets sampled on the client's WAN link during the move.
 pub const WAN_SAMPLE: u32 = 1000;
 /// Longest the WAN sample may take.
 const WAN_SAMPLE_LIMIT: Duration = Duration::from_secs(30);
-
-/// The client user's view of the VM: median RTT of [`RTT_PINGS`] pings and
-/// TCP throughput into the VM's sink (unmeasured, with a warning, if the
-/// send fails).
-pub fn client_view(bed: &DemoBed) -> Result<View, LabError> {
-    let user = bed.user().ns();
-    let pings = probe::ping(user, GUEST_IP, RTT_PINGS, PING_INTERVAL)?;
-    let sink = SocketAddrV4::new(GUEST_IP, GUEST_SINK_PORT);
-    let throughput_mbps = match tcp_throughput(user, sink, THROUGHPUT_TIME) {
-        Ok(bps) => Some(bps / 1e6),
-        Err(e) => {
-            eprintln!("  warning: TCP throughput not measured: {e}");
-            None
-        }
-    };
-    Ok(View {
-        rtt_ms: pings.rtt_p50_ms(),
-        throughput_mbps,
-        received: pings.received,
-        sent: pings.sent,
-    })
-}
 
 /// What a ping left running across the move saw.
 #[must_use]

@@ -28,12 +28,12 @@ use anyhow::{ensure, Context, Result};
 
 use self::bed::DemoBed;
 use self::measure::{
-    across, arrival, client_view, drops, drops_between, kernel_interop, start_wan_sample,
-    wan_sample, PING_INTERVAL, WAN_SAMPLE,
+    across, arrival, drops, drops_between, kernel_interop, start_wan_sample, wan_sample,
+    PING_INTERVAL, WAN_SAMPLE,
 };
 use self::summary::{Across, Summary};
 use self::timeline::Timeline;
-use super::guest::{Guest, GuestSites, GUEST_IP, GUEST_MAC, SETTLE};
+use super::guest::{user_view, Guest, GuestSites, GUEST_IP, GUEST_MAC, SETTLE};
 use super::interrupt::Interrupt;
 use super::qemu::{GuestImage, MigrationReport, GUEST_DIR};
 use super::scenario::VNI;
@@ -79,7 +79,7 @@ pub fn run(wan_rtt: Duration) -> Result<()> {
         kernel.from_vlnet.1,
         kernel.vxlan_frames
     ));
-    let before = client_view(&bed)?;
+    let before = user_view(&bed, "before the move");
     t.event(format!(
         "client user → VM in the cloud: RTT {} ms, TCP {} Mbit/s",
         opt(before.rtt_ms, 2),
@@ -95,7 +95,7 @@ pub fn run(wan_rtt: Duration) -> Result<()> {
         7,
         &format!("traffic after the move: client user → VM at the same IP {GUEST_IP}"),
     );
-    let after = client_view(&bed)?;
+    let after = user_view(&bed, "after the move");
     t.event(format!(
         "client user → VM at the client: RTT {} ms, TCP {} Mbit/s",
         opt(after.rtt_ms, 2),

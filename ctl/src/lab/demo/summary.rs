@@ -6,23 +6,12 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
+use crate::lab::guest::UserView;
+
 /// Width of the row labels.
 const LABEL: usize = 46;
 /// Width of each value column.
 const VALUE: usize = 16;
-
-/// A user's view of the VM over one probe round.
-#[derive(Debug, Clone, PartialEq)]
-pub struct View {
-    /// Median ping RTT, ms.
-    pub rtt_ms: Option<f64>,
-    /// TCP throughput into the VM, Mbit/s.
-    pub throughput_mbps: Option<f64>,
-    /// Pings answered.
-    pub received: u32,
-    /// Pings sent.
-    pub sent: u32,
-}
 
 /// What a user pinging the VM every 10 ms saw across the move.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,9 +49,9 @@ pub struct Summary {
     /// From `vlnet ctl join` to the client's control session, ms.
     pub join_ms: f64,
     /// The client user's view with the VM in the cloud.
-    pub before: View,
+    pub before: UserView,
     /// The client user's view with the VM at the client.
-    pub after: View,
+    pub after: UserView,
     /// QEMU's total migration time, ms.
     pub migration_ms: f64,
     /// QEMU's downtime, ms.
@@ -214,7 +203,7 @@ mod tests {
     use super::*;
 
     fn summary() -> Summary {
-        let view = |rtt, tput| View {
+        let view = |rtt, tput| UserView {
             rtt_ms: Some(rtt),
             throughput_mbps: Some(tput),
             received: 30,
@@ -284,7 +273,7 @@ mod tests {
         s.after.sent = 30;
         assert!(!s.reachable_after());
         assert!(s.render().contains("from the client user: NO"));
-        s.after = View {
+        s.after = UserView {
             rtt_ms: None,
             throughput_mbps: None,
             received: 0,

@@ -31,11 +31,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 
-use self::measure::{measure_run, THROUGHPUT_TIME};
+use self::measure::measure_run;
 use self::results::{Parameters, Results, RunResult, PING_INTERVAL_MS};
 use self::setting::{Over, Setting};
 use self::testbed::Testbed;
-use super::guest::Guest;
+use super::guest::{Guest, USER_TCP_TIME};
 use super::interrupt::Interrupt;
 use super::qemu::{GuestImage, GUEST_DIR};
 use super::TempDir;
@@ -135,7 +135,7 @@ pub fn run_migration(args: &MigrationArgs) -> Result<()> {
             settings,
             runs: args.runs,
             wan_delay_ms: args.wan_delay.as_secs_f64() * 1e3,
-            throughput_secs: THROUGHPUT_TIME.as_secs_f64(),
+            throughput_secs: USER_TCP_TIME.as_secs_f64(),
             ping_interval_ms: PING_INTERVAL_MS,
         },
         runs,

@@ -38,7 +38,7 @@ pub struct RunResult {
 }
 
 /// Interval of the user's pings across a move, ms.
-pub const PING_INTERVAL_MS: u64 = 10;
+pub use crate::lab::guest::USER_PING_INTERVAL_MS as PING_INTERVAL_MS;
 
 /// Median and range of one metric over a setting's runs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -46,7 +46,7 @@ pub struct UserView {
     pub throughput_mbps: Option<f64>,
     /// Pings answered.
     pub received: u32,
-    /// Pings sent.
+    /// Pings sent, up to the last one answered.
     pub sent: u32,
 }
 
@@ -65,8 +65,11 @@ pub fn user_view(sites: &dyn GuestSites, when: &str) -> UserView {
     };
     match probe::ping(user, GUEST_IP, USER_RTT_PINGS, USER_PING_INTERVAL) {
         Ok(r) => {
+            // With a deadline ping sends until `count` replies came back:
+            // requests still in flight at the end are not losses.
+            let (sent, lost) = r.answered_window();
             view.rtt_ms = r.rtt_p50_ms();
-            (view.received, view.sent) = (r.received, r.sent);
+            (view.received, view.sent) = (sent - lost, sent);
         }
         Err(e) => eprintln!("  warning: RTT {when} not measured: {e}"),
     }

@@ -74,8 +74,7 @@ pub struct Summary {
 
 impl Summary {
     /// Whether the client user reached the VM at its address after the
-    /// move: at least 9 of every 10 pings answered (ping sends until its
-    /// count is answered, so one lost request shows as 30/31).
+    /// move: at least 9 of every 10 pings answered.
     #[must_use]
     pub fn reachable_after(&self) -> bool {
         self.after.received > 0 && self.after.received * 10 >= self.after.sent * 9

@@ -113,6 +113,13 @@ fn read(path: &Path) -> Result<Vec<u8>, LabError> {
 impl GuestImage {
     /// Builds the initramfs from [`BUSYBOX`] and the modules in `guest_dir`.
     pub fn build(guest_dir: &Path) -> Result<Self, LabError> {
+        if !guest_dir.join("vmlinuz").is_file() {
+            return Err(LabError::Invalid(format!(
+                "no guest kernel in {}: run `sudo bash tests/install-deps.sh` \
+                 (it installs QEMU and puts a kernel and its virtio modules there)",
+                guest_dir.display()
+            )));
+        }
         let dir = TempDir::new("vlt-guest")?;
         let modules = GUEST_MODULES.join(" ");
         let mut entries = vec![
@@ -365,6 +372,16 @@ mod tests {
         assert_eq!(unix.uri(), "unix:/tmp/m.sock");
         let tcp = MigrationUri::Tcp(SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 2), 4444));
         assert_eq!(tcp.uri(), "tcp:198.19.0.2:4444");
+    }
+
+    #[test]
+    fn a_missing_guest_kernel_says_how_to_get_it() {
+        let err = GuestImage::build(Path::new("/nonexistent/vlnet-guest"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("/nonexistent/vlnet-guest"), "{err}");
+        assert!(err.contains("tests/install-deps.sh"), "{err}");
     }
 
     #[test]

@@ -673,7 +673,6 @@ async fn refresh_next_hops(node: Arc<Node>) {
 /// before its arrival stops being timed.
 const ARRIVAL_WAIT: Duration = Duration::from_secs(10);
 
-/// Forgets arrivals that never saw a frame, every second.
 /// Records the node's traffic for placement advice every
 /// [`traffic::SAMPLE_EVERY`], starting now.
 async fn sample_traffic(node: Arc<Node>) {
@@ -692,6 +691,7 @@ async fn sample_traffic(node: Arc<Node>) {
     }
 }
 
+/// Forgets arrivals that never saw a frame, every second.
 async fn expire_arrivals(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -23,8 +23,9 @@ pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const GUEST_MAC: &str = "52:54:00:00:00:64";
 /// The port a destination QEMU listens on for the migration stream.
 pub const MIGRATION_PORT: u16 = 4444;
-/// Pause after the guest came home, so that QEMU's announce rounds are over
-/// before anything is measured.
+/// Wait after a migration completed (plus the WAN's RTT, where there is
+/// one) before anything is measured: QEMU's announce rounds are over by
+/// then.
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long the guest may take to boot (TCG) or to answer after a move.
 const ANSWER_LIMIT: Duration = Duration::from_mins(2);
@@ -136,7 +137,7 @@ impl<'a> Guest<'a> {
     }
 
     /// Waits until the guest answers the user's ping.
-    pub fn wait_answers(&self, interrupt: &Interrupt) -> Result<(), LabError> {
+    fn wait_answers(&self, interrupt: &Interrupt) -> Result<(), LabError> {
         let started = Instant::now();
         let user = self.sites.user().ns();
         while probe::ping(user, GUEST_IP, 1, Duration::from_millis(200))?.received == 0 {

@@ -13,8 +13,6 @@ use crate::lab::probe::{self, Capture, PingReport};
 use crate::lab::scenario::{vm_ip, VNI};
 use crate::lab::LabError;
 
-/// Interval of every ping the demo sends.
-pub const PING_INTERVAL: Duration = USER_PING_INTERVAL;
 /// Pings each way between the kernel-vxlan node and the vlnet node.
 const INTEROP_PINGS: u32 = 20;
 /// UDP packets sampled on the client's WAN link during the move.
@@ -29,7 +27,7 @@ pub fn across(pings: &PingReport) -> Across {
     Across {
         sent,
         lost,
-        longest_gap_ms: pings.longest_outage(PING_INTERVAL).as_secs_f64() * 1e3,
+        longest_gap_ms: pings.longest_outage(USER_PING_INTERVAL).as_secs_f64() * 1e3,
     }
 }
 
@@ -45,12 +43,12 @@ pub fn kernel_interop(bed: &DemoBed) -> Result<KernelInterop, LabError> {
         Some(2 * INTEROP_PINGS),
         Duration::from_secs(5),
     )?;
-    let to = probe::ping(kernel.vm.ns(), vm_ip(0), INTEROP_PINGS, PING_INTERVAL)?;
+    let to = probe::ping(kernel.vm.ns(), vm_ip(0), INTEROP_PINGS, USER_PING_INTERVAL)?;
     let from = probe::ping(
         bed.cloud().vm.ns(),
         kernel.vm.ip(),
         INTEROP_PINGS,
-        PING_INTERVAL,
+        USER_PING_INTERVAL,
     )?;
     let wire = capture.finish()?;
     let vnis = wire.column("vxlan.vni");

@@ -28,12 +28,11 @@ use anyhow::{ensure, Context, Result};
 
 use self::bed::DemoBed;
 use self::measure::{
-    across, arrival, drops, drops_between, kernel_interop, start_wan_sample, wan_sample,
-    PING_INTERVAL, WAN_SAMPLE,
+    across, arrival, drops, drops_between, kernel_interop, start_wan_sample, wan_sample, WAN_SAMPLE,
 };
-use self::summary::{Across, Summary};
+use self::summary::{opt, Across, Summary};
 use self::timeline::Timeline;
-use super::guest::{user_view, Guest, GuestSites, GUEST_IP, GUEST_MAC, SETTLE};
+use super::guest::{user_view, Guest, GuestSites, GUEST_IP, GUEST_MAC, SETTLE, USER_PING_INTERVAL};
 use super::interrupt::Interrupt;
 use super::qemu::{GuestImage, MigrationReport, GUEST_DIR};
 use super::scenario::VNI;
@@ -200,8 +199,8 @@ fn migrate_watched(
     t: &mut Timeline,
     wan_rtt: Duration,
 ) -> Result<Moved> {
-    let client_pings = PingSession::start(bed.user().ns(), GUEST_IP, PING_INTERVAL)?;
-    let cloud_pings = PingSession::start(bed.cloud().vm.ns(), GUEST_IP, PING_INTERVAL)?;
+    let client_pings = PingSession::start(bed.user().ns(), GUEST_IP, USER_PING_INTERVAL)?;
+    let cloud_pings = PingSession::start(bed.cloud().vm.ns(), GUEST_IP, USER_PING_INTERVAL)?;
     std::thread::sleep(LEAD);
     let wan = start_wan_sample(bed)?;
     t.event("migration starts (QEMU, stream between the WireGuard tunnel addresses)");
@@ -268,9 +267,4 @@ fn admin_view(bed: &DemoBed) -> String {
             bed.client().daemon.ctl(&["moves"])
         )
     )
-}
-
-/// A measured value with `digits` decimals, or `–`.
-fn opt(value: Option<f64>, digits: usize) -> String {
-    value.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }

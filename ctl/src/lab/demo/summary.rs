@@ -193,7 +193,8 @@ fn row(out: &mut String, label: &str, a: &str, b: &str) {
 }
 
 /// A measured value with `digits` decimals, or `–`.
-fn opt(value: Option<f64>, digits: usize) -> String {
+#[must_use]
+pub fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
 

@@ -30,7 +30,7 @@ use self::bed::DemoBed;
 use self::measure::{
     across, arrival, drops, drops_between, kernel_interop, start_wan_sample, wan_sample, WAN_SAMPLE,
 };
-use self::summary::{opt, Across, Summary};
+use self::summary::{opt, wan_words, Across, Summary};
 use self::timeline::Timeline;
 use super::guest::{user_view, Guest, GuestSites, GUEST_IP, GUEST_MAC, SETTLE, USER_PING_INTERVAL};
 use super::interrupt::Interrupt;
@@ -161,8 +161,8 @@ fn build(
     t.step(
         2,
         &format!(
-            "building the client site across the WAN ({:.0} ms RTT from the delay line)",
-            wan_rtt.as_secs_f64() * 1e3
+            "building the client site behind {}",
+            wan_words(wan_rtt.as_secs_f64() * 1e3)
         ),
     );
     bed.add_client(wan_rtt, vlnet)?;

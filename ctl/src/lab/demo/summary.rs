@@ -86,9 +86,8 @@ impl Summary {
         let mut out = String::from("== summary ==\n");
         let _ = writeln!(
             out,
-            "client site behind a WAN with {:.0} ms RTT (user-space delay line), \
-             attached with `ctl client add` / `ctl join` in {:.2} s\n",
-            self.wan_rtt_ms,
+            "client site behind {}, attached with `ctl client add` / `ctl join` in {:.2} s\n",
+            wan_words(self.wan_rtt_ms),
             self.join_ms / 1e3
         );
         row(
@@ -186,6 +185,16 @@ impl Summary {
     }
 }
 
+/// The client's WAN in words.
+#[must_use]
+pub fn wan_words(rtt_ms: f64) -> String {
+    if rtt_ms > 0.0 {
+        format!("a WAN with {rtt_ms:.0} ms RTT (user-space delay line)")
+    } else {
+        "an undelayed WAN".to_owned()
+    }
+}
+
 /// One table row.
 fn row(out: &mut String, label: &str, a: &str, b: &str) {
     let line = format!("{label:<LABEL$}{a:>VALUE$}{b:>VALUE$}");
@@ -253,7 +262,14 @@ mod tests {
         assert!(line("  pings lost, client user").contains("14 of 400"));
         assert!(text.contains("VNI 100 on all: true"), "{text}");
         assert!(text.contains("during the demo: none"), "{text}");
+        assert!(
+            text.contains("behind a WAN with 20 ms RTT (user-space delay line), attached"),
+            "{text}"
+        );
         assert!(text.contains("in 0.42 s"), "{text}");
+        let mut lan = summary();
+        lan.wan_rtt_ms = 0.0;
+        assert!(lan.render().contains("behind an undelayed WAN, attached"));
         assert!(
             text.contains("reachable at the same IP from the client user: yes"),
             "{text}"

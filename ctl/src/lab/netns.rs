@@ -148,8 +148,8 @@ pub(crate) fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Outp
             source,
         })?;
     // Read both pipes concurrently so a chatty child cannot block on a full pipe.
-    let out = child.stdout.take().map(drain);
-    let err = child.stderr.take().map(drain);
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -170,9 +170,7 @@ pub(crate) fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Outp
             }
         }
     };
-    let join = |h: Option<thread::JoinHandle<Vec<u8>>>| {
-        h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
-    };
+    let join = |h: thread::JoinHandle<Vec<u8>>| h.join().unwrap_or_default();
     Ok(Output {
         status,
         stdout: join(out),
@@ -180,10 +178,15 @@ pub(crate) fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Outp
     })
 }
 
-fn drain<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
+/// Reads a child's pipe to its end on a thread of its own, so the child
+/// never blocks on a full pipe; join the handle for the bytes (`None`, a
+/// stream that was not piped, reads nothing).
+pub fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
     thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
+        if let Some(mut r) = pipe {
+            let _ = r.read_to_end(&mut buf);
+        }
         buf
     })
 }

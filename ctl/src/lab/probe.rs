@@ -5,14 +5,14 @@
 //! tshark decodes UDP 4789 as VXLAN by default (`tshark -G decodes` lists
 //! `udp.port 4789 vxlan`), so no `-d` option is passed.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::netns::{ChildGuard, LabError, NetNs};
+use super::netns::{drain, ChildGuard, LabError, NetNs};
 
 /// Extra time allowed on top of a probe's own duration before it is killed.
 const GRACE: Duration = Duration::from_secs(10);
@@ -403,15 +403,8 @@ impl Capture {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut guard = ChildGuard::spawn(&mut cmd)?;
-        let out = guard.child_mut().stdout.take();
+        let stdout = drain(guard.child_mut().stdout.take());
         let err = guard.child_mut().stderr.take();
-        let stdout = thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut out) = out {
-                let _ = out.read_to_end(&mut buf);
-            }
-            buf
-        });
         let (ready_tx, ready_rx) = mpsc::channel();
         let stderr = thread::spawn(move || {
             let mut text = String::new();

@@ -7,10 +7,10 @@
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream};
 use std::process::Stdio;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::netns::{ChildGuard, LabError, NetNs};
+use super::netns::{drain, ChildGuard, LabError, NetNs};
 use super::probe::{parse_ping, PingReport};
 
 /// How long a stopped ping may take to print its summary.
@@ -42,14 +42,7 @@ impl PingSession {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut guard = ChildGuard::spawn(&mut cmd)?;
-        let out = guard.child_mut().stdout.take();
-        let stdout = thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut out) = out {
-                let _ = out.read_to_end(&mut buf);
-            }
-            buf
-        });
+        let stdout = drain(guard.child_mut().stdout.take());
         Ok(Self { guard, stdout })
     }
 

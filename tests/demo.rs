@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::interrupt::{sigint, wait_for_line};
 use support::leftovers::leftovers;
 
 const VLNET: &str = env!("CARGO_BIN_EXE_vlnet");
@@ -89,22 +90,16 @@ fn an_interrupted_demo_leaves_nothing_behind() {
         .unwrap();
     let pid = demo.id();
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
-    let started = Instant::now();
     // Step 4 boots the QEMU guest: by then the cloud, the client, the WAN,
     // both daemons, WireGuard and the delay line all exist.
-    loop {
-        let line = lines.next().expect("demo output ended early").unwrap();
-        if line.starts_with("[4/8]") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_mins(1),
-            "demo never reached step 4"
-        );
-    }
+    wait_for_line(
+        &mut lines,
+        |l| l.starts_with("[4/8]"),
+        Duration::from_mins(1),
+        "step 4",
+    );
     std::thread::sleep(Duration::from_secs(1));
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGINT) };
+    sigint(pid);
     let out = demo.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

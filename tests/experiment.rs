@@ -17,8 +17,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::interrupt::{sigint, wait_for_line};
 use support::leftovers::leftovers;
 
 use vlnet::lab::TempDir;
@@ -139,23 +140,14 @@ fn an_interrupted_experiment_leaves_nothing_behind() {
         .unwrap();
     let pid = child.id();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = Instant::now();
     // Interrupt while the guest runs: QEMU and the test-bed are up.
-    loop {
-        let line = lines
-            .next()
-            .expect("experiment output ended early")
-            .unwrap();
-        if line.contains("run 1/") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_mins(3),
-            "never reached run 1"
-        );
-    }
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGINT) };
+    wait_for_line(
+        &mut lines,
+        |l| l.contains("run 1/"),
+        Duration::from_mins(3),
+        "run 1",
+    );
+    sigint(pid);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     assert!(!status.success(), "an interrupted experiment must fail");

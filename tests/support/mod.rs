@@ -8,6 +8,7 @@
 
 pub mod frames;
 pub mod http;
+pub mod interrupt;
 pub mod leftovers;
 pub mod node;
 pub mod packet_socket;

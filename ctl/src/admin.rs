@@ -102,6 +102,23 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             }
             other => bail!("unexpected answer {other:?}"),
         },
+        CtlCommand::Vm {
+            command: VmCommand::Move { mac, vni, to, ttl },
+        } => match ask(
+            args,
+            &Request::VmMove {
+                mac: *mac,
+                vni: *vni,
+                to: to.clone(),
+                ttl_secs: *ttl,
+            },
+        )? {
+            Response::Ok => {
+                println!("{to} may take {mac} on VNI {vni} within {ttl} s");
+                Ok(())
+            }
+            other => bail!("unexpected answer {other:?}"),
+        },
         CtlCommand::Moves => match ask(args, &Request::Moves)? {
             Response::Moves(m) => print(args.json, &m, |m| render::moves(m)),
             other => bail!("unexpected answer {other:?}"),

@@ -148,6 +148,23 @@ pub enum VmCommand {
         #[arg(long)]
         bridge: Option<String>,
     },
+    /// On the controller: let a member take over the VM's MAC, once (run it
+    /// before live-migrating a VM from the cloud, or from another member, to
+    /// that member; without it the member gets the MAC only when its old
+    /// host releases it).
+    Move {
+        /// The VM's MAC, e.g. 52:54:00:12:34:56.
+        mac: vlnet_dataplane::mac::MacAddr,
+        /// The VM's VNI.
+        #[arg(long)]
+        vni: u32,
+        /// The member it moves to (as `vlnet ctl client list` names it).
+        #[arg(long)]
+        to: String,
+        /// How long the permission lasts (90, 15m, 1h, 2d).
+        #[arg(long, default_value = "15m", value_parser = parse_ttl)]
+        ttl: u64,
+    },
 }
 
 /// `vlnet ctl client …`.

@@ -84,6 +84,18 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bridge: Option<String>,
     },
+    /// Controller: member `to` may take `mac` on `vni` once within
+    /// `ttl_secs` (a VM live-migrating to it).
+    VmMove {
+        /// The VM's MAC.
+        mac: MacAddr,
+        /// Its VNI.
+        vni: u32,
+        /// The member it moves to.
+        to: String,
+        /// How long the permission lasts, seconds.
+        ttl_secs: u64,
+    },
     /// Inner flows tracked in the kernel.
     Flows(FlowQuery),
     /// Placement advice for the VMs on this node.
@@ -164,6 +176,11 @@ pub trait ApiHandler: Send + Sync + 'static {
     /// Announces and advertises a VM that moved here.
     fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), String> {
         let _ = (mac, vni, bridge);
+        Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// Controller: lets member `to` take `mac` on `vni` once.
+    fn vm_move(&self, mac: MacAddr, vni: u32, to: &str, ttl_secs: u64) -> Result<(), String> {
+        let _ = (mac, vni, to, ttl_secs);
         Err(NO_CONTROL_PLANE.to_owned())
     }
     /// Inner flows tracked in the kernel, as `query` selects them.
@@ -434,6 +451,14 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
             .map(Response::Advice),
         Request::VmMoved { mac, vni, bridge } => handler
             .vm_moved(mac, vni, bridge.as_deref())
+            .map(|()| Response::Ok),
+        Request::VmMove {
+            mac,
+            vni,
+            to,
+            ttl_secs,
+        } => handler
+            .vm_move(mac, vni, &to, ttl_secs)
             .map(|()| Response::Ok),
     })
     .await;

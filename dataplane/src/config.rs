@@ -136,6 +136,10 @@ pub struct WireguardConfig {
     /// TCP port of the control protocol, on tunnel addresses only.
     #[serde(default = "default_control_port")]
     pub control_port: u16,
+    /// Controller only: MACs one member may hold per VNI (its claims beyond
+    /// are refused), 1..=65536.
+    #[serde(default = "default_mac_quota")]
+    pub mac_quota: u32,
 }
 
 /// `[node]`.
@@ -298,6 +302,10 @@ fn default_control_port() -> u16 {
     DEFAULT_CONTROL_PORT
 }
 
+fn default_mac_quota() -> u32 {
+    crate::control::core::controller::DEFAULT_MAC_QUOTA
+}
+
 fn default_ttl() -> u8 {
     DEFAULT_TTL
 }
@@ -449,6 +457,12 @@ impl WireguardConfig {
         }
         if self.control_port == 0 {
             return Err((key("control_port"), "0 is not a port".to_owned()));
+        }
+        if !(1..=65536).contains(&self.mac_quota) {
+            return Err((
+                key("mac_quota"),
+                format!("{} is out of range (1..=65536)", self.mac_quota),
+            ));
         }
         match (self.role, self.address) {
             (Role::Controller, None) => Err((

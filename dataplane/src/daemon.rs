@@ -121,7 +121,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             // must not drop them even for a moment.
             plane.start().await?;
             converge(&cfg, &plane.dynamic(), &mut dataplane, &node).await?;
-            plane.spawn_tasks();
+            plane.spawn_tasks().await;
             Some(plane)
         } else {
             converge(&cfg, &Dynamic::default(), &mut dataplane, &node).await?;

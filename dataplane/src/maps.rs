@@ -272,6 +272,12 @@ impl Maps {
         }
     }
 
+    /// The FDB entry of `mac` on `vni`, if any.
+    #[must_use]
+    pub fn fdb_entry(&self, vni: u32, mac: [u8; 6]) -> Option<vlnet_fdb_entry> {
+        self.fdb.get(&fdb_key(vni, mac), 0).ok()
+    }
+
     /// Every FDB entry.
     pub fn fdb(&self) -> Vec<(vlnet_fdb_key, vlnet_fdb_entry)> {
         self.fdb.iter().filter_map(Result::ok).collect()

@@ -274,6 +274,10 @@ impl ApiHandler for Node {
         Ok(())
     }
 
+    fn vm_move(&self, mac: MacAddr, vni: u32, to: &str, ttl_secs: u64) -> Result<(), String> {
+        self.control()?.grant_move(vni, mac, to, ttl_secs)
+    }
+
     fn moves(&self) -> Result<Vec<MoveRecord>, String> {
         Ok(lock(&self.moves).records())
     }
@@ -319,6 +323,35 @@ impl DataplaneHooks for Node {
             .into_iter()
             .map(|(vni, bridge, port, _)| (vni, bridge, port))
             .collect()
+    }
+
+    fn fdb_holder(&self, vni: u32, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.maps()
+            .fdb_entry(vni, mac.0)
+            .filter(|e| e.flags & vlnet_ebpf::abi::VLNET_FDB_CONTROL == 0)
+            .map(|e| Ipv4Addr::from(u32::from_be(e.vtep_be)))
+    }
+
+    fn forget_local(&self, vni: u32, mac: MacAddr) {
+        let Some((_, bridge, port)) = self.vni_ports().into_iter().find(|v| v.0 == vni) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let forgot = async {
+                let nl = Netlink::connect()?;
+                let (Some(bridge), Some(port)) = (nl.link(&bridge).await?, nl.link(&port).await?)
+                else {
+                    return Ok(0);
+                };
+                nl.forget_bridge_mac(bridge.index, port.index, mac).await
+            };
+            match forgot.await {
+                Ok(n) => tracing::info!(vni, %mac, entries = n, "MAC moved away: bridge forgot it"),
+                Err(e) => {
+                    tracing::warn!(vni, %mac, error = %e, "cannot remove a moved MAC from the bridge");
+                }
+            }
+        });
     }
 }
 

@@ -1,38 +1,41 @@
-//! The controller's side: invites (`client add/list/remove`), the control
-//! listener (joins and member sessions), relaying MAC routes between members
-//! like a route reflector, and following members' WireGuard endpoints.
+//! The controller's running side: the operator's commands (`client
+//! add/list/remove`, `vm move`), the control listener on the tunnel address
+//! (joins and member sessions), and members' WireGuard endpoints. Every
+//! decision is the [`ControllerCore`](super::core::controller::ControllerCore)'s;
+//! this file only moves bytes and carries out effects.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
-use super::macbook::{Applied, Relay};
-use super::mobility::NodeId;
-use super::plane::{ClientRecord, ControlPlane, ControllerState, Inner, SessionHandle};
-use super::registry::{ControllerAddrs, InviteRequest, Removed};
+use super::core::{RejectReason, Rejection};
+use super::plane::{unix_now, ClientRecord, ControlPlane, Inner, SessionHandle, SESSION_QUEUE};
+use super::registry::{ControllerAddrs, InviteRequest, Registry};
 use super::session::{self, Receiver, Sender, SessionError, DEAD_AFTER, KEEPALIVE};
-use super::token::Token;
-use super::wire::{FullSync, Hello, Join, MacAdvert, Members, Message, Welcome, WireError};
-use crate::control::registry::registry_path;
+use super::wire::{Hello, Join, Message, WireError};
+use crate::mac::MacAddr;
 
 /// How long the controller waits for a joining client to close its join
 /// connection before switching its key.
 const JOIN_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How often members' WireGuard endpoints are checked.
 const ENDPOINT_POLL: Duration = Duration::from_secs(1);
-
-/// Seconds since the Unix epoch.
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Control connections one tunnel address may hold open at once (a member
+/// needs one; a join and a reconnect overlapping need two).
+pub const CONNECTIONS_PER_ADDRESS: usize = 4;
+/// Control connections open at once in all.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Longest a send on a session may take before the session is dropped as
+/// stuck (its member stopped reading).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause after a failed `accept` (descriptors exhausted, say);
+/// pauses double from 10 ms up to it.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Who is on the other end of a control connection.
 enum Caller {
@@ -40,22 +43,59 @@ enum Caller {
     Invited(Ipv4Addr),
 }
 
-impl ControlPlane {
-    fn controller<T>(&self, f: impl FnOnce(&mut ControllerState) -> T) -> Result<T, String> {
-        match &mut *self.inner() {
-            Inner::Controller(c) => Ok(f(c)),
-            Inner::Member(_) => Err(
-                "this node is not a controller (its config has no [wireguard] role = \"controller\")"
-                    .to_owned(),
-            ),
+/// Open control connections per tunnel address.
+#[derive(Debug, Default)]
+pub(super) struct ConnectionCounts {
+    by_addr: Mutex<HashMap<Ipv4Addr, usize>>,
+}
+
+/// One open control connection; its count goes when it is dropped.
+struct ConnectionSlot {
+    counts: Arc<ConnectionCounts>,
+    addr: Ipv4Addr,
+}
+
+impl ConnectionCounts {
+    /// A slot for a connection from `addr`, unless it or everyone holds
+    /// too many already.
+    fn take(self: &Arc<Self>, addr: Ipv4Addr) -> Option<ConnectionSlot> {
+        let mut by_addr = self
+            .by_addr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = by_addr.values().sum();
+        let n = by_addr.entry(addr).or_insert(0);
+        if *n >= CONNECTIONS_PER_ADDRESS || total >= MAX_CONNECTIONS {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            counts: Arc::clone(self),
+            addr,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut by_addr = self
+            .counts
+            .by_addr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = by_addr.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                by_addr.remove(&self.addr);
+            }
         }
     }
+}
 
-    fn save_registry(&self, c: &ControllerState) {
-        let path = registry_path(&self.state_dir, &self.node);
-        if let Err(e) = c.registry.save(&path) {
-            warn!(error = %e, "cannot save the registry");
-        }
+impl ControlPlane {
+    fn not_controller() -> String {
+        "this node is not a controller (its config has no [wireguard] role = \"controller\")"
+            .to_owned()
     }
 
     /// `vlnet ctl client add`: opens an invite and returns its token.
@@ -73,15 +113,16 @@ impl ControlPlane {
             vnis,
             ttl_secs,
         };
-        let token = self.controller(|c| {
-            let token = c
-                .registry
-                .invite(&request, &addrs, unix_now(), &mut rand::rng())
-                .map_err(|e| e.to_string())?;
-            self.save_registry(c);
-            Ok::<_, String>(token)
-        })??;
-        self.sync_peers();
+        let now = self.now();
+        let token = self
+            .with_controller(
+                |c, _| match c.client_add(&request, &addrs, now, &mut rand::rng()) {
+                    Ok((token, effects)) => (Ok(token), effects),
+                    Err(e) => (Err(e.to_string()), Vec::new()),
+                },
+            )
+            .ok_or_else(Self::not_controller)?
+            .map_err(|e| format!("the invite was not saved: {e}"))??;
         info!(client = name, ?vnis, ttl_secs, "invite issued");
         Ok(token)
     }
@@ -89,25 +130,40 @@ impl ControlPlane {
     /// `vlnet ctl client remove`: revokes the key, withdraws the MACs.
     pub fn client_remove(&self, name: &str) -> Result<(), String> {
         let now = self.now();
-        let fdb = self.controller(|c| {
-            let removed = c
-                .registry
-                .remove(name)
-                .ok_or_else(|| format!("no member or invite named {name:?}"))?;
-            self.save_registry(c);
-            let mut applied = Applied::default();
-            if let Removed::Member(m) = removed {
-                applied = c.book.withdraw_vtep(m.tunnel_addr, now);
-                c.sessions.remove(name);
-                Self::relay(c, Some(name), &applied.relay);
-                self.broadcast_members(c);
-            }
-            Ok::<_, String>(applied.fdb)
+        let served = self.served();
+        self.with_controller(
+            |c, cloud| match c.client_remove(name, &served, now, cloud) {
+                Ok(effects) => (Ok(()), effects),
+                Err(e) => (Err(e.to_string()), Vec::new()),
+            },
+        )
+        .ok_or_else(Self::not_controller)?
+        .map_err(|e| {
+            format!("the removal was not saved (the key stays revoked until restart): {e}")
         })??;
-        self.sync_peers();
-        self.hooks.apply_fdb(&fdb);
-        self.notify();
         info!(client = name, "member removed; key revoked");
+        Ok(())
+    }
+
+    /// `vlnet ctl vm move MAC --vni N --to MEMBER`: lets the member take the
+    /// MAC once within `ttl_secs` (a live migration to it).
+    pub fn grant_move(
+        &self,
+        vni: u32,
+        mac: MacAddr,
+        to: &str,
+        ttl_secs: u64,
+    ) -> Result<(), String> {
+        let now = self.now();
+        self.with_controller(
+            |c, cloud| match c.grant_move(vni, mac, to, ttl_secs, now, cloud) {
+                Ok(effects) => (Ok(()), effects),
+                Err(e) => (Err(e.to_string()), Vec::new()),
+            },
+        )
+        .ok_or_else(Self::not_controller)?
+        .map_err(|e| format!("the grant was not saved: {e}"))??;
+        info!(vni, %mac, member = to, ttl_secs, "MAC move granted");
         Ok(())
     }
 
@@ -119,48 +175,52 @@ impl ControlPlane {
             .map(|t| t.status().unwrap_or_default())
             .unwrap_or_default();
         let now = unix_now();
-        self.controller(|c| {
-            let routes = c.book.routes(None);
-            let members = c.registry.members.iter().map(|(name, m)| {
-                let wg = status.iter().find(|p| p.public_key == m.public_key);
-                ClientRecord {
-                    name: name.clone(),
-                    state: if c.sessions.contains_key(name) {
-                        "connected"
-                    } else {
-                        "offline"
-                    }
-                    .to_owned(),
-                    tunnel_addr: m.tunnel_addr,
-                    vnis: m.vnis.clone(),
-                    handshake_age_secs: wg.and_then(|p| p.last_handshake).map(|d| d.as_secs()),
-                    endpoint: wg.and_then(|p| p.endpoint).or(m.endpoint),
-                    macs: routes.iter().filter(|r| r.vtep == m.tunnel_addr).count(),
-                    rx_bytes: wg.map_or(0, |p| p.rx_bytes),
-                    tx_bytes: wg.map_or(0, |p| p.tx_bytes),
-                }
-            });
-            let invites = c.registry.invites.iter().map(|(name, i)| ClientRecord {
+        let inner = self.inner();
+        let Inner::Controller(c) = &*inner else {
+            return Err(Self::not_controller());
+        };
+        let routes = c.book().routes(None);
+        let members = c.registry().members.iter().map(|(name, m)| {
+            let wg = status.iter().find(|p| p.public_key == m.public_key);
+            ClientRecord {
                 name: name.clone(),
-                state: if now >= i.expires_at {
-                    "expired"
+                state: if c.is_connected(name) {
+                    "connected"
                 } else {
-                    "invited"
+                    "offline"
                 }
                 .to_owned(),
-                tunnel_addr: i.tunnel_addr,
-                vnis: i.vnis.clone(),
-                handshake_age_secs: None,
-                endpoint: None,
-                macs: 0,
-                rx_bytes: 0,
-                tx_bytes: 0,
-            });
-            members.chain(invites).collect()
-        })
+                tunnel_addr: m.tunnel_addr,
+                vnis: m.vnis.clone(),
+                handshake_age_secs: wg.and_then(|p| p.last_handshake).map(|d| d.as_secs()),
+                endpoint: wg.and_then(|p| p.endpoint).or(m.endpoint),
+                macs: routes.iter().filter(|r| r.vtep == m.tunnel_addr).count(),
+                rx_bytes: wg.map_or(0, |p| p.rx_bytes),
+                tx_bytes: wg.map_or(0, |p| p.tx_bytes),
+            }
+        });
+        let invites = c.registry().invites.iter().map(|(name, i)| ClientRecord {
+            name: name.clone(),
+            state: if Registry::invite_expired(i, now) {
+                "expired"
+            } else {
+                "invited"
+            }
+            .to_owned(),
+            tunnel_addr: i.tunnel_addr,
+            vnis: i.vnis.clone(),
+            handshake_age_secs: None,
+            endpoint: None,
+            macs: 0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        });
+        Ok(members.chain(invites).collect())
     }
 
-    /// Accepts control connections on the tunnel address, forever.
+    /// Accepts control connections on the tunnel address, forever: at most
+    /// [`CONNECTIONS_PER_ADDRESS`] per tunnel address and
+    /// [`MAX_CONNECTIONS`] in all; a failed accept backs off.
     pub(super) async fn serve_controller(self: Arc<Self>) {
         let Some(net) = self.wg.address else {
             return;
@@ -175,13 +235,44 @@ impl ControlPlane {
             }
         };
         info!(addr = %net.ip(), port = self.wg.control_port, "control protocol listening");
+        let counts = Arc::new(ConnectionCounts::default());
+        let mut backoff = Duration::ZERO;
         loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    tokio::spawn(Arc::clone(&self).handle_connection(stream, peer));
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    backoff = Duration::ZERO;
+                    accepted
                 }
-                Err(e) => warn!(error = %e, "accept failed"),
-            }
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF_MAX);
+                    self.rejected(&Rejection {
+                        member: "-".into(),
+                        reason: RejectReason::TooManyConnections,
+                        mac: None,
+                        detail: format!("accept failed ({e}); pausing {backoff:?}"),
+                    });
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            let IpAddr::V4(ip) = peer.ip() else {
+                continue;
+            };
+            let Some(slot) = counts.take(ip) else {
+                self.rejected(&Rejection {
+                    member: ip.to_string(),
+                    reason: RejectReason::TooManyConnections,
+                    mac: None,
+                    detail: format!("more than {CONNECTIONS_PER_ADDRESS} control connections"),
+                });
+                continue; // dropping the stream closes it
+            };
+            let span = info_span!("control", %peer);
+            tokio::spawn(
+                Arc::clone(&self)
+                    .handle_connection(stream, peer, slot)
+                    .instrument(span),
+            );
         }
     }
 
@@ -193,42 +284,54 @@ impl ControlPlane {
         let Inner::Controller(c) = &*inner else {
             return None;
         };
-        if let Some((name, _)) = c.registry.member_at(ip) {
+        if let Some((name, _)) = c.registry().member_at(ip) {
             return Some(Caller::Member(name.to_owned(), ip));
         }
-        c.registry
+        let now = unix_now();
+        c.registry()
             .invites
             .values()
-            .any(|i| i.tunnel_addr == ip)
+            .any(|i| i.tunnel_addr == ip && !Registry::invite_expired(i, now))
             .then_some(Caller::Invited(ip))
     }
 
     /// Counts why a session ended, if it was the peer's fault.
-    pub(super) fn count_failure(&self, e: &SessionError) {
-        match e {
-            SessionError::Wire(WireError::Version { .. }) => {
-                self.rejects.bad_version.fetch_add(1, Ordering::Relaxed);
-            }
-            SessionError::Wire(_) => {
-                self.rejects.malformed.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
+    pub(super) fn count_failure(&self, who: &str, e: &SessionError) {
+        let reason = match e {
+            SessionError::Wire(WireError::Version { .. }) => RejectReason::BadVersion,
+            SessionError::Wire(_) => RejectReason::Malformed,
+            SessionError::WriteTimeout(_) => RejectReason::SlowReader,
+            _ => return,
+        };
+        self.rejected(&Rejection {
+            member: who.to_owned(),
+            reason,
+            mac: None,
+            detail: e.to_string(),
+        });
     }
 
-    async fn handle_connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    async fn handle_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _slot: ConnectionSlot,
+    ) {
         let (mut rx, tx) = session::split(stream);
         let Some(caller) = self.caller(peer) else {
-            self.rejects.not_member.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, "control connection from a non-member refused");
+            self.rejected(&Rejection {
+                member: peer.ip().to_string(),
+                reason: RejectReason::NotMember,
+                mac: None,
+                detail: "control connection from a non-member".into(),
+            });
             tx.refuse("not a member").await;
             return;
         };
         let first = match rx.recv(DEAD_AFTER).await {
             Ok(m) => m,
             Err(e) => {
-                self.count_failure(&e);
-                warn!(%peer, error = %e, "control connection dropped");
+                self.count_failure(&peer.ip().to_string(), &e);
                 tx.refuse(&e.to_string()).await;
                 return;
             }
@@ -239,8 +342,12 @@ impl ControlPlane {
                 self.member_session(&name, ip, &hello, rx, tx).await;
             }
             (_, other) => {
-                self.rejects.unexpected.fetch_add(1, Ordering::Relaxed);
-                warn!(%peer, kind = other.kind().name(), "unexpected first message");
+                self.rejected(&Rejection {
+                    member: peer.ip().to_string(),
+                    reason: RejectReason::Unexpected,
+                    mac: None,
+                    detail: format!("first message {}", other.kind().name()),
+                });
                 tx.refuse("expected Hello (members) or Join (invited clients)")
                     .await;
             }
@@ -248,41 +355,34 @@ impl ControlPlane {
     }
 
     async fn handle_join(&self, ip: Ipv4Addr, join: &Join, mut rx: Receiver, mut tx: Sender) {
-        let redeemed = self.controller(|c| {
-            let token = Token::parse(&join.token).map_err(|e| e.to_string())?;
-            if token.invite.tunnel_addr != ip {
-                return Err(format!(
-                    "invite token is for tunnel address {}, not {ip}",
-                    token.invite.tunnel_addr
-                ));
-            }
-            let one_time = c
-                .registry
-                .invites
-                .get(&token.invite.name)
-                .map(|i| i.public_key);
-            let (name, member) = c
-                .registry
-                .redeem(&join.token, join.public_key, unix_now())
-                .map_err(|e| e.to_string())?;
-            self.save_registry(c);
-            let welcome = Welcome {
-                tunnel_addr: member.tunnel_addr,
-                vnis: member.vnis.clone(),
-                members: self.members_for(c, &name),
-            };
-            Ok((name, one_time, welcome))
-        });
-        let (name, one_time, welcome) = match redeemed {
+        let (now, served) = (self.now(), self.served());
+        let redeemed = self
+            .with_controller(|c, _| match c.redeem(join, ip, &served, now) {
+                Ok((r, effects)) => (Ok(r), effects),
+                Err(e) => (Err(e), Vec::new()),
+            })
+            .unwrap_or_else(|| Ok(Err(Self::not_controller())));
+        let redeemed = match redeemed {
             Ok(Ok(r)) => r,
-            Ok(Err(message)) | Err(message) => {
-                self.rejects.bad_token.fetch_add(1, Ordering::Relaxed);
-                warn!(%ip, reason = %message, "join refused");
+            Ok(Err(message)) => {
+                self.rejected(&Rejection {
+                    member: ip.to_string(),
+                    reason: RejectReason::BadToken,
+                    mac: None,
+                    detail: message.clone(),
+                });
                 tx.refuse(&message).await;
                 return;
             }
+            Err(e) => {
+                warn!(%ip, error = %e, "join not saved");
+                tx.refuse("the controller could not save the join; try again")
+                    .await;
+                return;
+            }
         };
-        if let Err(e) = tx.send(&Message::Welcome(welcome)).await {
+        let name = redeemed.name;
+        if let Err(e) = send_timed(&mut tx, &Message::Welcome(redeemed.welcome)).await {
             warn!(client = %name, error = %e, "sending Welcome failed");
         }
         // The client closes once it has the Welcome; only then its one-time
@@ -292,18 +392,13 @@ impl ControlPlane {
             let status = t.status().ok()?;
             status
                 .into_iter()
-                .find(|p| Some(p.public_key) == one_time)
+                .find(|p| Some(p.public_key) == redeemed.one_time)
                 .and_then(|p| p.endpoint)
         });
-        let _ = self.controller(|c| {
-            if let Some(m) = c.registry.members.get_mut(&name) {
-                m.endpoint = endpoint;
-            }
-            self.save_registry(c);
-            self.broadcast_members(c);
-        });
-        self.sync_peers();
-        self.notify();
+        if let Some(Err(e)) = self.with_controller(|c, _| ((), c.joined(&name, endpoint, &served)))
+        {
+            warn!(client = %name, error = %e, "cannot save the new member's endpoint");
+        }
         info!(client = %name, %ip, ?endpoint, "client joined");
     }
 
@@ -315,62 +410,43 @@ impl ControlPlane {
         mut rx: Receiver,
         mut tx: Sender,
     ) {
-        if hello.node != name || hello.vtep != ip {
-            self.rejects.unexpected.fetch_add(1, Ordering::Relaxed);
-            warn!(%ip, claimed = %hello.node, "Hello does not match the member at this address");
-            tx.refuse(&format!("the member at {ip} is {name:?}")).await;
-            return;
-        }
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
         let id = self.session_id();
-        let first = self.controller(|c| {
-            let vnis: BTreeSet<u32> = c
-                .registry
-                .members
-                .get(name)
-                .map(|m| m.vnis.iter().copied().collect())
-                .unwrap_or_default();
-            let routes: Vec<MacAdvert> = c
-                .book
-                .routes(Some(&vnis))
-                .into_iter()
-                .filter(|r| r.vtep != ip)
-                .collect();
-            let members = self.members_for(c, name);
-            c.sessions.insert(
-                name.to_owned(),
-                SessionHandle {
-                    id,
-                    tx: out_tx,
-                    vnis,
-                },
-            );
-            let me = Hello {
-                node: self.node.clone(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                vtep: c.book.my_vtep(),
-                vnis: self.hooks.vni_ports().iter().map(|p| p.0).collect(),
-            };
-            [
-                Message::Hello(me),
-                Message::Members(Members { members }),
-                Message::FullSync(FullSync { entries: routes }),
-            ]
-        });
-        let Ok(first) = first else {
-            return;
+        let served = self.served();
+        let opened =
+            self.with_controller(|c, _| (c.open_session(name, ip, hello, id, &served), Vec::new()));
+        let first = match opened {
+            Some(Ok(Ok(first))) => first,
+            Some(Ok(Err(rejection))) => {
+                self.rejected(&rejection);
+                tx.refuse(&rejection.detail).await;
+                return;
+            }
+            _ => return,
         };
+        let (out_tx, mut out_rx) = mpsc::channel(SESSION_QUEUE);
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), SessionHandle { id, tx: out_tx });
         info!(member = name, "member connected");
         let ended = self
-            .session_loop(name, ip, first, &mut rx, &mut tx, &mut out_rx)
+            .session_loop(name, first, &mut rx, &mut tx, &mut out_rx)
             .await;
-        let _ = self.controller(|c| {
-            if c.sessions.get(name).is_some_and(|s| s.id == id) {
-                c.sessions.remove(name);
-            }
+        let _ = self.with_controller(|c, _| {
+            c.close_session(name, id);
+            ((), Vec::new())
         });
+        {
+            let mut sessions = self
+                .sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if sessions.get(name).is_some_and(|s| s.id == id) {
+                sessions.remove(name);
+            }
+        }
         if let Err(e) = &ended {
-            self.count_failure(e);
+            self.count_failure(name, e);
         }
         info!(member = name, reason = ?ended.err(), "member disconnected");
     }
@@ -378,97 +454,34 @@ impl ControlPlane {
     async fn session_loop(
         &self,
         name: &str,
-        ip: Ipv4Addr,
-        first: [Message; 3],
+        first: Vec<Message>,
         rx: &mut Receiver,
         tx: &mut Sender,
-        out_rx: &mut mpsc::UnboundedReceiver<Message>,
+        out_rx: &mut mpsc::Receiver<Message>,
     ) -> Result<(), SessionError> {
         for m in &first {
-            tx.send(m).await?;
+            send_timed(tx, m).await?;
         }
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         let mut deadline = tokio::time::Instant::now() + DEAD_AFTER;
         loop {
             tokio::select! {
                 m = rx.next() => {
-                    self.on_member_message(name, ip, m?);
+                    let message = m?;
+                    let now = self.now();
+                    let effects = self.with_controller(|c, cloud| ((), c.on_message(name, message, now, cloud)));
+                    if let Some(Err(e)) = effects {
+                        warn!(member = name, error = %e, "cannot save the registry");
+                    }
                     deadline = tokio::time::Instant::now() + DEAD_AFTER;
                 }
                 out = out_rx.recv() => match out {
-                    Some(m) => tx.send(&m).await?,
-                    None => return Ok(()), // removed
+                    Some(m) => send_timed(tx, &m).await?,
+                    None => return Ok(()), // removed, or dropped as too slow
                 },
-                _ = keepalive.tick() => tx.send(&Message::Keepalive).await?,
+                _ = keepalive.tick() => send_timed(tx, &Message::Keepalive).await?,
                 () = tokio::time::sleep_until(deadline) => return Err(SessionError::Timeout(DEAD_AFTER)),
             }
-        }
-    }
-
-    /// Whether a member may speak for `(vni, vtep)`.
-    fn owns(c: &ControllerState, name: &str, ip: Ipv4Addr, vni: u32, vtep: Ipv4Addr) -> bool {
-        vtep == ip
-            && c.registry
-                .members
-                .get(name)
-                .is_some_and(|m| m.vnis.contains(&vni))
-    }
-
-    fn forged(&self, name: &str, vni: u32, vtep: Ipv4Addr) {
-        self.rejects.forged.fetch_add(1, Ordering::Relaxed);
-        warn!(member = name, vni, %vtep, "forged route refused (not the member's VTEP or VNI)");
-    }
-
-    fn on_member_message(&self, name: &str, ip: Ipv4Addr, message: Message) {
-        let now = self.now();
-        let origin = NodeId::new(name);
-        let fdb = self.controller(|c| {
-            let applied = match message {
-                Message::MacAdvert(a) => {
-                    if !Self::owns(c, name, ip, a.vni, a.vtep) {
-                        self.forged(name, a.vni, a.vtep);
-                        return Vec::new();
-                    }
-                    c.book.advert(&a, &origin, now)
-                }
-                Message::MacWithdraw(w) => {
-                    if !Self::owns(c, name, ip, w.vni, w.vtep) {
-                        self.forged(name, w.vni, w.vtep);
-                        return Vec::new();
-                    }
-                    c.book.withdraw(&w, now)
-                }
-                Message::FullSync(s) => {
-                    let valid: Vec<MacAdvert> = s
-                        .entries
-                        .into_iter()
-                        .filter(|e| {
-                            let ok = Self::owns(c, name, ip, e.vni, e.vtep);
-                            if !ok {
-                                self.forged(name, e.vni, e.vtep);
-                            }
-                            ok
-                        })
-                        .collect();
-                    c.book.full_sync(&origin, &valid, now)
-                }
-                Message::Keepalive => return Vec::new(),
-                other => {
-                    self.rejects.unexpected.fetch_add(1, Ordering::Relaxed);
-                    warn!(
-                        member = name,
-                        kind = other.kind().name(),
-                        "unexpected message ignored"
-                    );
-                    return Vec::new();
-                }
-            };
-            let relays: Vec<Relay> = applied.relay;
-            Self::relay(c, Some(name), &relays);
-            applied.fdb
-        });
-        if let Ok(fdb) = fdb {
-            self.hooks.apply_fdb(&fdb);
         }
     }
 
@@ -481,23 +494,21 @@ impl ControlPlane {
             let Some(Ok(status)) = self.tunnel().as_ref().map(super::tunnel::Tunnel::status) else {
                 continue;
             };
-            let _ = self.controller(|c| {
-                let mut changed = false;
-                for m in c.registry.members.values_mut() {
-                    let seen = status
-                        .iter()
-                        .find(|p| p.public_key == m.public_key)
-                        .and_then(|p| p.endpoint);
-                    if seen.is_some() && seen != m.endpoint {
-                        m.endpoint = seen;
-                        changed = true;
-                    }
-                }
-                if changed {
-                    self.save_registry(c);
-                    self.broadcast_members(c);
-                }
-            });
+            let seen: Vec<_> = status.iter().map(|p| (p.public_key, p.endpoint)).collect();
+            let served = self.served();
+            if let Some(Err(e)) =
+                self.with_controller(|c, _| ((), c.endpoints_seen(&seen, &served)))
+            {
+                warn!(error = %e, "cannot save the registry");
+            }
         }
     }
+}
+
+/// Sends `message`, giving up after [`WRITE_TIMEOUT`] (the peer stopped
+/// reading).
+pub(super) async fn send_timed(tx: &mut Sender, message: &Message) -> Result<(), SessionError> {
+    tokio::time::timeout(WRITE_TIMEOUT, tx.send(message))
+        .await
+        .map_err(|_| SessionError::WriteTimeout(WRITE_TIMEOUT))?
 }

@@ -1,7 +1,8 @@
-//! Finding the MACs local to this node: every half second the bridges of
-//! the served VNIs are read (what they learned on ports other than vlnet's
-//! overlay port), and the MAC book turns changes into adverts and
-//! withdrawals.
+//! Finding the MACs local to this node, and the periodic upkeep: every half
+//! second the bridges of the served VNIs are read (what they learned on
+//! ports other than vlnet's overlay port) and the decision core turns
+//! changes into adverts and withdrawals; every second it expires invites,
+//! grants, tombstones and waiting claims.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,15 +10,15 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::macbook::Relay;
-use super::membership::membership_path;
-use super::plane::{ControlPlane, Inner};
-use super::wire::Message;
+use super::core::Effect;
+use super::plane::ControlPlane;
 use crate::mac::MacAddr;
 use crate::netlink::{Netlink, NetlinkError};
 
 /// How often the bridges are read.
 pub const LOCAL_POLL: Duration = Duration::from_millis(500);
+/// How often the upkeep runs.
+pub const UPKEEP: Duration = Duration::from_secs(1);
 
 impl ControlPlane {
     /// Polls the local MACs forever, advertising and withdrawing them.
@@ -40,15 +41,39 @@ impl ControlPlane {
                 Ok(local) => self.observe_local(&local),
                 Err(e) => warn!(error = %e, "cannot read bridge FDBs"),
             }
-            self.save_membership_if_dirty();
             frozen = self.report_frozen(&frozen);
+        }
+    }
+
+    /// Reads the bridges once and applies what they show (start-up).
+    pub(super) async fn observe_local_once(&self) {
+        match Netlink::connect() {
+            Ok(nl) => match self.local_macs(&nl).await {
+                Ok(local) => self.observe_local(&local),
+                Err(e) => warn!(error = %e, "cannot read bridge FDBs"),
+            },
+            Err(e) => warn!(error = %e, "cannot read bridge FDBs"),
+        }
+    }
+
+    /// Expires what has a lifetime, forever (see the module doc).
+    pub(super) async fn upkeep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(UPKEEP);
+        loop {
+            tick.tick().await;
+            let now = self.now();
+            let done = self
+                .with_controller(|c, cloud| ((), c.tick(now, cloud)))
+                .or_else(|| self.with_member(|m| ((), m.tick(now))));
+            if let Some(Err(e)) = done {
+                warn!(error = %e, "cannot save control state");
+            }
         }
     }
 
     /// Logs MACs that froze as duplicates since `before`; returns the set now.
     fn report_frozen(&self, before: &BTreeSet<(u32, MacAddr)>) -> BTreeSet<(u32, MacAddr)> {
-        let now: BTreeSet<(u32, MacAddr)> = self
-            .frozen_macs()
+        self.frozen_macs()
             .into_iter()
             .map(|f| {
                 if !before.contains(&(f.vni, f.mac)) {
@@ -62,8 +87,7 @@ impl ControlPlane {
                 }
                 (f.vni, f.mac)
             })
-            .collect();
-        now
+            .collect()
     }
 
     async fn local_macs(&self, nl: &Netlink) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {
@@ -82,57 +106,20 @@ impl ControlPlane {
 
     fn observe_local(&self, local: &BTreeSet<(u32, MacAddr)>) {
         let now = self.now();
-        let mut inner = self.inner();
-        let delta = match &mut *inner {
-            Inner::Controller(c) => {
-                let delta = c.book.observe_local(local, now);
-                let relays: Vec<Relay> = delta
-                    .adverts
-                    .iter()
-                    .map(|a| Relay::Advert(*a))
-                    .chain(delta.withdraws.iter().map(|w| Relay::Withdraw(*w)))
-                    .collect();
-                Self::relay(c, None, &relays);
-                delta
-            }
-            Inner::Member(m) => {
-                let Some(book) = m.book.as_mut() else {
-                    return;
-                };
-                let delta = book.observe_local(local, now);
-                if let Some(outbox) = &m.outbox {
-                    for a in &delta.adverts {
-                        let _ = outbox.send(Message::MacAdvert(*a));
+        let done = self
+            .with_controller(|c, cloud| ((), c.observe_local(local, now, cloud)))
+            .or_else(|| {
+                self.with_member(|m| {
+                    let mut effects = m.observe_local(local, now);
+                    // Saved at most once per poll, not once per message.
+                    if m.take_dirty() {
+                        effects.push(Effect::Persist);
                     }
-                    for w in &delta.withdraws {
-                        let _ = outbox.send(Message::MacWithdraw(*w));
-                    }
-                }
-                m.dirty |= !delta.adverts.is_empty() || !delta.withdraws.is_empty();
-                delta
-            }
-        };
-        drop(inner);
-        self.hooks.apply_fdb(&delta.fdb);
-    }
-
-    /// Writes a member's membership (with its current routes) if it changed.
-    pub(super) fn save_membership_if_dirty(&self) {
-        let mut inner = self.inner();
-        let Inner::Member(m) = &mut *inner else {
-            return;
-        };
-        if !m.dirty {
-            return;
-        }
-        let (Some(ms), Some(book)) = (m.membership.as_mut(), m.book.as_ref()) else {
-            return;
-        };
-        ms.routes = book.routes(None);
-        let path = membership_path(&self.state_dir, &self.node);
-        match ms.save(&path) {
-            Ok(()) => m.dirty = false,
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot save membership"),
+                    ((), effects)
+                })
+            });
+        if let Some(Err(e)) = done {
+            warn!(error = %e, "cannot save control state");
         }
     }
 }

@@ -2,6 +2,12 @@
 //! adverts and withdrawals, and everyone's routes under the mobility rules,
 //! turned into changes for the data plane's FDB.
 //!
+//! The controller applies adverts under the mobility rules
+//! ([`advert`](MacBook::advert), [`withdraw`](MacBook::withdraw)) once its
+//! ownership policy accepted them (`core::controller`); a member mirrors the
+//! controller's decisions as they come ([`MacBook::follow_advert`],
+//! [`MacBook::follow_withdraw`], [`MacBook::follow_full_sync`]).
+//!
 //! Pure: the caller observes the bridges, sends the messages and programs
 //! the FDB; `now` is passed in.
 
@@ -61,6 +67,9 @@ pub struct Applied {
     pub relay: Vec<Relay>,
     /// What to change in the FDB.
     pub fdb: Vec<FdbChange>,
+    /// MACs this node held (seen on its bridges, its route here) that now
+    /// live elsewhere: a stale bridge entry of theirs can go.
+    pub left: Vec<(u32, MacAddr)>,
 }
 
 impl Applied {
@@ -68,6 +77,7 @@ impl Applied {
     pub fn extend(&mut self, other: Applied) {
         self.relay.extend(other.relay);
         self.fdb.extend(other.fdb);
+        self.left.extend(other.left);
     }
 }
 
@@ -209,21 +219,92 @@ impl MacBook {
             origin
         };
         let outcome = self.table.apply_advert(&route_of(a, origin), now);
+        self.applied_advert(a, outcome)
+    }
+
+    /// Applies a withdrawal received from a peer.
+    pub fn withdraw(&mut self, w: &MacWithdraw, now: Duration) -> Applied {
+        let outcome = self.table.apply_withdraw(&to_table_withdraw(w), now);
+        self.applied_withdraw(w, outcome)
+    }
+
+    /// A member takes the controller's advert as it is (the controller
+    /// decided who holds the MAC and with which seq); adverts of our own VTEP
+    /// stay ours.
+    pub fn follow_advert(&mut self, a: &MacAdvert, origin: &NodeId, now: Duration) -> Applied {
+        let origin = if a.vtep == self.my_vtep {
+            &self.me
+        } else {
+            origin
+        };
+        let outcome = self.table.force_advert(&route_of(a, origin), now);
+        self.applied_advert(a, outcome)
+    }
+
+    /// A member takes the controller's withdrawal as it is.
+    pub fn follow_withdraw(&mut self, w: &MacWithdraw, now: Duration) -> Applied {
+        let outcome = self.table.force_withdraw(&to_table_withdraw(w), now);
+        self.applied_withdraw(w, outcome)
+    }
+
+    /// A member takes the controller's whole table (on every connect): routes
+    /// of other VTEPs it no longer lists are withdrawn, the listed ones
+    /// installed as they are. Our own routes it does not list stay (claims
+    /// the controller has not confirmed yet).
+    pub fn follow_full_sync(
+        &mut self,
+        origin: &NodeId,
+        entries: &[MacAdvert],
+        now: Duration,
+    ) -> Applied {
+        let keep: BTreeSet<(u32, MacAddr)> = entries.iter().map(|e| (e.vni, e.mac)).collect();
+        let mut applied = Applied::default();
+        let stale: Vec<MacRoute> = self
+            .table
+            .full_table()
+            .into_iter()
+            .filter(|r| r.vtep != self.my_vtep && !keep.contains(&(r.vni, r.mac)))
+            .collect();
+        for r in stale {
+            let w = MacWithdraw {
+                vni: r.vni,
+                mac: r.mac,
+                vtep: r.vtep,
+                seq: r.seq,
+            };
+            applied.extend(self.follow_withdraw(&w, now));
+        }
+        for e in entries {
+            applied.extend(self.follow_advert(e, origin, now));
+        }
+        applied
+    }
+
+    fn applied_advert(&self, a: &MacAdvert, outcome: Outcome) -> Applied {
         let relay = match outcome {
             Outcome::Installed { .. } | Outcome::Moved { .. } | Outcome::Refreshed { .. } => {
                 vec![Relay::Advert(*a)]
             }
             Outcome::Removed { .. } | Outcome::Ignored(_) => Vec::new(),
         };
+        let left = match outcome {
+            Outcome::Moved { from, to }
+                if from == self.my_vtep
+                    && to != self.my_vtep
+                    && self.local.contains(&(a.vni, a.mac)) =>
+            {
+                vec![(a.vni, a.mac)]
+            }
+            _ => Vec::new(),
+        };
         Applied {
             relay,
             fdb: self.fdb_change(a.vni, a.mac, outcome),
+            left,
         }
     }
 
-    /// Applies a withdrawal received from a peer.
-    pub fn withdraw(&mut self, w: &MacWithdraw, now: Duration) -> Applied {
-        let outcome = self.table.apply_withdraw(&to_table_withdraw(w), now);
+    fn applied_withdraw(&self, w: &MacWithdraw, outcome: Outcome) -> Applied {
         let relay = match outcome {
             Outcome::Removed { .. } => vec![Relay::Withdraw(*w)],
             _ => Vec::new(),
@@ -231,7 +312,37 @@ impl MacBook {
         Applied {
             relay,
             fdb: self.fdb_change(w.vni, w.mac, outcome),
+            left: Vec::new(),
         }
+    }
+
+    /// The installed route of `mac` on `vni`, if any.
+    #[must_use]
+    pub fn get(&self, vni: u32, mac: MacAddr) -> Option<MacAdvert> {
+        self.table.get(vni, mac).as_ref().map(advert_of)
+    }
+
+    /// The withdrawn `(vtep, seq)` remembered for `mac` on `vni`.
+    #[must_use]
+    pub fn tombstone(&self, vni: u32, mac: MacAddr) -> Option<(Ipv4Addr, u32)> {
+        self.table.tombstone(vni, mac)
+    }
+
+    /// Live routes behind `vtep` on `vni`.
+    #[must_use]
+    pub fn live_count(&self, vtep: Ipv4Addr, vni: u32) -> u32 {
+        self.table.live_count(vtep, vni)
+    }
+
+    /// Forgets tombstones older than `keep`; returns how many went.
+    pub fn purge_withdrawn(&mut self, now: Duration, keep: Duration) -> usize {
+        self.table.purge_withdrawn(now, keep)
+    }
+
+    /// The MACs seen on this node's bridges (or claimed) at the last look.
+    #[must_use]
+    pub fn local_macs(&self) -> &BTreeSet<(u32, MacAddr)> {
+        &self.local
     }
 
     /// Withdraws everything behind `vtep` (a removed member).
@@ -253,32 +364,6 @@ impl MacBook {
                 seq: seqs.get(&(vni, mac)).copied().unwrap_or(0),
             }));
             applied.fdb.push(FdbChange::Remove { vni, mac });
-        }
-        applied
-    }
-
-    /// Replaces what `origin` told us with `entries` (a full sync after a
-    /// reconnect): routes it no longer has are withdrawn, the others applied.
-    pub fn full_sync(&mut self, origin: &NodeId, entries: &[MacAdvert], now: Duration) -> Applied {
-        let keep: BTreeSet<(u32, MacAddr)> = entries.iter().map(|e| (e.vni, e.mac)).collect();
-        let mut applied = Applied::default();
-        let stale: Vec<MacRoute> = self
-            .table
-            .full_table()
-            .into_iter()
-            .filter(|r| &r.origin == origin && !keep.contains(&(r.vni, r.mac)))
-            .collect();
-        for r in stale {
-            let w = MacWithdraw {
-                vni: r.vni,
-                mac: r.mac,
-                vtep: r.vtep,
-                seq: r.seq,
-            };
-            applied.extend(self.withdraw(&w, now));
-        }
-        for e in entries {
-            applied.extend(self.advert(e, origin, now));
         }
         applied
     }
@@ -505,7 +590,7 @@ mod tests {
         let ctl = NodeId::new("controller");
         book.advert(&advert(MAC, A, 2), &ctl, T);
         // A full sync from the controller without it does not withdraw it.
-        let applied = book.full_sync(&ctl, &[], T);
+        let applied = book.follow_full_sync(&ctl, &[], T);
         assert_eq!(applied, Applied::default());
         assert_eq!(book.local_routes(), [advert(MAC, A, 2)]);
     }
@@ -516,7 +601,7 @@ mod tests {
         let b = NodeId::new("b");
         let m2 = MacAddr([2, 0, 0, 0, 0, 2]);
         book.advert(&advert(MAC, B, 0), &b, T);
-        let applied = book.full_sync(&b, &[advert(m2, B, 0)], T);
+        let applied = book.follow_full_sync(&b, &[advert(m2, B, 0)], T);
         assert_eq!(
             applied.relay,
             [
@@ -548,6 +633,43 @@ mod tests {
                 vtep: B
             }]
         );
+    }
+
+    #[test]
+    fn a_member_follows_the_controller_even_below_its_own_seq() {
+        let mut book = MacBook::new("a", A);
+        let ctl = NodeId::new("controller");
+        book.follow_advert(&advert(MAC, B, 9), &ctl, T);
+        // The controller says C holds it at seq 3: taken as it is.
+        let applied = book.follow_advert(&advert(MAC, Ipv4Addr::new(198, 19, 0, 3), 3), &ctl, T);
+        assert_eq!(applied.fdb.len(), 1);
+        assert_eq!(book.get(100, MAC).map(|r| r.seq), Some(3));
+        let applied = book.follow_withdraw(
+            &MacWithdraw {
+                vni: 100,
+                mac: MAC,
+                vtep: Ipv4Addr::new(198, 19, 0, 3),
+                seq: 0,
+            },
+            T,
+        );
+        assert_eq!(applied.fdb, [FdbChange::Remove { vni: 100, mac: MAC }]);
+        assert!(book.get(100, MAC).is_none());
+    }
+
+    #[test]
+    fn a_local_mac_taken_elsewhere_has_left() {
+        let mut book = MacBook::new("a", A);
+        book.observe_local(&set(&[(100, MAC)]), T);
+        let applied = book.advert(&advert(MAC, B, 1), &NodeId::new("b"), T);
+        assert_eq!(applied.left, [(100, MAC)]);
+        // Not ours in the book any more: a second move is not a departure.
+        let applied = book.advert(
+            &advert(MAC, Ipv4Addr::new(198, 19, 0, 3), 2),
+            &NodeId::new("c"),
+            T,
+        );
+        assert!(applied.left.is_empty());
     }
 
     #[test]

@@ -1,33 +1,38 @@
-//! The member's side: redeeming an invite token (`vlnet ctl join`) and the
-//! session with the controller — a full sync on every (re)connect, then
-//! deltas both ways. While the controller is unreachable the member keeps
-//! forwarding from its persisted state and retries every 0.6 s.
+//! The member's running side: redeeming an invite token (`vlnet ctl join`)
+//! and the session with the controller — a full sync on every (re)connect,
+//! then deltas both ways, each decided by the
+//! [`MemberCore`](super::core::member::MemberCore). While the controller is
+//! unreachable the member keeps forwarding from its persisted state and
+//! retries, backing off from 0.1 s to 2 s with jitter.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::controller::unix_now;
-use super::macbook::{Applied, MacBook};
+use super::controller::send_timed;
+use super::core::member::MemberCore;
 use super::membership::{membership_path, ControllerInfo, Membership};
-use super::mobility::NodeId;
-use super::plane::{ControlPlane, Inner};
+use super::plane::{unix_now, ControlPlane, Inner, SessionHandle, SESSION_QUEUE};
 use super::session::{self, Receiver, Sender, SessionError, DEAD_AFTER, KEEPALIVE};
 use super::token::{Token, TokenError};
 use super::tunnel::DesiredPeer;
-use super::wire::{FullSync, Hello, Join, Message, Welcome};
+use super::wire::{Join, Message, Welcome};
 use crate::config::Role;
 use crate::wg::KeyPair;
 
 /// How long `join` keeps trying to reach the controller (a valid token
 /// connects within a round trip or two; WireGuard retries every 5 s).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(8);
-/// Pause between connection attempts.
+/// First pause between connection attempts; it doubles up to
+/// [`RETRY_MAX`] while the controller stays unreachable.
 const RETRY: Duration = Duration::from_millis(100);
+/// Longest pause between connection attempts (before jitter).
+const RETRY_MAX: Duration = Duration::from_secs(2);
 /// Timeout of one connection attempt: one SYN (TCP retries after 1 s), so
 /// that an attempt started while the WAN was down does not delay the
 /// reconnection once it is back.
@@ -56,13 +61,12 @@ impl ControlPlane {
         if self.wg.role != Role::Member {
             return Err("this node is a controller; run `vlnet ctl join` on the client".to_owned());
         }
-        if let Inner::Member(m) = &*self.inner() {
-            if let Some(ms) = &m.membership {
-                return Err(format!(
-                    "already joined as {:?} to controller {:?}; `vlnet ctl teardown` first to leave",
-                    ms.name, ms.controller.name
-                ));
-            }
+        if let Inner::Member(Some(m)) = &*self.inner() {
+            let ms = m.joined();
+            return Err(format!(
+                "already joined as {:?} to controller {:?}; `vlnet ctl teardown` first to leave",
+                ms.name, ms.controller.name
+            ));
         }
         let token = Token::parse(text).map_err(|e| e.to_string())?;
         let invite = &token.invite;
@@ -112,12 +116,11 @@ impl ControlPlane {
             .save(&path)
             .map_err(|e| format!("saving {}: {e}", path.display()))?;
         if let Inner::Member(m) = &mut *self.inner() {
-            m.book = Some(MacBook::new(&membership.name, membership.tunnel_addr));
-            m.membership = Some(membership);
+            *m = Some(Box::new(MemberCore::new(membership)));
         }
         self.sync_peers();
         self.notify();
-        self.spawn_tasks();
+        self.spawn_tasks().await;
         info!(name = %invite.name, controller = %controller, "joined");
         Ok(JoinReport {
             name: invite.name.clone(),
@@ -193,25 +196,23 @@ impl ControlPlane {
         Ok(welcome)
     }
 
-    fn member_outline(&self) -> Option<(ControllerInfo, Ipv4Addr, Hello)> {
+    /// The controller to reach and our tunnel address, once joined.
+    fn controller_info(&self) -> Option<(ControllerInfo, Ipv4Addr)> {
         let inner = self.inner();
-        let Inner::Member(m) = &*inner else {
+        let Inner::Member(Some(m)) = &*inner else {
             return None;
         };
-        let ms = m.membership.as_ref()?;
-        let hello = Hello {
-            node: ms.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            vtep: ms.tunnel_addr,
-            vnis: ms.vnis.clone(),
-        };
-        Some((ms.controller.clone(), ms.tunnel_addr, hello))
+        let ms = m.joined();
+        Some((ms.controller.clone(), ms.tunnel_addr))
     }
 
-    /// Keeps a session with the controller, reconnecting forever.
+    /// Keeps a session with the controller, reconnecting forever with
+    /// backoff and jitter (many members must not hammer a controller that
+    /// comes back in step).
     pub(super) async fn run_member(self: Arc<Self>) {
+        let mut pause = RETRY;
         loop {
-            let Some((ctl, me, hello)) = self.member_outline() else {
+            let Some((ctl, me)) = self.controller_info() else {
                 return;
             };
             let connected = session::connect(
@@ -222,113 +223,106 @@ impl ControlPlane {
                 CONNECT_TIMEOUT,
             )
             .await;
-            let Ok(stream) = connected else {
+            if let Ok(stream) = connected {
+                let (mut rx, mut tx) = session::split(stream);
+                let ended = self.controller_session(&ctl, &mut rx, &mut tx).await;
+                let _ = self.with_member(|m| {
+                    m.disconnected();
+                    ((), Vec::new())
+                });
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&ctl.name);
+                match ended {
+                    // A session that got as far as the controller's
+                    // Hello starts the backoff afresh.
+                    Ok(true) | Err((true, _)) => pause = RETRY,
+                    Ok(false) | Err((false, _)) => pause = (pause * 2).min(RETRY_MAX),
+                }
+                if let Err((_, e)) = &ended {
+                    self.count_failure(&ctl.name, e);
+                    warn!(controller = %ctl.name, reason = %e, "control session ended; reconnecting");
+                }
+            } else {
                 // WireGuard retries a handshake only every 5 s; a fresh
                 // peer starts one with the next packet.
                 if let Some(t) = &*self.tunnel() {
                     let _ = t.restart_peer(&ctl.public_key);
                 }
-                tokio::time::sleep(RETRY).await;
-                continue;
-            };
-            let (mut rx, mut tx) = session::split(stream);
-            let ended = self.controller_session(&ctl, hello, &mut rx, &mut tx).await;
-            if let Inner::Member(m) = &mut *self.inner() {
-                m.outbox = None;
+                pause = (pause * 2).min(RETRY_MAX);
             }
-            if let Err(e) = &ended {
-                self.count_failure(e);
-            }
-            warn!(controller = %ctl.name, reason = ?ended.err(), "control session ended; reconnecting");
-            tokio::time::sleep(RETRY).await;
+            tokio::time::sleep(jitter(pause)).await;
         }
     }
 
+    /// One session: Hello both ways, our full table, then messages both
+    /// ways. `Ok(up)`/`Err((up, why))` say whether it got as far as the
+    /// controller's Hello.
     async fn controller_session(
         &self,
         ctl: &ControllerInfo,
-        hello: Hello,
         rx: &mut Receiver,
         tx: &mut Sender,
-    ) -> Result<(), SessionError> {
-        tx.send(&Message::Hello(hello)).await?;
-        match rx.recv(DEAD_AFTER).await? {
+    ) -> Result<bool, (bool, SessionError)> {
+        let Some(Ok(hello)) = self.with_member(|m| (m.hello(), Vec::new())) else {
+            return Ok(false);
+        };
+        send_timed(tx, &Message::Hello(hello))
+            .await
+            .map_err(|e| (false, e))?;
+        match rx.recv(DEAD_AFTER).await.map_err(|e| (false, e))? {
             Message::Hello(h) => {
                 info!(controller = %h.node, version = %h.version, "control session up");
             }
             Message::Error(e) => {
                 warn!(reason = %e.message, "the controller refused the session");
-                return Err(SessionError::Closed);
+                return Ok(false);
             }
             other => {
                 warn!(kind = other.kind().name(), "expected Hello");
-                return Err(SessionError::Closed);
+                return Ok(false);
             }
         }
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-        let local = match &mut *self.inner() {
-            Inner::Member(m) => {
-                m.outbox = Some(out_tx);
-                m.book
-                    .as_ref()
-                    .map(MacBook::local_routes)
-                    .unwrap_or_default()
-            }
-            Inner::Controller(_) => Vec::new(),
+        let (out_tx, mut out_rx) = mpsc::channel(SESSION_QUEUE);
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                ctl.name.clone(),
+                SessionHandle {
+                    id: self.session_id(),
+                    tx: out_tx,
+                },
+            );
+        let Some(Ok(full)) = self.with_member(|m| (m.connected(), Vec::new())) else {
+            return Ok(true);
         };
-        tx.send(&Message::FullSync(FullSync { entries: local }))
-            .await?;
-        let origin = NodeId::new(&ctl.name);
+        send_timed(tx, &full).await.map_err(|e| (true, e))?;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         let mut deadline = tokio::time::Instant::now() + DEAD_AFTER;
         loop {
             tokio::select! {
                 m = rx.next() => {
-                    self.on_controller_message(&origin, m?);
+                    let message = m.map_err(|e| (true, e))?;
+                    let now = self.now();
+                    if let Some(Err(e)) = self.with_member(|m| ((), m.on_message(message, now))) {
+                        warn!(error = %e, "cannot save the membership");
+                    }
                     deadline = tokio::time::Instant::now() + DEAD_AFTER;
                 }
-                Some(out) = out_rx.recv() => tx.send(&out).await?,
-                _ = keepalive.tick() => tx.send(&Message::Keepalive).await?,
-                () = tokio::time::sleep_until(deadline) => return Err(SessionError::Timeout(DEAD_AFTER)),
+                out = out_rx.recv() => match out {
+                    Some(m) => send_timed(tx, &m).await.map_err(|e| (true, e))?,
+                    None => return Ok(true), // dropped as too slow
+                },
+                _ = keepalive.tick() => send_timed(tx, &Message::Keepalive).await.map_err(|e| (true, e))?,
+                () = tokio::time::sleep_until(deadline) => return Err((true, SessionError::Timeout(DEAD_AFTER))),
             }
         }
     }
+}
 
-    fn on_controller_message(&self, origin: &NodeId, message: Message) {
-        let now = self.now();
-        let mut members_changed = false;
-        let fdb = match &mut *self.inner() {
-            Inner::Member(m) => {
-                let (Some(book), Some(ms)) = (m.book.as_mut(), m.membership.as_mut()) else {
-                    return;
-                };
-                let applied = match message {
-                    Message::MacAdvert(a) => book.advert(&a, origin, now),
-                    Message::MacWithdraw(w) => book.withdraw(&w, now),
-                    Message::FullSync(s) => book.full_sync(origin, &s.entries, now),
-                    Message::Members(list) => {
-                        members_changed = ms.members != list.members;
-                        ms.members = list.members;
-                        Applied::default()
-                    }
-                    Message::Keepalive => return,
-                    other => {
-                        warn!(
-                            kind = other.kind().name(),
-                            "unexpected message from the controller"
-                        );
-                        return;
-                    }
-                };
-                m.dirty = true;
-                applied.fdb
-            }
-            Inner::Controller(_) => return,
-        };
-        self.hooks.apply_fdb(&fdb);
-        if members_changed {
-            self.sync_peers();
-            self.notify();
-        }
-    }
+/// `pause` scaled by a random factor in [0.5, 1).
+fn jitter(pause: Duration) -> Duration {
+    pause.mul_f64(rand::rng().random_range(0.5..1.0))
 }

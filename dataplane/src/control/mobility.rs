@@ -3,7 +3,9 @@
 //!
 //! Every node advertises its local MACs as `(vni, mac, vtep, seq)`. The table
 //! keeps, per `(vni, mac)`, the one location that wins:
-//! - a higher sequence number wins;
+//! - a higher sequence number wins, compared in serial-number arithmetic
+//!   (RFC 1982, as TCP compares sequence numbers): a move after `u32::MAX` is
+//!   0, so no sequence number is a dead end (see [`seq_cmp`]);
 //! - at an equal sequence number the lower VTEP address wins (§15.1);
 //! - a withdrawal removes the location only when it names the installed VTEP
 //!   with a sequence number at least the installed one, so a late withdrawal
@@ -37,7 +39,7 @@
 //! bucket is 32 bytes: well under 200 bytes per MAC at 10,000 MACs and 1000
 //! members. Origins are interned once per node, not stored per MAC.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -224,12 +226,44 @@ struct Entry {
 const NO_ORIGIN: u32 = u32::MAX;
 
 type Key = (u32, MacAddr);
-type Rank = (u32, Reverse<Ipv4Addr>, bool);
 
-/// The order in which routes win: higher seq, then lower VTEP, and a
-/// withdrawal above the advert it withdraws.
+/// Compares two sequence numbers in serial-number arithmetic (RFC 1982):
+/// `a` is newer than `b` when it is at most 2^31 - 1 steps ahead of it,
+/// wrapping. Two numbers exactly 2^31 apart are incomparable and count as
+/// `Less` both ways, so neither replaces the other.
+#[must_use]
+pub fn seq_cmp(a: u32, b: u32) -> Ordering {
+    match a.wrapping_sub(b) {
+        0 => Ordering::Equal,
+        d if d < 1 << 31 => Ordering::Greater,
+        _ => Ordering::Less,
+    }
+}
+
+/// A route's standing: its seq, its VTEP, and whether it is a withdrawal.
+#[derive(Debug, Clone, Copy)]
+struct Rank {
+    seq: u32,
+    vtep: Ipv4Addr,
+    withdrawn: bool,
+}
+
+impl Rank {
+    /// The order in which routes win: newer seq, then lower VTEP, and a
+    /// withdrawal above the advert it withdraws.
+    fn cmp(&self, other: &Rank) -> Ordering {
+        seq_cmp(self.seq, other.seq)
+            .then_with(|| other.vtep.cmp(&self.vtep))
+            .then_with(|| self.withdrawn.cmp(&other.withdrawn))
+    }
+}
+
 fn rank(seq: u32, vtep: Ipv4Addr, withdrawn: bool) -> Rank {
-    (seq, Reverse(vtep), withdrawn)
+    Rank {
+        seq,
+        vtep,
+        withdrawn,
+    }
 }
 
 fn secs(d: Duration) -> u32 {
@@ -287,6 +321,9 @@ pub struct MobilityTable {
     entries: HashMap<Key, Entry>,
     origins: Vec<NodeId>,
     origin_ids: HashMap<NodeId, u32>,
+    /// Live (installed or frozen) routes per `(vtep, vni)`: what a member
+    /// holds, for quotas.
+    live: HashMap<(Ipv4Addr, u32), u32>,
 }
 
 impl MobilityTable {
@@ -299,6 +336,34 @@ impl MobilityTable {
             entries: HashMap::new(),
             origins: Vec::new(),
             origin_ids: HashMap::new(),
+            live: HashMap::new(),
+        }
+    }
+
+    /// Live routes behind `vtep` on `vni`.
+    #[must_use]
+    pub fn live_count(&self, vtep: Ipv4Addr, vni: u32) -> u32 {
+        self.live.get(&(vtep, vni)).copied().unwrap_or(0)
+    }
+
+    /// Keeps [`live_count`](Self::live_count) in step with what an outcome
+    /// changed on `vni`.
+    fn count(&mut self, vni: u32, outcome: Outcome) {
+        let mut add = |vtep: Ipv4Addr, up: bool| {
+            let n = self.live.entry((vtep, vni)).or_insert(0);
+            *n = if up { *n + 1 } else { n.saturating_sub(1) };
+            if *n == 0 {
+                self.live.remove(&(vtep, vni));
+            }
+        };
+        match outcome {
+            Outcome::Installed { vtep } => add(vtep, true),
+            Outcome::Moved { from, to } => {
+                add(from, false);
+                add(to, true);
+            }
+            Outcome::Removed { vtep } => add(vtep, false),
+            Outcome::Refreshed { .. } | Outcome::Ignored(_) => {}
         }
     }
 
@@ -341,6 +406,12 @@ impl MobilityTable {
 
     /// Applies an advert received from a peer (or made locally).
     pub fn apply_advert(&mut self, route: &MacRoute, now: Duration) -> Outcome {
+        let outcome = self.advert_outcome(route, now);
+        self.count(route.vni, outcome);
+        outcome
+    }
+
+    fn advert_outcome(&mut self, route: &MacRoute, now: Duration) -> Outcome {
         let now = secs(now);
         let origin = self.intern(&route.origin);
         let dad = self.config.dup_detection.as_ref();
@@ -391,6 +462,12 @@ impl MobilityTable {
     /// newer than the installed one (its advert has not arrived yet; the
     /// installed location is superseded either way).
     pub fn apply_withdraw(&mut self, w: &MacWithdraw, now: Duration) -> Outcome {
+        let outcome = self.withdraw_outcome(w, now);
+        self.count(w.vni, outcome);
+        outcome
+    }
+
+    fn withdraw_outcome(&mut self, w: &MacWithdraw, now: Duration) -> Outcome {
         let now = secs(now);
         let dad = self.config.dup_detection.as_ref();
         let key = (w.vni, w.mac);
@@ -422,7 +499,7 @@ impl MobilityTable {
         }
         let installed = e.vtep;
         if w.vtep == installed {
-            if w.seq < e.seq {
+            if seq_cmp(w.seq, e.seq) == Ordering::Less {
                 return Outcome::Ignored(Reason::Stale);
             }
         } else if newer == Ordering::Less {
@@ -438,9 +515,10 @@ impl MobilityTable {
     /// one more than the installed seq (0 if unknown), applied to the table.
     /// If the MAC is already here, the current route (nothing to bump).
     ///
+    /// The next seq wraps from `u32::MAX` to 0 (serial arithmetic).
+    ///
     /// # Errors
-    /// [`Reason::Frozen`] if the MAC is frozen elsewhere; [`Reason::Stale`] if
-    /// the seq is already `u32::MAX` and cannot grow.
+    /// [`Reason::Frozen`] if the MAC is frozen elsewhere.
     pub fn local_move(
         &mut self,
         vni: u32,
@@ -454,7 +532,7 @@ impl MobilityTable {
             Some(e) if e.state != State::Withdrawn && e.vtep == my_vtep => {
                 return Ok(self.route(key, e));
             }
-            Some(e) => e.seq.checked_add(1).ok_or(Reason::Stale)?,
+            Some(e) => e.seq.wrapping_add(1),
         };
         let route = MacRoute {
             vni,
@@ -477,6 +555,15 @@ impl MobilityTable {
             .get(&key)
             .filter(|e| e.state != State::Withdrawn)
             .map(|e| self.route(key, e))
+    }
+
+    /// The withdrawn `(vtep, seq)` a tombstone remembers for `mac` in `vni`.
+    #[must_use]
+    pub fn tombstone(&self, vni: u32, mac: MacAddr) -> Option<(Ipv4Addr, u32)> {
+        self.entries
+            .get(&(vni, mac))
+            .filter(|e| e.state == State::Withdrawn)
+            .map(|e| (e.vtep, e.seq))
     }
 
     /// Every installed route, ordered by `(vni, mac)`: what a reconnecting
@@ -509,7 +596,59 @@ impl MobilityTable {
             }
         }
         out.sort_unstable_by_key(|&(vni, mac, _)| (vni, mac));
+        for &(vni, _, outcome) in &out {
+            self.count(vni, outcome);
+        }
         out
+    }
+
+    /// Installs `route` whatever the table holds (a tombstone, an older or a
+    /// newer route): a member takes the controller's word, since the
+    /// controller alone decides who holds a MAC. Duplicate detection does not
+    /// apply (the controller's table does it).
+    pub fn force_advert(&mut self, route: &MacRoute, now: Duration) -> Outcome {
+        let origin = self.intern(&route.origin);
+        let key = (route.vni, route.mac);
+        let fresh = Entry {
+            vtep: route.vtep,
+            seq: route.seq,
+            origin,
+            since: secs(now),
+            moves: 0,
+            state: State::Live,
+        };
+        let outcome = match self.entries.insert(key, fresh) {
+            Some(old) if old.state != State::Withdrawn && old.vtep == route.vtep => {
+                if old.seq == route.seq {
+                    Outcome::Ignored(Reason::Duplicate)
+                } else {
+                    Outcome::Refreshed { vtep: route.vtep }
+                }
+            }
+            Some(old) if old.state != State::Withdrawn => Outcome::Moved {
+                from: old.vtep,
+                to: route.vtep,
+            },
+            _ => Outcome::Installed { vtep: route.vtep },
+        };
+        self.count(route.vni, outcome);
+        outcome
+    }
+
+    /// Removes `w`'s MAC if it is installed behind `w.vtep` (whatever the
+    /// seq), leaving a tombstone: the controller's word, as for
+    /// [`force_advert`](Self::force_advert).
+    pub fn force_withdraw(&mut self, w: &MacWithdraw, now: Duration) -> Outcome {
+        let outcome = match self.entries.get_mut(&(w.vni, w.mac)) {
+            Some(e) if e.state != State::Withdrawn && e.vtep == w.vtep => {
+                e.withdraw(w.vtep, w.seq, secs(now));
+                Outcome::Removed { vtep: w.vtep }
+            }
+            Some(e) if e.state != State::Withdrawn => Outcome::Ignored(Reason::NotOwner),
+            _ => Outcome::Ignored(Reason::Unknown),
+        };
+        self.count(w.vni, outcome);
+        outcome
     }
 
     /// MACs frozen by duplicate detection as of `now`, ordered by `(vni, mac)`.
@@ -568,6 +707,7 @@ impl MobilityTable {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::cmp::Reverse;
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -813,6 +953,84 @@ mod tests {
             .local_move(VNI, MacAddr([2, 0, 0, 0, 0, 9]), C, t(3))
             .unwrap();
         assert_eq!(other.seq, 0);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        assert_eq!(seq_cmp(0, u32::MAX), Ordering::Greater);
+        assert_eq!(seq_cmp(u32::MAX, 0), Ordering::Less);
+        assert_eq!(seq_cmp(5, 5), Ordering::Equal);
+        // Exactly half the circle apart: neither is newer.
+        assert_eq!(seq_cmp(0, 1 << 31), Ordering::Less);
+        assert_eq!(seq_cmp(1 << 31, 0), Ordering::Less);
+        let mut m = table();
+        m.apply_advert(&adv(A, u32::MAX), t(0));
+        let r = m.local_move(VNI, MAC, C, t(1)).unwrap();
+        assert_eq!(r.seq, 0, "the move after u32::MAX is 0");
+        assert_eq!(loc(&m), Some((C, 0)));
+        // The old owner's u32::MAX is now older.
+        assert_eq!(
+            m.apply_advert(&adv(A, u32::MAX), t(2)),
+            Outcome::Ignored(Reason::Stale)
+        );
+        assert_eq!(
+            m.apply_advert(&adv(B, 1), t(3)),
+            Outcome::Moved { from: C, to: B }
+        );
+    }
+
+    #[test]
+    fn live_counts_follow_every_change() {
+        let mut m = table();
+        let mac2 = MacAddr([2, 0, 0, 0, 0, 2]);
+        m.apply_advert(&adv(A, 0), t(0));
+        m.apply_advert(
+            &MacRoute {
+                mac: mac2,
+                ..adv(A, 0)
+            },
+            t(0),
+        );
+        assert_eq!((m.live_count(A, VNI), m.live_count(B, VNI)), (2, 0));
+        m.apply_advert(&adv(B, 1), t(1));
+        assert_eq!((m.live_count(A, VNI), m.live_count(B, VNI)), (1, 1));
+        m.apply_withdraw(&wd(B, 1), t(2));
+        assert_eq!(m.live_count(B, VNI), 0);
+        assert_eq!(m.tombstone(VNI, MAC), Some((B, 1)));
+        m.force_advert(&adv(C, 0), t(3));
+        assert_eq!(m.live_count(C, VNI), 1);
+        m.force_advert(&adv(A, 0), t(3));
+        assert_eq!((m.live_count(A, VNI), m.live_count(C, VNI)), (2, 0));
+        m.force_withdraw(&wd(A, 0), t(4));
+        assert_eq!(m.live_count(A, VNI), 1);
+        m.withdraw_all_from(A, t(5));
+        assert_eq!(m.live_count(A, VNI), 0);
+        assert!(m.live.is_empty());
+    }
+
+    #[test]
+    fn forced_routes_replace_whatever_is_held() {
+        let mut m = table();
+        m.apply_advert(&adv(A, 9), t(0));
+        m.apply_withdraw(&wd(A, 9), t(1));
+        // A tombstone at 9 does not keep the controller's route at 3 out.
+        assert_eq!(
+            m.force_advert(&adv(B, 3), t(2)),
+            Outcome::Installed { vtep: B }
+        );
+        assert_eq!(
+            m.force_advert(&adv(C, 1), t(3)),
+            Outcome::Moved { from: B, to: C }
+        );
+        assert_eq!(
+            m.force_withdraw(&wd(B, 1), t(4)),
+            Outcome::Ignored(Reason::NotOwner)
+        );
+        assert_eq!(
+            m.force_withdraw(&wd(C, 0), t(4)),
+            Outcome::Removed { vtep: C }
+        );
+        assert_eq!(loc(&m), None);
     }
 
     #[test]

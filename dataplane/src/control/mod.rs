@@ -10,11 +10,15 @@
 //!   messages and FDB changes.
 //! - [`registry`]: the controller's members, invites and keys.
 //! - [`membership`]: what a member remembers about its cluster.
+//! - [`core`]: the controller's and the member's decisions (MAC ownership,
+//!   quotas, authorized moves, relays) as a state machine that returns
+//!   effects.
 //!
 //! Then the running parts: [`tunnel`] (the WireGuard interface),
 //! [`session`] (framed TCP inside it), [`plane`] (the control plane as the
 //! daemon holds it) with its controller, member and local-MAC tasks.
 mod controller;
+pub mod core;
 mod locals;
 pub mod macbook;
 mod member;

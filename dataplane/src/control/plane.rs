@@ -1,27 +1,33 @@
-//! The running control plane: the node's role (controller or member), its
-//! WireGuard tunnel, its MAC book, and what it asks of the data plane (VNIs,
-//! peers per VNI, FDB entries). The controller's sessions live in
-//! `controller.rs`, the member's in `member.rs`, local MAC discovery in
-//! `locals.rs`.
+//! The running control plane: the node's role with its decision core
+//! ([`ControllerCore`] or [`MemberCore`]), its WireGuard tunnel, its live
+//! sessions, and the effects the cores return, carried out here
+//! ([`ControlPlane::execute`]). The controller's sessions live in
+//! `controller.rs`, the member's in `member.rs`, local MAC discovery and the
+//! periodic upkeep in `locals.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use tracing::warn;
 
-use super::macbook::{FdbChange, MacBook, Relay};
+use super::core::controller::{ControllerCore, Identity, Policy};
+use super::core::member::MemberCore;
+use super::core::{CloudView, Effect, Now, RejectReason, Rejection};
+use super::macbook::FdbChange;
 use super::membership::{membership_path, Membership};
 use super::registry::{registry_path, Registry};
 use super::tunnel::{
     log_file, pid_file, DesiredPeer, Tunnel, TunnelError, TunnelSpec, WG_OVERHEAD,
 };
-use super::wire::{Member, Message};
+use super::wire::Message;
 use crate::config::{Config, Role, WireguardConfig};
+use crate::mac::MacAddr;
 use crate::netlink::Netlink;
 
 /// What the control plane needs from the data plane.
@@ -30,6 +36,21 @@ pub trait DataplaneHooks: Send + Sync + 'static {
     fn apply_fdb(&self, changes: &[FdbChange]);
     /// The VNIs served now: (VNI, bridge, bridge-side overlay port).
     fn vni_ports(&self) -> Vec<(u32, String, String)>;
+    /// The VTEP a static or learned FDB entry places `mac` on `vni` behind
+    /// (not control-plane entries).
+    fn fdb_holder(&self, vni: u32, mac: MacAddr) -> Option<Ipv4Addr>;
+    /// Drops the entry the VNI's bridge holds for `mac` on a local port: it
+    /// lives elsewhere now.
+    fn forget_local(&self, vni: u32, mac: MacAddr);
+}
+
+/// The data plane as the decision core sees it.
+struct Cloud<'a>(&'a dyn DataplaneHooks);
+
+impl CloudView for Cloud<'_> {
+    fn fdb_holder(&self, vni: u32, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.0.fdb_holder(vni, mac)
+    }
 }
 
 /// What the data plane must serve besides the config file.
@@ -39,44 +60,37 @@ pub struct Dynamic {
     pub vnis: BTreeSet<u32>,
     /// Remote VTEPs (members' tunnel addresses) per VNI.
     pub peers: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    /// Remote VTEPs whose frames may move MACs in the data plane (on a
+    /// member: the controller).
+    pub trusted: BTreeSet<Ipv4Addr>,
     /// The WireGuard interface, once up.
     pub tunnel: Option<String>,
     /// The tunnel's MTU, once up.
     pub tunnel_mtu: Option<u32>,
 }
 
-/// Why control messages were refused, for `/metrics`.
+/// Refused control input by reason, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RejectCounters {
-    /// From an address that is neither a member nor invited.
-    pub not_member: AtomicU64,
-    /// Bad protocol version.
-    pub bad_version: AtomicU64,
-    /// Malformed frame or payload.
-    pub malformed: AtomicU64,
-    /// A member advertising a VTEP or VNI that is not its own.
-    pub forged: AtomicU64,
-    /// A message out of place (e.g. no Hello first).
-    pub unexpected: AtomicU64,
-    /// A refused invite token.
-    pub bad_token: AtomicU64,
+    counts: [AtomicU64; RejectReason::ALL.len()],
 }
 
 impl RejectCounters {
+    /// Counts one `reason`.
+    pub fn count(&self, reason: RejectReason) {
+        if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// `(reason, count)` for every reason.
     #[must_use]
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        [
-            ("not_member", &self.not_member),
-            ("bad_version", &self.bad_version),
-            ("malformed", &self.malformed),
-            ("forged", &self.forged),
-            ("unexpected", &self.unexpected),
-            ("bad_token", &self.bad_token),
-        ]
-        .into_iter()
-        .map(|(n, c)| (n, c.load(Ordering::Relaxed)))
-        .collect()
+        RejectReason::ALL
+            .iter()
+            .zip(&self.counts)
+            .map(|(r, c)| (r.name(), c.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -95,7 +109,7 @@ pub struct ClientRecord {
     pub handshake_age_secs: Option<u64>,
     /// Where its packets come from.
     pub endpoint: Option<SocketAddr>,
-    /// MACs it advertises.
+    /// MACs it holds.
     pub macs: usize,
     /// Bytes received from it over WireGuard.
     pub rx_bytes: u64,
@@ -103,37 +117,31 @@ pub struct ClientRecord {
     pub tx_bytes: u64,
 }
 
-/// A live controller session, as the controller relays to it.
+/// Messages queued for one session; a session that falls this far behind is
+/// dropped (its member resyncs on reconnect).
+pub const SESSION_QUEUE: usize = 4096;
+
+/// A live session's outgoing queue.
 #[derive(Debug)]
 pub(super) struct SessionHandle {
     pub(super) id: u64,
-    pub(super) tx: mpsc::UnboundedSender<Message>,
-    pub(super) vnis: BTreeSet<u32>,
+    pub(super) tx: mpsc::Sender<Message>,
 }
 
-/// The controller's state.
-#[derive(Debug)]
-pub(super) struct ControllerState {
-    pub(super) registry: Registry,
-    pub(super) book: MacBook,
-    pub(super) sessions: HashMap<String, SessionHandle>,
-}
-
-/// A member's state.
-#[derive(Debug, Default)]
-pub(super) struct MemberState {
-    pub(super) membership: Option<Membership>,
-    pub(super) book: Option<MacBook>,
-    pub(super) outbox: Option<mpsc::UnboundedSender<Message>>,
-    pub(super) dirty: bool,
-}
-
-/// The control plane's mutable state, by role.
+/// The control plane's state, by role.
 #[derive(Debug)]
 pub(super) enum Inner {
-    Controller(ControllerState),
-    Member(MemberState),
+    Controller(Box<ControllerCore>),
+    /// A member; `None` until it joined.
+    Member(Option<Box<MemberCore>>),
 }
+
+/// Log lines about refused input are limited to one per `(member, reason,
+/// MAC)`; this many keys are remembered before the memory starts afresh.
+const REJECT_LOG_KEYS: usize = 4096;
+
+/// What a refusal is logged once for.
+type RejectionKey = (String, RejectReason, Option<(u32, MacAddr)>);
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -146,11 +154,15 @@ pub struct ControlPlane {
     pub(super) hooks: Arc<dyn DataplaneHooks>,
     pub(super) inner: Mutex<Inner>,
     pub(super) tunnel: Mutex<Option<Tunnel>>,
+    /// Outgoing queues of live sessions, by member name (a member's one
+    /// session with the controller is under the controller's name).
+    pub(super) sessions: Mutex<HashMap<String, SessionHandle>>,
     changed: watch::Sender<u64>,
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
-    /// Refused control messages by reason.
+    logged: Mutex<BTreeSet<RejectionKey>>,
+    /// Refused control input by reason.
     pub rejects: RejectCounters,
 }
 
@@ -163,13 +175,13 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
-/// Why the control plane could not start.
+/// Why the control plane could not start or carry out a change.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// The registry could not be read or created.
+    /// The registry could not be read or written.
     #[error(transparent)]
     Registry(#[from] super::registry::RegistryError),
-    /// The membership file could not be read.
+    /// The membership file could not be read or written.
     #[error("membership {}: {source}", path.display())]
     Membership {
         /// The file.
@@ -186,6 +198,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Seconds since the Unix epoch.
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl ControlPlane {
     /// Loads the node's control state (registry or membership) without
     /// touching the system. `vtep` and `underlay_mtu` are the node's.
@@ -197,41 +216,32 @@ impl ControlPlane {
         hooks: Arc<dyn DataplaneHooks>,
     ) -> Result<Arc<Self>, ControlError> {
         let state_dir = cfg.node.state_dir.clone();
+        let endpoint = wg
+            .endpoint
+            .unwrap_or_else(|| SocketAddr::new(vtep.into(), wg.listen_port));
         let inner = match wg.role {
             Role::Controller => {
                 let registry = Registry::load_or_create(
                     &registry_path(&state_dir, &cfg.node.name),
                     &mut rand::rng(),
                 )?;
-                let addr = wg.address.map_or(vtep, ipnetwork::Ipv4Network::ip);
-                Inner::Controller(ControllerState {
-                    registry,
-                    book: MacBook::new(&cfg.node.name, addr),
-                    sessions: HashMap::new(),
-                })
+                let me = Identity {
+                    name: cfg.node.name.clone(),
+                    endpoint,
+                    tunnel_addr: wg.address.map_or(vtep, ipnetwork::Ipv4Network::ip),
+                };
+                let policy = Policy {
+                    mac_quota: wg.mac_quota,
+                };
+                Inner::Controller(Box::new(ControllerCore::new(me, registry, policy)))
             }
             Role::Member => {
                 let path = membership_path(&state_dir, &cfg.node.name);
                 let membership = Membership::load(&path)
                     .map_err(|source| ControlError::Membership { path, source })?;
-                let book = membership.as_ref().map(|m| {
-                    let mut book = MacBook::new(&m.name, m.tunnel_addr);
-                    let origin = super::mobility::NodeId::new(&m.controller.name);
-                    for r in &m.routes {
-                        book.advert(r, &origin, Duration::ZERO);
-                    }
-                    book
-                });
-                Inner::Member(MemberState {
-                    membership,
-                    book,
-                    ..MemberState::default()
-                })
+                Inner::Member(membership.map(|m| Box::new(MemberCore::new(m))))
             }
         };
-        let endpoint = wg
-            .endpoint
-            .unwrap_or_else(|| SocketAddr::new(vtep.into(), wg.listen_port));
         Ok(Arc::new(Self {
             node: cfg.node.name.clone(),
             wg: wg.clone(),
@@ -241,10 +251,12 @@ impl ControlPlane {
             hooks,
             inner: Mutex::new(inner),
             tunnel: Mutex::new(None),
+            sessions: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
+            logged: Mutex::new(BTreeSet::new()),
             rejects: RejectCounters::default(),
         }))
     }
@@ -253,25 +265,28 @@ impl ControlPlane {
     /// programs the persisted routes; [`spawn_tasks`](Self::spawn_tasks)
     /// then starts the sessions.
     pub async fn start(self: &Arc<Self>) -> Result<(), ControlError> {
-        let spec = {
-            let inner = lock(&self.inner);
-            match &*inner {
-                Inner::Controller(c) => {
-                    let net = self.wg.address.map(|a| (a.ip(), a.prefix()));
-                    net.map(|(addr, prefix)| (c.registry.private_key, addr, prefix))
-                }
-                Inner::Member(m) => m
-                    .membership
-                    .as_ref()
-                    .map(|m| (m.private_key, m.tunnel_addr, m.tunnel_prefix)),
-            }
+        let spec = match &*self.inner() {
+            Inner::Controller(c) => self
+                .wg
+                .address
+                .map(|a| (c.registry().private_key, a.ip(), a.prefix())),
+            Inner::Member(m) => m.as_ref().map(|m| {
+                let ms = m.joined();
+                (ms.private_key, ms.tunnel_addr, ms.tunnel_prefix)
+            }),
         };
         let Some((private_key, addr, prefix)) = spec else {
             return Ok(()); // a member that has not joined yet
         };
         self.bring_up_tunnel(private_key, addr, prefix).await?;
         self.sync_peers();
-        let entries = self.with_book(|b| b.fdb_entries()).unwrap_or_default();
+        let entries = match &*self.inner() {
+            Inner::Controller(c) => c.book().fdb_entries(),
+            Inner::Member(m) => m
+                .as_ref()
+                .map(|m| m.book().fdb_entries())
+                .unwrap_or_default(),
+        };
         self.hooks.apply_fdb(&entries);
         Ok(())
     }
@@ -302,20 +317,25 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Starts the background tasks (sessions, local MACs, endpoints) of a
-    /// controller or joined member; nothing for a member not joined yet.
-    pub fn spawn_tasks(self: &Arc<Self>) {
+    /// Starts the background tasks (sessions, local MACs, upkeep,
+    /// endpoints) of a controller or joined member; nothing for a member not
+    /// joined yet.
+    pub async fn spawn_tasks(self: &Arc<Self>) {
         if self.tunnel().is_none() {
             return;
         }
-        let is_controller = matches!(*lock(&self.inner), Inner::Controller(_));
+        let is_controller = matches!(*self.inner(), Inner::Controller(_));
         if is_controller {
+            // The controller's own MACs first: a member's claim must never
+            // find one of them free just because we have not looked yet.
+            self.observe_local_once().await;
             tokio::spawn(Arc::clone(self).serve_controller());
             tokio::spawn(Arc::clone(self).watch_endpoints());
         } else {
             tokio::spawn(Arc::clone(self).run_member());
         }
         tokio::spawn(Arc::clone(self).watch_local_macs());
+        tokio::spawn(Arc::clone(self).upkeep());
     }
 
     /// How long `vlnet ctl vm moved` keeps a MAC local without the bridge
@@ -324,9 +344,13 @@ impl ControlPlane {
 
     /// Declares `mac` local on `vni` (`vlnet ctl vm moved`): advertised with
     /// the next sequence number at once.
-    pub fn claim_local(&self, vni: u32, mac: crate::mac::MacAddr) {
-        let until = self.now() + Self::CLAIM_FOR;
-        self.with_book(|b| b.claim(vni, mac, until));
+    pub fn claim_local(&self, vni: u32, mac: MacAddr) {
+        let until = self.now().mono + Self::CLAIM_FOR;
+        match &mut *self.inner() {
+            Inner::Controller(c) => c.claim_local(vni, mac, until),
+            Inner::Member(Some(m)) => m.claim_local(vni, mac, until),
+            Inner::Member(None) => {}
+        }
         self.poke_local_macs();
     }
 
@@ -347,9 +371,12 @@ impl ControlPlane {
         self.changed.subscribe()
     }
 
-    /// Monotonic time for the mobility rules.
-    pub(super) fn now(&self) -> Duration {
-        self.epoch.elapsed()
+    /// The time for the decision cores.
+    pub(super) fn now(&self) -> Now {
+        Now {
+            mono: self.epoch.elapsed(),
+            unix: unix_now(),
+        }
     }
 
     pub(super) fn session_id(&self) -> u64 {
@@ -364,18 +391,144 @@ impl ControlPlane {
         lock(&self.tunnel)
     }
 
-    pub(super) fn with_book<T>(&self, f: impl FnOnce(&mut MacBook) -> T) -> Option<T> {
-        match &mut *self.inner() {
-            Inner::Controller(c) => Some(f(&mut c.book)),
-            Inner::Member(m) => m.book.as_mut().map(f),
+    /// The data plane, as the decision cores ask it.
+    pub(super) fn cloud(&self) -> impl CloudView + '_ {
+        Cloud(self.hooks.as_ref())
+    }
+
+    /// The VNIs this node serves now.
+    pub(super) fn served(&self) -> Vec<u32> {
+        self.hooks.vni_ports().iter().map(|p| p.0).collect()
+    }
+
+    /// Runs `f` on the controller's core and carries out the effects it
+    /// returns; `None` on a member.
+    pub(super) fn with_controller<T>(
+        &self,
+        f: impl FnOnce(&mut ControllerCore, &dyn CloudView) -> (T, Vec<Effect>),
+    ) -> Option<Result<T, ControlError>> {
+        let (value, effects) = {
+            let mut inner = self.inner();
+            let Inner::Controller(c) = &mut *inner else {
+                return None;
+            };
+            let cloud = self.cloud();
+            f(c, &cloud)
+        };
+        Some(self.execute(effects).map(|()| value))
+    }
+
+    /// Runs `f` on a joined member's core and carries out its effects;
+    /// `None` on a controller or a member not joined yet.
+    pub(super) fn with_member<T>(
+        &self,
+        f: impl FnOnce(&mut MemberCore) -> (T, Vec<Effect>),
+    ) -> Option<Result<T, ControlError>> {
+        let (value, effects) = {
+            let mut inner = self.inner();
+            let Inner::Member(Some(m)) = &mut *inner else {
+                return None;
+            };
+            f(m)
+        };
+        Some(self.execute(effects).map(|()| value))
+    }
+
+    /// Carries out `effects` in order. Sends never block: a session whose
+    /// queue is full is dropped. Stops at the first state that cannot be
+    /// saved and reports it (what came before it was done).
+    pub(super) fn execute(&self, effects: Vec<Effect>) -> Result<(), ControlError> {
+        for effect in effects {
+            match effect {
+                Effect::Send { to, message } => self.send(&to, message),
+                Effect::Fdb(changes) => self.hooks.apply_fdb(&changes),
+                Effect::ForgetLocal { vni, mac } => self.hooks.forget_local(vni, mac),
+                Effect::Reject(r) => self.rejected(&r),
+                Effect::Persist => self.persist()?,
+                Effect::SyncPeers => self.sync_peers(),
+                Effect::Converge => self.notify(),
+                Effect::EndSession { member } => {
+                    lock(&self.sessions).remove(&member);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Queues `message` on `to`'s session; a session that cannot take it
+    /// (it stopped reading) is dropped and counted.
+    fn send(&self, to: &str, message: Message) {
+        let mut sessions = lock(&self.sessions);
+        let Some(s) = sessions.get(to) else {
+            return; // not connected: it resyncs on connect
+        };
+        match s.tx.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                sessions.remove(to);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                sessions.remove(to);
+                drop(sessions);
+                self.rejected(&Rejection {
+                    member: to.to_owned(),
+                    reason: RejectReason::SlowReader,
+                    mac: None,
+                    detail: format!(
+                        "{SESSION_QUEUE} messages queued and not read; session dropped"
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Counts refused input and logs it once per `(member, reason, MAC)`.
+    pub(super) fn rejected(&self, r: &Rejection) {
+        self.rejects.count(r.reason);
+        let mut logged = lock(&self.logged);
+        if logged.len() >= REJECT_LOG_KEYS {
+            logged.clear();
+        }
+        if logged.insert((r.member.clone(), r.reason, r.mac)) {
+            let (vni, mac) = r.mac.map_or((None, None), |(v, m)| (Some(v), Some(m)));
+            warn!(
+                member = %r.member,
+                reason = r.reason.name(),
+                vni,
+                mac = mac.map(tracing::field::display),
+                detail = %r.detail,
+                "control input refused (logged once per member, reason and MAC)"
+            );
+        }
+    }
+
+    /// Saves the registry (controller) or the membership (member).
+    fn persist(&self) -> Result<(), ControlError> {
+        match &mut *self.inner() {
+            Inner::Controller(c) => {
+                let path = registry_path(&self.state_dir, &self.node);
+                c.registry().save(&path)?;
+            }
+            Inner::Member(Some(m)) => {
+                m.take_dirty();
+                let path = membership_path(&self.state_dir, &self.node);
+                m.membership()
+                    .save(&path)
+                    .map_err(|source| ControlError::Membership { path, source })?;
+            }
+            Inner::Member(None) => {}
+        }
+        Ok(())
     }
 
     /// MACs frozen as duplicates now.
     #[must_use]
     pub fn frozen_macs(&self) -> Vec<super::mobility::FrozenMac> {
-        let now = self.now();
-        self.with_book(|b| b.frozen(now)).unwrap_or_default()
+        let now = self.now().mono;
+        match &*self.inner() {
+            Inner::Controller(c) => c.book().frozen(now),
+            Inner::Member(m) => m.as_ref().map(|m| m.book().frozen(now)).unwrap_or_default(),
+        }
     }
 
     /// Live control sessions: members connected (controller), or 1 while
@@ -383,8 +536,17 @@ impl ControlPlane {
     #[must_use]
     pub fn sessions(&self) -> u64 {
         match &*self.inner() {
-            Inner::Controller(c) => c.sessions.len() as u64,
-            Inner::Member(m) => u64::from(m.outbox.is_some()),
+            Inner::Controller(c) => c.connected().len() as u64,
+            Inner::Member(m) => u64::from(m.as_ref().is_some_and(|m| m.is_connected())),
+        }
+    }
+
+    /// Claims refused and waiting for their MAC's release (controller).
+    #[must_use]
+    pub fn waiting_claims(&self) -> u64 {
+        match &*self.inner() {
+            Inner::Controller(c) => c.claims().len() as u64,
+            Inner::Member(_) => 0,
         }
     }
 
@@ -401,25 +563,18 @@ impl ControlPlane {
             ..Dynamic::default()
         };
         match &*self.inner() {
-            Inner::Controller(c) => {
-                for m in c.registry.members.values() {
-                    for &vni in &m.vnis {
-                        d.peers.entry(vni).or_default().insert(m.tunnel_addr);
-                    }
-                }
-            }
-            Inner::Member(MemberState {
-                membership: Some(ms),
-                ..
-            }) => {
+            Inner::Controller(c) => d.peers = c.peers_by_vni(),
+            Inner::Member(Some(m)) => {
+                let ms = m.joined();
                 d.vnis = ms.vnis.iter().copied().collect();
                 for m in &ms.members {
                     for vni in m.vnis.iter().filter(|v| d.vnis.contains(v)) {
                         d.peers.entry(*vni).or_default().insert(m.tunnel_addr);
                     }
                 }
+                d.trusted.insert(ms.controller.tunnel_addr);
             }
-            Inner::Member(_) => {}
+            Inner::Member(None) => {}
         }
         d
     }
@@ -429,7 +584,7 @@ impl ControlPlane {
         let desired = self.desired_peers();
         if let Some(t) = &mut *self.tunnel() {
             if let Err(e) = t.sync_peers(&desired) {
-                tracing::warn!(error = %e, "cannot update WireGuard peers");
+                warn!(error = %e, "cannot update WireGuard peers");
             }
         }
     }
@@ -437,25 +592,9 @@ impl ControlPlane {
     fn desired_peers(&self) -> Vec<DesiredPeer> {
         let keepalive = self.wg.keepalive_secs;
         match &*self.inner() {
-            Inner::Controller(c) => {
-                let members = c.registry.members.values().map(|m| DesiredPeer {
-                    public_key: m.public_key,
-                    endpoint: m.endpoint,
-                    tunnel_addr: m.tunnel_addr,
-                    keepalive,
-                });
-                let invites = c.registry.invites.values().map(|i| DesiredPeer {
-                    public_key: i.public_key,
-                    endpoint: None,
-                    tunnel_addr: i.tunnel_addr,
-                    keepalive: 0,
-                });
-                members.chain(invites).collect()
-            }
-            Inner::Member(MemberState {
-                membership: Some(ms),
-                ..
-            }) => {
+            Inner::Controller(c) => c.desired_peers(keepalive, unix_now()),
+            Inner::Member(Some(m)) => {
+                let ms = m.joined();
                 let mine: BTreeSet<u32> = ms.vnis.iter().copied().collect();
                 let ctl = &ms.controller;
                 let mut peers = vec![DesiredPeer {
@@ -477,58 +616,7 @@ impl ControlPlane {
                 }
                 peers
             }
-            Inner::Member(_) => Vec::new(),
-        }
-    }
-
-    /// The member list as member `name` should see it: the controller and
-    /// every other member.
-    pub(super) fn members_for(&self, c: &ControllerState, name: &str) -> Vec<Member> {
-        let me = Member {
-            name: self.node.clone(),
-            public_key: c.registry.public_key(),
-            endpoint: Some(self.endpoint),
-            tunnel_addr: c.book.my_vtep(),
-            vtep: c.book.my_vtep(),
-            vnis: self.hooks.vni_ports().iter().map(|p| p.0).collect(),
-        };
-        let others = c
-            .registry
-            .members
-            .iter()
-            .filter(|(n, _)| n.as_str() != name)
-            .map(|(n, m)| Member {
-                name: n.clone(),
-                public_key: m.public_key,
-                endpoint: m.endpoint,
-                tunnel_addr: m.tunnel_addr,
-                vtep: m.tunnel_addr,
-                vnis: m.vnis.clone(),
-            });
-        std::iter::once(me).chain(others).collect()
-    }
-
-    /// Sends `relays` to every session but `from`'s that serves their VNI.
-    pub(super) fn relay(c: &ControllerState, from: Option<&str>, relays: &[Relay]) {
-        for (name, s) in &c.sessions {
-            if Some(name.as_str()) == from {
-                continue;
-            }
-            for r in relays.iter().filter(|r| s.vnis.contains(&r.vni())) {
-                let _ = s.tx.send(match r {
-                    Relay::Advert(a) => Message::MacAdvert(*a),
-                    Relay::Withdraw(w) => Message::MacWithdraw(*w),
-                });
-            }
-        }
-    }
-
-    /// Sends every session its member list.
-    pub(super) fn broadcast_members(&self, c: &ControllerState) {
-        for (name, s) in &c.sessions {
-            let members = self.members_for(c, name);
-            let _ =
-                s.tx.send(Message::Members(super::wire::Members { members }));
+            Inner::Member(None) => Vec::new(),
         }
     }
 }

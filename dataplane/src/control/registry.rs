@@ -1,6 +1,6 @@
 //! The controller's registry: its own WireGuard key, the secret that signs
-//! invite tokens, the members that joined, the invites still open, and the
-//! ids of tokens already used. Persisted as one JSON file (root-only: it
+//! invite tokens, the members that joined, the invites still open, the ids
+//! of tokens already used, and the MAC moves an operator authorized. Persisted as one JSON file (root-only: it
 //! holds private keys).
 //!
 //! Pure state: the caller passes `now` (unix seconds) and an RNG, and saves
@@ -54,6 +54,21 @@ pub struct InviteRecord {
     /// The VNIs granted.
     pub vnis: Vec<u32>,
     /// When the token expires, unix seconds.
+    pub expires_at: u64,
+}
+
+/// An operator's permission for a member to take a MAC held elsewhere
+/// (`vlnet ctl vm move MAC --vni N --to MEMBER`): used once, by the member's
+/// next claim of the MAC, or lapses at `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveGrant {
+    /// The VNI.
+    pub vni: u32,
+    /// The MAC.
+    pub mac: crate::mac::MacAddr,
+    /// The member that may take it.
+    pub to: String,
+    /// When the permission lapses, unix seconds.
     pub expires_at: u64,
 }
 
@@ -148,6 +163,9 @@ pub struct Registry {
     pub invites: BTreeMap<String, InviteRecord>,
     /// Ids (hex) of redeemed tokens.
     pub used_tokens: BTreeSet<String>,
+    /// MAC moves authorized and not used yet.
+    #[serde(default)]
+    pub grants: Vec<MoveGrant>,
 }
 
 /// The registry file of `node` under `state_dir`.
@@ -167,6 +185,7 @@ impl Registry {
             members: BTreeMap::new(),
             invites: BTreeMap::new(),
             used_tokens: BTreeSet::new(),
+            grants: Vec::new(),
         }
     }
 
@@ -305,6 +324,51 @@ impl Registry {
             return Some(Removed::Member(member));
         }
         self.invites.remove(name).map(Removed::Invite)
+    }
+
+    /// Records that `to` may take `mac` on `vni` until `expires_at`
+    /// (replacing an earlier permission for the same MAC).
+    pub fn grant(&mut self, grant: MoveGrant) {
+        self.grants
+            .retain(|g| (g.vni, g.mac) != (grant.vni, grant.mac));
+        self.grants.push(grant);
+    }
+
+    /// Uses up `member`'s permission to take `mac` on `vni`, if it holds one
+    /// that has not lapsed at `now`.
+    pub fn take_grant(
+        &mut self,
+        vni: u32,
+        mac: crate::mac::MacAddr,
+        member: &str,
+        now: u64,
+    ) -> bool {
+        let Some(i) = self
+            .grants
+            .iter()
+            .position(|g| (g.vni, g.mac) == (vni, mac) && g.to == member && now < g.expires_at)
+        else {
+            return false;
+        };
+        self.grants.remove(i);
+        true
+    }
+
+    /// Drops permissions lapsed at `now` and those of members gone; returns
+    /// whether any went.
+    pub fn prune_grants(&mut self, now: u64) -> bool {
+        let before = self.grants.len();
+        let members = &self.members;
+        self.grants
+            .retain(|g| now < g.expires_at && members.contains_key(&g.to));
+        self.grants.len() != before
+    }
+
+    /// Whether the invite `i` has expired at `now` (its one-time key is no
+    /// longer a WireGuard peer).
+    #[must_use]
+    pub fn invite_expired(i: &InviteRecord, now: u64) -> bool {
+        now >= i.expires_at
     }
 
     /// The member whose tunnel address is `addr`.

@@ -32,6 +32,9 @@ pub enum SessionError {
     /// Nothing arrived in time.
     #[error("control connection silent for {0:?}")]
     Timeout(Duration),
+    /// A send did not complete in time: the peer stopped reading.
+    #[error("control connection: the peer read nothing for {0:?}")]
+    WriteTimeout(Duration),
 }
 
 /// Listens on `addr:port`, only on interface `ifname`.

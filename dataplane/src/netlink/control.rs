@@ -99,6 +99,59 @@ impl Netlink {
         Ok(macs)
     }
 
+    /// Removes the entries bridge `bridge_index` learned for `mac` on its
+    /// ports other than `except_port`: the MAC lives elsewhere now, so
+    /// frames for it should flood (to the overlay port) rather than go to a
+    /// port where it no longer is. Returns how many went.
+    pub async fn forget_bridge_mac(
+        &self,
+        bridge_index: u32,
+        except_port: u32,
+        mac: MacAddr,
+    ) -> Result<usize, NetlinkError> {
+        let mut stream = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute();
+        let mut stale = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(request("listing bridge FDB entries"))?
+        {
+            let header = &msg.header;
+            if header.ifindex == except_port
+                || header.ifindex == bridge_index
+                || header.state == NeighbourState::Permanent
+                || header.state == NeighbourState::Noarp
+            {
+                continue;
+            }
+            let on_bridge = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, NeighbourAttribute::Controller(c) if *c == bridge_index));
+            let is_mac = msg.attributes.iter().any(
+                |a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l.as_slice() == mac.0),
+            );
+            if on_bridge && is_mac {
+                stale.push(msg);
+            }
+        }
+        let n = stale.len();
+        for msg in stale {
+            self.handle
+                .neighbours()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(request(format!("removing {mac} from the bridge")))?;
+        }
+        Ok(n)
+    }
+
     /// Bytes link `index` received plus sent, or `None` if it is gone.
     pub async fn link_bytes(&self, index: u32) -> Result<Option<u64>, NetlinkError> {
         let mut stream = self.handle.link().get().match_index(index).execute();

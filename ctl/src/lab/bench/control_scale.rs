@@ -1,18 +1,23 @@
-//! The control plane at scale, in process: a controller's MAC book holding
-//! the routes of 1,000 members with 10,000 MACs between them, the full sync a
+//! The control plane at scale, in process: a controller whose 1,000 members
+//! claim 10,000 MACs between them through its ownership checks (each
+//! member's full sync, as after a controller restart), the full sync a
 //! (re)connecting member receives (build, encode, decode, apply), the same
-//! for every member at once (a controller restart), and the memory a route
-//! costs (resident set growth over a million routes).
+//! for every member at once, and the memory a route costs (resident set
+//! growth over a million routes).
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde::Serialize;
+use vlnet_dataplane::control::core::controller::{ControllerCore, Identity, Policy};
+use vlnet_dataplane::control::core::{Effect, NoCloud, Now};
 use vlnet_dataplane::control::macbook::MacBook;
 use vlnet_dataplane::control::mobility::NodeId;
-use vlnet_dataplane::control::wire::{self, Decoder, FullSync, MacAdvert, Message};
+use vlnet_dataplane::control::registry::{MemberRecord, Registry};
+use vlnet_dataplane::control::wire::{self, Decoder, FullSync, Hello, MacAdvert, Message};
 use vlnet_dataplane::mac::MacAddr;
 
 /// Members in the run.
@@ -31,7 +36,7 @@ pub struct ScaleReport {
     pub members: u32,
     /// MACs.
     pub macs: u32,
-    /// Controller: applying every member's adverts.
+    /// Controller: every member's full sync through the ownership checks.
     pub apply_all_ms: f64,
     /// One member's full sync: routes → frame → decode → applied.
     pub full_sync_ms: f64,
@@ -56,6 +61,62 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+fn member_name(m: u32) -> String {
+    format!("m{m}")
+}
+
+/// A controller with `members` members (none connected) whose full syncs
+/// claimed `macs` MACs between them, every claim accepted.
+fn filled_controller(members: u32, macs: u32) -> Result<ControllerCore> {
+    let mut registry = Registry::generate(&mut StdRng::seed_from_u64(1));
+    for m in 0..members {
+        let mut key = [0; 32];
+        key[..4].copy_from_slice(&m.to_be_bytes());
+        registry.members.insert(
+            member_name(m),
+            MemberRecord {
+                public_key: key,
+                tunnel_addr: member_vtep(m),
+                vnis: vec![VNI],
+                joined_at: 0,
+                endpoint: None,
+            },
+        );
+    }
+    let me = Identity {
+        name: "controller".into(),
+        endpoint: "198.18.0.1:51820".parse()?,
+        tunnel_addr: Ipv4Addr::new(198, 19, 0, 1),
+    };
+    let mut core = ControllerCore::new(me, registry, Policy::default());
+    let now = Now {
+        mono: Duration::ZERO,
+        unix: 0,
+    };
+    for m in 0..members {
+        let entries = (0..macs)
+            .filter(|i| i % members == m)
+            .map(|i| MacAdvert {
+                vni: VNI,
+                mac: mac(i),
+                vtep: member_vtep(m),
+                seq: 0,
+            })
+            .collect();
+        let effects = core.on_message(
+            &member_name(m),
+            Message::FullSync(FullSync { entries }),
+            now,
+            &NoCloud,
+        );
+        ensure!(
+            !effects.iter().any(|e| matches!(e, Effect::Reject(_))),
+            "member {m}'s claims were refused: {effects:?}"
+        );
+    }
+    Ok(core)
+}
+
 /// A book holding `macs` routes from `members` members.
 fn filled_book(members: u32, macs: u32) -> MacBook {
     let mut book = MacBook::new("controller", Ipv4Addr::new(198, 19, 0, 1));
@@ -75,6 +136,29 @@ fn filled_book(members: u32, macs: u32) -> MacBook {
     book
 }
 
+/// Opens member `m`'s session; returns the full sync it is sent.
+fn open(controller: &mut ControllerCore, m: u32) -> Result<Message> {
+    let hello = Hello {
+        node: member_name(m),
+        version: "bench".into(),
+        vtep: member_vtep(m),
+        vnis: vec![VNI],
+    };
+    let first = controller
+        .open_session(
+            &member_name(m),
+            member_vtep(m),
+            &hello,
+            u64::from(m),
+            &[VNI],
+        )
+        .map_err(|r| anyhow::anyhow!("session refused: {}", r.detail))?;
+    first
+        .into_iter()
+        .find(|msg| matches!(msg, Message::FullSync(_)))
+        .ok_or_else(|| anyhow::anyhow!("no full sync"))
+}
+
 /// Resident set size of this process, bytes.
 fn resident_bytes() -> Result<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm")?;
@@ -91,29 +175,25 @@ fn resident_bytes() -> Result<u64> {
 /// Runs the scale measurements.
 pub fn run() -> Result<ScaleReport> {
     let start = Instant::now();
-    let controller = filled_book(MEMBERS, MACS);
+    let mut controller = filled_controller(MEMBERS, MACS)?;
     let apply_all = start.elapsed();
     ensure!(
-        controller.len() == MACS as usize,
+        controller.book().len() == MACS as usize,
         "controller holds {} routes",
-        controller.len()
+        controller.book().len()
     );
 
-    let vnis: BTreeSet<u32> = [VNI].into();
     let start = Instant::now();
-    let routes: Vec<MacAdvert> = controller
-        .routes(Some(&vnis))
-        .into_iter()
-        .filter(|r| r.vtep != member_vtep(0))
-        .collect();
-    let frame = wire::encode(&Message::FullSync(FullSync { entries: routes }))?;
+    let first = open(&mut controller, 0)?;
+    let frame = wire::encode(&first)?;
     let mut decoder = Decoder::new();
     decoder.feed(&frame);
     let Some(Message::FullSync(sync)) = decoder.next_message()? else {
         anyhow::bail!("the full sync did not decode as one");
     };
     let mut member = MacBook::new("m0", member_vtep(0));
-    let applied = member.full_sync(&NodeId::new("controller"), &sync.entries, Duration::ZERO);
+    let applied =
+        member.follow_full_sync(&NodeId::new("controller"), &sync.entries, Duration::ZERO);
     let full_sync = start.elapsed();
     ensure!(
         applied.fdb.len() + 10 >= MACS as usize,
@@ -124,12 +204,7 @@ pub fn run() -> Result<ScaleReport> {
     let start = Instant::now();
     let mut bytes = 0;
     for m in 0..MEMBERS {
-        let entries: Vec<MacAdvert> = controller
-            .routes(Some(&vnis))
-            .into_iter()
-            .filter(|r| r.vtep != member_vtep(m))
-            .collect();
-        bytes += wire::encode(&Message::FullSync(FullSync { entries }))?.len();
+        bytes += wire::encode(&open(&mut controller, m)?)?.len();
     }
     let all_full_syncs = start.elapsed();
     ensure!(bytes > 0, "nothing encoded");
@@ -183,16 +258,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_member_gets_every_other_members_routes() {
+    fn a_member_gets_every_route_of_its_vni() {
         let book = filled_book(10, 100);
         assert_eq!(book.len(), 100);
-        let vnis: BTreeSet<u32> = [VNI].into();
-        let theirs = book
-            .routes(Some(&vnis))
-            .into_iter()
-            .filter(|r| r.vtep != member_vtep(0))
-            .count();
-        assert_eq!(theirs, 90);
+        let mut controller = filled_controller(10, 100).unwrap();
+        let Message::FullSync(sync) = open(&mut controller, 0).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(sync.entries.len(), 100);
+        assert_eq!(
+            sync.entries
+                .iter()
+                .filter(|r| r.vtep == member_vtep(0))
+                .count(),
+            10
+        );
         assert!(resident_bytes().unwrap() > 0);
     }
 }

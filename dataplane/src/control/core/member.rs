@@ -1,0 +1,182 @@
+//! A member's decisions: it mirrors what the controller decided (the
+//! controller alone says who holds a MAC and with which seq, so its
+//! messages are taken as they are, within the member's own VNIs) and reports
+//! the MACs on its own bridges. Its own claims are applied at once, so a VM
+//! that just arrived is served here before the controller confirms; a claim
+//! the controller refuses stays local to this node.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::{Effect, Now};
+use crate::control::macbook::{Applied, MacBook};
+use crate::control::membership::Membership;
+use crate::control::mobility::NodeId;
+use crate::control::wire::{FullSync, Hello, MacAdvert, Message};
+use crate::mac::MacAddr;
+
+/// A joined member's state and decisions.
+#[derive(Debug)]
+pub struct MemberCore {
+    membership: Membership,
+    book: MacBook,
+    controller: NodeId,
+    connected: bool,
+    /// The membership changed since it was last saved.
+    dirty: bool,
+}
+
+impl MemberCore {
+    /// A member resuming from its saved `membership` (its routes as last
+    /// received).
+    #[must_use]
+    pub fn new(membership: Membership) -> Self {
+        let controller = NodeId::new(&membership.controller.name);
+        let mut book = MacBook::new(&membership.name, membership.tunnel_addr);
+        for r in &membership.routes {
+            book.follow_advert(r, &controller, Duration::ZERO);
+        }
+        Self {
+            membership,
+            book,
+            controller,
+            connected: false,
+            dirty: false,
+        }
+    }
+
+    /// The membership with the routes held now (what to save).
+    #[must_use]
+    pub fn membership(&self) -> Membership {
+        Membership {
+            routes: self.book.routes(None),
+            ..self.membership.clone()
+        }
+    }
+
+    /// The membership as joined (keys, addresses, members).
+    #[must_use]
+    pub fn joined(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The MAC book.
+    #[must_use]
+    pub fn book(&self) -> &MacBook {
+        &self.book
+    }
+
+    /// Takes whether the membership changed since the last call (and clears
+    /// it): the caller saves it then.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The Hello that opens a session with the controller.
+    #[must_use]
+    pub fn hello(&self) -> Hello {
+        Hello {
+            node: self.membership.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            vtep: self.membership.tunnel_addr,
+            vnis: self.membership.vnis.clone(),
+        }
+    }
+
+    /// The session with the controller is up (after its Hello): returns our
+    /// full table to send it.
+    pub fn connected(&mut self) -> Message {
+        self.connected = true;
+        Message::FullSync(FullSync {
+            entries: self.book.local_routes(),
+        })
+    }
+
+    /// The session with the controller ended.
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+    }
+
+    /// Whether a session with the controller is up.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// A message from the controller.
+    pub fn on_message(&mut self, message: Message, now: Now) -> Vec<Effect> {
+        let mine = |vni: u32| self.membership.vnis.contains(&vni);
+        let applied = match message {
+            Message::MacAdvert(a) if mine(a.vni) => {
+                self.book.follow_advert(&a, &self.controller, now.mono)
+            }
+            Message::MacWithdraw(w) if mine(w.vni) => self.book.follow_withdraw(&w, now.mono),
+            Message::FullSync(s) => {
+                let entries: Vec<MacAdvert> =
+                    s.entries.into_iter().filter(|e| mine(e.vni)).collect();
+                self.book
+                    .follow_full_sync(&self.controller, &entries, now.mono)
+            }
+            Message::Members(list) => {
+                if self.membership.members == list.members {
+                    return Vec::new();
+                }
+                self.membership.members = list.members;
+                self.dirty = true;
+                return vec![Effect::Persist, Effect::SyncPeers, Effect::Converge];
+            }
+            _ => return Vec::new(),
+        };
+        self.dirty = true;
+        fdb_effects(applied)
+    }
+
+    /// The MACs on this node's bridges now: new ones are claimed (the next
+    /// seq), vanished ones withdrawn, both sent to the controller while
+    /// connected (a reconnect sends the full table).
+    pub fn observe_local(&mut self, local: &BTreeSet<(u32, MacAddr)>, now: Now) -> Vec<Effect> {
+        let delta = self.book.observe_local(local, now.mono);
+        let mut out = Vec::new();
+        if self.connected {
+            let to = self.membership.controller.name.clone();
+            out.extend(delta.adverts.iter().map(|a| Effect::Send {
+                to: to.clone(),
+                message: Message::MacAdvert(*a),
+            }));
+            out.extend(delta.withdraws.iter().map(|w| Effect::Send {
+                to: to.clone(),
+                message: Message::MacWithdraw(*w),
+            }));
+        }
+        if !delta.adverts.is_empty() || !delta.withdraws.is_empty() {
+            self.dirty = true;
+        }
+        if !delta.fdb.is_empty() {
+            out.push(Effect::Fdb(delta.fdb));
+        }
+        out
+    }
+
+    /// Periodic upkeep: old tombstones go.
+    pub fn tick(&mut self, now: Now) -> Vec<Effect> {
+        self.book
+            .purge_withdrawn(now.mono, super::controller::TOMBSTONE_KEEP);
+        Vec::new()
+    }
+
+    /// `vlnet ctl vm moved` on a member: `mac` is local until `until`.
+    pub fn claim_local(&mut self, vni: u32, mac: MacAddr, until: Duration) {
+        self.book.claim(vni, mac, until);
+    }
+}
+
+/// A member programs what the controller decided; it never forgets a MAC on
+/// its bridges on the controller's word (the next frame from its new place
+/// fixes the bridge).
+fn fdb_effects(applied: Applied) -> Vec<Effect> {
+    if applied.fdb.is_empty() {
+        Vec::new()
+    } else {
+        vec![Effect::Fdb(applied.fdb)]
+    }
+}

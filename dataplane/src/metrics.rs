@@ -81,6 +81,8 @@ pub struct ControlMetrics {
     pub sessions: u64,
     /// MACs frozen as duplicates.
     pub frozen_macs: u64,
+    /// Claims of MACs held elsewhere waiting for their release (controller).
+    pub waiting_claims: u64,
 }
 
 /// Why `/metrics` could not be served.
@@ -173,7 +175,8 @@ const MAC_MOVES: Spec = Spec {
 const CONTROL_REJECTED: Spec = Spec {
     name: "vlnet_control_rejected_total",
     help: "Control connections and messages refused, by reason (not_member, bad_version, \
-           malformed, forged, unexpected, bad_token).",
+           malformed, forged, unexpected, bad_token, not_owner, quota, frozen, slow_reader, \
+           too_many_connections).",
     kind: MetricType::COUNTER,
     labels: &["reason"],
 };
@@ -188,6 +191,13 @@ const FROZEN_MACS: Spec = Spec {
     name: "vlnet_mac_frozen",
     help: "MACs frozen as duplicates (RFC 7432 15.1: too many moves within the window, \
            e.g. two live copies of one VM).",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+const WAITING_CLAIMS: Spec = Spec {
+    name: "vlnet_control_claims_waiting",
+    help: "Members' claims of MACs held elsewhere, refused and waiting for the holder to \
+           release the MAC or an operator to grant the move (controller).",
     kind: MetricType::GAUGE,
     labels: &[],
 };
@@ -513,7 +523,14 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
         sessions.add(&[], control.sessions);
         let mut frozen = Builder::new(&FROZEN_MACS);
         frozen.add(&[], control.frozen_macs);
-        out.extend([rejected.build(), sessions.build(), frozen.build()]);
+        let mut waiting = Builder::new(&WAITING_CLAIMS);
+        waiting.add(&[], control.waiting_claims);
+        out.extend([
+            rejected.build(),
+            sessions.build(),
+            frozen.build(),
+            waiting.build(),
+        ]);
     }
 
     let mut up_family = Builder::new(&UP);
@@ -716,6 +733,7 @@ mod tests {
                 rejected: vec![("forged", 2), ("not_member", 0)],
                 sessions: 3,
                 frozen_macs: 1,
+                waiting_claims: 2,
             })
         }
 

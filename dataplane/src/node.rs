@@ -370,6 +370,7 @@ impl MetricsSource for Node {
             rejected: control.rejects.snapshot(),
             sessions: control.sessions(),
             frozen_macs: control.frozen_macs().len() as u64,
+            waiting_claims: control.waiting_claims(),
         })
     }
 

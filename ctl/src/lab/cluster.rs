@@ -216,6 +216,24 @@ impl Cluster {
         Ok(token.trim().to_owned())
     }
 
+    /// `vlnet ctl vm move MAC --vni 100 --to MEMBER` on the controller: the
+    /// operator's one action that lets node `n` take a VM's MAC held
+    /// elsewhere (before live-migrating the VM there).
+    pub fn grant_move(&self, n: usize, mac: &str) -> Result<(), LabError> {
+        self.controller()
+            .daemon
+            .ctl(&[
+                "vm",
+                "move",
+                mac,
+                "--vni",
+                &VNI.to_string(),
+                "--to",
+                &self.nodes[n].member_name,
+            ])
+            .map(drop)
+    }
+
     /// `vlnet ctl client list --json` on the controller.
     pub fn clients(&self) -> Result<serde_json::Value, LabError> {
         let text = self

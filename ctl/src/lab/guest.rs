@@ -91,6 +91,13 @@ pub trait GuestSites {
     fn migration_addr(&self, side: usize) -> Ipv4Addr;
     /// The VM whose view of the guest is measured.
     fn user(&self) -> &Vm;
+    /// Authorizes the guest's MAC to move to host `side`, where the
+    /// test-bed's control plane asks for it (`vlnet ctl vm move`); nothing
+    /// by default.
+    fn authorize_move(&self, side: usize) -> Result<(), LabError> {
+        let _ = side;
+        Ok(())
+    }
 }
 
 /// The guest: the QEMU it runs in now, and on which host.
@@ -160,6 +167,7 @@ impl<'a> Guest<'a> {
             self.sites.migration_addr(to),
             MIGRATION_PORT,
         ));
+        self.sites.authorize_move(to)?;
         let name = format!("g{}", self.starts);
         self.starts += 1;
         let target = start(self.sites, self.image, self.dir, to, &name, Some(&uri))?;

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::lab::cluster::{Cluster, ClusterNode, KernelPeer, Place, Site};
-use crate::lab::guest::GuestSites;
+use crate::lab::guest::{GuestSites, GUEST_MAC};
 use crate::lab::topology::{Host, Underlay, Vm};
 use crate::lab::wan::WanClient;
 use crate::lab::LabError;
@@ -130,5 +130,14 @@ impl GuestSites for DemoBed {
 
     fn user(&self) -> &Vm {
         &self.client().vm
+    }
+
+    /// The operator lets the client take the guest's MAC before it moves
+    /// there (back to the cloud needs nothing: the cloud's own MACs win).
+    fn authorize_move(&self, side: usize) -> Result<(), LabError> {
+        if side == 1 {
+            self.cluster.grant_move(CLIENT, GUEST_MAC)?;
+        }
+        Ok(())
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::setting::Setting;
 use crate::lab::cluster::{Cluster, Place};
-use crate::lab::guest::GuestSites;
+use crate::lab::guest::{GuestSites, GUEST_MAC};
 use crate::lab::scenario::{host_ip, vm_ip, vm_mac, Scenario, Vtep, BRIDGE};
 use crate::lab::topology::{Host, Underlay, Vm};
 use crate::lab::{Datapath, LabError};
@@ -131,6 +131,15 @@ impl GuestSites for Testbed {
             Bed::Lan(lan) => &lan.user,
             Bed::Vxlan(s) => &s.sites[USER].vm,
             Bed::VxlanWg(c) => &c.nodes[USER].vm,
+        }
+    }
+
+    /// Through WireGuard the operator lets the member take the guest's MAC
+    /// before it moves there; the other settings have no control plane.
+    fn authorize_move(&self, side: usize) -> Result<(), LabError> {
+        match &self.bed {
+            Bed::VxlanWg(c) if side == 1 => c.grant_move(side, GUEST_MAC),
+            _ => Ok(()),
         }
     }
 }

@@ -10,9 +10,9 @@
 
 mod support;
 
+use support::control::raw_frames;
 use support::node::{sample, scrape, vlnet_binary};
 
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -228,56 +228,6 @@ fn client_remove_cuts_the_client_off_within_a_second() {
     assert!(!list.to_string().contains("member1"), "{list}");
 }
 
-/// Speaks the control protocol from inside node `n`'s namespace, from its
-/// tunnel address, to the controller's control port.
-fn raw_session(c: &Cluster, n: usize, frames: Vec<Vec<u8>>) -> Vec<u8> {
-    let me = c.tunnel_addr(n).unwrap();
-    let ifname = c.nodes[n]
-        .daemon
-        .spec()
-        .wireguard
-        .as_ref()
-        .unwrap()
-        .ifname
-        .clone();
-    c.nodes[n]
-        .daemon
-        .ns()
-        .within(move || {
-            let mut stream = connect_from_tunnel(&ifname, me);
-            for f in frames {
-                stream.write_all(&f).unwrap();
-            }
-            let mut answer = Vec::new();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .unwrap();
-            let _ = stream.read_to_end(&mut answer);
-            answer
-        })
-        .unwrap()
-}
-
-/// A control connection from `me` on `ifname` to the controller.
-fn connect_from_tunnel(ifname: &str, me: Ipv4Addr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt
-        .block_on(vlnet_dataplane::control::session::connect(
-            ifname,
-            me,
-            Ipv4Addr::new(198, 19, 0, 1),
-            DEFAULT_CONTROL_PORT,
-            Duration::from_secs(3),
-        ))
-        .unwrap();
-    let std = stream.into_std().unwrap();
-    std.set_nonblocking(false).unwrap();
-    std
-}
-
 #[test]
 fn forged_and_misdirected_control_messages_are_refused_and_counted() {
     let c = Cluster::build("cpf", &[Place::PublicClient, Place::Cloud], vlnet_binary()).unwrap();
@@ -298,7 +248,7 @@ fn forged_and_misdirected_control_messages_are_refused_and_counted() {
         vtep: victim_vtep,
         seq: 1000,
     });
-    raw_session(
+    raw_frames(
         &c,
         1,
         vec![
@@ -316,7 +266,7 @@ fn forged_and_misdirected_control_messages_are_refused_and_counted() {
     // A frame of another protocol version.
     let mut bad = wire::encode(&hello).unwrap();
     bad[0] = 9;
-    let answer = raw_session(&c, 1, vec![bad]);
+    let answer = raw_frames(&c, 1, vec![bad]);
     let mut decoder = wire::Decoder::new();
     decoder.feed(&answer);
     match decoder.next_message() {

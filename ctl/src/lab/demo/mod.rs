@@ -203,6 +203,10 @@ fn migrate_watched(
     let cloud_pings = PingSession::start(bed.cloud().vm.ns(), GUEST_IP, USER_PING_INTERVAL)?;
     std::thread::sleep(LEAD);
     let wan = start_wan_sample(bed)?;
+    t.event(format!(
+        "the operator lets the client take the VM's MAC: vlnet ctl vm move {GUEST_MAC} --vni {VNI} --to {} (on cloud-1)",
+        bed.client().member_name
+    ));
     t.event("migration starts (QEMU, stream between the WireGuard tunnel addresses)");
     let report = guest.migrate()?;
     t.event(format!(

@@ -181,12 +181,6 @@ impl ConnLimit {
         })
     }
 
-    /// The limits it enforces.
-    #[must_use]
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Live connections.
     #[must_use]
     pub fn live(&self) -> usize {

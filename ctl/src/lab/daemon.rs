@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::thread;
@@ -310,7 +311,11 @@ impl Daemon {
         let config = dir.path().join("vlnet.toml");
         std::fs::write(&config, spec.to_toml(dir.path())?)
             .map_err(|e| LabError::io(format!("writing {}", config.display()), e))?;
-        std::fs::create_dir(dir.path().join("state"))
+        // Private, as systemd's StateDirectoryMode makes it (a looser one
+        // would be tightened by the daemon, with a warning).
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.path().join("state"))
             .map_err(|e| LabError::io("creating the state dir", e))?;
         let mut daemon = Self {
             ns: host_ns.clone(),

@@ -204,6 +204,34 @@ fn the_unit_follows_the_prefix_and_passes_systemd_analyze() {
     );
 }
 
+/// The unit's descriptor limit covers every connection cap with room to
+/// spare, and is a number (not `infinity`).
+#[test]
+fn the_unit_limits_descriptors_above_the_connection_caps() {
+    use vlnet_dataplane::{api::API_LIMITS, metrics::METRICS_LIMITS};
+    /// The control listener's cap: 4 connections per member, 256 members.
+    const CONTROL_CONNECTIONS: usize = 4 * 256;
+    /// Descriptors beside connections: BPF objects, netlink, ICMP and
+    /// packet sockets, UAPI, epoll, the log.
+    const OTHER: usize = 200;
+
+    let stage = Stage::new();
+    stage.install(&["--binary", VLNET]);
+    let unit = stage.read(UNIT);
+    let limit: usize = unit_value(&unit, "LimitNOFILE")
+        .parse()
+        .unwrap_or_else(|e| panic!("LimitNOFILE is not a number: {e}"));
+    let needed = METRICS_LIMITS.max_conns + API_LIMITS.max_conns + CONTROL_CONNECTIONS + OTHER;
+    assert!(
+        limit >= 2 * needed,
+        "LimitNOFILE={limit} is not comfortably above the {needed} descriptors the caps allow"
+    );
+    assert!(
+        limit <= 65_536,
+        "LimitNOFILE={limit}: a limit that high would not stop a leak"
+    );
+}
+
 #[test]
 fn an_existing_config_is_kept() {
     let stage = Stage::new();

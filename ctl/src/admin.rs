@@ -1,6 +1,7 @@
 //! `vlnet ctl`: talks to a node's admin API and prints what it answers.
 
-use std::path::PathBuf;
+use std::io::{BufRead, Read as _};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use vlnet_dataplane::api::{self, Request, Response};
@@ -150,10 +151,13 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             Response::Advice(a) => print(args.json, &a, |a| render::advice(a)),
             other => bail!("unexpected answer {other:?}"),
         },
-        CtlCommand::Join { token } => match ask(
+        CtlCommand::Join { token, token_file } => match ask(
             args,
             &Request::Join {
-                token: token.clone(),
+                token: read_token(
+                    token_source(token.as_deref(), token_file.as_deref())?,
+                    std::io::stdin().lock(),
+                )?,
             },
         )? {
             Response::Joined(r) => print(args.json, &r, render::joined),
@@ -161,6 +165,69 @@ pub fn run(args: &CtlArgs) -> Result<()> {
         },
         CtlCommand::Teardown => teardown(args),
     }
+}
+
+/// Where `vlnet ctl join` takes its token from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource<'a> {
+    /// The command line (visible to every local user in /proc/*/cmdline).
+    Argument(&'a str),
+    /// The first line of standard input (`-`).
+    Stdin,
+    /// A file holding the token.
+    File(&'a Path),
+}
+
+/// The token source that `vlnet ctl join [TOKEN|-] [--token-file PATH]`
+/// names; exactly one must be given.
+fn token_source<'a>(token: Option<&'a str>, file: Option<&'a Path>) -> Result<TokenSource<'a>> {
+    match (token, file) {
+        (Some(_), Some(_)) => bail!(
+            "give the token one way: as an argument, `-` for standard input, or --token-file, not both"
+        ),
+        (None, None) => bail!(
+            "no token given: use `vlnet ctl join -` to read it from standard input, \
+             or --token-file PATH"
+        ),
+        (Some("-"), None) => Ok(TokenSource::Stdin),
+        (Some(token), None) => Ok(TokenSource::Argument(token)),
+        (None, Some(path)) => Ok(TokenSource::File(path)),
+    }
+}
+
+/// Longest token text read from standard input or a file (tokens are a few
+/// hundred bytes).
+const MAX_TOKEN_INPUT: u64 = 64 * 1024;
+
+/// Reads the token from `source` (`stdin` for [`TokenSource::Stdin`]): the
+/// only word there, surrounding white space ignored.
+fn read_token(source: TokenSource<'_>, stdin: impl BufRead) -> Result<String> {
+    let (text, from) = match source {
+        TokenSource::Argument(token) => (token.to_owned(), "the token argument".to_owned()),
+        TokenSource::Stdin => {
+            let mut line = String::new();
+            stdin
+                .take(MAX_TOKEN_INPUT)
+                .read_line(&mut line)
+                .context("cannot read the token from standard input")?;
+            (line, "standard input".to_owned())
+        }
+        TokenSource::File(path) => {
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_TOKEN_INPUT).read_to_string(&mut text))
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            (text, format!("the token file {}", path.display()))
+        }
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("{from} is empty; expected the token `vlnet ctl client add` printed");
+    }
+    if token.split_whitespace().nth(1).is_some() {
+        bail!("{from} holds more than one word; expected only the token");
+    }
+    Ok(token.to_owned())
 }
 
 /// `vlnet ctl teardown`: stop the daemon and remove what vlnet created.
@@ -194,4 +261,90 @@ fn teardown(args: &CtlArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::lab::TempDir;
+
+    fn refusal(result: Result<impl std::fmt::Debug>) -> String {
+        format!("{:#}", result.unwrap_err())
+    }
+
+    #[test]
+    fn one_token_source_must_be_given() {
+        let file = Path::new("/root/token");
+        assert_eq!(
+            token_source(Some("vlnet1.x"), None).unwrap(),
+            TokenSource::Argument("vlnet1.x")
+        );
+        assert_eq!(token_source(Some("-"), None).unwrap(), TokenSource::Stdin);
+        assert_eq!(
+            token_source(None, Some(file)).unwrap(),
+            TokenSource::File(file)
+        );
+        let both = refusal(token_source(Some("-"), Some(file)));
+        assert!(both.contains("not both"), "{both}");
+        let neither = refusal(token_source(None, None));
+        assert!(neither.contains("no token given"), "{neither}");
+        assert!(neither.contains("vlnet ctl join -"), "{neither}");
+    }
+
+    #[test]
+    fn the_token_is_read_from_stdin_a_file_or_the_argument() {
+        let none = Cursor::new(Vec::new());
+        assert_eq!(
+            read_token(TokenSource::Argument("vlnet1.abc"), none).unwrap(),
+            "vlnet1.abc"
+        );
+        // A pasted line, or a pipe without a final newline.
+        for input in ["vlnet1.abc\n", "  vlnet1.abc  ", "vlnet1.abc\nignored\n"] {
+            assert_eq!(
+                read_token(TokenSource::Stdin, Cursor::new(input)).unwrap(),
+                "vlnet1.abc",
+                "{input:?}"
+            );
+        }
+        let dir = TempDir::new("token").unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "vlnet1.abc\n").unwrap();
+        assert_eq!(
+            read_token(TokenSource::File(&path), Cursor::new(Vec::new())).unwrap(),
+            "vlnet1.abc"
+        );
+    }
+
+    #[test]
+    fn bad_token_input_says_what_is_wrong() {
+        let empty = refusal(read_token(TokenSource::Stdin, Cursor::new("\n")));
+        assert!(empty.contains("standard input is empty"), "{empty}");
+        let empty = refusal(read_token(TokenSource::Stdin, Cursor::new("")));
+        assert!(empty.contains("standard input is empty"), "{empty}");
+
+        let dir = TempDir::new("token").unwrap();
+        let missing = dir.path().join("missing");
+        let unreadable = refusal(read_token(TokenSource::File(&missing), Cursor::new("")));
+        assert!(
+            unreadable.contains(&format!("cannot read the token file {}", missing.display())),
+            "{unreadable}"
+        );
+        assert!(unreadable.contains("No such file"), "{unreadable}");
+        let not_a_file = refusal(read_token(TokenSource::File(dir.path()), Cursor::new("")));
+        assert!(
+            not_a_file.contains("cannot read the token file"),
+            "{not_a_file}"
+        );
+
+        let two = dir.path().join("two");
+        std::fs::write(&two, "vlnet1.abc\nvlnet1.def\n").unwrap();
+        let two = refusal(read_token(TokenSource::File(&two), Cursor::new("")));
+        assert!(two.contains("more than one word"), "{two}");
+        let blank = dir.path().join("blank");
+        std::fs::write(&blank, " \n\n").unwrap();
+        let blank = refusal(read_token(TokenSource::File(&blank), Cursor::new("")));
+        assert!(blank.contains("is empty"), "{blank}");
+    }
 }

@@ -117,10 +117,18 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: VmCommand,
     },
-    /// Join a controller with an invite token (on a client or cloud node).
+    /// Join a controller with an invite token (on a client or cloud node):
+    /// `vlnet ctl join -` reads it from standard input, `--token-file PATH`
+    /// from a file.
     Join {
-        /// The token `vlnet ctl client add` printed.
-        token: String,
+        /// The token `vlnet ctl client add` printed, or `-` to read it from
+        /// standard input. Given here, the token is visible to every local
+        /// user in /proc/*/cmdline while the command runs: prefer `-` or
+        /// --token-file.
+        token: Option<String>,
+        /// Read the token from this file (its only word).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -219,7 +227,42 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_delay, parse_ttl, Duration};
+    use clap::Parser as _;
+
+    use super::{parse_delay, parse_ttl, Cli, Command, CtlCommand, Duration, PathBuf};
+
+    /// The token and token file `vlnet ctl join ARGS…` parses into.
+    fn join_args(args: &[&str]) -> (Option<String>, Option<PathBuf>) {
+        let cli = Cli::try_parse_from(["vlnet", "ctl", "join"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Ctl(ctl) => match ctl.command {
+                CtlCommand::Join { token, token_file } => (token, token_file),
+                other => panic!("parsed as {other:?}"),
+            },
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn join_takes_a_token_a_dash_or_a_file() {
+        assert_eq!(
+            join_args(&["vlnet1.abc"]),
+            (Some("vlnet1.abc".into()), None)
+        );
+        assert_eq!(join_args(&["-"]), (Some("-".into()), None));
+        assert_eq!(
+            join_args(&["--token-file", "/root/token"]),
+            (None, Some(PathBuf::from("/root/token")))
+        );
+        // Both, or neither, are refused when the token is read (with a
+        // message of ours), not by the parser.
+        assert_eq!(join_args(&[]), (None, None));
+        let help = Cli::try_parse_from(["vlnet", "ctl", "join", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("/proc/*/cmdline"), "{help}");
+        assert!(help.contains("--token-file"), "{help}");
+    }
 
     #[test]
     fn delay_units() {

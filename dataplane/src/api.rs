@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::advise::{Advice, Thresholds};
+use crate::conn_limit::{self, Conn, ConnLimit, Limits, Tracked};
 use crate::control::{ClientRecord, JoinReport};
 use crate::flows::{FlowQuery, FlowRecord};
 use crate::mac::MacAddr;
@@ -354,45 +355,61 @@ fn remove_stale(socket: &Path) -> Result<(), ApiError> {
     })
 }
 
-/// Serves connections on an already bound listener, each in its own task,
-/// until the task running this is dropped.
+/// Bounds of the admin API's listener. The socket is root-only, so these
+/// guard against a stuck or buggy local client rather than an attacker.
+///
+/// - 32 connections: `vlnet ctl` opens one per command; the hookscript and
+///   monitoring run a few at once at most.
+/// - 5 s to send a request, from the connection (or the previous answer) to
+///   the end of its line: `vlnet ctl` sends at once. An idle connection is
+///   closed after it, as a slow one.
+pub const API_LIMITS: Limits = Limits {
+    max_conns: 32,
+    idle_timeout: Duration::from_secs(5),
+    read_timeout: Duration::from_secs(5),
+};
+
+/// How long writing one answer may take before the connection is closed
+/// (a client that does not read).
+pub const API_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves connections on an already bound listener under [`API_LIMITS`],
+/// each in its own task, until the task running this is dropped.
 pub async fn serve_listener(
     listener: UnixListener,
     handler: Arc<dyn ApiHandler>,
 ) -> Result<(), ApiError> {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let handler = Arc::clone(&handler);
-                tokio::spawn(async move {
-                    if let Err(e) = handle_connection(stream, handler).await {
-                        tracing::debug!(error = %e, "admin API connection ended with an error");
-                    }
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "admin API accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let limit = ConnLimit::new("admin API", API_LIMITS);
+    conn_limit::serve(listener, limit, move |stream, _, conn| {
+        let handler = Arc::clone(&handler);
+        async move {
+            if let Err(e) = handle_connection(stream, &conn, handler).await {
+                tracing::debug!(error = %e, "admin API connection ended with an error");
             }
         }
-    }
+    })
+    .await;
+    Ok(())
 }
 
-async fn handle_connection(stream: UnixStream, handler: Arc<dyn ApiHandler>) -> io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut reader = tokio::io::BufReader::new(read);
+async fn handle_connection(
+    stream: Tracked<UnixStream>,
+    conn: &Conn,
+    handler: Arc<dyn ApiHandler>,
+) -> io::Result<()> {
+    let mut stream = tokio::io::BufReader::new(stream);
     let mut line = Vec::new();
     loop {
         line.clear();
         let limit = (MAX_REQUEST_LINE + 1) as u64;
-        let n = (&mut reader)
+        let n = (&mut stream)
             .take(limit)
             .read_until(b'\n', &mut line)
             .await?;
         if n == 0 {
             return Ok(());
         }
+        let _busy = conn.busy();
         let complete = line.last() == Some(&b'\n');
         if complete {
             line.pop();
@@ -403,7 +420,7 @@ async fn handle_connection(stream: UnixStream, handler: Arc<dyn ApiHandler>) -> 
                     "request line longer than {MAX_REQUEST_LINE} bytes; closing the connection"
                 ),
             };
-            send(&mut write, &refusal).await?;
+            send(&mut stream, &refusal).await?;
             return Ok(());
         }
         let response = match serde_json::from_slice::<Request>(&line) {
@@ -415,7 +432,7 @@ async fn handle_connection(stream: UnixStream, handler: Arc<dyn ApiHandler>) -> 
                 ),
             },
         };
-        send(&mut write, &response).await?;
+        send(&mut stream, &response).await?;
         if !complete {
             return Ok(());
         }
@@ -492,10 +509,18 @@ fn thresholds(min_gain_ms: Option<f64>, fraction: Option<f64>) -> Result<Thresho
     Ok(th)
 }
 
-async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, response: &Response) -> io::Result<()> {
+/// Writes one answer line, within [`API_WRITE_TIMEOUT`].
+async fn send(stream: &mut (impl AsyncWrite + Unpin), response: &Response) -> io::Result<()> {
     let mut bytes = serde_json::to_vec(response).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    write.write_all(&bytes).await
+    tokio::time::timeout(API_WRITE_TIMEOUT, stream.write_all(&bytes))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read its answer in time",
+            )
+        })?
 }
 
 /// Sends one request to the daemon at `socket` and waits (at most
@@ -804,6 +829,29 @@ mod tests {
             Response::Error { message } => assert!(message.contains("longer than"), "{message}"),
             other => panic!("expected an error, got {other:?}"),
         }
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_is_answered_past_a_cap_full_of_silent_connections() {
+        let dir = TempDir::new("slow");
+        let socket = dir.0.join("vlnet.sock");
+        let server = tokio::spawn(serve_listener(
+            bind(&socket).unwrap(),
+            Arc::new(Fake::default()),
+        ));
+        let mut silent = Vec::new();
+        for _ in 0..3 * API_LIMITS.max_conns {
+            silent.push(UnixStream::connect(&socket).await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(
+            ask(&socket, Request::Status).await.unwrap(),
+            Response::Status(status())
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let evicted = crate::conn_limit::tests::closed_count(silent).await;
+        assert_eq!(evicted, 2 * API_LIMITS.max_conns + 1);
         server.abort();
     }
 

@@ -16,6 +16,8 @@
 //!   where it should run.
 //! - [`daemon`]: start-up, the daemon's tasks, and teardown.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
+//! - [`conn_limit`]: accepting connections under a cap, with timeouts and
+//!   back-off; [`log_limit`]: rate-limited log lines.
 //! - [`control`]: the control plane's pure parts: wire messages, invite tokens,
 //!   MAC mobility rules.
 //! - [`wg`]: WireGuard tunnels run in-process (boringtun), configured over
@@ -25,12 +27,14 @@ pub mod announce;
 pub mod api;
 pub mod bpf;
 pub mod config;
+pub mod conn_limit;
 pub mod control;
 pub mod daemon;
 pub mod effective;
 pub mod fdb;
 pub mod flows;
 pub mod lock;
+pub mod log_limit;
 pub mod mac;
 pub mod maps;
 pub mod metrics;

@@ -1,6 +1,6 @@
 //! One daemon per node: an advisory lock on `<state_dir>/<node>.lock`.
 
-use std::fs::{self, File, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -48,7 +48,7 @@ impl NodeLock {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(state_dir).map_err(io_err)?;
+        crate::store::ensure_state_dir(state_dir).map_err(io_err)?;
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -78,6 +78,6 @@ mod tests {
         assert!(err.contains("already running for node n1"), "{err}");
         drop(first);
         NodeLock::acquire(&dir, "n1").unwrap();
-        fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -20,6 +21,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::conn_limit::{self, ConnLimit, Limits};
 use crate::flows::{rtt_bucket_bounds, RttHistogram};
 use crate::model::{FdbKind, NodeStatus, PeerStatus};
 use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
@@ -625,35 +627,65 @@ pub fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
     TcpListener::from_std(std_listener).map_err(err)
 }
 
-/// Serves HTTP/1 on an already bound listener, one task per connection,
-/// until the task running this is dropped.
+/// Bounds of the `/metrics` listener.
+///
+/// - 64 connections: a Prometheus server keeps one connection per target
+///   (two while a scrape overlaps a slow one), so even a few HA servers,
+///   federation and an operator's `curl` stay far below; at 16 KiB of
+///   request buffer each ([`MAX_REQUEST_HEAD`]) they hold at most 1 MiB.
+/// - 30 s idle: longer than Prometheus' default 15 s scrape interval, so its
+///   keep-alive connection is reused between scrapes; a connection that
+///   sends nothing at all is closed after it (and evicted sooner if slots
+///   run out).
+/// - 5 s to read a request from its first byte: a scrape request is one
+///   small packet; 5 s allows for retransmissions on a lossy link.
+pub const METRICS_LIMITS: Limits = Limits {
+    max_conns: 64,
+    idle_timeout: Duration::from_secs(30),
+    read_timeout: Duration::from_secs(5),
+};
+
+/// Largest request head (request line and headers) read into memory; a
+/// bigger one is answered 431 and closed. Scrape requests are well under
+/// 1 KiB.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Serves HTTP/1 on an already bound listener under [`METRICS_LIMITS`], one
+/// task per connection, until the task running this is dropped.
+///
+/// The limits are enforced by [`conn_limit`], not by hyper's
+/// `header_read_timeout`: hyper starts that timer whenever it waits for a
+/// request head, between keep-alive requests too, so it cannot give an idle
+/// keep-alive connection longer than a slow request.
 pub async fn serve_listener(
     listener: TcpListener,
     source: Arc<dyn MetricsSource + Send + Sync>,
 ) -> Result<(), MetricsError> {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let limit = ConnLimit::new("metrics", METRICS_LIMITS);
+    conn_limit::serve(listener, limit, move |stream, _, conn| {
         let source = Arc::clone(&source);
-        tokio::spawn(async move {
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let source = Arc::clone(&source);
-                async move { Ok::<_, Infallible>(respond(&req, source).await) }
+                // The request head is in: busy until the answer is ready.
+                let busy = conn.busy();
+                async move {
+                    let response = respond(&req, source).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(MAX_REQUEST_HEAD)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(error = %e, "metrics connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 async fn respond(
@@ -975,6 +1007,61 @@ mod tests {
         assert!(
             missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
             "{missing}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_is_served_past_a_cap_full_of_idle_connections() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_listener(listener, Arc::new(Fake { fail: false })));
+        let idle: Vec<tokio::net::TcpStream> = futures::future::join_all(
+            (0..3 * METRICS_LIMITS.max_conns).map(|_| tokio::net::TcpStream::connect(addr)),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        let started = std::time::Instant::now();
+        let ok = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+            .await
+            .unwrap();
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // All but the cap's worth of idle connections were closed (the
+        // scrape's own evicted one more).
+        let evicted = crate::conn_limit::tests::closed_count(idle).await;
+        assert_eq!(evicted, 2 * METRICS_LIMITS.max_conns + 1);
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_request_head_is_refused() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_listener(listener, Arc::new(Fake { fail: false })));
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let padding = "x".repeat(MAX_REQUEST_HEAD);
+            // The server may close before reading it all.
+            let _ = write!(
+                stream,
+                "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: {padding}\r\n\r\n"
+            );
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer
+        })
+        .await
+        .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 431 "),
+            "{}",
+            &answer[..answer.len().min(200)]
         );
         server.abort();
     }

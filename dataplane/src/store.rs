@@ -1,14 +1,47 @@
-//! What the daemon must remember across restarts, on disk under `state_dir`
-//! (atomic writes: temp file, fsync, rename).
+//! What the daemon must remember across restarts, on disk under `state_dir`:
+//! a directory only root may enter ([`STATE_DIR_MODE`]), files only root may
+//! read ([`STATE_FILE_MODE`]), each replaced atomically (fresh temp file,
+//! fsync, rename, fsync of the directory).
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// Mode of the state directory: it holds private keys.
+pub const STATE_DIR_MODE: u32 = 0o700;
+/// Mode of every state file.
+pub const STATE_FILE_MODE: u32 = 0o600;
+
+/// Creates the state directory (and missing parents) with
+/// [`STATE_DIR_MODE`], or tightens an existing one that lets group or others
+/// in, saying so in the log.
+pub fn ensure_state_dir(dir: &Path) -> io::Result<()> {
+    match fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                fs::set_permissions(dir, Permissions::from_mode(STATE_DIR_MODE))?;
+                tracing::warn!(
+                    dir = %dir.display(),
+                    was = format!("{mode:04o}"),
+                    now = format!("{STATE_DIR_MODE:04o}"),
+                    "the state directory let other users in; tightened it"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(STATE_DIR_MODE)
+            .create(dir),
+        Err(e) => Err(e),
+    }
+}
 
 /// Reads a JSON state file; a missing file gives `T::default()`.
 pub fn load_json<T: DeserializeOwned + Default>(path: &Path) -> io::Result<T> {
@@ -24,15 +57,29 @@ pub fn load_json<T: DeserializeOwned + Default>(path: &Path) -> io::Result<T> {
     }
 }
 
-/// Writes a JSON state file atomically (temp file, fsync, rename, fsync of
-/// the directory), readable by root only: some files hold private keys.
+/// The temporary file `save_json` writes before renaming it over `path`.
+#[must_use]
+pub fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension("json.tmp")
+}
+
+/// Writes a JSON state file atomically, mode [`STATE_FILE_MODE`] (some files
+/// hold private keys; a umask can only take bits away): the temporary file
+/// is created afresh with that mode (a leftover one is removed first, so
+/// neither its mode nor a descriptor someone opened on it earlier
+/// survives), written, fsynced and renamed over `path`, and the directory
+/// fsynced. One writer per file: a concurrent save fails (the temporary file
+/// exists) rather than mixing contents.
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    let tmp = temp_path(path);
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
+        .create_new(true)
+        .mode(STATE_FILE_MODE)
         .open(&tmp)?;
     file.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
     file.sync_all()?;
@@ -71,19 +118,89 @@ impl NodeState {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
     use super::*;
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let dir = std::env::temp_dir()
+                .join(format!("vlnet-store-{name}-{}-{nanos}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
 
     #[test]
     fn round_trips_and_missing_is_empty() {
-        let dir = std::env::temp_dir().join(format!("vlnet-store-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = state_path(&dir, "n1");
+        let dir = TempDir::new("rt");
+        let path = state_path(&dir.0, "n1");
         assert_eq!(NodeState::load(&path).unwrap(), NodeState::default());
         let state = NodeState {
             created_bridges: ["vnet100".to_string()].into(),
         };
         state.save(&path).unwrap();
         assert_eq!(NodeState::load(&path).unwrap(), state);
-        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_leftover_temp_file_keeps_neither_its_mode_nor_its_inode() {
+        let dir = TempDir::new("leftover");
+        let path = dir.0.join("registry.json");
+        let tmp = temp_path(&path);
+        fs::write(&tmp, b"stale").unwrap();
+        fs::set_permissions(&tmp, Permissions::from_mode(0o666)).unwrap();
+        // Someone opened the leftover while it was world-readable.
+        let mut early = File::open(&tmp).unwrap();
+        let leftover_inode = fs::metadata(&tmp).unwrap().ino();
+
+        save_json(&path, &"secret").unwrap();
+        assert_eq!(mode(&path), STATE_FILE_MODE);
+        assert_ne!(fs::metadata(&path).unwrap().ino(), leftover_inode);
+        let mut seen = String::new();
+        std::io::Read::read_to_string(&mut early, &mut seen).unwrap();
+        assert_eq!(seen, "stale", "the early reader sees nothing new");
+        assert_eq!(load_json::<String>(&path).unwrap(), "secret");
+        assert!(!tmp.exists(), "temporary file left behind");
+    }
+
+    #[test]
+    fn the_state_dir_is_created_private_and_a_loose_one_tightened() {
+        let dir = TempDir::new("dir");
+        let state = dir.0.join("var/lib/vlnet");
+        ensure_state_dir(&state).unwrap();
+        assert_eq!(mode(&state), STATE_DIR_MODE);
+        assert_eq!(mode(&dir.0.join("var/lib")), STATE_DIR_MODE);
+
+        let loose = dir.0.join("loose");
+        fs::create_dir(&loose).unwrap();
+        fs::set_permissions(&loose, Permissions::from_mode(0o755)).unwrap();
+        ensure_state_dir(&loose).unwrap();
+        assert_eq!(mode(&loose), STATE_DIR_MODE);
+
+        // A private one is left as it is.
+        let tight = dir.0.join("tight");
+        fs::create_dir(&tight).unwrap();
+        fs::set_permissions(&tight, Permissions::from_mode(0o500)).unwrap();
+        ensure_state_dir(&tight).unwrap();
+        assert_eq!(mode(&tight), 0o500);
+        fs::set_permissions(&tight, Permissions::from_mode(0o700)).unwrap();
     }
 }

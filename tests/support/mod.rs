@@ -6,6 +6,7 @@
     reason = "each test binary uses a different subset; test code panics on failure"
 )]
 
+pub mod attacker;
 pub mod control;
 pub mod frames;
 pub mod http;

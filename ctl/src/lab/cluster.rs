@@ -199,7 +199,7 @@ impl Cluster {
     /// Invites node `n` on the controller and joins it with the token.
     pub fn join(&self, n: usize) -> Result<(), LabError> {
         let token = self.invite(&self.nodes[n].member_name, "1h")?;
-        self.nodes[n].daemon.ctl(&["join", &token]).map(drop)
+        self.nodes[n].daemon.join(&token).map(drop)
     }
 
     /// `vlnet ctl client add NAME --vni 100 --ttl TTL` on the controller.

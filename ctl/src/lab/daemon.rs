@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::thread;
@@ -17,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::netns::{checked, unique_ifname, unique_suffix, ChildGuard, LabError, NetNs};
+use super::netns::{
+    checked, checked_with_input, unique_ifname, unique_suffix, ChildGuard, LabError, NetNs,
+};
 use super::tempdir::TempDir;
 use super::topology::UNDERLAY_IF;
 
@@ -143,7 +146,7 @@ impl NodeSpec {
         self
     }
 
-    /// Makes the node a member (it joins with `vlnet ctl join TOKEN`).
+    /// Makes the node a member (it joins with `vlnet ctl join`, see [`Daemon::join`]).
     #[must_use]
     pub fn as_member(mut self) -> Self {
         self.wireguard = Some(WireguardSpec::new("member"));
@@ -308,7 +311,11 @@ impl Daemon {
         let config = dir.path().join("vlnet.toml");
         std::fs::write(&config, spec.to_toml(dir.path())?)
             .map_err(|e| LabError::io(format!("writing {}", config.display()), e))?;
-        std::fs::create_dir(dir.path().join("state"))
+        // Private, as systemd's StateDirectoryMode makes it (a looser one
+        // would be tightened by the daemon, with a warning).
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.path().join("state"))
             .map_err(|e| LabError::io("creating the state dir", e))?;
         let mut daemon = Self {
             ns: host_ns.clone(),
@@ -469,9 +476,25 @@ impl Daemon {
     }
 
     fn ctl_within(&self, args: &[&str], timeout: Duration) -> Result<String, LabError> {
+        self.ctl_with_input(args, None, timeout)
+    }
+
+    fn ctl_with_input(
+        &self,
+        args: &[&str],
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<String, LabError> {
         let mut cmd = self.ns.cmd(&self.binary);
         cmd.arg("ctl").arg("--config").arg(&self.config).args(args);
-        checked(&mut cmd, timeout)
+        checked_with_input(&mut cmd, input, timeout)
+    }
+
+    /// `vlnet ctl join -` with `token` on standard input, as the README
+    /// shows (an argument would be visible in `/proc/*/cmdline`); returns
+    /// stdout.
+    pub fn join(&self, token: &str) -> Result<String, LabError> {
+        self.ctl_with_input(&["join", "-"], Some(token.as_bytes()), CTL_TIMEOUT)
     }
 
     /// `vlnet ctl status --json`, parsed.

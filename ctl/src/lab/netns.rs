@@ -137,9 +137,23 @@ pub(crate) fn describe(cmd: &Command) -> String {
 /// Runs `cmd` with piped stdout/stderr, killing it after `timeout`. The exit
 /// status is not checked.
 pub(crate) fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Output, LabError> {
+    output_with_input(cmd, None, timeout)
+}
+
+/// [`output_within`], with `input` (if any) written to the child's standard
+/// input, which is then closed; without, standard input is `/dev/null`.
+fn output_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, LabError> {
     let command = describe(cmd);
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -147,6 +161,14 @@ pub(crate) fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Outp
             command: command.clone(),
             source,
         })?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // On a thread, so a child that does not read cannot block us; the
+        // pipe closes when the thread ends.
+        let input = input.to_vec();
+        thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     // Read both pipes concurrently so a chatty child cannot block on a full pipe.
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
@@ -194,7 +216,17 @@ pub fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Ve
 /// Runs `cmd` (bounded by `timeout`) and returns its stdout, or
 /// [`LabError::Failed`] with the command, status and stderr.
 pub(crate) fn checked(cmd: &mut Command, timeout: Duration) -> Result<String, LabError> {
-    let output = output_within(cmd, timeout)?;
+    checked_with_input(cmd, None, timeout)
+}
+
+/// [`checked`], with `input` (if any) written to the command's standard
+/// input.
+pub(crate) fn checked_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<String, LabError> {
+    let output = output_with_input(cmd, input, timeout)?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {

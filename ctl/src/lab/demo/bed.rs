@@ -58,15 +58,15 @@ impl DemoBed {
         Ok(())
     }
 
-    /// `vlnet ctl client add` on cloud-1, then `vlnet ctl join TOKEN` on
-    /// the client; returns the token and the time from the join to the
+    /// `vlnet ctl client add` on cloud-1, then `vlnet ctl join -` (the
+    /// token on standard input) on the client; returns the token and the time from the join to the
     /// client's control session.
     pub fn attach_client(&mut self) -> Result<(String, Duration), LabError> {
         let token = self
             .cluster
             .invite(&self.cluster.nodes[CLIENT].member_name, "1h")?;
         let started = Instant::now();
-        self.client().daemon.ctl(&["join", &token])?;
+        self.client().daemon.join(&token)?;
         self.cluster.wait_connected()?;
         let joined = started.elapsed();
         self.migration_addrs = [

@@ -169,7 +169,10 @@ fn build(
     t.event("client site up; its vlnet daemon runs, not attached yet");
 
     interrupt.check()?;
-    t.step(3, "attaching the client: `vlnet ctl client add` on cloud-1, `vlnet ctl join TOKEN` on the client");
+    t.step(
+        3,
+        "attaching the client: `vlnet ctl client add` on cloud-1, `vlnet ctl join -` on the client",
+    );
     let (token, joined) = bed.attach_client()?;
     t.event(format!(
         "token issued on cloud-1: {}…",

@@ -18,6 +18,7 @@ use super::plane::{unix_now, ClientRecord, ControlPlane, Inner, SessionHandle, S
 use super::registry::{ControllerAddrs, InviteRequest, Registry};
 use super::session::{self, Receiver, Sender, SessionError, DEAD_AFTER, KEEPALIVE};
 use super::wire::{Hello, Join, Message, WireError};
+use crate::conn_limit::backoff::Backoff;
 use crate::mac::MacAddr;
 
 /// How long the controller waits for a joining client to close its join
@@ -33,9 +34,6 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// Longest a send on a session may take before the session is dropped as
 /// stuck (its member stopped reading).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest pause after a failed `accept` (descriptors exhausted, say);
-/// pauses double from 10 ms up to it.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Who is on the other end of a control connection.
 enum Caller {
@@ -220,7 +218,8 @@ impl ControlPlane {
 
     /// Accepts control connections on the tunnel address, forever: at most
     /// [`CONNECTIONS_PER_ADDRESS`] per tunnel address and
-    /// [`MAX_CONNECTIONS`] in all; a failed accept backs off.
+    /// [`MAX_CONNECTIONS`] in all; a failed accept backs off (as the other
+    /// listeners do, [`Backoff`]).
     pub(super) async fn serve_controller(self: Arc<Self>) {
         let Some(net) = self.wg.address else {
             return;
@@ -236,22 +235,22 @@ impl ControlPlane {
         };
         info!(addr = %net.ip(), port = self.wg.control_port, "control protocol listening");
         let counts = Arc::new(ConnectionCounts::default());
-        let mut backoff = Duration::ZERO;
+        let mut backoff = Backoff::default();
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => {
-                    backoff = Duration::ZERO;
+                    backoff.succeeded();
                     accepted
                 }
                 Err(e) => {
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF_MAX);
+                    let pause = backoff.failed();
                     self.rejected(&Rejection {
                         member: "-".into(),
                         reason: RejectReason::TooManyConnections,
                         mac: None,
-                        detail: format!("accept failed ({e}); pausing {backoff:?}"),
+                        detail: format!("accept failed ({e}); pausing {pause:?}"),
                     });
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };

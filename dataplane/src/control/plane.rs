@@ -27,6 +27,7 @@ use super::tunnel::{
 };
 use super::wire::Message;
 use crate::config::{Config, Role, WireguardConfig};
+use crate::log_limit::{LogLimiter, Verdict};
 use crate::mac::MacAddr;
 use crate::netlink::Netlink;
 
@@ -136,55 +137,15 @@ pub(super) enum Inner {
     Member(Option<Box<MemberCore>>),
 }
 
-/// Log lines about refused input are limited to one per member and reason
-/// (per MAC for claims of MACs held elsewhere); this many keys are
-/// remembered before the memory starts afresh.
-const REJECT_LOG_KEYS: usize = 4096;
-/// And to this many lines per [`REJECT_LOG_WINDOW`] in all; the rest are
-/// counted and summed up in one line.
-const REJECT_LOG_BUDGET: u32 = 20;
-/// See [`REJECT_LOG_BUDGET`].
-const REJECT_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Refused input is logged at most once per this period per member and
+/// reason (per MAC for claims of MACs held elsewhere).
+const REJECT_LOG_PERIOD: Duration = Duration::from_mins(10);
+/// Keys the refusal log tracks: with the overflow slot, at most this many
+/// plus one lines per [`REJECT_LOG_PERIOD`], whatever members send.
+const REJECT_LOG_KEYS: usize = 256;
 
 /// What a refusal is logged once for.
 type RejectionKey = (String, RejectReason, Option<(u32, MacAddr)>);
-
-/// Which refusals were logged, and the budget of lines left.
-#[derive(Debug, Default)]
-struct RejectLog {
-    seen: BTreeSet<RejectionKey>,
-    window: Option<Instant>,
-    lines: u32,
-    suppressed: u64,
-}
-
-impl RejectLog {
-    /// Whether to log `key` now; at the start of a new window, also the
-    /// number of lines suppressed in the last one.
-    fn admit(&mut self, key: RejectionKey, now: Instant) -> (bool, u64) {
-        let mut dropped = 0;
-        if self
-            .window
-            .is_none_or(|w| now.duration_since(w) >= REJECT_LOG_WINDOW)
-        {
-            self.window = Some(now);
-            self.lines = 0;
-            dropped = std::mem::take(&mut self.suppressed);
-        }
-        if self.seen.len() >= REJECT_LOG_KEYS {
-            self.seen.clear();
-        }
-        if !self.seen.insert(key) {
-            return (false, dropped);
-        }
-        if self.lines >= REJECT_LOG_BUDGET {
-            self.suppressed += 1;
-            return (false, dropped);
-        }
-        self.lines += 1;
-        (true, dropped)
-    }
-}
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -204,7 +165,7 @@ pub struct ControlPlane {
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
-    logged: Mutex<RejectLog>,
+    logged: Mutex<LogLimiter<RejectionKey>>,
     /// Refused control input by reason.
     pub rejects: RejectCounters,
 }
@@ -299,7 +260,7 @@ impl ControlPlane {
             local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
-            logged: Mutex::new(RejectLog::default()),
+            logged: Mutex::new(LogLimiter::new(REJECT_LOG_PERIOD, REJECT_LOG_KEYS)),
             rejects: RejectCounters::default(),
         }))
     }
@@ -525,23 +486,17 @@ impl ControlPlane {
         }
     }
 
-    /// Counts refused input and logs it: once per member and reason (per
-    /// MAC for claims of MACs held elsewhere), at most
-    /// [`REJECT_LOG_BUDGET`] lines per [`REJECT_LOG_WINDOW`].
+    /// Counts refused input and logs it: once per [`REJECT_LOG_PERIOD`] per
+    /// member and reason (per MAC for claims of MACs held elsewhere), with
+    /// the number of refusals not logged since.
     pub(super) fn rejected(&self, r: &Rejection) {
         self.rejects.count(r.reason);
         let per_mac = (r.reason == RejectReason::NotOwner)
             .then_some(r.mac)
             .flatten();
-        let (log, suppressed) =
-            lock(&self.logged).admit((r.member.clone(), r.reason, per_mac), Instant::now());
-        if suppressed > 0 {
-            warn!(
-                lines = suppressed,
-                "more control refusals were not logged (see vlnet_control_rejected_total)"
-            );
-        }
-        if log {
+        let verdict =
+            lock(&self.logged).check((r.member.clone(), r.reason, per_mac), Instant::now());
+        if let Verdict::Log { suppressed } = verdict {
             let (vni, mac) = r.mac.map_or((None, None), |(v, m)| (Some(v), Some(m)));
             warn!(
                 member = %r.member,
@@ -549,7 +504,8 @@ impl ControlPlane {
                 vni,
                 mac = mac.map(tracing::field::display),
                 detail = %r.detail,
-                "control input refused (logged once per member and reason, or per MAC for not_owner)"
+                suppressed,
+                "control input refused (see vlnet_control_rejected_total for every refusal)"
             );
         }
     }
@@ -670,36 +626,5 @@ impl ControlPlane {
             }
             Inner::Member(None) => Vec::new(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_logged_once_per_key_and_within_a_budget() {
-        let mut log = RejectLog::default();
-        let t0 = Instant::now();
-        let key = |i: u32| {
-            (
-                "m".to_owned(),
-                RejectReason::NotOwner,
-                Some((i, MacAddr::ZERO)),
-            )
-        };
-        assert_eq!(log.admit(key(0), t0), (true, 0));
-        assert_eq!(log.admit(key(0), t0), (false, 0), "once per key");
-        for i in 1..REJECT_LOG_BUDGET {
-            assert!(log.admit(key(i), t0).0);
-        }
-        assert!(!log.admit(key(100), t0).0, "over the budget");
-        assert!(!log.admit(key(101), t0).0);
-        let next = t0 + REJECT_LOG_WINDOW;
-        assert_eq!(
-            log.admit(key(102), next),
-            (true, 2),
-            "the suppressed lines are reported"
-        );
     }
 }

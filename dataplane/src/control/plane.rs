@@ -39,6 +39,9 @@ pub struct Dynamic {
     pub vnis: BTreeSet<u32>,
     /// Remote VTEPs (members' tunnel addresses) per VNI.
     pub peers: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    /// Remote VTEPs among `peers` whose frames may move MACs in the data
+    /// plane: on a joined member, the controller's tunnel address.
+    pub trusted: BTreeSet<Ipv4Addr>,
     /// The WireGuard interface, once up.
     pub tunnel: Option<String>,
     /// The tunnel's MTU, once up.
@@ -413,6 +416,7 @@ impl ControlPlane {
                 ..
             }) => {
                 d.vnis = ms.vnis.iter().copied().collect();
+                d.trusted.insert(ms.controller.tunnel_addr);
                 for m in &ms.members {
                     for vni in m.vnis.iter().filter(|v| d.vnis.contains(v)) {
                         d.peers.entry(*vni).or_default().insert(m.tunnel_addr);

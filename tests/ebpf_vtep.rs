@@ -3,8 +3,8 @@
 //! own vxlan device, ECN/DSCP rules (`ecn`: every cell of RFC 6040's decap
 //! table, against the kernel too), one malformed input per drop reason, and
 //! the trust rules (`trust`: paths, MAC ownership, paused learning, the
-//! tunnel's host filter, local MACs). Needs root (loads BPF, creates `vlt-`
-//! namespaces).
+//! tunnel's host filter, local MACs; `capacity`: each VNI's FDB share).
+//! Needs root (loads BPF, creates `vlt-` namespaces).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -31,6 +31,8 @@ use vlnet_ebpf::abi::{
 
 const PEER2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 
+#[path = "ebpf_vtep/capacity.rs"]
+mod capacity;
 #[path = "ebpf_vtep/ecn.rs"]
 mod ecn;
 #[path = "ebpf_vtep/trust.rs"]

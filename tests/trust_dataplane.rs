@@ -8,6 +8,9 @@
 //!   counted as `wrong_path`, and the real traffic goes on — with TC and
 //!   with XDP decap (the XDP cluster's hosts send with tx checksum offload
 //!   off, as a real wire delivers frames).
+//! - A member sending frames from other VMs' MACs through the tunnel is
+//!   dropped as `source_not_owned` where those VMs live and where they are
+//!   placed behind another VTEP.
 //! - Through the tunnel a member opens TCP connections only to the ports the
 //!   nodes opened, on the controller's and on another member's tunnel
 //!   address (`tunnel_filtered` counts the rest), and member-to-member VM
@@ -313,6 +316,60 @@ fn tc_forged_tunnel_addresses_on_the_underlay_are_dropped() {
 #[test]
 fn xdp_forged_tunnel_addresses_on_the_underlay_are_dropped() {
     forged_tunnel_addresses_on_the_underlay_are_dropped("tdx", Datapath::Xdp);
+}
+
+/// A member sends frames from cloud VMs' MACs into its overlay port (past
+/// its own bridge, as a subverted node's data plane would), flooded and
+/// unicast through the tunnel: the controller, where VM 0 lives, and
+/// member 2, where VM 2 lives, drop every one as `source_not_owned`
+/// (a MAC held by another VTEP, or living here); nothing reaches a VM and
+/// no route moves.
+#[test]
+fn a_member_cannot_send_from_a_mac_it_does_not_hold() {
+    let c = cluster("tdo", Datapath::Tc);
+    let before: Vec<_> = [0, 2].map(|n| vm_routes(&c.nodes[n].daemon)).into();
+    let owned_before = [0, 2].map(|n| drops(&c.nodes[n].daemon, "source_not_owned"));
+    let mut watchers: Vec<_> = [0, 2].map(|n| watch_vm(c.nodes[n].vm.ns())).into();
+    watchers.push(watch_vm(c.kernel.as_ref().unwrap().vm.ns()));
+    std::thread::sleep(Duration::from_millis(300));
+    let stolen = [(vm_mac(0), vm_mac(2)), (vm_mac(2), vm_mac(0))];
+    c.nodes[1]
+        .daemon
+        .ns()
+        .within(|| {
+            let name = std::ffi::CString::new(format!("vlp{VNI}")).unwrap();
+            // SAFETY: a NUL-terminated interface name.
+            let port = PacketSocket::bind(unsafe { libc::if_nametoindex(name.as_ptr()) });
+            for _ in 0..COPIES {
+                for (source, to) in &stolen {
+                    for frame in forged_inner(source, to) {
+                        port.send(&frame);
+                    }
+                }
+            }
+        })
+        .unwrap();
+    for (i, watcher) in watchers.into_iter().enumerate() {
+        assert!(
+            !watcher.join().unwrap(),
+            "a frame from a stolen MAC reached VM watcher {i}"
+        );
+    }
+    for (i, n) in [0, 2].into_iter().enumerate() {
+        let dropped = drops(&c.nodes[n].daemon, "source_not_owned") - owned_before[i];
+        // Each node gets at least the two broadcasts of each copy.
+        assert!(
+            dropped >= 2 * COPIES,
+            "node {n}: {dropped} frames from stolen MACs counted as source_not_owned"
+        );
+        assert_eq!(
+            vm_routes(&c.nodes[n].daemon),
+            before[i],
+            "node {n}: a route moved"
+        );
+    }
+    assert!(reach(&c, 2, 0), "VM 2 -> VM 0 afterwards");
+    assert!(reach(&c, 0, 2), "VM 0 -> VM 2 afterwards");
 }
 
 /// The port every node opens to members, and one it does not.

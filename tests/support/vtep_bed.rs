@@ -85,6 +85,8 @@ pub struct Bed {
     pins: Pins,
     /// The node-wide settings written at start.
     pub config: vlnet_node_config,
+    /// What the bed brought the maps to at start.
+    pub desired: Desired,
     /// Index of the underlay veth `ul0`.
     pub ul0: u32,
     /// Index of vlnet's end of VNI 100's overlay port.
@@ -169,6 +171,7 @@ impl Bed {
             maps,
             pins,
             config: desired.node,
+            desired,
             ul0,
             vlx100,
             ns,

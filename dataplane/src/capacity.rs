@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vlnet_ebpf::abi::{vlnet_fdb_entry, vlnet_fdb_key};
 
+use crate::config::DEFAULT_FDB_MAX_PER_VNI;
 use crate::fdb::kind;
 use crate::model::FdbKind;
 
@@ -31,10 +32,17 @@ pub const REARM_PERCENT: u64 = 80;
 pub const REFUSAL_WARN_EVERY_NS: u64 = 60_000_000_000;
 
 /// Each VNI's FDB capacity.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capacities {
     default: u32,
     per_vni: BTreeMap<u32, u32>,
+}
+
+impl Default for Capacities {
+    /// [`DEFAULT_FDB_MAX_PER_VNI`] for every VNI, until the config is known.
+    fn default() -> Self {
+        Self::new(DEFAULT_FDB_MAX_PER_VNI, BTreeMap::new())
+    }
 }
 
 impl Capacities {
@@ -375,6 +383,13 @@ mod tests {
         budget.recount(&entries);
         assert!(budget.needs_victims(100));
         assert!(budget.has_room(200), "another VNI has the default");
+    }
+
+    #[test]
+    fn before_the_config_every_vni_has_the_default_capacity() {
+        let budget = Budget::default();
+        assert_eq!(budget.capacities().of(100), DEFAULT_FDB_MAX_PER_VNI);
+        assert!(budget.has_room(100));
     }
 
     #[test]

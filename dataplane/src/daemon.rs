@@ -421,7 +421,9 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
     }
     let adopted = bpf::has_pins(&cfg.node.name);
     let mut programs = Programs::load(&cfg.node.name)?;
-    let maps = Maps::take_from(programs.ebpf_mut())?;
+    let mut maps = Maps::take_from(programs.ebpf_mut())?;
+    // Before the control plane programs its persisted routes.
+    maps.set_fdb_capacities(fdb_capacities(cfg, cfg));
     let datapath = choose_datapath(cfg.node.datapath, &underlay);
     let facts = NodeFacts {
         name: cfg.node.name.clone(),
@@ -454,19 +456,23 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
 }
 
 /// Brings links, maps and programs to `cfg` merged with what the control
-/// plane adds. With a WireGuard tunnel the overlay MTU leaves room for its
-/// headers too, so a frame fits whichever way it travels.
+/// plane adds: every remote VTEP bound to its path and trust, the open
+/// ports and each VNI's FDB capacity included. With a WireGuard tunnel the
+/// overlay MTU leaves room for its headers too, so a frame fits whichever
+/// way it travels.
 async fn converge(
     cfg: &Config,
     dynamic: &Dynamic,
     dp: &mut Dataplane,
     node: &Node,
 ) -> Result<(), DaemonError> {
-    let tunnel = existing_tunnel(cfg, &dp.nl).await?;
-    let vteps = trust::vtep_bindings(cfg, dynamic, tunnel.as_ref().map(|(_, net)| *net));
-    let open_ports = trust::open_ports(cfg);
+    // Trust and capacities come from the file (which peers are static) and
+    // the control plane; everything else from the two merged.
     let file = cfg;
-    let cfg = effective_config(cfg, dynamic);
+    let tunnel = existing_tunnel(file, &dp.nl).await?;
+    let vteps = trust::vtep_bindings(file, dynamic, tunnel.as_ref().map(|(_, net)| *net));
+    let open_ports = trust::open_ports(file);
+    let cfg = effective_config(file, dynamic);
     node.maps().set_fdb_capacities(fdb_capacities(file, &cfg));
     for v in cfg
         .vni

@@ -138,8 +138,8 @@ fn reasons_of(rules: &str, name: &str) -> Vec<String> {
 }
 
 /// Every drop reason of `vlnet_abi.h` is either a drop of the node's own
-/// traffic (VlnetDropRate) or input rejected from outside
-/// (VlnetRejectedVxlan), never both, or deliberately unalerted: a reason
+/// traffic (`VlnetDropRate`) or input rejected from outside
+/// (`VlnetRejectedVxlan`), never both, or deliberately unalerted: a reason
 /// added to the header without a classification fails here.
 #[test]
 fn every_drop_reason_is_classified_by_the_alert_rules() {

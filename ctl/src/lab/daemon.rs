@@ -208,13 +208,6 @@ impl NodeSpec {
 
     /// The config file text with state dir and API socket inside `dir`.
     pub fn to_toml(&self, dir: &Path) -> Result<String, LabError> {
-        if !self.open_ports.is_empty() && self.wireguard.is_none() {
-            return Err(LabError::Invalid(format!(
-                "node {}: open ports {:?} need a [wireguard] section (as_controller, \
-                 as_member or with_wireguard)",
-                self.name, self.open_ports
-            )));
-        }
         #[derive(Serialize)]
         struct File<'a> {
             node: Node<'a>,
@@ -247,6 +240,13 @@ impl NodeSpec {
             id: u32,
             bridge: &'a str,
             peers: Vec<String>,
+        }
+        if !self.open_ports.is_empty() && self.wireguard.is_none() {
+            return Err(LabError::Invalid(format!(
+                "node {}: open ports {:?} need a [wireguard] section (as_controller, \
+                 as_member or with_wireguard)",
+                self.name, self.open_ports
+            )));
         }
         let file = File {
             node: Node {

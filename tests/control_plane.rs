@@ -16,7 +16,7 @@ use support::node::{sample, scrape, vlnet_binary};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use vlnet::lab::cluster::{Cluster, Place, Site};
+use vlnet::lab::cluster::{Cluster, ClusterOptions, Place, Site};
 use vlnet::lab::probe;
 use vlnet::lab::scenario::vm_ip;
 use vlnet_dataplane::config::DEFAULT_CONTROL_PORT;
@@ -53,7 +53,10 @@ fn four_nodes_across_the_wan_only_wireguard_on_the_wire() {
     let c = Cluster::build_with(
         "cpw",
         &[Place::Cloud, Place::PublicClient, Place::NattedClient],
-        true,
+        &ClusterOptions {
+            kernel_peer: true,
+            ..ClusterOptions::default()
+        },
         vlnet_binary(),
     )
     .unwrap();

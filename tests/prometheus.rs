@@ -37,7 +37,7 @@ const SCRAPE_WAIT: Duration = Duration::from_secs(20);
 
 /// Every metric family the daemon exports (or is about to); the dashboard
 /// shows each one.
-const METRICS: [&str; 17] = [
+const METRICS: [&str; 19] = [
     "vlnet_up",
     "vlnet_node_info",
     "vlnet_tunnel_rx_packets_total",
@@ -46,6 +46,8 @@ const METRICS: [&str; 17] = [
     "vlnet_tunnel_tx_bytes_total",
     "vlnet_drops_total",
     "vlnet_fdb_entries",
+    "vlnet_fdb_capacity",
+    "vlnet_fdb_refused_total",
     "vlnet_mac_moves_total",
     "vlnet_mac_frozen",
     "vlnet_path_switch_seconds",
@@ -113,6 +115,64 @@ fn promtool_accepts_the_config_and_the_alert_rules_pass_their_tests() {
         assert!(
             tests.contains(&format!("alertname: {name}\n")),
             "alert {name} has no unit test in vlnet-alerts.test.yml"
+        );
+    }
+}
+
+/// Drop reasons no alert watches, and why: a VNI without remote VTEPs drops
+/// every broadcast of its local VMs by design (see the rules file).
+const UNALERTED_DROPS: [&str; 1] = ["no_peers"];
+
+/// The drop reasons alert `name` selects with `reason=~"a|b|…"`.
+fn reasons_of(rules: &str, name: &str) -> Vec<String> {
+    let block = rules
+        .split("- alert: ")
+        .find(|b| b.starts_with(name))
+        .unwrap_or_else(|| panic!("no alert {name}"));
+    let list = block
+        .split("reason=~\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("alert {name} selects no reasons: {block}"));
+    list.split('|').map(str::to_owned).collect()
+}
+
+/// Every drop reason of `vlnet_abi.h` is either a drop of the node's own
+/// traffic (`VlnetDropRate`) or input rejected from outside
+/// (`VlnetRejectedVxlan`), never both, or deliberately unalerted: a reason
+/// added to the header without a classification fails here.
+#[test]
+fn every_drop_reason_is_classified_by_the_alert_rules() {
+    let rules = read(&format!("{PROMETHEUS_DIR}/vlnet-alerts.yml"));
+    let local = reasons_of(&rules, "VlnetDropRate");
+    let rejected = reasons_of(&rules, "VlnetRejectedVxlan");
+    let known: Vec<&str> = vlnet_ebpf::abi::DROP_REASON_NAMES
+        .iter()
+        .map(|(_, name)| *name)
+        .collect();
+    for reason in &known {
+        let groups = [
+            local.iter().any(|r| r == reason),
+            rejected.iter().any(|r| r == reason),
+            UNALERTED_DROPS.contains(reason),
+        ];
+        assert_eq!(
+            groups.iter().filter(|g| **g).count(),
+            1,
+            "drop reason {reason} must be in exactly one group (own traffic: {local:?}; \
+             rejected from outside: {rejected:?}; unalerted: {UNALERTED_DROPS:?})"
+        );
+    }
+    for listed in local.iter().chain(&rejected) {
+        assert!(
+            known.contains(&listed.as_str()),
+            "the rules name an unknown reason {listed}"
+        );
+    }
+    for hostile in ["wrong_path", "source_not_owned", "tunnel_filtered"] {
+        assert!(
+            rejected.iter().any(|r| r == hostile),
+            "{hostile} is input from outside"
         );
     }
 }

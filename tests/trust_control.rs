@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vlnet::lab::cluster::{Cluster, Place, KERNEL_VM};
+use vlnet::lab::cluster::{Cluster, ClusterOptions, Place, KERNEL_VM};
 use vlnet::lab::probe::{self, Capture};
 use vlnet::lab::scenario::{vm_ip, vm_mac};
 use vlnet::lab::topology::VM_IF;
@@ -169,7 +169,10 @@ fn a_member_cannot_take_a_cloud_vms_mac() {
     let mut c = Cluster::build_with(
         "tco",
         &[Place::PublicClient, Place::Cloud],
-        true,
+        &ClusterOptions {
+            kernel_peer: true,
+            ..ClusterOptions::default()
+        },
         vlnet_binary(),
     )
     .unwrap();

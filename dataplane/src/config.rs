@@ -5,7 +5,7 @@
 //! the system, so a bad config never half-applies. Every validation message
 //! names the key (`vni[1].id`), says what is wrong and what is allowed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::mac::MacAddr;
+
+mod open_ports;
+
+pub use open_ports::{port_set, PortRange, Proto};
 
 /// Where the daemon looks for its config unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vlnet/vlnet.toml";
@@ -28,6 +32,14 @@ pub const DEFAULT_METRICS_LISTEN: SocketAddr =
 pub const DEFAULT_TTL: u8 = 64;
 /// Default `node.fdb_ageing_secs` (the kernel vxlan driver's ageing time).
 pub const DEFAULT_FDB_AGEING_SECS: u64 = 300;
+/// Default `node.fdb_max_per_vni`: MAC addresses one VNI may hold in the FDB.
+pub const DEFAULT_FDB_MAX_PER_VNI: u32 = 4096;
+/// Entries of the kernel's FDB, shared by every VNI: the VNIs' capacities
+/// may not add up to more.
+pub const FDB_MAX: u32 = vlnet_ebpf::abi::VLNET_FDB_MAX;
+/// Most host ports open to members (`wireguard.open_ports` plus, on a
+/// controller, the control port): the kernel map's size.
+pub const MAX_OPEN_PORTS: usize = vlnet_ebpf::abi::VLNET_OPEN_PORTS_MAX as usize;
 /// Default `wireguard.ifname`.
 pub const DEFAULT_WG_IFNAME: &str = "vlwg0";
 /// Default `wireguard.listen_port` (WireGuard's customary port).
@@ -140,6 +152,24 @@ pub struct WireguardConfig {
     /// are refused), 1..=65536.
     #[serde(default = "default_mac_quota")]
     pub mac_quota: u32,
+    /// Host ports members may reach on this node through the tunnel, besides
+    /// VXLAN and (on a controller) the control port: everything else from
+    /// the tunnel to the host is dropped. E.g. `["tcp/7000", "udp/5000-5010"]`.
+    #[serde(default)]
+    pub open_ports: Vec<PortRange>,
+}
+
+impl WireguardConfig {
+    /// Every `(protocol, port)` open to members: `open_ports`, and the
+    /// control port on a controller.
+    #[must_use]
+    pub fn open_port_set(&self) -> BTreeSet<(Proto, u16)> {
+        let mut set = port_set(&self.open_ports);
+        if self.role == Role::Controller {
+            set.insert((Proto::Tcp, self.control_port));
+        }
+        set
+    }
 }
 
 /// `[node]`.
@@ -178,6 +208,11 @@ pub struct NodeConfig {
     /// `ctl advise`, `vlnet_flow_rtt_seconds`).
     #[serde(default = "default_flow_tracking")]
     pub flow_tracking: bool,
+    /// MAC addresses one VNI may hold in the FDB (static, control-plane and
+    /// learned entries together), unless its `[[vni]] fdb_max` says
+    /// otherwise; also the capacity of VNIs granted by a controller.
+    #[serde(default = "default_fdb_max_per_vni")]
+    pub fdb_max_per_vni: u32,
 }
 
 fn default_flow_tracking() -> bool {
@@ -198,6 +233,9 @@ pub struct VniConfig {
     /// MACs pinned to a peer; never learned over or aged.
     #[serde(default)]
     pub static_fdb: Vec<StaticFdb>,
+    /// This VNI's FDB capacity; `node.fdb_max_per_vni` when `None`.
+    #[serde(default)]
+    pub fdb_max: Option<u32>,
 }
 
 /// One `static_fdb` entry: a MAC pinned behind a VTEP.
@@ -314,6 +352,10 @@ fn default_fdb_ageing_secs() -> u64 {
     DEFAULT_FDB_AGEING_SECS
 }
 
+fn default_fdb_max_per_vni() -> u32 {
+    DEFAULT_FDB_MAX_PER_VNI
+}
+
 impl Config {
     /// Reads, parses and validates the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -332,6 +374,17 @@ impl Config {
         })?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// The FDB capacity of `vni`: its `[[vni]] fdb_max`, else
+    /// `node.fdb_max_per_vni` (also for VNIs not in the file).
+    #[must_use]
+    pub fn fdb_capacity(&self, vni: u32) -> u32 {
+        self.vni
+            .iter()
+            .find(|v| v.id == vni)
+            .and_then(|v| v.fdb_max)
+            .unwrap_or(self.node.fdb_max_per_vni)
     }
 
     /// Checks every rule; the first broken one is returned. `path` is only
@@ -413,6 +466,46 @@ impl Config {
             }
             self.check_peers(i, vni)?;
             check_static_fdb(i, vni)?;
+            if vni.fdb_max == Some(0) {
+                return Err((
+                    key("fdb_max"),
+                    "0 is not allowed (at least 1; leave it out for node.fdb_max_per_vni)"
+                        .to_owned(),
+                ));
+            }
+        }
+        self.check_fdb_capacity()
+    }
+
+    /// The VNIs' FDB capacities fit the kernel's FDB.
+    fn check_fdb_capacity(&self) -> Result<(), (String, String)> {
+        let per_vni = self.node.fdb_max_per_vni;
+        if !(1..=FDB_MAX).contains(&per_vni) {
+            return Err((
+                "node.fdb_max_per_vni".to_owned(),
+                format!("{per_vni} is out of range (1..={FDB_MAX}, the FDB's size)"),
+            ));
+        }
+        let total: u64 = self
+            .vni
+            .iter()
+            .map(|v| u64::from(self.fdb_capacity(v.id)))
+            .sum();
+        if total > u64::from(FDB_MAX) {
+            let shares: Vec<String> = self
+                .vni
+                .iter()
+                .map(|v| format!("vni {} {}", v.id, self.fdb_capacity(v.id)))
+                .collect();
+            return Err((
+                "vni".to_owned(),
+                format!(
+                    "the VNIs' FDB capacities add up to {total} ({}), more than the FDB's \
+                     {FDB_MAX} entries; lower node.fdb_max_per_vni ({per_vni}) or the \
+                     [[vni]] fdb_max values",
+                    shares.join(", ")
+                ),
+            ));
         }
         Ok(())
     }
@@ -462,6 +555,16 @@ impl WireguardConfig {
             return Err((
                 key("mac_quota"),
                 format!("{} is out of range (1..=65536)", self.mac_quota),
+            ));
+        }
+        let open = self.open_port_set().len();
+        if open > MAX_OPEN_PORTS {
+            return Err((
+                key("open_ports"),
+                format!(
+                    "{open} ports in all (the control port included on a controller); \
+                     at most {MAX_OPEN_PORTS}"
+                ),
             ));
         }
         match (self.role, self.address) {
@@ -915,6 +1018,114 @@ bridge = "vmbr2"
         let m = invalid(&vni(&many.join(", ")), "vni[1].peers");
         assert!(m.contains("at most 32"), "{m}");
         assert!(parse(&vni(&many[..32].join(", "))).is_ok());
+    }
+
+    #[test]
+    fn fdb_capacity_defaults_and_overrides() {
+        let config = parse(&with_vni("id = 200\nbridge = \"b2\"\nfdb_max = 100")).unwrap();
+        assert_eq!(config.node.fdb_max_per_vni, DEFAULT_FDB_MAX_PER_VNI);
+        assert_eq!(config.fdb_capacity(100), DEFAULT_FDB_MAX_PER_VNI);
+        assert_eq!(config.fdb_capacity(200), 100);
+        assert_eq!(
+            config.fdb_capacity(999),
+            DEFAULT_FDB_MAX_PER_VNI,
+            "granted VNIs"
+        );
+        let config = parse(&with_node("fdb_max_per_vni = 10")).unwrap();
+        assert_eq!(config.fdb_capacity(100), 10);
+    }
+
+    #[test]
+    fn fdb_capacity_rules() {
+        let m = invalid(&with_node("fdb_max_per_vni = 0"), "node.fdb_max_per_vni");
+        assert!(m.contains("out of range"), "{m}");
+        let m = invalid(
+            &with_node("fdb_max_per_vni = 131073"),
+            "node.fdb_max_per_vni",
+        );
+        assert!(m.contains("131072"), "{m}");
+        let m = invalid(
+            &with_vni("id = 200\nbridge = \"b2\"\nfdb_max = 0"),
+            "vni[1].fdb_max",
+        );
+        assert!(m.contains("at least 1"), "{m}");
+        // 4096 + 127000 > 131072: the message names every share and the sum.
+        let m = invalid(
+            &with_vni("id = 200\nbridge = \"b2\"\nfdb_max = 127000"),
+            "vni",
+        );
+        assert!(m.contains("add up to 131096"), "{m}");
+        assert!(
+            m.contains("vni 100 4096") && m.contains("vni 200 127000"),
+            "{m}"
+        );
+        assert!(m.contains("131072"), "{m}");
+        // Exactly full is fine.
+        assert!(parse(&with_vni("id = 200\nbridge = \"b2\"\nfdb_max = 126976")).is_ok());
+    }
+
+    #[test]
+    fn open_ports_parse_and_count_the_control_port() {
+        let base = "[node]\nname = \"a\"\nunderlay = \"eth0\"\n[wireguard]\n";
+        let cfg = parse(&format!(
+            "{base}role = \"controller\"\naddress = \"198.19.0.1/24\"\n\
+             open_ports = [\"tcp/7000\", \"udp/5000-5001\", \"tcp/7000\"]\n"
+        ))
+        .unwrap();
+        let wg = cfg.wireguard.unwrap();
+        assert_eq!(wg.open_ports.len(), 3);
+        let set = wg.open_port_set();
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            [
+                (Proto::Tcp, 7000),
+                (Proto::Tcp, DEFAULT_CONTROL_PORT),
+                (Proto::Udp, 5000),
+                (Proto::Udp, 5001)
+            ]
+        );
+        // A member opens only what it lists.
+        let member = parse(&format!("{base}open_ports = [\"tcp/4444\"]\n")).unwrap();
+        assert_eq!(member.wireguard.unwrap().open_port_set().len(), 1);
+        let none = parse(base).unwrap();
+        assert!(none.wireguard.unwrap().open_port_set().is_empty());
+    }
+
+    #[test]
+    fn open_port_rules() {
+        let base = "[node]\nname = \"a\"\nunderlay = \"eth0\"\n[wireguard]\n";
+        // A bad item: a parse error naming the item and the line.
+        let err = parse(&format!("{base}open_ports = [\"tcp/80\", \"tcp/0\"]\n")).unwrap_err();
+        let shown = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{shown}");
+        assert!(
+            shown.contains("\"tcp/0\"") && shown.contains("out of range"),
+            "{shown}"
+        );
+        assert!(shown.contains("line 5"), "{shown}");
+        let err = parse(&format!("{base}open_ports = [\"icmp/1\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"icmp\" is not"), "{err}");
+        // 1024 ports are the most.
+        assert!(parse(&format!("{base}open_ports = [\"tcp/1000-2023\"]\n")).is_ok());
+        let m = invalid(
+            &format!("{base}open_ports = [\"tcp/1000-2023\", \"udp/1\"]\n"),
+            "wireguard.open_ports",
+        );
+        assert!(
+            m.contains("1025 ports") && m.contains("at most 1024"),
+            "{m}"
+        );
+        // On a controller the control port counts too.
+        let m = invalid(
+            &format!(
+                "{base}role = \"controller\"\naddress = \"198.19.0.1/24\"\n\
+                 open_ports = [\"tcp/1000-2023\"]\n"
+            ),
+            "wireguard.open_ports",
+        );
+        assert!(m.contains("control port"), "{m}");
     }
 
     #[test]

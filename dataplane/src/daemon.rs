@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use aya::programs::XdpMode;
+use ipnetwork::Ipv4Network;
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, info_span, warn, Instrument};
@@ -18,11 +19,13 @@ use vlnet_ebpf::abi::{vlnet_nexthop, VLNET_ENCAP_LEN, VLNET_NH_L3};
 
 use crate::api::{self, ApiError};
 use crate::bpf::{self, BpfError, Programs};
+use crate::capacity::{self, Capacities};
 use crate::config::{Config, DatapathSetting, DscpSetting, VniConfig};
 use crate::control::plane::ControlError;
 use crate::control::{ControlPlane, DataplaneHooks, Dynamic};
 use crate::effective::effective_config;
 use crate::fdb::{self, monotonic_ns};
+use crate::locals;
 use crate::lock::{LockError, NodeLock};
 use crate::maps::{Maps, MapsError};
 use crate::metrics::{self, MetricsError};
@@ -34,6 +37,7 @@ use crate::peer_rtt;
 use crate::store::{state_path, NodeState};
 use crate::sync::{self, Desired, DesiredVni, OuterHeader};
 use crate::traffic;
+use crate::trust;
 
 /// How often next hops are re-resolved from the kernel's tables.
 pub const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
@@ -150,6 +154,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             ),
             tokio::spawn(refresh_next_hops(node.clone()).in_current_span()),
             tokio::spawn(age_fdb(node.clone(), cfg.node.fdb_ageing_secs).in_current_span()),
+            tokio::spawn(enforce_fdb_capacity(node.clone()).in_current_span()),
+            tokio::spawn(locals::watch(node.clone()).in_current_span()),
             tokio::spawn(expire_arrivals(node.clone()).in_current_span()),
             tokio::spawn({
                 let node = node.clone();
@@ -346,19 +352,19 @@ pub fn attach_tunnel_rx(
     Ok(programs.attach_tc(bpf::PROG_TC_TUNNEL_RX, &tunnel.name, tunnel.index)?)
 }
 
-/// The `[wireguard]` interface and our address on it, if it exists and has
-/// an IPv4 address.
+/// The `[wireguard]` interface and our address on it (with its network),
+/// if it exists and has an IPv4 address.
 async fn existing_tunnel(
     cfg: &Config,
     nl: &Netlink,
-) -> Result<Option<(LinkSummary, Ipv4Addr)>, DaemonError> {
+) -> Result<Option<(LinkSummary, Ipv4Network)>, DaemonError> {
     let Some(wg) = &cfg.wireguard else {
         return Ok(None);
     };
     let Some(link) = nl.link(&wg.ifname).await? else {
         return Ok(None);
     };
-    let local = nl.first_ipv4(link.index).await?;
+    let local = nl.first_ipv4_network(link.index).await?;
     if local.is_none() {
         warn!(
             ifname = %link.name,
@@ -415,7 +421,9 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
     }
     let adopted = bpf::has_pins(&cfg.node.name);
     let mut programs = Programs::load(&cfg.node.name)?;
-    let maps = Maps::take_from(programs.ebpf_mut())?;
+    let mut maps = Maps::take_from(programs.ebpf_mut())?;
+    // Before the control plane programs its persisted routes.
+    maps.set_fdb_capacities(fdb_capacities(cfg, cfg));
     let datapath = choose_datapath(cfg.node.datapath, &underlay);
     let facts = NodeFacts {
         name: cfg.node.name.clone(),
@@ -448,15 +456,24 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
 }
 
 /// Brings links, maps and programs to `cfg` merged with what the control
-/// plane adds. With a WireGuard tunnel the overlay MTU leaves room for its
-/// headers too, so a frame fits whichever way it travels.
+/// plane adds: every remote VTEP bound to its path and trust, the open
+/// ports and each VNI's FDB capacity included. With a WireGuard tunnel the
+/// overlay MTU leaves room for its headers too, so a frame fits whichever
+/// way it travels.
 async fn converge(
     cfg: &Config,
     dynamic: &Dynamic,
     dp: &mut Dataplane,
     node: &Node,
 ) -> Result<(), DaemonError> {
-    let cfg = effective_config(cfg, dynamic);
+    // Trust and capacities come from the file (which peers are static) and
+    // the control plane; everything else from the two merged.
+    let file = cfg;
+    let tunnel = existing_tunnel(file, &dp.nl).await?;
+    let vteps = trust::vtep_bindings(file, dynamic, tunnel.as_ref().map(|(_, net)| *net));
+    let open_ports = trust::open_ports(file);
+    let cfg = effective_config(file, dynamic);
+    node.maps().set_fdb_capacities(fdb_capacities(file, &cfg));
     for v in cfg
         .vni
         .iter()
@@ -492,6 +509,8 @@ async fn converge(
             })
             .collect(),
         xdp,
+        vteps: vteps.clone(),
+        open_ports: open_ports.clone(),
     };
     sync::apply(&mut node.maps(), &desired(dp.datapath == DatapathMode::Xdp))?;
     let peers = peers_of(&cfg);
@@ -499,11 +518,15 @@ async fn converge(
     node.set_next_hop_peers(peers);
 
     let mut keep = HashSet::new();
-    let tunnel = existing_tunnel(&cfg, &dp.nl).await?;
     {
         let mut maps = node.maps();
         if let Some((link, local)) = &tunnel {
-            keep.insert(attach_tunnel_rx(&mut dp.programs, &mut maps, link, *local)?);
+            keep.insert(attach_tunnel_rx(
+                &mut dp.programs,
+                &mut maps,
+                link,
+                local.ip(),
+            )?);
         }
         for stale in maps
             .tunnels()
@@ -537,6 +560,28 @@ async fn converge(
             .collect(),
     });
     Ok(())
+}
+
+/// Each served VNI's FDB capacity (`file` says it; VNIs granted by a
+/// controller get `node.fdb_max_per_vni`). Warns when they add up to more
+/// than the FDB holds (possible only with granted VNIs: the file's are
+/// checked when it is loaded).
+fn fdb_capacities(file: &Config, effective: &Config) -> Capacities {
+    let per_vni: std::collections::BTreeMap<u32, u32> = effective
+        .vni
+        .iter()
+        .map(|v| (v.id, file.fdb_capacity(v.id)))
+        .collect();
+    let total: u64 = per_vni.values().map(|c| u64::from(*c)).sum();
+    if total > u64::from(crate::config::FDB_MAX) {
+        warn!(
+            total,
+            fdb = crate::config::FDB_MAX,
+            "the served VNIs' FDB capacities add up to more than the FDB holds; \
+             lower node.fdb_max_per_vni"
+        );
+    }
+    Capacities::new(file.node.fdb_max_per_vni, per_vni)
 }
 
 /// How long start-up waits for the kernel to resolve new next hops, so that
@@ -700,6 +745,52 @@ async fn expire_arrivals(node: Arc<Node>) {
         if let Err(e) = node.maps().expire_arrivals(monotonic_ns(), wait) {
             warn!(error = %e, "cannot expire arrivals");
         }
+    }
+}
+
+/// How often the FDB's capacity per VNI is enforced.
+const CAPACITY_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps every VNI within its FDB capacity, every [`CAPACITY_EVERY`]:
+/// evicts the oldest learned entries of a VNI above it, pauses learning in
+/// a full VNI (resumes it once there is room), and warns once when a VNI
+/// crosses [`capacity::WARN_PERCENT`] of its capacity.
+async fn enforce_fdb_capacity(node: Arc<Node>) {
+    let mut watch = capacity::Watch::default();
+    let mut paused = BTreeSet::new();
+    let mut tick = tokio::time::interval(CAPACITY_EVERY);
+    loop {
+        tick.tick().await;
+        let plan = match node.maps().enforce_fdb_capacity(&mut watch) {
+            Ok(plan) => plan,
+            Err(e) => {
+                warn!(error = %e, "cannot enforce the FDB capacity");
+                continue;
+            }
+        };
+        if !plan.evict.is_empty() {
+            info!(
+                count = plan.evict.len(),
+                "evicted the oldest learned FDB entries of full VNIs"
+            );
+        }
+        for fill in &plan.nearly_full {
+            warn!(
+                vni = fill.vni,
+                entries = fill.entries,
+                capacity = fill.capacity,
+                "FDB share of the VNI is {} % full; at capacity, new MACs are no longer \
+                 learned (raise node.fdb_max_per_vni or the VNI's fdb_max?)",
+                fill.percent()
+            );
+        }
+        for vni in plan.paused.difference(&paused) {
+            warn!(vni, "FDB share of the VNI is full: learning paused");
+        }
+        for vni in paused.difference(&plan.paused) {
+            info!(vni, "FDB share of the VNI has room again: learning resumed");
+        }
+        paused = plan.paused;
     }
 }
 

@@ -25,6 +25,7 @@ pub fn effective_config(cfg: &Config, dynamic: &Dynamic) -> Config {
                 bridge: default_bridge(vni),
                 peers: Vec::new(),
                 static_fdb: Vec::new(),
+                fdb_max: None,
             });
         }
     }

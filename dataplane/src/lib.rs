@@ -7,7 +7,11 @@
 //! - [`bpf`]: loading, attaching and pinning the kernel programs.
 //! - [`maps`]: typed access to the kernel maps.
 //! - [`sync`]: reconciling the maps with the desired state.
-//! - [`fdb`]: FDB ageing and records; [`flows`]: inner flows and their RTT.
+//! - [`fdb`]: FDB ageing and records; [`capacity`]: each VNI's share of the
+//!   FDB; [`flows`]: inner flows and their RTT.
+//! - [`trust`]: which path each remote VTEP's VXLAN may arrive on, whether
+//!   its frames may move MACs, and the host ports open to members;
+//!   [`locals`]: the MACs living behind this node.
 //! - [`netlink`]: bridges, overlay ports, routes and neighbours.
 //! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
 //! - [`node`]: the running node's view, behind the API and metrics.
@@ -26,6 +30,7 @@ pub mod advise;
 pub mod announce;
 pub mod api;
 pub mod bpf;
+pub mod capacity;
 pub mod config;
 pub mod conn_limit;
 pub mod control;
@@ -33,6 +38,7 @@ pub mod daemon;
 pub mod effective;
 pub mod fdb;
 pub mod flows;
+pub mod locals;
 pub mod lock;
 pub mod log_limit;
 pub mod mac;
@@ -46,4 +52,5 @@ pub mod peer_rtt;
 pub mod store;
 pub mod sync;
 pub mod traffic;
+pub mod trust;
 pub mod wg;

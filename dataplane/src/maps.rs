@@ -11,12 +11,17 @@ use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
     vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flow, vlnet_flow_key, vlnet_nexthop,
-    vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_rtt_hist, vlnet_vni_config,
-    VLNET_CONFIG_SLOT, VLNET_FDB_CONTROL, VLNET_FDB_STATIC, VLNET_NH_L3, VLNET_PENDING_SLOT,
+    vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_port_key, vlnet_rtt_hist,
+    vlnet_vni_config, vlnet_vtep, VLNET_CONFIG_SLOT, VLNET_NH_L3, VLNET_PENDING_SLOT,
 };
 
-use crate::control::macbook::FdbChange;
+use crate::capacity::Budget;
 use crate::model::{DropCount, PeerStatus};
+
+mod capacity;
+mod trust;
+
+pub use capacity::ControlFdb;
 
 /// A map operation failed.
 #[derive(Debug, Error)]
@@ -55,6 +60,11 @@ pub struct Maps {
     arrivals_pending: Array<MapData, u32>,
     flows: HashMap<MapData, vlnet_flow_key, vlnet_flow>,
     rtt_hists: PerCpuHashMap<MapData, vlnet_peer_key, vlnet_rtt_hist>,
+    vteps: HashMap<MapData, u32, vlnet_vtep>,
+    open_ports: HashMap<MapData, vlnet_port_key, u32>,
+    locals: HashMap<MapData, vlnet_fdb_key, u64>,
+    /// Each VNI's FDB capacity and count, for control-plane installs.
+    budget: Budget,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -98,6 +108,10 @@ impl Maps {
             arrivals_pending: typed!(ebpf, "vlnet_arrivals_pending"),
             flows: typed!(ebpf, "vlnet_flows"),
             rtt_hists: typed!(ebpf, "vlnet_rtt_hists"),
+            vteps: typed!(ebpf, "vlnet_vteps"),
+            open_ports: typed!(ebpf, "vlnet_open_ports"),
+            locals: typed!(ebpf, "vlnet_locals"),
+            budget: Budget::default(),
         })
     }
 
@@ -134,6 +148,12 @@ impl Maps {
     /// Writes one VNI's overlay port and flood list.
     pub fn set_vni(&mut self, vni: u32, cfg: &vlnet_vni_config) -> Result<(), MapsError> {
         self.vnis.insert(vni, cfg, 0).map_err(op("vlnet_vnis"))
+    }
+
+    /// One VNI's settings, if in the kernel.
+    #[must_use]
+    pub fn vni(&self, vni: u32) -> Option<vlnet_vni_config> {
+        self.vnis.get(&vni, 0).ok()
     }
 
     /// VNIs currently in the kernel.
@@ -237,38 +257,12 @@ impl Maps {
     /// Removes an FDB entry (absent is not an error).
     pub fn remove_fdb(&mut self, key: &vlnet_fdb_key) -> Result<(), MapsError> {
         match self.fdb.remove(key) {
-            Err(e) if is_absent(&e) => Ok(()),
-            other => other.map_err(op("vlnet_fdb")),
-        }
-    }
-
-    /// Installs or removes a control-plane FDB entry. Entries pinned in the
-    /// config (static) are never touched; a removal only takes out an entry
-    /// the control plane installed (a learned one stays until it ages).
-    pub fn apply_control_fdb(&mut self, change: &FdbChange) -> Result<(), MapsError> {
-        let (vni, mac) = match *change {
-            FdbChange::Install { vni, mac, .. } | FdbChange::Remove { vni, mac } => (vni, mac),
-        };
-        let key = fdb_key(vni, mac.0);
-        let current = self.fdb.get(&key, 0).ok();
-        if current.is_some_and(|e| e.flags & VLNET_FDB_STATIC != 0) {
-            return Ok(());
-        }
-        match *change {
-            FdbChange::Install { vtep, .. } => self.set_fdb(
-                &key,
-                &vlnet_fdb_entry {
-                    vtep_be: u32::from(vtep).to_be(),
-                    flags: VLNET_FDB_CONTROL,
-                    updated_ns: crate::fdb::monotonic_ns(),
-                },
-            ),
-            FdbChange::Remove { .. }
-                if current.is_some_and(|e| e.flags & VLNET_FDB_CONTROL != 0) =>
-            {
-                self.remove_fdb(&key)
+            Ok(()) => {
+                self.budget.removed(key.vni);
+                Ok(())
             }
-            FdbChange::Remove { .. } => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(op("vlnet_fdb")(e)),
         }
     }
 

@@ -62,6 +62,20 @@ pub trait MetricsSource {
     fn peer_rtts(&self) -> Option<Vec<(std::net::Ipv4Addr, PeerRtt)>> {
         None
     }
+    /// Each VNI's FDB capacity and the control-plane entries it refused.
+    fn fdb_capacity(&self) -> Option<FdbCapacity> {
+        None
+    }
+}
+
+/// The FDB's capacity per VNI for one scrape (its fill level is
+/// `vlnet_fdb_entries`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FdbCapacity {
+    /// `(vni, capacity)` of every VNI served.
+    pub capacity: Vec<(u32, u32)>,
+    /// `(vni, control-plane entries refused)` for VNIs with refusals.
+    pub refused: Vec<(u32, u64)>,
 }
 
 /// The inner flows' numbers for one scrape.
@@ -154,6 +168,20 @@ const FDB_ENTRIES: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &["vni", "kind"],
 };
+const FDB_CAPACITY: Spec = Spec {
+    name: "vlnet_fdb_capacity",
+    help: "MAC addresses a VNI may hold in the forwarding database (node.fdb_max_per_vni or \
+           its fdb_max); compare with the sum of vlnet_fdb_entries.",
+    kind: MetricType::GAUGE,
+    labels: &["vni"],
+};
+const FDB_REFUSED: Spec = Spec {
+    name: "vlnet_fdb_refused_total",
+    help: "Control-plane MAC entries refused because the VNI's FDB share was full of static \
+           and control-plane entries (learned ones are evicted first).",
+    kind: MetricType::COUNTER,
+    labels: &["vni"],
+};
 const NODE_INFO: Spec = Spec {
     name: "vlnet_node_info",
     help: "Always 1; labels name the node, its VTEP address and the decap datapath in use.",
@@ -236,7 +264,7 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 17] = [
+const SPECS: [&Spec; 19] = [
     &PATH_SWITCH,
     &FLOW_RTT,
     &FLOWS,
@@ -252,6 +280,8 @@ const SPECS: [&Spec; 17] = [
     &TUNNEL_TX_BYTES,
     &DROPS,
     &FDB_ENTRIES,
+    &FDB_CAPACITY,
+    &FDB_REFUSED,
     &NODE_INFO,
     &UP,
 ];
@@ -433,6 +463,21 @@ fn latency_families(source: &dyn MetricsSource) -> Vec<Option<MetricFamily>> {
     out
 }
 
+/// `vlnet_fdb_capacity` and `vlnet_fdb_refused_total` (0 for every VNI
+/// served without refusals).
+fn fdb_capacity_families(fdb: FdbCapacity) -> [Option<MetricFamily>; 2] {
+    let mut capacity = Builder::new(&FDB_CAPACITY);
+    let mut refused = Builder::new(&FDB_REFUSED);
+    for (vni, n) in fdb.capacity {
+        capacity.add(&[vni.to_string()], u64::from(n));
+        refused.add(&[vni.to_string()], 0);
+    }
+    for (vni, n) in fdb.refused {
+        refused.add(&[vni.to_string()], n);
+    }
+    [capacity.build(), refused.build()]
+}
+
 /// Asks `source` once and builds every family. Empty families (no peers
 /// yet, or a failed call) are left out, as the text format requires.
 #[must_use]
@@ -501,6 +546,10 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
             tracing::warn!(error = %e, "metrics: cannot read FDB counts");
             up = false;
         }
+    }
+
+    if let Some(fdb) = source.fdb_capacity() {
+        out.extend(fdb_capacity_families(fdb));
     }
 
     if let Some((remote, local)) = source.moves() {
@@ -853,6 +902,13 @@ mod tests {
         fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String> {
             Ok(vec![(100, FdbKind::Learned, 3), (100, FdbKind::Static, 1)])
         }
+
+        fn fdb_capacity(&self) -> Option<FdbCapacity> {
+            Some(FdbCapacity {
+                capacity: vec![(100, 4096), (200, 10)],
+                refused: vec![(200, 5)],
+            })
+        }
     }
 
     fn lines(text: &str) -> Vec<&str> {
@@ -877,6 +933,12 @@ mod tests {
             "# TYPE vlnet_fdb_entries gauge",
             r#"vlnet_fdb_entries{kind="learned",vni="100"} 3"#,
             r#"vlnet_fdb_entries{kind="static",vni="100"} 1"#,
+            "# TYPE vlnet_fdb_capacity gauge",
+            r#"vlnet_fdb_capacity{vni="100"} 4096"#,
+            r#"vlnet_fdb_capacity{vni="200"} 10"#,
+            "# TYPE vlnet_fdb_refused_total counter",
+            r#"vlnet_fdb_refused_total{vni="100"} 0"#,
+            r#"vlnet_fdb_refused_total{vni="200"} 5"#,
             r#"vlnet_node_info{datapath="tc",node="pve1",vtep="198.18.0.1"} 1"#,
             "vlnet_up 1",
             "vlnet_control_rejected_total{reason=\"forged\"} 2",

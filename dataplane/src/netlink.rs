@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -163,6 +164,14 @@ impl Netlink {
 
     /// First IPv4 address of link `index`.
     pub async fn first_ipv4(&self, index: u32) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        Ok(self.first_ipv4_network(index).await?.map(Ipv4Network::ip))
+    }
+
+    /// First IPv4 address of link `index`, with its prefix length.
+    pub async fn first_ipv4_network(
+        &self,
+        index: u32,
+    ) -> Result<Option<Ipv4Network>, NetlinkError> {
         let mut stream = self
             .handle
             .address()
@@ -176,7 +185,7 @@ impl Netlink {
         {
             for attr in msg.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
-                    return Ok(Some(ip));
+                    return Ok(Ipv4Network::new(ip, msg.header.prefix_len).ok());
                 }
             }
         }

@@ -1,12 +1,12 @@
 //! The running node as the admin API and `/metrics` see it: fixed facts
 //! decided at start-up plus live reads of the kernel maps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::advise::{advise, Advice, Thresholds};
 use crate::api::ApiHandler;
@@ -15,8 +15,8 @@ use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
 use crate::fdb::{self, monotonic_ns};
 use crate::flows::{FlowQuery, FlowRecord, RttHistogram};
 use crate::mac::MacAddr;
-use crate::maps::Maps;
-use crate::metrics::{ControlMetrics, FlowMetrics, MetricsSource};
+use crate::maps::{ControlFdb, Maps};
+use crate::metrics::{ControlMetrics, FdbCapacity, FlowMetrics, MetricsSource};
 use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
 use crate::netlink::Netlink;
@@ -52,6 +52,8 @@ pub struct Node {
     moves: Mutex<MoveLog>,
     peer_rtt: Arc<Mutex<PeerRttTable>>,
     traffic: Mutex<TrafficHistory>,
+    locals: watch::Sender<BTreeSet<(u32, MacAddr)>>,
+    locals_poke: Notify,
     shutdown: Notify,
 }
 
@@ -72,6 +74,8 @@ impl Node {
             moves: Mutex::new(MoveLog::default()),
             peer_rtt: Arc::default(),
             traffic: Mutex::default(),
+            locals: watch::channel(BTreeSet::new()).0,
+            locals_poke: Notify::new(),
             shutdown: Notify::new(),
         }
     }
@@ -146,8 +150,36 @@ impl Node {
         lock(&self.traffic).record(snapshot);
     }
 
+    /// The MACs living behind this node, as last read from its bridges
+    /// (`(vni, mac)` learned on ports other than the overlay ports), kept
+    /// up to date by [`crate::locals::watch`].
+    #[must_use]
+    pub fn local_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>> {
+        self.locals.subscribe()
+    }
+
+    /// Publishes the local MACs just read (subscribers wake only on change).
+    pub fn publish_locals(&self, observed: BTreeSet<(u32, MacAddr)>) {
+        self.locals.send_if_modified(|current| {
+            let changed = *current != observed;
+            *current = observed;
+            changed
+        });
+    }
+
+    /// Asks [`crate::locals::watch`] to read the bridges now.
+    pub fn poke_locals(&self) {
+        self.locals_poke.notify_one();
+    }
+
+    /// Resolves when [`Self::poke_locals`] was called.
+    pub async fn locals_poked(&self) {
+        self.locals_poke.notified().await;
+    }
+
     /// Records a MAC move the programs reported; a MAC that moved here is
-    /// advertised at once rather than at the next poll of the bridges.
+    /// recorded as local and advertised at once rather than at the next poll
+    /// of the bridges.
     pub fn record_move(&self, record: MoveRecord) {
         tracing::info!(
             vni = record.vni,
@@ -159,9 +191,8 @@ impl Node {
         let local = record.kind == MoveKind::Local;
         lock(&self.moves).push(record);
         if local {
-            if let Some(control) = self.control.get() {
-                control.poke_local_macs();
-            }
+            // Read at once; the control plane advertises what it publishes.
+            self.poke_locals();
         }
     }
 
@@ -311,8 +342,19 @@ impl DataplaneHooks for Node {
     fn apply_fdb(&self, changes: &[FdbChange]) {
         let mut maps = self.maps();
         for change in changes {
-            if let Err(e) = maps.apply_control_fdb(change) {
-                tracing::warn!(?change, error = %e, "cannot program FDB entry");
+            match maps.apply_control_fdb(change) {
+                Ok(ControlFdb::Applied | ControlFdb::Refused { warn: false, .. }) => {}
+                Ok(ControlFdb::Refused { vni, warn: true }) => {
+                    let capacity = maps.fdb_capacities().of(vni);
+                    tracing::warn!(
+                        vni,
+                        capacity,
+                        ?change,
+                        "FDB share of the VNI is full of static and control-plane entries: \
+                         entry refused (vlnet_fdb_refused_total; raise its fdb_max?)"
+                    );
+                }
+                Err(e) => tracing::warn!(?change, error = %e, "cannot program FDB entry"),
             }
         }
     }
@@ -330,6 +372,10 @@ impl DataplaneHooks for Node {
             .fdb_entry(vni, mac.0)
             .filter(|e| e.flags & vlnet_ebpf::abi::VLNET_FDB_CONTROL == 0)
             .map(|e| Ipv4Addr::from(u32::from_be(e.vtep_be)))
+    }
+
+    fn local_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>> {
+        Node::local_macs(self)
     }
 
     fn forget_local(&self, vni: u32, mac: MacAddr) {
@@ -393,6 +439,14 @@ impl MetricsSource for Node {
 
     fn peer_rtts(&self) -> Option<Vec<(Ipv4Addr, PeerRtt)>> {
         Some(lock(&self.peer_rtt).snapshot())
+    }
+
+    fn fdb_capacity(&self) -> Option<FdbCapacity> {
+        let maps = self.maps();
+        Some(FdbCapacity {
+            capacity: maps.fdb_capacities().served().collect(),
+            refused: maps.fdb_refused(),
+        })
     }
 
     fn status(&self) -> Result<NodeStatus, String> {

@@ -2,7 +2,7 @@
 //! resolved to interface indexes. Idempotent, so a restarted daemon converges
 //! the maps it adopted without resetting counters or learned entries.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 
 use vlnet_ebpf::abi::{
@@ -10,8 +10,10 @@ use vlnet_ebpf::abi::{
     VLNET_FDB_STATIC, VLNET_MAX_FLOOD,
 };
 
+use crate::config::Proto;
 use crate::fdb::{is_static, monotonic_ns};
 use crate::maps::{fdb_key, Maps, MapsError};
+use crate::trust::VtepBinding;
 
 /// Default outer UDP source port range (the kernel's `ip_local_port_range`).
 pub const DEFAULT_SPORT_RANGE: (u16, u16) = (32768, 60999);
@@ -38,6 +40,11 @@ pub struct Desired {
     pub vnis: Vec<DesiredVni>,
     /// Whether decap runs at XDP (overlay ports become redirect targets).
     pub xdp: bool,
+    /// Every remote VTEP's path and trust ([`crate::trust::vtep_bindings`]);
+    /// VXLAN from a VTEP not listed is accepted on no path.
+    pub vteps: BTreeMap<Ipv4Addr, VtepBinding>,
+    /// The host ports members may reach through the tunnel.
+    pub open_ports: BTreeSet<(Proto, u16)>,
 }
 
 /// Outer-header settings for [`node_config`].
@@ -113,10 +120,12 @@ fn vni_config(v: &DesiredVni) -> vlnet_vni_config {
 
 /// Brings the maps to `desired`: writes what is missing or different and
 /// removes what is no longer configured (VNIs, ports, peers, static entries,
-/// and MAC locations behind a VTEP that is no longer a peer of its VNI).
-/// Peer counters and other learned entries are kept.
+/// MAC locations behind a VTEP that is no longer a peer of its VNI, VTEP
+/// bindings and open ports). Peer counters, other learned entries and each
+/// VNI's flags (set by the capacity task) are kept.
 pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
     maps.set_node_config(&desired.node)?;
+    apply_trust(maps, desired)?;
 
     let vnis: HashSet<u32> = desired.vnis.iter().map(|v| v.vni).collect();
     let ports: HashSet<u32> = desired.vnis.iter().map(|v| v.overlay_ifindex).collect();
@@ -132,7 +141,9 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
         .collect();
 
     for v in &desired.vnis {
-        maps.set_vni(v.vni, &vni_config(v))?;
+        let mut cfg = vni_config(v);
+        cfg.flags = maps.vni(v.vni).map_or(0, |current| current.flags);
+        maps.set_vni(v.vni, &cfg)?;
         maps.set_port(v.overlay_ifindex, v.vni)?;
         for peer in &v.peers {
             maps.ensure_peer(v.vni, *peer)?;
@@ -174,6 +185,32 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
         if !desired.xdp || !ports.contains(&port) {
             maps.remove_xdp_port(port)?;
         }
+    }
+    Ok(())
+}
+
+/// Writes the VTEP bindings and open ports of `desired`, first (a VTEP is
+/// bound before it becomes a peer), and removes the others.
+fn apply_trust(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
+    for (vtep, binding) in &desired.vteps {
+        maps.set_vtep(*vtep, &binding.to_kernel())?;
+    }
+    for (vtep, _) in maps.vteps() {
+        if !desired.vteps.contains_key(&vtep) {
+            maps.remove_vtep(vtep)?;
+        }
+    }
+    let open: BTreeSet<(u8, u16)> = desired
+        .open_ports
+        .iter()
+        .map(|(proto, port)| (proto.number(), *port))
+        .collect();
+    let current = maps.open_ports();
+    for &(proto, port) in open.difference(&current) {
+        maps.open_port(proto, port)?;
+    }
+    for &(proto, port) in current.difference(&open) {
+        maps.close_port(proto, port)?;
     }
     Ok(())
 }

@@ -8,10 +8,12 @@
  *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth).
  *   tc_tunnel_rx      the same at TC ingress of an L3 tunnel (WireGuard TUN):
  *                     bare IPv4 in, a MAC header pushed, then tc_underlay_rx's
- *                     path; anything but VXLAN for us passes untouched.
+ *                     path; anything but VXLAN for us goes through the host
+ *                     filter (lib/tunnel_filter.h).
  *   tc_overlay_tx     TC ingress on vlnet's end of an overlay port: FDB lookup,
  *                     encap, unicast or head-end replication to the underlay
- *                     (or to an L3 tunnel, see hairpin_out()).
+ *                     (or to an L3 tunnel, see hairpin_out()); a broadcast's
+ *                     source is recorded as living here (vlnet_locals).
  *   xdp_overlay_pass  XDP on the bridge's end of an overlay port in XDP mode:
  *                     a veth delivers XDP redirects only to a peer with XDP.
  *
@@ -24,6 +26,7 @@
 #include "lib/decap.h"
 #include "lib/encap.h"
 #include "lib/flows.h"
+#include "lib/tunnel_filter.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -124,7 +127,7 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	int ret;
 
 	ret = decap_classify(data, data_end, data_end - data, 0, ETH_HLEN,
-			     cfg ? cfg->local_vtep_be : 0, &di);
+			     cfg ? cfg->local_vtep_be : 0, VLNET_PATH_UNDERLAY, &di);
 	if (ret == DECAP_NOT_OURS)
 		return XDP_PASS;
 	if (ret)
@@ -207,7 +210,7 @@ int tc_underlay_rx(struct __sk_buff *skb)
 	tc_pull(skb, RX_PULL_LEN);
 	ret = decap_classify(SKB_DATA(skb), SKB_DATA_END(skb), CTX_READ(skb, len),
 			     CTX_READ(skb, gso_size) != 0, ETH_HLEN,
-			     cfg ? cfg->local_vtep_be : 0, &di);
+			     cfg ? cfg->local_vtep_be : 0, VLNET_PATH_UNDERLAY, &di);
 	if (ret == DECAP_NOT_OURS)
 		return TC_ACT_OK;
 	if (ret)
@@ -228,9 +231,12 @@ int tc_tunnel_rx(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	tc_pull(skb, RX_PULL_LEN);
 	ret = decap_classify(SKB_DATA(skb), SKB_DATA_END(skb), CTX_READ(skb, len),
-			     CTX_READ(skb, gso_size) != 0, 0, *local, &di);
-	if (ret == DECAP_NOT_OURS)
-		return TC_ACT_OK;
+			     CTX_READ(skb, gso_size) != 0, 0, *local, VLNET_PATH_TUNNEL, &di);
+	if (ret == DECAP_NOT_OURS) {
+		ret = tunnel_filter(SKB_DATA(skb), SKB_DATA_END(skb), *local);
+		if (!ret)
+			return TC_ACT_OK;
+	}
 	if (ret)
 		return tc_drop(ret);
 	/*
@@ -372,6 +378,24 @@ static __always_inline void claim_local(__u32 vni, const __u8 *mac)
 }
 
 /*
+ * A broadcast or multicast frame from @mac entered the overlay port (a new
+ * VM's first frames are ARP or DHCP): @mac lives behind this node, and a
+ * member's frame may not carry it from now on, before the daemon's next
+ * read of the bridges. An existing record keeps its time.
+ */
+static __always_inline void record_local(__u32 vni, const __u8 *mac)
+{
+	struct vlnet_fdb_key key = { .vni = vni };
+	__u64 now;
+
+	__builtin_memcpy(key.mac, mac, ETH_ALEN);
+	if (bpf_map_lookup_elem(&vlnet_locals, &key))
+		return;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&vlnet_locals, &key, &now, BPF_NOEXIST);
+}
+
+/*
  * Flow tracking of a frame from a local VM about to be encapsulated for
  * @remote_vtep_be (0 when flooded); @data is its Ethernet header.
  */
@@ -426,6 +450,8 @@ int tc_overlay_tx(struct __sk_buff *skb)
 		return tc_drop(VLNET_DROP_TRUNCATED);
 	__builtin_memcpy(&eth, data, sizeof(eth));
 	claim_local(*vni, eth.h_source);
+	if (eth.h_dest[0] & 1)
+		record_local(*vni, eth.h_source);
 	tos = inner_tos(data, data_end);
 	inner_len = skb->len;
 	if (!skb->gso_size && inner_len - ETH_HLEN > cfg->underlay_mtu - VLNET_ENCAP_LEN)

@@ -20,6 +20,14 @@
 #define VLNET_CONFIG_SLOT 0
 /* Largest VNI (24 bits). */
 #define VLNET_MAX_VNI 0xffffff
+/* Entries of vlnet_fdb, shared by every VNI (each VNI's share is capped by config). */
+#define VLNET_FDB_MAX 131072
+/* Entries of vlnet_vteps: remote VTEPs bound to a path. */
+#define VLNET_VTEPS_MAX 16384
+/* Entries of vlnet_locals: MACs living behind this node. */
+#define VLNET_LOCALS_MAX 16384
+/* Entries of vlnet_open_ports: host ports members may reach through the tunnel. */
+#define VLNET_OPEN_PORTS_MAX 1024
 /*
  * skb->mark of an encapsulated non-IP frame bound for an L3 next hop, sent
  * back into its overlay port's ingress so that the kernel re-parses it as
@@ -61,7 +69,15 @@ enum vlnet_drop_reason {
 	VLNET_DROP_DECAP_FAILED = 15,     /* the kernel refused to shrink the packet */
 	VLNET_DROP_NOT_CONFIGURED = 16,   /* node config or overlay port missing */
 	VLNET_DROP_LOOPED = 17,           /* VXLAN from our own VTEP address */
-	VLNET_DROP__MAX = 18,             /* number of codes; not a reason */
+	VLNET_DROP_WRONG_PATH = 18,       /* VXLAN from a VTEP on a path it is not bound to: a
+					   * member's tunnel address on the underlay, a static
+					   * peer through the tunnel */
+	VLNET_DROP_SOURCE_NOT_OWNED = 19, /* inner source MAC held by another VTEP or living on
+					   * this node, in a frame from a VTEP that may not move
+					   * MACs (a member) */
+	VLNET_DROP_TUNNEL_FILTERED = 20,  /* a packet from the tunnel that is not VXLAN for us
+					   * and not for a host port open to members */
+	VLNET_DROP__MAX = 21,             /* number of codes; not a reason */
 };
 
 /* vlnet_config[VLNET_CONFIG_SLOT]: node-wide settings written by the daemon. */
@@ -84,7 +100,39 @@ struct vlnet_node_config {
 struct vlnet_vni_config {
 	__u32 overlay_ifindex;            /* vlnet's end of the overlay veth */
 	__u32 flood_count;                /* used slots of flood_be */
+	__u32 flags;                      /* VLNET_VNI_*, set by the daemon */
 	__u32 flood_be[VLNET_MAX_FLOOD];  /* remote VTEPs for BUM replication */
+};
+
+/* vlnet_vni_config.flags */
+#define VLNET_VNI_LEARN_PAUSED 1 /* no new learned keys: the VNI's FDB share is full */
+
+/*
+ * vlnet_vteps[vtep_be]: the only path a remote VTEP's VXLAN is accepted on,
+ * and what its frames may do. A VTEP without an entry is accepted nowhere.
+ */
+struct vlnet_vtep {
+	__u32 path;  /* VLNET_PATH_* */
+	__u32 flags; /* VLNET_VTEP_* */
+};
+
+/* vlnet_vtep.path */
+#define VLNET_PATH_UNDERLAY 1 /* arrives on the underlay (xdp_underlay_rx / tc_underlay_rx) */
+#define VLNET_PATH_TUNNEL 2   /* arrives through the WireGuard TUN (tc_tunnel_rx) */
+
+/* vlnet_vtep.flags */
+#define VLNET_VTEP_LEARN 1 /* its frames may create and move learned FDB entries (static
+			    * peers, and on a member the controller); without it (members)
+			    * a frame may only confirm an entry that already points at it */
+
+/*
+ * Key of vlnet_open_ports: a host port on this node that members may reach
+ * through the tunnel (value: 1).
+ */
+struct vlnet_port_key {
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+	__u16 port_be; /* destination port */
 };
 
 /* Key of vlnet_fdb. */

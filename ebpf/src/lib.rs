@@ -63,6 +63,10 @@ unsafe impl aya::Pod for abi::vlnet_flow {}
 unsafe impl aya::Pod for abi::vlnet_rtt_ident {}
 // SAFETY: as above.
 unsafe impl aya::Pod for abi::vlnet_rtt_hist {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_vtep {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_port_key {}
 
 /// The move event in a `vlnet_events` ring buffer record, if it is one.
 #[must_use]

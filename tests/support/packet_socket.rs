@@ -62,6 +62,16 @@ impl PacketSocket {
         );
     }
 
+    /// The next received frame, or `None` after the 2 s receive timeout.
+    pub fn try_recv(&self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: buffer valid for its length.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).ok().filter(|n| *n > 0)?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
     /// Next received frame that ends with `suffix`, within the timeout.
     pub fn recv_ending_with(&self, suffix: &[u8]) -> Vec<u8> {
         let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -9,7 +9,10 @@ use aya::programs::{TestRun, TestRunOptions};
 use vlnet_dataplane::bpf::{self, Programs};
 use vlnet_dataplane::maps::Maps;
 use vlnet_dataplane::sync::{self, Desired, DesiredVni, OuterHeader};
-use vlnet_ebpf::abi::{__sk_buff, vlnet_nexthop, vlnet_node_config, VLNET_CFG_FLOW_TRACKING};
+use vlnet_dataplane::trust::{VtepBinding, VtepPath};
+use vlnet_ebpf::abi::{
+    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_node_config, VLNET_CFG_FLOW_TRACKING,
+};
 
 use super::thread_netns::ThreadNetNs;
 
@@ -63,9 +66,16 @@ pub enum Mode {
     Xdp,
 }
 
+/// A static peer's binding: on the underlay, its frames learn.
+pub const STATIC_PEER: VtepBinding = VtepBinding {
+    path: VtepPath::Underlay,
+    learn: true,
+};
+
 /// One namespace with an underlay veth (ul0 198.18.0.1/24 ↔ ul1), overlay
-/// ports for VNI 100 (peer 198.18.0.2) and VNI 300 (no peers), and a freshly
-/// loaded VTEP object pinned under a unique node name.
+/// ports for VNI 100 (peer 198.18.0.2, a static peer on the underlay) and
+/// VNI 300 (no peers), and a freshly loaded VTEP object pinned under a
+/// unique node name.
 pub struct Bed {
     /// The loaded programs.
     pub programs: Programs,
@@ -75,6 +85,8 @@ pub struct Bed {
     pins: Pins,
     /// The node-wide settings written at start.
     pub config: vlnet_node_config,
+    /// What the bed brought the maps to at start.
+    pub desired: Desired,
     /// Index of the underlay veth `ul0`.
     pub ul0: u32,
     /// Index of vlnet's end of VNI 100's overlay port.
@@ -143,6 +155,8 @@ impl Bed {
                 },
             ],
             xdp: true,
+            vteps: [(PEER, STATIC_PEER)].into(),
+            open_ports: std::collections::BTreeSet::new(),
         };
         sync::apply(&mut maps, &desired).unwrap();
         let nexthop = vlnet_nexthop {
@@ -157,6 +171,7 @@ impl Bed {
             maps,
             pins,
             config: desired.node,
+            desired,
             ul0,
             vlx100,
             ns,
@@ -277,6 +292,22 @@ impl Bed {
     /// Packets dropped under any reason.
     pub fn total_drops(&self) -> u64 {
         self.maps.drops().iter().map(|d| d.packets).sum()
+    }
+
+    /// Makes `vtep` a peer of `vni` bound as `binding`.
+    pub fn add_peer(&mut self, vni: u32, vtep: Ipv4Addr, binding: VtepBinding) {
+        self.maps.ensure_peer(vni, vtep).unwrap();
+        self.maps.set_vtep(vtep, &binding.to_kernel()).unwrap();
+    }
+
+    /// The FDB entry of (`vni`, `mac`), if any.
+    pub fn fdb_entry(&self, vni: u32, mac: [u8; 6]) -> Option<vlnet_fdb_entry> {
+        let key = vlnet_dataplane::maps::fdb_key(vni, mac);
+        self.maps
+            .fdb()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, e)| e)
     }
 }
 

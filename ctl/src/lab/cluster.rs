@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::daemon::{Daemon, NodeSpec};
+use super::daemon::{Daemon, Datapath, NodeSpec};
 use super::netns::LabError;
 use super::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
 use super::topology::{Host, Vm};
@@ -22,6 +22,30 @@ pub const TUNNEL_POOL: &str = "198.19.0.1/24";
 pub const SECURE_VM_MTU: u32 = 1370;
 /// How long [`Cluster::wait_connected`] waits.
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
+
+/// How a [`Cluster`] is built beyond its members' places.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// A kernel-vxlan node on the cloud LAN as the controller's static peer
+    /// (plain VXLAN beside the encrypted members), its VM [`KERNEL_VM`].
+    pub kernel_peer: bool,
+    /// Host ports every vlnet node opens to members through the tunnel
+    /// (`[wireguard] open_ports`, e.g. `"tcp/4444"`).
+    pub open_ports: Vec<String>,
+    /// Every vlnet node's decap data path. With XDP every host's underlay
+    /// sends full checksums (tx offload off), as a real wire delivers them.
+    pub datapath: Datapath,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            kernel_peer: false,
+            open_ports: Vec::new(),
+            datapath: Datapath::Tc,
+        }
+    }
+}
 
 /// Where a member sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +111,8 @@ pub struct Cluster {
     pub wan: Wan,
     /// Cloud LAN index of the next cloud member's host.
     next_cloud_index: u8,
+    /// What every node is built with.
+    options: ClusterOptions,
 }
 
 /// Cloud LAN index of the kernel-vxlan peer's host.
@@ -98,22 +124,23 @@ impl Cluster {
     /// Builds the controller and one member per entry of `members`, and
     /// joins each with a fresh token.
     pub fn build(tag: &str, members: &[Place], vlnet_binary: &Path) -> Result<Self, LabError> {
-        Self::build_with(tag, members, false, vlnet_binary)
+        Self::build_with(tag, members, &ClusterOptions::default(), vlnet_binary)
     }
 
-    /// [`build`](Self::build), and with `kernel_peer` a kernel-vxlan node
-    /// on the cloud LAN as the controller's static peer (plain VXLAN beside
-    /// the encrypted members), its VM [`KERNEL_VM`].
+    /// [`build`](Self::build) with [`ClusterOptions`].
     pub fn build_with(
         tag: &str,
         members: &[Place],
-        kernel_peer: bool,
+        options: &ClusterOptions,
         vlnet_binary: &Path,
     ) -> Result<Self, LabError> {
         let wan = Wan::new(tag)?;
         let controller_host = wan.add_cloud_host("ctl", 1)?;
-        let kernel = if kernel_peer {
+        let kernel = if options.kernel_peer {
             let host = wan.add_cloud_host("k", KERNEL_HOST_INDEX)?;
+            if options.datapath == Datapath::Xdp {
+                host.tx_checksum_off(host.underlay_if())?;
+            }
             host.add_bridge(BRIDGE)?;
             let vm = host.add_vm("kvm", BRIDGE, &vm_mac(KERNEL_VM), vm_ip(KERNEL_VM), 24)?;
             host.add_kernel_vxlan(VNI, BRIDGE, &[controller_host.ip()])?;
@@ -125,13 +152,16 @@ impl Cluster {
         let spec = NodeSpec::new("ctl", controller_host.ip())
             .with_vni(VNI, BRIDGE, &static_peers)
             .as_controller(TUNNEL_POOL);
-        let controller = Self::node(Site::Cloud(controller_host), spec, 0, "ctl", vlnet_binary)?;
         let mut cluster = Self {
-            nodes: vec![controller],
+            nodes: Vec::new(),
             kernel,
             wan,
             next_cloud_index: 2,
+            options: options.clone(),
         };
+        let controller =
+            cluster.node(Site::Cloud(controller_host), spec, 0, "ctl", vlnet_binary)?;
+        cluster.nodes.push(controller);
         for &place in members {
             let n = cluster.add_member(place, vlnet_binary)?;
             cluster.join(n)?;
@@ -159,12 +189,15 @@ impl Cluster {
         let spec = NodeSpec::new(&format!("m{n}"), site.host().ip())
             .with_vni(VNI, BRIDGE, &[])
             .as_member();
-        let node = Self::node(site, spec, n, &format!("member{n}"), vlnet_binary)?;
+        let node = self.node(site, spec, n, &format!("member{n}"), vlnet_binary)?;
         self.nodes.push(node);
         Ok(n)
     }
 
+    /// Node `index` on `site`: `spec` with the cluster's options, its
+    /// bridge and VM, its daemon started.
     fn node(
+        &self,
         site: Site,
         spec: NodeSpec,
         index: usize,
@@ -172,6 +205,13 @@ impl Cluster {
         vlnet_binary: &Path,
     ) -> Result<ClusterNode, LabError> {
         let host = site.host();
+        let open: Vec<&str> = self.options.open_ports.iter().map(String::as_str).collect();
+        let spec = spec
+            .with_open_ports(&open)
+            .with_datapath(self.options.datapath);
+        if self.options.datapath == Datapath::Xdp {
+            host.tx_checksum_off(host.underlay_if())?;
+        }
         host.add_bridge(BRIDGE)?;
         let vm = host.add_vm(
             &format!("vm{index}"),

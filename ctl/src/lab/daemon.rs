@@ -114,6 +114,9 @@ pub struct NodeSpec {
     pub wireguard: Option<WireguardSpec>,
     /// `flow_tracking` (the daemon's default, on, when true).
     pub flow_tracking: bool,
+    /// `[wireguard] open_ports`: host ports members may reach through the
+    /// tunnel, e.g. `"tcp/4444"` (needs a `[wireguard]` section).
+    pub open_ports: Vec<String>,
 }
 
 impl NodeSpec {
@@ -131,6 +134,7 @@ impl NodeSpec {
             fdb_ageing_secs: None,
             wireguard: None,
             flow_tracking: true,
+            open_ports: Vec::new(),
         }
     }
 
@@ -181,6 +185,16 @@ impl NodeSpec {
         self
     }
 
+    /// Opens host ports to members through the tunnel (`[wireguard]
+    /// open_ports`, e.g. `["tcp/4444"]`): everything else from members to
+    /// the node is dropped. The node needs a `[wireguard]` section.
+    #[must_use]
+    pub fn with_open_ports(mut self, ports: &[&str]) -> Self {
+        self.open_ports
+            .extend(ports.iter().map(|p| (*p).to_owned()));
+        self
+    }
+
     /// Turns the kernel's flow tracking on or off.
     #[must_use]
     pub fn with_flow_tracking(mut self, on: bool) -> Self {
@@ -202,7 +216,14 @@ impl NodeSpec {
             node: Node<'a>,
             vni: Vec<Vni<'a>>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            wireguard: Option<&'a WireguardSpec>,
+            wireguard: Option<Wireguard<'a>>,
+        }
+        #[derive(Serialize)]
+        struct Wireguard<'a> {
+            #[serde(flatten)]
+            spec: &'a WireguardSpec,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            open_ports: &'a [String],
         }
         #[derive(Serialize)]
         struct Node<'a> {
@@ -222,6 +243,13 @@ impl NodeSpec {
             id: u32,
             bridge: &'a str,
             peers: Vec<String>,
+        }
+        if !self.open_ports.is_empty() && self.wireguard.is_none() {
+            return Err(LabError::Invalid(format!(
+                "node {}: open ports {:?} need a [wireguard] section (as_controller, \
+                 as_member or with_wireguard)",
+                self.name, self.open_ports
+            )));
         }
         let file = File {
             node: Node {
@@ -244,7 +272,10 @@ impl NodeSpec {
                     peers: v.peers.iter().map(ToString::to_string).collect(),
                 })
                 .collect(),
-            wireguard: self.wireguard.as_ref(),
+            wireguard: self.wireguard.as_ref().map(|spec| Wireguard {
+                spec,
+                open_ports: &self.open_ports,
+            }),
         };
         toml::to_string(&file).map_err(|e| LabError::Invalid(format!("node config: {e}")))
     }
@@ -558,10 +589,12 @@ mod tests {
             fdb_ageing_secs: None,
             wireguard: None,
             flow_tracking: false,
+            open_ports: Vec::new(),
         }
         .with_vni(100, "vnet100", &[Ipv4Addr::new(198, 18, 0, 2)])
         .with_vni(200, "vnet200", &[])
-        .as_controller("198.19.0.1/24");
+        .as_controller("198.19.0.1/24")
+        .with_open_ports(&["tcp/4444", "udp/5000-5001"]);
         let text = spec.to_toml(Path::new("/tmp/vlt-pve1")).unwrap();
         let v: toml::Value = toml::from_str(&text).unwrap();
         let node = &v["node"];
@@ -587,8 +620,28 @@ mod tests {
         assert_eq!(wg["address"].as_str(), Some("198.19.0.1/24"));
         assert_eq!(wg["endpoint"].as_str(), Some("198.18.0.1:51820"));
         assert!(wg["ifname"].as_str().unwrap().len() <= 15);
+        let open: Vec<&str> = wg["open_ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(open, ["tcp/4444", "udp/5000-5001"]);
         // The daemon accepts what the lab writes.
-        vlnet_dataplane::config::Config::parse(&text, Path::new("t")).unwrap();
+        let cfg = vlnet_dataplane::config::Config::parse(&text, Path::new("t")).unwrap();
+        assert_eq!(cfg.wireguard.unwrap().open_ports.len(), 2);
+    }
+
+    #[test]
+    fn open_ports_need_a_wireguard_section() {
+        let spec = NodeSpec::new("n", Ipv4Addr::new(198, 18, 0, 1))
+            .with_vni(100, "vnet100", &[])
+            .with_open_ports(&["tcp/4444"]);
+        let err = spec.to_toml(Path::new("/tmp/x")).unwrap_err().to_string();
+        assert!(err.contains("[wireguard]"), "{err}");
+        let member = NodeSpec::new("n", Ipv4Addr::new(198, 18, 0, 1)).as_member();
+        let text = member.to_toml(Path::new("/tmp/x")).unwrap();
+        assert!(!text.contains("open_ports"), "{text}");
     }
 
     #[test]

@@ -23,6 +23,14 @@ pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const GUEST_MAC: &str = "52:54:00:00:00:64";
 /// The port a destination QEMU listens on for the migration stream.
 pub const MIGRATION_PORT: u16 = 4444;
+
+/// The `[wireguard] open_ports` item a vlnet node needs to receive the
+/// migration stream on its tunnel address (members reach nothing else on
+/// the node but VXLAN and the control port).
+#[must_use]
+pub fn migration_open_port() -> String {
+    format!("tcp/{MIGRATION_PORT}")
+}
 /// Wait after a migration completed (plus the WAN's RTT, where there is
 /// one) before anything is measured: QEMU's announce rounds are over by
 /// then.

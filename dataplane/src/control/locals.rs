@@ -1,7 +1,8 @@
-//! Finding the MACs local to this node, and the periodic upkeep: every half
-//! second the bridges of the served VNIs are read (what they learned on
-//! ports other than vlnet's overlay port) and the decision core turns
-//! changes into adverts and withdrawals; every second it expires invites,
+//! The MACs local to this node, and the periodic upkeep: the data plane
+//! reads the bridges of the served VNIs (what they learned on ports other
+//! than vlnet's overlay port, [`crate::locals`]) and publishes the set; the
+//! decision core turns every change, and every expired `vm moved` claim,
+//! into adverts and withdrawals. Every second the upkeep expires invites,
 //! grants, tombstones and waiting claims.
 
 use std::collections::BTreeSet;
@@ -13,45 +14,45 @@ use tracing::warn;
 use super::core::Effect;
 use super::plane::ControlPlane;
 use crate::mac::MacAddr;
-use crate::netlink::{Netlink, NetlinkError};
+use crate::netlink::Netlink;
 
-/// How often the bridges are read.
+/// How often the local MACs are looked at even without a change (claims
+/// made with `vlnet ctl vm moved` expire).
 pub const LOCAL_POLL: Duration = Duration::from_millis(500);
 /// How often the upkeep runs.
 pub const UPKEEP: Duration = Duration::from_secs(1);
 
 impl ControlPlane {
-    /// Polls the local MACs forever, advertising and withdrawing them.
+    /// Follows the local MACs forever, advertising and withdrawing them:
+    /// on every change the data plane publishes, when poked (`vm moved`),
+    /// and every [`LOCAL_POLL`] (claims expire).
     pub(super) async fn watch_local_macs(self: Arc<Self>) {
-        let nl = match Netlink::connect() {
-            Ok(nl) => nl,
-            Err(e) => {
-                warn!(error = %e, "local MAC discovery disabled");
-                return;
-            }
-        };
+        let mut local = self.hooks.local_macs();
         let mut tick = tokio::time::interval(LOCAL_POLL);
         let mut frozen = BTreeSet::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = self.local_poke.notified() => {}
+                changed = local.changed() => if changed.is_err() {
+                    return; // the data plane is gone
+                },
             }
-            match self.local_macs(&nl).await {
-                Ok(local) => self.observe_local(&local),
-                Err(e) => warn!(error = %e, "cannot read bridge FDBs"),
-            }
+            let observed = local.borrow_and_update().clone();
+            self.observe_local(&observed);
             frozen = self.report_frozen(&frozen);
         }
     }
 
-    /// Reads the bridges once and applies what they show (start-up).
+    /// Reads the bridges once and applies what they show (the controller at
+    /// start-up, before it accepts a member's claim).
     pub(super) async fn observe_local_once(&self) {
-        match Netlink::connect() {
-            Ok(nl) => match self.local_macs(&nl).await {
-                Ok(local) => self.observe_local(&local),
-                Err(e) => warn!(error = %e, "cannot read bridge FDBs"),
-            },
+        let read = match Netlink::connect() {
+            Ok(nl) => nl.local_macs(&self.hooks.vni_ports()).await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(local) => self.observe_local(&local),
             Err(e) => warn!(error = %e, "cannot read bridge FDBs"),
         }
     }
@@ -88,20 +89,6 @@ impl ControlPlane {
                 (f.vni, f.mac)
             })
             .collect()
-    }
-
-    async fn local_macs(&self, nl: &Netlink) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {
-        let mut out = BTreeSet::new();
-        for (vni, bridge, port) in self.hooks.vni_ports() {
-            let (Some(bridge), Some(port)) = (nl.link(&bridge).await?, nl.link(&port).await?)
-            else {
-                continue;
-            };
-            for mac in nl.bridge_learned_macs(bridge.index, port.index).await? {
-                out.insert((vni, mac));
-            }
-        }
-        Ok(out)
     }
 
     fn observe_local(&self, local: &BTreeSet<(u32, MacAddr)>) {

@@ -43,6 +43,9 @@ pub trait DataplaneHooks: Send + Sync + 'static {
     /// Drops the entry the VNI's bridge holds for `mac` on a local port: it
     /// lives elsewhere now.
     fn forget_local(&self, vni: u32, mac: MacAddr);
+    /// The MACs living behind this node as the data plane last read them
+    /// from its bridges; changes wake the receiver.
+    fn local_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>>;
 }
 
 /// The data plane as the decision core sees it.
@@ -61,8 +64,8 @@ pub struct Dynamic {
     pub vnis: BTreeSet<u32>,
     /// Remote VTEPs (members' tunnel addresses) per VNI.
     pub peers: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
-    /// Remote VTEPs whose frames may move MACs in the data plane (on a
-    /// member: the controller).
+    /// Remote VTEPs among `peers` whose frames may move MACs in the data
+    /// plane: on a joined member, the controller's tunnel address.
     pub trusted: BTreeSet<Ipv4Addr>,
     /// The WireGuard interface, once up.
     pub tunnel: Option<String>,
@@ -355,12 +358,7 @@ impl ControlPlane {
             Inner::Member(Some(m)) => m.claim_local(vni, mac, until),
             Inner::Member(None) => {}
         }
-        self.poke_local_macs();
-    }
-
-    /// Reads the bridges now instead of at the next poll (the data plane saw
-    /// a MAC arrive here).
-    pub fn poke_local_macs(&self) {
+        // Looked at now, not at the next tick.
         self.local_poke.notify_one();
     }
 
@@ -575,6 +573,7 @@ impl ControlPlane {
             Inner::Member(Some(m)) => {
                 let ms = m.joined();
                 d.vnis = ms.vnis.iter().copied().collect();
+                d.trusted.insert(ms.controller.tunnel_addr);
                 for m in &ms.members {
                     for vni in m.vnis.iter().filter(|v| d.vnis.contains(v)) {
                         d.peers.entry(*vni).or_default().insert(m.tunnel_addr);

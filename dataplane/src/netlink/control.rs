@@ -1,6 +1,6 @@
 //! Netlink work for the control plane and placement advice: addressing the
 //! WireGuard interface, reading which MACs a bridge has learned on its local
-//! ports, and how much traffic a port carried.
+//! ports (the node's local MACs), and how much traffic a port carried.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -52,6 +52,26 @@ impl Netlink {
             .await?
             .into_keys()
             .collect())
+    }
+
+    /// The MACs local to this node: for each `(vni, bridge, overlay port)`
+    /// served, what the bridge learned on its other ports. A bridge or port
+    /// that does not exist (yet) contributes nothing.
+    pub async fn local_macs(
+        &self,
+        ports: &[(u32, String, String)],
+    ) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {
+        let mut out = BTreeSet::new();
+        for (vni, bridge, port) in ports {
+            let (Some(bridge), Some(port)) = (self.link(bridge).await?, self.link(port).await?)
+            else {
+                continue;
+            };
+            for mac in self.bridge_learned_macs(bridge.index, port.index).await? {
+                out.insert((*vni, mac));
+            }
+        }
+        Ok(out)
     }
 
     /// [`Self::bridge_learned_macs`] with the port (ifindex) each MAC was

@@ -22,8 +22,13 @@
 #define IP_OFFSET 0x1fff
 #define INET_ECN_MASK 3
 #define INET_ECN_NOT_ECT 0
+#define INET_ECN_ECT_1 1
 #define INET_ECN_ECT_0 2
 #define INET_ECN_CE 3
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 

@@ -21,6 +21,8 @@ struct decap_info {
 	__u32 overlay_ifindex;
 	__u32 inner_len;  /* inner frame bytes, Ethernet header included */
 	__u32 outer_len;  /* bytes from the outer Ethernet header to the inner one */
+	__u32 vtep_flags; /* VLNET_VTEP_* of the source VTEP */
+	__u32 vni_flags;  /* VLNET_VNI_* of the VNI */
 	__u8 outer_tos;
 	struct vlnet_peer_stats *stats;
 	__u64 now_ns;     /* bpf_ktime_get_ns() from decap_prepare(), read once per packet */
@@ -61,18 +63,22 @@ static __always_inline int ipv4_header_valid(const struct iphdr *ip, __u32 ihl_w
  *	packet from an L3 tunnel (a compile-time constant at every call).
  * @local_be: the address VXLAN must be sent to (our VTEP, or our address on
  *	the tunnel).
+ * @path: VLNET_PATH_* the packet arrived on (a compile-time constant at every
+ *	call): the source VTEP must be bound to it in vlnet_vteps.
  * @di: filled in when the result is DECAP_OK; di->outer_len counts from
  *	@data, so without the Ethernet header for @l2_len 0.
  *
  * Return: DECAP_NOT_OURS to leave the packet to the kernel, DECAP_OK for a
- * valid VXLAN packet of a configured VNI from a member VTEP, or the
- * enum vlnet_drop_reason to drop it with.
+ * valid VXLAN packet of a configured VNI from a member VTEP bound to @path,
+ * or the enum vlnet_drop_reason to drop it with.
  */
 static __always_inline int decap_classify(void *data, void *data_end, __u32 frame_len,
 					  int is_gso, __u32 l2_len, __u32 local_be,
-					  struct decap_info *di)
+					  __u32 path, struct decap_info *di)
 {
 	struct vlnet_vni_config *vc;
+	struct vlnet_vtep *vtep;
+	__u32 src_be;
 	struct ethhdr *eth = data;
 	struct ethhdr *inner;
 	struct vxlan_hdr *vx;
@@ -128,11 +134,15 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 	vc = bpf_map_lookup_elem(&vlnet_vnis, &di->vni);
 	if (!vc)
 		return VLNET_DROP_UNKNOWN_VNI;
-	if (ip->saddr == local_be)
+	src_be = ip->saddr;
+	if (src_be == local_be)
 		return VLNET_DROP_LOOPED;
-	di->stats = peer_stats(di->vni, ip->saddr);
+	di->stats = peer_stats(di->vni, src_be);
 	if (!di->stats)
 		return VLNET_DROP_UNKNOWN_VTEP;
+	vtep = bpf_map_lookup_elem(&vlnet_vteps, &src_be);
+	if (!vtep || vtep->path != path)
+		return VLNET_DROP_WRONG_PATH;
 	if ((inner->h_source[0] & 1) ||
 	    !(inner->h_source[0] | inner->h_source[1] | inner->h_source[2] |
 	      inner->h_source[3] | inner->h_source[4] | inner->h_source[5]))
@@ -140,7 +150,9 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 	if (!vc->overlay_ifindex)
 		return VLNET_DROP_NOT_CONFIGURED;
 
-	di->src_vtep_be = ip->saddr;
+	di->src_vtep_be = src_be;
+	di->vtep_flags = vtep->flags;
+	di->vni_flags = vc->flags;
 	di->overlay_ifindex = vc->overlay_ifindex;
 	di->outer_len = (void *)inner - data;
 	di->inner_len = frame_len - di->outer_len;
@@ -149,14 +161,24 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 }
 
 /**
- * decap_learn() - record that @mac on @di->vni lives behind @di->src_vtep_be.
- * Static entries are never overridden. A control-plane entry stays as it is
- * while frames confirm it, and becomes a learned one at the frame's VTEP when
- * the MAC shows up elsewhere (a migrated VM moves at once). A learned entry is
- * refreshed at most once per FDB_REFRESH_NS to keep map writes off the hot
- * path.
+ * decap_learn() - what a frame from @di->src_vtep_be with source @mac on
+ * @di->vni may do to the FDB. Returns 0 to deliver it or
+ * VLNET_DROP_SOURCE_NOT_OWNED.
+ *
+ * From a VTEP that may not move MACs (a member: no VLNET_VTEP_LEARN) a frame
+ * writes nothing: it passes when @mac's entry points at that VTEP, or when
+ * @mac is unknown here (a member's MACs come through the control plane, as
+ * in EVPN; until its advert arrives, replies flood), and is dropped when
+ * @mac is held by another VTEP or lives behind this node (vlnet_locals).
+ *
+ * From a VTEP with VLNET_VTEP_LEARN: static entries are never overridden. A
+ * control-plane entry stays as it is while frames confirm it, and becomes a
+ * learned one at the frame's VTEP when the MAC shows up elsewhere (a
+ * migrated VM moves at once). A learned entry is refreshed at most once per
+ * FDB_REFRESH_NS to keep map writes off the hot path. No new key is created
+ * while the VNI's learning is paused (its FDB share is full).
  */
-static __always_inline void decap_learn(const struct decap_info *di, const __u8 *mac)
+static __always_inline int decap_learn(const struct decap_info *di, const __u8 *mac)
 {
 	struct vlnet_fdb_key key = { .vni = di->vni };
 	struct vlnet_fdb_entry *old, entry = {};
@@ -164,20 +186,30 @@ static __always_inline void decap_learn(const struct decap_info *di, const __u8 
 
 	__builtin_memcpy(key.mac, mac, ETH_ALEN);
 	old = bpf_map_lookup_elem(&vlnet_fdb, &key);
+	if (!(di->vtep_flags & VLNET_VTEP_LEARN)) {
+		if (old)
+			return old->vtep_be == di->src_vtep_be ? 0 : VLNET_DROP_SOURCE_NOT_OWNED;
+		if (bpf_map_lookup_elem(&vlnet_locals, &key))
+			return VLNET_DROP_SOURCE_NOT_OWNED;
+		return 0;
+	}
 	if (old) {
 		if (old->flags & VLNET_FDB_STATIC)
-			return;
+			return 0;
 		if ((old->flags & VLNET_FDB_CONTROL) && old->vtep_be == di->src_vtep_be)
-			return;
+			return 0;
 		if (old->vtep_be == di->src_vtep_be && now - old->updated_ns < FDB_REFRESH_NS)
-			return;
+			return 0;
 		if (old->vtep_be != di->src_vtep_be)
 			report_move(di->vni, mac, old->vtep_be, di->src_vtep_be, VLNET_MOVE_REMOTE);
+	} else if (di->vni_flags & VLNET_VNI_LEARN_PAUSED) {
+		return 0;
 	}
 	entry.vtep_be = di->src_vtep_be;
 	entry.flags = VLNET_FDB_LEARNED;
 	entry.updated_ns = now;
 	bpf_map_update_elem(&vlnet_fdb, &key, &entry, BPF_ANY);
+	return 0;
 }
 
 /**
@@ -217,8 +249,9 @@ static __always_inline void arrival_check(const struct decap_info *di, const __u
 
 /**
  * decap_prepare() - everything the two entry points share once a packet is
- * classified OK: ECN (RFC 6040), learning and rx counters. @inner must point
- * into writable packet memory. Returns 0 or a drop reason.
+ * classified OK: ECN (RFC 6040), learning (or the ownership check of a
+ * member's frame) and rx counters. @inner must point into writable packet
+ * memory. Returns 0 or a drop reason.
  */
 static __always_inline int decap_prepare(struct decap_info *di, struct ethhdr *inner,
 					 void *data_end, __u32 segs)
@@ -228,7 +261,9 @@ static __always_inline int decap_prepare(struct decap_info *di, struct ethhdr *i
 	if (reason)
 		return reason;
 	di->now_ns = bpf_ktime_get_ns();
-	decap_learn(di, inner->h_source);
+	reason = decap_learn(di, inner->h_source);
+	if (reason)
+		return reason;
 	arrival_check(di, inner->h_dest);
 	di->stats->rx_packets += segs;
 	di->stats->rx_bytes += di->inner_len;

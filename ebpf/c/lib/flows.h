@@ -48,8 +48,6 @@
  * than 10 useful ones (NOP padding included on real stacks). */
 #define TCP_MAX_OPTIONS 10
 
-#define ICMP_ECHOREPLY 0
-#define ICMP_ECHO 8
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
 

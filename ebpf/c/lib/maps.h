@@ -35,7 +35,7 @@ struct {
 /* (VNI, MAC) -> remote VTEP. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, VLNET_FDB_MAX);
 	__type(key, struct vlnet_fdb_key);
 	__type(value, struct vlnet_fdb_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -79,6 +79,38 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_tunnels SEC(".maps");
+
+/* Remote VTEP -> the path its VXLAN must arrive on and what its frames may do. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VLNET_VTEPS_MAX);
+	__type(key, __u32);
+	__type(value, struct vlnet_vtep);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_vteps SEC(".maps");
+
+/*
+ * MACs living behind this node ((vni, mac) -> bpf_ktime_get_ns() when
+ * recorded): learned by its bridges on ports other than the overlay port
+ * (kept by the daemon), or seen in a broadcast leaving a local VM (recorded
+ * here at once). A member's frame may not carry one as its source.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VLNET_LOCALS_MAX);
+	__type(key, struct vlnet_fdb_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_locals SEC(".maps");
+
+/* Host ports members may reach through the tunnel (lib/tunnel_filter.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VLNET_OPEN_PORTS_MAX);
+	__type(key, struct vlnet_port_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_open_ports SEC(".maps");
 
 /* MAC moves seen by the programs (struct vlnet_mac_event), for the daemon. */
 struct {

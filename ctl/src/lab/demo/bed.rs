@@ -16,8 +16,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::lab::cluster::{Cluster, ClusterNode, KernelPeer, Place, Site};
-use crate::lab::guest::{GuestSites, GUEST_MAC};
+use crate::lab::cluster::{Cluster, ClusterNode, ClusterOptions, KernelPeer, Place, Site};
+use crate::lab::guest::{migration_open_port, GuestSites, GUEST_MAC};
 use crate::lab::topology::{Host, Underlay, Vm};
 use crate::lab::wan::WanClient;
 use crate::lab::LabError;
@@ -37,10 +37,16 @@ pub struct DemoBed {
 
 impl DemoBed {
     /// Builds the cloud: cloud-1 (vlnet, controller) and cloud-2 (kernel
-    /// vxlan, cloud-1's static peer), a VM on each.
+    /// vxlan, cloud-1's static peer), a VM on each. The vlnet nodes open the
+    /// migration port to members (the stream runs between tunnel addresses).
     pub fn build_cloud(vlnet: &Path) -> Result<Self, LabError> {
+        let options = ClusterOptions {
+            kernel_peer: true,
+            open_ports: vec![migration_open_port()],
+            ..ClusterOptions::default()
+        };
         Ok(Self {
-            cluster: Cluster::build_with(TAG, &[], true, vlnet)?,
+            cluster: Cluster::build_with(TAG, &[], &options, vlnet)?,
             migration_addrs: [Ipv4Addr::UNSPECIFIED; 2],
         })
     }

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::setting::Setting;
-use crate::lab::cluster::{Cluster, Place};
-use crate::lab::guest::{GuestSites, GUEST_MAC};
+use crate::lab::cluster::{Cluster, ClusterOptions, Place};
+use crate::lab::guest::{migration_open_port, GuestSites, GUEST_MAC};
 use crate::lab::scenario::{host_ip, vm_ip, vm_mac, Scenario, Vtep, BRIDGE};
 use crate::lab::topology::{Host, Underlay, Vm};
 use crate::lab::{Datapath, LabError};
@@ -101,7 +101,13 @@ impl Testbed {
                 } else {
                     Place::PublicClientBehind(wan_delay / 2)
                 };
-                let cluster = Cluster::build(tag, &[place], vlnet)?;
+                // The migration stream runs between the tunnel addresses:
+                // both nodes open its port to members.
+                let options = ClusterOptions {
+                    open_ports: vec![migration_open_port()],
+                    ..ClusterOptions::default()
+                };
+                let cluster = Cluster::build_with(tag, &[place], &options, vlnet)?;
                 cluster.wait_connected()?;
                 let migration_addrs = [cluster.tunnel_addr(0)?, cluster.tunnel_addr(1)?];
                 Self {

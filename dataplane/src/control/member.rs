@@ -3,7 +3,7 @@
 //! then deltas both ways, each decided by the
 //! [`MemberCore`](super::core::member::MemberCore). While the controller is
 //! unreachable the member keeps forwarding from its persisted state and
-//! retries, backing off from 0.1 s to 1 s with jitter (a WAN that comes
+//! retries, backing off from 0.1 s to 0.5 s with jitter (a WAN that comes
 //! back is used within about a second).
 
 use std::net::Ipv4Addr;
@@ -33,7 +33,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// [`RETRY_MAX`] while the controller stays unreachable.
 const RETRY: Duration = Duration::from_millis(100);
 /// Longest pause between connection attempts (before jitter).
-const RETRY_MAX: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_millis(500);
 /// Timeout of one connection attempt: one SYN (TCP retries after 1 s), so
 /// that an attempt started while the WAN was down does not delay the
 /// reconnection once it is back.

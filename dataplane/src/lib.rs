@@ -22,10 +22,14 @@
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`conn_limit`]: accepting connections under a cap, with timeouts and
 //!   back-off; [`log_limit`]: rate-limited log lines.
-//! - [`control`]: the control plane's pure parts: wire messages, invite tokens,
-//!   MAC mobility rules.
-//! - [`wg`]: WireGuard tunnels run in-process (boringtun), configured over
-//!   the standard UAPI.
+//! - [`control`]: the control plane — its pure parts (wire messages, invite
+//!   tokens, MAC mobility rules, the controller's and member's decision
+//!   core) and the running parts that carry their effects out.
+//! - [`wg`]: the boringtun WireGuard device, run in a process of its own
+//!   (it outlives a daemon restart) and configured over the standard UAPI.
+//! - [`effective`]: the config merged with what the control plane adds;
+//!   [`announce`]: a hypervisor's RARP announce; [`moves`]: MAC moves the
+//!   programs report.
 pub mod advise;
 pub mod announce;
 pub mod api;

@@ -16,6 +16,7 @@
 //! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
 //! - [`node`]: the running node's view, behind the API and metrics.
 //! - [`peer_rtt`]: underlay RTT to every remote VTEP (ICMP probes).
+//! - [`proxmox_sdn`]: a Proxmox SDN VXLAN zone's peers and vnets.
 //! - [`traffic`], [`advise`]: each VM's traffic over the last minute, and
 //!   where it should run.
 //! - [`daemon`]: start-up, the daemon's tasks, and teardown.
@@ -53,6 +54,7 @@ pub mod moves;
 pub mod netlink;
 pub mod node;
 pub mod peer_rtt;
+pub mod proxmox_sdn;
 pub mod store;
 pub mod sync;
 pub mod traffic;

@@ -618,6 +618,7 @@ mod tests {
             pid: 42,
             uptime_secs: 7,
             adopted: false,
+            links: Vec::new(),
             vnis: vec![VniStatus {
                 vni: 100,
                 bridge: "vnet100".into(),

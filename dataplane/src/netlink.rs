@@ -207,12 +207,13 @@ impl Netlink {
     }
 
     /// Creates VNI `vni`'s overlay port unless it exists: a veth pair whose
-    /// bridge end joins `bridge`; both ends get `mtu` and are brought up.
-    /// Returns (bridge end, vlnet end).
+    /// bridge end joins `bridge` (when there is one: a bridge that went away
+    /// is waited for); both ends get `mtu` and are brought up. Returns
+    /// (bridge end, vlnet end).
     pub async fn ensure_overlay_port(
         &self,
         vni: u32,
-        bridge: &LinkSummary,
+        bridge: Option<&LinkSummary>,
         mtu: u32,
     ) -> Result<(LinkSummary, LinkSummary), NetlinkError> {
         let (port, inner) = overlay_port_names(vni);
@@ -237,15 +238,11 @@ impl Netlink {
             &inner,
         )
         .await?;
-        self.set(
-            LinkUnspec::new_with_index(port_link.index)
-                .mtu(mtu)
-                .controller(bridge.index)
-                .up()
-                .build(),
-            &port,
-        )
-        .await?;
+        let mut bridge_end = LinkUnspec::new_with_index(port_link.index).mtu(mtu);
+        if let Some(bridge) = bridge {
+            bridge_end = bridge_end.controller(bridge.index);
+        }
+        self.set(bridge_end.up().build(), &port).await?;
         Ok((port_link, inner_link))
     }
 

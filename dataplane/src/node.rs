@@ -17,7 +17,9 @@ use crate::flows::{FlowQuery, FlowRecord, RttHistogram};
 use crate::mac::MacAddr;
 use crate::maps::{ControlFdb, Maps};
 use crate::metrics::{ControlMetrics, FdbCapacity, FlowMetrics, MetricsSource};
-use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
+use crate::model::{
+    DatapathMode, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus, VniStatus,
+};
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
 use crate::netlink::Netlink;
 use crate::peer_rtt::{PeerRtt, PeerRttTable};
@@ -40,6 +42,8 @@ pub struct NodeFacts {
     pub adopted: bool,
     /// (VNI, bridge, bridge-side port name, peer count).
     pub vnis: Vec<(u32, String, String, usize)>,
+    /// Every program link and what this daemon did with it.
+    pub links: Vec<LinkStatus>,
 }
 
 /// Shared state of a running daemon.
@@ -244,6 +248,7 @@ impl ApiHandler for Node {
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
             adopted: facts.adopted,
+            links: facts.links.clone(),
             vnis,
             drops: maps.drops(),
         })

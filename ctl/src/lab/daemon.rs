@@ -50,6 +50,17 @@ pub enum Datapath {
     Xdp,
 }
 
+/// How the lab starts `vlnet daemon` in its host namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Launch {
+    /// `nsenter --net=…`: the host's mount namespace (what systemd does).
+    #[default]
+    Nsenter,
+    /// `ip netns exec …`: a private mount namespace without the host's BPF
+    /// filesystem at `/sys/fs/bpf`.
+    IpNetnsExec,
+}
+
 /// One `[[vni]]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VniSpec {
@@ -321,6 +332,7 @@ pub struct Daemon {
     config: PathBuf,
     log: PathBuf,
     child: Option<ChildGuard>,
+    launch: Launch,
     dir: TempDir,
 }
 
@@ -330,6 +342,16 @@ impl Daemon {
     /// there) and waits up to [`READY_TIMEOUT`] for `vlnet ctl status --json`
     /// to succeed.
     pub fn start(host_ns: &NetNs, spec: NodeSpec, vlnet_binary: &Path) -> Result<Self, LabError> {
+        Self::start_with(host_ns, spec, vlnet_binary, Launch::Nsenter)
+    }
+
+    /// [`start`](Self::start), started (and restarted) as `launch` says.
+    pub fn start_with(
+        host_ns: &NetNs,
+        spec: NodeSpec,
+        vlnet_binary: &Path,
+        launch: Launch,
+    ) -> Result<Self, LabError> {
         ensure_bpffs()?;
         let dir = TempDir::at(std::env::temp_dir().join(format!("vlt-{}", spec.name)))?;
         let socket = socket_path(dir.path());
@@ -355,6 +377,7 @@ impl Daemon {
             binary: vlnet_binary.to_owned(),
             config,
             child: None,
+            launch,
             dir,
         };
         daemon.spawn()?;
@@ -371,7 +394,10 @@ impl Daemon {
         let log2 = log
             .try_clone()
             .map_err(|e| LabError::io("duplicating the log handle", e))?;
-        let mut cmd = self.ns.cmd(&self.binary);
+        let mut cmd = match self.launch {
+            Launch::Nsenter => self.ns.cmd(&self.binary),
+            Launch::IpNetnsExec => self.ns.ip_netns_exec(&self.binary),
+        };
         cmd.arg("daemon")
             .arg("--config")
             .arg(&self.config)

@@ -10,7 +10,9 @@ pub use advise::advice;
 pub use flows::flows;
 
 use vlnet_dataplane::control::{ClientRecord, JoinReport};
-use vlnet_dataplane::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus};
+use vlnet_dataplane::model::{
+    DatapathMode, FdbKind, FdbRecord, LinkAction, LinkStatus, NodeStatus, PeerStatus,
+};
 use vlnet_dataplane::moves::{MoveKind, MoveRecord};
 
 /// `vlnet ctl status`: node identity, one row per VNI, non-zero drops.
@@ -33,6 +35,9 @@ pub fn status(s: &NodeStatus) -> String {
         s.vtep, s.underlay, s.underlay_mtu
     );
     let _ = writeln!(out, "datapath  {datapath} (programs {programs})");
+    if !s.links.is_empty() {
+        links(&mut out, &s.links);
+    }
     let _ = writeln!(
         out,
         "daemon    pid {}, up {}",
@@ -321,6 +326,40 @@ pub(crate) fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The `links` line of `status`: how many program links were attached,
+/// adopted, upgraded and re-attached, then one line per re-attach or
+/// upgrade with its reason.
+fn links(out: &mut String, links: &[LinkStatus]) {
+    let count = |action| links.iter().filter(|l| l.action == action).count();
+    let summary: Vec<String> = [
+        (LinkAction::Adopted, "adopted"),
+        (LinkAction::Upgraded, "upgraded"),
+        (LinkAction::Reattached, "re-attached"),
+        (LinkAction::Attached, "attached"),
+    ]
+    .iter()
+    .filter_map(|&(action, word)| {
+        let n = count(action);
+        (n > 0).then(|| format!("{n} {word}"))
+    })
+    .collect();
+    let _ = writeln!(out, "links     {}", summary.join(", "));
+    for link in links {
+        let word = match link.action {
+            LinkAction::Reattached => "re-attached",
+            LinkAction::Upgraded => "upgraded",
+            LinkAction::Adopted | LinkAction::Attached => continue,
+        };
+        let _ = writeln!(
+            out,
+            "          {word} {} on {}: {}",
+            link.program,
+            link.interface,
+            link.detail.as_deref().unwrap_or("")
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -339,6 +378,20 @@ mod tests {
             pid: 4242,
             uptime_secs: 3725,
             adopted: true,
+            links: vec![
+                LinkStatus {
+                    program: "tc_underlay_rx".into(),
+                    interface: "eth0".into(),
+                    action: LinkAction::Adopted,
+                    detail: None,
+                },
+                LinkStatus {
+                    program: "tc_overlay_tx".into(),
+                    interface: "vlx100".into(),
+                    action: LinkAction::Reattached,
+                    detail: Some("its interface was deleted".into()),
+                },
+            ],
             vnis: vec![
                 VniStatus {
                     vni: 100,
@@ -378,6 +431,8 @@ mod tests {
 node      pve1
 vtep      198.18.0.1 on eth0 (mtu 1500)
 datapath  tc (programs adopted from a previous daemon)
+links     1 adopted, 1 re-attached
+          re-attached tc_overlay_tx on vlx100: its interface was deleted
 daemon    pid 4242, up 1h 2m
 
      VNI  BRIDGE   PORT        PEERS  FDB

@@ -339,6 +339,12 @@ fn teardown_removes_everything_vlnet_created() {
         "encap attached"
     );
 
+    let log = daemon.log();
+    assert!(log.contains("vlnet node ready"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {log:?}"
+    );
     let out = daemon.ctl(&["teardown"]).unwrap();
     assert!(out.contains("stopped the daemon"), "{out}");
     for link in ["vnet4242", "vlp4242", "vlx4242"] {

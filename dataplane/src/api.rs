@@ -246,15 +246,28 @@ pub enum ApiError {
         source: io::Error,
     },
     /// The client found no daemon at the socket.
-    #[error("cannot connect to {}: {source}; is `vlnet daemon` running for this node?", path.display())]
+    #[error(
+        "cannot connect to {}: {source}; is `vlnet daemon` running for this node? \
+         (systemctl status vlnet)",
+        path.display()
+    )]
     NotRunning {
         /// Socket path.
         path: PathBuf,
         /// The I/O error (not found, refused).
         source: io::Error,
     },
-    /// The client could not connect for another reason (often permissions).
-    #[error("cannot connect to {}: {source} (the admin socket is root-only)", path.display())]
+    /// The client may not use the socket.
+    #[error(
+        "cannot connect to {}: permission denied; vlnet ctl needs root (the admin socket is root's)",
+        path.display()
+    )]
+    NotRoot {
+        /// Socket path.
+        path: PathBuf,
+    },
+    /// The client could not connect for another reason.
+    #[error("cannot connect to {}: {source}", path.display())]
     Connect {
         /// Socket path.
         path: PathBuf,
@@ -539,6 +552,7 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ApiError> {
                 path: path(),
                 source,
             },
+            io::ErrorKind::PermissionDenied => ApiError::NotRoot { path: path() },
             _ => ApiError::Connect {
                 path: path(),
                 source,

@@ -56,6 +56,9 @@ const LINK_SETTLE: Duration = Duration::from_millis(50);
 /// Why the daemon could not start or run.
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    /// The process lacks the privileges the daemon needs.
+    #[error(transparent)]
+    NotPrivileged(#[from] crate::privileges::NotPrivileged),
     /// Another daemon holds the node.
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -120,6 +123,7 @@ fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let span = info_span!("daemon", node = %cfg.node.name);
     async move {
+        crate::privileges::require("vlnet daemon")?;
         let _lock = NodeLock::acquire(&cfg.node.state_dir, &cfg.node.name)?;
         let (node, mut dataplane) = converge::start(&cfg).await?;
         let plane = if let Some(wg) = &cfg.wireguard {

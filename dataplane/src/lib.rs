@@ -13,7 +13,8 @@
 //!   its frames may move MACs, and the host ports open to members;
 //!   [`locals`]: the MACs living behind this node.
 //! - [`netlink`]: bridges, overlay ports, routes and neighbours.
-//! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
+//! - [`lock`], [`store`]: one daemon per node; state kept across restarts;
+//!   [`privileges`]: the capabilities the daemon needs, checked first.
 //! - [`node`]: the running node's view, behind the API and metrics.
 //! - [`peer_rtt`]: underlay RTT to every remote VTEP (ICMP probes).
 //! - [`traffic`], [`advise`]: each VM's traffic over the last minute, and
@@ -49,6 +50,7 @@ pub mod moves;
 pub mod netlink;
 pub mod node;
 pub mod peer_rtt;
+pub mod privileges;
 pub mod store;
 pub mod sync;
 pub mod traffic;

@@ -225,9 +225,8 @@ pub fn moves(moves: &[MoveRecord]) -> String {
     let rows: Vec<Vec<String>> = moves
         .iter()
         .map(|m| {
-            let at = m.at_unix_ms;
             vec![
-                format!("{}.{:03}", at / 1000, at % 1000),
+                crate::localtime::iso8601(m.at_unix_ms),
                 m.vni.to_string(),
                 m.mac.to_string(),
                 m.from.to_string(),
@@ -247,7 +246,7 @@ pub fn moves(moves: &[MoveRecord]) -> String {
         .collect();
     table(
         &[
-            ("AT (UNIX S)", Align::Right),
+            ("AT", Align::Left),
             ("VNI", Align::Right),
             ("MAC", Align::Left),
             ("FROM", Align::Left),
@@ -444,6 +443,25 @@ unknown_vni       12
 looped             3
 "
         );
+    }
+
+    #[test]
+    fn moves_show_local_iso_8601_times() {
+        let record = MoveRecord {
+            at_unix_ms: 1_796_188_800_042,
+            monotonic_ns: 0,
+            vni: 100,
+            mac: "52:54:00:12:34:56".parse().unwrap(),
+            from: Ipv4Addr::new(198, 18, 0, 2),
+            to: None,
+            kind: MoveKind::Local,
+            path_switch_us: None,
+        };
+        let out = moves(&[record]);
+        let at = crate::localtime::iso8601(1_796_188_800_042);
+        assert!(at.contains(".042") && at.contains('T'), "{at}");
+        assert!(out.lines().nth(1).unwrap().starts_with(&at), "{out}");
+        assert!(!out.contains("1796188800"), "{out}");
     }
 
     #[test]

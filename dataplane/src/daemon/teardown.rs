@@ -26,6 +26,7 @@ pub struct TeardownReport {
 /// for it: pinned programs and maps (forwarding stops), overlay ports, the
 /// bridges it created, its socket and state file.
 pub async fn teardown(cfg: &Config) -> Result<TeardownReport, DaemonError> {
+    crate::privileges::require("vlnet ctl teardown")?;
     let mut report = TeardownReport::default();
     if api::request(&cfg.node.api_socket, &api::Request::Status).is_ok() {
         // The daemon may exit before its answer is flushed: the lock below

@@ -183,6 +183,10 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             Response::Joined(r) => print(args.json, &r, render::joined),
             other => bail!("unexpected answer {other:?}"),
         },
+        CtlCommand::Reload => match ask(args, &Request::Reload)? {
+            Response::Reloaded(r) => print(args.json, &r, render::reloaded),
+            other => bail!("unexpected answer {other:?}"),
+        },
         CtlCommand::Teardown => teardown(args),
     }
 }

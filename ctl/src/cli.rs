@@ -91,6 +91,11 @@ pub enum CtlCommand {
         #[arg(long)]
         vni: Option<u32>,
     },
+    /// Read the config file again and apply the difference (peers, VNIs,
+    /// static FDB, TTL/DSCP, flow tracking) without a restart; a bad
+    /// config is refused and the running one stays. systemctl reload vlnet
+    /// runs this.
+    Reload,
     /// Stop the daemon and remove everything vlnet created for this node
     /// (pinned programs and maps, overlay ports, bridges it created). A
     /// member also leaves its cluster.

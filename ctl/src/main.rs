@@ -61,7 +61,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(vlnet_dataplane::daemon::run(cfg))?;
+            runtime.block_on(vlnet_dataplane::daemon::run(cfg, config))?;
             Ok(())
         }
         Command::Ctl(args) => vlnet::admin::run(&args),

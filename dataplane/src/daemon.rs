@@ -8,23 +8,30 @@
 //!   program links).
 //! - `links`: the interface watcher that asks for a convergence when a
 //!   bridge or port changes under the daemon.
+//! - `follow`: the task that converges again on every change (control
+//!   plane, interfaces, reload); `reload`: what a reload changes, and what
+//!   needs a restart instead.
 //! - `nexthops`: every remote VTEP's next hop; `upkeep`: FDB ageing and
 //!   capacity, arrivals, traffic samples.
+//! - Readiness and status go to systemd (`Type=notify`, [`crate::notify`]):
+//!   `READY=1` once the programs are attached and the admin API answers.
 //! - [`teardown`]: removing everything vlnet made.
 
 mod converge;
+mod follow;
 mod links;
 mod nexthops;
+mod reload;
 mod teardown;
 mod upkeep;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, info_span, warn, Instrument};
 use vlnet_ebpf::abi::VLNET_ENCAP_LEN;
 
@@ -36,9 +43,11 @@ use crate::locals;
 use crate::lock::{LockError, NodeLock};
 use crate::maps::MapsError;
 use crate::metrics::{self, MetricsError};
+use crate::model::LinkAction;
 use crate::moves;
 use crate::netlink::NetlinkError;
 use crate::node::Node;
+use crate::notify;
 use crate::peer_rtt;
 
 pub use converge::{attach_tunnel_rx, Bridges, Dataplane};
@@ -47,11 +56,10 @@ pub use teardown::{teardown, TeardownReport};
 
 use crate::config::Config;
 use converge::converge;
-use links::Expected;
 
-/// How long a burst of link notifications is let settle before converging
-/// (an `ifreload` deletes and recreates a bridge in a few milliseconds).
-const LINK_SETTLE: Duration = Duration::from_millis(50);
+/// Reload requests waiting for the convergence task (more are refused:
+/// one is enough to pick up the latest file).
+const RELOAD_QUEUE: usize = 4;
 
 /// Why the daemon could not start or run.
 #[derive(Debug, Error)]
@@ -119,29 +127,20 @@ fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
     }
 }
 
-/// Runs the daemon for `cfg` until SIGINT/SIGTERM or an API shutdown.
-pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+/// Runs the daemon for `cfg` (read from `config_path`, which a reload reads
+/// again) until SIGINT/SIGTERM or an API shutdown.
+pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let span = info_span!("daemon", node = %cfg.node.name);
     async move {
         crate::privileges::require("vlnet daemon")?;
         let _lock = NodeLock::acquire(&cfg.node.state_dir, &cfg.node.name)?;
+        notify::tell("STATUS=loading the programs and maps");
         let (node, mut dataplane) = converge::start(&cfg).await?;
-        let plane = if let Some(wg) = &cfg.wireguard {
-            let facts = node.facts();
-            let hooks: Arc<dyn DataplaneHooks> = node.clone();
-            let plane = ControlPlane::load(&cfg, wg, facts.vtep, facts.underlay_mtu, hooks)?;
-            node.set_control(Arc::clone(&plane));
-            // Tunnel and persisted state first, so that the first
-            // convergence already keeps the members' peers: a restart
-            // must not drop them even for a moment.
-            plane.start().await?;
-            Some(plane)
-        } else {
-            None
-        };
+        let plane = start_control_plane(&cfg, &node).await?;
         let dynamic = plane
             .as_ref()
             .map_or_else(Dynamic::default, |p| p.dynamic());
+        notify::tell("STATUS=attaching the programs");
         let expected = converge(&cfg, &dynamic, &mut dataplane, &node, Bridges::Create).await?;
         if let Some(plane) = &plane {
             plane.spawn_tasks().await;
@@ -152,7 +151,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         let (api_node, metrics_node) = (node.clone(), node.clone());
         let (expected_tx, expected_rx) = watch::channel(expected);
         let relink = Arc::new(Notify::new());
-        let tasks = vec![
+        let (reload_tx, reloads) = mpsc::channel(RELOAD_QUEUE);
+        node.set_reloads(reload_tx);
+        let mut tasks = vec![
             tokio::spawn(
                 async move {
                     if let Err(e) = api::serve_listener(api, api_node).await {
@@ -185,17 +186,25 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             }),
             tokio::spawn(links::watch(expected_rx, Arc::clone(&relink)).in_current_span()),
             tokio::spawn(
-                follow(Follow {
+                follow::follow(follow::Follow {
                     cfg: cfg.clone(),
+                    config_path,
                     plane,
                     dataplane,
                     node: node.clone(),
                     relink,
                     expected: expected_tx,
+                    reloads,
                 })
                 .in_current_span(),
             ),
         ];
+        if let Some(every) = notify::watchdog_interval() {
+            tasks.push(tokio::spawn(
+                watchdog(node.clone(), every).in_current_span(),
+            ));
+        }
+        await_api(&cfg.node.api_socket).await?;
         let facts = node.facts();
         info!(
             vtep = %facts.vtep,
@@ -203,7 +212,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             adopted = facts.adopted,
             "vlnet node ready"
         );
+        notify::tell(&format!("READY=1\nSTATUS={}", status_line(&node)));
         wait_for_stop(&node).await;
+        notify::tell("STOPPING=1");
         for task in tasks {
             task.abort();
         }
@@ -215,75 +226,86 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     .await
 }
 
-/// What the convergence task owns.
-struct Follow {
-    cfg: Config,
-    plane: Option<Arc<ControlPlane>>,
-    dataplane: Dataplane,
-    node: Arc<Node>,
-    relink: Arc<Notify>,
-    expected: watch::Sender<Expected>,
+/// Loads and starts the control plane if the node has a `[wireguard]`
+/// section: tunnel and persisted state first, so that the first
+/// convergence already keeps the members' peers (a restart must not drop
+/// them even for a moment).
+async fn start_control_plane(
+    cfg: &Config,
+    node: &Arc<Node>,
+) -> Result<Option<Arc<ControlPlane>>, DaemonError> {
+    let Some(wg) = &cfg.wireguard else {
+        return Ok(None);
+    };
+    let facts = node.facts();
+    let hooks: Arc<dyn DataplaneHooks> = node.clone();
+    let plane = ControlPlane::load(cfg, wg, facts.vtep, facts.underlay_mtu, hooks)?;
+    node.set_control(Arc::clone(&plane));
+    plane.start().await?;
+    Ok(Some(plane))
 }
 
-/// Converges the data plane again whenever the control plane changes what
-/// it serves (a join, a member added or removed, the tunnel coming up) or
-/// an interface vlnet uses changed under it (see `links`).
-async fn follow(mut f: Follow) {
-    let mut changes = f.plane.as_ref().map(|p| p.changes());
+/// Waits until the admin API answers a status request on `socket` (the
+/// listener is bound and its task serves), so that readiness is only
+/// announced to a node `vlnet ctl` can talk to.
+async fn await_api(socket: &Path) -> Result<(), DaemonError> {
+    let path = socket.to_path_buf();
+    let asked = tokio::task::spawn_blocking(move || api::request(&path, &api::Request::Status));
+    let answer = asked.await.map_err(|e| ApiError::Io {
+        path: socket.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    answer.map(drop).map_err(DaemonError::from)
+}
+
+/// One line for `systemctl status`: what the node forwards and how its
+/// programs came to be.
+fn status_line(node: &Node) -> String {
+    let facts = node.facts();
+    let count = |action| facts.links.iter().filter(|l| l.action == action).count();
+    format!(
+        "forwarding {} VNIs ({:?} decap); links: {} adopted, {} upgraded, {} re-attached, {} attached",
+        facts.vnis.len(),
+        facts.datapath,
+        count(LinkAction::Adopted),
+        count(LinkAction::Upgraded),
+        count(LinkAction::Reattached),
+        count(LinkAction::Attached),
+    )
+}
+
+/// Tells systemd's watchdog the daemon is alive every `every`, as long as
+/// its maps can be locked (a task stuck holding them stops the pings).
+async fn watchdog(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     loop {
-        let control_changed = async {
-            match &mut changes {
-                Some(c) => c.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        let bridges = tokio::select! {
-            alive = control_changed => {
-                if !alive {
-                    changes = None;
-                    continue;
-                }
-                Bridges::Create
-            }
-            () = f.relink.notified() => {
-                tokio::time::sleep(LINK_SETTLE).await;
-                Bridges::OnlyOurs
-            }
-        };
-        let dynamic = f
-            .plane
-            .as_ref()
-            .map_or_else(Dynamic::default, |p| p.dynamic());
-        let began = Instant::now();
-        match converge(&f.cfg, &dynamic, &mut f.dataplane, &f.node, bridges).await {
-            Ok(expected) => {
-                if bridges == Bridges::OnlyOurs {
-                    info!(
-                        took_ms = began.elapsed().as_millis(),
-                        "interfaces converged again"
-                    );
-                }
-                f.expected.send_replace(expected);
-            }
-            Err(e) if bridges == Bridges::OnlyOurs => {
-                warn!(error = %e, "cannot converge after an interface change; waiting for the next");
-            }
-            Err(e) => warn!(error = %e, "cannot apply the control plane's changes"),
-        }
+        tick.tick().await;
+        drop(node.maps());
+        notify::tell("WATCHDOG=1");
     }
 }
 
+/// Waits for SIGTERM, SIGINT or a shutdown over the API; a SIGHUP reloads
+/// the config meanwhile (what `systemctl reload` and `kill -HUP` send).
 async fn wait_for_stop(node: &Node) {
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         node.shutdown_requested().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
-        () = node.shutdown_requested() => info!("shutdown requested over the API"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => return info!("SIGTERM"),
+            _ = int.recv() => return info!("SIGINT"),
+            () = node.shutdown_requested() => return info!("shutdown requested over the API"),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                // The outcome is logged by the convergence task.
+                let _ = node.reload().await;
+            }
+        }
     }
 }

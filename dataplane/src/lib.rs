@@ -19,7 +19,8 @@
 //! - [`peer_rtt`]: underlay RTT to every remote VTEP (ICMP probes).
 //! - [`traffic`], [`advise`]: each VM's traffic over the last minute, and
 //!   where it should run.
-//! - [`daemon`]: start-up, the daemon's tasks, and teardown.
+//! - [`daemon`]: start-up, the daemon's tasks, reload and teardown;
+//!   [`notify`]: readiness and status for systemd.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`conn_limit`]: accepting connections under a cap, with timeouts and
 //!   back-off; [`log_limit`]: rate-limited log lines.
@@ -49,6 +50,7 @@ pub mod model;
 pub mod moves;
 pub mod netlink;
 pub mod node;
+pub mod notify;
 pub mod peer_rtt;
 pub mod privileges;
 pub mod store;

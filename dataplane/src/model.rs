@@ -74,6 +74,15 @@ pub enum LinkAction {
     Reattached,
 }
 
+/// What a reload changed (`vlnet ctl reload`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// One line per change, in words (none: the file had not changed).
+    pub changes: Vec<String>,
+    /// How long applying it took, ms.
+    pub took_ms: u64,
+}
+
 /// One VNI on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VniStatus {

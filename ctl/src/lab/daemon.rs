@@ -333,6 +333,7 @@ pub struct Daemon {
     log: PathBuf,
     child: Option<ChildGuard>,
     launch: Launch,
+    env: Vec<(String, String)>,
     dir: TempDir,
 }
 
@@ -378,6 +379,7 @@ impl Daemon {
             config,
             child: None,
             launch,
+            env: Vec::new(),
             dir,
         };
         daemon.spawn()?;
@@ -398,7 +400,8 @@ impl Daemon {
             Launch::Nsenter => self.ns.cmd(&self.binary),
             Launch::IpNetnsExec => self.ns.ip_netns_exec(&self.binary),
         };
-        cmd.arg("daemon")
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("daemon")
             .arg("--config")
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -517,6 +520,28 @@ impl Daemon {
             self.child = None;
         }
         Ok(status)
+    }
+
+    /// Sets environment variable `key` for the daemon's next start (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Writes `spec`'s config over the daemon's config file (a reload or
+    /// restart picks it up). The node name must stay.
+    pub fn rewrite_config(&mut self, spec: NodeSpec) -> Result<(), LabError> {
+        if spec.name != self.spec.name {
+            return Err(LabError::Invalid(format!(
+                "node {} cannot become {}",
+                self.spec.name, spec.name
+            )));
+        }
+        std::fs::write(&self.config, spec.to_toml(self.dir.path())?)
+            .map_err(|e| LabError::io(format!("writing {}", self.config.display()), e))?;
+        self.spec = spec;
+        Ok(())
     }
 
     /// Kills the daemon if running, starts it again with the same config and

@@ -11,7 +11,7 @@ pub use flows::flows;
 
 use vlnet_dataplane::control::{ClientRecord, JoinReport};
 use vlnet_dataplane::model::{
-    DatapathMode, FdbKind, FdbRecord, LinkAction, LinkStatus, NodeStatus, PeerStatus,
+    DatapathMode, FdbKind, FdbRecord, LinkAction, LinkStatus, NodeStatus, PeerStatus, ReloadReport,
 };
 use vlnet_dataplane::moves::{MoveKind, MoveRecord};
 
@@ -321,6 +321,19 @@ pub(crate) fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    out
+}
+
+/// `vlnet ctl reload`: what changed.
+#[must_use]
+pub fn reloaded(r: &ReloadReport) -> String {
+    if r.changes.is_empty() {
+        return format!("reloaded in {} ms: no change\n", r.took_ms);
+    }
+    let mut out = format!("reloaded in {} ms:\n", r.took_ms);
+    for change in &r.changes {
+        let _ = writeln!(out, "  {change}");
     }
     out
 }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use aya::programs::XdpMode;
@@ -107,6 +108,36 @@ async fn ensure_overlay_ports<'a>(
         ports.push((v, port, inner));
     }
     Ok(ports)
+}
+
+/// How long a convergence waits for new overlay ports to be operational.
+const PORT_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (at most [`PORT_UP_WAIT`]) until both ends of every overlay port
+/// are operationally up: the kernel enables a new link's queue and its
+/// bridge port from its link watch, up to a second after it was brought
+/// up, and drops what it is given until then. Readiness and a reload's
+/// answer wait for this, so that a VM's first frame finds its path.
+async fn await_ports_up(nl: &Netlink, ports: &[OverlayPort<'_>]) {
+    let deadline = tokio::time::Instant::now() + PORT_UP_WAIT;
+    for name in ports
+        .iter()
+        .flat_map(|(_, port, inner)| [&port.name, &inner.name])
+    {
+        while !nl
+            .link(name)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.oper_up)
+        {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(port = %name, "overlay port not operational yet");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Attaches decap to the underlay (first: the overlay side only sends once
@@ -438,6 +469,7 @@ pub async fn converge(
         || sync::apply(&mut node.maps(), &desired(false)),
     )?;
     dp.datapath = datapath;
+    await_ports_up(&dp.nl, &ports).await;
     let links = dp.programs.links();
     dp.log_link_changes(&links);
     node.set_facts(NodeFacts {

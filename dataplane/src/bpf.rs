@@ -12,6 +12,7 @@
 
 pub mod bpffs;
 mod kernel;
+pub mod layout;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -66,6 +67,38 @@ pub enum BpfError {
         /// The ancestor process in the other mount namespace.
         ancestor: u32,
     },
+    /// The pinned maps were made by a build with another map layout.
+    #[error(
+        "the maps pinned for node {node} have layout {pinned}, this build has layout {built}: \
+         it cannot take over the running programs. Run `vlnet ctl teardown` (forwarding stops, \
+         and a member leaves its cluster), then start the daemon; or keep the installed version"
+    )]
+    LayoutChanged {
+        /// Node name.
+        node: String,
+        /// The pins' layout (0: recorded by no one, an older vlnet).
+        pinned: u32,
+        /// This build's layout.
+        built: u32,
+    },
+    /// A pinned map differs from what the object declares.
+    #[error(
+        "pinned map {map} of node {node} ({pinned}) differs from this build's ({built}): it cannot \
+         take over the running programs. Run `vlnet ctl teardown`, then start the daemon"
+    )]
+    MapChanged {
+        /// Node name.
+        node: String,
+        /// The map.
+        map: String,
+        /// The pinned map's type and sizes.
+        pinned: String,
+        /// The object's.
+        built: String,
+    },
+    /// The pinned maps or the object could not be read for the layout check.
+    #[error("checking the pinned maps' layout: {0}")]
+    Layout(String),
     /// The kernel refused the object (verifier log included by aya).
     #[error("loading the VTEP programs: {0}")]
     Load(#[from] aya::EbpfError),
@@ -126,13 +159,25 @@ enum Live {
 impl Programs {
     /// Loads the VTEP object for `node`, reusing maps a previous daemon pinned.
     pub fn load(node: &str) -> Result<Self, BpfError> {
+        Self::load_object(node, vlnet_ebpf::VTEP_OBJECT)
+    }
+
+    /// Loads `object` (a build of the VTEP programs) for `node`, reusing the
+    /// maps a previous daemon pinned if their layout fits it (see
+    /// [`layout`]).
+    pub fn load_object(node: &str, object: &[u8]) -> Result<Self, BpfError> {
         let pin_dir = pin_dir(node)?;
+        layout::check(node, &pin_dir, object)?;
         for dir in [pin_dir.join("maps"), pin_dir.join("links")] {
             fs::create_dir_all(&dir).map_err(|source| BpfError::Bpffs { path: dir, source })?;
         }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir.join("maps"))
-            .load(vlnet_ebpf::VTEP_OBJECT)?;
+            .load(object)?;
+        layout::record(&pin_dir).map_err(|source| BpfError::Bpffs {
+            path: pin_dir.clone(),
+            source,
+        })?;
         for name in [PROG_TC_UNDERLAY_RX, PROG_TC_TUNNEL_RX, PROG_TC_OVERLAY_TX] {
             tc_program(&mut ebpf, name)?
                 .load()

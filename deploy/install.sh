@@ -133,6 +133,7 @@ fi
 echo "Installing vlnet:"
 put 0755 "$binary" "$bin"
 sed -e "s|^ExecStart=[^ ]*/vlnet |ExecStart=$bin |" \
+    -e "s|^ExecReload=[^ ]*/vlnet |ExecReload=$bin |" \
     -e "s|^Documentation=file://[^ ]*/README.md|Documentation=file://$doc/README.md|" \
     "$src/deploy/vlnet.service" | put 0644 - "$unit"
 grep -q "^ExecStart=$bin " "$destdir$unit" || die "could not set ExecStart in $destdir$unit"

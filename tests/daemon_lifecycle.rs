@@ -1,7 +1,10 @@
 //! The daemon's life: `kill -9` and restart while traffic flows (nothing
-//! lost, state adopted), one daemon per node, teardown removes everything,
-//! bad configs refused before the kernel is touched, `/metrics` valid for
-//! promtool. Needs root.
+//! lost, state adopted; also when started with `ip netns exec`, in a private
+//! mount namespace), pinned links checked before they are adopted (a host
+//! rebuilt under the same names gets its programs re-attached; a bridge
+//! recreated under a running daemon gets its overlay port back), one daemon
+//! per node, teardown removes everything, bad configs refused before the
+//! kernel is touched, `/metrics` valid for promtool. Needs root.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,16 +18,24 @@ use support::node::{scrape, vlnet_binary};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
 use vlnet::lab::probe;
-use vlnet::lab::scenario::{vm_ip, Scenario, Vtep};
-use vlnet::lab::{Datapath, NetNs};
+use vlnet::lab::scenario::{vm_ip, Scenario, ScenarioOptions, Vtep};
+use vlnet::lab::{Datapath, Launch, NetNs};
 
-fn kill9_and_restart_lose_nothing(datapath: Datapath) {
-    let mut s =
-        Scenario::build("k9", &[Vtep::Vlnet(datapath), Vtep::Kernel], vlnet_binary()).unwrap();
+fn kill9_and_restart_lose_nothing(datapath: Datapath, launch: Launch) {
+    let mut s = Scenario::build_with(
+        "k9",
+        &[Vtep::Vlnet(datapath), Vtep::Kernel],
+        vlnet_binary(),
+        ScenarioOptions {
+            launch,
+            ..ScenarioOptions::default()
+        },
+    )
+    .unwrap();
     let warmup = probe::ping(s.sites[1].vm.ns(), vm_ip(0), 5, Duration::from_millis(10)).unwrap();
     assert_eq!(warmup.received, 5);
     let before = s.sites[0]
@@ -55,6 +66,11 @@ fn kill9_and_restart_lose_nothing(datapath: Datapath) {
         status["adopted"], true,
         "restarted daemon adopts the pinned programs"
     );
+    let links = status["links"].as_array().unwrap();
+    assert!(
+        !links.is_empty() && links.iter().all(|l| l["action"] == "adopted"),
+        "every link adopted as it was: {links:?}"
+    );
     let after: serde_json::Value =
         serde_json::from_str(&daemon.ctl(&["peers", "--json"]).unwrap()).unwrap();
     // ping may stop short of 300 requests at its deadline on a loaded
@@ -73,12 +89,193 @@ fn kill9_and_restart_lose_nothing(datapath: Datapath) {
 
 #[test]
 fn tc_kill9_and_restart_lose_nothing() {
-    kill9_and_restart_lose_nothing(Datapath::Tc);
+    kill9_and_restart_lose_nothing(Datapath::Tc, Launch::Nsenter);
 }
 
 #[test]
 fn xdp_kill9_and_restart_lose_nothing() {
-    kill9_and_restart_lose_nothing(Datapath::Xdp);
+    kill9_and_restart_lose_nothing(Datapath::Xdp, Launch::Nsenter);
+}
+
+/// `ip netns exec` gives the daemon a mount namespace without the host's
+/// BPF filesystem: it must still pin in the host's, or its successor has
+/// nothing to adopt and traffic stops.
+#[test]
+fn ip_netns_exec_kill9_and_restart_lose_nothing() {
+    kill9_and_restart_lose_nothing(Datapath::Tc, Launch::IpNetnsExec);
+}
+
+/// The interface indexes of `names` in `ns`.
+fn ifindexes(ns: &NetNs, names: &[&str]) -> Vec<u32> {
+    names
+        .iter()
+        .map(|name| {
+            let out = ns.run(&["ip", "-o", "link", "show", name]).unwrap();
+            out.split(':').next().unwrap().trim().parse().unwrap()
+        })
+        .collect()
+}
+
+/// Two daemons' worth of pins outlive their host: the daemon is killed, its
+/// host namespace (and its VM's) deleted and rebuilt under the same names
+/// with the same interfaces — the same names *and* indexes, so the pins'
+/// names match. The pinned links of the dead interfaces must not be
+/// adopted: the restarted daemon re-attaches them, says so, and traffic
+/// flows.
+#[test]
+fn stale_pins_of_a_rebuilt_host_are_reattached() {
+    let mut s = Scenario::build(
+        "stale",
+        &[Vtep::Vlnet(Datapath::Tc), Vtep::Kernel],
+        vlnet_binary(),
+    )
+    .unwrap();
+    let ping = || probe::ping(s.sites[1].vm.ns(), vm_ip(0), 5, Duration::from_millis(20)).unwrap();
+    assert_eq!(ping().received, 5);
+    let host = s.sites[0].host.ns().clone();
+    let vm = s.sites[0].vm.ns().clone();
+    let names = ["ul0", "br100", "vp0", "vlp100", "vlx100"];
+    let before = ifindexes(&host, &names);
+
+    s.sites[0].daemon.as_mut().unwrap().kill9();
+    host.recreate().unwrap();
+    vm.recreate().unwrap();
+    // As the lab built it: uplink, bridge, VM port (the daemon adds the
+    // overlay port).
+    let switch = s.underlay.switch();
+    let port = s.sites[0].host.switch_port().to_owned();
+    for cmd in [
+        format!(
+            "ip link add ul0 type veth peer name {port} netns {}",
+            switch.name()
+        ),
+        "ip addr add 198.18.0.1/24 dev ul0".to_owned(),
+        "ip link set ul0 up".to_owned(),
+        "ip link add br100 type bridge".to_owned(),
+        "ip link set br100 up".to_owned(),
+        format!(
+            "ip link add vp0 type veth peer name eth0 netns {}",
+            vm.name()
+        ),
+        "ip link set vp0 master br100 up".to_owned(),
+    ] {
+        host.run(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    switch
+        .run(&[
+            "ip",
+            "link",
+            "set",
+            &port,
+            "master",
+            s.underlay.bridge(),
+            "up",
+        ])
+        .unwrap();
+    for cmd in [
+        format!("ip link set eth0 address {}", s.sites[0].vm.mac()),
+        "ip addr add 192.0.2.1/24 dev eth0".to_owned(),
+        "ip link set eth0 up".to_owned(),
+    ] {
+        vm.run(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+
+    let daemon = s.sites[0].daemon.as_mut().unwrap();
+    daemon.restart().unwrap();
+    assert_eq!(
+        ifindexes(&host, &names),
+        before,
+        "the rebuilt host has the same interface indexes: the pins' names match"
+    );
+    let after = probe::ping(s.sites[1].vm.ns(), vm_ip(0), 5, Duration::from_millis(20)).unwrap();
+    assert_eq!(after.received, 5, "traffic flows through the rebuilt host");
+    let daemon = s.sites[0].daemon.as_ref().unwrap();
+    let status = daemon.status_json().unwrap();
+    assert_eq!(status["adopted"], true, "the maps are adopted");
+    let reattached: Vec<(String, String)> = status["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["action"] == "reattached")
+        .map(|l| {
+            (
+                l["program"].as_str().unwrap().to_owned(),
+                l["interface"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        reattached.contains(&("tc_underlay_rx".into(), "ul0".into()))
+            && reattached.contains(&("tc_overlay_tx".into(), "vlx100".into())),
+        "status reports the re-attach: {status}"
+    );
+    assert_eq!(
+        tcx_programs(&host, "ul0"),
+        ["tc_underlay_rx"],
+        "decap attached"
+    );
+    let text = s.sites[0]
+        .daemon
+        .as_ref()
+        .unwrap()
+        .ctl(&["status"])
+        .unwrap();
+    assert!(text.contains("re-attached tc_underlay_rx on ul0"), "{text}");
+}
+
+/// A VNI's bridge deleted and recreated under a running daemon (an SDN
+/// apply, `ifreload -a`): the overlay port rejoins it within a second,
+/// logged, and traffic resumes.
+#[test]
+fn a_bridge_recreated_under_the_daemon_gets_its_port_back_within_a_second() {
+    let s = Scenario::build(
+        "rebr",
+        &[Vtep::Vlnet(Datapath::Tc), Vtep::Kernel],
+        vlnet_binary(),
+    )
+    .unwrap();
+    let peer_vm = s.sites[1].vm.ns();
+    assert_eq!(
+        probe::ping(peer_vm, vm_ip(0), 3, Duration::from_millis(20))
+            .unwrap()
+            .received,
+        3
+    );
+    let host = s.sites[0].host.ns();
+    host.run(&["ip", "link", "del", "br100"]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let master = || {
+        host.run(&["ip", "-o", "link", "show", "vlp100"])
+            .unwrap()
+            .contains("master br100")
+    };
+    assert!(!master(), "the port left with its bridge");
+    // The host's network config brings the bridge and the VM's port back.
+    for cmd in [
+        "ip link add br100 type bridge",
+        "ip link set br100 up",
+        "ip link set vp0 master br100",
+    ] {
+        host.run(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    let recreated = Instant::now();
+    while !master() {
+        assert!(
+            recreated.elapsed() < Duration::from_secs(1),
+            "vlp100 not back in br100 after a second"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rejoined = recreated.elapsed();
+    // Until the bridge learns again, the first pings may find it empty.
+    let report = probe::ping(peer_vm, vm_ip(0), 50, Duration::from_millis(10)).unwrap();
+    assert!(
+        report.received >= 45,
+        "traffic resumes after the port rejoined ({rejoined:?}): {report:?}"
+    );
+    let log = s.sites[0].daemon.as_ref().unwrap().log();
+    assert!(log.contains("interfaces converged again"), "{log}");
+    eprintln!("overlay port back in the recreated bridge after {rejoined:?}");
 }
 
 #[test]
@@ -145,6 +342,12 @@ fn teardown_removes_everything_vlnet_created() {
         "encap attached"
     );
 
+    let log = daemon.log();
+    assert!(log.contains("vlnet node ready"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {log:?}"
+    );
     let out = daemon.ctl(&["teardown"]).unwrap();
     assert!(out.contains("stopped the daemon"), "{out}");
     for link in ["vnet4242", "vlp4242", "vlx4242"] {

@@ -174,6 +174,12 @@ fn the_unit_follows_the_prefix_and_passes_systemd_analyze() {
         format!("{prefix}/bin/vlnet daemon --config /etc/vlnet/vlnet.toml")
     );
     assert_eq!(
+        unit_value(&unit, "ExecReload"),
+        format!("{prefix}/bin/vlnet ctl --config /etc/vlnet/vlnet.toml reload")
+    );
+    assert_eq!(unit_value(&unit, "Type"), "notify");
+    assert_eq!(unit_value(&unit, "Before"), "pve-guests.service");
+    assert_eq!(
         unit_value(&unit, "Documentation"),
         format!("file://{prefix}/share/doc/vlnet/README.md")
     );

@@ -1,7 +1,8 @@
 //! vlnet's in-process WireGuard device (boringtun) against wireguard-go
 //! configured only with `wg`: two namespaces on a veth underlay, a tunnel
 //! across it, ping through the tunnel, both sides report the handshake, and
-//! the underlay carries only WireGuard UDP, never the cleartext ICMP. Needs
+//! the underlay carries only WireGuard UDP, never the cleartext ICMP; the
+//! real `wg show` reads the handshake's time and the public key. Needs
 //! root, `wireguard-go`, `wg` and `tshark`.
 #![allow(
     clippy::unwrap_used,
@@ -162,6 +163,29 @@ fn boringtun_device_talks_to_wireguard_go() {
         .find(|p| p.public_key == b_public)
         .unwrap_or_else(|| panic!("B not among A's peers: {peers:?}"));
     assert!(peer.last_handshake.is_some(), "{peer:?}");
+    let age = peer.handshake_age(std::time::SystemTime::now()).unwrap();
+    assert!(
+        age < Duration::from_secs(10),
+        "handshake {age:?} ago: {peer:?}"
+    );
+
+    // The real `wg` reads vlnet's device right: the handshake as a time
+    // (seconds since the epoch, within a few seconds of now), the public
+    // key derived from the private key the device reports.
+    let handshakes = a.run(&["wg", "show", &if_a, "latest-handshakes"]).unwrap();
+    let (key, when) = handshakes.trim().split_once('\t').unwrap();
+    assert_eq!(key, b64(&b_public), "{handshakes}");
+    let when: u64 = when.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now.abs_diff(when) <= 5,
+        "wg show latest-handshakes: {when}, date +%s: {now}"
+    );
+    let public = a.run(&["wg", "show", &if_a, "public-key"]).unwrap();
+    assert_eq!(public.trim(), b64(&a_keys.public), "wg show public-key");
     assert!(peer.rx_bytes > 0 && peer.tx_bytes > 0, "{peer:?}");
     assert_eq!(
         peer.endpoint,

@@ -5,18 +5,38 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use vlnet_dataplane::api::{self, Request, Response};
-use vlnet_dataplane::config::Config;
+use vlnet_dataplane::config::{Config, DEFAULT_API_SOCKET, DEFAULT_CONFIG_PATH};
 use vlnet_dataplane::flows::{FlowQuery, FlowSort};
 
 use crate::cli::{ClientCommand, CtlArgs, CtlCommand, FlowOrder, VmCommand};
 use crate::render;
 
+/// The node's admin socket: `--socket`, else the `api_socket` of
+/// `--config`, else of the default config if there is one, else the
+/// default socket (a node whose config leaves it alone).
 fn socket_of(args: &CtlArgs) -> Result<PathBuf> {
+    socket_with_default(args, Path::new(DEFAULT_CONFIG_PATH))
+}
+
+/// [`socket_of`] with `default` as the default config.
+fn socket_with_default(args: &CtlArgs, default: &Path) -> Result<PathBuf> {
     if let Some(socket) = &args.socket {
         return Ok(socket.clone());
     }
-    let cfg = Config::load(&args.config)?;
-    Ok(cfg.node.api_socket)
+    match &args.config {
+        Some(path) => Ok(Config::load(path)?.node.api_socket),
+        None if default.exists() => Ok(Config::load(default)?.node.api_socket),
+        None => Ok(PathBuf::from(DEFAULT_API_SOCKET)),
+    }
+}
+
+/// The node's config: `--config`, else the default one.
+fn config_of(args: &CtlArgs) -> Result<Config> {
+    let path = args
+        .config
+        .as_deref()
+        .unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+    Ok(Config::load(path)?)
 }
 
 fn ask(args: &CtlArgs, req: &Request) -> Result<Response> {
@@ -163,6 +183,10 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             Response::Joined(r) => print(args.json, &r, render::joined),
             other => bail!("unexpected answer {other:?}"),
         },
+        CtlCommand::Reload => match ask(args, &Request::Reload)? {
+            Response::Reloaded(r) => print(args.json, &r, render::reloaded),
+            other => bail!("unexpected answer {other:?}"),
+        },
         CtlCommand::Teardown => teardown(args),
     }
 }
@@ -232,7 +256,7 @@ fn read_token(source: TokenSource<'_>, stdin: impl BufRead) -> Result<String> {
 
 /// `vlnet ctl teardown`: stop the daemon and remove what vlnet created.
 fn teardown(args: &CtlArgs) -> Result<()> {
-    let cfg = Config::load(&args.config)?;
+    let cfg = config_of(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -272,6 +296,38 @@ mod tests {
 
     fn refusal(result: Result<impl std::fmt::Debug>) -> String {
         format!("{:#}", result.unwrap_err())
+    }
+
+    fn ctl(args: &[&str]) -> CtlArgs {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(["vlnet", "ctl"].iter().chain(args)).unwrap();
+        match cli.command {
+            crate::cli::Command::Ctl(ctl) => ctl,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_socket_without_a_config_is_the_default_one() {
+        let dir = TempDir::new("ctl").unwrap();
+        let missing = dir.path().join("vlnet.toml");
+        let socket = socket_with_default(&ctl(&["status"]), &missing).unwrap();
+        assert_eq!(socket, Path::new(DEFAULT_API_SOCKET));
+        let given = socket_with_default(&ctl(&["--socket", "/tmp/x.sock", "status"]), &missing);
+        assert_eq!(given.unwrap(), Path::new("/tmp/x.sock"));
+        // A default config that exists names the socket.
+        std::fs::write(
+            &missing,
+            "[node]\nname = \"n\"\nunderlay = \"ul0\"\napi_socket = \"/tmp/n.sock\"\n\
+             [[vni]]\nid = 100\nbridge = \"br100\"\n",
+        )
+        .unwrap();
+        let socket = socket_with_default(&ctl(&["status"]), &missing).unwrap();
+        assert_eq!(socket, Path::new("/tmp/n.sock"));
+        // An explicit config that does not exist is an error.
+        let absent = dir.path().join("absent.toml");
+        let args = ctl(&["--config", absent.to_str().unwrap(), "status"]);
+        assert!(socket_with_default(&args, &missing).is_err());
     }
 
     #[test]

@@ -14,9 +14,22 @@ use crate::lab::experiment::setting::Over;
 #[derive(Debug, Parser)]
 #[command(name = "vlnet", version, about)]
 pub struct Cli {
+    /// Log lines as text (coloured only on a terminal) or as JSON, one
+    /// object a line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (time, level, message, fields).
+    Json,
 }
 
 /// Top-level commands.
@@ -62,9 +75,11 @@ pub enum Command {
 /// `vlnet ctl` options and command.
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// Config of the node to talk to (its `api_socket` is used).
-    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
-    pub config: PathBuf,
+    /// Config of the node to talk to (its API socket is used) [default:
+    /// /etc/vlnet/vlnet.toml if it exists, else the socket
+    /// /run/vlnet/vlnet.sock].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// API socket to talk to (overrides the config's).
     #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
@@ -89,6 +104,11 @@ pub enum CtlCommand {
         #[arg(long)]
         vni: Option<u32>,
     },
+    /// Read the config file again and apply the difference (peers, VNIs,
+    /// static FDB, TTL/DSCP, flow tracking) without a restart; a bad
+    /// config is refused and the running one stays. systemctl reload vlnet
+    /// runs this.
+    Reload,
     /// Stop the daemon and remove everything vlnet created for this node
     /// (pinned programs and maps, overlay ports, bridges it created). A
     /// member also leaves its cluster.
@@ -131,12 +151,12 @@ pub enum CtlCommand {
         command: VmCommand,
     },
     /// Join a controller with an invite token (on a client or cloud node):
-    /// `vlnet ctl join -` reads it from standard input, `--token-file PATH`
+    /// "vlnet ctl join -" reads it from standard input, "--token-file PATH"
     /// from a file.
     Join {
-        /// The token `vlnet ctl client add` printed, or `-` to read it from
+        /// The token "vlnet ctl client add" printed, or "-" to read it from
         /// standard input. Given here, the token is visible to every local
-        /// user in /proc/*/cmdline while the command runs: prefer `-` or
+        /// user in /proc/*/cmdline while the command runs: prefer "-" or
         /// --token-file.
         token: Option<String>,
         /// Read the token from this file (its only word).
@@ -179,7 +199,7 @@ pub enum VmCommand {
         /// The VM's VNI.
         #[arg(long)]
         vni: u32,
-        /// The member it moves to (as `vlnet ctl client list` names it).
+        /// The member it moves to (as "vlnet ctl client list" names it).
         #[arg(long)]
         to: String,
         /// How long the permission lasts (90, 15m, 1h, 2d).
@@ -277,6 +297,29 @@ mod tests {
         assert!(help.contains("--token-file"), "{help}");
     }
 
+    /// Every command's help, its subcommands' too: plain text for people,
+    /// no references to the code (doc comments become help texts).
+    #[test]
+    fn help_texts_have_no_code_references() {
+        fn walk(cmd: &mut clap::Command, path: &str, found: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            for code in ["`", "::", "Self", "[crate"] {
+                if help.contains(code) {
+                    found.push(format!("{path}: {code:?} in\n{help}"));
+                }
+            }
+            for sub in cmd.get_subcommands_mut() {
+                let path = format!("{path} {}", sub.get_name());
+                walk(sub, &path, found);
+            }
+        }
+        let mut found = Vec::new();
+        let mut cli = <Cli as clap::CommandFactory>::command();
+        cli.build();
+        walk(&mut cli, "vlnet", &mut found);
+        assert!(found.is_empty(), "{}", found.join("\n\n"));
+    }
+
     #[test]
     fn delay_units() {
         assert_eq!(parse_delay("20ms"), Ok(Duration::from_millis(20)));
@@ -342,10 +385,10 @@ pub enum ExperimentCommand {
 /// `vlnet lab experiment migration` options.
 #[derive(Debug, Args)]
 pub struct MigrationArgs {
-    /// What the guest migrates over (repeat for several, or `all`).
+    /// What the guest migrates over (repeat for several, or all).
     #[arg(long, value_enum, default_values_t = [Over::All])]
     pub over: Vec<Over>,
-    /// RTT of the client's WAN link in `vxlan-wg`, e.g. 20ms or 0.1s.
+    /// RTT of the client's WAN link in vxlan-wg, e.g. 20ms or 0.1s.
     #[arg(long, default_value = "20ms", value_parser = parse_delay)]
     pub wan_delay: Duration,
     /// Migrations per setting.

@@ -6,11 +6,15 @@
 //! # Layout
 //! - [`cli`]: the clap command line.
 //! - [`admin`]: `vlnet ctl`, talking to a node's admin API.
-//! - [`render`]: human-readable tables for `vlnet ctl status | peers | fdb`.
+//! - [`render`]: human-readable tables for `vlnet ctl status | peers | fdb`;
+//!   [`localtime`]: times as local ISO 8601; [`error_text`]: an error and
+//!   its causes on one line, each once.
 //! - [`lab`]: test-bed building blocks for demonstrations, experiments and
 //!   integration tests (namespaces, topologies, probes, daemons). Everything
 //!   it creates is owned by an RAII guard and removed on drop, also on panic.
 pub mod admin;
 pub mod cli;
+pub mod error_text;
 pub mod lab;
+pub mod localtime;
 pub mod render;

@@ -1,26 +1,45 @@
 //! The `vlnet` command: node daemon, admin CLI and lab.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use vlnet::cli::{Cli, Command, ExperimentCommand, LabCommand};
+use vlnet::cli::{Cli, Command, ExperimentCommand, LabCommand, LogFormat};
+use vlnet::error_text::one_line;
+use vlnet::localtime::LogTime;
 use vlnet_dataplane::config::Config;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("VLNET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let format = cli.log_format;
+    init_logging(format);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vlnet: {e:#}");
+            let message = one_line(&e);
+            match format {
+                LogFormat::Json => tracing::error!(error = %message, "vlnet stopped"),
+                LogFormat::Text => eprintln!("vlnet: {message}"),
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines on standard error at the level `VLNET_LOG` asks (`info` by
+/// default), with local ISO 8601 times; colour only on a terminal (the
+/// journal shows escape codes as they are).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("VLNET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_timer(LogTime);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
@@ -42,7 +61,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(vlnet_dataplane::daemon::run(cfg))?;
+            runtime.block_on(vlnet_dataplane::daemon::run(cfg, config))?;
             Ok(())
         }
         Command::Ctl(args) => vlnet::admin::run(&args),

@@ -25,7 +25,7 @@ use crate::conn_limit::{self, Conn, ConnLimit, Limits, Tracked};
 use crate::control::{ClientRecord, JoinReport};
 use crate::flows::{FlowQuery, FlowRecord};
 use crate::mac::MacAddr;
-use crate::model::{FdbRecord, NodeStatus, PeerStatus};
+use crate::model::{FdbRecord, NodeStatus, PeerStatus, ReloadReport};
 use crate::moves::MoveRecord;
 
 /// Longest request line the daemon accepts, newline excluded.
@@ -55,6 +55,8 @@ pub enum Request {
     },
     /// Stop the daemon (pinned programs keep forwarding).
     Shutdown,
+    /// Read the config file again and apply the difference.
+    Reload,
     /// Controller: open an invite and return its token.
     ClientAdd {
         /// The client's name.
@@ -136,6 +138,8 @@ pub enum Response {
     Joined(JoinReport),
     /// Answer to [`Request::Moves`].
     Moves(Vec<MoveRecord>),
+    /// Answer to [`Request::Reload`].
+    Reloaded(ReloadReport),
     /// Answer to [`Request::Flows`].
     Flows(Vec<FlowRecord>),
     /// Answer to [`Request::Advise`].
@@ -203,6 +207,10 @@ pub trait ApiHandler: Send + Sync + 'static {
         let _ = token;
         Err(NO_CONTROL_PLANE.to_owned())
     }
+    /// Read the config file again and apply the difference.
+    fn reload(&self) -> Result<ReloadReport, String> {
+        Err("this node cannot reload".to_owned())
+    }
 }
 
 /// What a handler without a control plane answers.
@@ -246,15 +254,28 @@ pub enum ApiError {
         source: io::Error,
     },
     /// The client found no daemon at the socket.
-    #[error("cannot connect to {}: {source}; is `vlnet daemon` running for this node?", path.display())]
+    #[error(
+        "cannot connect to {}: {source}; is `vlnet daemon` running for this node? \
+         (systemctl status vlnet)",
+        path.display()
+    )]
     NotRunning {
         /// Socket path.
         path: PathBuf,
         /// The I/O error (not found, refused).
         source: io::Error,
     },
-    /// The client could not connect for another reason (often permissions).
-    #[error("cannot connect to {}: {source} (the admin socket is root-only)", path.display())]
+    /// The client may not use the socket.
+    #[error(
+        "cannot connect to {}: permission denied; vlnet ctl needs root (the admin socket is root's)",
+        path.display()
+    )]
+    NotRoot {
+        /// Socket path.
+        path: PathBuf,
+    },
+    /// The client could not connect for another reason.
+    #[error("cannot connect to {}: {source}", path.display())]
     Connect {
         /// Socket path.
         path: PathBuf,
@@ -458,6 +479,7 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
         Request::ClientList => handler.client_list().map(Response::Clients),
         Request::ClientRemove { name } => handler.client_remove(&name).map(|()| Response::Ok),
         Request::Join { token } => handler.join(&token).map(Response::Joined),
+        Request::Reload => handler.reload().map(Response::Reloaded),
         Request::Moves => handler.moves().map(Response::Moves),
         Request::Flows(query) => handler.flows(query).map(Response::Flows),
         Request::Advise {
@@ -527,7 +549,7 @@ async fn send(stream: &mut (impl AsyncWrite + Unpin), response: &Response) -> io
 /// [`CLIENT_TIMEOUT`] per read or write, [`JOIN_TIMEOUT`] for a join) for
 /// its answer. Blocking.
 pub fn request(socket: &Path, req: &Request) -> Result<Response, ApiError> {
-    let timeout = if matches!(req, Request::Join { .. }) {
+    let timeout = if matches!(req, Request::Join { .. } | Request::Reload) {
         JOIN_TIMEOUT
     } else {
         CLIENT_TIMEOUT
@@ -539,6 +561,7 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ApiError> {
                 path: path(),
                 source,
             },
+            io::ErrorKind::PermissionDenied => ApiError::NotRoot { path: path() },
             _ => ApiError::Connect {
                 path: path(),
                 source,
@@ -618,6 +641,7 @@ mod tests {
             pid: 42,
             uptime_secs: 7,
             adopted: false,
+            links: Vec::new(),
             vnis: vec![VniStatus {
                 vni: 100,
                 bridge: "vnet100".into(),

@@ -1,27 +1,34 @@
 //! Loading, attaching and pinning the VTEP programs (aya).
 //!
-//! Maps are pinned by name under `/sys/fs/bpf/vlnet/<node>/maps/` and links
-//! under `/sys/fs/bpf/vlnet/<node>/links/`, so the kernel keeps forwarding when
-//! the daemon exits or crashes. A restarted daemon loads the object again (its
-//! maps resolve to the pinned ones) and keeps every pinned link whose interface
-//! still exists: the programs attached by its predecessor stay in place.
+//! Maps are pinned by name under `<bpffs>/vlnet/<node>/maps/` and links
+//! under `<bpffs>/vlnet/<node>/links/` ([`bpffs`]: the host's BPF
+//! filesystem), so the kernel keeps forwarding when the daemon exits or
+//! crashes. A restarted daemon loads the object again (its maps resolve to
+//! the pinned ones) and checks every pinned link against the kernel before
+//! keeping it: a link is adopted only while it runs on the live interface it
+//! names; one whose interface went away (a namespace or bridge recreated
+//! under the same names) is re-attached, and one running other code (an
+//! older vlnet) is switched to this build's program atomically.
 
-use std::collections::HashSet;
+pub mod bpffs;
+mod kernel;
+pub mod layout;
+
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use aya::programs::{
-    links::{FdLink, PinnedLink},
-    tc::TcAttachType,
-    SchedClassifier, Xdp, XdpMode,
-};
+use aya::programs::{links::FdLink, tc::TcAttachType, SchedClassifier, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use thiserror::Error;
 
-/// Root of vlnet's pins in the BPF filesystem.
-pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
-/// Directory of one node's pins: `BPFFS_ROOT/vlnet/<node>`.
+pub use bpffs::BPFFS_ROOT;
+
+use crate::model::{LinkAction, LinkStatus};
+
+/// Directory of one node's pins: `<bpffs>/vlnet/<node>`.
 pub const PIN_SUBDIR: &str = "vlnet";
 
 /// TC program on the underlay: decap at TC ingress.
@@ -48,6 +55,50 @@ pub enum BpfError {
         /// Underlying error.
         source: io::Error,
     },
+    /// The daemon runs in a private mount namespace whose `/sys/fs/bpf` is
+    /// not the host's, and the host's could not be found.
+    #[error(
+        "/sys/fs/bpf is not a BPF filesystem in this mount namespace, and the one this process \
+         was started from (pid {ancestor}) has none either: pins made here would die with the \
+         daemon. Mount one on the host (mount -t bpf bpf /sys/fs/bpf) or start the daemon with \
+         `nsenter --net=/run/netns/NAME` rather than `ip netns exec`"
+    )]
+    PrivateMountNamespace {
+        /// The ancestor process in the other mount namespace.
+        ancestor: u32,
+    },
+    /// The pinned maps were made by a build with another map layout.
+    #[error(
+        "the maps pinned for node {node} have layout {pinned}, this build has layout {built}: \
+         it cannot take over the running programs. Run `vlnet ctl teardown` (forwarding stops, \
+         and a member leaves its cluster), then start the daemon; or keep the installed version"
+    )]
+    LayoutChanged {
+        /// Node name.
+        node: String,
+        /// The pins' layout (0: recorded by no one, an older vlnet).
+        pinned: u32,
+        /// This build's layout.
+        built: u32,
+    },
+    /// A pinned map differs from what the object declares.
+    #[error(
+        "pinned map {map} of node {node} ({pinned}) differs from this build's ({built}): it cannot \
+         take over the running programs. Run `vlnet ctl teardown`, then start the daemon"
+    )]
+    MapChanged {
+        /// Node name.
+        node: String,
+        /// The map.
+        map: String,
+        /// The pinned map's type and sizes.
+        pinned: String,
+        /// The object's.
+        built: String,
+    },
+    /// The pinned maps or the object could not be read for the layout check.
+    #[error("checking the pinned maps' layout: {0}")]
+    Layout(String),
     /// The kernel refused the object (verifier log included by aya).
     #[error("loading the VTEP programs: {0}")]
     Load(#[from] aya::EbpfError),
@@ -69,66 +120,64 @@ pub enum BpfError {
     },
 }
 
-/// The loaded VTEP object of one node and where its pins live.
+/// The loaded VTEP object of one node, where its pins live, and what this
+/// daemon did with each of its links.
 pub struct Programs {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    links: BTreeMap<String, LinkStatus>,
 }
 
-/// Pin directory of `node`.
-#[must_use]
-pub fn pin_dir(node: &str) -> PathBuf {
-    Path::new(BPFFS_ROOT).join(PIN_SUBDIR).join(node)
+/// Pin directory of `node` in the host's BPF filesystem (found, or mounted,
+/// on first use).
+pub fn pin_dir(node: &str) -> Result<PathBuf, BpfError> {
+    Ok(bpffs::bpffs()?.root.join(PIN_SUBDIR).join(node))
 }
 
 /// Whether a previous daemon for `node` left pinned maps behind.
-#[must_use]
-pub fn has_pins(node: &str) -> bool {
-    pin_dir(node).join("maps").join("vlnet_config").exists()
+pub fn has_pins(node: &str) -> Result<bool, BpfError> {
+    Ok(pin_dir(node)?.join("maps").join("vlnet_config").exists())
 }
 
-/// Mounts the BPF filesystem at [`BPFFS_ROOT`] unless one is mounted there.
-pub fn ensure_bpffs() -> Result<(), BpfError> {
-    let mounts = fs::read_to_string("/proc/self/mounts").map_err(|source| BpfError::Bpffs {
-        path: "/proc/self/mounts".into(),
-        source,
-    })?;
-    let mounted = mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        let (_, point, kind) = (f.next(), f.next(), f.next());
-        point == Some(BPFFS_ROOT) && kind == Some("bpf")
-    });
-    if mounted {
-        return Ok(());
-    }
-    let status = std::process::Command::new("mount")
-        .args(["-t", "bpf", "bpf", BPFFS_ROOT])
-        .status()
-        .map_err(|source| BpfError::Bpffs {
-            path: BPFFS_ROOT.into(),
-            source,
-        })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(BpfError::Bpffs {
-            path: BPFFS_ROOT.into(),
-            source: io::Error::other(format!("mount -t bpf failed: {status}")),
-        })
-    }
+/// The hook a link is attached at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// tcx ingress.
+    TcIngress,
+    /// XDP.
+    Xdp,
+}
+
+/// A pinned link that runs on its live interface.
+enum Live {
+    /// This build's code.
+    Same,
+    /// Other code (an older or newer build): the program it runs.
+    Other(std::os::fd::OwnedFd),
 }
 
 impl Programs {
     /// Loads the VTEP object for `node`, reusing maps a previous daemon pinned.
     pub fn load(node: &str) -> Result<Self, BpfError> {
-        ensure_bpffs()?;
-        let pin_dir = pin_dir(node);
+        Self::load_object(node, vlnet_ebpf::VTEP_OBJECT)
+    }
+
+    /// Loads `object` (a build of the VTEP programs) for `node`, reusing the
+    /// maps a previous daemon pinned if their layout fits it (see
+    /// [`layout`]).
+    pub fn load_object(node: &str, object: &[u8]) -> Result<Self, BpfError> {
+        let pin_dir = pin_dir(node)?;
+        layout::check(node, &pin_dir, object)?;
         for dir in [pin_dir.join("maps"), pin_dir.join("links")] {
             fs::create_dir_all(&dir).map_err(|source| BpfError::Bpffs { path: dir, source })?;
         }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir.join("maps"))
-            .load(vlnet_ebpf::VTEP_OBJECT)?;
+            .load(object)?;
+        layout::record(&pin_dir).map_err(|source| BpfError::Bpffs {
+            path: pin_dir.clone(),
+            source,
+        })?;
         for name in [PROG_TC_UNDERLAY_RX, PROG_TC_TUNNEL_RX, PROG_TC_OVERLAY_TX] {
             tc_program(&mut ebpf, name)?
                 .load()
@@ -139,7 +188,11 @@ impl Programs {
                 .load()
                 .map_err(|source| program_error(name, source))?;
         }
-        Ok(Self { ebpf, pin_dir })
+        Ok(Self {
+            ebpf,
+            pin_dir,
+            links: BTreeMap::new(),
+        })
     }
 
     /// The aya object, for taking maps out of it.
@@ -157,16 +210,24 @@ impl Programs {
         xdp_program(&mut self.ebpf, name)
     }
 
+    /// What this daemon did with each of its links, by pin name: adopted,
+    /// upgraded, re-attached or attached (the first thing that happened,
+    /// unless a later re-attach replaced it).
+    #[must_use]
+    pub fn links(&self) -> Vec<LinkStatus> {
+        self.links.values().cloned().collect()
+    }
+
     /// Attaches TC program `prog` at ingress of `ifname` (index `ifindex`)
-    /// and pins the link, unless a pinned link for that interface exists.
-    /// Returns the link's pin name.
+    /// and pins the link, unless a pinned link for that interface runs on
+    /// it (see [`Programs`]). Returns the link's pin name.
     pub fn attach_tc(
         &mut self,
         prog: &str,
         ifname: &str,
         ifindex: u32,
     ) -> Result<String, BpfError> {
-        self.attach_pinned(prog, ifname, ifindex, |ebpf| {
+        self.attach_pinned(prog, ifname, ifindex, Hook::TcIngress, |ebpf| {
             let program = tc_program(ebpf, prog)?;
             let id = program
                 .attach(ifname, TcAttachType::Ingress)
@@ -180,7 +241,8 @@ impl Programs {
     }
 
     /// Attaches XDP program `prog` to `ifname` in `mode` and pins the link,
-    /// unless a pinned link for that interface exists. Returns the pin name.
+    /// unless a pinned link for that interface runs on it. Returns the pin
+    /// name.
     pub fn attach_xdp(
         &mut self,
         prog: &str,
@@ -188,7 +250,7 @@ impl Programs {
         ifindex: u32,
         mode: XdpMode,
     ) -> Result<String, BpfError> {
-        self.attach_pinned(prog, ifname, ifindex, |ebpf| {
+        self.attach_pinned(prog, ifname, ifindex, Hook::Xdp, |ebpf| {
             let program = xdp_program(ebpf, prog)?;
             let id = program
                 .attach_to_if_index(ifindex, mode)
@@ -200,53 +262,168 @@ impl Programs {
         })
     }
 
-    /// Keeps an existing pinned link for (`prog`, `ifname`, `ifindex`) or
-    /// makes one with `attach` and pins it.
+    /// Keeps a pinned link for (`prog`, `ifname`, `ifindex`) that runs on
+    /// the live interface, switching it to this build's program if it runs
+    /// other code; re-attaches a stale one; attaches and pins a missing one.
     fn attach_pinned(
         &mut self,
         prog: &str,
         ifname: &str,
         ifindex: u32,
+        hook: Hook,
         attach: impl FnOnce(&mut Ebpf) -> Result<Result<FdLink, String>, BpfError>,
     ) -> Result<String, BpfError> {
         let pin_name = format!("{prog}@{ifname}#{ifindex}");
         let path = self.pin_dir.join("links").join(&pin_name);
-        if PinnedLink::from_pin(&path).is_ok() {
-            return Ok(pin_name);
-        }
-        let link = attach(&mut self.ebpf)?.map_err(|message| BpfError::Link {
+        let link_error = |message: String| BpfError::Link {
             path: path.clone(),
             message,
-        })?;
-        link.pin(&path).map_err(|e| BpfError::Link {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        };
+        let (action, detail) = match kernel::open_pinned(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                attach_new(&mut self.ebpf, &path, attach)?;
+                (LinkAction::Attached, None)
+            }
+            Err(e) => return Err(link_error(format!("opening the pinned link: {e}"))),
+            Ok(link) => match self.check_live(prog, ifname, ifindex, hook, link.as_fd()) {
+                Ok(Live::Same) => (LinkAction::Adopted, None),
+                Ok(Live::Other(old)) => {
+                    let new = self.program_fd(prog, hook)?;
+                    kernel::update_link(link.as_fd(), new, old.as_fd()).map_err(|e| {
+                        link_error(format!("switching to this build's program: {e}"))
+                    })?;
+                    (
+                        LinkAction::Upgraded,
+                        Some("ran another build's program".to_owned()),
+                    )
+                }
+                Err(stale) => {
+                    drop(link);
+                    fs::remove_file(&path)
+                        .map_err(|e| link_error(format!("removing the stale pin: {e}")))?;
+                    attach_new(&mut self.ebpf, &path, attach)?;
+                    (LinkAction::Reattached, Some(stale))
+                }
+            },
+        };
+        let status = LinkStatus {
+            program: prog.to_owned(),
+            interface: ifname.to_owned(),
+            action,
+            detail,
+        };
+        if action == LinkAction::Adopted {
+            self.links.entry(pin_name.clone()).or_insert(status);
+        } else {
+            self.links.insert(pin_name.clone(), status);
+        }
         Ok(pin_name)
+    }
+
+    /// Whether pinned `link` runs on live interface `ifname` (`ifindex`),
+    /// and with which code; `Err` says why it is stale.
+    fn check_live(
+        &mut self,
+        prog: &str,
+        ifname: &str,
+        ifindex: u32,
+        hook: Hook,
+        link: BorrowedFd<'_>,
+    ) -> Result<Live, String> {
+        let facts =
+            kernel::link_facts(link).map_err(|e| format!("the kernel did not describe it: {e}"))?;
+        if facts.ifindex == 0 {
+            return Err("its interface was deleted (the kernel had detached it)".to_owned());
+        }
+        if facts.ifindex != ifindex {
+            return Err(format!(
+                "it is attached to interface index {}, not {ifname} ({ifindex})",
+                facts.ifindex
+            ));
+        }
+        if hook == Hook::TcIngress {
+            // The index alone could be another namespace's interface.
+            let (_, attached) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
+                .map_err(|e| format!("cannot list {ifname}'s programs: {e}"))?;
+            if !attached.iter().any(|p| p.id() == facts.prog_id) {
+                return Err(format!(
+                    "its program is not attached to {ifname} in this network namespace"
+                ));
+            }
+        }
+        let old = kernel::program_by_id(facts.prog_id)
+            .map_err(|e| format!("its program {} is gone: {e}", facts.prog_id))?;
+        let old_tag =
+            kernel::program_tag(old.as_fd()).map_err(|e| format!("its program's tag: {e}"))?;
+        let new_tag = self
+            .program_fd(prog, hook)
+            .map_err(|e| e.to_string())
+            .and_then(|fd| kernel::program_tag(fd).map_err(|e| e.to_string()))?;
+        Ok(if old_tag == new_tag {
+            Live::Same
+        } else {
+            Live::Other(old)
+        })
+    }
+
+    /// The descriptor of this build's loaded program `prog`.
+    fn program_fd(&mut self, prog: &str, hook: Hook) -> Result<BorrowedFd<'_>, BpfError> {
+        let fd = match hook {
+            Hook::TcIngress => tc_program(&mut self.ebpf, prog)?.fd(),
+            Hook::Xdp => xdp_program(&mut self.ebpf, prog)?.fd(),
+        }
+        .map_err(|source| program_error(prog, source))?;
+        Ok(fd.as_fd())
     }
 
     /// Removes pinned links not named in `keep` (interfaces that went away or
     /// a datapath mode that changed): the kernel detaches them.
-    pub fn prune_links(&self, keep: &HashSet<String>) -> io::Result<usize> {
+    pub fn prune_links(&mut self, keep: &HashSet<String>) -> io::Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(self.pin_dir.join("links"))? {
             let entry = entry?;
-            if !keep.contains(entry.file_name().to_string_lossy().as_ref()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
                 fs::remove_file(entry.path())?;
+                self.links.remove(&name);
                 removed += 1;
             }
         }
         Ok(removed)
     }
+
+    /// This node's pin directory.
+    #[must_use]
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+}
+
+/// Attaches with `attach` and pins the new link at `path`.
+fn attach_new(
+    ebpf: &mut Ebpf,
+    path: &Path,
+    attach: impl FnOnce(&mut Ebpf) -> Result<Result<FdLink, String>, BpfError>,
+) -> Result<(), BpfError> {
+    let link = attach(ebpf)?.map_err(|message| BpfError::Link {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    link.pin(path).map_err(|e| BpfError::Link {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(())
 }
 
 /// Removes every pin of `node`: links detach, maps are freed once no program
 /// uses them.
-pub fn remove_pins(node: &str) -> io::Result<()> {
-    let dir = pin_dir(node);
+pub fn remove_pins(node: &str) -> Result<(), BpfError> {
+    let dir = pin_dir(node)?;
     match fs::remove_dir_all(&dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
+        Err(source) => Err(BpfError::Bpffs { path: dir, source }),
+        Ok(()) => Ok(()),
     }
 }
 

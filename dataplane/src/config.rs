@@ -63,7 +63,7 @@ pub const MAX_PEERS_PER_VNI: usize = vlnet_ebpf::abi::VLNET_MAX_FLOOD as usize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {}: {source}", path.display())]
+    #[error("cannot read config {}: {source}{}", path.display(), read_hint(source))]
     Read {
         /// Config file path.
         path: PathBuf,
@@ -89,6 +89,18 @@ pub enum ConfigError {
         /// What is wrong and what is allowed.
         message: String,
     },
+}
+
+/// What to do about a config that cannot be read.
+fn read_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            "; write one (every key is explained in vlnet.toml.example, under \
+             /usr/share/doc/vlnet/) or give --config PATH"
+        }
+        std::io::ErrorKind::PermissionDenied => "; run as root",
+        _ => "",
+    }
 }
 
 /// The whole node config.
@@ -868,6 +880,7 @@ bridge = "vmbr2"
         let err = Config::load(Path::new("/nonexistent/vlnet.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/vlnet.toml"), "{err}");
+        assert!(err.to_string().contains("vlnet.toml.example"), "{err}");
     }
 
     #[test]

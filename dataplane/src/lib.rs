@@ -13,13 +13,15 @@
 //!   its frames may move MACs, and the host ports open to members;
 //!   [`locals`]: the MACs living behind this node.
 //! - [`netlink`]: bridges, overlay ports, routes and neighbours.
-//! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
+//! - [`lock`], [`store`]: one daemon per node; state kept across restarts;
+//!   [`privileges`]: the capabilities the daemon needs, checked first.
 //! - [`node`]: the running node's view, behind the API and metrics.
 //! - [`peer_rtt`]: underlay RTT to every remote VTEP (ICMP probes).
 //! - [`proxmox_sdn`]: a Proxmox SDN VXLAN zone's peers and vnets.
 //! - [`traffic`], [`advise`]: each VM's traffic over the last minute, and
 //!   where it should run.
-//! - [`daemon`]: start-up, the daemon's tasks, and teardown.
+//! - [`daemon`]: start-up, the daemon's tasks, reload and teardown;
+//!   [`notify`]: readiness and status for systemd.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`conn_limit`]: accepting connections under a cap, with timeouts and
 //!   back-off; [`log_limit`]: rate-limited log lines.
@@ -53,7 +55,9 @@ pub mod model;
 pub mod moves;
 pub mod netlink;
 pub mod node;
+pub mod notify;
 pub mod peer_rtt;
+pub mod privileges;
 pub mod proxmox_sdn;
 pub mod store;
 pub mod sync;

@@ -860,6 +860,7 @@ mod tests {
                 pid: 1,
                 uptime_secs: 1,
                 adopted: false,
+                links: Vec::new(),
                 vnis: vec![],
                 drops: vec![
                     DropCount {

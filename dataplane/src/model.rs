@@ -34,10 +34,53 @@ pub struct NodeStatus {
     pub uptime_secs: u64,
     /// Whether this daemon adopted programs pinned by a previous one.
     pub adopted: bool,
+    /// Every program link of the node and what this daemon did with it.
+    #[serde(default)]
+    pub links: Vec<LinkStatus>,
     /// Configured VNIs.
     pub vnis: Vec<VniStatus>,
     /// Dropped packets by reason (every reason, zeros included).
     pub drops: Vec<DropCount>,
+}
+
+/// What the daemon did with one of its program links (a program attached
+/// to an interface, pinned so that it outlives the daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The program, e.g. `tc_overlay_tx`.
+    pub program: String,
+    /// The interface it runs on.
+    pub interface: String,
+    /// What happened to it.
+    pub action: LinkAction,
+    /// Why, for a re-attach or an upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What the daemon did with a program link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkAction {
+    /// Attached by this daemon (nothing was pinned for it).
+    Attached,
+    /// Pinned by a previous daemon, running on its live interface: kept.
+    Adopted,
+    /// Pinned by a previous daemon with other code: switched atomically to
+    /// this build's program.
+    Upgraded,
+    /// Pinned, but no longer running on the interface it names (deleted and
+    /// recreated, say): attached again.
+    Reattached,
+}
+
+/// What a reload changed (`vlnet ctl reload`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// One line per change, in words (none: the file had not changed).
+    pub changes: Vec<String>,
+    /// How long applying it took, ms.
+    pub took_ms: u64,
 }
 
 /// One VNI on this node.

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkLayerType, LinkMessage, State};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
 };
@@ -52,6 +52,10 @@ pub struct LinkSummary {
     pub controller: Option<u32>,
     /// Hardware address, when it has one.
     pub mac: Option<[u8; 6]>,
+    /// Operationally up (`IF_OPER_UP`): the kernel passes its traffic. A
+    /// link just brought up gets there from the kernel's link watch, up to
+    /// a second later; until then it drops what it is given.
+    pub oper_up: bool,
 }
 
 /// How the kernel would reach a remote VTEP.
@@ -111,6 +115,7 @@ fn summarize(msg: &LinkMessage) -> LinkSummary {
         kind: None,
         controller: None,
         mac: None,
+        oper_up: false,
     };
     for attr in &msg.attributes {
         match attr {
@@ -118,6 +123,7 @@ fn summarize(msg: &LinkMessage) -> LinkSummary {
             LinkAttribute::Mtu(m) => s.mtu = *m,
             LinkAttribute::Controller(c) => s.controller = Some(*c),
             LinkAttribute::Address(a) => s.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+            LinkAttribute::OperState(state) => s.oper_up = *state == State::Up,
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {
@@ -207,12 +213,13 @@ impl Netlink {
     }
 
     /// Creates VNI `vni`'s overlay port unless it exists: a veth pair whose
-    /// bridge end joins `bridge`; both ends get `mtu` and are brought up.
-    /// Returns (bridge end, vlnet end).
+    /// bridge end joins `bridge` (when there is one: a bridge that went away
+    /// is waited for); both ends get `mtu` and are brought up. Returns
+    /// (bridge end, vlnet end).
     pub async fn ensure_overlay_port(
         &self,
         vni: u32,
-        bridge: &LinkSummary,
+        bridge: Option<&LinkSummary>,
         mtu: u32,
     ) -> Result<(LinkSummary, LinkSummary), NetlinkError> {
         let (port, inner) = overlay_port_names(vni);
@@ -237,15 +244,11 @@ impl Netlink {
             &inner,
         )
         .await?;
-        self.set(
-            LinkUnspec::new_with_index(port_link.index)
-                .mtu(mtu)
-                .controller(bridge.index)
-                .up()
-                .build(),
-            &port,
-        )
-        .await?;
+        let mut bridge_end = LinkUnspec::new_with_index(port_link.index).mtu(mtu);
+        if let Some(bridge) = bridge {
+            bridge_end = bridge_end.controller(bridge.index);
+        }
+        self.set(bridge_end.up().build(), &port).await?;
         Ok((port_link, inner_link))
     }
 

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::advise::{advise, Advice, Thresholds};
 use crate::api::ApiHandler;
@@ -17,7 +17,9 @@ use crate::flows::{FlowQuery, FlowRecord, RttHistogram};
 use crate::mac::MacAddr;
 use crate::maps::{ControlFdb, Maps};
 use crate::metrics::{ControlMetrics, FdbCapacity, FlowMetrics, MetricsSource};
-use crate::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus, VniStatus};
+use crate::model::{
+    DatapathMode, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus, ReloadReport, VniStatus,
+};
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
 use crate::netlink::Netlink;
 use crate::peer_rtt::{PeerRtt, PeerRttTable};
@@ -40,6 +42,8 @@ pub struct NodeFacts {
     pub adopted: bool,
     /// (VNI, bridge, bridge-side port name, peer count).
     pub vnis: Vec<(u32, String, String, usize)>,
+    /// Every program link and what this daemon did with it.
+    pub links: Vec<LinkStatus>,
 }
 
 /// Shared state of a running daemon.
@@ -55,7 +59,11 @@ pub struct Node {
     locals: watch::Sender<BTreeSet<(u32, MacAddr)>>,
     locals_poke: Notify,
     shutdown: Notify,
+    reloads: OnceLock<mpsc::Sender<ReloadReply>>,
 }
+
+/// Where a reload's outcome goes (the convergence task answers).
+pub type ReloadReply = oneshot::Sender<Result<ReloadReport, String>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -77,7 +85,29 @@ impl Node {
             locals: watch::channel(BTreeSet::new()).0,
             locals_poke: Notify::new(),
             shutdown: Notify::new(),
+            reloads: OnceLock::new(),
         }
+    }
+
+    /// Where reload requests go (the convergence task, set at start-up).
+    pub fn set_reloads(&self, reloads: mpsc::Sender<ReloadReply>) {
+        let _ = self.reloads.set(reloads);
+    }
+
+    /// Asks the convergence task to read the config again and apply it;
+    /// its answer.
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let sender = self
+            .reloads
+            .get()
+            .ok_or("the daemon is still starting; try again")?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .try_send(reply)
+            .map_err(|_| "a reload is already under way; try again".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the daemon is stopping".to_owned())?
     }
 
     /// Exclusive access to the maps (held briefly: no I/O under the lock).
@@ -244,6 +274,7 @@ impl ApiHandler for Node {
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
             adopted: facts.adopted,
+            links: facts.links.clone(),
             vnis,
             drops: maps.drops(),
         })
@@ -335,6 +366,10 @@ impl ApiHandler for Node {
     fn join(&self, token: &str) -> Result<JoinReport, String> {
         let control = Arc::clone(self.control()?);
         tokio::runtime::Handle::current().block_on(control.join(token))
+    }
+
+    fn reload(&self) -> Result<ReloadReport, String> {
+        tokio::runtime::Handle::current().block_on(Node::reload(self))
     }
 }
 

@@ -10,6 +10,16 @@
 #ifndef VLNET_ABI_H
 #define VLNET_ABI_H
 
+/*
+ * Layout of the pinned maps (their types and sizes below, and what their
+ * fields mean). A daemon adopts only pins of its own layout (recorded as
+ * <pin dir>/layout-<N>), so an upgrade swaps the programs in place and keeps
+ * every map; bump this with any change to a map or a struct in it, and an
+ * upgrade across the change is refused with what to do (dataplane/src/bpf/
+ * layout.rs also compares each pinned map's type and sizes with the object).
+ */
+#define VLNET_MAP_LAYOUT 1
+
 /* IANA-assigned VXLAN UDP port (RFC 7348 section 5). */
 #define VLNET_VXLAN_PORT 4789
 /* Outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8). */

@@ -50,6 +50,17 @@ pub enum Datapath {
     Xdp,
 }
 
+/// How the lab starts `vlnet daemon` in its host namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Launch {
+    /// `nsenter --net=…`: the host's mount namespace (what systemd does).
+    #[default]
+    Nsenter,
+    /// `ip netns exec …`: a private mount namespace without the host's BPF
+    /// filesystem at `/sys/fs/bpf`.
+    IpNetnsExec,
+}
+
 /// One `[[vni]]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VniSpec {
@@ -321,6 +332,8 @@ pub struct Daemon {
     config: PathBuf,
     log: PathBuf,
     child: Option<ChildGuard>,
+    launch: Launch,
+    env: Vec<(String, String)>,
     dir: TempDir,
 }
 
@@ -330,6 +343,16 @@ impl Daemon {
     /// there) and waits up to [`READY_TIMEOUT`] for `vlnet ctl status --json`
     /// to succeed.
     pub fn start(host_ns: &NetNs, spec: NodeSpec, vlnet_binary: &Path) -> Result<Self, LabError> {
+        Self::start_with(host_ns, spec, vlnet_binary, Launch::Nsenter)
+    }
+
+    /// [`start`](Self::start), started (and restarted) as `launch` says.
+    pub fn start_with(
+        host_ns: &NetNs,
+        spec: NodeSpec,
+        vlnet_binary: &Path,
+        launch: Launch,
+    ) -> Result<Self, LabError> {
         ensure_bpffs()?;
         let dir = TempDir::at(std::env::temp_dir().join(format!("vlt-{}", spec.name)))?;
         let socket = socket_path(dir.path());
@@ -355,6 +378,8 @@ impl Daemon {
             binary: vlnet_binary.to_owned(),
             config,
             child: None,
+            launch,
+            env: Vec::new(),
             dir,
         };
         daemon.spawn()?;
@@ -371,8 +396,12 @@ impl Daemon {
         let log2 = log
             .try_clone()
             .map_err(|e| LabError::io("duplicating the log handle", e))?;
-        let mut cmd = self.ns.cmd(&self.binary);
-        cmd.arg("daemon")
+        let mut cmd = match self.launch {
+            Launch::Nsenter => self.ns.cmd(&self.binary),
+            Launch::IpNetnsExec => self.ns.ip_netns_exec(&self.binary),
+        };
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("daemon")
             .arg("--config")
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -491,6 +520,28 @@ impl Daemon {
             self.child = None;
         }
         Ok(status)
+    }
+
+    /// Sets environment variable `key` for the daemon's next start (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Writes `spec`'s config over the daemon's config file (a reload or
+    /// restart picks it up). The node name must stay.
+    pub fn rewrite_config(&mut self, spec: NodeSpec) -> Result<(), LabError> {
+        if spec.name != self.spec.name {
+            return Err(LabError::Invalid(format!(
+                "node {} cannot become {}",
+                self.spec.name, spec.name
+            )));
+        }
+        std::fs::write(&self.config, spec.to_toml(self.dir.path())?)
+            .map_err(|e| LabError::io(format!("writing {}", self.config.display()), e))?;
+        self.spec = spec;
+        Ok(())
     }
 
     /// Kills the daemon if running, starts it again with the same config and

@@ -59,7 +59,7 @@ pub mod wan;
 pub mod wggo;
 pub mod wggo_pair;
 
-pub use daemon::{Daemon, Datapath, NodeSpec, VniSpec};
+pub use daemon::{Daemon, Datapath, Launch, NodeSpec, VniSpec};
 pub use delay::DelayLine;
 pub use netns::{unique_ifname, unique_suffix, ChildGuard, LabError, NetNs};
 pub use tempdir::TempDir;

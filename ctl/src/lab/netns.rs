@@ -304,6 +304,27 @@ impl NetNs {
         &self.inner.path
     }
 
+    /// Deletes the namespace (its processes killed, its interfaces gone) and
+    /// creates an empty one under the same name, loopback up: a host whose
+    /// container or network config was rebuilt. This handle and its clones
+    /// then refer to the new namespace.
+    pub fn recreate(&self) -> Result<(), LabError> {
+        kill_all_in(self.name());
+        run_host(&["ip", "netns", "del", self.name()])?;
+        run_host(&["ip", "netns", "add", self.name()])?;
+        self.run(&["ip", "link", "set", "lo", "up"]).map(drop)
+    }
+
+    /// A command that runs `program` inside this namespace with
+    /// `ip netns exec`: in a mount namespace of its own with a fresh `/sys`
+    /// (no BPF filesystem), as operators often start things.
+    #[must_use]
+    pub fn ip_netns_exec(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.name()]).arg(program);
+        cmd
+    }
+
     /// A command that runs `program` inside this namespace (network namespace
     /// only; the mount namespace, and so `/sys/fs/bpf`, stays the host's).
     #[must_use]
@@ -401,23 +422,29 @@ fn pids_of(name: &str) -> Result<Vec<u32>, LabError> {
         .collect())
 }
 
+/// SIGKILLs every process in namespace `name`, waiting (bounded) for them
+/// to go.
+fn kill_all_in(name: &str) {
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let pids = pids_of(name).unwrap_or_default();
+        if pids.is_empty() {
+            break;
+        }
+        let mut kill = Command::new("kill");
+        kill.arg("-KILL").args(pids.iter().map(u32::to_string));
+        let _ = output_within(&mut kill, Duration::from_secs(5));
+        if Instant::now() >= deadline {
+            eprintln!("lab: processes {pids:?} survive in {name}");
+            break;
+        }
+        thread::sleep(POLL);
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        let deadline = Instant::now() + KILL_WAIT;
-        loop {
-            let pids = pids_of(&self.name).unwrap_or_default();
-            if pids.is_empty() {
-                break;
-            }
-            let mut kill = Command::new("kill");
-            kill.arg("-KILL").args(pids.iter().map(u32::to_string));
-            let _ = output_within(&mut kill, Duration::from_secs(5));
-            if Instant::now() >= deadline {
-                eprintln!("lab: processes {pids:?} survive in {}", self.name);
-                break;
-            }
-            thread::sleep(POLL);
-        }
+        kill_all_in(&self.name);
         if let Err(e) = run_host(&["ip", "netns", "del", &self.name]) {
             eprintln!("lab: could not delete namespace {}: {e}", self.name);
         }

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::daemon::{Daemon, Datapath, NodeSpec};
+use super::daemon::{Daemon, Datapath, Launch, NodeSpec};
 use super::netns::LabError;
 use super::topology::{Host, Underlay, Vm};
 
@@ -74,6 +74,8 @@ pub struct ScenarioOptions {
     /// Turn tx checksum offload off on every host's underlay even when no
     /// site decapsulates at XDP (a kernel-vxlan reference for XDP runs).
     pub tx_checksum_off: bool,
+    /// How vlnet daemons are started.
+    pub launch: Launch,
 }
 
 impl Scenario {
@@ -112,7 +114,12 @@ impl Scenario {
                         .with_vni(VNI, BRIDGE, &peers)
                         .with_datapath(*datapath)
                         .with_flow_tracking(!options.no_flow_tracking);
-                    Some(Daemon::start(host.ns(), spec, vlnet_binary)?)
+                    Some(Daemon::start_with(
+                        host.ns(),
+                        spec,
+                        vlnet_binary,
+                        options.launch,
+                    )?)
                 }
             };
             sites.push(Site {

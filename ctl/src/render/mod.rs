@@ -10,7 +10,9 @@ pub use advise::advice;
 pub use flows::flows;
 
 use vlnet_dataplane::control::{ClientRecord, JoinReport};
-use vlnet_dataplane::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus};
+use vlnet_dataplane::model::{
+    DatapathMode, FdbKind, FdbRecord, LinkAction, LinkStatus, NodeStatus, PeerStatus, ReloadReport,
+};
 use vlnet_dataplane::moves::{MoveKind, MoveRecord};
 
 /// `vlnet ctl status`: node identity, one row per VNI, non-zero drops.
@@ -33,6 +35,9 @@ pub fn status(s: &NodeStatus) -> String {
         s.vtep, s.underlay, s.underlay_mtu
     );
     let _ = writeln!(out, "datapath  {datapath} (programs {programs})");
+    if !s.links.is_empty() {
+        links(&mut out, &s.links);
+    }
     let _ = writeln!(
         out,
         "daemon    pid {}, up {}",
@@ -220,9 +225,8 @@ pub fn moves(moves: &[MoveRecord]) -> String {
     let rows: Vec<Vec<String>> = moves
         .iter()
         .map(|m| {
-            let at = m.at_unix_ms;
             vec![
-                format!("{}.{:03}", at / 1000, at % 1000),
+                crate::localtime::iso8601(m.at_unix_ms),
                 m.vni.to_string(),
                 m.mac.to_string(),
                 m.from.to_string(),
@@ -242,7 +246,7 @@ pub fn moves(moves: &[MoveRecord]) -> String {
         .collect();
     table(
         &[
-            ("AT (UNIX S)", Align::Right),
+            ("AT", Align::Left),
             ("VNI", Align::Right),
             ("MAC", Align::Left),
             ("FROM", Align::Left),
@@ -321,6 +325,53 @@ pub(crate) fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `vlnet ctl reload`: what changed.
+#[must_use]
+pub fn reloaded(r: &ReloadReport) -> String {
+    if r.changes.is_empty() {
+        return format!("reloaded in {} ms: no change\n", r.took_ms);
+    }
+    let mut out = format!("reloaded in {} ms:\n", r.took_ms);
+    for change in &r.changes {
+        let _ = writeln!(out, "  {change}");
+    }
+    out
+}
+
+/// The `links` line of `status`: how many program links were attached,
+/// adopted, upgraded and re-attached, then one line per re-attach or
+/// upgrade with its reason.
+fn links(out: &mut String, links: &[LinkStatus]) {
+    let count = |action| links.iter().filter(|l| l.action == action).count();
+    let summary: Vec<String> = [
+        (LinkAction::Adopted, "adopted"),
+        (LinkAction::Upgraded, "upgraded"),
+        (LinkAction::Reattached, "re-attached"),
+        (LinkAction::Attached, "attached"),
+    ]
+    .iter()
+    .filter_map(|&(action, word)| {
+        let n = count(action);
+        (n > 0).then(|| format!("{n} {word}"))
+    })
+    .collect();
+    let _ = writeln!(out, "links     {}", summary.join(", "));
+    for link in links {
+        let word = match link.action {
+            LinkAction::Reattached => "re-attached",
+            LinkAction::Upgraded => "upgraded",
+            LinkAction::Adopted | LinkAction::Attached => continue,
+        };
+        let _ = writeln!(
+            out,
+            "          {word} {} on {}: {}",
+            link.program,
+            link.interface,
+            link.detail.as_deref().unwrap_or("")
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -339,6 +390,20 @@ mod tests {
             pid: 4242,
             uptime_secs: 3725,
             adopted: true,
+            links: vec![
+                LinkStatus {
+                    program: "tc_underlay_rx".into(),
+                    interface: "eth0".into(),
+                    action: LinkAction::Adopted,
+                    detail: None,
+                },
+                LinkStatus {
+                    program: "tc_overlay_tx".into(),
+                    interface: "vlx100".into(),
+                    action: LinkAction::Reattached,
+                    detail: Some("its interface was deleted".into()),
+                },
+            ],
             vnis: vec![
                 VniStatus {
                     vni: 100,
@@ -378,6 +443,8 @@ mod tests {
 node      pve1
 vtep      198.18.0.1 on eth0 (mtu 1500)
 datapath  tc (programs adopted from a previous daemon)
+links     1 adopted, 1 re-attached
+          re-attached tc_overlay_tx on vlx100: its interface was deleted
 daemon    pid 4242, up 1h 2m
 
      VNI  BRIDGE   PORT        PEERS  FDB
@@ -389,6 +456,25 @@ unknown_vni       12
 looped             3
 "
         );
+    }
+
+    #[test]
+    fn moves_show_local_iso_8601_times() {
+        let record = MoveRecord {
+            at_unix_ms: 1_796_188_800_042,
+            monotonic_ns: 0,
+            vni: 100,
+            mac: "52:54:00:12:34:56".parse().unwrap(),
+            from: Ipv4Addr::new(198, 18, 0, 2),
+            to: None,
+            kind: MoveKind::Local,
+            path_switch_us: None,
+        };
+        let out = moves(&[record]);
+        let at = crate::localtime::iso8601(1_796_188_800_042);
+        assert!(at.contains(".042") && at.contains('T'), "{at}");
+        assert!(out.lines().nth(1).unwrap().starts_with(&at), "{out}");
+        assert!(!out.contains("1796188800"), "{out}");
     }
 
     #[test]

@@ -190,7 +190,9 @@ impl ControlPlane {
                 .to_owned(),
                 tunnel_addr: m.tunnel_addr,
                 vnis: m.vnis.clone(),
-                handshake_age_secs: wg.and_then(|p| p.last_handshake).map(|d| d.as_secs()),
+                handshake_age_secs: wg
+                    .and_then(|p| p.handshake_age(std::time::SystemTime::now()))
+                    .map(|d| d.as_secs()),
                 endpoint: wg.and_then(|p| p.endpoint).or(m.endpoint),
                 macs: routes.iter().filter(|r| r.vtep == m.tunnel_addr).count(),
                 rx_bytes: wg.map_or(0, |p| p.rx_bytes),

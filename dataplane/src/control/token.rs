@@ -3,10 +3,16 @@
 //!
 //! # Format
 //! ```text
-//! vlnet1.<base64url(payload)>.<base64url(HMAC-SHA256(secret, "vlnet1." || payload))>
+//! body  = vlnet2.<base64url(payload)>.<base64url(HMAC-SHA256(secret, "vlnet2." || payload))>
+//! token = body.<base64url(SHA-256(body)[..4])>
 //! ```
 //! base64url without padding, so a token is one shell word and survives
-//! copy and paste. The tag covers the version prefix too. The payload is a
+//! copy and paste. The tag covers the version prefix too. Only the
+//! controller can check the tag; the last part, a checksum of everything
+//! before it, lets the client see at once that a token was altered or cut
+//! short on its way (it proves nothing: anyone can compute it). Tokens of
+//! the first format (`vlnet1.`, the same without the checksum) are still
+//! accepted. The payload is a
 //! fixed binary layout (all integers big-endian), which keeps a token near
 //! 200 characters (short name, two VNIs) where JSON would double it:
 //!
@@ -27,7 +33,8 @@
 //!
 //! Nothing may follow. Parsing is strict: no whitespace is trimmed,
 //! non-canonical base64 is refused, and every field is validated, so a change
-//! to any character is refused as [`TokenError::Malformed`] or
+//! to any character is refused: by the client as [`TokenError::Altered`]
+//! (or [`TokenError::Malformed`]), by the controller also as
 //! [`TokenError::Tampered`].
 //!
 //! The module reads no clock and draws no randomness of its own: the caller
@@ -45,8 +52,12 @@ use sha2::Sha256;
 
 use crate::config::MAX_VNI;
 
-/// The text every token of this format starts with.
-pub const PREFIX: &str = "vlnet1.";
+/// The text every token this build issues starts with.
+pub const PREFIX: &str = "vlnet2.";
+/// The text tokens of the first format (no checksum) start with.
+pub const PREFIX_V1: &str = "vlnet1.";
+/// Bytes of the checksum that ends a token.
+const CHECK_LEN: usize = 4;
 /// The payload's format version byte.
 pub const FORMAT_VERSION: u8 = 1;
 /// The longest client name, in bytes.
@@ -152,6 +163,13 @@ pub enum TokenError {
         /// What is wrong.
         what: String,
     },
+    /// The checksum does not match: the token was changed or cut short on
+    /// its way (a copy-and-paste accident, usually).
+    #[error(
+        "invite token was altered or cut short (its checksum does not match): copy it again, \
+         whole, from what `vlnet ctl client add` printed"
+    )]
+    Altered,
     /// The tag does not match: the token was altered or signed with another
     /// secret.
     #[error("invite token was altered or is not from this controller")]
@@ -201,20 +219,23 @@ impl Token {
     /// (the same checks [`parse`](Self::parse) makes).
     pub fn encode(&self, secret: &SecretKey) -> Result<String, TokenError> {
         let payload = self.payload()?;
-        let tag = tagger(secret, &payload).finalize().into_bytes();
-        let mut text = String::with_capacity(PREFIX.len() + payload.len() * 4 / 3 + 50);
+        let tag = tagger(PREFIX, secret, &payload).finalize().into_bytes();
+        let mut text = String::with_capacity(PREFIX.len() + payload.len() * 4 / 3 + 60);
         text.push_str(PREFIX);
         URL_SAFE_NO_PAD.encode_string(&payload, &mut text);
         text.push('.');
         URL_SAFE_NO_PAD.encode_string(tag, &mut text);
+        let check = checksum(&text);
+        text.push('.');
+        URL_SAFE_NO_PAD.encode_string(check, &mut text);
         Ok(text)
     }
 
     /// Decodes a token's text, checking its format only (the client's side:
     /// it has no secret, and the controller judges expiry and reuse).
     pub fn parse(text: &str) -> Result<Token, TokenError> {
-        let (payload, _tag) = split(text)?;
-        decode_payload(&payload)
+        let parts = split(text)?;
+        decode_payload(&parts.payload)
     }
 
     /// Decodes and accepts a token on the controller: the tag must match
@@ -227,11 +248,11 @@ impl Token {
         now: u64,
         used: &impl Fn(&TokenId) -> bool,
     ) -> Result<Token, TokenError> {
-        let (payload, tag) = split(text)?;
-        tagger(secret, &payload)
-            .verify_slice(&tag)
+        let parts = split(text)?;
+        tagger(parts.prefix, secret, &parts.payload)
+            .verify_slice(&parts.tag)
             .map_err(|_| TokenError::Tampered)?;
-        let token = decode_payload(&payload)?;
+        let token = decode_payload(&parts.payload)?;
         if now >= token.invite.expires_at {
             return Err(TokenError::Expired {
                 at: token.invite.expires_at,
@@ -277,21 +298,42 @@ impl Token {
     }
 }
 
-/// HMAC-SHA256 keyed by `secret`, fed the prefix and `payload`.
-fn tagger(secret: &SecretKey, payload: &[u8]) -> HmacSha256 {
+/// HMAC-SHA256 keyed by `secret`, fed `prefix` and `payload`.
+fn tagger(prefix: &str, secret: &SecretKey, payload: &[u8]) -> HmacSha256 {
     // HMAC zero-pads keys shorter than its block, so this block-sized key
     // gives the same HMAC as the 32-byte secret, and needs no fallible
     // `new_from_slice`.
     let mut key = hmac::digest::Key::<HmacSha256>::default();
     key[..32].copy_from_slice(&secret.0);
     let mut mac = <HmacSha256 as KeyInit>::new(&key);
-    mac.update(PREFIX.as_bytes());
+    mac.update(prefix.as_bytes());
     mac.update(payload);
     mac
 }
 
-/// Splits a token's text into its decoded payload and tag.
-fn split(text: &str) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
+/// The checksum that ends a token: the first bytes of SHA-256 of `body`,
+/// the text before it.
+fn checksum(body: &str) -> [u8; CHECK_LEN] {
+    use sha2::Digest as _;
+    let digest = Sha256::digest(body.as_bytes());
+    let mut check = [0; CHECK_LEN];
+    check.copy_from_slice(&digest[..CHECK_LEN]);
+    check
+}
+
+/// A token's text split into its parts.
+struct Parts {
+    /// The version prefix the tag covers.
+    prefix: &'static str,
+    /// The decoded payload.
+    payload: Vec<u8>,
+    /// The decoded tag.
+    tag: Vec<u8>,
+}
+
+/// Splits a token's text into its prefix, decoded payload and tag, after
+/// checking the checksum of a token of the current format.
+fn split(text: &str) -> Result<Parts, TokenError> {
     if text.len() > MAX_TOKEN_LEN {
         return Err(malformed(format!("longer than {MAX_TOKEN_LEN} characters")));
     }
@@ -301,14 +343,28 @@ fn split(text: &str) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
     let Some((version, rest)) = rest.split_once('.') else {
         return Err(malformed("no '.' after the version"));
     };
-    if version != "1" {
-        if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) {
+    let (prefix, rest) = match version {
+        "1" => (PREFIX_V1, rest),
+        "2" => {
+            let (body, check) = text.rsplit_once('.').ok_or(TokenError::Altered)?;
+            let check = URL_SAFE_NO_PAD
+                .decode(check)
+                .map_err(|_| TokenError::Altered)?;
+            if check != checksum(body) {
+                return Err(TokenError::Altered);
+            }
+            (
+                PREFIX,
+                body.strip_prefix(PREFIX).ok_or(TokenError::Altered)?,
+            )
+        }
+        v if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
             return Err(TokenError::UnsupportedVersion {
                 found: version.to_owned(),
             });
         }
-        return Err(malformed(format!("bad version {version:?}")));
-    }
+        _ => return Err(malformed(format!("bad version {version:?}"))),
+    };
     let Some((payload, tag)) = rest.split_once('.') else {
         return Err(malformed("no '.' between payload and tag"));
     };
@@ -321,7 +377,11 @@ fn split(text: &str) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
     if tag.len() != 32 {
         return Err(malformed(format!("tag is {} bytes, not 32", tag.len())));
     }
-    Ok((payload, tag))
+    Ok(Parts {
+        prefix,
+        payload,
+        tag,
+    })
 }
 
 /// Reads the payload's fields in order.
@@ -548,10 +608,20 @@ mod tests {
                 match Token::verify(&changed, &secret(), NOW, &never_used) {
                     Err(
                         TokenError::Malformed { .. }
+                        | TokenError::Altered
                         | TokenError::Tampered
                         | TokenError::UnsupportedVersion { .. },
                     ) => {}
                     other => panic!("byte {i} ^ {flip:#x}: {other:?}"),
+                }
+                // The client, without the secret, sees it at once too.
+                match Token::parse(&changed) {
+                    Err(
+                        TokenError::Malformed { .. }
+                        | TokenError::Altered
+                        | TokenError::UnsupportedVersion { .. },
+                    ) => {}
+                    other => panic!("client, byte {i} ^ {flip:#x}: {other:?}"),
                 }
             }
             // Every other base64url character in that position, too.
@@ -566,14 +636,64 @@ mod tests {
                     matches!(
                         Token::verify(&changed, &secret(), NOW, &never_used),
                         Err(TokenError::Malformed { .. }
+                            | TokenError::Altered
                             | TokenError::Tampered
                             | TokenError::UnsupportedVersion { .. })
                     ),
                     "position {i} set to {:?}",
                     *c as char
                 );
+                assert!(
+                    matches!(
+                        Token::parse(&changed),
+                        Err(TokenError::Malformed { .. }
+                            | TokenError::Altered
+                            | TokenError::UnsupportedVersion { .. })
+                    ),
+                    "client, position {i} set to {:?}",
+                    *c as char
+                );
             }
         }
+    }
+
+    #[test]
+    fn a_change_in_the_middle_of_the_payload_is_altered_for_the_client() {
+        let (_, text) = issued();
+        let mut changed = text.into_bytes();
+        let middle = changed.len() / 2;
+        changed[middle] = if changed[middle] == b'A' { b'B' } else { b'A' };
+        let changed = String::from_utf8(changed).unwrap();
+        assert_eq!(Token::parse(&changed), Err(TokenError::Altered));
+        let (_, text) = issued();
+        let cut = &text[..text.len() - 3];
+        assert_eq!(Token::parse(cut), Err(TokenError::Altered));
+    }
+
+    #[test]
+    fn first_format_tokens_are_still_accepted() {
+        let (token, _) = issued();
+        let payload = token.payload().unwrap();
+        let tag = tagger(PREFIX_V1, &secret(), &payload)
+            .finalize()
+            .into_bytes();
+        let v1 = format!(
+            "{PREFIX_V1}{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(tag)
+        );
+        assert_eq!(Token::parse(&v1).unwrap(), token);
+        assert_eq!(
+            Token::verify(&v1, &secret(), NOW, &never_used).unwrap(),
+            token
+        );
+        // The tag covers the version: a v1 tag does not pass as v2.
+        let v2 = format!("{PREFIX}{}", &v1[PREFIX_V1.len()..]);
+        let v2 = format!("{v2}.{}", URL_SAFE_NO_PAD.encode(checksum(&v2)));
+        assert_eq!(
+            Token::verify(&v2, &secret(), NOW, &never_used),
+            Err(TokenError::Tampered)
+        );
     }
 
     #[test]
@@ -618,10 +738,13 @@ mod tests {
         let mut evil = invite();
         evil.vnis = vec![1, 2, 3];
         let (_, forged) = Token::issue(evil, &SecretKey([1; 32]), &mut rng()).unwrap();
-        // Graft the forged payload onto the genuine tag.
-        let tag = text.rsplit_once('.').unwrap().1;
-        let payload = forged.rsplit_once('.').unwrap().0;
+        // Graft the forged payload onto the genuine tag; the checksum is
+        // no obstacle (anyone can compute it).
+        let body = |t: &str| t.rsplit_once('.').unwrap().0.to_owned();
+        let tag = body(&text).rsplit_once('.').unwrap().1.to_owned();
+        let payload = body(&forged).rsplit_once('.').unwrap().0.to_owned();
         let grafted = format!("{payload}.{tag}");
+        let grafted = format!("{grafted}.{}", URL_SAFE_NO_PAD.encode(checksum(&grafted)));
         assert!(Token::parse(&grafted).is_ok());
         assert_eq!(
             Token::verify(&grafted, &secret(), NOW, &never_used),
@@ -632,21 +755,22 @@ mod tests {
     #[test]
     fn other_versions_are_unsupported() {
         let (_, text) = issued();
-        let v2 = text.replacen("vlnet1.", "vlnet2.", 1);
+        let v3 = text.replacen("vlnet2.", "vlnet3.", 1);
         assert!(matches!(
-            Token::parse(&v2),
-            Err(TokenError::UnsupportedVersion { found }) if found == "2"
+            Token::parse(&v3),
+            Err(TokenError::UnsupportedVersion { found }) if found == "3"
         ));
         // A payload version byte of 2, under a valid tag.
         let (token, _) = issued();
         let mut payload = token.payload().unwrap();
         payload[0] = 2;
-        let tag = tagger(&secret(), &payload).finalize().into_bytes();
-        let text = format!(
+        let tag = tagger(PREFIX, &secret(), &payload).finalize().into_bytes();
+        let body = format!(
             "{PREFIX}{}.{}",
             URL_SAFE_NO_PAD.encode(&payload),
             URL_SAFE_NO_PAD.encode(tag)
         );
+        let text = format!("{body}.{}", URL_SAFE_NO_PAD.encode(checksum(&body)));
         assert!(matches!(
             Token::verify(&text, &secret(), NOW, &never_used),
             Err(TokenError::UnsupportedVersion { found }) if found == "2"
@@ -671,6 +795,8 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+        assert_eq!(Token::parse("vlnet2.AAAA.AAAA"), Err(TokenError::Altered));
+        assert_eq!(Token::parse("vlnet2."), Err(TokenError::Altered));
         let (_, text) = issued();
         assert!(Token::parse(&format!("{text}\n")).is_err());
         assert!(Token::parse(&format!(" {text}")).is_err());
@@ -756,7 +882,8 @@ mod tests {
 
         #[test]
         fn no_payload_panics_parse(payload in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let text = format!("{PREFIX}{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode([0u8; 32]));
+            let body = format!("{PREFIX}{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode([0u8; 32]));
+            let text = format!("{body}.{}", URL_SAFE_NO_PAD.encode(checksum(&body)));
             let _ = Token::parse(&text);
         }
     }

@@ -242,11 +242,12 @@ impl Tunnel {
     }
 
     fn live_sessions(&self) -> Vec<Key> {
+        let now = std::time::SystemTime::now();
         self.uapi
             .status()
             .unwrap_or_default()
             .into_iter()
-            .filter(|p| p.last_handshake.is_some_and(|age| age < SESSION_ALIVE))
+            .filter(|p| p.handshake_age(now).is_some_and(|age| age < SESSION_ALIVE))
             .map(|p| p.public_key)
             .collect()
     }

@@ -54,6 +54,10 @@ pub fn ensure_device(ifname: &str, pid_file: &Path, log: &Path) -> Result<Device
     let err = out.try_clone().map_err(io_error(log))?;
     let mut child = Command::new(exe)
         .args([DEVICE_COMMAND, "--ifname", ifname])
+        // The daemon alone speaks to systemd.
+        .env_remove(crate::notify::NOTIFY_SOCKET)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -6,7 +6,7 @@
 
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Key;
 
@@ -227,15 +227,25 @@ pub struct PeerState {
     pub public_key: Key,
     /// Where we currently send to it, if known.
     pub endpoint: Option<SocketAddr>,
-    /// `last_handshake_time_sec`/`_nsec`, `None` if absent or zero (no
-    /// handshake yet). Kernel WireGuard and wireguard-go report the time
-    /// since the Unix epoch; boringtun 0.7 reports the time *since* the
-    /// handshake. Either way, `Some` means a handshake completed.
-    pub last_handshake: Option<Duration>,
+    /// When the last handshake completed (`last_handshake_time_sec`/`_nsec`,
+    /// since the Unix epoch, as kernel WireGuard, wireguard-go and vlnet's
+    /// patched boringtun report it); `None` if absent or zero (no handshake
+    /// yet).
+    pub last_handshake: Option<SystemTime>,
     /// Bytes received from the peer.
     pub rx_bytes: u64,
     /// Bytes sent to the peer.
     pub tx_bytes: u64,
+}
+
+impl PeerState {
+    /// How long ago the last handshake completed, as of `now` (zero for a
+    /// handshake "in the future" of a clock that stepped back).
+    #[must_use]
+    pub fn handshake_age(&self, now: SystemTime) -> Option<Duration> {
+        self.last_handshake
+            .map(|t| now.duration_since(t).unwrap_or_default())
+    }
 }
 
 /// The final `errno=<n>` of a UAPI answer; `None` if `text` has none.
@@ -257,7 +267,7 @@ pub fn parse_get(text: &str) -> Result<Vec<PeerState>, String> {
     let finish_handshake = |peer: Option<&mut PeerState>, sec: &mut Option<u64>, nsec: &mut u32| {
         if let (Some(peer), Some(s)) = (peer, sec.take()) {
             let d = Duration::new(s, *nsec);
-            peer.last_handshake = (!d.is_zero()).then_some(d);
+            peer.last_handshake = (!d.is_zero()).then(|| UNIX_EPOCH + d);
         }
         *nsec = 0;
     };
@@ -386,15 +396,15 @@ mod tests {
         assert!(text.contains("\nendpoint=[2001:db8::1]:51820\n"), "{text}");
     }
 
-    /// The answer boringtun 0.7.1 gave to `get=1` in the interop test
-    /// (`tests/wg_interop.rs`), captured verbatim.
+    /// The answer (patched) boringtun gave to `get=1` in the interop test
+    /// (`tests/wg_interop.rs`), its private key replaced.
     const GET_SAMPLE: &str = "\
-own_public_key=bc519ca021fd02238b22091c050c153eb6cac3b783c8476f4548891b1b3f0f1b
+private_key=0800000000000000000000000000000000000000000000000000000000000040
 listen_port=51820
 public_key=62c87dfee68cb3a88150d53dd9643cea83beaa6f8a3395a069768ed5b123f770
 endpoint=198.18.0.2:51821
 allowed_ip=192.0.2.2/32
-last_handshake_time_sec=4
+last_handshake_time_sec=1796188800
 last_handshake_time_nsec=58972703
 rx_bytes=420
 tx_bytes=420
@@ -413,7 +423,7 @@ errno=0
                 )
                 .unwrap(),
                 endpoint: Some("198.18.0.2:51821".parse().unwrap()),
-                last_handshake: Some(Duration::new(4, 58_972_703)),
+                last_handshake: Some(UNIX_EPOCH + Duration::new(1_796_188_800, 58_972_703)),
                 rx_bytes: 420,
                 tx_bytes: 420,
             }]
@@ -433,7 +443,16 @@ errno=0
         );
         let peers = parse_get(&text).unwrap();
         assert_eq!(peers.len(), 2);
-        assert_eq!(peers[0].last_handshake, Some(Duration::new(3, 250_000_000)));
+        assert_eq!(
+            peers[0].last_handshake,
+            Some(UNIX_EPOCH + Duration::new(3, 250_000_000))
+        );
+        let now = UNIX_EPOCH + Duration::from_secs(10);
+        assert_eq!(
+            peers[0].handshake_age(now),
+            Some(Duration::new(6, 750_000_000))
+        );
+        assert_eq!(peers[1].handshake_age(now), None);
         assert_eq!((peers[0].rx_bytes, peers[0].tx_bytes), (1, 2));
         assert_eq!(peers[1].public_key, key(0x33));
         assert_eq!(peers[1].last_handshake, None);

@@ -34,11 +34,12 @@ pub const ALL: [Setting; 3] = [Setting::Lan, Setting::Vxlan, Setting::VxlanWg];
 /// `--over` values: a setting, or all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Over {
-    /// [`Setting::Lan`].
+    /// Both hosts on one L2 LAN, no tunnel.
     Lan,
-    /// [`Setting::Vxlan`].
+    /// Two vlnet nodes on one underlay, plain VXLAN between them.
     Vxlan,
-    /// [`Setting::VxlanWg`].
+    /// A vlnet controller and a client member across a delayed WAN, VXLAN
+    /// inside vlnet's WireGuard.
     VxlanWg,
     /// All three.
     All,

@@ -1,0 +1,187 @@
+//! The convergence task: it owns the data plane after start-up and
+//! converges again whenever the control plane changes what it serves (a
+//! join, a member added or removed, the tunnel coming up), an interface
+//! vlnet uses changed under it (see `links`), or a reload asks for the
+//! config file's new content (see `reload`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{info, warn};
+
+use super::converge::{converge, Bridges, Dataplane};
+use super::links::Expected;
+use super::reload;
+use crate::config::Config;
+use crate::control::{ControlPlane, Dynamic};
+use crate::model::ReloadReport;
+use crate::netlink::{overlay_port_names, Netlink};
+use crate::node::{Node, ReloadReply};
+use crate::notify;
+
+/// How long a burst of link notifications is let settle before converging
+/// (an `ifreload` deletes and recreates a bridge in a few milliseconds).
+const LINK_SETTLE: Duration = Duration::from_millis(50);
+
+/// What the convergence task owns.
+pub struct Follow {
+    /// The config in force.
+    pub cfg: Config,
+    /// Where it was read from (a reload reads it again).
+    pub config_path: PathBuf,
+    /// The control plane, if the node has one.
+    pub plane: Option<Arc<ControlPlane>>,
+    /// Programs, links and the netlink session.
+    pub dataplane: Dataplane,
+    /// The running node.
+    pub node: Arc<Node>,
+    /// Poked by the link watcher.
+    pub relink: Arc<Notify>,
+    /// What the link watcher compares notifications with.
+    pub expected: watch::Sender<Expected>,
+    /// Reload requests (API, SIGHUP).
+    pub reloads: mpsc::Receiver<ReloadReply>,
+}
+
+/// Why the task converges this time.
+enum Cause {
+    Control,
+    Links,
+    Reload(ReloadReply),
+}
+
+/// Runs the task (until the daemon stops).
+pub async fn follow(mut f: Follow) {
+    let mut changes = f.plane.as_ref().map(|p| p.changes());
+    loop {
+        let control_changed = async {
+            match &mut changes {
+                Some(c) => c.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let cause = tokio::select! {
+            alive = control_changed => {
+                if !alive {
+                    changes = None;
+                    continue;
+                }
+                Cause::Control
+            }
+            () = f.relink.notified() => {
+                tokio::time::sleep(LINK_SETTLE).await;
+                Cause::Links
+            }
+            Some(reply) = f.reloads.recv() => Cause::Reload(reply),
+        };
+        match cause {
+            Cause::Reload(reply) => {
+                notify::tell("RELOADING=1\nSTATUS=reloading the config");
+                let outcome = apply_reload(&mut f).await;
+                match &outcome {
+                    Ok(report) => info!(
+                        took_ms = report.took_ms,
+                        changes = %report.changes.join("; "),
+                        "config reloaded"
+                    ),
+                    Err(e) => warn!(error = %e, "reload refused; the running config stays"),
+                }
+                notify::tell(&format!("READY=1\nSTATUS={}", super::status_line(&f.node)));
+                let _ = reply.send(outcome);
+            }
+            Cause::Control => {
+                let cfg = f.cfg.clone();
+                if let Err(e) = converge_now(&mut f, &cfg, Bridges::Create).await {
+                    warn!(error = %e, "cannot apply the control plane's changes");
+                }
+            }
+            Cause::Links => {
+                let (began, cfg) = (Instant::now(), f.cfg.clone());
+                match converge_now(&mut f, &cfg, Bridges::OnlyOurs).await {
+                    Ok(()) => info!(
+                        took_ms = began.elapsed().as_millis(),
+                        "interfaces converged again"
+                    ),
+                    Err(e) => warn!(
+                        error = %e,
+                        "cannot converge after an interface change; waiting for the next"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Converges to `cfg` and the control plane's state; hands the link
+/// watcher what to expect.
+async fn converge_now(
+    f: &mut Follow,
+    cfg: &Config,
+    bridges: Bridges,
+) -> Result<(), super::DaemonError> {
+    let dynamic = f
+        .plane
+        .as_ref()
+        .map_or_else(Dynamic::default, |p| p.dynamic());
+    let expected = converge(cfg, &dynamic, &mut f.dataplane, &f.node, bridges).await?;
+    f.expected.send_replace(expected);
+    Ok(())
+}
+
+/// Reads the config file again and applies the difference; refuses, with
+/// nothing changed, a config the daemon would not start with or one that
+/// changes what needs a restart. If applying fails half way, the previous
+/// config is applied again.
+async fn apply_reload(f: &mut Follow) -> Result<ReloadReport, String> {
+    let began = Instant::now();
+    let new = Config::load(&f.config_path).map_err(|e| e.to_string())?;
+    let restart = reload::needs_restart(&f.cfg, &new);
+    if !restart.is_empty() {
+        return Err(format!(
+            "{} changed; a running daemon cannot apply that: restart it \
+             (systemctl restart vlnet); nothing was changed",
+            restart.join(", ")
+        ));
+    }
+    let changes = reload::changes(&f.cfg, &new);
+    if let Err(e) = converge_now(f, &new, Bridges::Create).await {
+        let old = f.cfg.clone();
+        let back = converge_now(f, &old, Bridges::Create).await;
+        return Err(match back {
+            Ok(()) => format!("applying the new config failed ({e}); the previous one is back"),
+            Err(again) => {
+                format!("applying the new config failed ({e}), and so did going back ({again})")
+            }
+        });
+    }
+    for vni in reload::removed_vnis(&f.cfg, &new) {
+        remove_overlay_port(vni).await;
+    }
+    f.cfg = new;
+    Ok(ReloadReport {
+        changes,
+        took_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Deletes the overlay port of a VNI no longer served (its programs were
+/// detached by the convergence; the veth pair goes with either end).
+async fn remove_overlay_port(vni: u32) {
+    let (port, _) = overlay_port_names(vni);
+    let deleted = async {
+        let nl = Netlink::connect()?;
+        if nl.link(&port).await?.is_some() {
+            nl.delete_link(&port).await?;
+        }
+        Ok::<(), crate::netlink::NetlinkError>(())
+    };
+    match deleted.await {
+        Ok(()) => info!(
+            vni,
+            port, "removed the overlay port of a VNI no longer served"
+        ),
+        Err(e) => warn!(vni, port, error = %e, "cannot remove the overlay port"),
+    }
+}

@@ -629,6 +629,8 @@ mod tests {
                 reason: "truncated".into(),
                 packets: 3,
             }],
+            relay: false,
+            relayed: Vec::new(),
         }
     }
 

@@ -274,7 +274,8 @@ async fn ensure_overlay_ports<'a>(
 /// it can receive) and encap to every overlay port, then detaches pinned
 /// links no longer wanted but those named in `keep` (the tunnel's). With
 /// `datapath = "auto"` an underlay that refuses native XDP falls back to TC
-/// (`to_tc` rewrites the maps for it). Returns the mode in use.
+/// (`to_tc` rewrites the maps for it). A gateway runs TC decap beside XDP:
+/// XDP passes it the frames to relay. Returns the mode in use.
 fn attach(
     cfg: &Config,
     programs: &mut Programs,
@@ -308,7 +309,7 @@ fn attach(
             }
         }
     }
-    if datapath == DatapathMode::Tc {
+    if datapath == DatapathMode::Tc || cfg.is_gateway() {
         keep.insert(programs.attach_tc(
             bpf::PROG_TC_UNDERLAY_RX,
             &underlay.name,
@@ -383,6 +384,7 @@ pub struct Dataplane {
     datapath: DatapathMode,
     outer: OuterHeader,
     flow_tracking: bool,
+    relay: bool,
     adopted: bool,
 }
 
@@ -425,6 +427,7 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
     // Before the control plane programs its persisted routes.
     maps.set_fdb_capacities(fdb_capacities(cfg, cfg));
     let datapath = choose_datapath(cfg.node.datapath, &underlay);
+    let relay = cfg.is_gateway();
     let facts = NodeFacts {
         name: cfg.node.name.clone(),
         vtep,
@@ -432,6 +435,7 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
         underlay_mtu: underlay.mtu,
         datapath,
         adopted,
+        relay,
         vnis: Vec::new(),
     };
     let node = Arc::new(Node::new(facts, maps));
@@ -450,6 +454,7 @@ async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
             sport_range: sync::local_port_range(),
         },
         flow_tracking: cfg.node.flow_tracking,
+        relay,
         adopted,
     };
     Ok((node, dataplane))
@@ -474,18 +479,6 @@ async fn converge(
     let open_ports = trust::open_ports(file);
     let cfg = effective_config(file, dynamic);
     node.maps().set_fdb_capacities(fdb_capacities(file, &cfg));
-    for v in cfg
-        .vni
-        .iter()
-        .filter(|v| v.peers.len() > crate::config::MAX_PEERS_PER_VNI)
-    {
-        warn!(
-            vni = v.id,
-            peers = v.peers.len(),
-            "more peers than head-end replication reaches; broadcasts go to the first {}",
-            crate::config::MAX_PEERS_PER_VNI
-        );
-    }
     let path_mtu = dynamic
         .tunnel_mtu
         .map_or(dp.underlay.mtu, |t| t.min(dp.underlay.mtu));
@@ -498,13 +491,15 @@ async fn converge(
             path_mtu,
             dp.outer,
             dp.flow_tracking,
+            dp.relay,
         ),
         vnis: ports
             .iter()
             .map(|(v, _, inner)| DesiredVni {
                 vni: v.id,
                 overlay_ifindex: inner.index,
-                peers: v.peers.clone(),
+                peers: file.vni_peers(v.id).to_vec(),
+                members: v.peers.clone(),
                 static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
             })
             .collect(),
@@ -554,6 +549,7 @@ async fn converge(
         underlay_mtu: path_mtu,
         datapath,
         adopted: dp.adopted,
+        relay: dp.relay,
         vnis: ports
             .iter()
             .map(|(v, port, _)| (v.id, v.bridge.clone(), port.name.clone(), v.peers.len()))

@@ -38,6 +38,9 @@ pub struct NodeFacts {
     pub datapath: DatapathMode,
     /// Whether pinned programs of a previous daemon were adopted.
     pub adopted: bool,
+    /// Whether the node relays between static peers and members (a
+    /// gateway: the controller).
+    pub relay: bool,
     /// (VNI, bridge, bridge-side port name, peer count).
     pub vnis: Vec<(u32, String, String, usize)>,
 }
@@ -246,6 +249,8 @@ impl ApiHandler for Node {
             adopted: facts.adopted,
             vnis,
             drops: maps.drops(),
+            relay: facts.relay,
+            relayed: maps.relay_counts(),
         })
     }
 

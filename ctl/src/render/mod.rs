@@ -13,7 +13,8 @@ use vlnet_dataplane::control::{ClientRecord, JoinReport};
 use vlnet_dataplane::model::{DatapathMode, FdbKind, FdbRecord, NodeStatus, PeerStatus};
 use vlnet_dataplane::moves::{MoveKind, MoveRecord};
 
-/// `vlnet ctl status`: node identity, one row per VNI, non-zero drops.
+/// `vlnet ctl status`: node identity, what a gateway relayed, one row per
+/// VNI, non-zero drops.
 #[must_use]
 pub fn status(s: &NodeStatus) -> String {
     let datapath = match s.datapath {
@@ -39,6 +40,23 @@ pub fn status(s: &NodeStatus) -> String {
         s.pid,
         duration(s.uptime_secs)
     );
+    if s.relay {
+        let relayed = |direction: &str| {
+            s.relayed
+                .iter()
+                .find(|r| r.direction == direction)
+                .map_or_else(
+                    || "0 (0 B)".to_owned(),
+                    |r| format!("{} ({})", r.packets, bytes(r.bytes)),
+                )
+        };
+        let _ = writeln!(
+            out,
+            "relay     gateway: {} to members, {} to static peers",
+            relayed("to_members"),
+            relayed("to_zone")
+        );
+    }
     out.push('\n');
 
     if s.vnis.is_empty() {
@@ -325,7 +343,7 @@ pub(crate) fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use vlnet_dataplane::model::{DropCount, VniStatus};
+    use vlnet_dataplane::model::{DropCount, RelayCount, VniStatus};
 
     use super::*;
 
@@ -362,6 +380,8 @@ mod tests {
                     packets: *packets,
                 })
                 .collect(),
+            relay: false,
+            relayed: Vec::new(),
         }
     }
 
@@ -389,6 +409,33 @@ unknown_vni       12
 looped             3
 "
         );
+    }
+
+    #[test]
+    fn status_of_a_gateway_shows_what_it_relayed() {
+        let mut gateway = node(&[]);
+        gateway.relay = true;
+        gateway.relayed = vec![
+            RelayCount {
+                direction: "to_members".into(),
+                packets: 12,
+                bytes: 3 * 1024 * 1024,
+            },
+            RelayCount {
+                direction: "to_zone".into(),
+                packets: 5,
+                bytes: 500,
+            },
+        ];
+        let out = status(&gateway);
+        assert!(
+            out.contains(
+                "daemon    pid 4242, up 1h 2m\n\
+                 relay     gateway: 12 (3.0 MiB) to members, 5 (500 B) to static peers\n"
+            ),
+            "{out}"
+        );
+        assert!(!status(&node(&[])).contains("relay"), "only on a gateway");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! own vxlan device, ECN/DSCP rules (`ecn`: every cell of RFC 6040's decap
 //! table, against the kernel too), one malformed input per drop reason, and
 //! the trust rules (`trust`: paths, MAC ownership, paused learning, the
-//! tunnel's host filter, local MACs; `capacity`: each VNI's FDB share).
+//! tunnel's host filter, local MACs; `capacity`: each VNI's FDB share),
+//! the gateway's relay (`relay`) and a flood to 1,024 VTEPs (`flood`).
 //! Needs root (loads BPF, creates `vlt-` namespaces).
 #![allow(
     clippy::unwrap_used,
@@ -35,6 +36,10 @@ const PEER2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 mod capacity;
 #[path = "ebpf_vtep/ecn.rs"]
 mod ecn;
+#[path = "ebpf_vtep/flood.rs"]
+mod flood;
+#[path = "ebpf_vtep/relay.rs"]
+mod relay;
 #[path = "ebpf_vtep/trust.rs"]
 mod trust;
 

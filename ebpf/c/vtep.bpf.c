@@ -98,12 +98,14 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 		if (ret)
 			goto drop;
 		/* Relayed at TC (tc_underlay_rx runs beside XDP on a gateway). */
-		if (plan.kind != RELAY_NONE)
+		if (plan.kind == RELAY_UNICAST || plan.kind == RELAY_FLOOD)
 			return XDP_PASS;
 	}
 	ret = decap_prepare(&di, inner, data_end, 1);
 	if (ret)
 		goto drop;
+	if (plan.kind == RELAY_REFUSED)
+		count_drop(VLNET_DROP_RELAY_NOT_OWNED);
 	if (tracking_flows(cfg))
 		track_rx(&di, inner, data_end, 1);
 	ret = VLNET_DROP_DECAP_FAILED;
@@ -156,6 +158,8 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 	ret = decap_prepare(di, inner, data_end, segs);
 	if (ret)
 		return tc_drop(ret);
+	if (plan.kind == RELAY_REFUSED)
+		count_drop(VLNET_DROP_RELAY_NOT_OWNED);
 	/* Relayed frames pass no local endpoint: not tracked as flows here. */
 	if (plan.kind == RELAY_UNICAST)
 		return relay(skb, di, cfg, &plan, inner_tos(inner, data_end), segs);

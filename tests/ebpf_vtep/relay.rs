@@ -246,11 +246,17 @@ fn floods_follow_split_horizon() {
     assert_eq!(to, [PEER, PEER2], "each static peer once, no member");
     assert_eq!(sent(&bed), sent_to(&[PEER, PEER2]));
 
-    // From a MAC it does not own: delivered here only, counted.
+    // From a MAC it does not own: delivered here only, counted; from one
+    // held by another member: dropped, counted under that reason alone.
     let mut not_owned = arp.clone();
     not_owned[6..12].copy_from_slice(&VM_C_MAC);
-    let (ret, out) = bed.decap(Mode::Tc, &frames::vxlan(MEMBER, LOCAL, 100, 0, &not_owned));
+    let frame = frames::vxlan(MEMBER, LOCAL, 100, 0, &not_owned);
+    let (ret, out) = bed.decap(Mode::Tc, &frame);
     assert_eq!((ret, out), (TC_ACT_REDIRECT, not_owned));
+    assert_eq!(bed.drops("relay_not_owned"), 1);
+    place(&mut bed, VM_C_MAC, MEMBER2, VLNET_FDB_CONTROL);
+    assert_eq!(bed.decap(Mode::Tc, &frame).0, TC_ACT_SHOT);
+    assert_eq!(bed.drops("source_not_owned"), 1);
     assert_eq!(bed.drops("relay_not_owned"), 1);
     assert_eq!(sent(&bed), sent_to(&[PEER, PEER2]), "no new copy");
 
@@ -275,13 +281,13 @@ fn floods_follow_split_horizon() {
     assert_eq!(sent(&bed), sent_to(&[MEMBER, MEMBER2]), "no new copy");
 
     // A node that is no gateway relays nothing.
+    assert_eq!(bed.total_drops(), 0);
     bed.set_relay(false);
     bed.decap(Mode::Tc, &frames::vxlan(PEER, LOCAL, 100, 0, &arp));
     place(&mut bed, VM_B_MAC, MEMBER, VLNET_FDB_CONTROL);
     let (ret, out) = bed.decap(Mode::Tc, &frames::vxlan(PEER, LOCAL, 100, 0, &unknown));
     assert_eq!((ret, out), (TC_ACT_REDIRECT, unknown), "delivered here");
     assert_eq!(sent(&bed), sent_to(&[MEMBER, MEMBER2]), "no new copy");
-    assert_eq!(bed.total_drops(), 0);
 }
 
 /// At XDP a frame to relay passes untouched and uncounted to TC (which

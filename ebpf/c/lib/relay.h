@@ -21,7 +21,7 @@
  * Trust: a member's frame is relayed only if its inner source MAC is
  * placed behind that member in the FDB (a control-plane route the
  * controller granted it); else a unicast frame is dropped and a flood is
- * delivered here only, counted as VLNET_DROP_RELAY_NOT_OWNED. A member
+ * delivered here only, both counted as VLNET_DROP_RELAY_NOT_OWNED. A member
  * reaches only the zone's VTEPs of a VNI granted to it, and the zone
  * reaches a member only for MACs it holds on VNIs it serves.
  */
@@ -35,6 +35,9 @@
 #define RELAY_NONE 0    /* deliver it here only */
 #define RELAY_UNICAST 1 /* send it to one VTEP on the other side, not here */
 #define RELAY_FLOOD 2   /* deliver it here and copy it to the other side */
+#define RELAY_REFUSED 3 /* a member's flood from a MAC it does not own: deliver it here
+			 * only, and count VLNET_DROP_RELAY_NOT_OWNED once it is (a frame
+			 * the decap drops counts under that reason alone) */
 
 /* A relay decision. */
 struct relay_plan {
@@ -71,7 +74,8 @@ static __always_inline int source_owned(const struct decap_info *di, const __u8 
  * from @di's VTEP (see the header comment), before anything is learned.
  *
  * Return: 0 with @plan filled in, or VLNET_DROP_RELAY_NOT_OWNED for a
- * member's unicast frame to relay whose source it does not own.
+ * member's unicast frame to relay whose source it does not own (its flood
+ * gets RELAY_REFUSED).
  */
 static __always_inline int relay_decide(const struct decap_info *di, const struct ethhdr *inner,
 					struct relay_plan *plan)
@@ -107,8 +111,7 @@ static __always_inline int relay_decide(const struct decap_info *di, const struc
 		return 0;
 	if (plan->kind == RELAY_UNICAST)
 		return VLNET_DROP_RELAY_NOT_OWNED;
-	count_drop(VLNET_DROP_RELAY_NOT_OWNED);
-	plan->kind = RELAY_NONE;
+	plan->kind = RELAY_REFUSED;
 	return 0;
 }
 

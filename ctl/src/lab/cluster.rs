@@ -3,7 +3,9 @@
 //! behind a masquerading home router). Every node has bridge [`BRIDGE`] with
 //! one VM on VNI [`VNI`]; every node but the controller joins it with an
 //! invite token, exactly as an operator would (`vlnet ctl client add` on the
-//! controller, `vlnet ctl join` on the node).
+//! controller, `vlnet ctl join` on the node). Optionally the controller is
+//! the gateway of a zone of kernel-vxlan nodes ([`KernelPeer`]s), as an
+//! unmodified Proxmox SDN VXLAN zone runs them.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -26,9 +28,12 @@ const CONNECT_WAIT: Duration = Duration::from_secs(20);
 /// How a [`Cluster`] is built beyond its members' places.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterOptions {
-    /// A kernel-vxlan node on the cloud LAN as the controller's static peer
-    /// (plain VXLAN beside the encrypted members), its VM [`KERNEL_VM`].
-    pub kernel_peer: bool,
+    /// Kernel-vxlan nodes on the cloud LAN, the controller's static peers
+    /// (plain VXLAN beside the encrypted members): a Proxmox SDN VXLAN zone
+    /// with the controller as one of its nodes. Each lists every other zone
+    /// node as a peer, as Proxmox writes them, learning on; the controller
+    /// is their gateway to the members. Node `i`'s VM is [`kernel_vm`]`(i)`.
+    pub kernel_peers: usize,
     /// Host ports every vlnet node opens to members through the tunnel
     /// (`[wireguard] open_ports`, e.g. `"tcp/4444"`).
     pub open_ports: Vec<String>,
@@ -40,7 +45,7 @@ pub struct ClusterOptions {
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
-            kernel_peer: false,
+            kernel_peers: 0,
             open_ports: Vec::new(),
             datapath: Datapath::Tc,
         }
@@ -105,8 +110,8 @@ pub struct KernelPeer {
 pub struct Cluster {
     /// Node 0 is the controller.
     pub nodes: Vec<ClusterNode>,
-    /// A kernel-vxlan static peer of the controller, if asked for.
-    pub kernel: Option<KernelPeer>,
+    /// The kernel-vxlan static peers of the controller, if asked for.
+    pub kernels: Vec<KernelPeer>,
     /// The WAN (dropped last).
     pub wan: Wan,
     /// Cloud LAN index of the next cloud member's host.
@@ -115,10 +120,58 @@ pub struct Cluster {
     options: ClusterOptions,
 }
 
-/// Cloud LAN index of the kernel-vxlan peer's host.
+/// Cloud LAN index of the first kernel-vxlan peer's host.
 const KERNEL_HOST_INDEX: u8 = 200;
-/// Index of the kernel-vxlan peer's VM (for its MAC and overlay address).
+/// Index of the first kernel-vxlan peer's VM (for its MAC and overlay
+/// address).
 pub const KERNEL_VM: usize = 50;
+/// Most kernel-vxlan peers.
+const MAX_KERNEL_PEERS: usize = 40;
+
+/// Index of kernel-vxlan peer `i`'s VM.
+#[must_use]
+pub fn kernel_vm(i: usize) -> usize {
+    KERNEL_VM + i
+}
+
+/// `options.kernel_peers` kernel-vxlan nodes with a VM each (MTU
+/// [`SECURE_VM_MTU`], the zone's MTU when its frames may cross WireGuard),
+/// every one listing the others and the controller at `gateway` as static
+/// peers.
+fn zone(
+    wan: &Wan,
+    options: &ClusterOptions,
+    gateway: Ipv4Addr,
+) -> Result<Vec<KernelPeer>, LabError> {
+    if options.kernel_peers > MAX_KERNEL_PEERS {
+        return Err(LabError::Invalid(format!(
+            "{} kernel-vxlan peers: at most {MAX_KERNEL_PEERS}",
+            options.kernel_peers
+        )));
+    }
+    let hosts = (0..options.kernel_peers)
+        .map(|i| wan.add_cloud_host(&format!("k{i}"), KERNEL_HOST_INDEX + i as u8))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ips: Vec<Ipv4Addr> = hosts.iter().map(Host::ip).collect();
+    hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, host)| {
+            if options.datapath == Datapath::Xdp {
+                host.tx_checksum_off(host.underlay_if())?;
+            }
+            host.add_bridge(BRIDGE)?;
+            let n = kernel_vm(i);
+            let vm = host.add_vm(&format!("kvm{i}"), BRIDGE, &vm_mac(n), vm_ip(n), 24)?;
+            vm.set_mtu(SECURE_VM_MTU)?;
+            let peers: Vec<Ipv4Addr> = std::iter::once(gateway)
+                .chain(ips.iter().copied().filter(|ip| *ip != host.ip()))
+                .collect();
+            host.add_kernel_vxlan(VNI, BRIDGE, &peers)?;
+            Ok(KernelPeer { vm, host })
+        })
+        .collect()
+}
 
 impl Cluster {
     /// Builds the controller and one member per entry of `members`, and
@@ -136,25 +189,14 @@ impl Cluster {
     ) -> Result<Self, LabError> {
         let wan = Wan::new(tag)?;
         let controller_host = wan.add_cloud_host("ctl", 1)?;
-        let kernel = if options.kernel_peer {
-            let host = wan.add_cloud_host("k", KERNEL_HOST_INDEX)?;
-            if options.datapath == Datapath::Xdp {
-                host.tx_checksum_off(host.underlay_if())?;
-            }
-            host.add_bridge(BRIDGE)?;
-            let vm = host.add_vm("kvm", BRIDGE, &vm_mac(KERNEL_VM), vm_ip(KERNEL_VM), 24)?;
-            host.add_kernel_vxlan(VNI, BRIDGE, &[controller_host.ip()])?;
-            Some(KernelPeer { vm, host })
-        } else {
-            None
-        };
-        let static_peers: Vec<Ipv4Addr> = kernel.iter().map(|k| k.host.ip()).collect();
+        let kernels = zone(&wan, options, controller_host.ip())?;
+        let static_peers: Vec<Ipv4Addr> = kernels.iter().map(|k| k.host.ip()).collect();
         let spec = NodeSpec::new("ctl", controller_host.ip())
             .with_vni(VNI, BRIDGE, &static_peers)
             .as_controller(TUNNEL_POOL);
         let mut cluster = Self {
             nodes: Vec::new(),
-            kernel,
+            kernels,
             wan,
             next_cloud_index: 2,
             options: options.clone(),

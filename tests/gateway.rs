@@ -18,7 +18,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -54,7 +53,9 @@ fn gateway_bed() -> Cluster {
             reach(c.nodes[n].vm.ns(), vm_ip(0)),
             "client {n} -> gateway VM"
         );
-        wait_for_route(&c, &vm_mac(n), c.tunnel_addr(n).unwrap());
+        // Only then does the gateway relay that member's frames to the zone.
+        c.wait_placed(0, &vm_mac(n), c.tunnel_addr(n).unwrap())
+            .unwrap();
     }
     c
 }
@@ -70,43 +71,6 @@ fn reach(from: &NetNs, to: Ipv4Addr) -> bool {
         }
     }
     false
-}
-
-/// The gateway's FDB for VNI 100: MAC → VTEP.
-fn gateway_fdb(c: &Cluster) -> BTreeMap<String, String> {
-    let text = c
-        .controller()
-        .daemon
-        .ctl(&["fdb", "--vni", &VNI.to_string(), "--json"])
-        .unwrap();
-    let rows: serde_json::Value = serde_json::from_str(&text).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["mac"].as_str().unwrap().to_owned(),
-                r["vtep"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// Waits until the gateway places `mac` behind `vtep` (a member's advert:
-/// only then does the gateway relay that member's frames to the zone).
-fn wait_for_route(c: &Cluster, mac: &str, vtep: Ipv4Addr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let fdb = gateway_fdb(c);
-        if fdb.get(mac) == Some(&vtep.to_string()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway does not place {mac} behind {vtep}: {fdb:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Every kernel VM with every client VM: `(kernel VM, its index, client node)`.

@@ -24,6 +24,8 @@ pub const TUNNEL_POOL: &str = "198.19.0.1/24";
 pub const SECURE_VM_MTU: u32 = 1370;
 /// How long [`Cluster::wait_connected`] waits.
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
+/// How long [`Cluster::wait_placed`] waits.
+const PLACE_WAIT: Duration = Duration::from_secs(10);
 
 /// How a [`Cluster`] is built beyond its members' places.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +344,36 @@ impl Cluster {
             if Instant::now() > deadline {
                 return Err(LabError::Invalid(format!(
                     "members not all connected after {CONNECT_WAIT:?}: {clients}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (≤ 10 s) until node `on` places `mac` behind `vtep` in VNI
+    /// [`VNI`]'s FDB (the control plane distributes every VM's MAC; a
+    /// gateway relays a member's frames only once it holds its route).
+    pub fn wait_placed(&self, on: usize, mac: &str, vtep: Ipv4Addr) -> Result<(), LabError> {
+        let deadline = Instant::now() + PLACE_WAIT;
+        loop {
+            let text = self.nodes[on]
+                .daemon
+                .ctl(&["fdb", "--vni", &VNI.to_string(), "--json"])?;
+            let rows: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| LabError::Parse {
+                    what: "vlnet ctl fdb --json".into(),
+                    detail: e.to_string(),
+                })?;
+            let placed = rows.as_array().is_some_and(|rows| {
+                rows.iter()
+                    .any(|r| r["mac"] == mac && r["vtep"] == vtep.to_string())
+            });
+            if placed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Invalid(format!(
+                    "node {on} does not place {mac} behind {vtep} after {PLACE_WAIT:?}: {text}"
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -285,3 +285,46 @@ fn broadcasts_reach_every_vm_exactly_once(c: &Cluster) {
         );
     }
 }
+
+/// A class: 40 members across the WAN, joined by token on one VNI, each
+/// resolving and pinging the gateway's VM; the controller's limit (40
+/// here) refuses a 41st invite with a message naming the VNI and the
+/// limit. Heavy — 40 vlnet daemons and WireGuard devices, about two
+/// minutes here — so it runs on demand:
+/// `cargo test --release --test gateway -- --ignored`.
+#[test]
+#[ignore = "40 vlnet daemons, about two minutes: run with -- --ignored"]
+fn a_class_of_40_members_reaches_the_gateways_vm() {
+    const CLASS: usize = 40;
+    let options = ClusterOptions {
+        member_limit: Some(CLASS as u32),
+        ..ClusterOptions::default()
+    };
+    let started = Instant::now();
+    let c = Cluster::build_with(
+        "gwc",
+        &[Place::PublicClient; CLASS],
+        &options,
+        vlnet_binary(),
+    )
+    .unwrap();
+    c.wait_connected().unwrap();
+    eprintln!(
+        "{CLASS} members joined in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for n in 1..=CLASS {
+        assert!(
+            reach(c.nodes[n].vm.ns(), vm_ip(0)),
+            "member {n} -> the gateway's VM"
+        );
+        let r = probe::ping(c.nodes[n].vm.ns(), vm_ip(0), 3, Duration::from_millis(20)).unwrap();
+        assert_eq!(r.received, 3, "member {n} -> the gateway's VM: {r:?}");
+    }
+    eprintln!("all pinged after {:.1} s", started.elapsed().as_secs_f64());
+    let refused = c.invite("late", "1h").unwrap_err().to_string();
+    assert!(
+        refused.contains("VNI 100") && refused.contains("max_members_per_vni is 40"),
+        "{refused}"
+    );
+}

@@ -42,6 +42,8 @@ pub struct ClusterOptions {
     /// Every vlnet node's decap data path. With XDP every host's underlay
     /// sends full checksums (tx offload off), as a real wire delivers them.
     pub datapath: Datapath,
+    /// The controller's `max_members_per_vni` (its default if `None`).
+    pub member_limit: Option<u32>,
 }
 
 impl Default for ClusterOptions {
@@ -50,6 +52,7 @@ impl Default for ClusterOptions {
             kernel_peers: 0,
             open_ports: Vec::new(),
             datapath: Datapath::Tc,
+            member_limit: None,
         }
     }
 }
@@ -193,9 +196,12 @@ impl Cluster {
         let controller_host = wan.add_cloud_host("ctl", 1)?;
         let kernels = zone(&wan, options, controller_host.ip())?;
         let static_peers: Vec<Ipv4Addr> = kernels.iter().map(|k| k.host.ip()).collect();
-        let spec = NodeSpec::new("ctl", controller_host.ip())
+        let mut spec = NodeSpec::new("ctl", controller_host.ip())
             .with_vni(VNI, BRIDGE, &static_peers)
             .as_controller(TUNNEL_POOL);
+        if let Some(limit) = options.member_limit {
+            spec = spec.with_member_limit(limit);
+        }
         let mut cluster = Self {
             nodes: Vec::new(),
             kernels,

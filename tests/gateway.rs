@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use support::node::vlnet_binary;
 use vlnet::lab::cluster::{kernel_vm, Cluster, ClusterOptions, Place, Site};
-use vlnet::lab::probe::{self, Capture};
+use vlnet::lab::probe::{self, Capture, CaptureReport};
 use vlnet::lab::scenario::{vm_ip, vm_mac, VNI};
 use vlnet::lab::{NetNs, Vm};
 
@@ -141,64 +141,9 @@ fn a_gateway_joins_a_kernel_vxlan_zone_and_its_clients() {
         let r = probe::ping(client.ns(), vm_ip(k), 5, Duration::from_millis(20)).unwrap();
         assert_eq!(r.received, 5, "client {n} -> kernel VM {k}: {r:?}");
     }
-    // The zone's nodes learned every client VM behind the gateway's VTEP.
-    let gateway = c.controller().site.host().ip().to_string();
-    for (i, k) in c.kernels.iter().enumerate() {
-        let fdb = k
-            .host
-            .ns()
-            .run(&["bridge", "fdb", "show", "dev", &format!("vxlan{VNI}")])
-            .unwrap();
-        for n in CLIENTS {
-            let learned = fdb
-                .lines()
-                .any(|l| l.starts_with(&vm_mac(n)) && l.contains(&format!("dst {gateway} ")));
-            assert!(
-                learned,
-                "kernel node {i} lacks client {n} behind {gateway}:\n{fdb}"
-            );
-        }
-    }
-
-    let lan = lan.finish().unwrap();
-    assert!(!lan.rows.is_empty(), "no VXLAN on the cloud LAN");
-    let client_macs: Vec<String> = CLIENTS.map(vm_mac).into();
-    let mut relayed_out = 0;
-    for row in &lan.rows {
-        assert_eq!(
-            row[2],
-            VNI.to_string(),
-            "tshark dissects VNI {VNI}: {row:?}"
-        );
-        // Fields present twice (outer and inner) are comma-joined, outer first.
-        let outer_src = row[0].split(',').next().unwrap_or_default();
-        let inner_src = row[3].split(',').nth(1).unwrap_or_default();
-        if outer_src == gateway && client_macs.iter().any(|m| m == inner_src) {
-            relayed_out += 1;
-        }
-    }
-    assert!(
-        relayed_out >= ZONE * CLIENTS.len() * 5,
-        "{relayed_out} client frames from the gateway to the zone among {} VXLAN packets",
-        lan.rows.len()
-    );
-    for (capture, n) in wan_captures.into_iter().zip(CLIENTS) {
-        let report = capture.finish().unwrap();
-        assert!(
-            !report.rows.is_empty(),
-            "client {n}: nothing on its WAN link"
-        );
-        for row in &report.rows {
-            assert!(
-                !row.iter().any(|p| p == "4789"),
-                "client {n}: cleartext VXLAN on the WAN: {row:?}"
-            );
-            assert!(
-                row.iter().any(|p| p == "51820"),
-                "client {n}: UDP that is not WireGuard on the WAN: {row:?}"
-            );
-        }
-    }
+    zone_learned_the_clients_behind_the_gateway(&c);
+    cloud_lan_carries_the_relayed_vxlan(&c, &lan.finish().unwrap());
+    wan_carries_only_wireguard(wan_captures);
 
     // TCP both ways across the gateway.
     for (kvm, k, n) in pairs(&c) {
@@ -221,6 +166,75 @@ fn a_gateway_joins_a_kernel_vxlan_zone_and_its_clients() {
         "relayed {to_members} / {to_zone}"
     );
     broadcasts_reach_every_vm_exactly_once(&c);
+}
+
+/// The zone's nodes learned every client VM behind the gateway's VTEP.
+fn zone_learned_the_clients_behind_the_gateway(c: &Cluster) {
+    let gateway = c.controller().site.host().ip().to_string();
+    for (i, k) in c.kernels.iter().enumerate() {
+        let fdb = k
+            .host
+            .ns()
+            .run(&["bridge", "fdb", "show", "dev", &format!("vxlan{VNI}")])
+            .unwrap();
+        for n in CLIENTS {
+            let learned = fdb
+                .lines()
+                .any(|l| l.starts_with(&vm_mac(n)) && l.contains(&format!("dst {gateway} ")));
+            assert!(
+                learned,
+                "kernel node {i} lacks client {n} behind {gateway}:\n{fdb}"
+            );
+        }
+    }
+}
+
+/// The cloud LAN carried VXLAN of VNI 100 that tshark dissects, among it
+/// the clients' frames from the gateway's VTEP to every zone node.
+fn cloud_lan_carries_the_relayed_vxlan(c: &Cluster, lan: &CaptureReport) {
+    let gateway = c.controller().site.host().ip().to_string();
+    assert!(!lan.rows.is_empty(), "no VXLAN on the cloud LAN");
+    let client_macs: Vec<String> = CLIENTS.map(vm_mac).into();
+    let mut relayed_out = 0;
+    for row in &lan.rows {
+        assert_eq!(
+            row[2],
+            VNI.to_string(),
+            "tshark dissects VNI {VNI}: {row:?}"
+        );
+        // Fields present twice (outer and inner) are comma-joined, outer first.
+        let outer_src = row[0].split(',').next().unwrap_or_default();
+        let inner_src = row[3].split(',').nth(1).unwrap_or_default();
+        if outer_src == gateway && client_macs.iter().any(|m| m == inner_src) {
+            relayed_out += 1;
+        }
+    }
+    assert!(
+        relayed_out >= ZONE * CLIENTS.len() * 5,
+        "{relayed_out} client frames from the gateway to the zone among {} VXLAN packets",
+        lan.rows.len()
+    );
+}
+
+/// The clients' WAN links carried WireGuard and nothing else.
+fn wan_carries_only_wireguard(captures: Vec<Capture>) {
+    for (capture, n) in captures.into_iter().zip(CLIENTS) {
+        let report = capture.finish().unwrap();
+        assert!(
+            !report.rows.is_empty(),
+            "client {n}: nothing on its WAN link"
+        );
+        for row in &report.rows {
+            assert!(
+                !row.iter().any(|p| p == "4789"),
+                "client {n}: cleartext VXLAN on the WAN: {row:?}"
+            );
+            assert!(
+                row.iter().any(|p| p == "51820"),
+                "client {n}: UDP that is not WireGuard on the WAN: {row:?}"
+            );
+        }
+    }
 }
 
 /// One broadcast each from a kernel VM, a client VM and the gateway's VM

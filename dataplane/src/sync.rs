@@ -289,16 +289,16 @@ mod tests {
 
     #[test]
     fn flood_list_puts_static_peers_first_and_lists_each_vtep_once() {
-        let (a, b) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3));
-        let (m, n) = (Ipv4Addr::new(198, 19, 0, 2), Ipv4Addr::new(198, 19, 0, 3));
+        let zone = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
+        let members = [Ipv4Addr::new(198, 19, 0, 2), Ipv4Addr::new(198, 19, 0, 3)];
         let v = DesiredVni {
             vni: 100,
             overlay_ifindex: 9,
-            peers: vec![a, b],
-            members: vec![m, b, n],
+            peers: zone.to_vec(),
+            members: vec![members[0], zone[1], members[1]],
             static_fdb: vec![],
         };
-        assert_eq!(v.flood_list(), [a, b, m, n]);
+        assert_eq!(v.flood_list(), [zone[0], zone[1], members[0], members[1]]);
         let cfg = vni_config(&v, 4, 2);
         assert_eq!((cfg.flood_count, cfg.flood_zone), (4, 2));
         assert_eq!(cfg.overlay_ifindex, 9);

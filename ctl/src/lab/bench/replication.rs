@@ -125,6 +125,30 @@ impl Drop for Pins {
     }
 }
 
+/// The VTEP object under measurement and its namespace's interfaces.
+struct Bed {
+    programs: Programs,
+    maps: Maps,
+    /// The underlay veth and vlnet's end of VNI 100's overlay port.
+    ul0: u32,
+    vlx100: u32,
+    /// How the remote VTEPs are reached: through the TUN.
+    through_tun: vlnet_nexthop,
+}
+
+impl Bed {
+    /// Writes the node's settings; `relay` makes it a gateway.
+    fn configure(&mut self, relay: bool) -> Result<()> {
+        let outer = OuterHeader {
+            ttl: 64,
+            dscp: Some(0),
+            sport_range: (32768, 60999),
+        };
+        let cfg = node_config(self.ul0, LOCAL, 1500, outer, false, relay);
+        Ok(self.maps.set_node_config(&cfg)?)
+    }
+}
+
 /// The measurements, in `ns` (the calling thread runs there).
 fn measure(ns: &NetNs, pins: &str) -> Result<ReplicationCost> {
     let mut tun = open_tuntap("vlbtun0", libc::IFF_TUN).context("creating the TUN")?;
@@ -133,112 +157,24 @@ fn measure(ns: &NetNs, pins: &str) -> Result<ReplicationCost> {
         "-c",
         "ip addr add 198.19.0.1/16 dev vlbtun0 && ip link set vlbtun0 txqueuelen 4096 up",
     ])?;
-    let ifindex = |name: &str| -> Result<u32> {
-        let c = std::ffi::CString::new(name)?;
-        // SAFETY: a NUL-terminated interface name.
-        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        ensure!(i != 0, "no interface {name}");
-        Ok(i)
-    };
-    let (ul0, vlx100, tun_index) = (ifindex("ul0")?, ifindex("vlx100")?, ifindex("vlbtun0")?);
     let mut programs = Programs::load(pins)?;
-    let mut maps = Maps::take_from(programs.ebpf_mut())?;
-    let outer = OuterHeader {
-        ttl: 64,
-        dscp: Some(0),
-        sport_range: (32768, 60999),
+    let maps = Maps::take_from(programs.ebpf_mut())?;
+    let mut bed = Bed {
+        programs,
+        maps,
+        ul0: ifindex("ul0")?,
+        vlx100: ifindex("vlx100")?,
+        through_tun: vlnet_nexthop {
+            ifindex: ifindex("vlbtun0")?,
+            saddr_be: u32::from(TUN_LOCAL).to_be(),
+            flags: VLNET_NH_L3,
+            ..Default::default()
+        },
     };
-    maps.set_node_config(&node_config(ul0, LOCAL, 1500, outer, false, true))?;
-    maps.set_port(vlx100, VNI)?;
-    let through_tun = vlnet_nexthop {
-        ifindex: tun_index,
-        saddr_be: u32::from(TUN_LOCAL).to_be(),
-        flags: VLNET_NH_L3,
-        ..Default::default()
-    };
-    let secure = VtepBinding {
-        path: VtepPath::Tunnel,
-        learn: true,
-    };
-    let vteps: Vec<Ipv4Addr> = (0..FLOOD)
-        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 4, 0)) + i))
-        .collect();
-    for v in &vteps {
-        maps.ensure_peer(VNI, *v)?;
-        maps.set_vtep(*v, &secure.to_kernel())?;
-        maps.set_nexthop(*v, &through_tun)?;
-    }
-    let broadcast = udp_frame(&endpoints([0xff; 6], ZONE_VM), 60);
-    let (mut flood_1_ns, mut flood_many_ns) = (0.0, 0.0);
-    for _ in 0..ROUNDS {
-        for (n, sum) in [(1, &mut flood_1_ns), (FLOOD, &mut flood_many_ns)] {
-            set_flood(&mut maps, vlx100, &vteps[..n as usize], &[])?;
-            *sum += mean_ns(
-                &mut programs,
-                "tc_overlay_tx",
-                &broadcast,
-                vlx100,
-                FLOOD_RUNS,
-                || drain(&mut tun, n - 1),
-            )?;
-        }
-    }
-
-    // The relay: a static peer's frame for a member's VM.
-    maps.ensure_peer(VNI, PEER)?;
-    let zone = VtepBinding {
-        path: VtepPath::Underlay,
-        learn: true,
-    };
-    maps.set_vtep(PEER, &zone.to_kernel())?;
-    maps.ensure_peer(VNI, MEMBER)?;
-    maps.set_vtep(MEMBER, &VtepBinding::MEMBER.to_kernel())?;
-    maps.set_nexthop(MEMBER, &through_tun)?;
-    set_flood(&mut maps, vlx100, &[PEER], &[MEMBER])?;
-    let owned = vlnet_fdb_entry {
-        vtep_be: u32::from(MEMBER).to_be(),
-        flags: VLNET_FDB_CONTROL,
-        updated_ns: 1,
-    };
-    maps.set_fdb(&fdb_key(VNI, MEMBER_VM), &owned)?;
-    let inner = udp_frame(&endpoints(MEMBER_VM, ZONE_VM), RELAY_FRAME_LEN);
-    let packet = vxlan_frame(
-        &vxlan_endpoints([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], PEER, LOCAL),
-        VNI,
-        &inner,
-    );
-    let (mut relay_ns, mut decap_ns, mut encap_ns) = (0.0, 0.0, 0.0);
-    for _ in 0..ROUNDS {
-        maps.set_node_config(&node_config(ul0, LOCAL, 1500, outer, false, true))?;
-        relay_ns += mean_ns(
-            &mut programs,
-            "tc_underlay_rx",
-            &packet,
-            0,
-            RELAY_RUNS,
-            no_drain,
-        )?;
-        maps.set_node_config(&node_config(ul0, LOCAL, 1500, outer, false, false))?;
-        decap_ns += mean_ns(
-            &mut programs,
-            "tc_underlay_rx",
-            &packet,
-            0,
-            RELAY_RUNS,
-            no_drain,
-        )?;
-        encap_ns += mean_ns(
-            &mut programs,
-            "tc_overlay_tx",
-            &inner,
-            vlx100,
-            RELAY_RUNS,
-            no_drain,
-        )?;
-    }
-    let rounds = f64::from(ROUNDS);
-    let (flood_1_ns, flood_many_ns) = (flood_1_ns / rounds, flood_many_ns / rounds);
-    let (relay_ns, decap_ns, encap_ns) = (relay_ns / rounds, decap_ns / rounds, encap_ns / rounds);
+    bed.configure(true)?;
+    bed.maps.set_port(bed.vlx100, VNI)?;
+    let (flood_1_ns, flood_many_ns) = flood_cost(&mut bed, &mut tun)?;
+    let (relay_ns, decap_ns, encap_ns) = relay_cost(&mut bed)?;
     Ok(ReplicationCost {
         flood_1_ns,
         flood_many_ns,
@@ -248,6 +184,85 @@ fn measure(ns: &NetNs, pins: &str) -> Result<ReplicationCost> {
         decap_ns,
         encap_ns,
     })
+}
+
+/// The index of interface `name` in the calling thread's namespace.
+fn ifindex(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a NUL-terminated interface name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    ensure!(i != 0, "no interface {name}");
+    Ok(i)
+}
+
+/// Mean run time of a flood to 1 and to [`FLOOD`] VTEPs (secure static
+/// peers behind the TUN), in interleaved rounds.
+fn flood_cost(bed: &mut Bed, tun: &mut File) -> Result<(f64, f64)> {
+    let secure = VtepBinding {
+        path: VtepPath::Tunnel,
+        learn: true,
+    };
+    let vteps: Vec<Ipv4Addr> = (0..FLOOD)
+        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 4, 0)) + i))
+        .collect();
+    for v in &vteps {
+        bed.maps.ensure_peer(VNI, *v)?;
+        bed.maps.set_vtep(*v, &secure.to_kernel())?;
+        bed.maps.set_nexthop(*v, &bed.through_tun)?;
+    }
+    let broadcast = udp_frame(&endpoints([0xff; 6], ZONE_VM), 60);
+    let mut sums = [0.0; 2];
+    for _ in 0..ROUNDS {
+        for (n, sum) in [1, FLOOD].into_iter().zip(&mut sums) {
+            set_flood(&mut bed.maps, bed.vlx100, &vteps[..n as usize], &[])?;
+            let port = bed.vlx100;
+            *sum += mean_ns(bed, "tc_overlay_tx", &broadcast, port, FLOOD_RUNS, || {
+                drain(tun, n - 1)
+            })?;
+        }
+    }
+    let rounds = f64::from(ROUNDS);
+    Ok((sums[0] / rounds, sums[1] / rounds))
+}
+
+/// Mean run time of a relay in place, of the decap for the bridge and of
+/// the encap again, for a static peer's frame to a member's VM, in
+/// interleaved rounds.
+fn relay_cost(bed: &mut Bed) -> Result<(f64, f64, f64)> {
+    let zone = VtepBinding {
+        path: VtepPath::Underlay,
+        learn: true,
+    };
+    bed.maps.ensure_peer(VNI, PEER)?;
+    bed.maps.set_vtep(PEER, &zone.to_kernel())?;
+    bed.maps.ensure_peer(VNI, MEMBER)?;
+    bed.maps
+        .set_vtep(MEMBER, &VtepBinding::MEMBER.to_kernel())?;
+    bed.maps.set_nexthop(MEMBER, &bed.through_tun)?;
+    set_flood(&mut bed.maps, bed.vlx100, &[PEER], &[MEMBER])?;
+    let owned = vlnet_fdb_entry {
+        vtep_be: u32::from(MEMBER).to_be(),
+        flags: VLNET_FDB_CONTROL,
+        updated_ns: 1,
+    };
+    bed.maps.set_fdb(&fdb_key(VNI, MEMBER_VM), &owned)?;
+    let inner = udp_frame(&endpoints(MEMBER_VM, ZONE_VM), RELAY_FRAME_LEN);
+    let packet = vxlan_frame(
+        &vxlan_endpoints([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], PEER, LOCAL),
+        VNI,
+        &inner,
+    );
+    let port = bed.vlx100;
+    let mut sums = [0.0; 3];
+    for _ in 0..ROUNDS {
+        bed.configure(true)?;
+        sums[0] += mean_ns(bed, "tc_underlay_rx", &packet, 0, RELAY_RUNS, || Ok(()))?;
+        bed.configure(false)?;
+        sums[1] += mean_ns(bed, "tc_underlay_rx", &packet, 0, RELAY_RUNS, || Ok(()))?;
+        sums[2] += mean_ns(bed, "tc_overlay_tx", &inner, port, RELAY_RUNS, || Ok(()))?;
+    }
+    let rounds = f64::from(ROUNDS);
+    Ok((sums[0] / rounds, sums[1] / rounds, sums[2] / rounds))
 }
 
 /// Layer 2–4 addresses of a test frame from `src` to `dst` in the overlay.
@@ -280,7 +295,7 @@ fn set_flood(maps: &mut Maps, port: u32, zone: &[Ipv4Addr], members: &[Ipv4Addr]
 /// `ifindex` over `runs` runs (one per call, `after` between calls); each
 /// run must redirect.
 fn mean_ns(
-    programs: &mut Programs,
+    bed: &mut Bed,
     prog: &str,
     frame: &[u8],
     ifindex: u32,
@@ -304,7 +319,8 @@ fn mean_ns(
             ctx_in: Some(ctx_in),
             ..TestRunOptions::new()
         };
-        let result = programs
+        let result = bed
+            .programs
             .tc(prog)?
             .test_run(opts)
             .with_context(|| format!("test run of {prog}"))?;
@@ -321,10 +337,6 @@ fn mean_ns(
         reason = "a sum of nanoseconds far below 2^52"
     )]
     Ok(total as f64 / f64::from(runs))
-}
-
-fn no_drain() -> Result<()> {
-    Ok(())
 }
 
 /// Reads `copies` packets from the TUN (the flood's clones).

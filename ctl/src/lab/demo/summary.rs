@@ -167,25 +167,7 @@ impl Summary {
             &format!("{} / {}", self.wan_sample.0, self.wan_sample.1),
             "",
         );
-        out.push_str("\nkernel-vxlan node (unmodified Proxmox) ↔ vlnet node, cloud LAN\n");
-        let k = &self.kernel;
-        row(
-            &mut out,
-            "  pings kernel → vlnet / vlnet → kernel",
-            &format!("{}/{}", k.to_vlnet.0, k.to_vlnet.1),
-            &format!("{}/{}", k.from_vlnet.0, k.from_vlnet.1),
-        );
-        let _ = writeln!(
-            out,
-            "  VXLAN frames on the kernel node's port: {}, VNI {} on all: {}",
-            k.vxlan_frames, self.vni, k.vni_ok
-        );
-        row(
-            &mut out,
-            "  pings cloud-2 → VM (relayed after the move)",
-            &format!("{}/{}", k.to_guest[0].0, k.to_guest[0].1),
-            &format!("{}/{}", k.to_guest[1].0, k.to_guest[1].1),
-        );
+        self.render_kernel(&mut out);
         let drops = if self.drops.is_empty() {
             "none".to_owned()
         } else {
@@ -209,6 +191,29 @@ impl Summary {
             }
         );
         out
+    }
+
+    /// The kernel-vxlan node's rows.
+    fn render_kernel(&self, out: &mut String) {
+        out.push_str("\nkernel-vxlan node (unmodified Proxmox) ↔ vlnet node, cloud LAN\n");
+        let k = &self.kernel;
+        row(
+            out,
+            "  pings kernel → vlnet / vlnet → kernel",
+            &format!("{}/{}", k.to_vlnet.0, k.to_vlnet.1),
+            &format!("{}/{}", k.from_vlnet.0, k.from_vlnet.1),
+        );
+        let _ = writeln!(
+            out,
+            "  VXLAN frames on the kernel node's port: {}, VNI {} on all: {}",
+            k.vxlan_frames, self.vni, k.vni_ok
+        );
+        row(
+            out,
+            "  pings cloud-2 → VM (relayed after the move)",
+            &format!("{}/{}", k.to_guest[0].0, k.to_guest[0].1),
+            &format!("{}/{}", k.to_guest[1].0, k.to_guest[1].1),
+        );
     }
 }
 

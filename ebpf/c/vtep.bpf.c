@@ -4,16 +4,20 @@
  *
  * Entry points, by hook:
  *   xdp_underlay_rx   XDP on the underlay: validate, learn, decap, redirect
- *                     into the VNI's overlay port (DEVMAP).
- *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth).
+ *                     into the VNI's overlay port (DEVMAP); on a gateway it
+ *                     passes the frames to relay to tc_underlay_rx.
+ *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth);
+ *                     on a gateway (VLNET_CFG_RELAY) it relays between static
+ *                     peers and members first (lib/relay.h).
  *   tc_tunnel_rx      the same at TC ingress of an L3 tunnel (WireGuard TUN):
  *                     bare IPv4 in, a MAC header pushed, then tc_underlay_rx's
  *                     path; anything but VXLAN for us goes through the host
  *                     filter (lib/tunnel_filter.h).
  *   tc_overlay_tx     TC ingress on vlnet's end of an overlay port: FDB lookup,
- *                     encap, unicast or head-end replication to the underlay
- *                     (or to an L3 tunnel, see hairpin_out()); a broadcast's
- *                     source is recorded as living here (vlnet_locals).
+ *                     encap, unicast or head-end replication (lib/flood.h) to
+ *                     the underlay (or to an L3 tunnel, see hairpin_out()); a
+ *                     broadcast's source is recorded as living here
+ *                     (vlnet_locals).
  *   xdp_overlay_pass  XDP on the bridge's end of an overlay port in XDP mode:
  *                     a veth delivers XDP redirects only to a peer with XDP.
  *

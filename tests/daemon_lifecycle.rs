@@ -57,9 +57,12 @@ fn kill9_and_restart_lose_nothing(datapath: Datapath) {
     );
     let after: serde_json::Value =
         serde_json::from_str(&daemon.ctl(&["peers", "--json"]).unwrap()).unwrap();
+    // ping may stop short of 300 requests at its deadline on a loaded
+    // machine: every request it sent was decapsulated and counted.
     assert!(
-        after[0]["rx_packets"].as_u64().unwrap() >= rx_before + 300,
-        "counters kept across the restart"
+        after[0]["rx_packets"].as_u64().unwrap() >= rx_before + u64::from(report.sent),
+        "counters kept across the restart: before {before}, after {after}, {} pings sent",
+        report.sent
     );
     let fdb = daemon.ctl(&["fdb", "--json"]).unwrap();
     assert!(

@@ -435,16 +435,16 @@ fn a_member_that_stops_reading_is_dropped_and_memory_stays_bounded() {
     let stuck_addr = c.tunnel_addr(STUCK).unwrap();
     let stuck_if = wg_ifname(&c, STUCK);
     let stuck_hello = wire::encode(&hello(&c, STUCK)).unwrap();
-    let stuck_ns = c.nodes[STUCK].daemon.ns().clone();
-    let stuck = thread::spawn(move || {
-        stuck_ns
-            .within(move || {
-                let mut s = connect_from_tunnel(&stuck_if, stuck_addr);
-                s.write_all(&stuck_hello).unwrap();
-                thread::sleep(Duration::from_secs(25));
-            })
-            .unwrap();
-    });
+    // Held here, so that it closes with the test whatever happens.
+    let stuck = c.nodes[STUCK]
+        .daemon
+        .ns()
+        .within(move || {
+            let mut s = connect_from_tunnel(&stuck_if, stuck_addr);
+            s.write_all(&stuck_hello).unwrap();
+            s
+        })
+        .unwrap();
     thread::sleep(Duration::from_millis(500));
     // A busy member makes the controller relay ~80,000 messages to it.
     c.nodes[BUSY].daemon.kill9();
@@ -493,7 +493,7 @@ fn a_member_that_stops_reading_is_dropped_and_memory_stays_bounded() {
         assert!(Instant::now() < deadline, "the bystander lags behind");
         thread::sleep(Duration::from_millis(200));
     }
-    stuck.join().unwrap();
+    drop(stuck);
     assert!(reach(&c, BYSTANDER, vm_ip(0)));
 }
 
@@ -513,25 +513,22 @@ fn a_connection_flood_from_a_member_is_refused_and_the_controller_keeps_serving(
     // 1,100 connections from one member's address, held open without a
     // Hello: refused past a few, and the controller keeps serving.
     let flood_if = wg_ifname(&c, FLOODER);
-    let flood_ns = c.nodes[FLOODER].daemon.ns().clone();
-    let flood = thread::spawn(move || {
-        flood_ns
-            .within(move || {
-                let held: Vec<_> = (0..1100)
-                    .filter_map(|_| try_connect_from_tunnel(&flood_if, stuck_addr).ok())
-                    .collect();
-                thread::sleep(Duration::from_secs(4));
-                held.len()
-            })
-            .unwrap()
-    });
-    thread::sleep(Duration::from_secs(2));
+    let held: Vec<_> = c.nodes[FLOODER]
+        .daemon
+        .ns()
+        .within(move || {
+            (0..1100)
+                .filter_map(|_| try_connect_from_tunnel(&flood_if, stuck_addr).ok())
+                .collect()
+        })
+        .unwrap();
     let asked = Instant::now();
     c.nodes[0].daemon.ctl(&["status"]).unwrap();
     assert!(asked.elapsed() < Duration::from_secs(5));
     let fds = open_fds(pid);
     assert!(fds < 300, "controller holds {fds} descriptors");
-    flood.join().unwrap();
+    eprintln!("{} connections held by the flooder", held.len());
+    drop(held);
     assert!(
         metric(
             &c,

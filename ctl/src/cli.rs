@@ -38,6 +38,19 @@ pub enum Command {
         #[arg(long)]
         ifname: String,
     },
+    /// Print the `[[vni]]` sections of a Proxmox SDN VXLAN zone (its vnets'
+    /// VNIs and bridges, the zone's peers) for vlnet's config.
+    ImportProxmox {
+        /// The cluster's SDN directory (zones.cfg, vnets.cfg).
+        #[arg(long, default_value = vlnet_dataplane::proxmox_sdn::DEFAULT_SDN_DIR)]
+        sdn: PathBuf,
+        /// The VXLAN zone (needed when there are several).
+        #[arg(long)]
+        zone: Option<String>,
+        /// This node's VTEP address, left out of the peers.
+        #[arg(long)]
+        vtep: Option<std::net::Ipv4Addr>,
+    },
     /// Demonstrations and benchmarks in network namespaces on this machine.
     Lab {
         /// Which lab job.

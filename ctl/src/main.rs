@@ -47,6 +47,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ctl(args) => vlnet::admin::run(&args),
         Command::WireguardDevice { ifname } => serve_wireguard_device(&ifname),
+        Command::ImportProxmox { sdn, zone, vtep } => {
+            let zone = vlnet_dataplane::proxmox_sdn::read_zone(&sdn, zone.as_deref(), vtep)?;
+            print!("{}", vlnet_dataplane::proxmox_sdn::vni_sections(&zone));
+            Ok(())
+        }
         Command::Lab { job } => match job {
             LabCommand::Demo { wan_delay } => vlnet::lab::demo::run(wan_delay),
             LabCommand::Bench { json, secs } => vlnet::lab::bench::run(json, secs),

@@ -16,16 +16,21 @@
 //! - [`lock`], [`store`]: one daemon per node; state kept across restarts.
 //! - [`node`]: the running node's view, behind the API and metrics.
 //! - [`peer_rtt`]: underlay RTT to every remote VTEP (ICMP probes).
+//! - [`proxmox_sdn`]: a Proxmox SDN VXLAN zone's peers and vnets.
 //! - [`traffic`], [`advise`]: each VM's traffic over the last minute, and
 //!   where it should run.
 //! - [`daemon`]: start-up, the daemon's tasks, and teardown.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`conn_limit`]: accepting connections under a cap, with timeouts and
 //!   back-off; [`log_limit`]: rate-limited log lines.
-//! - [`control`]: the control plane's pure parts: wire messages, invite tokens,
-//!   MAC mobility rules.
-//! - [`wg`]: WireGuard tunnels run in-process (boringtun), configured over
-//!   the standard UAPI.
+//! - [`control`]: the control plane — its pure parts (wire messages, invite
+//!   tokens, MAC mobility rules, the controller's and member's decision
+//!   core) and the running parts that carry their effects out.
+//! - [`wg`]: the boringtun WireGuard device, run in a process of its own
+//!   (it outlives a daemon restart) and configured over the standard UAPI.
+//! - [`effective`]: the config merged with what the control plane adds;
+//!   [`announce`]: a hypervisor's RARP announce; [`moves`]: MAC moves the
+//!   programs report.
 pub mod advise;
 pub mod announce;
 pub mod api;
@@ -49,6 +54,7 @@ pub mod moves;
 pub mod netlink;
 pub mod node;
 pub mod peer_rtt;
+pub mod proxmox_sdn;
 pub mod store;
 pub mod sync;
 pub mod traffic;

@@ -266,13 +266,7 @@ impl MacBook {
             .filter(|r| r.vtep != self.my_vtep && !keep.contains(&(r.vni, r.mac)))
             .collect();
         for r in stale {
-            let w = MacWithdraw {
-                vni: r.vni,
-                mac: r.mac,
-                vtep: r.vtep,
-                seq: r.seq,
-            };
-            applied.extend(self.follow_withdraw(&w, now));
+            applied.extend(self.follow_withdraw(&advert_of(&r).withdrawal(), now));
         }
         for e in entries {
             applied.extend(self.follow_advert(e, origin, now));

@@ -3,8 +3,7 @@
 //! then deltas both ways, each decided by the
 //! [`MemberCore`](super::core::member::MemberCore). While the controller is
 //! unreachable the member keeps forwarding from its persisted state and
-//! retries, backing off from 0.1 s to 1 s with jitter (a WAN that comes
-//! back is used within about a second).
+//! retries (see [`ControlPlane::run_member`] for the pacing).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -29,11 +28,14 @@ use crate::wg::KeyPair;
 /// How long `join` keeps trying to reach the controller (a valid token
 /// connects within a round trip or two; WireGuard retries every 5 s).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(8);
-/// First pause between connection attempts; it doubles up to
-/// [`RETRY_MAX`] while the controller stays unreachable.
+/// Pause after an attempt that got no answer at all (the WAN or the
+/// controller's host is down): the attempt's own timeout paces the loop, so
+/// a WAN that comes back is used within about a second (before jitter).
 const RETRY: Duration = Duration::from_millis(100);
-/// Longest pause between connection attempts (before jitter).
-const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Longest pause after attempts the controller answered but refused (its
+/// daemon is down or restarting): those double from [`RETRY`] up to this,
+/// so a cluster's members do not hammer a controller that comes back.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Timeout of one connection attempt: one SYN (TCP retries after 1 s), so
 /// that an attempt started while the WAN was down does not delay the
 /// reconnection once it is back.
@@ -207,9 +209,12 @@ impl ControlPlane {
         Some((ms.controller.clone(), ms.tunnel_addr))
     }
 
-    /// Keeps a session with the controller, reconnecting forever with
-    /// backoff and jitter (many members must not hammer a controller that
-    /// comes back in step).
+    /// Keeps a session with the controller, reconnecting forever, every
+    /// pause jittered so that members do not come back in step: an attempt
+    /// that timed out (no answer: the WAN is down) is retried after
+    /// [`RETRY`] with a fresh WireGuard handshake; one the controller
+    /// refused, or a session that ended before its Hello, backs off
+    /// exponentially to [`RETRY_MAX`]; a session that was up starts afresh.
     pub(super) async fn run_member(self: Arc<Self>) {
         let mut pause = RETRY;
         loop {
@@ -235,23 +240,24 @@ impl ControlPlane {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .remove(&ctl.name);
-                match ended {
-                    // A session that got as far as the controller's
-                    // Hello starts the backoff afresh.
-                    Ok(true) | Err((true, _)) => pause = RETRY,
-                    Ok(false) | Err((false, _)) => pause = (pause * 2).min(RETRY_MAX),
-                }
+                let up = matches!(ended, Ok(true) | Err((true, _)));
+                pause = next_pause(if up { Attempt::WasUp } else { Attempt::Refused }, pause);
                 if let Err((_, e)) = &ended {
                     self.count_failure(&ctl.name, e);
                     warn!(controller = %ctl.name, reason = %e, "control session ended; reconnecting");
                 }
-            } else {
+            } else if connected
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            {
                 // WireGuard retries a handshake only every 5 s; a fresh
                 // peer starts one with the next packet.
                 if let Some(t) = &*self.tunnel() {
                     let _ = t.restart_peer(&ctl.public_key);
                 }
-                pause = (pause * 2).min(RETRY_MAX);
+                pause = next_pause(Attempt::TimedOut, pause);
+            } else {
+                pause = next_pause(Attempt::Refused, pause);
             }
             tokio::time::sleep(jitter(pause)).await;
         }
@@ -323,7 +329,50 @@ impl ControlPlane {
     }
 }
 
+/// How a connection attempt (and the session it opened) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// No answer: the WAN or the controller's host is down.
+    TimedOut,
+    /// Answered and refused, or ended before the controller's Hello: its
+    /// daemon is down, restarting or overloaded.
+    Refused,
+    /// A session got as far as the controller's Hello.
+    WasUp,
+}
+
+/// The pause before the next attempt after `attempt`, `pause` being the
+/// last one (jitter comes on top).
+fn next_pause(attempt: Attempt, pause: Duration) -> Duration {
+    match attempt {
+        Attempt::TimedOut | Attempt::WasUp => RETRY,
+        Attempt::Refused => (pause * 2).min(RETRY_MAX),
+    }
+}
+
 /// `pause` scaled by a random factor in [0.5, 1).
 fn jitter(pause: Duration) -> Duration {
     pause.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_back_off_and_silence_keeps_the_pace_of_the_timeout() {
+        let mut pause = RETRY;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            pause = next_pause(Attempt::Refused, pause);
+            seen.push(pause.as_millis());
+        }
+        assert_eq!(seen, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(next_pause(Attempt::WasUp, pause), RETRY);
+        assert_eq!(next_pause(Attempt::TimedOut, pause), RETRY);
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(1));
+            assert!(j >= Duration::from_millis(500) && j < Duration::from_secs(1));
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The running control plane: the node's role with its decision core
 //! ([`ControllerCore`] or [`MemberCore`]), its WireGuard tunnel, its live
 //! sessions, and the effects the cores return, carried out here
-//! ([`ControlPlane::execute`]). The controller's sessions live in
+//! (`ControlPlane::execute`). The controller's sessions live in
 //! `controller.rs`, the member's in `member.rs`, local MAC discovery and the
 //! periodic upkeep in `locals.rs`.
 

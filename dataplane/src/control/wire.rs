@@ -172,8 +172,8 @@ pub struct Members {
     pub members: Vec<Member>,
 }
 
-/// A MAC lives behind `vtep` on `vni` (highest `seq` wins; ties go to the
-/// higher VTEP address, RFC 7432 §15).
+/// A MAC lives behind `vtep` on `vni` (the newest `seq` wins; ties go to
+/// the lower VTEP address, RFC 7432 §15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MacAdvert {
     /// The VXLAN network identifier (1..=2^24-1).
@@ -184,6 +184,19 @@ pub struct MacAdvert {
     pub vtep: Ipv4Addr,
     /// The move sequence number (32 bits, as RFC 7432 section 7.7 carries it).
     pub seq: u32,
+}
+
+impl MacAdvert {
+    /// The withdrawal of this very route.
+    #[must_use]
+    pub fn withdrawal(&self) -> MacWithdraw {
+        MacWithdraw {
+            vni: self.vni,
+            mac: self.mac,
+            vtep: self.vtep,
+            seq: self.seq,
+        }
+    }
 }
 
 /// A MAC is no longer behind `vtep` on `vni`.

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::LinkAttribute;
-use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourState};
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::LinkUnspec;
 
@@ -81,13 +81,58 @@ impl Netlink {
         bridge_index: u32,
         except_port: u32,
     ) -> Result<BTreeMap<MacAddr, u32>, NetlinkError> {
+        Ok(self
+            .bridge_learned(bridge_index, except_port)
+            .await?
+            .into_iter()
+            .map(|(msg, mac)| (mac, msg.header.ifindex))
+            .collect())
+    }
+
+    /// Removes the entries bridge `bridge_index` learned for `mac` on its
+    /// ports other than `except_port`: the MAC lives elsewhere now, so
+    /// frames for it should flood (to the overlay port) rather than go to a
+    /// port where it no longer is. Returns how many went.
+    pub async fn forget_bridge_mac(
+        &self,
+        bridge_index: u32,
+        except_port: u32,
+        mac: MacAddr,
+    ) -> Result<usize, NetlinkError> {
+        let stale: Vec<NeighbourMessage> = self
+            .bridge_learned(bridge_index, except_port)
+            .await?
+            .into_iter()
+            .filter(|(_, m)| *m == mac)
+            .map(|(msg, _)| msg)
+            .collect();
+        let n = stale.len();
+        for msg in stale {
+            self.handle
+                .neighbours()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(request(format!("removing {mac} from the bridge")))?;
+        }
+        Ok(n)
+    }
+
+    /// The unicast MACs bridge `bridge_index` learned on its ports other than
+    /// `except_port`, with their FDB messages (entries the bridge owns, its
+    /// own and its ports' addresses, left out).
+    async fn bridge_learned(
+        &self,
+        bridge_index: u32,
+        except_port: u32,
+    ) -> Result<Vec<(NeighbourMessage, MacAddr)>, NetlinkError> {
         let mut stream = self
             .handle
             .neighbours()
             .get()
             .set_address_family(AddressFamily::Bridge)
             .execute();
-        let mut macs = BTreeMap::new();
+        let mut learned = Vec::new();
         while let Some(msg) = stream
             .try_next()
             .await
@@ -113,63 +158,10 @@ impl Netlink {
                 }
             }
             if let Some(mac) = mac.filter(|m| on_bridge && m.is_unicast() && !m.is_zero()) {
-                macs.insert(mac, header.ifindex);
+                learned.push((msg, mac));
             }
         }
-        Ok(macs)
-    }
-
-    /// Removes the entries bridge `bridge_index` learned for `mac` on its
-    /// ports other than `except_port`: the MAC lives elsewhere now, so
-    /// frames for it should flood (to the overlay port) rather than go to a
-    /// port where it no longer is. Returns how many went.
-    pub async fn forget_bridge_mac(
-        &self,
-        bridge_index: u32,
-        except_port: u32,
-        mac: MacAddr,
-    ) -> Result<usize, NetlinkError> {
-        let mut stream = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute();
-        let mut stale = Vec::new();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(request("listing bridge FDB entries"))?
-        {
-            let header = &msg.header;
-            if header.ifindex == except_port
-                || header.ifindex == bridge_index
-                || header.state == NeighbourState::Permanent
-                || header.state == NeighbourState::Noarp
-            {
-                continue;
-            }
-            let on_bridge = msg
-                .attributes
-                .iter()
-                .any(|a| matches!(a, NeighbourAttribute::Controller(c) if *c == bridge_index));
-            let is_mac = msg.attributes.iter().any(
-                |a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l.as_slice() == mac.0),
-            );
-            if on_bridge && is_mac {
-                stale.push(msg);
-            }
-        }
-        let n = stale.len();
-        for msg in stale {
-            self.handle
-                .neighbours()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(request(format!("removing {mac} from the bridge")))?;
-        }
-        Ok(n)
+        Ok(learned)
     }
 
     /// Bytes link `index` received plus sent, or `None` if it is gone.

@@ -646,15 +646,35 @@ impl ControllerCore {
 
     // ----- the ownership policy ---------------------------------------------
 
-    /// Whether member `name` (tunnel address `ip`) may speak for `vtep` on
-    /// `vni`.
-    fn may_speak(&self, name: &str, ip: Ipv4Addr, vni: u32, vtep: Ipv4Addr) -> bool {
-        vtep == ip
-            && self
-                .registry
-                .members
-                .get(name)
-                .is_some_and(|m| m.vnis.contains(&vni))
+    /// Whether member `name` (tunnel address `ip`) speaks in its `what` for
+    /// a VTEP or VNI not its own; if so the refusal is in `out`.
+    fn forged(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        key: MacKey,
+        vtep: Ipv4Addr,
+        what: &str,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let granted = self
+            .registry
+            .members
+            .get(name)
+            .is_some_and(|m| m.vnis.contains(&key.0));
+        if vtep == ip && granted {
+            return false;
+        }
+        out.push(Effect::Reject(reject(
+            name,
+            RejectReason::Forged,
+            Some(key),
+            format!(
+                "{what} for VTEP {vtep} on VNI {}: not the member's VTEP or VNI",
+                key.0
+            ),
+        )));
+        true
     }
 
     /// The cloud's static peer holding `key` in the data plane, if any (a
@@ -684,16 +704,7 @@ impl ControllerCore {
         out: &mut Vec<Effect>,
     ) {
         let key = (a.vni, a.mac);
-        if !self.may_speak(name, ip, a.vni, a.vtep) {
-            out.push(Effect::Reject(reject(
-                name,
-                RejectReason::Forged,
-                Some(key),
-                format!(
-                    "advert for VTEP {} on VNI {}: not the member's VTEP or VNI",
-                    a.vtep, a.vni
-                ),
-            )));
+        if self.forged(name, ip, key, a.vtep, "advert", out) {
             return;
         }
         let held = self.book.get(a.vni, a.mac);
@@ -802,16 +813,7 @@ impl ControllerCore {
         out: &mut Vec<Effect>,
     ) {
         let key = (w.vni, w.mac);
-        if !self.may_speak(name, ip, w.vni, w.vtep) {
-            out.push(Effect::Reject(reject(
-                name,
-                RejectReason::Forged,
-                Some(key),
-                format!(
-                    "withdrawal for VTEP {} on VNI {}: not the member's VTEP or VNI",
-                    w.vtep, w.vni
-                ),
-            )));
+        if self.forged(name, ip, key, w.vtep, "withdrawal", out) {
             return;
         }
         self.claims.cancel(name, key);
@@ -845,13 +847,7 @@ impl ControllerCore {
             .filter(|r| r.vtep == ip && !listed.contains(&(r.vni, r.mac)))
             .collect();
         for r in gone {
-            let w = MacWithdraw {
-                vni: r.vni,
-                mac: r.mac,
-                vtep: r.vtep,
-                seq: r.seq,
-            };
-            self.withdraw(name, ip, w, now, cloud, out);
+            self.withdraw(name, ip, r.withdrawal(), now, cloud, out);
         }
         for e in entries {
             self.claim(name, ip, *e, now, cloud, out);

@@ -4,8 +4,10 @@
 //! be zero; the flow-RTT error may be any non-negative number), and the
 //! encrypted topologies have TCP and ping but no
 //! small-packet numbers. Nothing about the values themselves is asserted
-//! (these machines are shared and noisy). Needs root (namespaces, BPF),
-//! `wireguard-go` and `wg`.
+//! (these machines are shared and noisy), but for one property of the
+//! relay: in place it costs the kernel less than decapsulating and
+//! encapsulating again. Needs root (namespaces, BPF), `wireguard-go` and
+//! `wg`.
 
 use std::process::Command;
 
@@ -178,6 +180,13 @@ fn bench_json_is_complete_and_positive() {
 
     assert_migration(&json);
     assert_accuracy(&json);
+    for field in ["tcp_ratio", "rtt_ratio"] {
+        assert!(
+            json["gateway"][field].is_number(),
+            "gateway.{field}: {json:#}"
+        );
+    }
+    assert_eq!(json["replication"]["flood_vteps"], 1024, "{json:#}");
 
     let mut all = Vec::new();
     numbers("", &json, &mut all);
@@ -193,4 +202,19 @@ fn bench_json_is_complete_and_positive() {
             "{path} = {v} is not a positive number:\n{json:#}"
         );
     }
+}
+
+/// The replication run on its own: each extra replica costs something, and
+/// relaying a frame in place costs less than the bridge's way (decap, then
+/// encap again), whose veth and bridge crossings come on top.
+#[test]
+fn a_relay_in_place_costs_less_than_decap_and_encap() {
+    let cost = vlnet::lab::bench::replication::run().expect("replication run");
+    eprintln!("{}", cost.table());
+    assert!(cost.per_replica_ns > 0.0, "{cost:?}");
+    assert!(cost.flood_many_ns > cost.flood_1_ns, "{cost:?}");
+    assert!(
+        cost.relay_ns < cost.decap_ns + cost.encap_ns,
+        "the relay costs more than decap + encap: {cost:?}"
+    );
 }

@@ -54,7 +54,7 @@ fn four_nodes_across_the_wan_only_wireguard_on_the_wire() {
         "cpw",
         &[Place::Cloud, Place::PublicClient, Place::NattedClient],
         &ClusterOptions {
-            kernel_peer: true,
+            kernel_peers: 1,
             ..ClusterOptions::default()
         },
         vlnet_binary(),
@@ -63,7 +63,7 @@ fn four_nodes_across_the_wan_only_wireguard_on_the_wire() {
     c.wait_connected().unwrap();
     // The controller's static kernel-vxlan peer keeps working beside the
     // members (plain VXLAN on the cloud LAN).
-    let kernel = c.kernel.as_ref().unwrap();
+    let kernel = &c.kernels[0];
     let r = probe::ping(kernel.vm.ns(), vm_ip(0), 5, Duration::from_millis(50)).unwrap();
     assert!(r.received >= 4, "kernel peer -> controller: {r:?}");
     for from in 0..4 {

@@ -1,7 +1,8 @@
 //! `vlnet lab demo`, the README's main job: it runs to completion in under
 //! three minutes, the VM migrated from the cloud to the client answers the
 //! client user at the same IP (with the LAN's RTT instead of the WAN's),
-//! the kernel-vxlan node works beside vlnet, no plain VXLAN crosses the
+//! the kernel-vxlan node works beside vlnet and keeps reaching the VM after
+//! it moved to the client (cloud-1 relays), no plain VXLAN crosses the
 //! WAN, and nothing is left behind — also when the demo is interrupted.
 //! Needs root, QEMU and the guest kernel (`tests/install-deps.sh`).
 #![allow(
@@ -52,7 +53,8 @@ fn demo_migrates_the_vm_to_the_client_and_keeps_its_ip() {
     assert!(took < Duration::from_mins(3), "took {took:?}\n{stdout}");
     assert!(
         stdout.contains(
-            "VM 192.0.2.100 after the move: reachable at the same IP from the client user: yes"
+            "VM 192.0.2.100 after the move: reachable at the same IP from the client user: yes, \
+             from cloud-2 (kernel vxlan): yes"
         ),
         "{stdout}"
     );
@@ -65,9 +67,16 @@ fn demo_migrates_the_vm_to_the_client_and_keeps_its_ip() {
         "before the move the user crosses the 20 ms WAN: {rtt:?}"
     );
     assert!(rtt[1] < 5.0, "after the move the VM is local: {rtt:?}");
-    let lost = row(&stdout, "  pings lost, client user (every 10 ms)");
-    let (lost, sent): (u32, u32) = (lost[0].parse().unwrap(), lost[2].parse().unwrap());
-    assert!(sent > 100 && lost < sent / 4, "{lost} of {sent}");
+    for who in ["client user", "cloud-2 VM"] {
+        let lost = row(&stdout, &format!("  pings lost, {who} (every 10 ms)"));
+        let (lost, sent): (u32, u32) = (lost[0].parse().unwrap(), lost[2].parse().unwrap());
+        assert!(sent > 100 && lost < sent / 4, "{who}: {lost} of {sent}");
+    }
+    let relayed = row(&stdout, "  pings cloud-2 → VM (relayed after the move)");
+    assert_eq!(
+        relayed[0], "20/20",
+        "cloud-2 → VM in the cloud: {relayed:?}"
+    );
     let wan = row(&stdout, "  WAN packets sampled / plain VXLAN");
     assert_eq!(wan[1..], ["/", "0"], "plain VXLAN on the WAN: {wan:?}");
     assert_eq!(

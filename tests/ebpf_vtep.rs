@@ -3,7 +3,8 @@
 //! own vxlan device, ECN/DSCP rules (`ecn`: every cell of RFC 6040's decap
 //! table, against the kernel too), one malformed input per drop reason, and
 //! the trust rules (`trust`: paths, MAC ownership, paused learning, the
-//! tunnel's host filter, local MACs; `capacity`: each VNI's FDB share).
+//! tunnel's host filter, local MACs; `capacity`: each VNI's FDB share),
+//! the gateway's relay (`relay`) and a flood to 1,024 VTEPs (`flood`).
 //! Needs root (loads BPF, creates `vlt-` namespaces).
 #![allow(
     clippy::unwrap_used,
@@ -35,6 +36,10 @@ const PEER2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 mod capacity;
 #[path = "ebpf_vtep/ecn.rs"]
 mod ecn;
+#[path = "ebpf_vtep/flood.rs"]
+mod flood;
+#[path = "ebpf_vtep/relay.rs"]
+mod relay;
 #[path = "ebpf_vtep/trust.rs"]
 mod trust;
 
@@ -309,14 +314,7 @@ fn encap_uses_the_fdb_and_floods_unknown_destinations() {
     };
     bed.maps.set_nexthop(PEER2, &nexthop).unwrap();
     let port = bed.vlx100;
-    let mut vni = vlnet_vni_config {
-        overlay_ifindex: port,
-        flood_count: 2,
-        ..Default::default()
-    };
-    vni.flood_be[0] = u32::from(PEER).to_be();
-    vni.flood_be[1] = u32::from(PEER2).to_be();
-    bed.maps.set_vni(100, &vni).unwrap();
+    bed.set_flood(100, port, &[PEER, PEER2], &[]);
     bed.maps.ensure_peer(100, PEER2).unwrap();
 
     // Unknown unicast: one copy per peer; the last is the program's own redirect.
@@ -439,13 +437,8 @@ fn every_encap_drop_reason_is_counted() {
         .unwrap();
     let (ret, _) = bed.encap(&frames::inner_udp(VM_B_MAC, 0, 10));
     assert_eq!((ret, bed.drops("no_route")), (TC_ACT_SHOT, 1));
-    let mut vni = vlnet_vni_config {
-        overlay_ifindex: bed.vlx100,
-        flood_count: 1,
-        ..Default::default()
-    };
-    vni.flood_be[0] = u32::from(Ipv4Addr::new(198, 18, 0, 99)).to_be();
-    bed.maps.set_vni(100, &vni).unwrap();
+    let port = bed.vlx100;
+    bed.set_flood(100, port, &[Ipv4Addr::new(198, 18, 0, 99)], &[]);
     let (ret, _) = bed.encap(&frames::inner_arp_request());
     assert_eq!((ret, bed.drops("no_neighbour")), (TC_ACT_SHOT, 1));
 }
@@ -482,13 +475,7 @@ impl Bed {
             ifindex: self.ns.ifindex("vltun0"),
             vlx400: self.ns.ifindex("vlx400"),
         };
-        let mut vni = vlnet_vni_config {
-            overlay_ifindex: t.vlx400,
-            flood_count: 1,
-            ..Default::default()
-        };
-        vni.flood_be[0] = u32::from(SECURE).to_be();
-        self.maps.set_vni(400, &vni).unwrap();
+        self.set_flood(400, t.vlx400, &[SECURE], &[]);
         self.maps.set_port(t.vlx400, 400).unwrap();
         // A secure static peer: reached at its tunnel address, learning.
         self.add_peer(
@@ -710,14 +697,7 @@ fn hairpinned_flood_copy_reaches_the_tun_as_bare_ipv4() {
         .attach_tc(bpf::PROG_TC_OVERLAY_TX, "vlx400", tunnel.vlx400)
         .unwrap();
     // Flood to the secure peer (a clone) and then the underlay peer (the redirect).
-    let mut vni = vlnet_vni_config {
-        overlay_ifindex: tunnel.vlx400,
-        flood_count: 2,
-        ..Default::default()
-    };
-    vni.flood_be[0] = u32::from(SECURE).to_be();
-    vni.flood_be[1] = u32::from(PEER).to_be();
-    bed.maps.set_vni(400, &vni).unwrap();
+    bed.set_flood(400, tunnel.vlx400, &[SECURE, PEER], &[]);
     bed.maps.ensure_peer(400, PEER).unwrap();
     let arp = frames::inner_arp_request();
     let (ret, last, ctx) = bed.run_tc(

@@ -169,7 +169,12 @@ fn every_drop_reason_is_classified_by_the_alert_rules() {
             "the rules name an unknown reason {listed}"
         );
     }
-    for hostile in ["wrong_path", "source_not_owned", "tunnel_filtered"] {
+    for hostile in [
+        "wrong_path",
+        "source_not_owned",
+        "tunnel_filtered",
+        "relay_not_owned",
+    ] {
         assert!(
             rejected.iter().any(|r| r == hostile),
             "{hostile} is input from outside"

@@ -170,7 +170,7 @@ fn a_member_cannot_take_a_cloud_vms_mac() {
         "tco",
         &[Place::PublicClient, Place::Cloud],
         &ClusterOptions {
-            kernel_peer: true,
+            kernel_peers: 1,
             ..ClusterOptions::default()
         },
         vlnet_binary(),

@@ -214,7 +214,7 @@ fn watch_vm(ns: &NetNs) -> std::thread::JoinHandle<bool> {
 /// each node's FDB holding every member's VM behind its tunnel address.
 fn cluster(tag: &str, datapath: Datapath) -> Cluster {
     let options = ClusterOptions {
-        kernel_peer: true,
+        kernel_peers: 1,
         datapath,
         ..ClusterOptions::default()
     };
@@ -226,7 +226,7 @@ fn cluster(tag: &str, datapath: Datapath) -> Cluster {
             assert!(reach(&c, from, to), "{from} -> {to} unreachable");
         }
     }
-    let kernel = c.kernel.as_ref().unwrap();
+    let kernel = &c.kernels[0];
     let r = probe::ping(kernel.vm.ns(), vm_ip(0), 3, Duration::from_millis(50)).unwrap();
     assert_eq!(r.received, 3, "kernel peer -> controller: {r:?}");
     let tunnel: Vec<Ipv4Addr> = (0..3).map(|n| c.tunnel_addr(n).unwrap()).collect();
@@ -266,7 +266,7 @@ fn forged_tunnel_addresses_on_the_underlay_are_dropped(tag: &str, datapath: Data
         .collect();
 
     let mut watchers: Vec<_> = c.nodes.iter().map(|n| watch_vm(n.vm.ns())).collect();
-    watchers.push(watch_vm(c.kernel.as_ref().unwrap().vm.ns()));
+    watchers.push(watch_vm(c.kernels[0].vm.ns()));
     std::thread::sleep(Duration::from_millis(300));
     let mut sent = [0u64; 3];
     for (source, target, inner_source, inner_target) in &forgeries {
@@ -300,7 +300,7 @@ fn forged_tunnel_addresses_on_the_underlay_are_dropped(tag: &str, datapath: Data
     for (from, to) in [(1, 0), (2, 1), (0, 2)] {
         assert!(reach(&c, from, to), "{from} -> {to} after the forgeries");
     }
-    let kernel = c.kernel.as_ref().unwrap();
+    let kernel = &c.kernels[0];
     let r = probe::ping(kernel.vm.ns(), vm_ip(0), 3, Duration::from_millis(50)).unwrap();
     assert_eq!(
         r.received, 3,
@@ -330,7 +330,7 @@ fn a_member_cannot_send_from_a_mac_it_does_not_hold() {
     let before: Vec<_> = [0, 2].map(|n| vm_routes(&c.nodes[n].daemon)).into();
     let owned_before = [0, 2].map(|n| drops(&c.nodes[n].daemon, "source_not_owned"));
     let mut watchers: Vec<_> = [0, 2].map(|n| watch_vm(c.nodes[n].vm.ns())).into();
-    watchers.push(watch_vm(c.kernel.as_ref().unwrap().vm.ns()));
+    watchers.push(watch_vm(c.kernels[0].vm.ns()));
     std::thread::sleep(Duration::from_millis(300));
     let stolen = [(vm_mac(0), vm_mac(2)), (vm_mac(2), vm_mac(0))];
     c.nodes[1]

@@ -653,6 +653,8 @@ mod tests {
                 reason: "truncated".into(),
                 packets: 3,
             }],
+            relay: false,
+            relayed: Vec::new(),
         }
     }
 

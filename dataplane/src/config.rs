@@ -56,8 +56,15 @@ pub const MAX_DSCP: u8 = 63;
 pub const MAX_NODE_NAME: usize = 32;
 /// Longest Linux interface name (`IFNAMSIZ - 1`).
 pub const MAX_IFNAME: usize = 15;
-/// Most peers per VNI: the kernel's flood list size, `VLNET_MAX_FLOOD`.
-pub const MAX_PEERS_PER_VNI: usize = vlnet_ebpf::abi::VLNET_MAX_FLOOD as usize;
+/// Most static peers per VNI (a quarter of the kernel's flood list,
+/// `VLNET_MAX_FLOOD`; members take the rest).
+pub const MAX_PEERS_PER_VNI: usize = vlnet_ebpf::abi::VLNET_MAX_FLOOD as usize / 4;
+/// Default `wireguard.max_members_per_vni`: a class of students and then some.
+pub const DEFAULT_MAX_MEMBERS_PER_VNI: u32 = 1024;
+/// Largest `wireguard.max_members_per_vni`: with every static peer and the
+/// controller, a VNI's flood list still fits `VLNET_MAX_FLOOD`.
+pub const MAX_MEMBERS_PER_VNI: u32 =
+    vlnet_ebpf::abi::VLNET_MAX_FLOOD - MAX_PEERS_PER_VNI as u32 - 1;
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +171,10 @@ pub struct WireguardConfig {
     /// are refused), 1..=65536.
     #[serde(default = "default_mac_quota")]
     pub mac_quota: u32,
+    /// Controller only: members (joined or invited) one VNI may have; an
+    /// invite beyond is refused. 1..=[`MAX_MEMBERS_PER_VNI`].
+    #[serde(default = "default_max_members_per_vni")]
+    pub max_members_per_vni: u32,
     /// Host ports members may reach on this node through the tunnel, besides
     /// VXLAN and (on a controller) the control port: everything else from
     /// the tunnel to the host is dropped. E.g. `["tcp/7000", "udp/5000-5010"]`.
@@ -356,6 +367,10 @@ fn default_mac_quota() -> u32 {
     crate::control::core::controller::DEFAULT_MAC_QUOTA
 }
 
+fn default_max_members_per_vni() -> u32 {
+    DEFAULT_MAX_MEMBERS_PER_VNI
+}
+
 fn default_ttl() -> u8 {
     DEFAULT_TTL
 }
@@ -386,6 +401,24 @@ impl Config {
         })?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Whether this node is a gateway, relaying between its static peers
+    /// and the members (the controller is).
+    #[must_use]
+    pub fn is_gateway(&self) -> bool {
+        self.wireguard
+            .as_ref()
+            .is_some_and(|wg| wg.role == Role::Controller)
+    }
+
+    /// The static peers of `vni` (none for a VNI not in the file).
+    #[must_use]
+    pub fn vni_peers(&self, vni: u32) -> &[Ipv4Addr] {
+        self.vni
+            .iter()
+            .find(|v| v.id == vni)
+            .map_or(&[], |v| v.peers.as_slice())
     }
 
     /// The FDB capacity of `vni`: its `[[vni]] fdb_max`, else
@@ -527,7 +560,8 @@ impl Config {
             return Err((
                 format!("vni[{i}].peers"),
                 format!(
-                    "{} peers; at most {MAX_PEERS_PER_VNI} per VNI (the flood list size)",
+                    "{} peers; at most {MAX_PEERS_PER_VNI} static peers per VNI (the rest of \
+                     the flood list is for members)",
                     vni.peers.len()
                 ),
             ));
@@ -567,6 +601,17 @@ impl WireguardConfig {
             return Err((
                 key("mac_quota"),
                 format!("{} is out of range (1..=65536)", self.mac_quota),
+            ));
+        }
+        if !(1..=MAX_MEMBERS_PER_VNI).contains(&self.max_members_per_vni) {
+            return Err((
+                key("max_members_per_vni"),
+                format!(
+                    "{} is out of range (1..={MAX_MEMBERS_PER_VNI}: a VNI's flood list holds \
+                     {} VTEPs, static peers and the controller included)",
+                    self.max_members_per_vni,
+                    vlnet_ebpf::abi::VLNET_MAX_FLOOD
+                ),
             ));
         }
         let open = self.open_port_set().len();
@@ -976,6 +1021,16 @@ bridge = "vmbr2"
             ),
             ("ifname = \"a/b\"\n", "wireguard.ifname", "cannot contain"),
             ("control_port = 0\n", "wireguard.control_port", "not a port"),
+            (
+                "max_members_per_vni = 0\n",
+                "wireguard.max_members_per_vni",
+                "out of range (1..=3071",
+            ),
+            (
+                "max_members_per_vni = 3072\n",
+                "wireguard.max_members_per_vni",
+                "flood list holds 4096",
+            ),
         ] {
             let err = parse(&format!("{base}{body}")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(says), "{body}: {err}");
@@ -1027,10 +1082,12 @@ bridge = "vmbr2"
         let m = invalid(&own, "vni[1].peers[0]");
         assert!(m.contains("node.vtep"), "{m}");
 
-        let many: Vec<String> = (1..=33).map(|n| format!("\"198.18.1.{n}\"")).collect();
+        let many: Vec<String> = (0..=MAX_PEERS_PER_VNI)
+            .map(|n| format!("\"198.18.{}.{}\"", 1 + n / 250, 1 + n % 250))
+            .collect();
         let m = invalid(&vni(&many.join(", ")), "vni[1].peers");
-        assert!(m.contains("at most 32"), "{m}");
-        assert!(parse(&vni(&many[..32].join(", "))).is_ok());
+        assert!(m.contains("at most 1024"), "{m}");
+        assert!(parse(&vni(&many[..MAX_PEERS_PER_VNI].join(", "))).is_ok());
     }
 
     #[test]

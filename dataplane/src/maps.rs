@@ -10,18 +10,21 @@ use aya::maps::{
 use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
-    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flow, vlnet_flow_key, vlnet_nexthop,
-    vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_port_key, vlnet_rtt_hist,
-    vlnet_vni_config, vlnet_vtep, VLNET_CONFIG_SLOT, VLNET_NH_L3, VLNET_PENDING_SLOT,
+    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flood_key, vlnet_flow, vlnet_flow_key,
+    vlnet_nexthop, vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_port_key,
+    vlnet_relay_stats, vlnet_rtt_hist, vlnet_vni_config, vlnet_vtep, VLNET_CONFIG_SLOT,
+    VLNET_NH_L3, VLNET_PENDING_SLOT,
 };
 
 use crate::capacity::Budget;
 use crate::model::{DropCount, PeerStatus};
 
 mod capacity;
+mod flood;
 mod trust;
 
 pub use capacity::ControlFdb;
+pub use flood::relay_direction_name;
 
 /// A map operation failed.
 #[derive(Debug, Error)]
@@ -43,12 +46,27 @@ pub enum MapsError {
     /// The per-CPU value vector could not be built.
     #[error("cannot size per-CPU values: {0}")]
     Cpus(String),
+    /// A VNI has more remote VTEPs than its flood list holds (static peers
+    /// and members together; the controller's `max_members_per_vni` keeps
+    /// its members below this).
+    #[error(
+        "VNI {vni}: {len} remote VTEPs, more than a flood list holds ({})",
+        vlnet_ebpf::abi::VLNET_MAX_FLOOD
+    )]
+    FloodList {
+        /// The VNI.
+        vni: u32,
+        /// Its remote VTEPs.
+        len: usize,
+    },
 }
 
 /// Handles on every map of the VTEP object.
 pub struct Maps {
     config: Array<MapData, vlnet_node_config>,
     vnis: HashMap<MapData, u32, vlnet_vni_config>,
+    flood: HashMap<MapData, vlnet_flood_key, u32>,
+    relay: PerCpuArray<MapData, vlnet_relay_stats>,
     ports: HashMap<MapData, u32, u32>,
     fdb: HashMap<MapData, vlnet_fdb_key, vlnet_fdb_entry>,
     peers: PerCpuHashMap<MapData, vlnet_peer_key, vlnet_peer_stats>,
@@ -97,6 +115,8 @@ impl Maps {
         Ok(Self {
             config: typed!(ebpf, "vlnet_config"),
             vnis: typed!(ebpf, "vlnet_vnis"),
+            flood: typed!(ebpf, "vlnet_flood"),
+            relay: typed!(ebpf, "vlnet_relay"),
             ports: typed!(ebpf, "vlnet_ports"),
             fdb: typed!(ebpf, "vlnet_fdb"),
             peers: typed!(ebpf, "vlnet_peers"),
@@ -145,7 +165,7 @@ impl Maps {
             .map_err(op("vlnet_config"))
     }
 
-    /// Writes one VNI's overlay port and flood list.
+    /// Writes one VNI's overlay port and the size of its flood list.
     pub fn set_vni(&mut self, vni: u32, cfg: &vlnet_vni_config) -> Result<(), MapsError> {
         self.vnis.insert(vni, cfg, 0).map_err(op("vlnet_vnis"))
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::conn_limit::{self, ConnLimit, Limits};
 use crate::flows::{rtt_bucket_bounds, RttHistogram};
-use crate::model::{FdbKind, NodeStatus, PeerStatus};
+use crate::model::{FdbKind, NodeStatus, PeerStatus, RelayCount};
 use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
 use crate::peer_rtt::PeerRtt;
 
@@ -182,6 +182,21 @@ const FDB_REFUSED: Spec = Spec {
     kind: MetricType::COUNTER,
     labels: &["vni"],
 };
+const RELAY_PACKETS: Spec = Spec {
+    name: "vlnet_relay_packets_total",
+    help: "Copies a gateway relayed, by direction: to_members (decapsulated from a static \
+           peer, sent to members) or to_zone (from a member, sent to static peers); a flood \
+           counts once per copy.",
+    kind: MetricType::COUNTER,
+    labels: &["direction"],
+};
+const RELAY_BYTES: Spec = Spec {
+    name: "vlnet_relay_bytes_total",
+    help: "Inner bytes (Ethernet frame, no outer headers) of the copies a gateway relayed, \
+           by direction.",
+    kind: MetricType::COUNTER,
+    labels: &["direction"],
+};
 const NODE_INFO: Spec = Spec {
     name: "vlnet_node_info",
     help: "Always 1; labels name the node, its VTEP address and the decap datapath in use.",
@@ -264,7 +279,7 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 19] = [
+const SPECS: [&Spec; 21] = [
     &PATH_SWITCH,
     &FLOW_RTT,
     &FLOWS,
@@ -282,6 +297,8 @@ const SPECS: [&Spec; 19] = [
     &FDB_ENTRIES,
     &FDB_CAPACITY,
     &FDB_REFUSED,
+    &RELAY_PACKETS,
+    &RELAY_BYTES,
     &NODE_INFO,
     &UP,
 ];
@@ -463,6 +480,17 @@ fn latency_families(source: &dyn MetricsSource) -> Vec<Option<MetricFamily>> {
     out
 }
 
+/// `vlnet_relay_packets_total` and `vlnet_relay_bytes_total` by direction.
+fn relay_families(relayed: &[RelayCount]) -> [Option<MetricFamily>; 2] {
+    let mut packets = Builder::new(&RELAY_PACKETS);
+    let mut bytes = Builder::new(&RELAY_BYTES);
+    for r in relayed {
+        packets.add(std::slice::from_ref(&r.direction), r.packets);
+        bytes.add(std::slice::from_ref(&r.direction), r.bytes);
+    }
+    [packets.build(), bytes.build()]
+}
+
 /// `vlnet_fdb_capacity` and `vlnet_fdb_refused_total` (0 for every VNI
 /// served without refusals).
 fn fdb_capacity_families(fdb: FdbCapacity) -> [Option<MetricFamily>; 2] {
@@ -522,6 +550,9 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
                 .unwrap_or_default();
             info.add(&[status.node, status.vtep.to_string(), datapath], 1);
             out.extend([drops.build(), info.build()]);
+            if status.relay {
+                out.extend(relay_families(&status.relayed));
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "metrics: cannot read node status");
@@ -872,6 +903,19 @@ mod tests {
                         packets: 0,
                     },
                 ],
+                relay: true,
+                relayed: vec![
+                    RelayCount {
+                        direction: "to_members".into(),
+                        packets: 12,
+                        bytes: 1200,
+                    },
+                    RelayCount {
+                        direction: "to_zone".into(),
+                        packets: 0,
+                        bytes: 0,
+                    },
+                ],
             })
         }
 
@@ -941,6 +985,10 @@ mod tests {
             r#"vlnet_fdb_refused_total{vni="100"} 0"#,
             r#"vlnet_fdb_refused_total{vni="200"} 5"#,
             r#"vlnet_node_info{datapath="tc",node="pve1",vtep="198.18.0.1"} 1"#,
+            "# TYPE vlnet_relay_packets_total counter",
+            r#"vlnet_relay_packets_total{direction="to_members"} 12"#,
+            r#"vlnet_relay_packets_total{direction="to_zone"} 0"#,
+            r#"vlnet_relay_bytes_total{direction="to_members"} 1200"#,
             "vlnet_up 1",
             "vlnet_control_rejected_total{reason=\"forged\"} 2",
             "vlnet_control_rejected_total{reason=\"not_member\"} 0",

@@ -41,6 +41,13 @@ pub struct NodeStatus {
     pub vnis: Vec<VniStatus>,
     /// Dropped packets by reason (every reason, zeros included).
     pub drops: Vec<DropCount>,
+    /// Whether this node relays between static peers and members (a
+    /// gateway: the controller).
+    #[serde(default)]
+    pub relay: bool,
+    /// Frames relayed, by direction (zeros on a node that does not relay).
+    #[serde(default)]
+    pub relayed: Vec<RelayCount>,
 }
 
 /// What the daemon did with one of its program links (a program attached
@@ -105,6 +112,18 @@ pub struct DropCount {
     pub reason: String,
     /// Packets dropped.
     pub packets: u64,
+}
+
+/// Copies a gateway relayed in one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayCount {
+    /// `to_members` (from static peers) or `to_zone` (from members), as in
+    /// `vlnet_relay_packets_total{direction}`.
+    pub direction: String,
+    /// Copies sent (GSO packets counted in segments).
+    pub packets: u64,
+    /// Their inner frame bytes.
+    pub bytes: u64,
 }
 
 /// A remote VTEP of one VNI and the traffic exchanged with it.

@@ -40,6 +40,9 @@ pub struct NodeFacts {
     pub datapath: DatapathMode,
     /// Whether pinned programs of a previous daemon were adopted.
     pub adopted: bool,
+    /// Whether the node relays between static peers and members (a
+    /// gateway: the controller).
+    pub relay: bool,
     /// (VNI, bridge, bridge-side port name, peer count).
     pub vnis: Vec<(u32, String, String, usize)>,
     /// Every program link and what this daemon did with it.
@@ -277,6 +280,8 @@ impl ApiHandler for Node {
             links: facts.links.clone(),
             vnis,
             drops: maps.drops(),
+            relay: facts.relay,
+            relayed: maps.relay_counts(),
         })
     }
 

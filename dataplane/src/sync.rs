@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 
 use vlnet_ebpf::abi::{
-    vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING,
+    vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING, VLNET_CFG_RELAY,
     VLNET_FDB_STATIC, VLNET_MAX_FLOOD,
 };
 
@@ -25,10 +25,24 @@ pub struct DesiredVni {
     pub vni: u32,
     /// Ifindex of vlnet's end of the overlay port.
     pub overlay_ifindex: u32,
-    /// Remote VTEPs (flood list and accepted sources).
+    /// Static remote VTEPs of the config (the zone): the flood list's first
+    /// slots, and accepted sources.
     pub peers: Vec<Ipv4Addr>,
+    /// Remote VTEPs the control plane added (members, or on a member the
+    /// controller): the flood list's other slots, and accepted sources.
+    pub members: Vec<Ipv4Addr>,
     /// Static MAC locations.
     pub static_fdb: Vec<([u8; 6], Ipv4Addr)>,
+}
+
+impl DesiredVni {
+    /// The flood list: the static peers, then the members that are not
+    /// static peers too.
+    #[must_use]
+    pub fn flood_list(&self) -> Vec<Ipv4Addr> {
+        let extra = self.members.iter().filter(|m| !self.peers.contains(m));
+        self.peers.iter().chain(extra).copied().collect()
+    }
 }
 
 /// The whole node as the kernel should see it.
@@ -59,7 +73,8 @@ pub struct OuterHeader {
 }
 
 /// Builds the node-wide kernel settings (`flow_tracking`: measure inner
-/// flows' RTT, see `lib/flows.h`).
+/// flows' RTT, see `lib/flows.h`; `relay`: a gateway, relaying between
+/// static peers and members, see `lib/relay.h`).
 #[must_use]
 pub fn node_config(
     underlay_ifindex: u32,
@@ -67,7 +82,15 @@ pub fn node_config(
     underlay_mtu: u32,
     outer: OuterHeader,
     flow_tracking: bool,
+    relay: bool,
 ) -> vlnet_node_config {
+    let mut flags = 0;
+    if flow_tracking {
+        flags |= VLNET_CFG_FLOW_TRACKING as u16;
+    }
+    if relay {
+        flags |= VLNET_CFG_RELAY as u16;
+    }
     vlnet_node_config {
         underlay_ifindex,
         local_vtep_be: u32::from(vtep).to_be(),
@@ -77,11 +100,7 @@ pub fn node_config(
         tos: outer.dscp.unwrap_or(0) << 2,
         sport_min: outer.sport_range.0,
         sport_max: outer.sport_range.1,
-        flags: if flow_tracking {
-            VLNET_CFG_FLOW_TRACKING as u16
-        } else {
-            0
-        },
+        flags,
     }
 }
 
@@ -101,38 +120,49 @@ pub fn local_port_range() -> (u16, u16) {
         .unwrap_or(DEFAULT_SPORT_RANGE)
 }
 
-fn vni_config(v: &DesiredVni) -> vlnet_vni_config {
-    let mut cfg = vlnet_vni_config {
+/// The VNI's entry of `vlnet_vnis` for a flood list of `flood` VTEPs whose
+/// first `zone` are static peers.
+fn vni_config(v: &DesiredVni, flood: usize, zone: usize) -> vlnet_vni_config {
+    vlnet_vni_config {
         overlay_ifindex: v.overlay_ifindex,
+        flood_count: flood as u32,
+        flood_zone: zone as u32,
         ..Default::default()
-    };
-    for (slot, peer) in cfg
-        .flood_be
-        .iter_mut()
-        .zip(&v.peers)
-        .take(VLNET_MAX_FLOOD as usize)
-    {
-        *slot = u32::from(*peer).to_be();
     }
-    cfg.flood_count = v.peers.len().min(VLNET_MAX_FLOOD as usize) as u32;
-    cfg
+}
+
+/// Writes `v`'s flood list into its slots (before the VNI's entry gives its
+/// new length; slots past it are removed after, so a flood racing with the
+/// change reaches the old or the new VTEP of a slot). Returns the list's
+/// length and how many static peers lead it.
+fn apply_flood(maps: &mut Maps, v: &DesiredVni) -> Result<(usize, usize), MapsError> {
+    let flood = v.flood_list();
+    if flood.len() > VLNET_MAX_FLOOD as usize {
+        return Err(MapsError::FloodList {
+            vni: v.vni,
+            len: flood.len(),
+        });
+    }
+    for (slot, vtep) in flood.iter().enumerate() {
+        maps.set_flood_slot(v.vni, slot as u32, *vtep)?;
+    }
+    Ok((flood.len(), v.peers.len()))
 }
 
 /// Brings the maps to `desired`: writes what is missing or different and
-/// removes what is no longer configured (VNIs, ports, peers, static entries,
-/// MAC locations behind a VTEP that is no longer a peer of its VNI, VTEP
-/// bindings and open ports). Peer counters, other learned entries and each
-/// VNI's flags (set by the capacity task) are kept.
+/// removes what is no longer configured (VNIs, flood list slots, ports,
+/// peers, static entries, MAC locations behind a VTEP that is no longer a
+/// peer of its VNI, VTEP bindings and open ports). Peer counters, other
+/// learned entries and each VNI's flags (set by the capacity task) are kept.
 pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
     maps.set_node_config(&desired.node)?;
     apply_trust(maps, desired)?;
 
-    let vnis: HashSet<u32> = desired.vnis.iter().map(|v| v.vni).collect();
     let ports: HashSet<u32> = desired.vnis.iter().map(|v| v.overlay_ifindex).collect();
     let peers: HashSet<(u32, Ipv4Addr)> = desired
         .vnis
         .iter()
-        .flat_map(|v| v.peers.iter().map(|p| (v.vni, *p)))
+        .flat_map(|v| v.flood_list().into_iter().map(|p| (v.vni, p)))
         .collect();
     let statics: HashSet<(u32, [u8; 6])> = desired
         .vnis
@@ -140,14 +170,17 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
         .flat_map(|v| v.static_fdb.iter().map(|(mac, _)| (v.vni, *mac)))
         .collect();
 
+    let mut flood_len = BTreeMap::new();
     for v in &desired.vnis {
-        let mut cfg = vni_config(v);
+        for peer in v.flood_list() {
+            maps.ensure_peer(v.vni, peer)?;
+        }
+        let (flood, zone) = apply_flood(maps, v)?;
+        flood_len.insert(v.vni, flood as u32);
+        let mut cfg = vni_config(v, flood, zone);
         cfg.flags = maps.vni(v.vni).map_or(0, |current| current.flags);
         maps.set_vni(v.vni, &cfg)?;
         maps.set_port(v.overlay_ifindex, v.vni)?;
-        for peer in &v.peers {
-            maps.ensure_peer(v.vni, *peer)?;
-        }
         for (mac, vtep) in &v.static_fdb {
             let entry = vlnet_fdb_entry {
                 vtep_be: u32::from(*vtep).to_be(),
@@ -161,8 +194,17 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
         }
     }
 
-    for vni in maps.vnis().into_iter().filter(|v| !vnis.contains(v)) {
+    for vni in maps
+        .vnis()
+        .into_iter()
+        .filter(|v| !flood_len.contains_key(v))
+    {
         maps.remove_vni(vni)?;
+    }
+    for (vni, slot, _) in maps.flood_slots() {
+        if flood_len.get(&vni).is_none_or(|len| slot >= *len) {
+            maps.remove_flood_slot(vni, slot)?;
+        }
     }
     for port in maps.ports().into_iter().filter(|p| !ports.contains(p)) {
         maps.remove_port(port)?;
@@ -226,7 +268,7 @@ mod tests {
             dscp: Some(46),
             sport_range: (1000, 2000),
         };
-        let cfg = node_config(3, Ipv4Addr::new(198, 18, 0, 1), 1500, outer, true);
+        let cfg = node_config(3, Ipv4Addr::new(198, 18, 0, 1), 1500, outer, true, false);
         assert_eq!(u32::from(cfg.flags), VLNET_CFG_FLOW_TRACKING);
         assert_eq!(cfg.local_vtep_be, u32::from_ne_bytes([198, 18, 0, 1]));
         assert_eq!((cfg.ttl, cfg.tos, cfg.inherit_dscp), (32, 46 << 2, 0));
@@ -239,22 +281,26 @@ mod tests {
                 ..outer
             },
             false,
+            true,
         );
-        assert_eq!(inherit.flags, 0);
+        assert_eq!(u32::from(inherit.flags), VLNET_CFG_RELAY);
         assert_eq!((inherit.tos, inherit.inherit_dscp), (0, 1));
     }
 
     #[test]
-    fn flood_list_is_in_network_order() {
+    fn flood_list_puts_static_peers_first_and_lists_each_vtep_once() {
+        let zone = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
+        let members = [Ipv4Addr::new(198, 19, 0, 2), Ipv4Addr::new(198, 19, 0, 3)];
         let v = DesiredVni {
             vni: 100,
             overlay_ifindex: 9,
-            peers: vec![Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)],
+            peers: zone.to_vec(),
+            members: vec![members[0], zone[1], members[1]],
             static_fdb: vec![],
         };
-        let cfg = vni_config(&v);
-        assert_eq!(cfg.flood_count, 2);
-        assert_eq!(cfg.flood_be[1], u32::from_ne_bytes([198, 18, 0, 3]));
+        assert_eq!(v.flood_list(), [zone[0], zone[1], members[0], members[1]]);
+        let cfg = vni_config(&v, 4, 2);
+        assert_eq!((cfg.flood_count, cfg.flood_zone), (4, 2));
         assert_eq!(cfg.overlay_ifindex, 9);
     }
 }

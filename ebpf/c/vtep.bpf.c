@@ -4,16 +4,20 @@
  *
  * Entry points, by hook:
  *   xdp_underlay_rx   XDP on the underlay: validate, learn, decap, redirect
- *                     into the VNI's overlay port (DEVMAP).
- *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth).
+ *                     into the VNI's overlay port (DEVMAP); on a gateway it
+ *                     passes the frames to relay to tc_underlay_rx.
+ *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth);
+ *                     on a gateway (VLNET_CFG_RELAY) it relays between static
+ *                     peers and members first (lib/relay.h).
  *   tc_tunnel_rx      the same at TC ingress of an L3 tunnel (WireGuard TUN):
  *                     bare IPv4 in, a MAC header pushed, then tc_underlay_rx's
  *                     path; anything but VXLAN for us goes through the host
  *                     filter (lib/tunnel_filter.h).
  *   tc_overlay_tx     TC ingress on vlnet's end of an overlay port: FDB lookup,
- *                     encap, unicast or head-end replication to the underlay
- *                     (or to an L3 tunnel, see hairpin_out()); a broadcast's
- *                     source is recorded as living here (vlnet_locals).
+ *                     encap, unicast or head-end replication (lib/flood.h) to
+ *                     the underlay (or to an L3 tunnel, see hairpin_out()); a
+ *                     broadcast's source is recorded as living here
+ *                     (vlnet_locals).
  *   xdp_overlay_pass  XDP on the bridge's end of an overlay port in XDP mode:
  *                     a veth delivers XDP redirects only to a peer with XDP.
  *
@@ -25,7 +29,10 @@
 #include "lib/drop.h"
 #include "lib/decap.h"
 #include "lib/encap.h"
+#include "lib/flood.h"
 #include "lib/flows.h"
+#include "lib/relay.h"
+#include "lib/skb.h"
 #include "lib/tunnel_filter.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -34,55 +41,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define RX_PULL_LEN (ETH_HLEN + 60 + 16 + ETH_HLEN + 40)
 /* Inner Ethernet plus an inner IPv6 header. */
 #define TX_PULL_LEN (ETH_HLEN + 40)
-/* Largest offset of the inner frame: outer Ethernet, IPv4 with options, UDP, VXLAN. */
-#define MAX_OUTER_LEN (ETH_HLEN + 60 + 16)
-
-/*
- * 32-bit context fields read with one fixed-offset load each: clang may
- * otherwise keep field offsets in registers and form "ctx + reg" pointers,
- * which the verifier rejects ("dereference of modified ctx ptr").
- */
-#define CTX_READ(ctx, field)                                                        \
-	({                                                                          \
-		__u64 __v; /* the u32 load zero-extends */                       \
-		asm volatile("%0 = *(u32 *)(%1 + %2)"                               \
-			     : "=r"(__v)                                            \
-			     : "r"(ctx), "i"(__builtin_offsetof(typeof(*(ctx)), field))); \
-		__v;                                                                \
-	})
-#define SKB_DATA(skb) ((void *)(long)CTX_READ(skb, data))
-#define SKB_DATA_END(skb) ((void *)(long)CTX_READ(skb, data_end))
-
-/*
- * Wire packets an skb stands for: a GSO super-packet counts as its segments
- * (gso_segs when the stack filled it in, else estimated from gso_size).
- */
-static __always_inline __u32 skb_segments(struct __sk_buff *skb)
-{
-	__u32 gso_size = CTX_READ(skb, gso_size);
-	__u32 segs = CTX_READ(skb, gso_segs);
-
-	if (!gso_size)
-		return 1;
-	if (segs > 1)
-		return segs;
-	return (CTX_READ(skb, len) + gso_size - 1) / gso_size;
-}
-
-static __always_inline int tc_drop(__u32 reason)
-{
-	count_drop(reason);
-	return TC_ACT_SHOT;
-}
-
-static __always_inline void tc_pull(struct __sk_buff *skb, __u32 want)
-{
-	__u32 linear = SKB_DATA_END(skb) - SKB_DATA(skb);
-	__u32 len = CTX_READ(skb, len);
-
-	if (linear < want && len > linear)
-		bpf_skb_pull_data(skb, len < want ? len : want);
-}
 
 /* The node-wide settings, or NULL before the daemon wrote them. */
 static __always_inline struct vlnet_node_config *node_config(void)
@@ -122,6 +80,7 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct vlnet_node_config *cfg = node_config();
+	struct relay_plan plan = {};
 	struct decap_info di = {};
 	struct ethhdr *inner;
 	int ret;
@@ -138,9 +97,19 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	inner = data + di.outer_len;
 	if ((void *)(inner + 1) > data_end)
 		goto drop;
+	if (relaying(cfg)) {
+		ret = relay_decide(&di, inner, &plan);
+		if (ret)
+			goto drop;
+		/* Relayed at TC (tc_underlay_rx runs beside XDP on a gateway). */
+		if (plan.kind == RELAY_UNICAST || plan.kind == RELAY_FLOOD)
+			return XDP_PASS;
+	}
 	ret = decap_prepare(&di, inner, data_end, 1);
 	if (ret)
 		goto drop;
+	if (plan.kind == RELAY_REFUSED)
+		count_drop(VLNET_DROP_RELAY_NOT_OWNED);
 	if (tracking_flows(cfg))
 		track_rx(&di, inner, data_end, 1);
 	ret = VLNET_DROP_DECAP_FAILED;
@@ -157,12 +126,16 @@ drop:
 
 /*
  * The TC decap of a classified packet whose outer headers, Ethernet included,
- * are the first @di->outer_len bytes: ECN, learning, counters, flow tracking
- * (@track), strip, and redirect into the overlay port. Returns a TC action.
+ * are the first @di->outer_len bytes: on a gateway the relay (lib/relay.h),
+ * then ECN, learning, counters, flow tracking, strip, and redirect into the
+ * overlay port. Returns a TC action.
  */
-static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di, int track)
+static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di,
+				    const struct vlnet_node_config *cfg)
 {
+	struct relay_plan plan = { .kind = RELAY_NONE };
 	__u32 segs = skb_segments(skb);
+	int track = tracking_flows(cfg);
 	struct ethhdr *inner, eth;
 	void *data, *data_end;
 	__u64 flags;
@@ -181,20 +154,32 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 	inner = data + di->outer_len;
 	if ((void *)(inner + 1) > data_end)
 		return tc_drop(VLNET_DROP_TRUNCATED);
+	if (relaying(cfg)) {
+		ret = relay_decide(di, inner, &plan);
+		if (ret)
+			return tc_drop(ret);
+	}
 	ret = decap_prepare(di, inner, data_end, segs);
 	if (ret)
 		return tc_drop(ret);
+	if (plan.kind == RELAY_REFUSED)
+		count_drop(VLNET_DROP_RELAY_NOT_OWNED);
+	/* Relayed frames pass no local endpoint: not tracked as flows here. */
+	if (plan.kind == RELAY_UNICAST)
+		return relay(skb, di, cfg, &plan, inner_tos(inner, data_end), segs);
 	if (track)
 		track_rx(di, inner, data_end, segs);
 
 	__builtin_memcpy(&eth, inner, sizeof(eth));
+	if (plan.kind == RELAY_FLOOD)
+		relay(skb, di, cfg, &plan, inner_tos(inner, data_end), segs);
 	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
 	if (eth.h_proto == bpf_htons(ETH_P_IPV6))
 		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
 	else if (eth.h_proto == bpf_htons(ETH_P_IP))
 		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
-	if (bpf_skb_adjust_room(skb, -(__s32)di->outer_len,
-				BPF_ADJ_ROOM_MAC, flags) ||
+	if (di->outer_len > MAX_OUTER_LEN ||
+	    bpf_skb_adjust_room(skb, -(__s32)di->outer_len, BPF_ADJ_ROOM_MAC, flags) ||
 	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
 		return tc_drop(VLNET_DROP_DECAP_FAILED);
 	return bpf_redirect(di->overlay_ifindex, 0);
@@ -215,7 +200,7 @@ int tc_underlay_rx(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (ret)
 		return tc_drop(ret);
-	return tc_decap(skb, &di, tracking_flows(cfg));
+	return tc_decap(skb, &di, cfg);
 }
 
 SEC("classifier")
@@ -249,7 +234,7 @@ int tc_tunnel_rx(struct __sk_buff *skb)
 				sizeof(proto), 0))
 		return tc_drop(VLNET_DROP_DECAP_FAILED);
 	di.outer_len += ETH_HLEN;
-	return tc_decap(skb, &di, tracking_flows(node_config()));
+	return tc_decap(skb, &di, node_config());
 }
 
 /* Grow @skb by the outer headers; IP frames keep GSO, others get a new head. */
@@ -266,56 +251,6 @@ static __always_inline int encap_grow(struct __sk_buff *skb, struct ethhdr *inne
 	if (bpf_skb_change_head(skb, VLNET_ENCAP_LEN, 0))
 		return VLNET_DROP_ENCAP_FAILED;
 	return 0;
-}
-
-/*
- * Address the encapsulated @skb to @dst_be and send it (@clone: a copy, for
- * every flood target but the last). A next hop the daemon has not resolved
- * yet is left to the kernel (bpf_redirect_neigh) for IPv4 packets, the only
- * kind whose skb it can route; other frames are dropped and counted until
- * the managed neighbour entry resolves. A non-IP frame for an L3 next hop
- * takes the hairpin (see hairpin_out()). Returns a TC action.
- */
-static __always_inline int encap_send(struct __sk_buff *skb, struct vxlan_encap *h,
-				      const struct vlnet_node_config *cfg, __u32 vni,
-				      __u32 dst_be, __u32 inner_len, int clone)
-{
-	struct vlnet_peer_stats *stats;
-	__u32 ifindex = cfg->underlay_ifindex, mark;
-	int ret, via_kernel = 0, hairpin = 0;
-
-	ret = encap_set_remote(h, cfg->local_vtep_be, dst_be, &ifindex);
-	if (ret == NEXT_HOP_NEEDS_NEIGH) {
-		if (clone || skb->protocol != bpf_htons(ETH_P_IP))
-			return tc_drop(VLNET_DROP_NO_NEIGHBOUR);
-		via_kernel = 1;
-	} else if (ret == NEXT_HOP_L3) {
-		/* Grown by bpf_skb_change_head: no network header to redirect by. */
-		hairpin = skb->protocol != bpf_htons(ETH_P_IP);
-	} else if (ret) {
-		return tc_drop(ret);
-	}
-	if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), 0))
-		return tc_drop(VLNET_DROP_ENCAP_FAILED);
-	stats = peer_stats(vni, dst_be);
-	if (stats) {
-		stats->tx_packets += skb_segments(skb);
-		stats->tx_bytes += inner_len;
-	}
-	if (hairpin) {
-		mark = skb->mark;
-		skb->mark = VLNET_MARK_HAIRPIN;
-		if (!clone)
-			return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
-		ret = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
-		skb->mark = mark;
-		return ret ? tc_drop(VLNET_DROP_NO_ROUTE) : 0;
-	}
-	if (clone)
-		return bpf_clone_redirect(skb, ifindex, 0) ? tc_drop(VLNET_DROP_NO_ROUTE) : 0;
-	if (via_kernel)
-		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
-	return bpf_redirect(ifindex, 0);
 }
 
 /* hairpin_out() result: not a hairpinned packet after all. */
@@ -421,7 +356,7 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	struct vlnet_node_config *cfg;
 	struct vlnet_vni_config *vc;
 	struct vlnet_fdb_entry *fdb;
-	struct vxlan_encap h = {};
+	struct encap_ctx e = { .relay_dir = VLNET_RELAY_DIRECTIONS };
 	void *data, *data_end;
 	struct ethhdr eth;
 	__u32 *vni, inner_len, count, dst_be = 0;
@@ -458,7 +393,11 @@ int tc_overlay_tx(struct __sk_buff *skb)
 		return tc_drop(VLNET_DROP_MTU_EXCEEDED);
 
 	sport = flow_source_port(cfg, bpf_get_hash_recalc(skb));
-	encap_init(&h, cfg, *vni, inner_len, tos, sport);
+	encap_init(&e.h, cfg, *vni, inner_len, tos, sport);
+	e.cfg = cfg;
+	e.vni = *vni;
+	e.inner_len = inner_len;
+	e.segs = skb_segments(skb);
 
 	fdb = NULL;
 	if (!(eth.h_dest[0] & 1)) {
@@ -479,15 +418,8 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	if (ret)
 		return tc_drop(ret);
 	if (fdb)
-		return encap_send(skb, &h, cfg, *vni, dst_be, inner_len, 0);
-	for (__u32 i = 0; i < VLNET_MAX_FLOOD; i++) {
-		if (i >= count)
-			break;
-		if (i + 1 == count)
-			return encap_send(skb, &h, cfg, *vni, vc->flood_be[i], inner_len, 0);
-		encap_send(skb, &h, cfg, *vni, vc->flood_be[i], inner_len, 1);
-	}
-	return TC_ACT_SHOT; /* unreachable: the loop ends in the last send */
+		return encap_send(skb, &e, dst_be, 0);
+	return flood_range(skb, &e, 0, count, 0);
 }
 
 SEC("xdp")

@@ -25,7 +25,9 @@
 /* Outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8). */
 #define VLNET_ENCAP_LEN 50
 /* Most remote VTEPs one VNI replicates broadcast/unknown frames to. */
-#define VLNET_MAX_FLOOD 32
+#define VLNET_MAX_FLOOD 4096
+/* Entries of vlnet_flood: the flood lists of every VNI together. */
+#define VLNET_FLOOD_SLOTS 65536
 /* Single slot of the vlnet_config array. */
 #define VLNET_CONFIG_SLOT 0
 /* Largest VNI (24 bits). */
@@ -87,7 +89,11 @@ enum vlnet_drop_reason {
 					   * MACs (a member) */
 	VLNET_DROP_TUNNEL_FILTERED = 20,  /* a packet from the tunnel that is not VXLAN for us
 					   * and not for a host port open to members */
-	VLNET_DROP__MAX = 21,             /* number of codes; not a reason */
+	VLNET_DROP_RELAY_NOT_OWNED = 21,  /* a member's frame to relay to static peers whose
+					   * inner source MAC the control plane has not placed
+					   * behind that member (a flood is still delivered
+					   * here; only its relayed copies are dropped) */
+	VLNET_DROP__MAX = 22,             /* number of codes; not a reason */
 };
 
 /* vlnet_config[VLNET_CONFIG_SLOT]: node-wide settings written by the daemon. */
@@ -105,13 +111,26 @@ struct vlnet_node_config {
 
 /* vlnet_node_config.flags */
 #define VLNET_CFG_FLOW_TRACKING 1 /* track inner flows and their RTT (lib/flows.h) */
+#define VLNET_CFG_RELAY 2         /* a gateway: relay between static peers and members
+				   * (lib/relay.h) */
 
-/* vlnet_vnis[vni]: one VNI's overlay port and flood list. */
+/*
+ * vlnet_vnis[vni]: one VNI's overlay port and the size of its flood list,
+ * whose slots are in vlnet_flood: slots 0 .. flood_zone - 1 hold the static
+ * peers (the zone: VTEPs with VLNET_VTEP_LEARN), slots flood_zone ..
+ * flood_count - 1 the members.
+ */
 struct vlnet_vni_config {
-	__u32 overlay_ifindex;            /* vlnet's end of the overlay veth */
-	__u32 flood_count;                /* used slots of flood_be */
-	__u32 flags;                      /* VLNET_VNI_*, set by the daemon */
-	__u32 flood_be[VLNET_MAX_FLOOD];  /* remote VTEPs for BUM replication */
+	__u32 overlay_ifindex; /* vlnet's end of the overlay veth */
+	__u32 flood_count;     /* slots of the flood list (at most VLNET_MAX_FLOOD) */
+	__u32 flags;           /* VLNET_VNI_*, set by the daemon */
+	__u32 flood_zone;      /* the first flood_zone slots are static peers */
+};
+
+/* Key of vlnet_flood (value: the remote VTEP, network order). */
+struct vlnet_flood_key {
+	__u32 vni;
+	__u32 slot; /* 0 .. flood_count - 1 */
 };
 
 /* vlnet_vni_config.flags */
@@ -184,6 +203,21 @@ struct vlnet_peer_stats {
 	__u64 rx_bytes;
 	__u64 tx_packets;
 	__u64 tx_bytes;
+};
+
+/*
+ * Index of vlnet_relay (per CPU): the direction of frames a gateway relays
+ * (VLNET_CFG_RELAY). The zone is the static peers (a Proxmox SDN zone's
+ * kernel-vxlan nodes), the members joined through WireGuard.
+ */
+#define VLNET_RELAY_TO_MEMBERS 0 /* decapsulated from a static peer, sent to members */
+#define VLNET_RELAY_TO_ZONE 1    /* decapsulated from a member, sent to static peers */
+#define VLNET_RELAY_DIRECTIONS 2
+
+/* Value of vlnet_relay: copies a gateway sent in one direction. */
+struct vlnet_relay_stats {
+	__u64 packets; /* copies sent (a GSO packet counts as its segments) */
+	__u64 bytes;   /* their inner frame bytes */
 };
 
 /* Slot of the one-entry vlnet_arrivals_pending array. */

@@ -67,6 +67,10 @@ unsafe impl aya::Pod for abi::vlnet_rtt_hist {}
 unsafe impl aya::Pod for abi::vlnet_vtep {}
 // SAFETY: as above.
 unsafe impl aya::Pod for abi::vlnet_port_key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_flood_key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_relay_stats {}
 
 /// The move event in a `vlnet_events` ring buffer record, if it is one.
 #[must_use]

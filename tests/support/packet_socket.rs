@@ -72,6 +72,42 @@ impl PacketSocket {
         Some(buf)
     }
 
+    /// Lets `bytes` of frames wait in the receive queue (a burst of flood
+    /// copies overflows the default).
+    pub fn set_rcvbuf(&self, bytes: usize) {
+        let bytes = i32::try_from(bytes).unwrap();
+        // SAFETY: valid option buffer.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const bytes).cast(),
+                size_of::<i32>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    }
+
+    /// The next `n` VXLAN packets (IPv4, UDP port 4789) received, other
+    /// frames skipped; panics if they do not all come within the timeout.
+    pub fn recv_vxlan(&self, n: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let frame = self
+                .try_recv()
+                .unwrap_or_else(|| panic!("{} of {n} VXLAN packets arrived", out.len()));
+            let vxlan = frame.len() > 50
+                && frame[12..14] == [0x08, 0x00]
+                && frame[23] == 17
+                && frame[36..38] == 4789u16.to_be_bytes();
+            if vxlan {
+                out.push(frame);
+            }
+        }
+        out
+    }
+
     /// Next received frame that ends with `suffix`, within the timeout.
     pub fn recv_ending_with(&self, suffix: &[u8]) -> Vec<u8> {
         let deadline = std::time::Instant::now() + Duration::from_secs(3);

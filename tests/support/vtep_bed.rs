@@ -11,7 +11,8 @@ use vlnet_dataplane::maps::Maps;
 use vlnet_dataplane::sync::{self, Desired, DesiredVni, OuterHeader};
 use vlnet_dataplane::trust::{VtepBinding, VtepPath};
 use vlnet_ebpf::abi::{
-    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_node_config, VLNET_CFG_FLOW_TRACKING,
+    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_node_config, vlnet_vni_config,
+    VLNET_CFG_FLOW_TRACKING, VLNET_CFG_RELAY,
 };
 
 use super::thread_netns::ThreadNetNs;
@@ -139,18 +140,20 @@ impl Bed {
             ns.ifindex("vlx300"),
         );
         let desired = Desired {
-            node: sync::node_config(ul0, LOCAL, 1500, outer, true),
+            node: sync::node_config(ul0, LOCAL, 1500, outer, true, false),
             vnis: vec![
                 DesiredVni {
                     vni: 100,
                     overlay_ifindex: vlx100,
                     peers: vec![PEER],
+                    members: vec![],
                     static_fdb: vec![],
                 },
                 DesiredVni {
                     vni: 300,
                     overlay_ifindex: vlx300,
                     peers: vec![],
+                    members: vec![],
                     static_fdb: vec![],
                 },
             ],
@@ -187,6 +190,38 @@ impl Bed {
             self.config.flags &= !flag;
         }
         self.maps.set_node_config(&self.config).unwrap();
+    }
+
+    /// Makes the bed a gateway (`VLNET_CFG_RELAY`) or not.
+    pub fn set_relay(&mut self, on: bool) {
+        let flag = VLNET_CFG_RELAY as u16;
+        if on {
+            self.config.flags |= flag;
+        } else {
+            self.config.flags &= !flag;
+        }
+        self.maps.set_node_config(&self.config).unwrap();
+    }
+
+    /// Gives `vni` (overlay port `overlay_ifindex`) the flood list `zone`
+    /// (static peers) then `members`, as the daemon writes it.
+    pub fn set_flood(
+        &mut self,
+        vni: u32,
+        overlay_ifindex: u32,
+        zone: &[Ipv4Addr],
+        members: &[Ipv4Addr],
+    ) {
+        for (slot, vtep) in zone.iter().chain(members).enumerate() {
+            self.maps.set_flood_slot(vni, slot as u32, *vtep).unwrap();
+        }
+        let cfg = vlnet_vni_config {
+            overlay_ifindex,
+            flood_count: (zone.len() + members.len()) as u32,
+            flood_zone: zone.len() as u32,
+            ..Default::default()
+        };
+        self.maps.set_vni(vni, &cfg).unwrap();
     }
 
     /// Runs `prog` (TC or XDP by `mode`) on `frame` arriving on `ifindex`;

@@ -3,7 +3,9 @@
 //! behind a masquerading home router). Every node has bridge [`BRIDGE`] with
 //! one VM on VNI [`VNI`]; every node but the controller joins it with an
 //! invite token, exactly as an operator would (`vlnet ctl client add` on the
-//! controller, `vlnet ctl join` on the node).
+//! controller, `vlnet ctl join` on the node). Optionally the controller is
+//! the gateway of a zone of kernel-vxlan nodes ([`KernelPeer`]s), as an
+//! unmodified Proxmox SDN VXLAN zone runs them.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -22,27 +24,35 @@ pub const TUNNEL_POOL: &str = "198.19.0.1/24";
 pub const SECURE_VM_MTU: u32 = 1370;
 /// How long [`Cluster::wait_connected`] waits.
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
+/// How long [`Cluster::wait_placed`] waits.
+const PLACE_WAIT: Duration = Duration::from_secs(10);
 
 /// How a [`Cluster`] is built beyond its members' places.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterOptions {
-    /// A kernel-vxlan node on the cloud LAN as the controller's static peer
-    /// (plain VXLAN beside the encrypted members), its VM [`KERNEL_VM`].
-    pub kernel_peer: bool,
+    /// Kernel-vxlan nodes on the cloud LAN, the controller's static peers
+    /// (plain VXLAN beside the encrypted members): a Proxmox SDN VXLAN zone
+    /// with the controller as one of its nodes. Each lists every other zone
+    /// node as a peer, as Proxmox writes them, learning on; the controller
+    /// is their gateway to the members. Node `i`'s VM is [`kernel_vm`]`(i)`.
+    pub kernel_peers: usize,
     /// Host ports every vlnet node opens to members through the tunnel
     /// (`[wireguard] open_ports`, e.g. `"tcp/4444"`).
     pub open_ports: Vec<String>,
     /// Every vlnet node's decap data path. With XDP every host's underlay
     /// sends full checksums (tx offload off), as a real wire delivers them.
     pub datapath: Datapath,
+    /// The controller's `max_members_per_vni` (its default if `None`).
+    pub member_limit: Option<u32>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
-            kernel_peer: false,
+            kernel_peers: 0,
             open_ports: Vec::new(),
             datapath: Datapath::Tc,
+            member_limit: None,
         }
     }
 }
@@ -105,8 +115,8 @@ pub struct KernelPeer {
 pub struct Cluster {
     /// Node 0 is the controller.
     pub nodes: Vec<ClusterNode>,
-    /// A kernel-vxlan static peer of the controller, if asked for.
-    pub kernel: Option<KernelPeer>,
+    /// The kernel-vxlan static peers of the controller, if asked for.
+    pub kernels: Vec<KernelPeer>,
     /// The WAN (dropped last).
     pub wan: Wan,
     /// Cloud LAN index of the next cloud member's host.
@@ -115,10 +125,58 @@ pub struct Cluster {
     options: ClusterOptions,
 }
 
-/// Cloud LAN index of the kernel-vxlan peer's host.
+/// Cloud LAN index of the first kernel-vxlan peer's host.
 const KERNEL_HOST_INDEX: u8 = 200;
-/// Index of the kernel-vxlan peer's VM (for its MAC and overlay address).
+/// Index of the first kernel-vxlan peer's VM (for its MAC and overlay
+/// address).
 pub const KERNEL_VM: usize = 50;
+/// Most kernel-vxlan peers.
+const MAX_KERNEL_PEERS: usize = 40;
+
+/// Index of kernel-vxlan peer `i`'s VM.
+#[must_use]
+pub fn kernel_vm(i: usize) -> usize {
+    KERNEL_VM + i
+}
+
+/// `options.kernel_peers` kernel-vxlan nodes with a VM each (MTU
+/// [`SECURE_VM_MTU`], the zone's MTU when its frames may cross WireGuard),
+/// every one listing the others and the controller at `gateway` as static
+/// peers.
+fn zone(
+    wan: &Wan,
+    options: &ClusterOptions,
+    gateway: Ipv4Addr,
+) -> Result<Vec<KernelPeer>, LabError> {
+    if options.kernel_peers > MAX_KERNEL_PEERS {
+        return Err(LabError::Invalid(format!(
+            "{} kernel-vxlan peers: at most {MAX_KERNEL_PEERS}",
+            options.kernel_peers
+        )));
+    }
+    let hosts = (0..options.kernel_peers)
+        .map(|i| wan.add_cloud_host(&format!("k{i}"), KERNEL_HOST_INDEX + i as u8))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ips: Vec<Ipv4Addr> = hosts.iter().map(Host::ip).collect();
+    hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, host)| {
+            if options.datapath == Datapath::Xdp {
+                host.tx_checksum_off(host.underlay_if())?;
+            }
+            host.add_bridge(BRIDGE)?;
+            let n = kernel_vm(i);
+            let vm = host.add_vm(&format!("kvm{i}"), BRIDGE, &vm_mac(n), vm_ip(n), 24)?;
+            vm.set_mtu(SECURE_VM_MTU)?;
+            let peers: Vec<Ipv4Addr> = std::iter::once(gateway)
+                .chain(ips.iter().copied().filter(|ip| *ip != host.ip()))
+                .collect();
+            host.add_kernel_vxlan(VNI, BRIDGE, &peers)?;
+            Ok(KernelPeer { vm, host })
+        })
+        .collect()
+}
 
 impl Cluster {
     /// Builds the controller and one member per entry of `members`, and
@@ -136,25 +194,17 @@ impl Cluster {
     ) -> Result<Self, LabError> {
         let wan = Wan::new(tag)?;
         let controller_host = wan.add_cloud_host("ctl", 1)?;
-        let kernel = if options.kernel_peer {
-            let host = wan.add_cloud_host("k", KERNEL_HOST_INDEX)?;
-            if options.datapath == Datapath::Xdp {
-                host.tx_checksum_off(host.underlay_if())?;
-            }
-            host.add_bridge(BRIDGE)?;
-            let vm = host.add_vm("kvm", BRIDGE, &vm_mac(KERNEL_VM), vm_ip(KERNEL_VM), 24)?;
-            host.add_kernel_vxlan(VNI, BRIDGE, &[controller_host.ip()])?;
-            Some(KernelPeer { vm, host })
-        } else {
-            None
-        };
-        let static_peers: Vec<Ipv4Addr> = kernel.iter().map(|k| k.host.ip()).collect();
-        let spec = NodeSpec::new("ctl", controller_host.ip())
+        let kernels = zone(&wan, options, controller_host.ip())?;
+        let static_peers: Vec<Ipv4Addr> = kernels.iter().map(|k| k.host.ip()).collect();
+        let mut spec = NodeSpec::new("ctl", controller_host.ip())
             .with_vni(VNI, BRIDGE, &static_peers)
             .as_controller(TUNNEL_POOL);
+        if let Some(limit) = options.member_limit {
+            spec = spec.with_member_limit(limit);
+        }
         let mut cluster = Self {
             nodes: Vec::new(),
-            kernel,
+            kernels,
             wan,
             next_cloud_index: 2,
             options: options.clone(),
@@ -300,6 +350,36 @@ impl Cluster {
             if Instant::now() > deadline {
                 return Err(LabError::Invalid(format!(
                     "members not all connected after {CONNECT_WAIT:?}: {clients}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (≤ 10 s) until node `on` places `mac` behind `vtep` in VNI
+    /// [`VNI`]'s FDB (the control plane distributes every VM's MAC; a
+    /// gateway relays a member's frames only once it holds its route).
+    pub fn wait_placed(&self, on: usize, mac: &str, vtep: Ipv4Addr) -> Result<(), LabError> {
+        let deadline = Instant::now() + PLACE_WAIT;
+        loop {
+            let text = self.nodes[on]
+                .daemon
+                .ctl(&["fdb", "--vni", &VNI.to_string(), "--json"])?;
+            let rows: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| LabError::Parse {
+                    what: "vlnet ctl fdb --json".into(),
+                    detail: e.to_string(),
+                })?;
+            let placed = rows.as_array().is_some_and(|rows| {
+                rows.iter()
+                    .any(|r| r["mac"] == mac && r["vtep"] == vtep.to_string())
+            });
+            if placed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Invalid(format!(
+                    "node {on} does not place {mac} behind {vtep} after {PLACE_WAIT:?}: {text}"
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));

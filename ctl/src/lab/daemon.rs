@@ -89,6 +89,9 @@ pub struct WireguardSpec {
     pub endpoint: Option<String>,
     /// Keepalive seconds.
     pub keepalive_secs: u16,
+    /// Controller: members one VNI may have (the daemon's default if `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_members_per_vni: Option<u32>,
 }
 
 impl WireguardSpec {
@@ -100,6 +103,7 @@ impl WireguardSpec {
             address: None,
             endpoint: None,
             keepalive_secs: 1,
+            max_members_per_vni: None,
         }
     }
 }
@@ -158,6 +162,15 @@ impl NodeSpec {
         wg.address = Some(address.to_owned());
         wg.endpoint = Some(format!("{}:{}", self.vtep, wg.listen_port));
         self.wireguard = Some(wg);
+        self
+    }
+
+    /// A controller's `max_members_per_vni` (after [`as_controller`](Self::as_controller)).
+    #[must_use]
+    pub fn with_member_limit(mut self, limit: u32) -> Self {
+        if let Some(wg) = &mut self.wireguard {
+            wg.max_members_per_vni = Some(limit);
+        }
         self
     }
 

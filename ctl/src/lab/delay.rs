@@ -182,7 +182,7 @@ fn nanos(one_way: Duration) -> u64 {
 fn create_tap((ns, ifname): (&NetNs, &str), mtu: u32) -> Result<File, LabError> {
     check_ifname(ifname)?;
     let tap = ns
-        .within(|| open_tap(ifname))?
+        .within(|| open_tuntap(ifname, libc::IFF_TAP))?
         .map_err(|e| LabError::io(format!("creating TAP {ifname} in {}", ns.name()), e))?;
     // On failure `tap` is closed and the device goes with it.
     ns.run(&["ip", "link", "set", ifname, "mtu", &mtu.to_string(), "up"])?;
@@ -190,15 +190,16 @@ fn create_tap((ns, ifname): (&NetNs, &str), mtu: u32) -> Result<File, LabError> 
 }
 
 /// Opens `/dev/net/tun` (non-blocking) and attaches it to a new,
-/// non-persistent TAP `ifname` (≤ 15 bytes) without packet information:
-/// reads and writes are bare Ethernet frames. The device is created in the
-/// calling thread's network namespace.
+/// non-persistent TAP (`mode` `IFF_TAP`: reads and writes are bare Ethernet
+/// frames) or TUN (`IFF_TUN`: bare IP packets) `ifname` (≤ 15 bytes),
+/// without packet information. The device is created in the calling
+/// thread's network namespace.
 ///
 /// One ioctl by hand rather than a TUN/TAP crate: `libc` is already a
 /// dependency and the project does the same for TUN in its tests, whereas
 /// a crate would add dependencies for this single call (MTU and link state
 /// are set with `ip`, like everything else in the lab).
-fn open_tap(ifname: &str) -> io::Result<File> {
+pub(crate) fn open_tuntap(ifname: &str, mode: libc::c_int) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -210,7 +211,7 @@ fn open_tap(ifname: &str) -> io::Result<File> {
     for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
         *dst = src.cast_signed();
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    req.ifr_ifru.ifru_flags = (mode | libc::IFF_NO_PI) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is.
     if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &raw mut req) } != 0 {
         return Err(io::Error::last_os_error());

@@ -15,7 +15,8 @@ use vlnet_dataplane::model::{
 };
 use vlnet_dataplane::moves::{MoveKind, MoveRecord};
 
-/// `vlnet ctl status`: node identity, one row per VNI, non-zero drops.
+/// `vlnet ctl status`: node identity, what a gateway relayed, one row per
+/// VNI, non-zero drops.
 #[must_use]
 pub fn status(s: &NodeStatus) -> String {
     let datapath = match s.datapath {
@@ -44,6 +45,23 @@ pub fn status(s: &NodeStatus) -> String {
         s.pid,
         duration(s.uptime_secs)
     );
+    if s.relay {
+        let relayed = |direction: &str| {
+            s.relayed
+                .iter()
+                .find(|r| r.direction == direction)
+                .map_or_else(
+                    || "0 (0 B)".to_owned(),
+                    |r| format!("{} ({})", r.packets, bytes(r.bytes)),
+                )
+        };
+        let _ = writeln!(
+            out,
+            "relay     gateway: {} to members, {} to static peers",
+            relayed("to_members"),
+            relayed("to_zone")
+        );
+    }
     out.push('\n');
 
     if s.vnis.is_empty() {
@@ -376,7 +394,7 @@ fn links(out: &mut String, links: &[LinkStatus]) {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use vlnet_dataplane::model::{DropCount, VniStatus};
+    use vlnet_dataplane::model::{DropCount, RelayCount, VniStatus};
 
     use super::*;
 
@@ -427,6 +445,8 @@ mod tests {
                     packets: *packets,
                 })
                 .collect(),
+            relay: false,
+            relayed: Vec::new(),
         }
     }
 
@@ -475,6 +495,33 @@ looped             3
         assert!(at.contains(".042") && at.contains('T'), "{at}");
         assert!(out.lines().nth(1).unwrap().starts_with(&at), "{out}");
         assert!(!out.contains("1796188800"), "{out}");
+    }
+
+    #[test]
+    fn status_of_a_gateway_shows_what_it_relayed() {
+        let mut gateway = node(&[]);
+        gateway.relay = true;
+        gateway.relayed = vec![
+            RelayCount {
+                direction: "to_members".into(),
+                packets: 12,
+                bytes: 3 * 1024 * 1024,
+            },
+            RelayCount {
+                direction: "to_zone".into(),
+                packets: 5,
+                bytes: 500,
+            },
+        ];
+        let out = status(&gateway);
+        assert!(
+            out.contains(
+                "daemon    pid 4242, up 1h 2m\n\
+                 relay     gateway: 12 (3.0 MiB) to members, 5 (500 B) to static peers\n"
+            ),
+            "{out}"
+        );
+        assert!(!status(&node(&[])).contains("relay"), "only on a gateway");
     }
 
     #[test]

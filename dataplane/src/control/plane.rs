@@ -239,6 +239,7 @@ impl ControlPlane {
                 };
                 let policy = Policy {
                     mac_quota: wg.mac_quota,
+                    max_members_per_vni: wg.max_members_per_vni,
                 };
                 Inner::Controller(Box::new(ControllerCore::new(me, registry, policy)))
             }

@@ -144,7 +144,8 @@ async fn await_ports_up(nl: &Netlink, ports: &[OverlayPort<'_>]) {
 /// it can receive) and encap to every overlay port, then detaches pinned
 /// links no longer wanted but those named in `keep` (the tunnel's). With
 /// `datapath = "auto"` an underlay that refuses native XDP falls back to TC
-/// (`to_tc` rewrites the maps for it). Returns the mode in use.
+/// (`to_tc` rewrites the maps for it). A gateway runs TC decap beside XDP:
+/// XDP passes it the frames to relay. Returns the mode in use.
 fn attach(
     cfg: &Config,
     programs: &mut Programs,
@@ -178,7 +179,7 @@ fn attach(
             }
         }
     }
-    if datapath == DatapathMode::Tc {
+    if datapath == DatapathMode::Tc || cfg.is_gateway() {
         keep.insert(programs.attach_tc(
             bpf::PROG_TC_UNDERLAY_RX,
             &underlay.name,
@@ -368,6 +369,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> 
         underlay_mtu: underlay.mtu,
         datapath,
         adopted,
+        relay: cfg.is_gateway(),
         vnis: Vec::new(),
         links: Vec::new(),
     };
@@ -414,18 +416,6 @@ pub async fn converge(
     let open_ports = trust::open_ports(file);
     let cfg = effective_config(file, dynamic);
     node.maps().set_fdb_capacities(fdb_capacities(file, &cfg));
-    for v in cfg
-        .vni
-        .iter()
-        .filter(|v| v.peers.len() > crate::config::MAX_PEERS_PER_VNI)
-    {
-        warn!(
-            vni = v.id,
-            peers = v.peers.len(),
-            "more peers than head-end replication reaches; broadcasts go to the first {}",
-            crate::config::MAX_PEERS_PER_VNI
-        );
-    }
     let path_mtu = dynamic
         .tunnel_mtu
         .map_or(dp.underlay.mtu, |t| t.min(dp.underlay.mtu));
@@ -439,13 +429,15 @@ pub async fn converge(
             path_mtu,
             outer,
             file.node.flow_tracking,
+            file.is_gateway(),
         ),
         vnis: ports
             .iter()
             .map(|(v, _, inner)| DesiredVni {
                 vni: v.id,
                 overlay_ifindex: inner.index,
-                peers: v.peers.clone(),
+                peers: file.vni_peers(v.id).to_vec(),
+                members: v.peers.clone(),
                 static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
             })
             .collect(),
@@ -479,6 +471,7 @@ pub async fn converge(
         underlay_mtu: path_mtu,
         datapath,
         adopted: dp.adopted,
+        relay: file.is_gateway(),
         vnis: ports
             .iter()
             .map(|(v, port, _)| (v.id, v.bridge.clone(), port.name.clone(), v.peers.len()))

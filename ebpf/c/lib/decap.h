@@ -10,6 +10,9 @@
 #include "drop.h"
 #include "ecn.h"
 
+/* Largest offset of the inner frame: outer Ethernet, IPv4 with options, UDP, VXLAN. */
+#define MAX_OUTER_LEN (ETH_HLEN + 60 + 16)
+
 /* decap_classify() result that is neither OK nor a drop reason. */
 #define DECAP_NOT_OURS (-1)
 #define DECAP_OK 0
@@ -23,6 +26,8 @@ struct decap_info {
 	__u32 outer_len;  /* bytes from the outer Ethernet header to the inner one */
 	__u32 vtep_flags; /* VLNET_VTEP_* of the source VTEP */
 	__u32 vni_flags;  /* VLNET_VNI_* of the VNI */
+	__u32 flood_zone; /* the VNI's flood list: static peers first, then members */
+	__u32 flood_count;
 	__u8 outer_tos;
 	struct vlnet_peer_stats *stats;
 	__u64 now_ns;     /* bpf_ktime_get_ns() from decap_prepare(), read once per packet */
@@ -153,6 +158,8 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 	di->src_vtep_be = src_be;
 	di->vtep_flags = vtep->flags;
 	di->vni_flags = vc->flags;
+	di->flood_zone = vc->flood_zone;
+	di->flood_count = vc->flood_count;
 	di->overlay_ifindex = vc->overlay_ifindex;
 	di->outer_len = (void *)inner - data;
 	di->inner_len = frame_len - di->outer_len;

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
-/* encap.h - building VXLAN outer headers and resolving the underlay next hop. */
+/*
+ * encap.h - building VXLAN outer headers, resolving the underlay next hop,
+ * and sending the encapsulated packet (TC).
+ */
 #ifndef VLNET_ENCAP_H
 #define VLNET_ENCAP_H
 
 #include "drop.h"
 #include "ecn.h"
+#include "skb.h"
 
 /* Resolution outcomes besides 0 (MACs filled in) and a drop reason. */
 #define NEXT_HOP_NEEDS_NEIGH (-1)
@@ -85,6 +89,104 @@ static __always_inline int encap_set_remote(struct vxlan_encap *h, __u32 local_b
 	__builtin_memcpy(h->eth.h_dest, nh->dmac, ETH_ALEN);
 	__builtin_memcpy(h->eth.h_source, nh->smac, ETH_ALEN);
 	return 0;
+}
+
+/*
+ * A frame on its way out to remote VTEPs: the outer headers being built and
+ * what sending them depends on. The context pointer comes first, so that it
+ * sits in an aligned stack slot (the verifier tracks pointers spilled there).
+ */
+struct encap_ctx {
+	const struct vlnet_node_config *cfg;
+	struct vxlan_encap h;
+	__u32 vni;
+	__u32 inner_len; /* inner frame bytes, Ethernet header included */
+	__u32 segs;      /* wire packets the skb stands for */
+	__u32 relay_dir; /* VLNET_RELAY_* of a relayed frame, else VLNET_RELAY_DIRECTIONS */
+};
+
+/* Counts one copy a gateway relayed in @e's direction. */
+static __always_inline void count_relay(const struct encap_ctx *e)
+{
+	__u32 dir = e->relay_dir;
+	struct vlnet_relay_stats *stats;
+
+	if (dir >= VLNET_RELAY_DIRECTIONS)
+		return;
+	stats = bpf_map_lookup_elem(&vlnet_relay, &dir);
+	if (stats) {
+		stats->packets += e->segs;
+		stats->bytes += e->inner_len;
+	}
+}
+
+/*
+ * Writes @h over the first VLNET_ENCAP_LEN bytes of @skb. A relayed packet
+ * (@rcsum) arrived with CHECKSUM_COMPLETE on a NIC that computes it: its
+ * skb->csum covers the packet from the network header on, so the IP, UDP
+ * and VXLAN headers are written with BPF_F_RECOMPUTE_CSUM and the Ethernet
+ * header without.
+ */
+static __always_inline int encap_store(struct __sk_buff *skb, const struct vxlan_encap *h,
+				       int rcsum)
+{
+	if (!rcsum)
+		return bpf_skb_store_bytes(skb, 0, h, sizeof(*h), 0);
+	if (bpf_skb_store_bytes(skb, 0, &h->eth, sizeof(h->eth), 0))
+		return -1;
+	return bpf_skb_store_bytes(skb, sizeof(h->eth), &h->ip, sizeof(*h) - sizeof(h->eth),
+				   BPF_F_RECOMPUTE_CSUM);
+}
+
+/*
+ * Address the encapsulated @skb to @dst_be and send it (@clone: a copy, for
+ * every flood target but the last; a relay's flood clones them all). A next
+ * hop the daemon has not resolved yet is left to the kernel
+ * (bpf_redirect_neigh) for IPv4 packets, the only kind whose skb it can
+ * route; other frames are dropped and counted until the managed neighbour
+ * entry resolves. A non-IP frame for an L3 next hop takes the hairpin (see
+ * hairpin_out() in vtep.bpf.c). Returns a TC action (0 for a copy sent).
+ */
+static __always_inline int encap_send(struct __sk_buff *skb, struct encap_ctx *e, __u32 dst_be,
+				      int clone)
+{
+	struct vlnet_peer_stats *stats;
+	__u32 ifindex = e->cfg->underlay_ifindex, mark;
+	int ret, via_kernel = 0, hairpin = 0;
+
+	ret = encap_set_remote(&e->h, e->cfg->local_vtep_be, dst_be, &ifindex);
+	if (ret == NEXT_HOP_NEEDS_NEIGH) {
+		if (clone || skb->protocol != bpf_htons(ETH_P_IP))
+			return tc_drop(VLNET_DROP_NO_NEIGHBOUR);
+		via_kernel = 1;
+	} else if (ret == NEXT_HOP_L3) {
+		/* Grown by bpf_skb_change_head: no network header to redirect by. */
+		hairpin = skb->protocol != bpf_htons(ETH_P_IP);
+	} else if (ret) {
+		return tc_drop(ret);
+	}
+	if (encap_store(skb, &e->h, e->relay_dir < VLNET_RELAY_DIRECTIONS))
+		return tc_drop(VLNET_DROP_ENCAP_FAILED);
+	stats = peer_stats(e->vni, dst_be);
+	if (stats) {
+		stats->tx_packets += e->segs;
+		stats->tx_bytes += e->inner_len;
+	}
+	count_relay(e);
+	if (hairpin) {
+		mark = skb->mark;
+		skb->mark = VLNET_MARK_HAIRPIN;
+		if (!clone)
+			return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+		ret = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+		skb->mark = mark;
+		return ret ? tc_drop(VLNET_DROP_NO_ROUTE) : 0;
+	}
+	if (clone)
+		return bpf_clone_redirect(skb, ifindex, 0) ? tc_drop(VLNET_DROP_NO_ROUTE) : 0;
+	if (via_kernel)
+		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+	return bpf_redirect(ifindex, 0);
 }
 
 #endif

@@ -14,7 +14,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_config SEC(".maps");
 
-/* VNI -> overlay port and flood list. */
+/* VNI -> overlay port and the size of its flood list. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -22,6 +22,24 @@ struct {
 	__type(value, struct vlnet_vni_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_vnis SEC(".maps");
+
+/* (VNI, slot) -> remote VTEP: every VNI's flood list (lib/flood.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VLNET_FLOOD_SLOTS);
+	__type(key, struct vlnet_flood_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_flood SEC(".maps");
+
+/* Frames a gateway relayed, by direction (VLNET_RELAY_*; lib/relay.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VLNET_RELAY_DIRECTIONS);
+	__type(key, __u32);
+	__type(value, struct vlnet_relay_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_relay SEC(".maps");
 
 /* Overlay port ifindex (vlnet's end) -> VNI. */
 struct {

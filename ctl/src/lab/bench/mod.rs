@@ -46,13 +46,19 @@
 //! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
 //!   known delay.
 //! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
+//! - [`gateway`]: a kernel-vxlan node's VM → the gateway's relay → a
+//!   client, against the gateway's own VM → the client.
+//! - [`replication`]: what a flood costs per extra replica, and a relayed
+//!   frame against decap + encap, in the kernel (`BPF_PROG_TEST_RUN`).
 
 pub mod control_scale;
 pub mod encrypted;
 pub mod frame;
+pub mod gateway;
 pub mod latency;
 pub mod migration;
 pub mod pps;
+pub mod replication;
 pub mod report;
 
 use std::net::Ipv4Addr;
@@ -204,20 +210,34 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let scale = control_scale::run().context("control plane scale run")?;
+    eprintln!(
+        "gateway relay vs direct ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let relay = gateway::run(&binary, secs).context("gateway run")?;
+    eprintln!(
+        "replication cost ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let replication = replication::run().context("replication cost run")?;
     let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
     if json {
         let mut value = report.to_json();
         value["control_scale"] = serde_json::to_value(&scale)?;
         value["migration"] = serde_json::to_value(moved)?;
         value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
+        value["gateway"] = serde_json::to_value(relay)?;
+        value["replication"] = serde_json::to_value(&replication)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "\n{}\n{}\n{}\n{}",
+            "\n{}\n{}\n{}\n{}\n{}\n{}",
             report.table(),
             moved.table(),
             accuracy.table(),
-            scale.table()
+            scale.table(),
+            relay.table(),
+            replication.table()
         );
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }

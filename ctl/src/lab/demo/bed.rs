@@ -41,7 +41,7 @@ impl DemoBed {
     /// migration port to members (the stream runs between tunnel addresses).
     pub fn build_cloud(vlnet: &Path) -> Result<Self, LabError> {
         let options = ClusterOptions {
-            kernel_peer: true,
+            kernel_peers: 1,
             open_ports: vec![migration_open_port()],
             ..ClusterOptions::default()
         };
@@ -97,8 +97,8 @@ impl DemoBed {
     /// cloud-2: the kernel-vxlan node.
     pub fn kernel(&self) -> Result<&KernelPeer, LabError> {
         self.cluster
-            .kernel
-            .as_ref()
+            .kernels
+            .first()
             .ok_or_else(|| LabError::Invalid("the demo cloud has no kernel-vxlan node".into()))
     }
 

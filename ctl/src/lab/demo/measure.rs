@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::bed::DemoBed;
 use super::summary::{Across, KernelInterop};
-use crate::lab::guest::USER_PING_INTERVAL;
+use crate::lab::guest::{GUEST_IP, USER_PING_INTERVAL};
 use crate::lab::probe::{self, Capture, PingReport};
 use crate::lab::scenario::{vm_ip, VNI};
 use crate::lab::LabError;
@@ -57,7 +57,17 @@ pub fn kernel_interop(bed: &DemoBed) -> Result<KernelInterop, LabError> {
         from_vlnet: (from.received, from.sent),
         vxlan_frames: vnis.len(),
         vni_ok: !vnis.is_empty() && vnis.iter().all(|v| *v == VNI.to_string()),
+        to_guest: [(0, 0); 2],
     })
+}
+
+/// Pings from cloud-2's VM (kernel vxlan) to the guest at its address,
+/// `(received, sent)`: through cloud-1's bridge while the guest runs there,
+/// relayed by cloud-1 to the client once it moved.
+pub fn kernel_to_guest(bed: &DemoBed) -> Result<(u32, u32), LabError> {
+    let kernel = bed.kernel()?;
+    let r = probe::ping(kernel.vm.ns(), GUEST_IP, INTEROP_PINGS, USER_PING_INTERVAL)?;
+    Ok((r.received, r.sent))
 }
 
 /// Starts sampling UDP on the client's WAN link (see [`wan_sample`]).

@@ -1,11 +1,12 @@
 //! `vlnet lab demo`, the README's main job: a cloud of two nodes (cloud-1
-//! runs vlnet and is the controller; cloud-2 runs the kernel's vxlan driver
-//! as an unmodified Proxmox host does), a client site behind a WAN whose
-//! delay comes from the user-space delay line, attached with
-//! `vlnet ctl client add` / `vlnet ctl join`; traffic from a user at the
-//! client site to a QEMU VM in the cloud, the VM live-migrated to the
-//! client through WireGuard, and the user's view before and after. Prints
-//! progress as it goes, then a timeline and a summary table.
+//! runs vlnet and is the controller, the gateway of the zone; cloud-2 runs
+//! the kernel's vxlan driver as an unmodified Proxmox host does), a client
+//! site behind a WAN whose delay comes from the user-space delay line,
+//! attached with `vlnet ctl client add` / `vlnet ctl join`; traffic from a
+//! user at the client site and from cloud-2 to a QEMU VM in the cloud, the
+//! VM live-migrated to the client through WireGuard, and their view before
+//! and after (cloud-2 reaches it at the client through cloud-1's relay).
+//! Prints progress as it goes, then a timeline and a summary table.
 //!
 //! Everything it builds is removed when it ends, fails or is interrupted
 //! (SIGINT/SIGTERM are checked between steps; the guards clean up).
@@ -28,7 +29,8 @@ use anyhow::{ensure, Context, Result};
 
 use self::bed::DemoBed;
 use self::measure::{
-    across, arrival, drops, drops_between, kernel_interop, start_wan_sample, wan_sample, WAN_SAMPLE,
+    across, arrival, drops, drops_between, kernel_interop, kernel_to_guest, start_wan_sample,
+    wan_sample, WAN_SAMPLE,
 };
 use self::summary::{opt, wan_words, Across, Summary};
 use self::timeline::Timeline;
@@ -68,8 +70,9 @@ pub fn run(wan_rtt: Duration) -> Result<()> {
     ));
 
     interrupt.check()?;
-    t.step(5, "traffic before the move: client user → VM (ping, TCP); cloud-2 (kernel vxlan) ↔ cloud-1 (ping)");
-    let kernel = kernel_interop(&bed)?;
+    t.step(5, "traffic before the move: client user → VM (ping, TCP); cloud-2 (kernel vxlan) ↔ cloud-1 and → VM (ping)");
+    let mut kernel = kernel_interop(&bed)?;
+    kernel.to_guest[0] = kernel_to_guest(&bed)?;
     t.event(format!(
         "cloud-2 ↔ cloud-1: {}/{} and {}/{} pings, {} VXLAN frames on the wire",
         kernel.to_vlnet.0,
@@ -86,19 +89,24 @@ pub fn run(wan_rtt: Duration) -> Result<()> {
     ));
 
     interrupt.check()?;
-    t.step(6, "live-migrating the VM cloud-1 → client through WireGuard; the client user and cloud-1's VM ping it every 10 ms");
+    t.step(6, "live-migrating the VM cloud-1 → client through WireGuard; the client user, cloud-1's VM and cloud-2's VM ping it every 10 ms");
     let moved = migrate_watched(&mut guest, &bed, &mut t, wan_rtt)?;
 
     interrupt.check()?;
     t.step(
         7,
-        &format!("traffic after the move: client user → VM at the same IP {GUEST_IP}"),
+        &format!("traffic after the move: client user and cloud-2 → VM at the same IP {GUEST_IP}"),
     );
     let after = user_view(&bed, "after the move");
     t.event(format!(
         "client user → VM at the client: RTT {} ms, TCP {} Mbit/s",
         opt(after.rtt_ms, 2),
         opt(after.throughput_mbps, 0)
+    ));
+    kernel.to_guest[1] = kernel_to_guest(&bed)?;
+    t.event(format!(
+        "cloud-2 (kernel vxlan) → VM at the client, relayed by cloud-1: {}/{} pings",
+        kernel.to_guest[1].0, kernel.to_guest[1].1
     ));
     let drops_after = drops(&bed)?;
 
@@ -114,6 +122,7 @@ pub fn run(wan_rtt: Duration) -> Result<()> {
         path_switch_ms: moved.path_switch.map(|d| d.as_secs_f64() * 1e3),
         client_user: moved.client_user,
         cloud_user: moved.cloud_user,
+        kernel_user: moved.kernel_user,
         wan_sample: moved.wan_sample,
         kernel,
         drops: drops_between(&drops_before, &drops_after),
@@ -135,6 +144,10 @@ pub fn run(wan_rtt: Duration) -> Result<()> {
     ensure!(
         summary.reachable_after(),
         "the VM did not answer the client user after the move"
+    );
+    ensure!(
+        summary.kernel_reaches_after(),
+        "the VM at the client did not answer cloud-2 (kernel vxlan) through cloud-1"
     );
     ensure!(
         summary.wan_sample.1 == 0 && summary.wan_sample.0 > 0,
@@ -190,12 +203,14 @@ struct Moved {
     report: MigrationReport,
     client_user: Across,
     cloud_user: Across,
+    kernel_user: Across,
     wan_sample: (usize, usize),
     path_switch: Option<Duration>,
 }
 
-/// Step 6: the live migration cloud-1 → client while the client user and
-/// cloud-1's VM ping the VM and tshark samples the WAN link.
+/// Step 6: the live migration cloud-1 → client while the client user,
+/// cloud-1's VM and cloud-2's VM ping the VM and tshark samples the WAN
+/// link.
 fn migrate_watched(
     guest: &mut Guest<'_>,
     bed: &DemoBed,
@@ -204,6 +219,7 @@ fn migrate_watched(
 ) -> Result<Moved> {
     let client_pings = PingSession::start(bed.user().ns(), GUEST_IP, USER_PING_INTERVAL)?;
     let cloud_pings = PingSession::start(bed.cloud().vm.ns(), GUEST_IP, USER_PING_INTERVAL)?;
+    let kernel_pings = PingSession::start(bed.kernel()?.vm.ns(), GUEST_IP, USER_PING_INTERVAL)?;
     std::thread::sleep(LEAD);
     let wan = start_wan_sample(bed)?;
     t.event(format!(
@@ -219,6 +235,7 @@ fn migrate_watched(
     std::thread::sleep(SETTLE + wan_rtt);
     let client_user = across(&client_pings.stop()?);
     let cloud_user = across(&cloud_pings.stop()?);
+    let kernel_user = across(&kernel_pings.stop()?);
     let wan_sample = wan_sample(wan)?;
     let arrival = arrival(bed, GUEST_MAC)?;
     if let Some(ns) = arrival.moved_ns {
@@ -237,11 +254,13 @@ fn migrate_watched(
         );
     }
     t.event(format!(
-        "client user lost {} of {} pings, cloud-1's VM {} of {}; WAN: {} of {} sampled packets plain VXLAN",
+        "client user lost {} of {} pings, cloud-1's VM {} of {}, cloud-2's VM {} of {}; WAN: {} of {} sampled packets plain VXLAN",
         client_user.lost,
         client_user.sent,
         cloud_user.lost,
         cloud_user.sent,
+        kernel_user.lost,
+        kernel_user.sent,
         wan_sample.1,
         wan_sample.0
     ));
@@ -249,6 +268,7 @@ fn migrate_watched(
         report,
         client_user,
         cloud_user,
+        kernel_user,
         wan_sample,
         path_switch: arrival.delivered.map(|(_, d)| d),
     })

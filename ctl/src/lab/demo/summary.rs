@@ -1,7 +1,8 @@
 //! The demo's summary table: what the client user saw of the VM before and
 //! after its move, what the move cost, that the unmodified kernel-vxlan node
-//! kept working beside vlnet, and what the vlnet nodes dropped. Pure: built
-//! from measured values, rendered as text.
+//! kept working beside vlnet and reached the VM at the client through
+//! cloud-1 (the gateway), and what the vlnet nodes dropped. Pure: built from
+//! measured values, rendered as text.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -35,6 +36,9 @@ pub struct KernelInterop {
     pub vxlan_frames: usize,
     /// Whether every one of them carried the demo's VNI.
     pub vni_ok: bool,
+    /// Pings cloud-2's VM → the guest: (received, sent) with the guest in
+    /// the cloud, and at the client (relayed by cloud-1).
+    pub to_guest: [(u32, u32); 2],
 }
 
 /// Everything the demo measured.
@@ -63,6 +67,8 @@ pub struct Summary {
     pub client_user: Across,
     /// The cloud node's VM across the move.
     pub cloud_user: Across,
+    /// cloud-2's VM (kernel vxlan) across the move.
+    pub kernel_user: Across,
     /// UDP packets sampled on the client's WAN link during the move, and
     /// how many of them were plain VXLAN.
     pub wan_sample: (usize, usize),
@@ -78,6 +84,14 @@ impl Summary {
     #[must_use]
     pub fn reachable_after(&self) -> bool {
         self.after.received > 0 && self.after.received * 10 >= self.after.sent * 9
+    }
+
+    /// Whether cloud-2 (kernel vxlan) reached the VM at the client through
+    /// cloud-1: at least 9 of every 10 pings answered.
+    #[must_use]
+    pub fn kernel_reaches_after(&self) -> bool {
+        let (received, sent) = self.kernel.to_guest[1];
+        received > 0 && received * 10 >= sent * 9
     }
 
     /// The summary as a text table.
@@ -138,6 +152,7 @@ impl Summary {
         for (label, a) in [
             ("  pings lost, client user (every 10 ms)", self.client_user),
             ("  pings lost, cloud VM (every 10 ms)", self.cloud_user),
+            ("  pings lost, cloud-2 VM (every 10 ms)", self.kernel_user),
         ] {
             row(
                 &mut out,
@@ -152,19 +167,7 @@ impl Summary {
             &format!("{} / {}", self.wan_sample.0, self.wan_sample.1),
             "",
         );
-        out.push_str("\nkernel-vxlan node (unmodified Proxmox) ↔ vlnet node, cloud LAN\n");
-        let k = &self.kernel;
-        row(
-            &mut out,
-            "  pings kernel → vlnet / vlnet → kernel",
-            &format!("{}/{}", k.to_vlnet.0, k.to_vlnet.1),
-            &format!("{}/{}", k.from_vlnet.0, k.from_vlnet.1),
-        );
-        let _ = writeln!(
-            out,
-            "  VXLAN frames on the kernel node's port: {}, VNI {} on all: {}",
-            k.vxlan_frames, self.vni, k.vni_ok
-        );
+        self.render_kernel(&mut out);
         let drops = if self.drops.is_empty() {
             "none".to_owned()
         } else {
@@ -177,11 +180,40 @@ impl Summary {
         let _ = writeln!(out, "\ndrops on the vlnet nodes during the demo: {drops}");
         let _ = writeln!(
             out,
-            "VM {} after the move: reachable at the same IP from the client user: {}",
+            "VM {} after the move: reachable at the same IP from the client user: {}, \
+             from cloud-2 (kernel vxlan): {}",
             self.vm_ip,
-            if self.reachable_after() { "yes" } else { "NO" }
+            if self.reachable_after() { "yes" } else { "NO" },
+            if self.kernel_reaches_after() {
+                "yes"
+            } else {
+                "NO"
+            }
         );
         out
+    }
+
+    /// The kernel-vxlan node's rows.
+    fn render_kernel(&self, out: &mut String) {
+        out.push_str("\nkernel-vxlan node (unmodified Proxmox) ↔ vlnet node, cloud LAN\n");
+        let k = &self.kernel;
+        row(
+            out,
+            "  pings kernel → vlnet / vlnet → kernel",
+            &format!("{}/{}", k.to_vlnet.0, k.to_vlnet.1),
+            &format!("{}/{}", k.from_vlnet.0, k.from_vlnet.1),
+        );
+        let _ = writeln!(
+            out,
+            "  VXLAN frames on the kernel node's port: {}, VNI {} on all: {}",
+            k.vxlan_frames, self.vni, k.vni_ok
+        );
+        row(
+            out,
+            "  pings cloud-2 → VM (relayed after the move)",
+            &format!("{}/{}", k.to_guest[0].0, k.to_guest[0].1),
+            &format!("{}/{}", k.to_guest[1].0, k.to_guest[1].1),
+        );
     }
 }
 
@@ -235,12 +267,18 @@ mod tests {
             path_switch_ms: Some(22.14),
             client_user: across,
             cloud_user: across,
+            kernel_user: Across {
+                sent: 410,
+                lost: 20,
+                longest_gap_ms: 200.0,
+            },
             wan_sample: (300, 0),
             kernel: KernelInterop {
                 to_vlnet: (20, 20),
                 from_vlnet: (20, 20),
                 vxlan_frames: 40,
                 vni_ok: true,
+                to_guest: [(20, 20), (19, 20)],
             },
             drops: Vec::new(),
         }
@@ -260,6 +298,12 @@ mod tests {
         assert!(line("  TCP throughput (Mbit/s)").ends_with("151             905"));
         assert!(line("  path switch").ends_with("22.1 ms"));
         assert!(line("  pings lost, client user").contains("14 of 400"));
+        assert!(line("  pings lost, cloud-2 VM").contains("20 of 410"));
+        assert!(
+            line("  pings cloud-2 → VM (relayed after the move)")
+                .ends_with("20/20           19/20"),
+            "{text}"
+        );
         assert!(text.contains("VNI 100 on all: true"), "{text}");
         assert!(text.contains("during the demo: none"), "{text}");
         assert!(
@@ -271,9 +315,17 @@ mod tests {
         lan.wan_rtt_ms = 0.0;
         assert!(lan.render().contains("behind an undelayed WAN, attached"));
         assert!(
-            text.contains("reachable at the same IP from the client user: yes"),
+            text.contains(
+                "reachable at the same IP from the client user: yes, from cloud-2 (kernel vxlan): yes"
+            ),
             "{text}"
         );
+        let mut unrelayed = summary();
+        unrelayed.kernel.to_guest[1] = (0, 20);
+        assert!(!unrelayed.kernel_reaches_after());
+        assert!(unrelayed
+            .render()
+            .contains("from cloud-2 (kernel vxlan): NO"));
     }
 
     #[test]
@@ -288,7 +340,7 @@ mod tests {
         s.after.received = 26;
         s.after.sent = 30;
         assert!(!s.reachable_after());
-        assert!(s.render().contains("from the client user: NO"));
+        assert!(s.render().contains("from the client user: NO,"));
         s.after = UserView {
             rtt_ms: None,
             throughput_mbps: None,

@@ -27,6 +27,12 @@
 //!
 //! Accepted changes are relayed to every session serving the VNI; refused
 //! ones change nothing anywhere and come back as [`Effect::Reject`].
+//!
+//! # Members per VNI
+//! A VNI's flood list holds a bounded number of VTEPs, and every member of
+//! a VNI is one: an invite that would give a VNI more members (joined, or
+//! invited and not expired) than [`Policy::max_members_per_vni`] is refused
+//! with [`InviteError::VniFull`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -62,14 +68,39 @@ pub const CLAIM_KEEP_SECS: u64 = 3600;
 pub struct Policy {
     /// MACs a member may hold (and wait for) per VNI.
     pub mac_quota: u32,
+    /// Members (joined, or invited and not expired) one VNI may have.
+    pub max_members_per_vni: u32,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
             mac_quota: DEFAULT_MAC_QUOTA,
+            max_members_per_vni: crate::config::DEFAULT_MAX_MEMBERS_PER_VNI,
         }
     }
+}
+
+/// Why an invite was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InviteError {
+    /// A VNI of the invite already has as many members as the policy allows.
+    #[error(
+        "VNI {vni} already has {members} members (joined, or invited and not expired): \
+         wireguard.max_members_per_vni is {limit}; remove a client (`vlnet ctl client \
+         remove NAME`), let an unused invite expire, or raise the limit"
+    )]
+    VniFull {
+        /// The VNI.
+        vni: u32,
+        /// Its members and open invites.
+        members: u32,
+        /// The policy's limit.
+        limit: u32,
+    },
+    /// The registry refused it.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// How the controller itself appears to members.
@@ -184,16 +215,52 @@ impl ControllerCore {
 
     // ----- invites and members -------------------------------------------
 
-    /// `vlnet ctl client add`: opens an invite; returns its token.
+    /// `vlnet ctl client add`: opens an invite, unless a VNI it grants is
+    /// full (see "Members per VNI"); returns its token.
     pub fn client_add(
         &mut self,
         request: &InviteRequest<'_>,
         addrs: &ControllerAddrs,
         now: Now,
         rng: &mut impl RngCore,
-    ) -> Result<(String, Vec<Effect>), RegistryError> {
+    ) -> Result<(String, Vec<Effect>), InviteError> {
+        let limit = self.policy.max_members_per_vni;
+        for &vni in request.vnis {
+            // A new invite for the same name replaces the old one.
+            let members = self.members_on(vni, now.unix, Some(request.name));
+            if members >= limit {
+                return Err(InviteError::VniFull {
+                    vni,
+                    members,
+                    limit,
+                });
+            }
+        }
         let token = self.registry.invite(request, addrs, now.unix, rng)?;
         Ok((token, vec![Effect::Persist, Effect::SyncPeers]))
+    }
+
+    /// Members of `vni` at `now` (unix seconds): joined ones and invites
+    /// that have not expired, the invite named `except` left out.
+    #[must_use]
+    pub fn members_on(&self, vni: u32, now: u64, except: Option<&str>) -> u32 {
+        let joined = self
+            .registry
+            .members
+            .values()
+            .filter(|m| m.vnis.contains(&vni))
+            .count();
+        let invited = self
+            .registry
+            .invites
+            .iter()
+            .filter(|(name, i)| {
+                Some(name.as_str()) != except
+                    && i.vnis.contains(&vni)
+                    && !Registry::invite_expired(i, now)
+            })
+            .count();
+        u32::try_from(joined + invited).unwrap_or(u32::MAX)
     }
 
     /// `vlnet ctl client remove`: revokes the key, withdraws the member's

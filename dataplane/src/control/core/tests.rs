@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::controller::{ControllerCore, Identity, Policy, TOMBSTONE_KEEP};
+use super::controller::{ControllerCore, Identity, InviteError, Policy, TOMBSTONE_KEEP};
 use super::member::MemberCore;
 use super::{CloudView, Effect, NoCloud, Now, RejectReason};
 use crate::control::macbook::FdbChange;
@@ -94,7 +94,14 @@ impl Sim {
             endpoint: "198.18.0.1:51820".parse().unwrap(),
             tunnel_addr: CONTROLLER,
         };
-        let ctl = ControllerCore::new(me, registry.clone(), Policy { mac_quota: quota });
+        let ctl = ControllerCore::new(
+            me,
+            registry.clone(),
+            Policy {
+                mac_quota: quota,
+                ..Policy::default()
+            },
+        );
         let members = (0..n)
             .map(|i| {
                 let r = &registry.members[&name(i)];
@@ -565,6 +572,114 @@ fn an_expired_invites_key_leaves_wireguard() {
     assert!(ctl.tick(at(30), &NoCloud).is_empty());
     assert_eq!(ctl.tick(at(61), &NoCloud), [Effect::SyncPeers]);
     assert!(ctl.tick(at(62), &NoCloud).is_empty(), "once");
+}
+
+/// A controller with `limit` members per VNI and no members yet, and the
+/// addresses it writes into tokens.
+fn controller_with_limit(limit: u32) -> (ControllerCore, ControllerAddrs) {
+    let registry = Registry::generate(&mut StdRng::seed_from_u64(7));
+    let addrs = ControllerAddrs {
+        endpoint: "198.18.0.1:51820".parse().unwrap(),
+        tunnel: "198.19.0.1/24".parse().unwrap(),
+        control_port: 7470,
+    };
+    let me = Identity {
+        name: "ctl".into(),
+        endpoint: addrs.endpoint,
+        tunnel_addr: CONTROLLER,
+    };
+    let policy = Policy {
+        max_members_per_vni: limit,
+        ..Policy::default()
+    };
+    (ControllerCore::new(me, registry, policy), addrs)
+}
+
+fn invite(
+    ctl: &mut ControllerCore,
+    addrs: &ControllerAddrs,
+    who: &str,
+    vnis: &[u32],
+    ttl_secs: u64,
+    now: Now,
+) -> Result<String, InviteError> {
+    let request = InviteRequest {
+        name: who,
+        vnis,
+        ttl_secs,
+    };
+    ctl.client_add(&request, addrs, now, &mut StdRng::seed_from_u64(8))
+        .map(|(token, _)| token)
+}
+
+#[test]
+fn an_invite_beyond_the_vnis_member_limit_is_refused_and_says_why() {
+    let (mut ctl, addrs) = controller_with_limit(3);
+    for i in 0..3 {
+        invite(&mut ctl, &addrs, &name(i), &[VNI], 3600, at(0)).unwrap();
+    }
+    assert_eq!(ctl.members_on(VNI, at(0).unix, None), 3);
+    let err = invite(&mut ctl, &addrs, "fourth", &[OTHER_VNI, VNI], 3600, at(1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InviteError::VniFull {
+                vni: VNI,
+                members: 3,
+                limit: 3
+            }
+        ),
+        "{err:?}"
+    );
+    let says = err.to_string();
+    assert!(
+        says.contains("VNI 100") && says.contains("max_members_per_vni is 3"),
+        "{says}"
+    );
+    assert!(
+        !ctl.registry().invites.contains_key("fourth"),
+        "nothing recorded"
+    );
+
+    // Another VNI is not full; a new invite for a name already invited
+    // replaces that invite instead of adding a member.
+    invite(&mut ctl, &addrs, "fourth", &[OTHER_VNI], 3600, at(2)).unwrap();
+    invite(&mut ctl, &addrs, &name(0), &[VNI], 3600, at(3)).unwrap();
+    assert_eq!(ctl.members_on(VNI, at(3).unix, None), 3);
+}
+
+#[test]
+fn joined_members_count_and_expired_invites_free_their_place() {
+    let (mut ctl, addrs) = controller_with_limit(2);
+    invite(&mut ctl, &addrs, "short", &[VNI], 60, at(0)).unwrap();
+    let mut registry = ctl.registry().clone();
+    registry.members.insert(
+        "joined".into(),
+        MemberRecord {
+            public_key: [1; 32],
+            tunnel_addr: vtep(5),
+            vnis: vec![VNI],
+            joined_at: 0,
+            endpoint: None,
+        },
+    );
+    let me = Identity {
+        name: "ctl".into(),
+        endpoint: addrs.endpoint,
+        tunnel_addr: CONTROLLER,
+    };
+    let policy = Policy {
+        max_members_per_vni: 2,
+        ..Policy::default()
+    };
+    let mut ctl = ControllerCore::new(me, registry, policy);
+    assert!(matches!(
+        invite(&mut ctl, &addrs, "late", &[VNI], 60, at(30)),
+        Err(InviteError::VniFull { members: 2, .. })
+    ));
+    // The first invite expired at 60 s: its place is free again.
+    invite(&mut ctl, &addrs, "late", &[VNI], 60, at(61)).unwrap();
+    assert_eq!(ctl.members_on(VNI, at(61).unix, None), 2);
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! applies a new config's difference without losing a ping on an untouched
 //! VNI, and refuses a bad config with nothing changed; an upgrade swaps the
 //! programs in place (keeping maps, counters and learned MACs) without
-//! losing a ping, and refuses pins of another map layout with what to do.
+//! losing a ping, and refuses pins of another map layout with what to do;
+//! a node following a Proxmox SDN zone (`[proxmox]`) serves a peer the zone
+//! gains without a restart, and keeps its state when the zone's file breaks.
 //! Needs root, clang-19 and bpftool (to build "another release" of the
 //! programs).
 #![allow(
@@ -203,6 +205,122 @@ fn reload_applies_the_difference_without_losing_a_ping() {
         "pings lost on the untouched VNI during reloads: {report:?}"
     );
     assert!(daemon.log().contains("config reloaded"));
+}
+
+/// A Proxmox running config (what "Apply" writes) with one VXLAN zone
+/// `lab` of `peers` and the scenario's VNI as vnet `br100`.
+fn running_config(peers: &[std::net::Ipv4Addr]) -> String {
+    let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
+    serde_json::json!({
+        "version": 7,
+        "zones": {"ids": {"lab": {"type": "vxlan", "peers": peers.join(","), "ipam": "pve"}}},
+        "vnets": {"ids": {"br100": {"type": "vnet", "zone": "lab", "tag": 100}}},
+    })
+    .to_string()
+}
+
+/// Waits up to `within` for `vm` to reach `ip`.
+fn reaches_within(vm: &NetNs, ip: std::net::Ipv4Addr, within: Duration) -> bool {
+    let began = Instant::now();
+    while began.elapsed() < within {
+        if answers_at_once(vm, ip) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_proxmox_zone_change_is_served_without_losing_a_ping() {
+    use vlnet::lab::scenario::host_ip;
+    // Declared first, dropped last: the node's teardown reads the zone.
+    let sdn = TempDir::new("sdn").unwrap();
+    let mut s = Scenario::build(
+        "sdn",
+        &[Vtep::Vlnet(Datapath::Tc), Vtep::Kernel, Vtep::Kernel],
+        vlnet_binary(),
+    )
+    .unwrap();
+    let running = sdn.path().join(".running-config");
+    std::fs::write(&running, running_config(&[host_ip(0), host_ip(1)])).unwrap();
+    let pinger = s.sites[0].vm.ns().clone();
+    assert!(
+        answers_at_once(&pinger, vm_ip(2)),
+        "both kernel nodes are static peers at first"
+    );
+
+    // The node's VNI now comes from the zone, which has only the first kernel node.
+    let daemon = s.sites[0].daemon.as_mut().unwrap();
+    let text = std::fs::read_to_string(daemon.config_path()).unwrap();
+    let start = text.find("peers = [").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    let zoned = format!(
+        "{}peers = []{}\n[proxmox]\nsdn = \"{}\"\nzone = \"lab\"\n",
+        &text[..start],
+        &text[end..],
+        sdn.path().display()
+    );
+    std::fs::write(daemon.config_path(), zoned).unwrap();
+    let out = daemon.ctl(&["reload", "--json"]).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["changes"],
+        serde_json::json!(["VNI 100: peer 198.18.0.3 removed"]),
+        "{out}"
+    );
+
+    let to_first = pinger.clone();
+    let pings =
+        thread::spawn(move || probe::ping(&to_first, vm_ip(1), 600, Duration::from_millis(10)));
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        !answers_at_once(&pinger, vm_ip(2)),
+        "a node the zone does not have"
+    );
+
+    // "Apply" adds the second kernel node: served within the poll period.
+    let applied = Instant::now();
+    std::fs::write(
+        &running,
+        running_config(&[host_ip(0), host_ip(1), host_ip(2)]),
+    )
+    .unwrap();
+    assert!(
+        reaches_within(&pinger, vm_ip(2), Duration::from_secs(6)),
+        "the zone's new peer is not served: {}",
+        daemon.log_tail(20)
+    );
+    let picked_up = applied.elapsed();
+    assert!(daemon.log().contains("the Proxmox SDN zone changed"));
+
+    // A zone that no longer reads is refused: the running state stays.
+    std::fs::write(&running, "{\"zones\": ").unwrap();
+    let began = Instant::now();
+    while !daemon.log().contains("reload refused") {
+        assert!(
+            began.elapsed() < Duration::from_secs(6),
+            "{}",
+            daemon.log_tail(20)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        daemon.log().contains(".running-config"),
+        "the refusal names the file"
+    );
+    let peers = daemon.ctl(&["peers", "--json"]).unwrap();
+    assert!(peers.contains("198.18.0.3"), "running config kept: {peers}");
+    assert!(answers_at_once(&pinger, vm_ip(2)));
+
+    let report = pings.join().unwrap().unwrap();
+    eprintln!(
+        "proxmox zone: a new peer served {} ms after Apply; {} of {} pings lost on the untouched path",
+        picked_up.as_millis(),
+        report.sent - report.received,
+        report.sent
+    );
+    assert_eq!(report.received, report.sent, "pings lost: {report:?}");
 }
 
 /// The VTEP programs built another way (for another BPF instruction set

@@ -24,8 +24,8 @@ fn socket_with_default(args: &CtlArgs, default: &Path) -> Result<PathBuf> {
         return Ok(socket.clone());
     }
     match &args.config {
-        Some(path) => Ok(Config::load(path)?.node.api_socket),
-        None if default.exists() => Ok(Config::load(default)?.node.api_socket),
+        Some(path) => Ok(load(path)?.node.api_socket),
+        None if default.exists() => Ok(load(default)?.node.api_socket),
         None => Ok(PathBuf::from(DEFAULT_API_SOCKET)),
     }
 }
@@ -36,7 +36,20 @@ fn config_of(args: &CtlArgs) -> Result<Config> {
         .config
         .as_deref()
         .unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
-    Ok(Config::load(path)?)
+    load(path)
+}
+
+/// The config at `path`; when its Proxmox SDN zone cannot be read (the
+/// cluster file system down, say), the file's own VNIs with a warning, so
+/// that the admin commands still work.
+fn load(path: &Path) -> Result<Config> {
+    match Config::load(path) {
+        Err(e @ vlnet_dataplane::config::ConfigError::Zone { .. }) => {
+            eprintln!("vlnet: warning: {e}; going on with the file's own VNIs");
+            Ok(Config::load_without_zone(path)?)
+        }
+        other => Ok(other?),
+    }
 }
 
 fn ask(args: &CtlArgs, req: &Request) -> Result<Response> {

@@ -51,10 +51,10 @@ pub enum Command {
         #[arg(long)]
         ifname: String,
     },
-    /// Print the `[[vni]]` sections of a Proxmox SDN VXLAN zone (its vnets'
+    /// Print the [[vni]] sections of a Proxmox SDN VXLAN zone (its vnets'
     /// VNIs and bridges, the zone's peers) for vlnet's config.
     ImportProxmox {
-        /// The cluster's SDN directory (zones.cfg, vnets.cfg).
+        /// The cluster's SDN directory (what "Apply" put in force, .running-config, else zones.cfg and vnets.cfg).
         #[arg(long, default_value = vlnet_dataplane::proxmox_sdn::DEFAULT_SDN_DIR)]
         sdn: PathBuf,
         /// The VXLAN zone (needed when there are several).

@@ -14,6 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::mac::MacAddr;
+use crate::proxmox_sdn::Zone;
 
 mod open_ports;
 
@@ -96,6 +97,14 @@ pub enum ConfigError {
         /// What is wrong and what is allowed.
         message: String,
     },
+    /// The Proxmox SDN zone `[proxmox]` names cannot be used.
+    #[error("config {}: [proxmox]: {message}", path.display())]
+    Zone {
+        /// Config file path.
+        path: PathBuf,
+        /// What is wrong, naming the zone's file (and line).
+        message: String,
+    },
 }
 
 /// What to do about a config that cannot be read.
@@ -123,6 +132,35 @@ pub struct Config {
     /// node that only has static peers (until it joins a controller).
     #[serde(default)]
     pub wireguard: Option<WireguardConfig>,
+    /// `[proxmox]`: VNIs and peers taken from a Proxmox SDN VXLAN zone.
+    #[serde(default)]
+    pub proxmox: Option<ProxmoxConfig>,
+    /// The zone `[proxmox]` names, as read with the config (its vnets and
+    /// peers are already in [`vni`](Self::vni)).
+    #[serde(skip)]
+    pub sdn_zone: Option<Zone>,
+    /// The zone files' [`fingerprint`](crate::proxmox_sdn::fingerprint)
+    /// taken before they were read: a watcher reloads when it changes.
+    #[serde(skip)]
+    pub sdn_fingerprint: Option<u64>,
+}
+
+/// `[proxmox]`: serve the vnets of a Proxmox SDN VXLAN zone with the
+/// zone's nodes as static peers, read from the cluster's files and followed
+/// while the daemon runs (see [`crate::proxmox_sdn`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxmoxConfig {
+    /// The SDN directory (`/etc/pve/sdn` on a node of the cluster).
+    #[serde(default = "default_sdn_dir")]
+    pub sdn: PathBuf,
+    /// The VXLAN zone; needed when the cluster has several.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+fn default_sdn_dir() -> PathBuf {
+    PathBuf::from(crate::proxmox_sdn::DEFAULT_SDN_DIR)
 }
 
 /// A node's part in the control plane.
@@ -394,13 +432,57 @@ impl Config {
     }
 
     /// Parses and validates config text; `path` is only used in messages.
+    /// With `[proxmox]`, the zone's files are read and its vnets merged
+    /// into the VNIs before the rules are checked.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Self::parse_file_only(text, path)?;
+        config.read_proxmox_zone(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// [`load`](Self::load) without reading the Proxmox SDN zone: the
+    /// file's own VNIs only (for commands that must work while the
+    /// cluster's files cannot be read, e.g. `vlnet ctl teardown`).
+    pub fn load_without_zone(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_file_only(&text, path)
+    }
+
+    fn parse_file_only(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Reads the zone `[proxmox]` names and merges it into the VNIs.
+    fn read_proxmox_zone(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let Some(p) = &self.proxmox else {
+            return Ok(());
+        };
+        let invalid = |message: String| ConfigError::Zone {
+            path: path.to_owned(),
+            message,
+        };
+        let me = self.node.vtep.ok_or_else(|| {
+            invalid(
+                "needs node.vtep: this node's own address is left out of the zone's peers"
+                    .to_owned(),
+            )
+        })?;
+        // Before reading: a change in between is then seen as one.
+        self.sdn_fingerprint = crate::proxmox_sdn::fingerprint(&p.sdn);
+        let zone = crate::proxmox_sdn::read_zone(&p.sdn, p.zone.as_deref(), Some(me))
+            .map_err(|e| invalid(e.to_string()))?;
+        crate::proxmox_sdn::merge(&mut self.vni, &zone);
+        self.sdn_zone = Some(zone);
+        Ok(())
     }
 
     /// Whether this node is a gateway, relaying between its static peers
@@ -798,6 +880,57 @@ bridge = "vnet100"
 
     fn with_vni(body: &str) -> String {
         format!("{MINIMAL}\n[[vni]]\n{body}\n")
+    }
+
+    #[test]
+    fn a_proxmox_zone_gives_vnis_and_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("zones.cfg"),
+            "vxlan: class\n\tpeers 198.18.0.1,198.18.0.2,198.18.0.3\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("vnets.cfg"),
+            "vnet: vnet100\n\tzone class\n\ttag 100\n\nvnet: vnet200\n\tzone class\n\ttag 200\n",
+        )
+        .unwrap();
+        let section = format!("\n[proxmox]\nsdn = {:?}\n", dir.path());
+        let text = format!("{}{section}", with_node("vtep = \"198.18.0.1\""));
+        let config = parse(&text).unwrap();
+        let peers = |id: u32| {
+            config
+                .vni
+                .iter()
+                .find(|v| v.id == id)
+                .unwrap()
+                .peers
+                .clone()
+        };
+        let zone: Vec<Ipv4Addr> =
+            vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()];
+        assert_eq!(peers(100), zone, "the file's VNI 100 gets the zone's peers");
+        assert_eq!(config.vni[0].bridge, "vnet100");
+        assert_eq!(peers(200), zone, "vnet200 is served too");
+        assert_eq!(config.sdn_zone.as_ref().unwrap().id, "class");
+
+        let zone_error = |text: &str| match parse(text) {
+            Err(e @ ConfigError::Zone { .. }) => e.to_string(),
+            other => panic!("expected a zone error, got {other:?}"),
+        };
+        let message = zone_error(&format!("{MINIMAL}{section}"));
+        assert!(message.contains("[proxmox]: needs node.vtep"), "{message}");
+        let missing = format!(
+            "{}\n[proxmox]\nsdn = \"/nonexistent/sdn\"\n",
+            with_node("vtep = \"198.18.0.1\"")
+        );
+        let message = zone_error(&missing);
+        assert!(message.contains("/nonexistent/sdn/zones.cfg"), "{message}");
+        let path = std::env::temp_dir().join(format!("vlt-zone-cfg-{}.toml", std::process::id()));
+        std::fs::write(&path, &missing).unwrap();
+        let file_only = Config::load_without_zone(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file_only.vni.len(), 1, "the file's VNIs");
     }
 
     #[test]

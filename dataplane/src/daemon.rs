@@ -11,6 +11,8 @@
 //! - `follow`: the task that converges again on every change (control
 //!   plane, interfaces, reload); `reload`: what a reload changes, and what
 //!   needs a restart instead.
+//! - `sdn_watch`: a reload whenever the Proxmox SDN zone of `[proxmox]`
+//!   changes.
 //! - `nexthops`: every remote VTEP's next hop; `upkeep`: FDB ageing and
 //!   capacity, arrivals, traffic samples.
 //! - Readiness and status go to systemd (`Type=notify`, [`crate::notify`]):
@@ -22,6 +24,7 @@ mod follow;
 mod links;
 mod nexthops;
 mod reload;
+mod sdn_watch;
 mod teardown;
 mod upkeep;
 
@@ -152,6 +155,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         let (expected_tx, expected_rx) = watch::channel(expected);
         let relink = Arc::new(Notify::new());
         let (reload_tx, reloads) = mpsc::channel(RELOAD_QUEUE);
+        let (sdn_dir, sdn_dir_rx) = watch::channel(sdn_watch::Followed::of(&cfg));
         node.set_reloads(reload_tx);
         let mut tasks = vec![
             tokio::spawn(
@@ -195,15 +199,12 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
                     relink,
                     expected: expected_tx,
                     reloads,
+                    sdn_dir,
                 })
                 .in_current_span(),
             ),
         ];
-        if let Some(every) = notify::watchdog_interval() {
-            tasks.push(tokio::spawn(
-                watchdog(node.clone(), every).in_current_span(),
-            ));
-        }
+        tasks.extend(optional_tasks(&cfg, &node, sdn_dir_rx));
         await_api(&cfg.node.api_socket).await?;
         let facts = node.facts();
         info!(
@@ -224,6 +225,26 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     }
     .instrument(span)
     .await
+}
+
+/// Following a Proxmox SDN zone (idle without `[proxmox]`), and systemd's
+/// watchdog when it asks for one.
+fn optional_tasks(
+    cfg: &Config,
+    node: &Arc<Node>,
+    sdn_dir: watch::Receiver<Option<sdn_watch::Followed>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    sdn_watch::check_zone_mtu(cfg, node);
+    tasks.push(tokio::spawn(
+        sdn_watch::follow_zone(node.clone(), sdn_dir).in_current_span(),
+    ));
+    if let Some(every) = notify::watchdog_interval() {
+        tasks.push(tokio::spawn(
+            watchdog(node.clone(), every).in_current_span(),
+        ));
+    }
+    tasks
 }
 
 /// Loads and starts the control plane if the node has a `[wireguard]`

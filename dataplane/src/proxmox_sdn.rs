@@ -5,16 +5,26 @@
 //!
 //! Both files are Proxmox "section config": a header line `TYPE: ID`, then
 //! indented `key value` lines, sections separated by blank lines, `#`
-//! comments. Lists (`peers`) are comma- or space-separated. Pure: the caller
-//! reads the files ([`read_zone`] does it for a directory).
+//! comments. Lists (`peers`) are comma- or space-separated. They hold the
+//! cluster's *pending* SDN edits; what the zone's nodes run is what the last
+//! "Apply" copied into `.running-config` (JSON, the same objects), so that
+//! file is read first when it exists ([`read_zone`]). Parsing is pure;
+//! [`read_zone`] reads the files of a directory, [`fingerprint`] tells a
+//! watcher that they changed, [`merge`] puts a zone into a config's VNIs.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use crate::config::VniConfig;
+
 /// Where Proxmox keeps the cluster's SDN configuration.
 pub const DEFAULT_SDN_DIR: &str = "/etc/pve/sdn";
+
+/// The SDN configuration in force (JSON), in the SDN directory.
+pub const RUNNING_CONFIG: &str = ".running-config";
 
 /// Why a zone could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +37,13 @@ pub enum SdnError {
         /// The error.
         source: std::io::Error,
     },
-    /// A line is not section config.
-    #[error("{}:{line}: {reason}", path.display())]
+    /// A line is not section config (or an object of the running config
+    /// is not what a zone or vnet has).
+    #[error("{}{}: {reason}", path.display(), at_line(*line))]
     Syntax {
         /// The file.
         path: PathBuf,
-        /// Its 1-based line.
+        /// Its 1-based line; 0 in the running config (JSON, one line).
         line: usize,
         /// What is wrong.
         reason: String,
@@ -40,6 +51,15 @@ pub enum SdnError {
     /// The files parse but do not describe a usable VXLAN zone.
     #[error("{0}")]
     Zone(String),
+}
+
+/// `:LINE`, or nothing for line 0.
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
 }
 
 /// One section: `kind: id` and its keys, with the line of each.
@@ -233,26 +253,135 @@ fn names(sections: &[&Section]) -> String {
         .join(", ")
 }
 
-/// Reads `zones.cfg` and `vnets.cfg` in `dir` and returns the zone.
+/// The sections of the running config's `kind` (`zones`, `vnets`): each
+/// object under `ids`, its `type` as the kind, scalars as text, a node set
+/// (`{"pve1":1}`) as its names joined by commas.
+pub fn running_sections(
+    json: &serde_json::Value,
+    kind: &str,
+    path: &Path,
+) -> Result<Vec<Section>, SdnError> {
+    use serde_json::Value;
+    let bad = |reason: String| SdnError::Syntax {
+        path: path.to_owned(),
+        line: 0,
+        reason,
+    };
+    let ids = match json.get(kind).and_then(|k| k.get("ids")) {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(ids)) => ids,
+        Some(_) => return Err(bad(format!("{kind}.ids is not an object"))),
+    };
+    let mut sections = Vec::new();
+    for (id, object) in ids {
+        let Value::Object(fields) = object else {
+            return Err(bad(format!("{kind} {id} is not an object")));
+        };
+        let mut keys = BTreeMap::new();
+        for (key, value) in fields {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => u8::from(*b).to_string(),
+                Value::Object(set) => set.keys().cloned().collect::<Vec<_>>().join(","),
+                Value::Null | Value::Array(_) => continue,
+            };
+            keys.insert(key.clone(), (text, 0));
+        }
+        let kind_of = keys
+            .remove("type")
+            .map(|(t, _)| t)
+            .ok_or_else(|| bad(format!("{kind} {id} has no type")))?;
+        sections.push(Section {
+            kind: kind_of,
+            id: id.clone(),
+            line: 0,
+            keys,
+        });
+    }
+    Ok(sections)
+}
+
+fn read_text(path: &Path) -> Result<String, SdnError> {
+    std::fs::read_to_string(path).map_err(|source| SdnError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads the zone from `dir`: the running config (`.running-config`, what
+/// the last "Apply" put in force) when it exists, else `zones.cfg` and
+/// `vnets.cfg` (a copy of the directory, or a cluster never applied).
 pub fn read_zone(
     dir: &Path,
     zone_id: Option<&str>,
     me: Option<Ipv4Addr>,
 ) -> Result<Zone, SdnError> {
+    let running = dir.join(RUNNING_CONFIG);
+    if running.exists() {
+        let text = read_text(&running)?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| SdnError::Syntax {
+                path: running.clone(),
+                line: e.line(),
+                reason: format!("not JSON ({e})"),
+            })?;
+        let zones = running_sections(&json, "zones", &running)?;
+        let vnets = running_sections(&json, "vnets", &running)?;
+        return zone(&zones, &vnets, zone_id, me, (&running, &running));
+    }
     let read = |name: &str| {
         let path = dir.join(name);
-        std::fs::read_to_string(&path)
-            .map_err(|source| SdnError::Io {
-                path: path.clone(),
-                source,
-            })
-            .map(|text| (text, path))
+        read_text(&path).map(|text| (text, path))
     };
     let (zones_text, zones_path) = read("zones.cfg")?;
     let (vnets_text, vnets_path) = read("vnets.cfg")?;
     let zones = parse(&zones_text, &zones_path)?;
     let vnets = parse(&vnets_text, &vnets_path)?;
     zone(&zones, &vnets, zone_id, me, (&zones_path, &vnets_path))
+}
+
+/// A hash of what [`read_zone`] would read from `dir` (`None` when nothing
+/// can be read): a watcher compares it to notice a change. `/etc/pve` is a
+/// FUSE file system without reliable change notifications, and these files
+/// are small, so reading them is the cheap and certain way.
+#[must_use]
+pub fn fingerprint(dir: &Path) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut any = false;
+    for name in [RUNNING_CONFIG, "zones.cfg", "vnets.cfg"] {
+        if let Ok(text) = std::fs::read(dir.join(name)) {
+            name.hash(&mut hasher);
+            text.hash(&mut hasher);
+            any = true;
+        }
+    }
+    any.then(|| hasher.finish())
+}
+
+/// Puts `zone` into a config's `vnis`: each vnet is a VNI whose peers are
+/// the zone's. A `[[vni]]` the file has for the same VNI keeps its bridge
+/// and settings, and its own peers come first; a vnet the file does not
+/// name gets a bridge of the vnet's name.
+pub fn merge(vnis: &mut Vec<VniConfig>, zone: &Zone) {
+    for (id, bridge) in &zone.vnets {
+        match vnis.iter_mut().find(|v| v.id == *id) {
+            Some(v) => {
+                for peer in &zone.peers {
+                    if !v.peers.contains(peer) {
+                        v.peers.push(*peer);
+                    }
+                }
+            }
+            None => vnis.push(VniConfig {
+                id: *id,
+                bridge: bridge.clone(),
+                peers: zone.peers.clone(),
+                static_fdb: Vec::new(),
+                fdb_max: None,
+            }),
+        }
+    }
 }
 
 /// The `[[vni]]` sections of vlnet's config for `zone`: one per vnet, its
@@ -413,5 +542,89 @@ vnet: vlan5
         let e = read(&two, VNETS, Some("nope")).unwrap_err().to_string();
         assert!(e.contains("no VXLAN zone \"nope\""), "{e}");
         assert_eq!(read(&two, VNETS, Some("other")).unwrap().vnets, []);
+    }
+
+    /// As `PVE::Network::SDN::commit_config` writes it on "Apply": the
+    /// objects of zones.cfg and vnets.cfg under `ids`, numbers as Perl
+    /// left them (a tag may be a number or a string), nodes as a set.
+    const RUNNING: &str = r#"{"version":3,"zones":{"ids":{"lan1":{"type":"vlan","bridge":"vmbr1"},"class":{"type":"vxlan","peers":"198.18.0.1,198.18.0.2,198.18.0.4","mtu":1450,"nodes":{"pve1":1,"pve2":1},"ipam":"pve"}}},"vnets":{"ids":{"vnet100":{"type":"vnet","zone":"class","tag":100},"vnet300":{"type":"vnet","zone":"class","tag":"300"},"vlan5":{"type":"vnet","zone":"lan1","tag":5}}},"controllers":{"ids":{}},"subnets":{"ids":{}}}"#;
+
+    fn sdn_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_running_config_is_what_counts_when_there_is_one() {
+        let me = Some(Ipv4Addr::new(198, 18, 0, 1));
+        let dir = sdn_dir(&[("zones.cfg", ZONES), ("vnets.cfg", VNETS)]);
+        let pending = read_zone(dir.path(), Some("class"), me).unwrap();
+        assert_eq!(
+            pending.vnets,
+            [(100, "vnet100".into()), (200, "vnet200".into())]
+        );
+        let before = fingerprint(dir.path()).unwrap();
+
+        std::fs::write(dir.path().join(RUNNING_CONFIG), RUNNING).unwrap();
+        let z = read_zone(dir.path(), Some("class"), me).unwrap();
+        assert_eq!(
+            z.peers,
+            [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 4)],
+            "the applied peers, this node left out"
+        );
+        assert_eq!(z.mtu, Some(1450));
+        assert_eq!(z.vnets, [(100, "vnet100".into()), (300, "vnet300".into())]);
+        assert_ne!(fingerprint(dir.path()), Some(before), "a change is seen");
+        assert_eq!(fingerprint(dir.path()), fingerprint(dir.path()));
+        assert_eq!(fingerprint(Path::new("/nonexistent/sdn")), None);
+    }
+
+    #[test]
+    fn a_bad_running_config_is_refused_naming_the_file() {
+        for (text, want) in [
+            ("{\"zones\":", "not JSON"),
+            (
+                r#"{"zones":{"ids":{"class":{"peers":"198.18.0.2"}}}}"#,
+                "zones class has no type",
+            ),
+            (
+                r#"{"zones":{"ids":{"class":{"type":"vxlan","peers":"198.18.0.2,x"}}},"vnets":{"ids":{}}}"#,
+                "peer \"x\" is not an IPv4 address",
+            ),
+        ] {
+            let dir = sdn_dir(&[(RUNNING_CONFIG, text)]);
+            let e = read_zone(dir.path(), None, None).unwrap_err().to_string();
+            assert!(e.contains(".running-config") && e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_zone_merges_into_the_files_vnis() {
+        let z = read(ZONES, VNETS, None).unwrap();
+        let mut vnis = vec![VniConfig {
+            id: 100,
+            bridge: "vl100".into(),
+            peers: vec![Ipv4Addr::new(198, 18, 0, 9), Ipv4Addr::new(198, 18, 0, 3)],
+            static_fdb: Vec::new(),
+            fdb_max: Some(64),
+        }];
+        merge(&mut vnis, &z);
+        assert_eq!(vnis.len(), 2);
+        assert_eq!(vnis[0].bridge, "vl100", "the file's bridge is kept");
+        assert_eq!(vnis[0].fdb_max, Some(64));
+        assert_eq!(
+            vnis[0].peers,
+            [
+                Ipv4Addr::new(198, 18, 0, 9),
+                Ipv4Addr::new(198, 18, 0, 3),
+                Ipv4Addr::new(198, 18, 0, 2)
+            ],
+            "the file's peers first, the zone's added once"
+        );
+        assert_eq!((vnis[1].id, vnis[1].bridge.as_str()), (200, "vnet200"));
+        assert_eq!(vnis[1].peers, z.peers);
     }
 }

@@ -43,6 +43,8 @@ pub struct Follow {
     pub expected: watch::Sender<Expected>,
     /// Reload requests (API, SIGHUP).
     pub reloads: mpsc::Receiver<ReloadReply>,
+    /// The SDN directory the config in force follows (`[proxmox] sdn`).
+    pub sdn_dir: watch::Sender<Option<super::sdn_watch::Followed>>,
 }
 
 /// Why the task converges this time.
@@ -159,6 +161,8 @@ async fn apply_reload(f: &mut Follow) -> Result<ReloadReport, String> {
     for vni in reload::removed_vnis(&f.cfg, &new) {
         remove_overlay_port(vni).await;
     }
+    super::sdn_watch::check_zone_mtu(&new, &f.node);
+    f.sdn_dir.send_replace(super::sdn_watch::Followed::of(&new));
     f.cfg = new;
     Ok(ReloadReport {
         changes,

@@ -1,7 +1,9 @@
 //! Smoke test of `vlnet lab bench`: one short run (`--secs 1`) must print
 //! well-formed JSON in which every number — each topology's metrics, each
 //! ratio, the migration and control-plane runs — is positive (pings lost may
-//! be zero; the flow-RTT error may be any non-negative number), and the
+//! be zero; the flow-RTT error may be any non-negative number, flow
+//! tracking's price any finite one), each vlnet topology reports what its
+//! programs cost per run (the kernel's BPF statistics), and the
 //! encrypted topologies have TCP and ping but no
 //! small-packet numbers. Nothing about the values themselves is asserted
 //! (these machines are shared and noisy), but for one property of the
@@ -74,6 +76,61 @@ fn assert_accuracy(json: &serde_json::Value) {
             .is_some_and(|e| e >= 0.0),
         "{json:#}"
     );
+}
+
+/// Every number is positive but those that may be zero or negative.
+fn assert_positive(json: &serde_json::Value) {
+    let mut all = Vec::new();
+    numbers("", json, &mut all);
+    // Pings lost may be 0, tracking's price within noise of 0 either way;
+    // everything else must be positive.
+    all.retain(|(path, _)| {
+        !path.ends_with(".pings_lost")
+            && !path.ends_with(".median_abs_error_ms")
+            && !path.starts_with(".program_cost.flow_tracking.ns_per_packet")
+            && !path.starts_with(".program_cost.flow_tracking.share")
+    });
+    assert!(all.len() > 50, "too few numbers: {json:#}");
+    for (path, v) in all {
+        let x = v.as_f64().unwrap_or(f64::NAN);
+        assert!(
+            x.is_finite() && x > 0.0,
+            "{path} = {v} is not a positive number:\n{json:#}"
+        );
+    }
+}
+
+/// Each vlnet topology's programs ran and cost something per run; the
+/// kernel's topologies ran none; tracking's price is a finite number.
+fn assert_program_cost(json: &serde_json::Value) {
+    let costs = &json["program_cost"]["ns_per_run"];
+    for (topology, programs) in [
+        ("vlnet-tc", &["tc_overlay_tx", "tc_underlay_rx"][..]),
+        ("vlnet-tc-noflows", &["tc_overlay_tx", "tc_underlay_rx"]),
+        ("vlnet-xdp", &["tc_overlay_tx", "xdp_underlay_rx"]),
+        ("vlnet-wg", &["tc_overlay_tx", "tc_tunnel_rx"]),
+    ] {
+        for program in programs {
+            let row = costs[topology]
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r["program"] == *program));
+            assert!(
+                row.is_some_and(|r| r["runs"].as_u64() > Some(0)
+                    && r["ns_per_run"].as_f64().is_some_and(|ns| ns > 0.0)),
+                "{topology}: {program}: {json:#}"
+            );
+        }
+    }
+    for topology in ["plain", "kernel", "kernel-txoff", "kernel-wggo"] {
+        assert!(costs.get(topology).is_none(), "{topology}: {json:#}");
+    }
+    let tracking = &json["program_cost"]["flow_tracking"];
+    for field in ["ns_per_packet", "share"] {
+        assert!(
+            tracking[field].as_f64().is_some_and(f64::is_finite),
+            "flow_tracking.{field}: {json:#}"
+        );
+    }
 }
 
 /// The migration runs: pings went through, and vlnet reports its path
@@ -187,21 +244,9 @@ fn bench_json_is_complete_and_positive() {
         );
     }
     assert_eq!(json["replication"]["flood_vteps"], 1024, "{json:#}");
+    assert_program_cost(&json);
 
-    let mut all = Vec::new();
-    numbers("", &json, &mut all);
-    // Pings lost may be 0; everything else must be positive.
-    all.retain(|(path, _)| {
-        !path.ends_with(".pings_lost") && !path.ends_with(".median_abs_error_ms")
-    });
-    assert!(all.len() > 50, "too few numbers: {json:#}");
-    for (path, v) in all {
-        let x = v.as_f64().unwrap_or(f64::NAN);
-        assert!(
-            x.is_finite() && x > 0.0,
-            "{path} = {v} is not a positive number:\n{json:#}"
-        );
-    }
+    assert_positive(&json);
 }
 
 /// The replication run on its own: each extra replica costs something, and

@@ -116,6 +116,21 @@ fn ifindexes(ns: &NetNs, names: &[&str]) -> Vec<u32> {
         .collect()
 }
 
+/// Waits for `ifname` to leave `ns`: the kernel destroys a deleted
+/// namespace's devices in the background, so a veth's other end goes a
+/// moment later (seconds on a busy machine) — and its name may be needed
+/// again.
+fn await_gone(ns: &NetNs, ifname: &str) {
+    let gone_by = std::time::Instant::now() + Duration::from_secs(10);
+    while ns.run(&["ip", "link", "show", ifname]).is_ok() {
+        assert!(
+            std::time::Instant::now() < gone_by,
+            "{ifname} outlives its namespace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Two daemons' worth of pins outlive their host: the daemon is killed, its
 /// host namespace (and its VM's) deleted and rebuilt under the same names
 /// with the same interfaces — the same names *and* indexes, so the pins'
@@ -144,6 +159,7 @@ fn stale_pins_of_a_rebuilt_host_are_reattached() {
     // overlay port).
     let switch = s.underlay.switch();
     let port = s.sites[0].host.switch_port().to_owned();
+    await_gone(switch, &port);
     for cmd in [
         format!(
             "ip link add ul0 type veth peer name {port} netns {}",

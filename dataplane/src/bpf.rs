@@ -427,6 +427,24 @@ pub fn remove_pins(node: &str) -> Result<(), BpfError> {
     }
 }
 
+/// The kernel ids of the programs `node`'s pinned links run (none when it
+/// has no pins), e.g. to read their run-time statistics.
+#[must_use]
+pub fn linked_program_ids(node: &str) -> HashSet<u32> {
+    let Ok(dir) = pin_dir(node) else {
+        return HashSet::new();
+    };
+    let Ok(entries) = fs::read_dir(dir.join("links")) else {
+        return HashSet::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| kernel::open_pinned(&e.path()).ok())
+        .filter_map(|fd| kernel::link_facts(fd.as_fd()).ok())
+        .map(|facts| facts.prog_id)
+        .collect()
+}
+
 fn program_error(name: &str, source: aya::programs::ProgramError) -> BpfError {
     BpfError::Program {
         name: name.to_string(),

@@ -50,6 +50,9 @@
 //!   client, against the gateway's own VM → the client.
 //! - [`replication`]: what a flood costs per extra replica, and a relayed
 //!   frame against decap + encap, in the kernel (`BPF_PROG_TEST_RUN`).
+//! - [`program_cost`]: each vlnet program's ns per run over every
+//!   topology's runs (the kernel's BPF statistics, on for the whole bench),
+//!   and what flow tracking costs per packet.
 
 pub mod control_scale;
 pub mod encrypted;
@@ -58,6 +61,7 @@ pub mod gateway;
 pub mod latency;
 pub mod migration;
 pub mod pps;
+pub mod program_cost;
 pub mod replication;
 pub mod report;
 
@@ -69,6 +73,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 
 use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
 use self::pps::{DecapPoint, PpsPath};
+use self::program_cost::ProgramCost;
 use self::report::{Measured, Metrics, Report, SmallPackets};
 use super::probe;
 use super::scenario::{host_ip, vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
@@ -175,7 +180,9 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
     let binary = std::env::current_exe().context("locating the vlnet binary")?;
     let pps_secs = secs.min(MAX_PPS_SECS);
     let started = Instant::now();
+    let _stats = program_cost::StatsOn::enable()?;
     let mut measured = Vec::new();
+    let mut costs = Vec::new();
     for (i, topology) in TOPOLOGIES.into_iter().enumerate() {
         eprintln!(
             "[{}/{}] {}: {}  ({:.1} s)",
@@ -185,13 +192,14 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
             topology.description(),
             started.elapsed().as_secs_f64()
         );
-        let metrics = measure(
+        let (metrics, cost) = measure(
             topology,
             &binary,
             secs,
             Duration::from_secs(pps_secs.into()),
         )
         .with_context(|| format!("benchmarking {}", topology.name()))?;
+        costs.push((topology.name(), cost));
         measured.push(Measured {
             name: topology.name(),
             description: topology.description(),
@@ -220,6 +228,7 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let replication = replication::run().context("replication cost run")?;
+    let tracking = tracking_cost(&measured, &costs);
     let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
     if json {
         let mut value = report.to_json();
@@ -228,11 +237,16 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
         value["gateway"] = serde_json::to_value(relay)?;
         value["replication"] = serde_json::to_value(&replication)?;
+        value["program_cost"] = serde_json::json!({
+            "ns_per_run": costs.iter().filter(|(_, c)| !c.is_empty()).map(|(n, c)| (n.to_string(), c)).collect::<std::collections::BTreeMap<_, _>>(),
+            "flow_tracking": tracking,
+        });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "\n{}\n{}\n{}\n{}\n{}\n{}",
+            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             report.table(),
+            program_cost::table(&costs, tracking),
             moved.table(),
             accuracy.table(),
             scale.table(),
@@ -242,6 +256,22 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// Flow tracking's price: `vlnet-tc` against `vlnet-tc-noflows`, set
+/// against `vlnet-tc`'s 64-byte delivered rate.
+fn tracking_cost(
+    measured: &[Measured],
+    costs: &[(&'static str, Vec<ProgramCost>)],
+) -> Option<program_cost::TrackingCost> {
+    let of = |name: &str| costs.iter().find(|(n, _)| *n == name).map(|(_, c)| c);
+    let delivered = measured
+        .iter()
+        .find(|m| m.name == "vlnet-tc")?
+        .metrics
+        .small_packets?
+        .udp64_delivered_mpps;
+    program_cost::tracking_cost(of("vlnet-tc")?, of("vlnet-tc-noflows")?, delivered)
 }
 
 /// Who talks to whom in a built topology.
@@ -254,6 +284,8 @@ struct Ends<'a> {
     server_ip: Ipv4Addr,
     /// Where the small-packet runs go, if the topology has them.
     small_packets: Option<SmallPacketPath<'a>>,
+    /// The topology's vlnet nodes, whose programs' costs are read.
+    vlnet_nodes: Vec<&'a str>,
 }
 
 /// The small-packet generator's path and the frame it sends.
@@ -262,7 +294,15 @@ struct SmallPacketPath<'a> {
     frame: Vec<u8>,
 }
 
-fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> Result<Metrics> {
+/// A topology's figures and what vlnet's programs cost over its runs.
+type Measurement = (Metrics, Vec<ProgramCost>);
+
+fn measure(
+    topology: Topology,
+    binary: &Path,
+    secs: u32,
+    pps_secs: Duration,
+) -> Result<Measurement> {
     match topology {
         Topology::Plain => {
             let underlay = Underlay::new("bp")?;
@@ -300,6 +340,7 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
                         },
                         frame,
                     }),
+                    vlnet_nodes: Vec::new(),
                 },
                 secs,
                 pps_secs,
@@ -340,7 +381,7 @@ fn measure(topology: Topology, binary: &Path, secs: u32, pps_secs: Duration) -> 
     }
 }
 
-fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metrics> {
+fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Measurement> {
     let (a, b) = (&s.sites[0], &s.sites[1]);
     no_bridge_netfilter(&[s.underlay.switch(), a.host.ns(), b.host.ns()])?;
     let inner = frame::udp_frame(
@@ -390,6 +431,11 @@ fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metri
                 },
                 frame: frame::vxlan_frame(&outer, VNI, &inner),
             }),
+            vlnet_nodes: s
+                .sites
+                .iter()
+                .filter_map(|site| site.daemon.as_ref().map(super::daemon::Daemon::name))
+                .collect(),
         },
         secs,
         pps_secs,
@@ -398,8 +444,15 @@ fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Metri
 
 /// One ping answered first (ARP caches, bridge and VTEP tables filled,
 /// WireGuard handshakes done), then the pings measured, then TCP, then the
-/// small-packet runs if the topology has them.
-fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metrics> {
+/// small-packet runs if the topology has them; vlnet's programs' costs
+/// over all of it.
+fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measurement> {
+    let programs: std::collections::BTreeSet<u32> = ends
+        .vlnet_nodes
+        .iter()
+        .flat_map(|node| vlnet_dataplane::bpf::linked_program_ids(node))
+        .collect();
+    let before = program_cost::snapshot(&programs);
     warm_up(ends.client, ends.server_ip)?;
     let ping = probe::ping(ends.client, ends.server_ip, PINGS, PING_INTERVAL)?;
     ensure!(
@@ -426,13 +479,15 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Metric
         .as_ref()
         .map(|s| measure_small_packets(s, pps_secs))
         .transpose()?;
-    Ok(Metrics {
+    let cost = program_cost::cost_between(&before, &program_cost::snapshot(&programs));
+    let metrics = Metrics {
         tcp_1_stream_gbit_s: tcp.0.bits_per_second / 1e9,
         tcp_4_streams_gbit_s: tcp.1.bits_per_second / 1e9,
         ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
         ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
         small_packets,
-    })
+    };
+    Ok((metrics, cost))
 }
 
 /// Pings `dst` from `client` once at a time until one reply comes back,

@@ -99,7 +99,10 @@ impl ControlPlane {
         let local = self.hooks.local_neighs();
         let done = self
             .with_controller(|c, _| ((), c.observe_local_neighs(&local)))
-            .or_else(|| self.with_member(|m| ((), m.observe_local_neighs(&local))));
+            .or_else(|| {
+                let now = self.now();
+                self.with_member(|m| ((), m.observe_local_neighs(&local, now)))
+            });
         if let Some(Err(e)) = done {
             warn!(error = %e, "cannot save control state");
         }

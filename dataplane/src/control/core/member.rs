@@ -18,6 +18,9 @@ use crate::control::neighbook::{MacKey, NeighBook, NeighSet};
 use crate::control::wire::{FullSync, Hello, MacAdvert, Message, NeighAdvert};
 use crate::mac::MacAddr;
 
+/// How often a binding the controller has not taken is sent again.
+pub const NEIGH_RETRY: Duration = Duration::from_secs(30);
+
 /// A joined member's state and decisions.
 #[derive(Debug)]
 pub struct MemberCore {
@@ -31,6 +34,8 @@ pub struct MemberCore {
     neigh: NeighBook,
     /// The bindings snooped on this node's bridges at the last look.
     local_neigh: BTreeMap<MacKey, NeighSet>,
+    /// When each of our MACs' bindings was last sent (monotonic).
+    neigh_sent: BTreeMap<MacKey, Duration>,
 }
 
 impl MemberCore {
@@ -51,6 +56,7 @@ impl MemberCore {
             dirty: false,
             neigh: NeighBook::default(),
             local_neigh: BTreeMap::new(),
+            neigh_sent: BTreeMap::new(),
         }
     }
 
@@ -119,7 +125,11 @@ impl MemberCore {
 
     /// The bindings snooped on this node's bridges now, by MAC: changes go
     /// to the controller while connected (a reconnect sends them all).
-    pub fn observe_local_neighs(&mut self, local: &BTreeMap<MacKey, NeighSet>) -> Vec<Effect> {
+    pub fn observe_local_neighs(
+        &mut self,
+        local: &BTreeMap<MacKey, NeighSet>,
+        now: Now,
+    ) -> Vec<Effect> {
         let mut changed: Vec<(MacKey, NeighSet)> = local
             .iter()
             .filter(|(k, s)| self.local_neigh.get(k) != Some(s))
@@ -132,17 +142,43 @@ impl MemberCore {
                 .map(|k| (*k, NeighSet::default())),
         );
         self.local_neigh.clone_from(local);
+        self.neigh_sent.retain(|k, _| local.contains_key(k));
+        self.send_neighs(&changed, now)
+    }
+
+    /// Sends `sets` to the controller if connected.
+    fn send_neighs(&mut self, sets: &[(MacKey, NeighSet)], now: Now) -> Vec<Effect> {
         if !self.connected {
             return Vec::new();
         }
         let to = &self.membership.controller.name;
-        changed
-            .iter()
-            .map(|(key, set)| Effect::Send {
+        let mut out = Vec::new();
+        for (key, set) in sets {
+            self.neigh_sent.insert(*key, now.mono);
+            out.push(Effect::Send {
                 to: to.clone(),
                 message: Message::NeighAdvert(self.neigh_advert(*key, set)),
+            });
+        }
+        out
+    }
+
+    /// Our bindings the controller has not taken as they are (refused, say
+    /// as a duplicate address that another MAC held), sent again every
+    /// [`NEIGH_RETRY`]: they are taken once the other MAC is gone.
+    fn retry_neighs(&mut self, now: Now) -> Vec<Effect> {
+        let due: Vec<(MacKey, NeighSet)> = self
+            .local_neigh
+            .iter()
+            .filter(|(k, s)| self.neigh.get(k.0, k.1) != Some(*s) && !s.is_empty())
+            .filter(|(k, _)| {
+                self.neigh_sent
+                    .get(k)
+                    .is_none_or(|at| now.mono.saturating_sub(*at) >= NEIGH_RETRY)
             })
-            .collect()
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        self.send_neighs(&due, now)
     }
 
     /// The controller's IP bindings, as programmed.
@@ -240,11 +276,11 @@ impl MemberCore {
         out
     }
 
-    /// Periodic upkeep: old tombstones go.
+    /// Periodic upkeep: old tombstones go, refused bindings are retried.
     pub fn tick(&mut self, now: Now) -> Vec<Effect> {
         self.book
             .purge_withdrawn(now.mono, super::controller::TOMBSTONE_KEEP);
-        Vec::new()
+        self.retry_neighs(now)
     }
 
     /// `vlnet ctl vm moved` on a member: `mac` is local until `until`.

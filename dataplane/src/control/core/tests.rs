@@ -961,3 +961,5 @@ proptest! {
         check(&ops)?;
     }
 }
+
+mod neigh;

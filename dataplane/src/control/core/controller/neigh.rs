@@ -97,7 +97,7 @@ impl ControllerCore {
             }
         }
         let changed = self.neigh.set(key, accepted);
-        self.neigh_emit(Some(name), changed, out);
+        self.neigh_emit(changed, out);
     }
 
     /// The bindings snooped on the controller's own bridges now, by MAC:
@@ -120,7 +120,7 @@ impl ControllerCore {
             changed.extend(self.neigh.set(key, NeighSet::default()));
         }
         self.local_neigh.clone_from(local);
-        self.neigh_emit(None, changed, &mut out);
+        self.neigh_emit(changed, &mut out);
         out
     }
 
@@ -140,7 +140,7 @@ impl ControllerCore {
         for key in stale {
             changed.extend(self.neigh.set(key, NeighSet::default()));
         }
-        self.neigh_emit(None, changed, out);
+        self.neigh_emit(changed, out);
     }
 
     /// Every binding on `vnis`, for a session that opens.
@@ -165,22 +165,15 @@ impl ControllerCore {
         }
     }
 
-    /// Relays `changed` to every session serving its VNI but `except`'s,
-    /// and programs what is not the controller's own (its bridges' bindings
-    /// are in the kernel already, snooped).
-    fn neigh_emit(
-        &self,
-        except: Option<&str>,
-        changed: Vec<(MacKey, NeighSet)>,
-        out: &mut Vec<Effect>,
-    ) {
+    /// Relays `changed` to every session serving its VNI (the sender too:
+    /// it learns what was accepted, and re-sends what was not later), and
+    /// programs what is not the controller's own (its bridges' bindings are
+    /// in the kernel already, snooped).
+    fn neigh_emit(&self, changed: Vec<(MacKey, NeighSet)>, out: &mut Vec<Effect>) {
         if changed.is_empty() {
             return;
         }
         for (name, s) in &self.sessions {
-            if Some(name.as_str()) == except {
-                continue;
-            }
             for (key, set) in changed.iter().filter(|(k, _)| s.vnis.contains(&k.0)) {
                 out.push(Effect::Send {
                     to: name.clone(),

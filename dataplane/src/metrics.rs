@@ -514,6 +514,16 @@ fn relay_families(relayed: &[RelayCount]) -> [Option<MetricFamily>; 2] {
     [packets.build(), bytes.build()]
 }
 
+/// The relay counters (a gateway only) and the ARP/ND suppression ones.
+fn gateway_and_suppression_families(status: &NodeStatus) -> Vec<Option<MetricFamily>> {
+    let mut out = Vec::new();
+    if status.relay {
+        out.extend(relay_families(&status.relayed));
+    }
+    out.extend(suppression_families(&status.suppression));
+    out
+}
+
 /// `vlnet_arp_suppressed_total`, `vlnet_neigh_entries` and
 /// `vlnet_neigh_snoop_full_total`.
 fn suppression_families(s: &Suppression) -> [Option<MetricFamily>; 3] {
@@ -591,12 +601,9 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
+            out.extend(gateway_and_suppression_families(&status));
             info.add(&[status.node, status.vtep.to_string(), datapath], 1);
             out.extend([drops.build(), info.build()]);
-            if status.relay {
-                out.extend(relay_families(&status.relayed));
-            }
-            out.extend(suppression_families(&status.suppression));
         }
         Err(e) => {
             tracing::warn!(error = %e, "metrics: cannot read node status");

@@ -73,7 +73,7 @@ impl NeighBook {
     /// first if it did, with its new set.
     pub fn set(&mut self, key: MacKey, set: NeighSet) -> Vec<(MacKey, NeighSet)> {
         let (vni, mac) = key;
-        let mut changed: BTreeMap<MacKey, ()> = BTreeMap::new();
+        let mut changed: BTreeSet<MacKey> = BTreeSet::new();
         let old = self.by_mac.remove(&key).unwrap_or_default();
         for ip in old.ips.difference(&set.ips) {
             self.by_ip.remove(&(vni, *ip));
@@ -87,7 +87,7 @@ impl NeighBook {
                         self.by_mac.remove(&(vni, other));
                     }
                 }
-                changed.insert((vni, other), ());
+                changed.insert((vni, other));
             }
         }
         let mut out = Vec::new();
@@ -97,7 +97,7 @@ impl NeighBook {
         if !set.is_empty() {
             self.by_mac.insert(key, set);
         }
-        for k in changed.into_keys() {
+        for k in changed {
             out.push((k, self.by_mac.get(&k).cloned().unwrap_or_default()));
         }
         out
@@ -105,7 +105,7 @@ impl NeighBook {
 
     /// Forgets every binding of `key`; whether it had any.
     pub fn remove(&mut self, key: MacKey) -> bool {
-        self.set(key, NeighSet::default()).first().is_some()
+        !self.set(key, NeighSet::default()).is_empty()
     }
 
     /// The MACs with bindings.

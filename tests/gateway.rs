@@ -262,7 +262,10 @@ fn broadcasts_reach_every_vm_exactly_once(c: &Cluster) {
                 "icmp and dst host 192.0.2.255",
                 &["ip.len"],
                 None,
-                Duration::from_secs(4),
+                // The captures start one after the other (about 0.5 s each)
+                // and the three pings take a second each: 4 s let the first
+                // captures end before the last ping.
+                Duration::from_secs(8),
             )
             .unwrap()
         })

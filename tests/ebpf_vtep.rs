@@ -4,7 +4,8 @@
 //! table, against the kernel too), one malformed input per drop reason, and
 //! the trust rules (`trust`: paths, MAC ownership, paused learning, the
 //! tunnel's host filter, local MACs; `capacity`: each VNI's FDB share),
-//! the gateway's relay (`relay`) and a flood to 1,024 VTEPs (`flood`).
+//! the gateway's relay (`relay`), a flood to 1,024 VTEPs (`flood`) and
+//! ARP/ND suppression (`neigh`).
 //! Needs root (loads BPF, creates `vlt-` namespaces).
 #![allow(
     clippy::unwrap_used,
@@ -38,6 +39,8 @@ mod capacity;
 mod ecn;
 #[path = "ebpf_vtep/flood.rs"]
 mod flood;
+#[path = "ebpf_vtep/neigh.rs"]
+mod neigh;
 #[path = "ebpf_vtep/relay.rs"]
 mod relay;
 #[path = "ebpf_vtep/trust.rs"]

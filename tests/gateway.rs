@@ -306,10 +306,13 @@ fn broadcasts_reach_every_vm_exactly_once(c: &Cluster) {
 }
 
 /// A class: 40 members across the WAN, joined by token on one VNI, each
-/// resolving and pinging the gateway's VM; the controller's limit (40
-/// here) refuses a 41st invite with a message naming the VNI and the
-/// limit. Heavy — 40 vlnet daemons and WireGuard devices, about two
-/// minutes here — so it runs on demand:
+/// resolving and pinging the gateway's VM; then, with the gateway VM's IP
+/// binding distributed to every member, each member VM resolves it afresh
+/// and its own vlnet answers (`suppression.arp_replied` grows) while a
+/// capture inside the gateway's WireGuard interface sees no ARP request for
+/// it; the controller's limit (40 here) refuses a 41st invite with a
+/// message naming the VNI and the limit. Heavy — 40 vlnet daemons and
+/// WireGuard devices, about two minutes here — so it runs on demand:
 /// `cargo test --release --test gateway -- --ignored`.
 #[test]
 #[ignore = "40 vlnet daemons, about two minutes: run with -- --ignored"]
@@ -341,9 +344,81 @@ fn a_class_of_40_members_reaches_the_gateways_vm() {
         assert_eq!(r.received, 3, "member {n} -> the gateway's VM: {r:?}");
     }
     eprintln!("all pinged after {:.1} s", started.elapsed().as_secs_f64());
+    class_resolves_the_gateways_vm_locally(&c, CLASS);
+    eprintln!(
+        "all resolved locally after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let refused = c.invite("late", "1h").unwrap_err().to_string();
     assert!(
         refused.contains("VNI 100") && refused.contains("max_members_per_vni is 40"),
         "{refused}"
+    );
+}
+
+/// The `arp_replied` suppression counter of node `n`.
+fn arp_replied(c: &Cluster, n: usize) -> u64 {
+    c.nodes[n].daemon.status_json().unwrap()["suppression"]["arp_replied"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Every member of the class holds the gateway VM's binding and answers its
+/// VM's fresh ARP request for it: no request crosses a tunnel.
+fn class_resolves_the_gateways_vm_locally(c: &Cluster, class: usize) {
+    const WINDOW: Duration = Duration::from_secs(20);
+    for n in 1..=class {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.nodes[n].daemon.status_json().unwrap()["suppression"]["bindings_control"]
+            .as_u64()
+            .unwrap()
+            == 0
+        {
+            assert!(Instant::now() < deadline, "member {n} has no binding");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let gw = &c.nodes[0];
+    let wg = &gw.daemon.spec().wireguard.as_ref().unwrap().ifname;
+    let capture = Capture::start(
+        gw.daemon.ns(),
+        wg,
+        "udp port 4789",
+        &["arp.opcode", "arp.dst.proto_ipv4", "ip.src"],
+        None,
+        WINDOW,
+    )
+    .unwrap();
+    let began = Instant::now();
+    for n in 1..=class {
+        let before = arp_replied(c, n);
+        let vm = c.nodes[n].vm.ns();
+        vm.run(&["ip", "neigh", "flush", "all"]).unwrap();
+        let r = probe::ping(vm, vm_ip(0), 1, Duration::from_millis(20)).unwrap();
+        assert_eq!(r.received, 1, "member {n} -> the gateway's VM: {r:?}");
+        assert!(
+            arp_replied(c, n) > before,
+            "member {n}'s vlnet answered its VM's ARP request"
+        );
+    }
+    assert!(
+        began.elapsed() < WINDOW,
+        "the capture covered every resolution"
+    );
+    let report = capture.finish().unwrap();
+    assert!(
+        report.rows.len() >= class,
+        "the capture saw the pings' VXLAN: {} packets",
+        report.rows.len()
+    );
+    let gateway_vm = vm_ip(0).to_string();
+    let crossed: Vec<&Vec<String>> = report
+        .rows
+        .iter()
+        .filter(|r| r[0] == "1" && r[1] == gateway_vm)
+        .collect();
+    assert!(
+        crossed.is_empty(),
+        "ARP requests for a known binding crossed the WAN: {crossed:?}"
     );
 }

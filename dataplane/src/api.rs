@@ -655,6 +655,7 @@ mod tests {
             }],
             relay: false,
             relayed: Vec::new(),
+            suppression: crate::model::Suppression::default(),
         }
     }
 

@@ -297,6 +297,9 @@ pub struct VniConfig {
     /// This VNI's FDB capacity; `node.fdb_max_per_vni` when `None`.
     #[serde(default)]
     pub fdb_max: Option<u32>,
+    /// ARP/ND suppression on this VNI ([`Config::arp_suppress`] when `None`).
+    #[serde(default)]
+    pub arp_suppress: Option<bool>,
 }
 
 /// One `static_fdb` entry: a MAC pinned behind a VTEP.
@@ -501,6 +504,21 @@ impl Config {
             .iter()
             .find(|v| v.id == vni)
             .map_or(&[], |v| v.peers.as_slice())
+    }
+
+    /// Whether `vni` snoops its VMs' ARP/ND and answers requests for known
+    /// bindings locally: its `[[vni]] arp_suppress`, else on for nodes with
+    /// a control plane (a controller or member: the bindings of the other
+    /// nodes' VMs come through it) and off on plain static-peer nodes (they
+    /// would only learn their own VMs' bindings, and their zone floods ARP
+    /// as the kernel's vxlan does).
+    #[must_use]
+    pub fn arp_suppress(&self, vni: u32) -> bool {
+        self.vni
+            .iter()
+            .find(|v| v.id == vni)
+            .and_then(|v| v.arp_suppress)
+            .unwrap_or(self.wireguard.is_some())
     }
 
     /// The FDB capacity of `vni`: its `[[vni]] fdb_max`, else

@@ -26,6 +26,7 @@ pub fn effective_config(cfg: &Config, dynamic: &Dynamic) -> Config {
                 peers: Vec::new(),
                 static_fdb: Vec::new(),
                 fdb_max: None,
+                arp_suppress: None,
             });
         }
     }

@@ -11,9 +11,9 @@ use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
     vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flood_key, vlnet_flow, vlnet_flow_key,
-    vlnet_nexthop, vlnet_node_config, vlnet_peer_key, vlnet_peer_stats, vlnet_port_key,
-    vlnet_relay_stats, vlnet_rtt_hist, vlnet_vni_config, vlnet_vtep, VLNET_CONFIG_SLOT,
-    VLNET_NH_L3, VLNET_PENDING_SLOT,
+    vlnet_neigh, vlnet_neigh_key, vlnet_nexthop, vlnet_node_config, vlnet_peer_key,
+    vlnet_peer_stats, vlnet_port_key, vlnet_relay_stats, vlnet_rtt_hist, vlnet_vni_config,
+    vlnet_vtep, VLNET_CONFIG_SLOT, VLNET_NH_L3, VLNET_PENDING_SLOT,
 };
 
 use crate::capacity::Budget;
@@ -21,10 +21,12 @@ use crate::model::{DropCount, PeerStatus};
 
 mod capacity;
 mod flood;
+mod neigh;
 mod trust;
 
 pub use capacity::ControlFdb;
 pub use flood::relay_direction_name;
+pub use neigh::{neigh_key, NeighEntry};
 
 /// A map operation failed.
 #[derive(Debug, Error)]
@@ -81,6 +83,8 @@ pub struct Maps {
     vteps: HashMap<MapData, u32, vlnet_vtep>,
     open_ports: HashMap<MapData, vlnet_port_key, u32>,
     locals: HashMap<MapData, vlnet_fdb_key, u64>,
+    neigh: HashMap<MapData, vlnet_neigh_key, vlnet_neigh>,
+    suppress: PerCpuArray<MapData, u64>,
     /// Each VNI's FDB capacity and count, for control-plane installs.
     budget: Budget,
 }
@@ -131,6 +135,8 @@ impl Maps {
             vteps: typed!(ebpf, "vlnet_vteps"),
             open_ports: typed!(ebpf, "vlnet_open_ports"),
             locals: typed!(ebpf, "vlnet_locals"),
+            neigh: typed!(ebpf, "vlnet_neigh"),
+            suppress: typed!(ebpf, "vlnet_suppress"),
             budget: Budget::default(),
         })
     }

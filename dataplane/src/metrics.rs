@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::conn_limit::{self, ConnLimit, Limits};
 use crate::flows::{rtt_bucket_bounds, RttHistogram};
-use crate::model::{FdbKind, NodeStatus, PeerStatus, RelayCount};
+use crate::model::{FdbKind, NodeStatus, PeerStatus, RelayCount, Suppression};
 use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
 use crate::peer_rtt::PeerRtt;
 
@@ -197,6 +197,29 @@ const RELAY_BYTES: Spec = Spec {
     kind: MetricType::COUNTER,
     labels: &["direction"],
 };
+const ARP_SUPPRESSED: Spec = Spec {
+    name: "vlnet_arp_suppressed_total",
+    help: "ARP requests (proto=arp) and IPv6 neighbour solicitations (proto=nd) from local \
+           VMs that crossed no tunnel: answered here for a VM behind another VTEP \
+           (answer=reply) or left to a VM on this node, which its bridge delivered them to \
+           (answer=local).",
+    kind: MetricType::COUNTER,
+    labels: &["proto", "answer"],
+};
+const NEIGH_ENTRIES: Spec = Spec {
+    name: "vlnet_neigh_entries",
+    help: "IP to MAC bindings held for ARP/ND suppression: snooped from this node's VMs \
+           (kind=local) or from the control plane (kind=control); at most 65536 in all.",
+    kind: MetricType::GAUGE,
+    labels: &["kind"],
+};
+const NEIGH_SNOOP_FULL: Spec = Spec {
+    name: "vlnet_neigh_snoop_full_total",
+    help: "Snooped IP bindings not recorded because the suppression table was full (requests \
+           for them flood as without suppression).",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
 const NODE_INFO: Spec = Spec {
     name: "vlnet_node_info",
     help: "Always 1; labels name the node, its VTEP address and the decap datapath in use.",
@@ -221,7 +244,7 @@ const CONTROL_REJECTED: Spec = Spec {
     name: "vlnet_control_rejected_total",
     help: "Control connections and messages refused, by reason (not_member, bad_version, \
            malformed, forged, unexpected, bad_token, not_owner, quota, frozen, slow_reader, \
-           too_many_connections).",
+           too_many_connections, duplicate_ip).",
     kind: MetricType::COUNTER,
     labels: &["reason"],
 };
@@ -491,6 +514,36 @@ fn relay_families(relayed: &[RelayCount]) -> [Option<MetricFamily>; 2] {
     [packets.build(), bytes.build()]
 }
 
+/// The relay counters (a gateway only) and the ARP/ND suppression ones.
+fn gateway_and_suppression_families(status: &NodeStatus) -> Vec<Option<MetricFamily>> {
+    let mut out = Vec::new();
+    if status.relay {
+        out.extend(relay_families(&status.relayed));
+    }
+    out.extend(suppression_families(&status.suppression));
+    out
+}
+
+/// `vlnet_arp_suppressed_total`, `vlnet_neigh_entries` and
+/// `vlnet_neigh_snoop_full_total`.
+fn suppression_families(s: &Suppression) -> [Option<MetricFamily>; 3] {
+    let mut suppressed = Builder::new(&ARP_SUPPRESSED);
+    for (proto, answer, n) in [
+        ("arp", "reply", s.arp_replied),
+        ("arp", "local", s.arp_local),
+        ("nd", "reply", s.nd_replied),
+        ("nd", "local", s.nd_local),
+    ] {
+        suppressed.add(&[proto.to_owned(), answer.to_owned()], n);
+    }
+    let mut entries = Builder::new(&NEIGH_ENTRIES);
+    entries.add(&["local".to_owned()], s.bindings_local);
+    entries.add(&["control".to_owned()], s.bindings_control);
+    let mut full = Builder::new(&NEIGH_SNOOP_FULL);
+    full.add(&[], s.snoop_full);
+    [suppressed.build(), entries.build(), full.build()]
+}
+
 /// `vlnet_fdb_capacity` and `vlnet_fdb_refused_total` (0 for every VNI
 /// served without refusals).
 fn fdb_capacity_families(fdb: FdbCapacity) -> [Option<MetricFamily>; 2] {
@@ -548,11 +601,9 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
+            out.extend(gateway_and_suppression_families(&status));
             info.add(&[status.node, status.vtep.to_string(), datapath], 1);
             out.extend([drops.build(), info.build()]);
-            if status.relay {
-                out.extend(relay_families(&status.relayed));
-            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "metrics: cannot read node status");
@@ -916,6 +967,10 @@ mod tests {
                         bytes: 0,
                     },
                 ],
+                suppression: Suppression {
+                    arp_replied: 7,
+                    ..Suppression::default()
+                },
             })
         }
 

@@ -48,6 +48,29 @@ pub struct NodeStatus {
     /// Frames relayed, by direction (zeros on a node that does not relay).
     #[serde(default)]
     pub relayed: Vec<RelayCount>,
+    /// ARP/ND suppression: requests answered or kept here, bindings held.
+    #[serde(default)]
+    pub suppression: Suppression,
+}
+
+/// ARP/ND suppression on a node (`ebpf/c/lib/neigh.h`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    /// ARP requests answered here for a VM behind another VTEP.
+    pub arp_replied: u64,
+    /// Neighbour solicitations answered here for a VM behind another VTEP.
+    pub nd_replied: u64,
+    /// ARP requests for a VM on this node: its bridge delivered them, no
+    /// tunnel carried them.
+    pub arp_local: u64,
+    /// Neighbour solicitations for a VM on this node, likewise.
+    pub nd_local: u64,
+    /// Snooped bindings not recorded because the table was full.
+    pub snoop_full: u64,
+    /// Bindings snooped from this node's VMs.
+    pub bindings_local: u64,
+    /// Bindings from the control plane.
+    pub bindings_control: u64,
 }
 
 /// What the daemon did with one of its program links (a program attached

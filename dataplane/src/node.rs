@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use crate::advise::{advise, Advice, Thresholds};
 use crate::api::ApiHandler;
 use crate::control::macbook::FdbChange;
+use crate::control::neighbook::{MacKey, NeighSet};
 use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
 use crate::fdb::{self, monotonic_ns};
 use crate::flows::{FlowQuery, FlowRecord, RttHistogram};
@@ -282,6 +283,7 @@ impl ApiHandler for Node {
             drops: maps.drops(),
             relay: facts.relay,
             relayed: maps.relay_counts(),
+            suppression: maps.suppression(),
         })
     }
 
@@ -416,6 +418,28 @@ impl DataplaneHooks for Node {
 
     fn local_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>> {
         Node::local_macs(self)
+    }
+
+    fn apply_neigh(&self, changes: &[(MacKey, NeighSet)]) {
+        let mut maps = self.maps();
+        for (key, set) in changes {
+            if let Err(e) = maps.apply_neigh(*key, set) {
+                tracing::warn!(vni = key.0, mac = %key.1, error = %e, "cannot program IP bindings");
+            }
+        }
+    }
+
+    fn local_neighs(&self) -> BTreeMap<MacKey, NeighSet> {
+        self.maps().local_neighs().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the snooped IP bindings");
+            BTreeMap::new()
+        })
+    }
+
+    fn clear_control_neighs(&self) {
+        if let Err(e) = self.maps().clear_control_neighs() {
+            tracing::warn!(error = %e, "cannot clear the control plane's IP bindings");
+        }
     }
 
     fn forget_local(&self, vni: u32, mac: MacAddr) {

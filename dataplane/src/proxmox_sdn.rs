@@ -379,6 +379,7 @@ pub fn merge(vnis: &mut Vec<VniConfig>, zone: &Zone) {
                 peers: zone.peers.clone(),
                 static_fdb: Vec::new(),
                 fdb_max: None,
+                arp_suppress: None,
             }),
         }
     }
@@ -610,6 +611,7 @@ vnet: vlan5
             peers: vec![Ipv4Addr::new(198, 18, 0, 9), Ipv4Addr::new(198, 18, 0, 3)],
             static_fdb: Vec::new(),
             fdb_max: Some(64),
+            arp_suppress: None,
         }];
         merge(&mut vnis, &z);
         assert_eq!(vnis.len(), 2);

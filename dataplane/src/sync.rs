@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use vlnet_ebpf::abi::{
     vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING, VLNET_CFG_RELAY,
-    VLNET_FDB_STATIC, VLNET_MAX_FLOOD,
+    VLNET_FDB_STATIC, VLNET_MAX_FLOOD, VLNET_VNI_ARP_SUPPRESS,
 };
 
 use crate::config::Proto;
@@ -33,6 +33,8 @@ pub struct DesiredVni {
     pub members: Vec<Ipv4Addr>,
     /// Static MAC locations.
     pub static_fdb: Vec<([u8; 6], Ipv4Addr)>,
+    /// ARP/ND suppression (`VLNET_VNI_ARP_SUPPRESS`, see `lib/neigh.h`).
+    pub arp_suppress: bool,
 }
 
 impl DesiredVni {
@@ -153,7 +155,8 @@ fn apply_flood(maps: &mut Maps, v: &DesiredVni) -> Result<(usize, usize), MapsEr
 /// removes what is no longer configured (VNIs, flood list slots, ports,
 /// peers, static entries, MAC locations behind a VTEP that is no longer a
 /// peer of its VNI, VTEP bindings and open ports). Peer counters, other
-/// learned entries and each VNI's flags (set by the capacity task) are kept.
+/// learned entries and each VNI's flags (set by the capacity task) are kept,
+/// but for ARP suppression, which is the config's.
 pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
     maps.set_node_config(&desired.node)?;
     apply_trust(maps, desired)?;
@@ -178,7 +181,15 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
         let (flood, zone) = apply_flood(maps, v)?;
         flood_len.insert(v.vni, flood as u32);
         let mut cfg = vni_config(v, flood, zone);
-        cfg.flags = maps.vni(v.vni).map_or(0, |current| current.flags);
+        let kept = maps
+            .vni(v.vni)
+            .map_or(0, |current| current.flags & !VLNET_VNI_ARP_SUPPRESS);
+        cfg.flags = kept
+            | if v.arp_suppress {
+                VLNET_VNI_ARP_SUPPRESS
+            } else {
+                0
+            };
         maps.set_vni(v.vni, &cfg)?;
         maps.set_port(v.overlay_ifindex, v.vni)?;
         for (mac, vtep) in &v.static_fdb {
@@ -297,6 +308,7 @@ mod tests {
             peers: zone.to_vec(),
             members: vec![members[0], zone[1], members[1]],
             static_fdb: vec![],
+            arp_suppress: true,
         };
         assert_eq!(v.flood_list(), [zone[0], zone[1], members[0], members[1]]);
         let cfg = vni_config(&v, 4, 2);

@@ -17,7 +17,9 @@
  *                     encap, unicast or head-end replication (lib/flood.h) to
  *                     the underlay (or to an L3 tunnel, see hairpin_out()); a
  *                     broadcast's source is recorded as living here
- *                     (vlnet_locals).
+ *                     (vlnet_locals); ARP/ND of local VMs is snooped and
+ *                     requests for known bindings answered here
+ *                     (lib/neigh.h).
  *   xdp_overlay_pass  XDP on the bridge's end of an overlay port in XDP mode:
  *                     a veth delivers XDP redirects only to a peer with XDP.
  *
@@ -31,6 +33,7 @@
 #include "lib/encap.h"
 #include "lib/flood.h"
 #include "lib/flows.h"
+#include "lib/neigh.h"
 #include "lib/relay.h"
 #include "lib/skb.h"
 #include "lib/tunnel_filter.h"
@@ -387,6 +390,13 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	claim_local(*vni, eth.h_source);
 	if (eth.h_dest[0] & 1)
 		record_local(*vni, eth.h_source);
+	ret = neigh_tx(skb, *vni, &eth, vc->flags & VLNET_VNI_ARP_SUPPRESS);
+	if (ret != NEIGH_CONTINUE)
+		return ret;
+	data = SKB_DATA(skb);
+	data_end = SKB_DATA_END(skb);
+	if (data + sizeof(eth) > data_end)
+		return tc_drop(VLNET_DROP_TRUNCATED);
 	tos = inner_tos(data, data_end);
 	inner_len = skb->len;
 	if (!skb->gso_size && inner_len - ETH_HLEN > cfg->underlay_mtu - VLNET_ENCAP_LEN)

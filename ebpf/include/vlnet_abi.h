@@ -18,7 +18,7 @@
  * upgrade across the change is refused with what to do (dataplane/src/bpf/
  * layout.rs also compares each pinned map's type and sizes with the object).
  */
-#define VLNET_MAP_LAYOUT 1
+#define VLNET_MAP_LAYOUT 2
 
 /* IANA-assigned VXLAN UDP port (RFC 7348 section 5). */
 #define VLNET_VXLAN_PORT 4789
@@ -38,6 +38,8 @@
 #define VLNET_VTEPS_MAX 16384
 /* Entries of vlnet_locals: MACs living behind this node. */
 #define VLNET_LOCALS_MAX 16384
+/* Entries of vlnet_neigh: IP -> MAC bindings of every VNI together (lib/neigh.h). */
+#define VLNET_NEIGH_MAX 65536
 /* Entries of vlnet_open_ports: host ports members may reach through the tunnel. */
 #define VLNET_OPEN_PORTS_MAX 1024
 /*
@@ -135,6 +137,8 @@ struct vlnet_flood_key {
 
 /* vlnet_vni_config.flags */
 #define VLNET_VNI_LEARN_PAUSED 1 /* no new learned keys: the VNI's FDB share is full */
+#define VLNET_VNI_ARP_SUPPRESS 2 /* snoop local VMs' ARP/ND and answer requests for known
+				  * bindings locally (lib/neigh.h), set by the daemon */
 
 /*
  * vlnet_vteps[vtep_be]: the only path a remote VTEP's VXLAN is accepted on,
@@ -219,6 +223,40 @@ struct vlnet_relay_stats {
 	__u64 packets; /* copies sent (a GSO packet counts as its segments) */
 	__u64 bytes;   /* their inner frame bytes */
 };
+
+/*
+ * ARP and IPv6 ND suppression (lib/neigh.h). Key of vlnet_neigh: an IP
+ * address on a VNI (IPv4 in the first 4 bytes of the 16).
+ */
+struct vlnet_neigh_key {
+	__u32 vni;
+	__u8 family; /* VLNET_FAMILY_IPV4 or VLNET_FAMILY_IPV6 */
+	__u8 pad[3];
+	__u8 ip[16];
+};
+
+/* Value of vlnet_neigh: the MAC an IP address is bound to. */
+struct vlnet_neigh {
+	__u8 mac[6];
+	__u8 flags; /* VLNET_NEIGH_* */
+	__u8 pad;
+};
+
+/* vlnet_neigh.flags */
+#define VLNET_NEIGH_LOCAL 1   /* snooped from a local VM's ARP/ND in tc_overlay_tx */
+#define VLNET_NEIGH_CONTROL 2 /* from the control plane; snooping never overwrites it
+			       * with another MAC */
+#define VLNET_NEIGH_ROUTER 4  /* the IPv6 owner is a router (its NA's R flag): the
+			       * answered NA carries R too */
+
+/* Index of vlnet_suppress (per CPU, __u64 counters). */
+#define VLNET_SUPPRESS_ARP_REPLIED 0 /* ARP requests answered here (a remote binding) */
+#define VLNET_SUPPRESS_ND_REPLIED 1  /* neighbour solicitations answered here */
+#define VLNET_SUPPRESS_ARP_LOCAL 2   /* ARP requests for a VM on this node: its bridge
+				      * delivered them, none crossed a tunnel */
+#define VLNET_SUPPRESS_ND_LOCAL 3    /* the same for neighbour solicitations */
+#define VLNET_SUPPRESS_SNOOP_FULL 4  /* bindings not recorded: vlnet_neigh was full */
+#define VLNET_SUPPRESS_COUNTERS 5
 
 /* Slot of the one-entry vlnet_arrivals_pending array. */
 #define VLNET_PENDING_SLOT 0

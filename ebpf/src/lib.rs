@@ -71,6 +71,10 @@ unsafe impl aya::Pod for abi::vlnet_port_key {}
 unsafe impl aya::Pod for abi::vlnet_flood_key {}
 // SAFETY: as above.
 unsafe impl aya::Pod for abi::vlnet_relay_stats {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_neigh_key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_neigh {}
 
 /// The move event in a `vlnet_events` ring buffer record, if it is one.
 #[must_use]

@@ -148,6 +148,7 @@ impl Bed {
                     peers: vec![PEER],
                     members: vec![],
                     static_fdb: vec![],
+                    arp_suppress: true,
                 },
                 DesiredVni {
                     vni: 300,
@@ -155,6 +156,7 @@ impl Bed {
                     peers: vec![],
                     members: vec![],
                     static_fdb: vec![],
+                    arp_suppress: true,
                 },
             ],
             xdp: true,

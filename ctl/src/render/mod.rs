@@ -447,6 +447,7 @@ mod tests {
                 .collect(),
             relay: false,
             relayed: Vec::new(),
+            suppression: vlnet_dataplane::model::Suppression::default(),
         }
     }
 

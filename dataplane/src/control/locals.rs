@@ -2,7 +2,8 @@
 //! reads the bridges of the served VNIs (what they learned on ports other
 //! than vlnet's overlay port, [`crate::locals`]) and publishes the set; the
 //! decision core turns every change, and every expired `vm moved` claim,
-//! into adverts and withdrawals. Every second the upkeep expires invites,
+//! into adverts and withdrawals, and reports the IP bindings the data plane
+//! snooped from its VMs. Every second the upkeep expires invites,
 //! grants, tombstones and waiting claims.
 
 use std::collections::BTreeSet;
@@ -40,6 +41,7 @@ impl ControlPlane {
             }
             let observed = local.borrow_and_update().clone();
             self.observe_local(&observed);
+            self.observe_local_neighs();
             frozen = self.report_frozen(&frozen);
         }
     }
@@ -89,6 +91,21 @@ impl ControlPlane {
                 (f.vni, f.mac)
             })
             .collect()
+    }
+
+    /// Reports the IP bindings snooped on this node (after its MACs, so
+    /// that the controller holds a MAC before its bindings arrive).
+    fn observe_local_neighs(&self) {
+        let local = self.hooks.local_neighs();
+        let done = self
+            .with_controller(|c, _| ((), c.observe_local_neighs(&local)))
+            .or_else(|| {
+                let now = self.now();
+                self.with_member(|m| ((), m.observe_local_neighs(&local, now)))
+            });
+        if let Some(Err(e)) = done {
+            warn!(error = %e, "cannot save control state");
+        }
     }
 
     fn observe_local(&self, local: &BTreeSet<(u32, MacAddr)>) {

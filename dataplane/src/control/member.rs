@@ -302,10 +302,12 @@ impl ControlPlane {
                     tx: out_tx,
                 },
             );
-        let Some(Ok(full)) = self.with_member(|m| (m.connected(), Vec::new())) else {
+        let Some(Ok(first)) = self.with_member(|m| (m.connected(), Vec::new())) else {
             return Ok(true);
         };
-        send_timed(tx, &full).await.map_err(|e| (true, e))?;
+        for m in &first {
+            send_timed(tx, m).await.map_err(|e| (true, e))?;
+        }
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         let mut deadline = tokio::time::Instant::now() + DEAD_AFTER;
         loop {

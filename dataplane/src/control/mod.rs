@@ -8,6 +8,7 @@
 //!   Mobility rules (RFC 7432 §15).
 //! - [`macbook`]: a node's local MACs and everyone's routes, turned into
 //!   messages and FDB changes.
+//! - [`neighbook`]: the IP addresses bound to each MAC (ARP/ND suppression).
 //! - [`registry`]: the controller's members, invites and keys.
 //! - [`membership`]: what a member remembers about its cluster.
 //! - [`core`]: the controller's and the member's decisions (MAC ownership,
@@ -24,6 +25,7 @@ pub mod macbook;
 mod member;
 pub mod membership;
 pub mod mobility;
+pub mod neighbook;
 pub mod plane;
 pub mod registry;
 pub mod session;

@@ -21,6 +21,7 @@ use super::core::member::MemberCore;
 use super::core::{CloudView, Effect, Now, RejectReason, Rejection};
 use super::macbook::FdbChange;
 use super::membership::{membership_path, Membership};
+use super::neighbook::{MacKey, NeighSet};
 use super::registry::{registry_path, Registry};
 use super::tunnel::{
     log_file, pid_file, DesiredPeer, Tunnel, TunnelError, TunnelSpec, WG_OVERHEAD,
@@ -46,6 +47,13 @@ pub trait DataplaneHooks: Send + Sync + 'static {
     /// The MACs living behind this node as the data plane last read them
     /// from its bridges; changes wake the receiver.
     fn local_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>>;
+    /// Programs control-plane IP bindings (each set replaces its MAC's).
+    fn apply_neigh(&self, changes: &[(MacKey, NeighSet)]);
+    /// The IP bindings the data plane snooped from VMs on this node, by MAC.
+    fn local_neighs(&self) -> BTreeMap<MacKey, NeighSet>;
+    /// Removes every control-plane IP binding (the control plane starts
+    /// afresh and installs its own).
+    fn clear_control_neighs(&self);
 }
 
 /// The data plane as the decision core sees it.
@@ -296,6 +304,7 @@ impl ControlPlane {
                 .unwrap_or_default(),
         };
         self.hooks.apply_fdb(&entries);
+        self.hooks.clear_control_neighs();
         Ok(())
     }
 
@@ -445,6 +454,7 @@ impl ControlPlane {
             match effect {
                 Effect::Send { to, message } => self.send(&to, message),
                 Effect::Fdb(changes) => self.hooks.apply_fdb(&changes),
+                Effect::Neigh(changes) => self.hooks.apply_neigh(&changes),
                 Effect::ForgetLocal { vni, mac } => self.hooks.forget_local(vni, mac),
                 Effect::Reject(r) => self.rejected(&r),
                 Effect::Persist => self.persist()?,

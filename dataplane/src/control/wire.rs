@@ -30,7 +30,7 @@
 //! returned, and [`encode`] validates too, so whatever encodes also decodes.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,8 @@ pub const MAX_VERSION_LEN: usize = 64;
 pub const MAX_TOKEN_LEN: usize = 1024;
 /// The longest text in an [`ErrorMessage`], in bytes.
 pub const MAX_ERROR_LEN: usize = 4096;
+/// The most IP addresses a [`NeighAdvert`] binds to one MAC.
+pub const MAX_NEIGH_IPS: usize = 16;
 
 /// Which message a frame carries (its type byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,6 +77,8 @@ pub enum MessageType {
     Error = 8,
     /// [`Members`].
     Members = 9,
+    /// [`NeighAdvert`] (10 is `Leave`, issue 15).
+    NeighAdvert = 11,
 }
 
 impl MessageType {
@@ -91,6 +95,7 @@ impl MessageType {
             7 => Self::Keepalive,
             8 => Self::Error,
             9 => Self::Members,
+            11 => Self::NeighAdvert,
             _ => return None,
         })
     }
@@ -108,6 +113,7 @@ impl MessageType {
             Self::Keepalive => "Keepalive",
             Self::Error => "Error",
             Self::Members => "Members",
+            Self::NeighAdvert => "NeighAdvert",
         }
     }
 }
@@ -212,6 +218,27 @@ pub struct MacWithdraw {
     pub seq: u32,
 }
 
+/// The IP addresses bound to a MAC on a VNI (ARP/ND suppression, as EVPN's
+/// route type 2 carries a MAC with its IPs), replacing what the sender said
+/// of that MAC before; no `ips`: none. Sent after the MAC's advert and, on
+/// (re)connect, after the [`FullSync`], one per MAC with bindings. The
+/// bindings belong to the MAC, not to `vtep`: when the MAC moves they stay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighAdvert {
+    /// The VXLAN network identifier (1..=2^24-1).
+    pub vni: u32,
+    /// A unicast, non-zero MAC.
+    pub mac: MacAddr,
+    /// The VTEP the MAC is behind, as the sender knows it.
+    pub vtep: Ipv4Addr,
+    /// Unicast addresses bound to `mac`, each once, at most [`MAX_NEIGH_IPS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpAddr>,
+    /// The MAC's host is an IPv6 router (its NA's R flag): answers carry it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub router: bool,
+}
+
 /// The sender's whole table, replacing what the receiver held from it (sent
 /// on (re)connect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +275,8 @@ pub enum Message {
     Error(ErrorMessage),
     /// See [`Members`].
     Members(Members),
+    /// See [`NeighAdvert`].
+    NeighAdvert(NeighAdvert),
 }
 
 /// Why bytes are not a valid control message (or a message cannot be sent).
@@ -338,6 +367,7 @@ impl Message {
             Self::Keepalive => MessageType::Keepalive,
             Self::Error(_) => MessageType::Error,
             Self::Members(_) => MessageType::Members,
+            Self::NeighAdvert(_) => MessageType::NeighAdvert,
         }
     }
 
@@ -373,6 +403,10 @@ impl Message {
             Self::Members(m) => check_members(kind, &m.members),
             Self::MacAdvert(a) => check_entry(kind, a.vni, a.mac, a.vtep),
             Self::MacWithdraw(w) => check_entry(kind, w.vni, w.mac, w.vtep),
+            Self::NeighAdvert(n) => {
+                check_entry(kind, n.vni, n.mac, n.vtep)?;
+                check_ips(kind, &n.ips)
+            }
             Self::FullSync(s) => {
                 let mut seen = BTreeSet::new();
                 for e in &s.entries {
@@ -459,6 +493,30 @@ fn check_host(kind: &'static str, name: &'static str, addr: Ipv4Addr) -> Result<
     Ok(())
 }
 
+fn check_ips(kind: &'static str, ips: &[IpAddr]) -> Result<(), WireError> {
+    if ips.len() > MAX_NEIGH_IPS {
+        return Err(field(
+            kind,
+            "ips",
+            format!("{} addresses, at most {MAX_NEIGH_IPS}", ips.len()),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for ip in ips {
+        let host = match ip {
+            IpAddr::V4(v4) => !v4.is_broadcast(),
+            IpAddr::V6(_) => true,
+        };
+        if !host || ip.is_unspecified() || ip.is_multicast() {
+            return Err(field(kind, "ips", format!("{ip} is not a unicast address")));
+        }
+        if !seen.insert(ip) {
+            return Err(field(kind, "ips", format!("{ip} appears twice")));
+        }
+    }
+    Ok(())
+}
+
 fn check_key(kind: &'static str, name: &'static str, key: &[u8; 32]) -> Result<(), WireError> {
     if key.iter().all(|&b| b == 0) {
         return Err(field(kind, name, "is all zero".into()));
@@ -520,6 +578,7 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, WireError> {
         Message::Keepalive => Ok(Vec::new()),
         Message::Error(m) => serde_json::to_vec(m),
         Message::Members(m) => serde_json::to_vec(m),
+        Message::NeighAdvert(m) => serde_json::to_vec(m),
     }
     .map_err(|source| WireError::Payload {
         kind: kind.name(),
@@ -605,6 +664,9 @@ fn decode_payload(kind: MessageType, payload: &[u8]) -> Result<Message, WireErro
         }
         MessageType::Error => Message::Error(serde_json::from_slice(payload).map_err(bad)?),
         MessageType::Members => Message::Members(serde_json::from_slice(payload).map_err(bad)?),
+        MessageType::NeighAdvert => {
+            Message::NeighAdvert(serde_json::from_slice(payload).map_err(bad)?)
+        }
     })
 }
 
@@ -735,7 +797,56 @@ mod tests {
             Message::Error(ErrorMessage {
                 message: "token expired\nask for a new one".into(),
             }),
+            Message::NeighAdvert(NeighAdvert {
+                vni: 100,
+                mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
+                vtep: VTEP,
+                ips: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+                router: true,
+            }),
         ]
+    }
+
+    #[test]
+    fn neigh_advert_is_additive_and_checked() {
+        // An older peer's body (no ips, no router) decodes: both default.
+        let body = br#"{"vni":100,"mac":"02:00:00:00:00:01","vtep":"198.18.0.1"}"#;
+        let f = frame(VERSION, MessageType::NeighAdvert as u8, body);
+        let Message::NeighAdvert(n) = decode(&f).unwrap().unwrap().0 else {
+            panic!("not a NeighAdvert")
+        };
+        assert!(n.ips.is_empty() && !n.router);
+        let good = NeighAdvert {
+            ips: vec!["192.0.2.1".parse().unwrap()],
+            ..n.clone()
+        };
+        assert!(encode(&Message::NeighAdvert(good)).is_ok());
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "::", "ff02::1"] {
+            let m = Message::NeighAdvert(NeighAdvert {
+                ips: vec![bad.parse().unwrap()],
+                ..n.clone()
+            });
+            assert!(
+                matches!(encode(&m), Err(WireError::Field { field: "ips", .. })),
+                "{bad}"
+            );
+        }
+        let twice = Message::NeighAdvert(NeighAdvert {
+            ips: vec!["192.0.2.1".parse().unwrap(); 2],
+            ..n.clone()
+        });
+        assert!(matches!(
+            encode(&twice),
+            Err(WireError::Field { field: "ips", .. })
+        ));
+        let many = Message::NeighAdvert(NeighAdvert {
+            ips: (1..=17u8).map(|i| IpAddr::from([192, 0, 2, i])).collect(),
+            ..n
+        });
+        assert!(matches!(
+            encode(&many),
+            Err(WireError::Field { field: "ips", .. })
+        ));
     }
 
     fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, WireError> {

@@ -439,6 +439,7 @@ pub async fn converge(
                 peers: file.vni_peers(v.id).to_vec(),
                 members: v.peers.clone(),
                 static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
+                arp_suppress: file.arp_suppress(v.id),
             })
             .collect(),
         xdp,

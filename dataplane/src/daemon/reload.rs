@@ -115,6 +115,12 @@ fn vni_changes(id: u32, was: &VniConfig, now: &VniConfig, out: &mut Vec<String>)
             now.static_fdb.len()
         ));
     }
+    if was.arp_suppress != now.arp_suppress {
+        out.push(format!(
+            "VNI {id}: arp_suppress {:?} -> {:?}",
+            was.arp_suppress, now.arp_suppress
+        ));
+    }
     if was.fdb_max != now.fdb_max {
         out.push(format!(
             "VNI {id}: fdb_max {:?} -> {:?}",

@@ -14,6 +14,7 @@
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETH_P_ARP 0x0806
 #define IPPROTO_UDP 17
 #define IPPROTO_ICMPV6 58
 #define AF_INET 2

@@ -121,6 +121,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_locals SEC(".maps");
 
+/*
+ * (VNI, IP) -> the MAC it is bound to: snooped from local VMs' ARP/ND or
+ * installed by the control plane (lib/neigh.h). A plain hash of fixed size:
+ * when full, a new snooped binding is not recorded (counted as
+ * VLNET_SUPPRESS_SNOOP_FULL) and requests for it flood as without
+ * suppression.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VLNET_NEIGH_MAX);
+	__type(key, struct vlnet_neigh_key);
+	__type(value, struct vlnet_neigh);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_neigh SEC(".maps");
+
+/* ARP/ND suppression counters indexed by VLNET_SUPPRESS_*. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VLNET_SUPPRESS_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_suppress SEC(".maps");
+
 /* Host ports members may reach through the tunnel (lib/tunnel_filter.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -40,10 +40,13 @@ use std::time::Duration;
 
 use rand::RngCore;
 
+mod neigh;
+
 use super::claims::{Claim, Claims, MacKey};
 use super::{CloudView, Effect, Now, RejectReason, Rejection};
 use crate::control::macbook::{Applied, MacBook, Relay};
 use crate::control::mobility::NodeId;
+use crate::control::neighbook::{NeighBook, NeighSet};
 use crate::control::registry::{
     ControllerAddrs, InviteRequest, MemberRecord, MoveGrant, Registry, RegistryError, Removed,
     MAX_TTL_SECS,
@@ -164,6 +167,10 @@ pub struct ControllerCore {
     claims: Claims,
     sessions: BTreeMap<String, Session>,
     policy: Policy,
+    /// IP bindings of every MAC (ARP/ND suppression; `controller/neigh.rs`).
+    neigh: NeighBook,
+    /// The bindings snooped on the controller's own bridges at the last look.
+    local_neigh: BTreeMap<MacKey, NeighSet>,
     /// Unix time of the last [`tick`](Self::tick).
     last_tick: u64,
 }
@@ -179,6 +186,8 @@ impl ControllerCore {
             claims: Claims::default(),
             sessions: BTreeMap::new(),
             policy,
+            neigh: NeighBook::default(),
+            local_neigh: BTreeMap::new(),
             last_tick: 0,
         }
     }
@@ -457,7 +466,7 @@ impl ControllerCore {
 
     /// Opens member `name`'s session (id `id`) on its [`Hello`] from tunnel
     /// address `ip`: returns the first messages to send it (our Hello, the
-    /// member list, every route on its VNIs), or why it is refused. A newer
+    /// member list, every route and IP binding on its VNIs), or why it is refused. A newer
     /// session of the same member replaces an older one.
     pub fn open_session(
         &mut self,
@@ -485,8 +494,9 @@ impl ControllerCore {
         }
         let vnis: BTreeSet<u32> = member.vnis.iter().copied().collect();
         let routes = self.book.routes(Some(&vnis));
+        let bindings = self.neigh_sync(&vnis);
         self.sessions.insert(name.to_owned(), Session { id, vnis });
-        Ok(vec![
+        let mut first = vec![
             Message::Hello(Hello {
                 node: self.me.name.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -497,7 +507,9 @@ impl ControllerCore {
                 members: self.members_for(name, served),
             }),
             Message::FullSync(FullSync { entries: routes }),
-        ])
+        ];
+        first.extend(bindings);
+        Ok(first)
     }
 
     /// Member `name`'s session `id` ended (a newer one is left alone).
@@ -526,6 +538,7 @@ impl ControllerCore {
             Message::MacAdvert(a) => self.claim(name, ip, a, now, cloud, &mut out),
             Message::MacWithdraw(w) => self.withdraw(name, ip, w, now, cloud, &mut out),
             Message::FullSync(s) => self.full_sync(name, ip, &s.entries, now, cloud, &mut out),
+            Message::NeighAdvert(n) => self.neigh_advert(name, ip, &n, cloud, &mut out),
             Message::Keepalive => {}
             other => out.push(Effect::Reject(reject(
                 name,
@@ -641,6 +654,7 @@ impl ControllerCore {
         for key in self.claims.keys() {
             self.promote(key, now, cloud, &mut out);
         }
+        self.purge_neighs(&mut out);
         out
     }
 

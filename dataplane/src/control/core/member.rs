@@ -3,17 +3,23 @@
 //! messages are taken as they are, within the member's own VNIs) and reports
 //! the MACs on its own bridges. Its own claims are applied at once, so a VM
 //! that just arrived is served here before the controller confirms; a claim
-//! the controller refuses stays local to this node.
+//! the controller refuses stays local to this node. The IP bindings of its
+//! MACs (snooped by the data plane) are reported the same way, and the
+//! controller's are programmed as they come.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{Effect, Now};
 use crate::control::macbook::{Applied, MacBook};
 use crate::control::membership::Membership;
 use crate::control::mobility::NodeId;
-use crate::control::wire::{FullSync, Hello, MacAdvert, Message};
+use crate::control::neighbook::{MacKey, NeighBook, NeighSet};
+use crate::control::wire::{FullSync, Hello, MacAdvert, Message, NeighAdvert};
 use crate::mac::MacAddr;
+
+/// How often a binding the controller has not taken is sent again.
+pub const NEIGH_RETRY: Duration = Duration::from_secs(30);
 
 /// A joined member's state and decisions.
 #[derive(Debug)]
@@ -24,6 +30,12 @@ pub struct MemberCore {
     connected: bool,
     /// The membership changed since it was last saved.
     dirty: bool,
+    /// The controller's IP bindings, as programmed.
+    neigh: NeighBook,
+    /// The bindings snooped on this node's bridges at the last look.
+    local_neigh: BTreeMap<MacKey, NeighSet>,
+    /// When each of our MACs' bindings was last sent (monotonic).
+    neigh_sent: BTreeMap<MacKey, Duration>,
 }
 
 impl MemberCore {
@@ -42,6 +54,9 @@ impl MemberCore {
             controller,
             connected: false,
             dirty: false,
+            neigh: NeighBook::default(),
+            local_neigh: BTreeMap::new(),
+            neigh_sent: BTreeMap::new(),
         }
     }
 
@@ -84,12 +99,92 @@ impl MemberCore {
     }
 
     /// The session with the controller is up (after its Hello): returns our
-    /// full table to send it.
-    pub fn connected(&mut self) -> Message {
+    /// full table and the IP bindings of our MACs to send it.
+    pub fn connected(&mut self) -> Vec<Message> {
         self.connected = true;
-        Message::FullSync(FullSync {
+        let full = Message::FullSync(FullSync {
             entries: self.book.local_routes(),
-        })
+        });
+        let bindings = self
+            .local_neigh
+            .iter()
+            .map(|(key, set)| Message::NeighAdvert(self.neigh_advert(*key, set)));
+        std::iter::once(full).chain(bindings).collect()
+    }
+
+    /// Our advert of `set` bound to `key`.
+    fn neigh_advert(&self, key: MacKey, set: &NeighSet) -> NeighAdvert {
+        NeighAdvert {
+            vni: key.0,
+            mac: key.1,
+            vtep: self.membership.tunnel_addr,
+            ips: set.ips.iter().copied().collect(),
+            router: set.router,
+        }
+    }
+
+    /// The bindings snooped on this node's bridges now, by MAC: changes go
+    /// to the controller while connected (a reconnect sends them all).
+    pub fn observe_local_neighs(
+        &mut self,
+        local: &BTreeMap<MacKey, NeighSet>,
+        now: Now,
+    ) -> Vec<Effect> {
+        let mut changed: Vec<(MacKey, NeighSet)> = local
+            .iter()
+            .filter(|(k, s)| self.local_neigh.get(k) != Some(s))
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        changed.extend(
+            self.local_neigh
+                .keys()
+                .filter(|k| !local.contains_key(k))
+                .map(|k| (*k, NeighSet::default())),
+        );
+        self.local_neigh.clone_from(local);
+        self.neigh_sent.retain(|k, _| local.contains_key(k));
+        self.send_neighs(&changed, now)
+    }
+
+    /// Sends `sets` to the controller if connected.
+    fn send_neighs(&mut self, sets: &[(MacKey, NeighSet)], now: Now) -> Vec<Effect> {
+        if !self.connected {
+            return Vec::new();
+        }
+        let to = &self.membership.controller.name;
+        let mut out = Vec::new();
+        for (key, set) in sets {
+            self.neigh_sent.insert(*key, now.mono);
+            out.push(Effect::Send {
+                to: to.clone(),
+                message: Message::NeighAdvert(self.neigh_advert(*key, set)),
+            });
+        }
+        out
+    }
+
+    /// Our bindings the controller has not taken as they are (refused, say
+    /// as a duplicate address that another MAC held), sent again every
+    /// [`NEIGH_RETRY`]: they are taken once the other MAC is gone.
+    fn retry_neighs(&mut self, now: Now) -> Vec<Effect> {
+        let due: Vec<(MacKey, NeighSet)> = self
+            .local_neigh
+            .iter()
+            .filter(|(k, s)| self.neigh.get(k.0, k.1) != Some(*s) && !s.is_empty())
+            .filter(|(k, _)| {
+                self.neigh_sent
+                    .get(k)
+                    .is_none_or(|at| now.mono.saturating_sub(*at) >= NEIGH_RETRY)
+            })
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        self.send_neighs(&due, now)
+    }
+
+    /// The controller's IP bindings, as programmed.
+    #[must_use]
+    pub fn neighs(&self) -> &NeighBook {
+        &self.neigh
     }
 
     /// The session with the controller ended.
@@ -114,8 +209,32 @@ impl MemberCore {
             Message::FullSync(s) => {
                 let entries: Vec<MacAdvert> =
                     s.entries.into_iter().filter(|e| mine(e.vni)).collect();
-                self.book
-                    .follow_full_sync(&self.controller, &entries, now.mono)
+                // The bindings follow it afresh: what is not re-sent goes.
+                let cleared: Vec<(MacKey, NeighSet)> = std::mem::take(&mut self.neigh)
+                    .keys()
+                    .into_iter()
+                    .map(|k| (k, NeighSet::default()))
+                    .collect();
+                let applied = self
+                    .book
+                    .follow_full_sync(&self.controller, &entries, now.mono);
+                self.dirty = true;
+                let mut out = fdb_effects(applied);
+                if !cleared.is_empty() {
+                    out.push(Effect::Neigh(cleared));
+                }
+                return out;
+            }
+            Message::NeighAdvert(n) if mine(n.vni) => {
+                let set = NeighSet {
+                    ips: n.ips.into_iter().collect(),
+                    router: n.router,
+                };
+                let changed = self.neigh.set((n.vni, n.mac), set);
+                if changed.is_empty() {
+                    return Vec::new();
+                }
+                return vec![Effect::Neigh(changed)];
             }
             Message::Members(list) => {
                 if self.membership.members == list.members {
@@ -157,11 +276,11 @@ impl MemberCore {
         out
     }
 
-    /// Periodic upkeep: old tombstones go.
+    /// Periodic upkeep: old tombstones go, refused bindings are retried.
     pub fn tick(&mut self, now: Now) -> Vec<Effect> {
         self.book
             .purge_withdrawn(now.mono, super::controller::TOMBSTONE_KEEP);
-        Vec::new()
+        self.retry_neighs(now)
     }
 
     /// `vlnet ctl vm moved` on a member: `mac` is local until `until`.

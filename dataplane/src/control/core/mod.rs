@@ -14,6 +14,10 @@
 //!   own MACs.
 //! - [`claims`]: claims waiting for a MAC to be released.
 //!
+//! Both also hold the IP addresses bound to MACs (ARP/ND suppression,
+//! `control/neighbook.rs`): a member binds addresses only to MACs it holds,
+//! never one bound to a MAC someone else holds, and within its quota.
+//!
 //! Time is passed in ([`Now`]); what the kernel knows is asked through
 //! [`CloudView`].
 
@@ -27,6 +31,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::macbook::FdbChange;
+use super::neighbook::{MacKey, NeighSet};
 use super::wire::Message;
 use crate::mac::MacAddr;
 
@@ -82,11 +87,15 @@ pub enum RejectReason {
     SlowReader,
     /// A connection refused because the member already has too many.
     TooManyConnections,
+    /// A binding of an IP address bound to a MAC someone else holds (EVPN's
+    /// duplicate IP detection): the cloud's addresses cannot be taken over
+    /// through the ARP/ND suppression cache.
+    DuplicateIp,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::NotMember,
         Self::BadVersion,
         Self::Malformed,
@@ -98,6 +107,7 @@ impl RejectReason {
         Self::Frozen,
         Self::SlowReader,
         Self::TooManyConnections,
+        Self::DuplicateIp,
     ];
 
     /// The metric label.
@@ -115,6 +125,7 @@ impl RejectReason {
             Self::Frozen => "frozen",
             Self::SlowReader => "slow_reader",
             Self::TooManyConnections => "too_many_connections",
+            Self::DuplicateIp => "duplicate_ip",
         }
     }
 }
@@ -145,6 +156,10 @@ pub enum Effect {
     },
     /// Program these changes into this node's FDB.
     Fdb(Vec<FdbChange>),
+    /// Program these MACs' IP bindings into this node's ARP/ND suppression
+    /// table (each set replaces the MAC's control-plane bindings; empty:
+    /// none).
+    Neigh(Vec<(MacKey, NeighSet)>),
     /// `mac` no longer lives here (an authorized move took it): drop the
     /// stale entry this node's bridge holds for it, so traffic for it floods
     /// to vlnet's overlay port at once.

@@ -17,6 +17,7 @@ use super::member::MemberCore;
 use super::{CloudView, Effect, NoCloud, Now, RejectReason};
 use crate::control::macbook::FdbChange;
 use crate::control::membership::{ControllerInfo, Membership};
+use crate::control::neighbook::NeighSet;
 use crate::control::registry::{ControllerAddrs, InviteRequest, MemberRecord, Registry};
 use crate::control::wire::{FullSync, Hello, MacAdvert, MacWithdraw, Message};
 use crate::mac::MacAddr;
@@ -66,6 +67,8 @@ struct Sim {
     /// FDB changes the controller programmed.
     ctl_fdb: Vec<FdbChange>,
     forgotten: Vec<(u32, MacAddr)>,
+    /// IP bindings the controller programmed.
+    ctl_neigh: Vec<((u32, MacAddr), NeighSet)>,
     now: u64,
 }
 
@@ -130,6 +133,7 @@ impl Sim {
             rejected: Vec::new(),
             ctl_fdb: Vec::new(),
             forgotten: Vec::new(),
+            ctl_neigh: Vec::new(),
             now: 1,
         };
         for i in 0..n {
@@ -160,9 +164,11 @@ impl Sim {
         for msg in first {
             effects.extend(m.on_message(msg, now));
         }
-        let full = m.connected();
+        let first = m.connected();
         self.member_effects(i, effects);
-        self.member_says(i, full);
+        for message in first {
+            self.member_says(i, message);
+        }
     }
 
     /// Member `i` sends `message` to the controller; everything that follows
@@ -187,6 +193,7 @@ impl Sim {
                 }
                 Effect::Reject(r) => self.rejected.push((r.member, r.reason)),
                 Effect::Fdb(f) => self.ctl_fdb.extend(f),
+                Effect::Neigh(n) => self.ctl_neigh.extend(n),
                 Effect::ForgetLocal { vni, mac } => self.forgotten.push((vni, mac)),
                 Effect::EndSession { member } => {
                     let i: usize = member[1..].parse().unwrap();
@@ -954,3 +961,5 @@ proptest! {
         check(&ops)?;
     }
 }
+
+mod neigh;

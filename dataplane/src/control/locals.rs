@@ -38,6 +38,9 @@ impl ControlPlane {
                     return; // the data plane is gone
                 },
             }
+            if self.not_joined() {
+                return; // left the cluster
+            }
             let observed = local.borrow_and_update().clone();
             self.observe_local(&observed);
             frozen = self.report_frozen(&frozen);
@@ -62,6 +65,9 @@ impl ControlPlane {
         let mut tick = tokio::time::interval(UPKEEP);
         loop {
             tick.tick().await;
+            if self.not_joined() {
+                return; // left the cluster
+            }
             let now = self.now();
             let done = self
                 .with_controller(|c, cloud| ((), c.tick(now, cloud)))

@@ -28,6 +28,15 @@ use crate::wg::KeyPair;
 /// How long `join` keeps trying to reach the controller (a valid token
 /// connects within a round trip or two; WireGuard retries every 5 s).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(8);
+fn lock_sessions(
+    plane: &ControlPlane,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SessionHandle>> {
+    plane
+        .sessions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Pause after an attempt that got no answer at all (the WAN or the
 /// controller's host is down): the attempt's own timeout paces the loop, so
 /// a WAN that comes back is used within about a second (before jitter).
@@ -40,6 +49,20 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// that an attempt started while the WAN was down does not delay the
 /// reconnection once it is back.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long `vlnet ctl leave` waits for the controller to end the session.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
+/// What `vlnet ctl leave` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveReport {
+    /// The name the controller knew us by.
+    pub name: String,
+    /// The controller's name.
+    pub controller: String,
+    /// Whether the controller was told (not `--force`).
+    pub told: bool,
+}
 
 /// What `vlnet ctl join` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,10 +121,12 @@ impl ControlPlane {
             .iter()
             .find(|m| m.public_key == invite.controller_public_key)
             .map_or_else(|| "controller".to_owned(), |m| m.name.clone());
+        // A class invite's member has a name and address of its own.
+        let name = welcome.name.clone().unwrap_or_else(|| invite.name.clone());
         let membership = Membership {
-            name: invite.name.clone(),
+            name: name.clone(),
             private_key: keys.private,
-            tunnel_addr: invite.tunnel_addr,
+            tunnel_addr: welcome.tunnel_addr,
             tunnel_prefix: invite.tunnel_prefix,
             controller: ControllerInfo {
                 name: controller.clone(),
@@ -124,11 +149,11 @@ impl ControlPlane {
         self.sync_peers();
         self.notify();
         self.spawn_tasks().await;
-        info!(name = %invite.name, controller = %controller, "joined");
+        info!(%name, controller = %controller, "joined");
         Ok(JoinReport {
-            name: invite.name.clone(),
+            name,
             controller,
-            tunnel_addr: invite.tunnel_addr,
+            tunnel_addr: welcome.tunnel_addr,
             vnis: welcome.vnis,
             members: welcome.members.len(),
         })
@@ -193,10 +218,101 @@ impl ControlPlane {
             Ok(other) => return Err(format!("unexpected answer {}", other.kind().name())),
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(t) = &*self.tunnel() {
-            t.set_private_key(keys.private).map_err(|e| e.to_string())?;
+        if welcome.tunnel_addr == invite.tunnel_addr {
+            if let Some(t) = &*self.tunnel() {
+                t.set_private_key(keys.private).map_err(|e| e.to_string())?;
+            }
+        } else {
+            // A class invite: the token's address was only for the join.
+            let tunnel = self.tunnel().take();
+            if let Some(t) = tunnel {
+                t.stop().map_err(|e| e.to_string())?;
+            }
+            self.bring_up_tunnel(keys.private, welcome.tunnel_addr, invite.tunnel_prefix)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(welcome)
+    }
+
+    /// `vlnet ctl leave`: asks the controller to remove this member (its
+    /// key revoked, its MACs withdrawn, as `client remove` does), waits for
+    /// it to end the session, then forgets the membership here: tunnel
+    /// down, the cluster's FDB entries and the granted VNIs gone; the VNIs
+    /// of the config file keep being served. `force` forgets without asking
+    /// (the controller keeps the member until `client remove` there).
+    pub async fn leave(&self, force: bool) -> Result<LeaveReport, String> {
+        if self.wg.role != Role::Member {
+            return Err("this node is a controller; members leave, controllers stay".to_owned());
+        }
+        let Some((ctl, _)) = self.controller_info() else {
+            return Err("this node has not joined a controller".to_owned());
+        };
+        let name = match &*self.inner() {
+            Inner::Member(Some(m)) => m.joined().name.clone(),
+            _ => String::new(),
+        };
+        let told = !force;
+        if told {
+            let asked = self.with_member(|m| match m.leave() {
+                Some(effects) => (true, effects),
+                None => (false, Vec::new()),
+            });
+            if !matches!(asked, Some(Ok(true))) {
+                return Err(format!(
+                    "no control session with controller {:?} now, so it cannot be told; \
+                     `vlnet ctl leave --force` leaves here only (then run `vlnet ctl client \
+                     remove {name}` on the controller)",
+                    ctl.name
+                ));
+            }
+            if !self.wait_disconnected(LEAVE_WAIT).await {
+                return Err(format!(
+                    "controller {:?} did not confirm within {LEAVE_WAIT:?}; still a member \
+                     (try again, or `vlnet ctl leave --force`)",
+                    ctl.name
+                ));
+            }
+        }
+        let forget = match &mut *self.inner() {
+            Inner::Member(m) => m.take().map(|m| m.forget()).unwrap_or_default(),
+            Inner::Controller(_) => Vec::new(),
+        };
+        self.execute(forget).map_err(|e| e.to_string())?;
+        lock_sessions(self).remove(&ctl.name);
+        let tunnel = self.tunnel().take();
+        if let Some(t) = tunnel {
+            if let Err(e) = t.stop() {
+                warn!(error = %e, "cannot stop the WireGuard device");
+            }
+        }
+        let path = membership_path(&self.state_dir, &self.node);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("removing {}: {e}", path.display()));
+            }
+            _ => {}
+        }
+        self.notify();
+        info!(%name, controller = %ctl.name, told, "left the cluster");
+        Ok(LeaveReport {
+            name,
+            controller: ctl.name,
+            told,
+        })
+    }
+
+    /// Waits up to `limit` for the session with the controller to end.
+    async fn wait_disconnected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            let connected = self.with_member(|m| (m.is_connected(), Vec::new()));
+            if !matches!(connected, Some(Ok(true))) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// The controller to reach and our tunnel address, once joined.

@@ -31,5 +31,5 @@ pub mod token;
 pub mod tunnel;
 pub mod wire;
 
-pub use member::JoinReport;
-pub use plane::{ClientRecord, ControlPlane, DataplaneHooks, Dynamic};
+pub use member::{JoinReport, LeaveReport};
+pub use plane::{ClientRecord, ControlPlane, DataplaneHooks, Dynamic, MemberStatus, MemberTraffic};

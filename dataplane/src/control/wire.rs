@@ -75,6 +75,8 @@ pub enum MessageType {
     Error = 8,
     /// [`Members`].
     Members = 9,
+    /// [`Message::Leave`].
+    Leave = 10,
 }
 
 impl MessageType {
@@ -91,6 +93,7 @@ impl MessageType {
             7 => Self::Keepalive,
             8 => Self::Error,
             9 => Self::Members,
+            10 => Self::Leave,
             _ => return None,
         })
     }
@@ -108,6 +111,7 @@ impl MessageType {
             Self::Keepalive => "Keepalive",
             Self::Error => "Error",
             Self::Members => "Members",
+            Self::Leave => "Leave",
         }
     }
 }
@@ -156,7 +160,13 @@ pub struct Member {
 /// The controller's answer to a [`Join`]: the client's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
-    /// The client's address inside the tunnel.
+    /// The member's name, when the controller chose it (each join of a
+    /// reusable invite `NAME` becomes its own member `NAME-k`); otherwise
+    /// the token's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The client's address inside the tunnel (for a reusable invite, not
+    /// the token's: that one only carries the join).
     pub tunnel_addr: Ipv4Addr,
     /// The VNIs the client may use.
     pub vnis: Vec<u32>,
@@ -248,6 +258,10 @@ pub enum Message {
     Error(ErrorMessage),
     /// See [`Members`].
     Members(Members),
+    /// Member → controller: remove me from the cluster (`vlnet ctl leave`);
+    /// empty payload. The controller removes the member as `client remove`
+    /// does and ends the session.
+    Leave,
 }
 
 /// Why bytes are not a valid control message (or a message cannot be sent).
@@ -338,6 +352,7 @@ impl Message {
             Self::Keepalive => MessageType::Keepalive,
             Self::Error(_) => MessageType::Error,
             Self::Members(_) => MessageType::Members,
+            Self::Leave => MessageType::Leave,
         }
     }
 
@@ -366,6 +381,9 @@ impl Message {
                 check_key(kind, "public_key", &j.public_key)
             }
             Self::Welcome(w) => {
+                if let Some(name) = &w.name {
+                    check_name(kind, "name", name)?;
+                }
                 check_host(kind, "tunnel_addr", w.tunnel_addr)?;
                 check_vnis(kind, "vnis", &w.vnis)?;
                 check_members(kind, &w.members)
@@ -387,7 +405,7 @@ impl Message {
                 }
                 Ok(())
             }
-            Self::Keepalive => Ok(()),
+            Self::Keepalive | Self::Leave => Ok(()),
             Self::Error(e) => check_text(kind, "message", &e.message, MAX_ERROR_LEN, true),
         }
     }
@@ -517,7 +535,7 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, WireError> {
         Message::MacAdvert(m) => serde_json::to_vec(m),
         Message::MacWithdraw(m) => serde_json::to_vec(m),
         Message::FullSync(m) => serde_json::to_vec(m),
-        Message::Keepalive => Ok(Vec::new()),
+        Message::Keepalive | Message::Leave => Ok(Vec::new()),
         Message::Error(m) => serde_json::to_vec(m),
         Message::Members(m) => serde_json::to_vec(m),
     }
@@ -594,14 +612,18 @@ fn decode_payload(kind: MessageType, payload: &[u8]) -> Result<Message, WireErro
             Message::MacWithdraw(serde_json::from_slice(payload).map_err(bad)?)
         }
         MessageType::FullSync => Message::FullSync(serde_json::from_slice(payload).map_err(bad)?),
-        MessageType::Keepalive => {
+        MessageType::Keepalive | MessageType::Leave => {
             if !payload.is_empty() {
                 return Err(WireError::UnexpectedPayload {
                     kind: kind.name(),
                     len: payload.len(),
                 });
             }
-            Message::Keepalive
+            if kind == MessageType::Leave {
+                Message::Leave
+            } else {
+                Message::Keepalive
+            }
         }
         MessageType::Error => Message::Error(serde_json::from_slice(payload).map_err(bad)?),
         MessageType::Members => Message::Members(serde_json::from_slice(payload).map_err(bad)?),
@@ -693,6 +715,7 @@ mod tests {
                 public_key: [9; 32],
             }),
             Message::Welcome(Welcome {
+                name: Some("class-3".into()),
                 tunnel_addr: Ipv4Addr::new(10, 99, 0, 2),
                 vnis: vec![100],
                 members: vec![
@@ -732,6 +755,7 @@ mod tests {
             }),
             Message::FullSync(FullSync { entries: vec![] }),
             Message::Keepalive,
+            Message::Leave,
             Message::Error(ErrorMessage {
                 message: "token expired\nask for a new one".into(),
             }),
@@ -797,7 +821,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_refused() {
-        for t in [0u8, 10, 255] {
+        for t in [0u8, 99, 255] {
             assert!(matches!(
                 decode(&[VERSION, t]),
                 Err(WireError::UnknownType { got }) if got == t
@@ -1106,6 +1130,7 @@ mod tests {
                 proptest::collection::btree_map(arb_name(), arb_member(), 0..3)
             )
                 .prop_map(|(tunnel_addr, vnis, members)| Message::Welcome(Welcome {
+                    name: None,
                     tunnel_addr,
                     vnis,
                     members: members
@@ -1137,6 +1162,7 @@ mod tests {
                 })
             }),
             Just(Message::Keepalive),
+            Just(Message::Leave),
             "[ -~\n]{1,80}".prop_map(|message| Message::Error(ErrorMessage { message })),
         ]
     }

@@ -51,6 +51,13 @@ pub enum Command {
         #[arg(long)]
         ifname: String,
     },
+    /// Write shell completions (bash, zsh, fish) and man pages into DIR
+    /// (for packages).
+    #[command(name = "generate-assets", hide = true)]
+    GenerateAssets {
+        /// Where to write completions/ and man/.
+        dir: PathBuf,
+    },
     /// Print the [[vni]] sections of a Proxmox SDN VXLAN zone (its vnets'
     /// VNIs and bridges, the zone's peers) for vlnet's config.
     ImportProxmox {

@@ -236,6 +236,24 @@ fn second_leaves(c: &Cluster) {
     assert!(err.contains("has not joined"), "{err}");
 }
 
+/// The first member leaves with `--force`: here only, the controller keeps
+/// it (offline) until `client remove`.
+fn first_leaves_by_force(c: &Cluster) {
+    let left = c.nodes[FIRST].daemon.ctl(&["leave", "--force"]).unwrap();
+    assert!(left.contains("here only"), "{left}");
+    assert!(c.nodes[FIRST].daemon.status_json().unwrap()["member"].is_null());
+    let row = client(c, "class-1").expect("still a member at the controller");
+    assert!(
+        row["state"] == "connected" || row["state"] == "offline",
+        "{row}"
+    );
+    c.controller()
+        .daemon
+        .ctl(&["client", "remove", "class-1"])
+        .unwrap();
+    assert!(client(c, "class-1").is_none());
+}
+
 /// The first member node (class-1).
 const FIRST: usize = 1;
 /// The second member node (class-2), behind NAT.
@@ -262,4 +280,5 @@ fn a_class_joins_with_one_token_and_a_member_leaves_on_its_own() {
     member_view(&c, first);
     operator_view(&c);
     second_leaves(&c);
+    first_leaves_by_force(&c);
 }

@@ -28,15 +28,6 @@ use crate::wg::KeyPair;
 /// How long `join` keeps trying to reach the controller (a valid token
 /// connects within a round trip or two; WireGuard retries every 5 s).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(8);
-fn lock_sessions(
-    plane: &ControlPlane,
-) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SessionHandle>> {
-    plane
-        .sessions
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Pause after an attempt that got no answer at all (the WAN or the
 /// controller's host is down): the attempt's own timeout paces the loop, so
 /// a WAN that comes back is used within about a second (before jitter).
@@ -245,12 +236,9 @@ impl ControlPlane {
         if self.wg.role != Role::Member {
             return Err("this node is a controller; members leave, controllers stay".to_owned());
         }
-        let Some((ctl, _)) = self.controller_info() else {
-            return Err("this node has not joined a controller".to_owned());
-        };
-        let name = match &*self.inner() {
-            Inner::Member(Some(m)) => m.joined().name.clone(),
-            _ => String::new(),
+        let (ctl, name) = match &*self.inner() {
+            Inner::Member(Some(m)) => (m.joined().controller.clone(), m.joined().name.clone()),
+            _ => return Err("this node has not joined a controller".to_owned()),
         };
         let told = !force;
         if told {
@@ -279,7 +267,11 @@ impl ControlPlane {
             Inner::Controller(_) => Vec::new(),
         };
         self.execute(forget).map_err(|e| e.to_string())?;
-        lock_sessions(self).remove(&ctl.name);
+        // Ends a session still up (--force): its task sees the queue close.
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&ctl.name);
         let tunnel = self.tunnel().take();
         if let Some(t) = tunnel {
             if let Err(e) = t.stop() {

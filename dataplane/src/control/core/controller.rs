@@ -257,7 +257,7 @@ impl ControllerCore {
             .values()
             .filter(|m| m.vnis.contains(&vni))
             .count();
-        let invited: u64 = self
+        let invited = self
             .registry
             .invites
             .iter()
@@ -266,14 +266,10 @@ impl ControllerCore {
                     && i.vnis.contains(&vni)
                     && !Registry::invite_expired(i, now)
             })
-            .map(|(_, i)| u64::from(i.seats()))
-            .sum();
-        u32::try_from(
-            u64::try_from(joined)
-                .unwrap_or(u64::MAX)
-                .saturating_add(invited),
-        )
-        .unwrap_or(u32::MAX)
+            .fold(0u32, |seats, (_, i)| seats.saturating_add(i.seats()));
+        u32::try_from(joined)
+            .unwrap_or(u32::MAX)
+            .saturating_add(invited)
     }
 
     /// `vlnet ctl client remove`: revokes the key, withdraws the member's

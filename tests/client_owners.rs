@@ -234,6 +234,23 @@ fn second_leaves(c: &Cluster) {
         .unwrap_err()
         .to_string();
     assert!(err.contains("has not joined"), "{err}");
+
+    // Joining again takes a new token, and makes one session.
+    let token = c.invite("again", "1h").unwrap();
+    let joined = c.nodes[SECOND].daemon.join(&token).unwrap();
+    assert!(joined.contains("as again"), "{joined}");
+    assert!(
+        reach(c, SECOND, FIRST, Duration::from_secs(15)),
+        "back after a new join"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let sessions = c
+        .controller()
+        .daemon
+        .log()
+        .matches("member connected member=\"again\"")
+        .count();
+    assert_eq!(sessions, 1, "the old membership's tasks ended");
 }
 
 /// The first member leaves with `--force`: here only, the controller keeps

@@ -266,6 +266,7 @@ impl ControlPlane {
             Inner::Member(m) => m.take().map(|m| m.forget()).unwrap_or_default(),
             Inner::Controller(_) => Vec::new(),
         };
+        self.end_epoch();
         self.execute(forget).map_err(|e| e.to_string())?;
         // Ends a session still up (--force): its task sees the queue close.
         self.sessions
@@ -317,16 +318,17 @@ impl ControlPlane {
         Some((ms.controller.clone(), ms.tunnel_addr))
     }
 
-    /// Keeps a session with the controller, reconnecting forever, every
+    /// Keeps a session with the controller, reconnecting until the member
+    /// leaves (membership `epoch` is over), every
     /// pause jittered so that members do not come back in step: an attempt
     /// that timed out (no answer: the WAN is down) is retried after
     /// [`RETRY`] with a fresh WireGuard handshake; one the controller
     /// refused, or a session that ended before its Hello, backs off
     /// exponentially to [`RETRY_MAX`]; a session that was up starts afresh.
-    pub(super) async fn run_member(self: Arc<Self>) {
+    pub(super) async fn run_member(self: Arc<Self>, epoch: u64) {
         let mut pause = RETRY;
         loop {
-            let Some((ctl, me)) = self.controller_info() else {
+            let Some((ctl, me)) = self.controller_info().filter(|_| self.in_epoch(epoch)) else {
                 return;
             };
             let connected = session::connect(

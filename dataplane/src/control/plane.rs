@@ -207,6 +207,9 @@ pub struct ControlPlane {
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
+    /// Bumped when a member leaves: tasks spawned for an earlier membership
+    /// end (a new join spawns its own).
+    membership_epoch: AtomicU64,
     logged: Mutex<LogLimiter<RejectionKey>>,
     /// Refused control input by reason.
     pub rejects: RejectCounters,
@@ -303,6 +306,7 @@ impl ControlPlane {
             local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
+            membership_epoch: AtomicU64::new(0),
             logged: Mutex::new(LogLimiter::new(REJECT_LOG_PERIOD, REJECT_LOG_KEYS)),
             rejects: RejectCounters::default(),
         }))
@@ -372,6 +376,7 @@ impl ControlPlane {
             return;
         }
         let is_controller = matches!(*self.inner(), Inner::Controller(_));
+        let epoch = self.membership_epoch.load(Ordering::Relaxed);
         if is_controller {
             // The controller's own MACs first: a member's claim must never
             // find one of them free just because we have not looked yet.
@@ -379,10 +384,10 @@ impl ControlPlane {
             tokio::spawn(Arc::clone(self).serve_controller());
             tokio::spawn(Arc::clone(self).watch_endpoints());
         } else {
-            tokio::spawn(Arc::clone(self).run_member());
+            tokio::spawn(Arc::clone(self).run_member(epoch));
         }
-        tokio::spawn(Arc::clone(self).watch_local_macs());
-        tokio::spawn(Arc::clone(self).upkeep());
+        tokio::spawn(Arc::clone(self).watch_local_macs(epoch));
+        tokio::spawn(Arc::clone(self).upkeep(epoch));
     }
 
     /// How long `vlnet ctl vm moved` keeps a MAC local without the bridge
@@ -644,10 +649,15 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Whether this node is a member that is not (or no longer) joined: its
-    /// background tasks end (a new join starts new ones).
-    pub(super) fn not_joined(&self) -> bool {
-        matches!(*self.inner(), Inner::Member(None))
+    /// Whether tasks spawned in membership `epoch` should still run (the
+    /// member has not left since).
+    pub(super) fn in_epoch(&self, epoch: u64) -> bool {
+        self.membership_epoch.load(Ordering::Relaxed) == epoch
+    }
+
+    /// The member left: its tasks end.
+    pub(super) fn end_epoch(&self) {
+        self.membership_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Claims refused and waiting for their MAC's release (controller).

@@ -64,7 +64,7 @@ done
 prefix=${prefix%/}
 destdir=${destdir%/}
 if [[ -z $destdir && $EUID -ne 0 ]]; then
-    die "installing into / needs root (sudo $0 ...), or stage with --destdir DIR"
+    die "installing into / needs root (run it as root), or stage with --destdir DIR"
 fi
 
 [[ -f $src/deploy/vlnet.service ]] || die "$src is not a vlnet source tree (no deploy/vlnet.service)"

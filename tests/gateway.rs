@@ -311,11 +311,9 @@ fn broadcasts_reach_every_vm_exactly_once(c: &Cluster) {
 /// and its own vlnet answers (`suppression.arp_replied` grows) while a
 /// capture inside the gateway's WireGuard interface sees no ARP request for
 /// it; the controller's limit (40 here) refuses a 41st invite with a
-/// message naming the VNI and the limit. Heavy — 40 vlnet daemons and
-/// WireGuard devices, about two minutes here — so it runs on demand:
-/// `cargo test --release --test gateway -- --ignored`.
+/// message naming the VNI and the limit. The suite's heaviest test: 40
+/// vlnet daemons and WireGuard devices, about two and a half minutes here.
 #[test]
-#[ignore = "40 vlnet daemons, about two minutes: run with -- --ignored"]
 fn a_class_of_40_members_reaches_the_gateways_vm() {
     const CLASS: usize = 40;
     let options = ClusterOptions {

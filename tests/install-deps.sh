@@ -4,7 +4,7 @@
 set -euo pipefail
 
 if [[ $EUID -ne 0 ]]; then
-    echo "install-deps.sh: run as root (sudo bash tests/install-deps.sh)" >&2
+    echo "install-deps.sh: run as root (bash tests/install-deps.sh)" >&2
     exit 1
 fi
 
@@ -55,6 +55,13 @@ if ((${#missing[@]})); then
     fi
 else
     echo "install-deps.sh: all packages present"
+fi
+
+# The .deb (deploy/deb/build.sh, tests/package.rs) is packed by cargo-deb,
+# built once from crates.io into ~/.cargo/bin.
+if ! command -v cargo-deb >/dev/null; then
+    echo "install-deps.sh: installing cargo-deb"
+    cargo install cargo-deb --locked
 fi
 
 # vlnet pins its maps and programs under /sys/fs/bpf/vlnet/.

@@ -37,7 +37,7 @@ const SCRAPE_WAIT: Duration = Duration::from_secs(20);
 
 /// Every metric family the daemon exports (or is about to); the dashboard
 /// shows each one.
-const METRICS: [&str; 19] = [
+const METRICS: [&str; 23] = [
     "vlnet_up",
     "vlnet_node_info",
     "vlnet_tunnel_rx_packets_total",
@@ -57,6 +57,10 @@ const METRICS: [&str; 19] = [
     "vlnet_flows",
     "vlnet_peer_rtt_seconds",
     "vlnet_peer_reachable",
+    "vlnet_member_connected",
+    "vlnet_member_rx_bytes_total",
+    "vlnet_member_handshake_age_seconds",
+    "vlnet_build_info",
 ];
 
 /// Grafana's variables and what they may stand for when it sends a query.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything CI checks, in order: deps, format, lints, release build, tests.
-# Needs root (namespaces, BPF). Run from anywhere: sudo bash tests/run-all.sh
+# Needs root (namespaces, BPF). Run from anywhere, as root: bash tests/run-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

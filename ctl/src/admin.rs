@@ -75,11 +75,17 @@ fn print<T: serde::Serialize>(
 
 fn client(args: &CtlArgs, command: &ClientCommand) -> Result<()> {
     match command {
-        ClientCommand::Add { name, vnis, ttl } => {
+        ClientCommand::Add {
+            name,
+            vnis,
+            ttl,
+            uses,
+        } => {
             let req = Request::ClientAdd {
                 name: name.clone(),
                 vnis: vnis.clone(),
                 ttl_secs: *ttl,
+                uses: *uses,
             };
             match ask(args, &req)? {
                 Response::Token { token } if args.json => {
@@ -194,6 +200,10 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             },
         )? {
             Response::Joined(r) => print(args.json, &r, render::joined),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        CtlCommand::Leave { force } => match ask(args, &Request::Leave { force: *force })? {
+            Response::Left(r) => print(args.json, &r, render::left),
             other => bail!("unexpected answer {other:?}"),
         },
         CtlCommand::Reload => match ask(args, &Request::Reload)? {

@@ -51,6 +51,13 @@ pub enum Command {
         #[arg(long)]
         ifname: String,
     },
+    /// Write shell completions (bash, zsh, fish) and man pages into DIR
+    /// (for packages).
+    #[command(name = "generate-assets", hide = true)]
+    GenerateAssets {
+        /// Where to write completions/ and man/.
+        dir: PathBuf,
+    },
     /// Print the [[vni]] sections of a Proxmox SDN VXLAN zone (its vnets'
     /// VNIs and bridges, the zone's peers) for vlnet's config.
     ImportProxmox {
@@ -109,6 +116,16 @@ pub enum CtlCommand {
     /// config is refused and the running one stays. systemctl reload vlnet
     /// runs this.
     Reload,
+    /// On a member: leave the cluster. The controller removes this member
+    /// (its key revoked, its MACs withdrawn); the node keeps serving the
+    /// VNIs of its config file. Joining again needs a new token.
+    Leave {
+        /// Leave here only, without telling the controller (when it cannot
+        /// be reached); then run "vlnet ctl client remove NAME" on the
+        /// controller.
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop the daemon and remove everything vlnet created for this node
     /// (pinned programs and maps, overlay ports, bridges it created). A
     /// member also leaves its cluster.
@@ -211,9 +228,11 @@ pub enum VmCommand {
 /// `vlnet ctl client …`.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Invite a client: prints a single-use, expiring token.
+    /// Invite a client: prints a single-use, expiring token. With --uses
+    /// N, a token for a class: up to N clients join with it, each becoming
+    /// its own member NAME-1, NAME-2, ...
     Add {
-        /// The client's name.
+        /// The client's name (or the class's).
         name: String,
         /// VNI to grant (repeat for several).
         #[arg(long = "vni", required = true)]
@@ -222,11 +241,16 @@ pub enum ClientCommand {
         /// or d.
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: u64,
+        /// How many clients may join with the token (1 to 1000); each join
+        /// makes the member NAME-k.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        uses: Option<u32>,
     },
-    /// Members and open invites with their state.
+    /// Members and open invites with their state (and a class invite's
+    /// uses left).
     List,
     /// Revoke a member's key and withdraw its MACs everywhere (or cancel an
-    /// invite).
+    /// invite; a class's members stay).
     Remove {
         /// The client's name.
         name: String,

@@ -66,6 +66,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ctl(args) => vlnet::admin::run(&args),
         Command::WireguardDevice { ifname } => serve_wireguard_device(&ifname),
+        Command::GenerateAssets { dir } => {
+            let pages = vlnet::assets::generate(&dir)?;
+            println!(
+                "wrote completions and {pages} man pages under {}",
+                dir.display()
+            );
+            Ok(())
+        }
         Command::ImportProxmox { sdn, zone, vtep } => {
             let zone = vlnet_dataplane::proxmox_sdn::read_zone(&sdn, zone.as_deref(), vtep)?;
             print!("{}", vlnet_dataplane::proxmox_sdn::vni_sections(&zone));

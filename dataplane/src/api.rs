@@ -22,7 +22,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::advise::{Advice, Thresholds};
 use crate::conn_limit::{self, Conn, ConnLimit, Limits, Tracked};
-use crate::control::{ClientRecord, JoinReport};
+use crate::control::{ClientRecord, JoinReport, LeaveReport};
 use crate::flows::{FlowQuery, FlowRecord};
 use crate::mac::MacAddr;
 use crate::model::{FdbRecord, NodeStatus, PeerStatus, ReloadReport};
@@ -65,6 +65,10 @@ pub enum Request {
         vnis: Vec<u32>,
         /// Seconds the token stays valid.
         ttl_secs: u64,
+        /// For a class: how many clients may join with the token (each
+        /// becoming its own member `NAME-k`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uses: Option<u32>,
     },
     /// Controller: members and open invites.
     ClientList,
@@ -115,6 +119,12 @@ pub enum Request {
         /// The token.
         token: String,
     },
+    /// Member: leave the cluster (the controller removes this member).
+    Leave {
+        /// Forget the membership here without telling the controller.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
 }
 
 /// The daemon's answer, `{"type": "...", "data": ...}`.
@@ -136,6 +146,8 @@ pub enum Response {
     Clients(Vec<ClientRecord>),
     /// Answer to [`Request::Join`].
     Joined(JoinReport),
+    /// Answer to [`Request::Leave`].
+    Left(LeaveReport),
     /// Answer to [`Request::Moves`].
     Moves(Vec<MoveRecord>),
     /// Answer to [`Request::Reload`].
@@ -164,9 +176,16 @@ pub trait ApiHandler: Send + Sync + 'static {
     fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, String>;
     /// Begin an orderly shutdown; the API answers `Ok` after this returns.
     fn shutdown(&self);
-    /// Opens an invite (controller only).
-    fn client_add(&self, name: &str, vnis: &[u32], ttl_secs: u64) -> Result<String, String> {
-        let _ = (name, vnis, ttl_secs);
+    /// Opens an invite, for a class of `uses` clients when given
+    /// (controller only).
+    fn client_add(
+        &self,
+        name: &str,
+        vnis: &[u32],
+        ttl_secs: u64,
+        uses: Option<u32>,
+    ) -> Result<String, String> {
+        let _ = (name, vnis, ttl_secs, uses);
         Err(NO_CONTROL_PLANE.to_owned())
     }
     /// Members and invites (controller only).
@@ -205,6 +224,11 @@ pub trait ApiHandler: Send + Sync + 'static {
     /// Redeems an invite token (member only). May block for seconds.
     fn join(&self, token: &str) -> Result<JoinReport, String> {
         let _ = token;
+        Err(NO_CONTROL_PLANE.to_owned())
+    }
+    /// Leaves the cluster (member only). May block for seconds.
+    fn leave(&self, force: bool) -> Result<LeaveReport, String> {
+        let _ = force;
         Err(NO_CONTROL_PLANE.to_owned())
     }
     /// Read the config file again and apply the difference.
@@ -473,12 +497,14 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
             name,
             vnis,
             ttl_secs,
+            uses,
         } => handler
-            .client_add(&name, &vnis, ttl_secs)
+            .client_add(&name, &vnis, ttl_secs, uses)
             .map(|token| Response::Token { token }),
         Request::ClientList => handler.client_list().map(Response::Clients),
         Request::ClientRemove { name } => handler.client_remove(&name).map(|()| Response::Ok),
         Request::Join { token } => handler.join(&token).map(Response::Joined),
+        Request::Leave { force } => handler.leave(force).map(Response::Left),
         Request::Reload => handler.reload().map(Response::Reloaded),
         Request::Moves => handler.moves().map(Response::Moves),
         Request::Flows(query) => handler.flows(query).map(Response::Flows),
@@ -546,10 +572,14 @@ async fn send(stream: &mut (impl AsyncWrite + Unpin), response: &Response) -> io
 }
 
 /// Sends one request to the daemon at `socket` and waits (at most
-/// [`CLIENT_TIMEOUT`] per read or write, [`JOIN_TIMEOUT`] for a join) for
+/// [`CLIENT_TIMEOUT`] per read or write, [`JOIN_TIMEOUT`] for a join, a
+/// leave or a reload) for
 /// its answer. Blocking.
 pub fn request(socket: &Path, req: &Request) -> Result<Response, ApiError> {
-    let timeout = if matches!(req, Request::Join { .. } | Request::Reload) {
+    let timeout = if matches!(
+        req,
+        Request::Join { .. } | Request::Leave { .. } | Request::Reload
+    ) {
         JOIN_TIMEOUT
     } else {
         CLIENT_TIMEOUT
@@ -655,6 +685,7 @@ mod tests {
             }],
             relay: false,
             relayed: Vec::new(),
+            member: None,
             suppression: crate::model::Suppression::default(),
         }
     }
@@ -903,6 +934,24 @@ mod tests {
             r#"{"cmd":"fdb","vni":5}"#
         );
         assert_eq!(json(&Request::Shutdown), r#"{"cmd":"shutdown"}"#);
+        assert_eq!(json(&Request::Leave { force: false }), r#"{"cmd":"leave"}"#);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"leave","force":true}"#).unwrap(),
+            Request::Leave { force: true }
+        );
+        // An older `vlnet ctl` asks for a one-client invite.
+        assert_eq!(
+            serde_json::from_str::<Request>(
+                r#"{"cmd":"client_add","name":"a","vnis":[100],"ttl_secs":60}"#
+            )
+            .unwrap(),
+            Request::ClientAdd {
+                name: "a".into(),
+                vnis: vec![100],
+                ttl_secs: 60,
+                uses: None
+            }
+        );
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"cmd":"fdb"}"#).unwrap(),
             Request::Fdb { vni: None }

@@ -33,6 +33,8 @@
 //! - [`effective`]: the config merged with what the control plane adds;
 //!   [`announce`]: a hypervisor's RARP announce; [`moves`]: MAC moves the
 //!   programs report.
+//!
+//! [`VERSION`] and [`COMMIT`] say which build this is.
 pub mod advise;
 pub mod announce;
 pub mod api;
@@ -64,3 +66,9 @@ pub mod sync;
 pub mod traffic;
 pub mod trust;
 pub mod wg;
+
+/// vlnet's version (the workspace's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit vlnet was built from (short hash, or `unknown`; see
+/// `build.rs`).
+pub const COMMIT: &str = env!("VLNET_COMMIT");

@@ -99,6 +99,8 @@ pub struct ControlMetrics {
     pub frozen_macs: u64,
     /// Claims of MACs held elsewhere waiting for their release (controller).
     pub waiting_claims: u64,
+    /// Each member's WireGuard numbers (controller).
+    pub members: Vec<crate::control::MemberTraffic>,
 }
 
 /// Why `/metrics` could not be served.
@@ -295,6 +297,38 @@ const PEER_REACHABLE: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &["peer"],
 };
+const MEMBER_HANDSHAKE_AGE: Spec = Spec {
+    name: "vlnet_member_handshake_age_seconds",
+    help: "Seconds since the last WireGuard handshake with a member (controller; absent \
+           before the first).",
+    kind: MetricType::GAUGE,
+    labels: &["member"],
+};
+const MEMBER_RX_BYTES: Spec = Spec {
+    name: "vlnet_member_rx_bytes_total",
+    help: "WireGuard bytes received from a member (controller; since the WireGuard device \
+           started).",
+    kind: MetricType::COUNTER,
+    labels: &["member"],
+};
+const MEMBER_TX_BYTES: Spec = Spec {
+    name: "vlnet_member_tx_bytes_total",
+    help: "WireGuard bytes sent to a member (controller; since the WireGuard device started).",
+    kind: MetricType::COUNTER,
+    labels: &["member"],
+};
+const MEMBER_CONNECTED: Spec = Spec {
+    name: "vlnet_member_connected",
+    help: "1 while a member's control session is up, else 0 (controller).",
+    kind: MetricType::GAUGE,
+    labels: &["member"],
+};
+const BUILD_INFO: Spec = Spec {
+    name: "vlnet_build_info",
+    help: "Always 1: the version and commit of the running daemon.",
+    kind: MetricType::GAUGE,
+    labels: &["version", "commit"],
+};
 const UP: Spec = Spec {
     name: "vlnet_up",
     help: "1 if the daemon could read all its counters for this scrape, 0 if some are missing.",
@@ -302,7 +336,12 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 21] = [
+const SPECS: [&Spec; 26] = [
+    &MEMBER_HANDSHAKE_AGE,
+    &MEMBER_RX_BYTES,
+    &MEMBER_TX_BYTES,
+    &MEMBER_CONNECTED,
+    &BUILD_INFO,
     &PATH_SWITCH,
     &FLOW_RTT,
     &FLOWS,
@@ -559,6 +598,56 @@ fn fdb_capacity_families(fdb: FdbCapacity) -> [Option<MetricFamily>; 2] {
     [capacity.build(), refused.build()]
 }
 
+/// The control plane's families: refusals, sessions, frozen MACs, waiting
+/// claims, and (controller) each member's WireGuard numbers.
+fn control_families(control: ControlMetrics) -> Vec<Option<MetricFamily>> {
+    let mut rejected = Builder::new(&CONTROL_REJECTED);
+    for (reason, n) in control.rejected {
+        rejected.add(&[reason.to_owned()], n);
+    }
+    let mut sessions = Builder::new(&CONTROL_SESSIONS);
+    sessions.add(&[], control.sessions);
+    let mut frozen = Builder::new(&FROZEN_MACS);
+    frozen.add(&[], control.frozen_macs);
+    let mut waiting = Builder::new(&WAITING_CLAIMS);
+    waiting.add(&[], control.waiting_claims);
+    let mut out = vec![
+        rejected.build(),
+        sessions.build(),
+        frozen.build(),
+        waiting.build(),
+    ];
+    out.extend(member_families(&control.members));
+    out
+}
+
+/// The controller's per-member WireGuard families.
+fn member_families(members: &[crate::control::MemberTraffic]) -> [Option<MetricFamily>; 4] {
+    let mut age = Builder::new(&MEMBER_HANDSHAKE_AGE);
+    let mut rx = Builder::new(&MEMBER_RX_BYTES);
+    let mut tx = Builder::new(&MEMBER_TX_BYTES);
+    let mut connected = Builder::new(&MEMBER_CONNECTED);
+    for m in members {
+        let label = [m.name.clone()];
+        if let Some(secs) = m.handshake_age_secs {
+            age.add(&label, secs);
+        }
+        rx.add(&label, m.rx_bytes);
+        tx.add(&label, m.tx_bytes);
+        connected.add(&label, u64::from(m.connected));
+    }
+    [age.build(), rx.build(), tx.build(), connected.build()]
+}
+
+/// What `/metrics` serves: vlnet's families and the daemon process's
+/// (`process_*`: CPU, memory, descriptors, start time).
+#[must_use]
+pub fn served_families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
+    let mut out = families(source);
+    out.extend(prometheus::process_collector::ProcessCollector::for_self().collect());
+    out
+}
+
 /// Asks `source` once and builds every family. Empty families (no peers
 /// yet, or a failed call) are left out, as the text format requires.
 #[must_use]
@@ -648,23 +737,12 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
     out.extend(latency_families(source));
 
     if let Some(control) = source.control() {
-        let mut rejected = Builder::new(&CONTROL_REJECTED);
-        for (reason, n) in control.rejected {
-            rejected.add(&[reason.to_owned()], n);
-        }
-        let mut sessions = Builder::new(&CONTROL_SESSIONS);
-        sessions.add(&[], control.sessions);
-        let mut frozen = Builder::new(&FROZEN_MACS);
-        frozen.add(&[], control.frozen_macs);
-        let mut waiting = Builder::new(&WAITING_CLAIMS);
-        waiting.add(&[], control.waiting_claims);
-        out.extend([
-            rejected.build(),
-            sessions.build(),
-            frozen.build(),
-            waiting.build(),
-        ]);
+        out.extend(control_families(control));
     }
+
+    let mut build = Builder::new(&BUILD_INFO);
+    build.add(&[crate::VERSION.to_owned(), crate::COMMIT.to_owned()], 1);
+    out.push(build.build());
 
     let mut up_family = Builder::new(&UP);
     up_family.add(&[], u64::from(up));
@@ -672,10 +750,11 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
     out.into_iter().flatten().collect()
 }
 
-/// Renders the current metrics in the Prometheus text format.
+/// Renders the current metrics in the Prometheus text format, as
+/// `/metrics` serves them.
 #[must_use]
 pub fn render(source: &dyn MetricsSource) -> String {
-    match encode(&families(source)) {
+    match encode(&served_families(source)) {
         Ok(text) => text,
         Err(e) => {
             tracing::error!(error = %e, "metrics: text encoding failed");
@@ -832,7 +911,7 @@ async fn respond(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
-    let text = tokio::task::spawn_blocking(move || encode(&families(&*source))).await;
+    let text = tokio::task::spawn_blocking(move || encode(&served_families(&*source))).await;
     match text {
         Ok(Ok(text)) => {
             let mut response = Response::new(Full::new(Bytes::from(text)));
@@ -897,6 +976,22 @@ mod tests {
                 sessions: 3,
                 frozen_macs: 1,
                 waiting_claims: 2,
+                members: vec![
+                    crate::control::MemberTraffic {
+                        name: "laptop".into(),
+                        handshake_age_secs: Some(12),
+                        rx_bytes: 4096,
+                        tx_bytes: 2048,
+                        connected: true,
+                    },
+                    crate::control::MemberTraffic {
+                        name: "class-1".into(),
+                        handshake_age_secs: None,
+                        rx_bytes: 0,
+                        tx_bytes: 0,
+                        connected: false,
+                    },
+                ],
             })
         }
 
@@ -943,6 +1038,7 @@ mod tests {
                 uptime_secs: 1,
                 adopted: false,
                 links: Vec::new(),
+                member: None,
                 vnis: vec![],
                 drops: vec![
                     DropCount {
@@ -1066,9 +1162,30 @@ mod tests {
             r#"vlnet_peer_rtt_seconds{peer="198.18.0.2"} 0.0205"#,
             r#"vlnet_peer_reachable{peer="198.18.0.2"} 1"#,
             r#"vlnet_peer_reachable{peer="198.18.0.3"} 0"#,
+            r#"vlnet_member_handshake_age_seconds{member="laptop"} 12"#,
+            r#"vlnet_member_rx_bytes_total{member="laptop"} 4096"#,
+            r#"vlnet_member_tx_bytes_total{member="laptop"} 2048"#,
+            r#"vlnet_member_connected{member="laptop"} 1"#,
+            r#"vlnet_member_rx_bytes_total{member="class-1"} 0"#,
+            r#"vlnet_member_connected{member="class-1"} 0"#,
+            "# TYPE process_resident_memory_bytes gauge",
         ] {
             assert!(all.contains(&expected), "missing {expected:?} in\n{text}");
         }
+        assert!(
+            !text.contains(r#"vlnet_member_handshake_age_seconds{member="class-1"}"#),
+            "no made-up age before a handshake:\n{text}"
+        );
+        let build = format!(
+            r#"vlnet_build_info{{commit="{}",version="{}"}} 1"#,
+            crate::COMMIT,
+            crate::VERSION
+        );
+        assert!(
+            all.contains(&build.as_str()),
+            "missing {build:?} in\n{text}"
+        );
+        assert_ne!(crate::COMMIT, "unknown", "built from a git checkout");
         let drops = all
             .iter()
             .filter(|l| l.starts_with("vlnet_drops_total{"))

@@ -48,6 +48,9 @@ pub struct NodeStatus {
     /// Frames relayed, by direction (zeros on a node that does not relay).
     #[serde(default)]
     pub relayed: Vec<RelayCount>,
+    /// On a joined member: its membership (controller, tunnel, session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Box<crate::control::MemberStatus>>,
     /// ARP/ND suppression: requests answered or kept here, bindings held.
     #[serde(default)]
     pub suppression: Suppression,

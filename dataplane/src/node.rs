@@ -12,7 +12,7 @@ use crate::advise::{advise, Advice, Thresholds};
 use crate::api::ApiHandler;
 use crate::control::macbook::FdbChange;
 use crate::control::neighbook::{MacKey, NeighSet};
-use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport};
+use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport, LeaveReport};
 use crate::fdb::{self, monotonic_ns};
 use crate::flows::{FlowQuery, FlowRecord, RttHistogram};
 use crate::mac::MacAddr;
@@ -283,6 +283,11 @@ impl ApiHandler for Node {
             drops: maps.drops(),
             relay: facts.relay,
             relayed: maps.relay_counts(),
+            member: self
+                .control
+                .get()
+                .and_then(|c| c.member_status())
+                .map(Box::new),
             suppression: maps.suppression(),
         })
     }
@@ -308,8 +313,14 @@ impl ApiHandler for Node {
         self.shutdown.notify_one();
     }
 
-    fn client_add(&self, name: &str, vnis: &[u32], ttl_secs: u64) -> Result<String, String> {
-        self.control()?.client_add(name, vnis, ttl_secs)
+    fn client_add(
+        &self,
+        name: &str,
+        vnis: &[u32],
+        ttl_secs: u64,
+        uses: Option<u32>,
+    ) -> Result<String, String> {
+        self.control()?.client_add(name, vnis, ttl_secs, uses)
     }
 
     fn client_list(&self) -> Result<Vec<ClientRecord>, String> {
@@ -373,6 +384,11 @@ impl ApiHandler for Node {
     fn join(&self, token: &str) -> Result<JoinReport, String> {
         let control = Arc::clone(self.control()?);
         tokio::runtime::Handle::current().block_on(control.join(token))
+    }
+
+    fn leave(&self, force: bool) -> Result<LeaveReport, String> {
+        let control = Arc::clone(self.control()?);
+        tokio::runtime::Handle::current().block_on(control.leave(force))
     }
 
     fn reload(&self) -> Result<ReloadReport, String> {
@@ -481,6 +497,7 @@ impl MetricsSource for Node {
             sessions: control.sessions(),
             frozen_macs: control.frozen_macs().len() as u64,
             waiting_claims: control.waiting_claims(),
+            members: control.member_traffic(),
         })
     }
 

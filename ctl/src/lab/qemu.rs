@@ -115,7 +115,7 @@ impl GuestImage {
     pub fn build(guest_dir: &Path) -> Result<Self, LabError> {
         if !guest_dir.join("vmlinuz").is_file() {
             return Err(LabError::Invalid(format!(
-                "no guest kernel in {}: run `sudo bash tests/install-deps.sh` \
+                "no guest kernel in {}: run `bash tests/install-deps.sh` as root \
                  (it installs QEMU and puts a kernel and its virtio modules there)",
                 guest_dir.display()
             )));

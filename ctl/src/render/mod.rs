@@ -9,7 +9,7 @@ mod flows;
 pub use advise::advice;
 pub use flows::flows;
 
-use vlnet_dataplane::control::{ClientRecord, JoinReport};
+use vlnet_dataplane::control::{ClientRecord, JoinReport, LeaveReport, MemberStatus};
 use vlnet_dataplane::model::{
     DatapathMode, FdbKind, FdbRecord, LinkAction, LinkStatus, NodeStatus, PeerStatus, ReloadReport,
 };
@@ -45,6 +45,9 @@ pub fn status(s: &NodeStatus) -> String {
         s.pid,
         duration(s.uptime_secs)
     );
+    if let Some(m) = &s.member {
+        member(&mut out, m);
+    }
     if s.relay {
         let relayed = |direction: &str| {
             s.relayed
@@ -213,6 +216,8 @@ pub fn clients(clients: &[ClientRecord]) -> String {
                 c.macs.to_string(),
                 bytes(c.rx_bytes),
                 bytes(c.tx_bytes),
+                c.uses_left
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             ]
         })
         .collect();
@@ -227,6 +232,7 @@ pub fn clients(clients: &[ClientRecord]) -> String {
             ("MACS", Align::Right),
             ("RX", Align::Right),
             ("TX", Align::Right),
+            ("USES LEFT", Align::Right),
         ],
         &rows,
     )
@@ -274,6 +280,56 @@ pub fn moves(moves: &[MoveRecord]) -> String {
         ],
         &rows,
     )
+}
+
+/// A joined member's lines of `vlnet ctl status`.
+fn member(out: &mut String, m: &MemberStatus) {
+    let _ = writeln!(
+        out,
+        "member    {} of controller {} at {}",
+        m.name, m.controller, m.controller_endpoint
+    );
+    let handshake = m
+        .handshake_age_secs
+        .map_or_else(|| "none yet".to_owned(), |s| format!("{} ago", duration(s)));
+    let _ = writeln!(
+        out,
+        "tunnel    {} (last handshake {handshake})",
+        m.tunnel_addr
+    );
+    let _ = writeln!(
+        out,
+        "session   {}",
+        if m.session {
+            "up"
+        } else {
+            "down (serving from the last known state; reconnecting)"
+        }
+    );
+    let vnis = m
+        .vnis
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(out, "granted   VNIs {vnis}; {} MACs held here", m.macs);
+}
+
+/// `vlnet ctl leave`: what the node left.
+#[must_use]
+pub fn left(r: &LeaveReport) -> String {
+    if r.told {
+        format!(
+            "left controller {} (member {} removed there: key revoked, MACs withdrawn); \
+             the VNIs of the config file are still served\n",
+            r.controller, r.name
+        )
+    } else {
+        format!(
+            "left controller {} here only; run `vlnet ctl client remove {}` on the controller\n",
+            r.controller, r.name
+        )
+    }
 }
 
 /// `vlnet ctl join`: what the node became.
@@ -447,6 +503,7 @@ mod tests {
                 .collect(),
             relay: false,
             relayed: Vec::new(),
+            member: None,
             suppression: vlnet_dataplane::model::Suppression::default(),
         }
     }

@@ -96,8 +96,15 @@ impl ControlPlane {
             .to_owned()
     }
 
-    /// `vlnet ctl client add`: opens an invite and returns its token.
-    pub fn client_add(&self, name: &str, vnis: &[u32], ttl_secs: u64) -> Result<String, String> {
+    /// `vlnet ctl client add`: opens an invite (for a class of `uses`
+    /// clients when given) and returns its token.
+    pub fn client_add(
+        &self,
+        name: &str,
+        vnis: &[u32],
+        ttl_secs: u64,
+        uses: Option<u32>,
+    ) -> Result<String, String> {
         let Some(tunnel) = self.wg.address else {
             return Err("wireguard.address is not set".to_owned());
         };
@@ -110,6 +117,7 @@ impl ControlPlane {
             name,
             vnis,
             ttl_secs,
+            uses,
         };
         let now = self.now();
         let token = self
@@ -121,7 +129,7 @@ impl ControlPlane {
             )
             .ok_or_else(Self::not_controller)?
             .map_err(|e| format!("the invite was not saved: {e}"))??;
-        info!(client = name, ?vnis, ttl_secs, "invite issued");
+        info!(client = name, ?vnis, ttl_secs, ?uses, "invite issued");
         Ok(token)
     }
 
@@ -197,6 +205,7 @@ impl ControlPlane {
                 macs: routes.iter().filter(|r| r.vtep == m.tunnel_addr).count(),
                 rx_bytes: wg.map_or(0, |p| p.rx_bytes),
                 tx_bytes: wg.map_or(0, |p| p.tx_bytes),
+                uses_left: None,
             }
         });
         let invites = c.registry().invites.iter().map(|(name, i)| ClientRecord {
@@ -214,6 +223,7 @@ impl ControlPlane {
             macs: 0,
             rx_bytes: 0,
             tx_bytes: 0,
+            uses_left: i.uses_left,
         });
         Ok(members.chain(invites).collect())
     }
@@ -357,8 +367,11 @@ impl ControlPlane {
 
     async fn handle_join(&self, ip: Ipv4Addr, join: &Join, mut rx: Receiver, mut tx: Sender) {
         let (now, served) = (self.now(), self.served());
+        let Some(pool) = self.wg.address else {
+            return;
+        };
         let redeemed = self
-            .with_controller(|c, _| match c.redeem(join, ip, &served, now) {
+            .with_controller(|c, _| match c.redeem(join, ip, pool, &served, now) {
                 Ok((r, effects)) => (Ok(r), effects),
                 Err(e) => (Err(e), Vec::new()),
             })
@@ -469,8 +482,11 @@ impl ControlPlane {
             tokio::select! {
                 m = rx.next() => {
                     let message = m?;
-                    let now = self.now();
-                    let effects = self.with_controller(|c, cloud| ((), c.on_message(name, message, now, cloud)));
+                    if message == Message::Leave {
+                        info!(member = name, "member leaves: key revoked, MACs withdrawn");
+                    }
+                    let (now, served) = (self.now(), self.served());
+                    let effects = self.with_controller(|c, cloud| ((), c.on_message(name, message, &served, now, cloud)));
                     if let Some(Err(e)) = effects {
                         warn!(member = name, error = %e, "cannot save the registry");
                     }

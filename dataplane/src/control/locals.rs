@@ -24,10 +24,11 @@ pub const LOCAL_POLL: Duration = Duration::from_millis(500);
 pub const UPKEEP: Duration = Duration::from_secs(1);
 
 impl ControlPlane {
-    /// Follows the local MACs forever, advertising and withdrawing them:
-    /// on every change the data plane publishes, when poked (`vm moved`),
-    /// and every [`LOCAL_POLL`] (claims expire).
-    pub(super) async fn watch_local_macs(self: Arc<Self>) {
+    /// Follows the local MACs, advertising and withdrawing them: on every
+    /// change the data plane publishes, when poked (`vm moved`), and every
+    /// [`LOCAL_POLL`] (claims expire); until a member that started it in
+    /// membership `epoch` leaves.
+    pub(super) async fn watch_local_macs(self: Arc<Self>, epoch: u64) {
         let mut local = self.hooks.local_macs();
         let mut tick = tokio::time::interval(LOCAL_POLL);
         let mut frozen = BTreeSet::new();
@@ -38,6 +39,9 @@ impl ControlPlane {
                 changed = local.changed() => if changed.is_err() {
                     return; // the data plane is gone
                 },
+            }
+            if !self.in_epoch(epoch) {
+                return; // left the cluster
             }
             let observed = local.borrow_and_update().clone();
             self.observe_local(&observed);
@@ -59,11 +63,15 @@ impl ControlPlane {
         }
     }
 
-    /// Expires what has a lifetime, forever (see the module doc).
-    pub(super) async fn upkeep(self: Arc<Self>) {
+    /// Expires what has a lifetime (see the module doc), until a member
+    /// that started it in membership `epoch` leaves.
+    pub(super) async fn upkeep(self: Arc<Self>, epoch: u64) {
         let mut tick = tokio::time::interval(UPKEEP);
         loop {
             tick.tick().await;
+            if !self.in_epoch(epoch) {
+                return; // left the cluster
+            }
             let now = self.now();
             let done = self
                 .with_controller(|c, cloud| ((), c.tick(now, cloud)))

@@ -41,6 +41,20 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// reconnection once it is back.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long `vlnet ctl leave` waits for the controller to end the session.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
+/// What `vlnet ctl leave` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveReport {
+    /// The name the controller knew us by.
+    pub name: String,
+    /// The controller's name.
+    pub controller: String,
+    /// Whether the controller was told (not `--force`).
+    pub told: bool,
+}
+
 /// What `vlnet ctl join` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinReport {
@@ -98,10 +112,12 @@ impl ControlPlane {
             .iter()
             .find(|m| m.public_key == invite.controller_public_key)
             .map_or_else(|| "controller".to_owned(), |m| m.name.clone());
+        // A class invite's member has a name and address of its own.
+        let name = welcome.name.clone().unwrap_or_else(|| invite.name.clone());
         let membership = Membership {
-            name: invite.name.clone(),
+            name: name.clone(),
             private_key: keys.private,
-            tunnel_addr: invite.tunnel_addr,
+            tunnel_addr: welcome.tunnel_addr,
             tunnel_prefix: invite.tunnel_prefix,
             controller: ControllerInfo {
                 name: controller.clone(),
@@ -124,11 +140,11 @@ impl ControlPlane {
         self.sync_peers();
         self.notify();
         self.spawn_tasks().await;
-        info!(name = %invite.name, controller = %controller, "joined");
+        info!(%name, controller = %controller, "joined");
         Ok(JoinReport {
-            name: invite.name.clone(),
+            name,
             controller,
-            tunnel_addr: invite.tunnel_addr,
+            tunnel_addr: welcome.tunnel_addr,
             vnis: welcome.vnis,
             members: welcome.members.len(),
         })
@@ -193,10 +209,103 @@ impl ControlPlane {
             Ok(other) => return Err(format!("unexpected answer {}", other.kind().name())),
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(t) = &*self.tunnel() {
-            t.set_private_key(keys.private).map_err(|e| e.to_string())?;
+        if welcome.tunnel_addr == invite.tunnel_addr {
+            if let Some(t) = &*self.tunnel() {
+                t.set_private_key(keys.private).map_err(|e| e.to_string())?;
+            }
+        } else {
+            // A class invite: the token's address was only for the join.
+            let tunnel = self.tunnel().take();
+            if let Some(t) = tunnel {
+                t.stop().map_err(|e| e.to_string())?;
+            }
+            self.bring_up_tunnel(keys.private, welcome.tunnel_addr, invite.tunnel_prefix)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(welcome)
+    }
+
+    /// `vlnet ctl leave`: asks the controller to remove this member (its
+    /// key revoked, its MACs withdrawn, as `client remove` does), waits for
+    /// it to end the session, then forgets the membership here: tunnel
+    /// down, the cluster's FDB entries and the granted VNIs gone; the VNIs
+    /// of the config file keep being served. `force` forgets without asking
+    /// (the controller keeps the member until `client remove` there).
+    pub async fn leave(&self, force: bool) -> Result<LeaveReport, String> {
+        if self.wg.role != Role::Member {
+            return Err("this node is a controller; members leave, controllers stay".to_owned());
+        }
+        let (ctl, name) = match &*self.inner() {
+            Inner::Member(Some(m)) => (m.joined().controller.clone(), m.joined().name.clone()),
+            _ => return Err("this node has not joined a controller".to_owned()),
+        };
+        let told = !force;
+        if told {
+            let asked = self.with_member(|m| match m.leave() {
+                Some(effects) => (true, effects),
+                None => (false, Vec::new()),
+            });
+            if !matches!(asked, Some(Ok(true))) {
+                return Err(format!(
+                    "no control session with controller {:?} now, so it cannot be told; \
+                     `vlnet ctl leave --force` leaves here only (then run `vlnet ctl client \
+                     remove {name}` on the controller)",
+                    ctl.name
+                ));
+            }
+            if !self.wait_disconnected(LEAVE_WAIT).await {
+                return Err(format!(
+                    "controller {:?} did not confirm within {LEAVE_WAIT:?}; still a member \
+                     (try again, or `vlnet ctl leave --force`)",
+                    ctl.name
+                ));
+            }
+        }
+        let forget = match &mut *self.inner() {
+            Inner::Member(m) => m.take().map(|m| m.forget()).unwrap_or_default(),
+            Inner::Controller(_) => Vec::new(),
+        };
+        self.end_epoch();
+        self.execute(forget).map_err(|e| e.to_string())?;
+        // Ends a session still up (--force): its task sees the queue close.
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&ctl.name);
+        let tunnel = self.tunnel().take();
+        if let Some(t) = tunnel {
+            if let Err(e) = t.stop() {
+                warn!(error = %e, "cannot stop the WireGuard device");
+            }
+        }
+        let path = membership_path(&self.state_dir, &self.node);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("removing {}: {e}", path.display()));
+            }
+            _ => {}
+        }
+        self.notify();
+        info!(%name, controller = %ctl.name, told, "left the cluster");
+        Ok(LeaveReport {
+            name,
+            controller: ctl.name,
+            told,
+        })
+    }
+
+    /// Waits up to `limit` for the session with the controller to end.
+    async fn wait_disconnected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            let connected = self.with_member(|m| (m.is_connected(), Vec::new()));
+            if !matches!(connected, Some(Ok(true))) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// The controller to reach and our tunnel address, once joined.
@@ -209,16 +318,17 @@ impl ControlPlane {
         Some((ms.controller.clone(), ms.tunnel_addr))
     }
 
-    /// Keeps a session with the controller, reconnecting forever, every
+    /// Keeps a session with the controller, reconnecting until the member
+    /// leaves (membership `epoch` is over), every
     /// pause jittered so that members do not come back in step: an attempt
     /// that timed out (no answer: the WAN is down) is retried after
     /// [`RETRY`] with a fresh WireGuard handshake; one the controller
     /// refused, or a session that ended before its Hello, backs off
     /// exponentially to [`RETRY_MAX`]; a session that was up starts afresh.
-    pub(super) async fn run_member(self: Arc<Self>) {
+    pub(super) async fn run_member(self: Arc<Self>, epoch: u64) {
         let mut pause = RETRY;
         loop {
-            let Some((ctl, me)) = self.controller_info() else {
+            let Some((ctl, me)) = self.controller_info().filter(|_| self.in_epoch(epoch)) else {
                 return;
             };
             let connected = session::connect(

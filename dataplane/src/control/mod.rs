@@ -3,7 +3,7 @@
 //! plain Rust:
 //!
 //! - [`wire`]: the control protocol's messages and their framing.
-//! - [`token`]: single-use, expiring invite tokens.
+//! - [`token`]: expiring invite tokens (for one client, or a class).
 //! - [`mobility`]: which VTEP each MAC lives behind, under the EVPN MAC
 //!   Mobility rules (RFC 7432 §15).
 //! - [`macbook`]: a node's local MACs and everyone's routes, turned into
@@ -33,5 +33,5 @@ pub mod token;
 pub mod tunnel;
 pub mod wire;
 
-pub use member::JoinReport;
-pub use plane::{ClientRecord, ControlPlane, DataplaneHooks, Dynamic};
+pub use member::{JoinReport, LeaveReport};
+pub use plane::{ClientRecord, ControlPlane, DataplaneHooks, Dynamic, MemberStatus, MemberTraffic};

@@ -127,6 +127,45 @@ pub struct ClientRecord {
     pub rx_bytes: u64,
     /// Bytes sent to it over WireGuard.
     pub tx_bytes: u64,
+    /// A class invite's joins left (`client add NAME --uses N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_left: Option<u32>,
+}
+
+/// A joined member's membership, as its `vlnet ctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The name the controller knows this member by.
+    pub name: String,
+    /// The controller's name.
+    pub controller: String,
+    /// The controller's WireGuard endpoint.
+    pub controller_endpoint: SocketAddr,
+    /// This member's tunnel address (its VTEP towards the cluster).
+    pub tunnel_addr: Ipv4Addr,
+    /// Seconds since the last WireGuard handshake with the controller.
+    pub handshake_age_secs: Option<u64>,
+    /// Whether the control session with the controller is up.
+    pub session: bool,
+    /// The VNIs the controller granted.
+    pub vnis: Vec<u32>,
+    /// MACs this member holds (advertised from its bridges).
+    pub macs: usize,
+}
+
+/// One member's WireGuard numbers, for the controller's `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberTraffic {
+    /// The member's name.
+    pub name: String,
+    /// Seconds since its last WireGuard handshake.
+    pub handshake_age_secs: Option<u64>,
+    /// Bytes received from it.
+    pub rx_bytes: u64,
+    /// Bytes sent to it.
+    pub tx_bytes: u64,
+    /// Whether its control session is up.
+    pub connected: bool,
 }
 
 /// Messages queued for one session; a session that falls this far behind is
@@ -176,6 +215,9 @@ pub struct ControlPlane {
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
+    /// Bumped when a member leaves: tasks spawned for an earlier membership
+    /// end (a new join spawns its own).
+    membership_epoch: AtomicU64,
     logged: Mutex<LogLimiter<RejectionKey>>,
     /// Refused control input by reason.
     pub rejects: RejectCounters,
@@ -272,6 +314,7 @@ impl ControlPlane {
             local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
+            membership_epoch: AtomicU64::new(0),
             logged: Mutex::new(LogLimiter::new(REJECT_LOG_PERIOD, REJECT_LOG_KEYS)),
             rejects: RejectCounters::default(),
         }))
@@ -342,6 +385,7 @@ impl ControlPlane {
             return;
         }
         let is_controller = matches!(*self.inner(), Inner::Controller(_));
+        let epoch = self.membership_epoch.load(Ordering::Relaxed);
         if is_controller {
             // The controller's own MACs first: a member's claim must never
             // find one of them free just because we have not looked yet.
@@ -349,10 +393,10 @@ impl ControlPlane {
             tokio::spawn(Arc::clone(self).serve_controller());
             tokio::spawn(Arc::clone(self).watch_endpoints());
         } else {
-            tokio::spawn(Arc::clone(self).run_member());
+            tokio::spawn(Arc::clone(self).run_member(epoch));
         }
-        tokio::spawn(Arc::clone(self).watch_local_macs());
-        tokio::spawn(Arc::clone(self).upkeep());
+        tokio::spawn(Arc::clone(self).watch_local_macs(epoch));
+        tokio::spawn(Arc::clone(self).upkeep(epoch));
     }
 
     /// How long `vlnet ctl vm moved` keeps a MAC local without the bridge
@@ -556,6 +600,74 @@ impl ControlPlane {
             Inner::Controller(c) => c.connected().len() as u64,
             Inner::Member(m) => u64::from(m.as_ref().is_some_and(|m| m.is_connected())),
         }
+    }
+
+    /// The membership of a joined member; `None` on a controller or a
+    /// member that has not joined.
+    #[must_use]
+    pub fn member_status(&self) -> Option<MemberStatus> {
+        let (ms, session, macs) = match &*self.inner() {
+            Inner::Member(Some(m)) => (
+                m.joined().clone(),
+                m.is_connected(),
+                m.book().local_routes().len(),
+            ),
+            _ => return None,
+        };
+        let handshake_age_secs = self
+            .tunnel()
+            .as_ref()
+            .and_then(|t| t.status().ok())
+            .and_then(|peers| {
+                peers
+                    .into_iter()
+                    .find(|p| p.public_key == ms.controller.public_key)
+            })
+            .and_then(|p| p.handshake_age(SystemTime::now()))
+            .map(|d| d.as_secs());
+        Some(MemberStatus {
+            name: ms.name,
+            controller: ms.controller.name,
+            controller_endpoint: ms.controller.endpoint,
+            tunnel_addr: ms.tunnel_addr,
+            handshake_age_secs,
+            session,
+            vnis: ms.vnis,
+            macs,
+        })
+    }
+
+    /// Every member's WireGuard numbers (controller; empty on a member).
+    #[must_use]
+    pub fn member_traffic(&self) -> Vec<MemberTraffic> {
+        if !matches!(*self.inner(), Inner::Controller(_)) {
+            return Vec::new();
+        }
+        self.client_list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                c.uses_left.is_none() && matches!(c.state.as_str(), "connected" | "offline")
+            })
+            .map(|c| MemberTraffic {
+                connected: c.state == "connected",
+                name: c.name,
+                handshake_age_secs: c.handshake_age_secs,
+                rx_bytes: c.rx_bytes,
+                tx_bytes: c.tx_bytes,
+            })
+            .collect()
+    }
+
+    /// Whether tasks spawned in membership `epoch` should still run (the
+    /// member has not left since).
+    pub(super) fn in_epoch(&self, epoch: u64) -> bool {
+        self.membership_epoch.load(Ordering::Relaxed) == epoch
+    }
+
+    /// The member left: its tasks end.
+    pub(super) fn end_epoch(&self) {
+        self.membership_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Claims refused and waiting for their MAC's release (controller).

@@ -1,10 +1,20 @@
 //! The controller's registry: its own WireGuard key, the secret that signs
 //! invite tokens, the members that joined, the invites still open, the ids
-//! of tokens already used, and the MAC moves an operator authorized. Persisted as one JSON file (root-only: it
-//! holds private keys).
+//! of tokens already used, and the MAC moves an operator authorized.
+//! Persisted as one JSON file (root-only: it holds private keys).
 //!
 //! Pure state: the caller passes `now` (unix seconds) and an RNG, and saves
 //! the registry after every change ([`Registry::save`]).
+//!
+//! # Invites for one client, and for a class
+//! An invite for `NAME` is redeemed once and makes the member `NAME` at the
+//! address reserved in the token. An invite for a class (`--uses N`) is
+//! redeemed up to `N` times, each join making its own member `NAME-k` (the
+//! lowest `k` free) at the lowest free address of the pool: the token's
+//! address is then only the *join address* its one-time key may use, shared
+//! by every join. Either way the one-time WireGuard key opens nothing but a
+//! join: it is a peer of the controller only while the invite has uses left
+//! and has not expired, and a joined member uses its own key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -55,7 +65,22 @@ pub struct InviteRecord {
     pub vnis: Vec<u32>,
     /// When the token expires, unix seconds.
     pub expires_at: u64,
+    /// For a class invite, the joins it still allows (it goes when this
+    /// reaches 0); `None` for an invite of one client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_left: Option<u32>,
 }
+
+impl InviteRecord {
+    /// Members this invite may still make: its uses left, or 1.
+    #[must_use]
+    pub fn seats(&self) -> u32 {
+        self.uses_left.unwrap_or(1)
+    }
+}
+
+/// Most joins one class invite allows.
+pub const MAX_USES: u32 = 1000;
 
 /// An operator's permission for a member to take a MAC held elsewhere
 /// (`vlnet ctl vm move MAC --vni N --to MEMBER`): used once, by the member's
@@ -81,6 +106,9 @@ pub struct InviteRequest<'a> {
     pub vnis: &'a [u32],
     /// Seconds the token stays valid.
     pub ttl_secs: u64,
+    /// `Some(n)`: an invite for a class, redeemed up to `n` times, each join
+    /// becoming its own member `NAME-k`; `None`: one client named `NAME`.
+    pub uses: Option<u32>,
 }
 
 /// Where clients reach the controller, as written into tokens.
@@ -233,6 +261,7 @@ impl Registry {
             name,
             vnis,
             ttl_secs,
+            uses,
         } = *request;
         let pool = controller.tunnel;
         if self.members.contains_key(name) {
@@ -243,6 +272,11 @@ impl Registry {
         if !(1..=MAX_TTL_SECS).contains(&ttl_secs) {
             return Err(RegistryError::Invalid(format!(
                 "ttl of {ttl_secs} s is out of range (1 s ..= 30 days)"
+            )));
+        }
+        if let Some(n) = uses.filter(|n| !(1..=MAX_USES).contains(n)) {
+            return Err(RegistryError::Invalid(format!(
+                "{n} uses is out of range (1 ..= {MAX_USES})"
             )));
         }
         let tunnel_addr = match self.invites.get(name) {
@@ -273,27 +307,37 @@ impl Registry {
                 tunnel_addr,
                 vnis: vnis.to_vec(),
                 expires_at: token.invite.expires_at,
+                uses_left: uses,
             },
         );
         Ok(text)
     }
 
-    /// Redeems a token: the invite becomes a member with `public_key` (the
-    /// client's own key) and the token can never be used again. Returns the
+    /// Redeems a token: a member with `public_key` (the client's own key)
+    /// is made, and the invite's use counted — an invite of one client
+    /// becomes its member (same name and address) and its token can never
+    /// be used again; a class invite makes `NAME-k` at a free address and
+    /// goes (its token with it) once its uses are spent. Returns the
     /// member's name and record.
     pub fn redeem(
         &mut self,
         text: &str,
         public_key: Key,
+        pool: Ipv4Network,
         now: u64,
     ) -> Result<(String, MemberRecord), RegistryError> {
         let used = |id: &super::token::TokenId| self.used_tokens.contains(&id.to_string());
         let token = Token::verify(text, &SecretKey(self.token_secret), now, &used)?;
-        let name = token.invite.name.clone();
+        let invite_name = token.invite.name.clone();
         let id = token.id.to_string();
-        if self.invites.get(&name).is_none_or(|i| i.token_id != id) {
-            return Err(RegistryError::Revoked { name });
-        }
+        let Some(invite) = self
+            .invites
+            .get(&invite_name)
+            .filter(|i| i.token_id == id)
+            .cloned()
+        else {
+            return Err(RegistryError::Revoked { name: invite_name });
+        };
         if let Some((holder, _)) = self
             .members
             .iter()
@@ -303,19 +347,43 @@ impl Registry {
                 name: holder.clone(),
             });
         }
-        let Some(invite) = self.invites.remove(&name) else {
-            return Err(RegistryError::Revoked { name });
+        let (name, tunnel_addr) = match invite.uses_left {
+            None => (invite_name.clone(), invite.tunnel_addr),
+            Some(_) => (
+                self.class_member_name(&invite_name),
+                self.free_address(pool)?,
+            ),
         };
-        self.used_tokens.insert(id);
+        match invite.uses_left {
+            Some(left) if left > 1 => {
+                if let Some(i) = self.invites.get_mut(&invite_name) {
+                    i.uses_left = Some(left - 1);
+                }
+            }
+            _ => {
+                self.invites.remove(&invite_name);
+                self.used_tokens.insert(id);
+            }
+        }
         let record = MemberRecord {
             public_key,
-            tunnel_addr: invite.tunnel_addr,
+            tunnel_addr,
             vnis: invite.vnis,
             joined_at: now,
             endpoint: None,
         };
         self.members.insert(name.clone(), record.clone());
         Ok((name, record))
+    }
+
+    /// The name of the next member of class `class`: `class-k`, the lowest
+    /// `k` from 1 that no member or invite uses (one of the first
+    /// `members + invites + 1` is free).
+    fn class_member_name(&self, class: &str) -> String {
+        (1..=self.members.len() + self.invites.len() + 1)
+            .map(|k| format!("{class}-{k}"))
+            .find(|n| !self.members.contains_key(n) && !self.invites.contains_key(n))
+            .unwrap_or_else(|| class.to_owned())
     }
 
     /// Removes a member or an open invite.
@@ -422,8 +490,18 @@ mod tests {
             name,
             vnis: &[100],
             ttl_secs,
+            uses: None,
         };
         reg.invite(&request, &addrs(), NOW, rng)
+    }
+
+    fn redeem(
+        reg: &mut Registry,
+        token: &str,
+        key: Key,
+        now: u64,
+    ) -> Result<(String, MemberRecord), RegistryError> {
+        reg.redeem(token, key, addrs().tunnel, now)
     }
 
     fn setup() -> (Registry, StdRng) {
@@ -441,13 +519,13 @@ mod tests {
         let one_time = crate::wg::public_key(&parsed.invite.private_key.0);
         assert_eq!(reg.invites["laptop"].public_key, one_time);
 
-        let (name, member) = reg.redeem(&token, [5; 32], NOW + 10).unwrap();
+        let (name, member) = redeem(&mut reg, &token, [5; 32], NOW + 10).unwrap();
         assert_eq!(name, "laptop");
         assert_eq!(member.tunnel_addr, Ipv4Addr::new(198, 19, 0, 2));
         assert!(reg.invites.is_empty());
         assert_eq!(reg.member_at(member.tunnel_addr).unwrap().0, "laptop");
 
-        let again = reg.redeem(&token, [6; 32], NOW + 11).unwrap_err();
+        let again = redeem(&mut reg, &token, [6; 32], NOW + 11).unwrap_err();
         assert!(
             matches!(again, RegistryError::Token(TokenError::Reused { .. })),
             "{again}"
@@ -458,21 +536,25 @@ mod tests {
     fn expired_tampered_and_replaced_tokens_are_refused() {
         let (mut reg, mut rng) = setup();
         let token = invite(&mut reg, "a", 60, &mut rng).unwrap();
-        let err = reg.redeem(&token, [5; 32], NOW + 60).unwrap_err();
+        let err = redeem(&mut reg, &token, [5; 32], NOW + 60).unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
 
         let mut tampered = token.clone().into_bytes();
         let i = tampered.len() - 3;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
-        let err = reg
-            .redeem(&String::from_utf8(tampered).unwrap(), [5; 32], NOW)
-            .unwrap_err();
+        let err = redeem(
+            &mut reg,
+            &String::from_utf8(tampered).unwrap(),
+            [5; 32],
+            NOW,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("altered"), "{err}");
 
         let newer = invite(&mut reg, "a", 60, &mut rng).unwrap();
-        let err = reg.redeem(&token, [5; 32], NOW).unwrap_err();
+        let err = redeem(&mut reg, &token, [5; 32], NOW).unwrap_err();
         assert!(matches!(err, RegistryError::Revoked { .. }), "{err}");
-        reg.redeem(&newer, [5; 32], NOW).unwrap();
+        redeem(&mut reg, &newer, [5; 32], NOW).unwrap();
     }
 
     #[test]
@@ -481,18 +563,18 @@ mod tests {
         let a = invite(&mut reg, "a", 60, &mut rng).unwrap();
         assert!(matches!(reg.remove("a"), Some(Removed::Invite(_))));
         assert!(matches!(
-            reg.redeem(&a, [5; 32], NOW),
+            redeem(&mut reg, &a, [5; 32], NOW),
             Err(RegistryError::Revoked { .. })
         ));
         let a = invite(&mut reg, "a", 60, &mut rng).unwrap();
-        reg.redeem(&a, [5; 32], NOW).unwrap();
+        redeem(&mut reg, &a, [5; 32], NOW).unwrap();
         assert!(matches!(
             invite(&mut reg, "a", 60, &mut rng),
             Err(RegistryError::NameTaken { .. })
         ));
         let b = invite(&mut reg, "b", 60, &mut rng).unwrap();
         assert!(matches!(
-            reg.redeem(&b, [5; 32], NOW),
+            redeem(&mut reg, &b, [5; 32], NOW),
             Err(RegistryError::KeyTaken { .. })
         ));
         assert!(matches!(reg.remove("a"), Some(Removed::Member(_))));
@@ -519,6 +601,66 @@ mod tests {
     }
 
     #[test]
+    fn a_class_invite_makes_one_member_per_join_until_its_uses_are_spent() {
+        let (mut reg, mut rng) = setup();
+        let request = InviteRequest {
+            name: "class",
+            vnis: &[100],
+            ttl_secs: 60,
+            uses: Some(2),
+        };
+        let token = reg.invite(&request, &addrs(), NOW, &mut rng).unwrap();
+        let join_addr = Token::parse(&token).unwrap().invite.tunnel_addr;
+        assert_eq!(join_addr, Ipv4Addr::new(198, 19, 0, 2));
+        assert_eq!(reg.invites["class"].uses_left, Some(2));
+
+        let (first, a) = redeem(&mut reg, &token, [5; 32], NOW).unwrap();
+        assert_eq!(first, "class-1");
+        assert_eq!(
+            a.tunnel_addr,
+            Ipv4Addr::new(198, 19, 0, 3),
+            "not the join address"
+        );
+        assert_eq!(reg.invites["class"].uses_left, Some(1), "one use left");
+        // The same client key cannot join twice.
+        assert!(matches!(
+            redeem(&mut reg, &token, [5; 32], NOW),
+            Err(RegistryError::KeyTaken { .. })
+        ));
+        let (second, b) = redeem(&mut reg, &token, [6; 32], NOW).unwrap();
+        assert_eq!(second, "class-2");
+        assert_eq!(b.tunnel_addr, Ipv4Addr::new(198, 19, 0, 4));
+        // Spent: the invite (and its join address) is gone, the token used.
+        assert!(reg.invites.is_empty());
+        let err = redeem(&mut reg, &token, [7; 32], NOW).unwrap_err();
+        assert!(
+            matches!(err, RegistryError::Token(TokenError::Reused { .. })),
+            "{err}"
+        );
+        // A removed member's name is taken again by the next join.
+        reg.remove("class-1");
+        let again = reg.invite(&request, &addrs(), NOW, &mut rng).unwrap();
+        assert_eq!(redeem(&mut reg, &again, [8; 32], NOW).unwrap().0, "class-1");
+        // Revoked: `client remove class` ends the invite, not its members.
+        assert!(matches!(reg.remove("class"), Some(Removed::Invite(_))));
+        assert!(matches!(
+            redeem(&mut reg, &again, [9; 32], NOW),
+            Err(RegistryError::Revoked { .. })
+        ));
+        assert_eq!(reg.members.len(), 2);
+        for uses in [0, MAX_USES + 1] {
+            let request = InviteRequest {
+                uses: Some(uses),
+                ..request
+            };
+            assert!(matches!(
+                reg.invite(&request, &addrs(), NOW, &mut rng),
+                Err(RegistryError::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
     fn ttl_is_bounded() {
         let (mut reg, mut rng) = setup();
         for ttl in [0, MAX_TTL_SECS + 1] {
@@ -538,7 +680,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut reg = Registry::load_or_create(&path, &mut rng).unwrap();
         let t = invite(&mut reg, "a", 60, &mut rng).unwrap();
-        reg.redeem(&t, [9; 32], NOW).unwrap();
+        redeem(&mut reg, &t, [9; 32], NOW).unwrap();
         reg.save(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

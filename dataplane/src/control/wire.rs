@@ -77,6 +77,8 @@ pub enum MessageType {
     Error = 8,
     /// [`Members`].
     Members = 9,
+    /// [`Message::Leave`].
+    Leave = 10,
     /// [`NeighAdvert`] (10 is `Leave`, issue 15).
     NeighAdvert = 11,
 }
@@ -95,6 +97,7 @@ impl MessageType {
             7 => Self::Keepalive,
             8 => Self::Error,
             9 => Self::Members,
+            10 => Self::Leave,
             11 => Self::NeighAdvert,
             _ => return None,
         })
@@ -113,6 +116,7 @@ impl MessageType {
             Self::Keepalive => "Keepalive",
             Self::Error => "Error",
             Self::Members => "Members",
+            Self::Leave => "Leave",
             Self::NeighAdvert => "NeighAdvert",
         }
     }
@@ -162,7 +166,13 @@ pub struct Member {
 /// The controller's answer to a [`Join`]: the client's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
-    /// The client's address inside the tunnel.
+    /// The member's name, when the controller chose it (each join of a
+    /// reusable invite `NAME` becomes its own member `NAME-k`); otherwise
+    /// the token's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The client's address inside the tunnel (for a reusable invite, not
+    /// the token's: that one only carries the join).
     pub tunnel_addr: Ipv4Addr,
     /// The VNIs the client may use.
     pub vnis: Vec<u32>,
@@ -275,6 +285,10 @@ pub enum Message {
     Error(ErrorMessage),
     /// See [`Members`].
     Members(Members),
+    /// Member → controller: remove me from the cluster (`vlnet ctl leave`);
+    /// empty payload. The controller removes the member as `client remove`
+    /// does and ends the session.
+    Leave,
     /// See [`NeighAdvert`].
     NeighAdvert(NeighAdvert),
 }
@@ -367,6 +381,7 @@ impl Message {
             Self::Keepalive => MessageType::Keepalive,
             Self::Error(_) => MessageType::Error,
             Self::Members(_) => MessageType::Members,
+            Self::Leave => MessageType::Leave,
             Self::NeighAdvert(_) => MessageType::NeighAdvert,
         }
     }
@@ -396,6 +411,9 @@ impl Message {
                 check_key(kind, "public_key", &j.public_key)
             }
             Self::Welcome(w) => {
+                if let Some(name) = &w.name {
+                    check_name(kind, "name", name)?;
+                }
                 check_host(kind, "tunnel_addr", w.tunnel_addr)?;
                 check_vnis(kind, "vnis", &w.vnis)?;
                 check_members(kind, &w.members)
@@ -421,7 +439,7 @@ impl Message {
                 }
                 Ok(())
             }
-            Self::Keepalive => Ok(()),
+            Self::Keepalive | Self::Leave => Ok(()),
             Self::Error(e) => check_text(kind, "message", &e.message, MAX_ERROR_LEN, true),
         }
     }
@@ -575,7 +593,7 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, WireError> {
         Message::MacAdvert(m) => serde_json::to_vec(m),
         Message::MacWithdraw(m) => serde_json::to_vec(m),
         Message::FullSync(m) => serde_json::to_vec(m),
-        Message::Keepalive => Ok(Vec::new()),
+        Message::Keepalive | Message::Leave => Ok(Vec::new()),
         Message::Error(m) => serde_json::to_vec(m),
         Message::Members(m) => serde_json::to_vec(m),
         Message::NeighAdvert(m) => serde_json::to_vec(m),
@@ -653,14 +671,18 @@ fn decode_payload(kind: MessageType, payload: &[u8]) -> Result<Message, WireErro
             Message::MacWithdraw(serde_json::from_slice(payload).map_err(bad)?)
         }
         MessageType::FullSync => Message::FullSync(serde_json::from_slice(payload).map_err(bad)?),
-        MessageType::Keepalive => {
+        MessageType::Keepalive | MessageType::Leave => {
             if !payload.is_empty() {
                 return Err(WireError::UnexpectedPayload {
                     kind: kind.name(),
                     len: payload.len(),
                 });
             }
-            Message::Keepalive
+            if kind == MessageType::Leave {
+                Message::Leave
+            } else {
+                Message::Keepalive
+            }
         }
         MessageType::Error => Message::Error(serde_json::from_slice(payload).map_err(bad)?),
         MessageType::Members => Message::Members(serde_json::from_slice(payload).map_err(bad)?),
@@ -755,6 +777,7 @@ mod tests {
                 public_key: [9; 32],
             }),
             Message::Welcome(Welcome {
+                name: Some("class-3".into()),
                 tunnel_addr: Ipv4Addr::new(10, 99, 0, 2),
                 vnis: vec![100],
                 members: vec![
@@ -794,6 +817,7 @@ mod tests {
             }),
             Message::FullSync(FullSync { entries: vec![] }),
             Message::Keepalive,
+            Message::Leave,
             Message::Error(ErrorMessage {
                 message: "token expired\nask for a new one".into(),
             }),
@@ -908,7 +932,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_refused() {
-        for t in [0u8, 10, 255] {
+        for t in [0u8, 99, 255] {
             assert!(matches!(
                 decode(&[VERSION, t]),
                 Err(WireError::UnknownType { got }) if got == t
@@ -1217,6 +1241,7 @@ mod tests {
                 proptest::collection::btree_map(arb_name(), arb_member(), 0..3)
             )
                 .prop_map(|(tunnel_addr, vnis, members)| Message::Welcome(Welcome {
+                    name: None,
                     tunnel_addr,
                     vnis,
                     members: members
@@ -1248,6 +1273,7 @@ mod tests {
                 })
             }),
             Just(Message::Keepalive),
+            Just(Message::Leave),
             "[ -~\n]{1,80}".prop_map(|message| Message::Error(ErrorMessage { message })),
         ]
     }

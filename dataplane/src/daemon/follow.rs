@@ -4,6 +4,7 @@
 //! vlnet uses changed under it (see `links`), or a reload asks for the
 //! config file's new content (see `reload`).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,8 +96,15 @@ pub async fn follow(mut f: Follow) {
             }
             Cause::Control => {
                 let cfg = f.cfg.clone();
+                let before = served(&f.node);
                 if let Err(e) = converge_now(&mut f, &cfg, Bridges::Create).await {
                     warn!(error = %e, "cannot apply the control plane's changes");
+                    continue;
+                }
+                // VNIs a controller granted and no longer does (the member
+                // left): their overlay ports go, as a reload's do.
+                for vni in before.difference(&served(&f.node)) {
+                    remove_overlay_port(*vni).await;
                 }
             }
             Cause::Links => {
@@ -114,6 +122,11 @@ pub async fn follow(mut f: Follow) {
             }
         }
     }
+}
+
+/// The VNIs the node serves now.
+fn served(node: &Node) -> BTreeSet<u32> {
+    node.facts().vnis.iter().map(|v| v.0).collect()
 }
 
 /// Converges to `cfg` and the control plane's state; hands the link

@@ -106,6 +106,7 @@ fn filled_controller(members: u32, macs: u32) -> Result<ControllerCore> {
         let effects = core.on_message(
             &member_name(m),
             Message::FullSync(FullSync { entries }),
+            &[VNI],
             now,
             &NoCloud,
         );

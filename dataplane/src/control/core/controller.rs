@@ -31,13 +31,20 @@
 //! # Members per VNI
 //! A VNI's flood list holds a bounded number of VTEPs, and every member of
 //! a VNI is one: an invite that would give a VNI more members (joined, or
-//! invited and not expired) than [`Policy::max_members_per_vni`] is refused
-//! with [`InviteError::VniFull`].
+//! invited and not expired, a class invite counting its uses left) than
+//! [`Policy::max_members_per_vni`] is refused with [`InviteError::VniFull`].
+//!
+//! # Leaving
+//! A member may leave on its own ([`Message::Leave`], `vlnet ctl leave`):
+//! it is removed exactly as `vlnet ctl client remove` removes it — key
+//! revoked, MACs withdrawn everywhere and handed to claims that wait,
+//! session ended.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use ipnetwork::Ipv4Network;
 use rand::RngCore;
 
 mod neigh;
@@ -268,8 +275,10 @@ impl ControllerCore {
                     && i.vnis.contains(&vni)
                     && !Registry::invite_expired(i, now)
             })
-            .count();
-        u32::try_from(joined + invited).unwrap_or(u32::MAX)
+            .fold(0u32, |seats, (_, i)| seats.saturating_add(i.seats()));
+        u32::try_from(joined)
+            .unwrap_or(u32::MAX)
+            .saturating_add(invited)
     }
 
     /// `vlnet ctl client remove`: revokes the key, withdraws the member's
@@ -304,11 +313,15 @@ impl ControllerCore {
         Ok(out)
     }
 
-    /// Redeems a client's [`Join`] arriving from tunnel address `ip`.
+    /// Redeems a client's [`Join`] arriving from tunnel address `ip` (the
+    /// token's address: the member's own, or a class invite's join
+    /// address). `pool` is the tunnel network a class's members get their
+    /// addresses from.
     pub fn redeem(
         &mut self,
         join: &Join,
         ip: Ipv4Addr,
+        pool: Ipv4Network,
         served: &[u32],
         now: Now,
     ) -> Result<(Redeemed, Vec<Effect>), String> {
@@ -326,9 +339,10 @@ impl ControllerCore {
             .map(|i| i.public_key);
         let (name, member) = self
             .registry
-            .redeem(&join.token, join.public_key, now.unix)
+            .redeem(&join.token, join.public_key, pool, now.unix)
             .map_err(|e| e.to_string())?;
         let welcome = Welcome {
+            name: Some(name.clone()),
             tunnel_addr: member.tunnel_addr,
             vnis: member.vnis.clone(),
             members: self.members_for(&name, served),
@@ -519,11 +533,13 @@ impl ControllerCore {
         }
     }
 
-    /// A message on member `name`'s session.
+    /// A message on member `name`'s session (`served`: the VNIs this node
+    /// serves, for the member list a departure changes).
     pub fn on_message(
         &mut self,
         name: &str,
         message: Message,
+        served: &[u32],
         now: Now,
         cloud: &dyn CloudView,
     ) -> Vec<Effect> {
@@ -540,6 +556,13 @@ impl ControllerCore {
             Message::FullSync(s) => self.full_sync(name, ip, &s.entries, now, cloud, &mut out),
             Message::NeighAdvert(n) => self.neigh_advert(name, ip, &n, cloud, &mut out),
             Message::Keepalive => {}
+            Message::Leave => {
+                // A member of that name exists (looked up above).
+                out.extend(
+                    self.client_remove(name, served, now, cloud)
+                        .unwrap_or_default(),
+                );
+            }
             other => out.push(Effect::Reject(reject(
                 name,
                 RejectReason::Unexpected,

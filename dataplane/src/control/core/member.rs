@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{Effect, Now};
-use crate::control::macbook::{Applied, MacBook};
+use crate::control::macbook::{Applied, FdbChange, MacBook};
 use crate::control::membership::Membership;
 use crate::control::mobility::NodeId;
 use crate::control::neighbook::{MacKey, NeighBook, NeighSet};
@@ -281,6 +281,39 @@ impl MemberCore {
         self.book
             .purge_withdrawn(now.mono, super::controller::TOMBSTONE_KEEP);
         self.retry_neighs(now)
+    }
+
+    /// `vlnet ctl leave`: the message asking the controller to remove this
+    /// member, or `None` without a session to send it on (the controller
+    /// would not hear it).
+    #[must_use]
+    pub fn leave(&self) -> Option<Vec<Effect>> {
+        self.connected.then(|| {
+            vec![Effect::Send {
+                to: self.membership.controller.name.clone(),
+                message: Message::Leave,
+            }]
+        })
+    }
+
+    /// This member is no more (it left): the FDB entries it programmed for
+    /// the cluster's MACs go.
+    #[must_use]
+    pub fn forget(&self) -> Vec<Effect> {
+        let removals: Vec<FdbChange> = self
+            .book
+            .fdb_entries()
+            .into_iter()
+            .filter_map(|c| match c {
+                FdbChange::Install { vni, mac, .. } => Some(FdbChange::Remove { vni, mac }),
+                FdbChange::Remove { .. } => None,
+            })
+            .collect();
+        if removals.is_empty() {
+            Vec::new()
+        } else {
+            vec![Effect::Fdb(removals)]
+        }
     }
 
     /// `vlnet ctl vm moved` on a member: `mac` is local until `until`.

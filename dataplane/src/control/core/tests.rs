@@ -175,7 +175,9 @@ impl Sim {
     /// is delivered.
     fn member_says(&mut self, i: usize, message: Message) {
         let now = self.now();
-        let effects = self.ctl.on_message(&name(i), message, now, &self.kernel);
+        let effects = self
+            .ctl
+            .on_message(&name(i), message, &[VNI], now, &self.kernel);
         self.controller_effects(effects);
     }
 
@@ -244,6 +246,12 @@ impl Sim {
             .client_remove(&name(i), &[VNI], now, &self.kernel)
             .unwrap();
         self.controller_effects(effects);
+    }
+
+    /// Member `i` leaves (`vlnet ctl leave`).
+    fn leave(&mut self, i: usize) {
+        let asked = self.members[i].as_ref().unwrap().leave().unwrap();
+        self.member_effects(i, asked);
     }
 
     /// Where the controller places `mac` on VNI 100.
@@ -501,6 +509,107 @@ fn removing_a_member_withdraws_its_macs_and_ends_its_session() {
 }
 
 #[test]
+fn a_member_that_leaves_is_removed_like_client_remove() {
+    let mut s = Sim::new(3, 16);
+    s.local(2, &[(VNI, mac(7)), (VNI, mac(8))]);
+    s.local(1, &[(VNI, mac(7))]);
+    assert_eq!(s.holder(mac(7)), Some((vtep(2), 0)));
+    assert_eq!(s.seen_by(0, mac(8)), Some((vtep(2), 0)));
+    let forget = s.members[2].as_ref().unwrap().forget();
+    s.leave(2);
+    assert!(s.members[2].is_none(), "its session ended");
+    assert!(!s.ctl.registry().members.contains_key("m2"), "key revoked");
+    assert_eq!(
+        s.holder(mac(7)),
+        Some((vtep(1), 1)),
+        "the waiting claim got it"
+    );
+    assert_eq!(s.holder(mac(8)), None);
+    assert_eq!(s.seen_by(0, mac(8)), None, "withdrawn at the others");
+    // The leaver drops what it had programmed for the cluster's MACs (here
+    // none: every MAC it knew was its own)...
+    assert!(forget.is_empty(), "{forget:?}");
+    // ...and a member that knows others' MACs removes them.
+    let forget = s.members[0].as_ref().unwrap().forget();
+    assert_eq!(
+        forget,
+        [Effect::Fdb(vec![FdbChange::Remove {
+            vni: VNI,
+            mac: mac(7)
+        }])]
+    );
+}
+
+#[test]
+fn a_member_without_a_session_cannot_ask_to_leave() {
+    let mut s = Sim::new(1, 16);
+    let m = s.members[0].as_mut().unwrap();
+    assert!(m.leave().is_some());
+    m.disconnected();
+    assert!(m.leave().is_none(), "the controller would not hear it");
+}
+
+#[test]
+fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
+    let (mut ctl, addrs) = controller_with_limit(4);
+    let request = InviteRequest {
+        name: "class",
+        vnis: &[VNI],
+        ttl_secs: 3600,
+        uses: Some(3),
+    };
+    let (token, effects) = ctl
+        .client_add(&request, &addrs, at(0), &mut StdRng::seed_from_u64(9))
+        .unwrap();
+    assert_eq!(effects, [Effect::Persist, Effect::SyncPeers]);
+    assert_eq!(ctl.members_on(VNI, at(0).unix, None), 3, "three seats");
+    invite(&mut ctl, &addrs, "x", &[VNI], 60, at(0)).unwrap();
+    assert!(
+        matches!(
+            invite(&mut ctl, &addrs, "y", &[VNI], 60, at(0)),
+            Err(InviteError::VniFull { members: 4, .. })
+        ),
+        "no fifth seat"
+    );
+    let join_addr = crate::control::token::Token::parse(&token)
+        .unwrap()
+        .invite
+        .tunnel_addr;
+    let one_time = ctl.registry().invites["class"].public_key;
+    for k in 1..=3u8 {
+        let join = crate::control::wire::Join {
+            token: token.clone(),
+            public_key: [k; 32],
+        };
+        let (r, _) = ctl
+            .redeem(&join, join_addr, addrs.tunnel, &[VNI], at(1))
+            .unwrap();
+        assert_eq!(r.name, format!("class-{k}"));
+        assert_eq!(r.welcome.name.as_deref(), Some(r.name.as_str()));
+        assert_ne!(r.welcome.tunnel_addr, join_addr, "an address of its own");
+        assert_eq!(r.one_time, Some(one_time));
+        let peers = ctl.desired_peers(25, at(1).unix);
+        let keys: Vec<_> = peers.iter().map(|p| p.public_key).collect();
+        // The one-time key stays a peer while uses are left, and only for
+        // the join address.
+        assert_eq!(keys.contains(&one_time), k < 3, "after join {k}");
+        assert_eq!(
+            ctl.members_on(VNI, at(1).unix, None),
+            4,
+            "seats taken, not added"
+        );
+    }
+    let join = crate::control::wire::Join {
+        token,
+        public_key: [9; 32],
+    };
+    let err = ctl
+        .redeem(&join, join_addr, addrs.tunnel, &[VNI], at(1))
+        .unwrap_err();
+    assert!(err.contains("already used"), "{err}");
+}
+
+#[test]
 fn wrapped_sequence_numbers_keep_moving() {
     let mut s = Sim::new(2, 16);
     s.member_says(0, Sim::advert(0, mac(1), u32::MAX));
@@ -564,6 +673,7 @@ fn an_expired_invites_key_leaves_wireguard() {
         name: "late",
         vnis: &[VNI],
         ttl_secs: 60,
+        uses: None,
     };
     registry
         .invite(&request, &addrs, at(0).unix, &mut StdRng::seed_from_u64(6))
@@ -614,6 +724,7 @@ fn invite(
         name: who,
         vnis,
         ttl_secs,
+        uses: None,
     };
     ctl.client_add(&request, addrs, now, &mut StdRng::seed_from_u64(8))
         .map(|(token, _)| token)
@@ -759,6 +870,8 @@ enum Op {
     Migrate { mac: u8 },
     /// The operator removes a malicious member.
     Remove { who: usize },
+    /// A malicious member leaves on its own.
+    Leave { who: usize },
     /// The clock runs: upkeep.
     Tick { secs: u64 },
 }
@@ -802,6 +915,7 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         (1u8..=4).prop_map(|mac| Op::Migrate { mac }),
         (2usize..4).prop_map(|who| Op::Remove { who }),
+        (2usize..4).prop_map(|who| Op::Leave { who }),
         (1u64..4000).prop_map(|secs| Op::Tick { secs }),
     ]
 }
@@ -888,6 +1002,10 @@ fn run(s: &mut Sim, op: &Op, owner: &mut Owners, removed: &mut BTreeSet<usize>) 
         }
         Op::Remove { who } if !removed.contains(&who) => {
             s.remove(who);
+            removed.insert(who);
+        }
+        Op::Leave { who } if !removed.contains(&who) => {
+            s.leave(who);
             removed.insert(who);
         }
         Op::Tick { secs } => {

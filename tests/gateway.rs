@@ -9,7 +9,11 @@
 //! only WireGuard while the cloud LAN carries standard VXLAN that tshark
 //! dissects; a broadcast from a kernel VM, a client VM and the gateway's VM
 //! reaches every VM exactly once (no loops); the gateway counts what it
-//! relayed each way. Needs root, iperf3 and tshark (`tests/install-deps.sh`).
+//! relayed each way. A client VM that binds a kernel VM's address before
+//! that VM speaks loses it to the zone (the other client's vlnet answers
+//! for the kernel VM with that VM's MAC), and a member that claims it
+//! anyway is refused `duplicate_ip`.
+//! Needs root, iperf3 and tshark (`tests/install-deps.sh`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,10 +25,11 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::node::vlnet_binary;
+use support::node::{sample, scrape, vlnet_binary};
 use vlnet::lab::cluster::{kernel_vm, Cluster, ClusterOptions, Place, Site};
 use vlnet::lab::probe::{self, Capture, CaptureReport};
 use vlnet::lab::scenario::{vm_ip, vm_mac, VNI};
+use vlnet::lab::topology::VM_IF;
 use vlnet::lab::{NetNs, Vm};
 
 /// Kernel-vxlan nodes in the zone, and clients.
@@ -106,6 +111,7 @@ fn relayed(c: &Cluster) -> (u64, u64) {
 #[test]
 fn a_gateway_joins_a_kernel_vxlan_zone_and_its_clients() {
     let c = gateway_bed();
+    claim_a_kernel_vms_address(&c);
     let wan_captures: Vec<Capture> = CLIENTS
         .iter()
         .map(|&n| {
@@ -166,6 +172,88 @@ fn a_gateway_joins_a_kernel_vxlan_zone_and_its_clients() {
         "relayed {to_members} / {to_zone}"
     );
     broadcasts_reach_every_vm_exactly_once(&c);
+    the_zone_keeps_its_address(&c);
+}
+
+/// The kernel VM whose address client 1's VM claims.
+const CLAIMED: usize = ZONE - 1;
+
+/// Client 1's VM sends an ARP request from kernel VM [`CLAIMED`]'s
+/// address (which it holds for that moment): its member snoops the binding
+/// to its own MAC and reports it, unless the controller's binding of the
+/// address to another MAC is in its kernel already.
+fn claim_a_kernel_vms_address(c: &Cluster) {
+    let vm = c.nodes[CLIENTS[0]].vm.ns();
+    let stolen = format!("{}/32", vm_ip(kernel_vm(CLAIMED)));
+    vm.run(&["ip", "addr", "add", &stolen, "dev", VM_IF])
+        .unwrap();
+    let src = vm_ip(kernel_vm(CLAIMED)).to_string();
+    // Nobody has .200: the ping only makes the ARP request.
+    vm.run(&["ping", "-c", "1", "-W", "1", "-I", &src, "192.0.2.200"])
+        .ok();
+    vm.run(&["ip", "addr", "del", &stolen, "dev", VM_IF])
+        .unwrap();
+}
+
+/// The zone's VMs' bindings are the gateway's (kind zone); client 2's vlnet
+/// answers its VM's ARP request for kernel VM [`CLAIMED`] with that VM's
+/// MAC (the ping goes through: the first-come claim of client 1 lost); and
+/// client 1's member, made to forget the controller's binding (as a member
+/// that ignores it would), claims the address again and is refused
+/// `duplicate_ip`.
+fn the_zone_keeps_its_address(c: &Cluster) {
+    let gw = &c.controller().daemon;
+    let zone = gw.status_json().unwrap()["suppression"]["bindings_zone"]
+        .as_u64()
+        .unwrap();
+    assert!(zone >= ZONE as u64, "the kernel VMs' bindings: {zone}");
+    let n = CLIENTS[1];
+    let before = arp_replied(c, n);
+    let vm = c.nodes[n].vm.ns();
+    vm.run(&["ip", "neigh", "flush", "all"]).unwrap();
+    let k = vm_ip(kernel_vm(CLAIMED));
+    let r = probe::ping(vm, k, 1, Duration::from_millis(20)).unwrap();
+    assert_eq!(r.received, 1, "client {n} -> kernel VM {CLAIMED}: {r:?}");
+    assert!(
+        arp_replied(c, n) > before,
+        "client {n}'s vlnet answered for the kernel VM"
+    );
+
+    let refused = || {
+        sample(
+            &scrape(gw.ns(), gw.spec().metrics_port),
+            "vlnet_control_rejected_total{reason=\"duplicate_ip\"}",
+        )
+    };
+    let already = refused();
+    forget_binding(c, CLIENTS[0], k);
+    claim_a_kernel_vms_address(c);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refused() <= already {
+        assert!(
+            Instant::now() < deadline,
+            "client 1's claim of a kernel VM's address was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deletes node `n`'s binding of `ip` from its pinned `vlnet_neigh`.
+fn forget_binding(c: &Cluster, n: usize, ip: Ipv4Addr) {
+    let map = c.nodes[n].daemon.pin_dir().join("maps/vlnet_neigh");
+    let mut key = VNI.to_le_bytes().to_vec();
+    key.extend_from_slice(&[4, 0, 0, 0]); // VLNET_FAMILY_IPV4, padding
+    key.extend_from_slice(&ip.octets());
+    key.extend_from_slice(&[0; 12]);
+    let mut args = vec!["map".to_owned(), "delete".to_owned(), "pinned".to_owned()];
+    args.push(map.display().to_string());
+    args.push("key".to_owned());
+    args.extend(key.iter().map(u8::to_string));
+    let out = std::process::Command::new("bpftool")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
 }
 
 /// The zone's nodes learned every client VM behind the gateway's VTEP.

@@ -211,7 +211,8 @@ const ARP_SUPPRESSED: Spec = Spec {
 const NEIGH_ENTRIES: Spec = Spec {
     name: "vlnet_neigh_entries",
     help: "IP to MAC bindings held for ARP/ND suppression: snooped from this node's VMs \
-           (kind=local) or from the control plane (kind=control); at most 65536 in all.",
+           (kind=local), from the zone's VMs behind static peers (kind=zone) or from the \
+           control plane (kind=control); at most 65536 in all.",
     kind: MetricType::GAUGE,
     labels: &["kind"],
 };
@@ -578,6 +579,7 @@ fn suppression_families(s: &Suppression) -> [Option<MetricFamily>; 3] {
     let mut entries = Builder::new(&NEIGH_ENTRIES);
     entries.add(&["local".to_owned()], s.bindings_local);
     entries.add(&["control".to_owned()], s.bindings_control);
+    entries.add(&["zone".to_owned()], s.bindings_zone);
     let mut full = Builder::new(&NEIGH_SNOOP_FULL);
     full.add(&[], s.snoop_full);
     [suppressed.build(), entries.build(), full.build()]

@@ -74,6 +74,9 @@ pub struct Suppression {
     pub bindings_local: u64,
     /// Bindings from the control plane.
     pub bindings_control: u64,
+    /// Bindings snooped from the zone's VMs (frames from static peers).
+    #[serde(default)]
+    pub bindings_zone: u64,
 }
 
 /// What the daemon did with one of its program links (a program attached

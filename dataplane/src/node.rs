@@ -452,6 +452,13 @@ impl DataplaneHooks for Node {
         })
     }
 
+    fn zone_neighs(&self) -> BTreeMap<MacKey, NeighSet> {
+        self.maps().zone_neighs().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the zone's snooped IP bindings");
+            BTreeMap::new()
+        })
+    }
+
     fn clear_control_neighs(&self) {
         if let Err(e) = self.maps().clear_control_neighs() {
             tracing::warn!(error = %e, "cannot clear the control plane's IP bindings");

@@ -3,7 +3,8 @@
  * vtep.bpf.c - vlnet's VXLAN tunnel endpoint (RFC 7348).
  *
  * Entry points, by hook:
- *   xdp_underlay_rx   XDP on the underlay: validate, learn, decap, redirect
+ *   xdp_underlay_rx   XDP on the underlay: validate, learn, snoop a static
+ *                     peer's ARP/ND (lib/neigh.h), decap, redirect
  *                     into the VNI's overlay port (DEVMAP); on a gateway it
  *                     passes the frames to relay to tc_underlay_rx.
  *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth);
@@ -111,6 +112,7 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	ret = decap_prepare(&di, inner, data_end, 1);
 	if (ret)
 		goto drop;
+	neigh_rx(&di, inner, data_end);
 	if (plan.kind == RELAY_REFUSED)
 		count_drop(VLNET_DROP_RELAY_NOT_OWNED);
 	if (tracking_flows(cfg))
@@ -130,8 +132,8 @@ drop:
 /*
  * The TC decap of a classified packet whose outer headers, Ethernet included,
  * are the first @di->outer_len bytes: on a gateway the relay (lib/relay.h),
- * then ECN, learning, counters, flow tracking, strip, and redirect into the
- * overlay port. Returns a TC action.
+ * then ECN, learning, counters, zone snooping (lib/neigh.h), flow tracking,
+ * strip, and redirect into the overlay port. Returns a TC action.
  */
 static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di,
 				    const struct vlnet_node_config *cfg)
@@ -146,6 +148,8 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 
 	if (track)
 		tc_pull(skb, di->outer_len + FLOW_HDR_LEN);
+	if (neigh_rx_wanted(di))
+		tc_pull(skb, di->outer_len + ETH_HLEN + NEIGH_RX_LEN);
 	data = SKB_DATA(skb);
 	data_end = SKB_DATA_END(skb);
 	/*
@@ -165,6 +169,7 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 	ret = decap_prepare(di, inner, data_end, segs);
 	if (ret)
 		return tc_drop(ret);
+	neigh_rx(di, inner, data_end);
 	if (plan.kind == RELAY_REFUSED)
 		count_drop(VLNET_DROP_RELAY_NOT_OWNED);
 	/* Relayed frames pass no local endpoint: not tracked as flows here. */

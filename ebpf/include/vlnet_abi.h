@@ -244,10 +244,14 @@ struct vlnet_neigh {
 
 /* vlnet_neigh.flags */
 #define VLNET_NEIGH_LOCAL 1   /* snooped from a local VM's ARP/ND in tc_overlay_tx */
-#define VLNET_NEIGH_CONTROL 2 /* from the control plane; snooping never overwrites it
-			       * with another MAC */
+#define VLNET_NEIGH_CONTROL 2 /* from the control plane; a local VM's snoop never
+			       * overwrites it with another MAC */
 #define VLNET_NEIGH_ROUTER 4  /* the IPv6 owner is a router (its NA's R flag): the
 			       * answered NA carries R too */
+#define VLNET_NEIGH_ZONE 8    /* snooped from a static peer's decapsulated ARP/ND (a
+			       * zone's VM): neither the control plane nor a local
+			       * snoop overwrites it with another MAC; it replaces a
+			       * control-plane binding */
 
 /* Index of vlnet_suppress (per CPU, __u64 counters). */
 #define VLNET_SUPPRESS_ARP_REPLIED 0 /* ARP requests answered here (a remote binding) */

@@ -3,12 +3,19 @@
 //! is answered with the bytes the owner would send (the NA's checksum and
 //! layout checked against etherparse's builder), counted, and nothing is
 //! encapsulated; unknown bindings flood; snooping records only frames from
-//! MACs living here whose link-layer address is their own.
+//! MACs living here whose link-layer address is their own. Zone snooping in
+//! the decap (TC and XDP): a static peer's ARP/ND is recorded as a zone
+//! binding, over a member's control-plane binding and never overwritten by
+//! the control plane; a member's, or a frame through the tunnel, is not.
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use etherparse::{Icmpv6Type, PacketBuilder};
-use vlnet_ebpf::abi::{VLNET_NEIGH_CONTROL, VLNET_NEIGH_LOCAL, VLNET_NEIGH_ROUTER};
+use vlnet_dataplane::control::neighbook::NeighSet;
+use vlnet_ebpf::abi::{
+    VLNET_NEIGH_CONTROL, VLNET_NEIGH_LOCAL, VLNET_NEIGH_ROUTER, VLNET_NEIGH_ZONE,
+    VLNET_VNI_ARP_SUPPRESS,
+};
 
 use super::*;
 use crate::frames::{VM_A_IP, VM_B_IP};
@@ -17,6 +24,9 @@ const A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xa);
 const B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xb);
 const CONTROL: u8 = VLNET_NEIGH_CONTROL as u8;
 const LOCAL_FLAG: u8 = VLNET_NEIGH_LOCAL as u8;
+const ZONE: u8 = VLNET_NEIGH_ZONE as u8;
+/// A member's VM.
+const VM_M_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 1];
 
 /// VM B's MAC placed behind the static peer, and its addresses bound to it.
 fn remote_b(bed: &mut Bed, flags: u8) {
@@ -277,3 +287,120 @@ fn snooping_records_only_local_sources_and_their_own_addresses() {
 }
 
 const VLNET_ENCAP_LEN_USIZE: usize = vlnet_ebpf::abi::VLNET_ENCAP_LEN as usize;
+
+/// An ARP packet from `sha`/`spa` (Ethernet source `src`) asking for `tpa`, broadcast.
+fn arp_from(src: [u8; 6], sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = frames::ethernet([0xff; 6], src, 0x0806);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+/// The ARP request VM B (a zone VM behind a static peer) sends for VM A.
+fn arp_from_b() -> Vec<u8> {
+    arp_from(VM_B_MAC, VM_B_MAC, VM_B_IP.octets(), VM_A_IP.octets())
+}
+
+fn zone_snooping(mode: Mode) {
+    let mut bed = Bed::new("zonesnoop");
+    let (_, _, redirect) = verdicts(mode);
+    // A member's VM bound .2 through the control plane first.
+    let member = vlnet_dataplane::mac::MacAddr(VM_M_MAC);
+    bed.maps
+        .set_neigh(100, IpAddr::V4(VM_B_IP), member, CONTROL)
+        .unwrap();
+    // VM B, behind the static peer, asks for VM A and answers an NS (a router).
+    let arp = arp_from_b();
+    let (ret, out) = bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &arp));
+    assert_eq!((ret, out), (redirect, arp), "delivered as it came");
+    let advert = na(VM_B_MAC, B6, A6, true);
+    let (ret, _) = bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &advert));
+    assert_eq!(ret, redirect);
+    let router = VLNET_NEIGH_ROUTER as u8;
+    assert_eq!(
+        bindings(&bed),
+        [
+            (IpAddr::V4(VM_B_IP), VM_B_MAC, ZONE),
+            (IpAddr::V6(B6), VM_B_MAC, ZONE | router),
+        ],
+        "the zone's, over the member's control-plane binding"
+    );
+    assert_eq!(bed.maps.suppression().bindings_zone, 2);
+
+    // The control plane cannot take a zone VM's address back for a member.
+    let set = NeighSet {
+        ips: [IpAddr::V4(VM_B_IP)].into(),
+        router: false,
+    };
+    bed.maps.apply_neigh((100, member), &set).unwrap();
+    assert_eq!(bindings(&bed)[0], (IpAddr::V4(VM_B_IP), VM_B_MAC, ZONE));
+
+    // A sender MAC other than the frame's own binds nothing; a local VM's
+    // address stays its own.
+    let forged = arp_from(VM_B_MAC, VM_A_MAC, [192, 0, 2, 3], VM_A_IP.octets());
+    bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &forged));
+    let a = vlnet_dataplane::mac::MacAddr(VM_A_MAC);
+    let four = IpAddr::from([192, 0, 2, 4]);
+    bed.maps.set_neigh(100, four, a, LOCAL_FLAG).unwrap();
+    let claim = arp_from(VM_B_MAC, VM_B_MAC, [192, 0, 2, 4], VM_A_IP.octets());
+    bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &claim));
+    assert_eq!(bindings(&bed).len(), 3, "{:?}", bindings(&bed));
+    assert!(bindings(&bed).contains(&(four, VM_A_MAC, LOCAL_FLAG)));
+
+    // With suppression off nothing is snooped.
+    bed.desired.vnis[0].arp_suppress = false;
+    vlnet_dataplane::sync::apply(&mut bed.maps, &bed.desired).unwrap();
+    let seven = arp_from(VM_B_MAC, VM_B_MAC, [192, 0, 2, 7], VM_A_IP.octets());
+    let (ret, _) = bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &seven));
+    assert_eq!(ret, redirect);
+    assert_eq!(bindings(&bed).len(), 3);
+    assert_eq!(bed.total_drops(), 0);
+}
+both_modes!(zone_snooping);
+
+fn a_members_arp_is_not_snooped(mode: Mode) {
+    let mut bed = Bed::new("membersnoop");
+    let (_, _, redirect) = verdicts(mode);
+    let member = Ipv4Addr::new(198, 18, 0, 7);
+    let on_the_underlay = vlnet_dataplane::trust::VtepBinding {
+        path: vlnet_dataplane::trust::VtepPath::Underlay,
+        learn: false,
+    };
+    bed.add_peer(100, member, on_the_underlay);
+    let arp = arp_from(VM_M_MAC, VM_M_MAC, VM_B_IP.octets(), VM_A_IP.octets());
+    let (ret, out) = bed.decap(mode, &frames::vxlan(member, LOCAL, 100, 0, &arp));
+    assert_eq!((ret, &out), (redirect, &arp), "delivered, not recorded");
+    let advert = na(VM_M_MAC, B6, A6, false);
+    let (ret, _) = bed.decap(mode, &frames::vxlan(member, LOCAL, 100, 0, &advert));
+    assert_eq!(ret, redirect);
+    assert_eq!(bindings(&bed), []);
+    // The same frame from the static peer is recorded: the VTEP decides.
+    bed.decap(mode, &frames::vxlan(PEER, LOCAL, 100, 0, &arp));
+    assert_eq!(bindings(&bed), [(IpAddr::V4(VM_B_IP), VM_M_MAC, ZONE)]);
+}
+both_modes!(a_members_arp_is_not_snooped);
+
+/// For real through a TUN (see `tunnel_rx_decaps_vxlan_from_a_secure_peer`):
+/// an ARP request from a learning VTEP reached through the tunnel (as the
+/// controller is from a member) is delivered but never snooped.
+#[test]
+fn a_frame_through_the_tunnel_is_not_snooped() {
+    let mut bed = Bed::new("tunsnoop");
+    let tunnel = bed.add_tunnel();
+    let mut cfg = bed.maps.vni(400).unwrap();
+    cfg.flags |= VLNET_VNI_ARP_SUPPRESS;
+    bed.maps.set_vni(400, &cfg).unwrap();
+    let tun = Tun::open("vltun0");
+    bed.programs
+        .attach_tc(bpf::PROG_TC_TUNNEL_RX, "vltun0", tunnel.ifindex)
+        .unwrap();
+    let capture = PacketSocket::bind(bed.ns.ifindex("vlp400"));
+    let arp = arp_from_b();
+    tun.send(&bare(&frames::vxlan(SECURE, TUN_LOCAL, 400, 0, &arp)));
+    assert_eq!(capture.recv_ending_with(&arp), arp, "delivered");
+    assert_eq!(bindings(&bed), []);
+    assert_eq!(bed.total_drops(), 0);
+}

@@ -102,11 +102,18 @@ impl ControlPlane {
     }
 
     /// Reports the IP bindings snooped on this node (after its MACs, so
-    /// that the controller holds a MAC before its bindings arrive).
+    /// that the controller holds a MAC before its bindings arrive). The
+    /// zone's (snooped from static peers' frames) are the controller's own
+    /// too; a member keeps them to itself (they are not its MACs').
     fn observe_local_neighs(&self) {
         let local = self.hooks.local_neighs();
+        let zone = self.hooks.zone_neighs();
         let done = self
-            .with_controller(|c, _| ((), c.observe_local_neighs(&local)))
+            .with_controller(|c, _| {
+                let mut own = zone;
+                own.extend(local.iter().map(|(k, s)| (*k, s.clone())));
+                ((), c.observe_local_neighs(&own))
+            })
             .or_else(|| {
                 let now = self.now();
                 self.with_member(|m| ((), m.observe_local_neighs(&local, now)))

@@ -51,6 +51,10 @@ pub trait DataplaneHooks: Send + Sync + 'static {
     fn apply_neigh(&self, changes: &[(MacKey, NeighSet)]);
     /// The IP bindings the data plane snooped from VMs on this node, by MAC.
     fn local_neighs(&self) -> BTreeMap<MacKey, NeighSet>;
+    /// The IP bindings the data plane snooped from the zone's VMs (frames
+    /// from static peers), by MAC; those of MACs no longer behind a static
+    /// peer are dropped.
+    fn zone_neighs(&self) -> BTreeMap<MacKey, NeighSet>;
     /// Removes every control-plane IP binding (the control plane starts
     /// afresh and installs its own).
     fn clear_control_neighs(&self);

@@ -1,6 +1,7 @@
 //! The ARP/ND suppression table (`vlnet_neigh`: IP → MAC per VNI) and its
 //! counters (`vlnet_suppress`): what the programs snooped from local VMs
-//! (`VLNET_NEIGH_LOCAL`) and what the control plane installed
+//! (`VLNET_NEIGH_LOCAL`) and from the zone's VMs, decapsulated from static
+//! peers (`VLNET_NEIGH_ZONE`), and what the control plane installed
 //! (`VLNET_NEIGH_CONTROL`), see `ebpf/c/lib/neigh.h`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,8 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vlnet_ebpf::abi::{
     vlnet_neigh, vlnet_neigh_key, VLNET_FAMILY_IPV4, VLNET_FAMILY_IPV6, VLNET_NEIGH_CONTROL,
-    VLNET_NEIGH_LOCAL, VLNET_NEIGH_ROUTER, VLNET_SUPPRESS_ARP_LOCAL, VLNET_SUPPRESS_ARP_REPLIED,
-    VLNET_SUPPRESS_ND_LOCAL, VLNET_SUPPRESS_ND_REPLIED, VLNET_SUPPRESS_SNOOP_FULL,
+    VLNET_NEIGH_LOCAL, VLNET_NEIGH_ROUTER, VLNET_NEIGH_ZONE, VLNET_PATH_UNDERLAY,
+    VLNET_SUPPRESS_ARP_LOCAL, VLNET_SUPPRESS_ARP_REPLIED, VLNET_SUPPRESS_ND_LOCAL,
+    VLNET_SUPPRESS_ND_REPLIED, VLNET_SUPPRESS_SNOOP_FULL, VLNET_VTEP_LEARN,
 };
 
 use super::{fdb_key, is_absent, op, Maps, MapsError};
@@ -65,6 +67,14 @@ fn key_ip(key: &vlnet_neigh_key) -> Option<IpAddr> {
 const LOCAL: u8 = VLNET_NEIGH_LOCAL as u8;
 const CONTROL: u8 = VLNET_NEIGH_CONTROL as u8;
 const ROUTER: u8 = VLNET_NEIGH_ROUTER as u8;
+const ZONE: u8 = VLNET_NEIGH_ZONE as u8;
+
+/// Adds `e` to its MAC's set in `out`.
+fn collect(out: &mut BTreeMap<MacKey, NeighSet>, e: &NeighEntry) {
+    let set = out.entry((e.vni, e.mac)).or_default();
+    set.ips.insert(e.ip);
+    set.router |= e.flags & ROUTER != 0;
+}
 
 impl Maps {
     /// Every binding in the kernel.
@@ -123,17 +133,48 @@ impl Maps {
                 self.remove_neigh(e.vni, e.ip)?;
                 continue;
             }
-            let set = out.entry((e.vni, e.mac)).or_default();
-            set.ips.insert(e.ip);
-            set.router |= e.flags & ROUTER != 0;
+            collect(&mut out, &e);
+        }
+        Ok(out)
+    }
+
+    /// Whether `mac` on `vni` is placed behind a static peer: an FDB entry
+    /// at a VTEP that learns on the underlay.
+    fn behind_static_peer(&self, vni: u32, mac: MacAddr) -> bool {
+        let Some(entry) = self.fdb_entry(vni, mac.0) else {
+            return false;
+        };
+        self.vteps
+            .get(&entry.vtep_be, 0)
+            .is_ok_and(|v| v.path == VLNET_PATH_UNDERLAY && v.flags & VLNET_VTEP_LEARN != 0)
+    }
+
+    /// The bindings the programs snooped from the zone's VMs (frames
+    /// decapsulated from static peers), by MAC; those of MACs no longer
+    /// placed behind a static peer (their learned entry aged out, or the
+    /// MAC moved) are removed, so a binding lasts as long as its MAC's
+    /// entry: at most the FDB's ageing time after the VM fell silent.
+    pub fn zone_neighs(&mut self) -> Result<BTreeMap<MacKey, NeighSet>, MapsError> {
+        let mut out: BTreeMap<MacKey, NeighSet> = BTreeMap::new();
+        for e in self.neigh_entries() {
+            if e.flags & ZONE == 0 {
+                continue;
+            }
+            if !self.behind_static_peer(e.vni, e.mac) {
+                self.remove_neigh(e.vni, e.ip)?;
+                continue;
+            }
+            collect(&mut out, &e);
         }
         Ok(out)
     }
 
     /// Makes `set` the control-plane bindings of `key`: its other control
-    /// entries go, each address of `set` is bound to it (over a snooped
-    /// binding to another MAC: the controller decided), and a snooped
-    /// binding to this very MAC stays as it is (it is this node's own).
+    /// entries go, each address of `set` is bound to it (over a local VM's
+    /// snooped binding to another MAC: the controller decided), and a
+    /// snooped binding to this very MAC stays as it is (it is this node's
+    /// own). A zone VM's binding to another MAC is never overwritten: the
+    /// zone's addresses are not the members' to take.
     pub fn apply_neigh(&mut self, key: MacKey, set: &NeighSet) -> Result<(), MapsError> {
         let (vni, mac) = key;
         let current: Vec<NeighEntry> = self
@@ -148,7 +189,9 @@ impl Maps {
         }
         let mine: BTreeSet<IpAddr> = current
             .iter()
-            .filter(|e| e.mac == mac && e.flags & LOCAL != 0)
+            .filter(|e| {
+                (e.mac == mac && e.flags & LOCAL != 0) || (e.mac != mac && e.flags & ZONE != 0)
+            })
             .map(|e| e.ip)
             .collect();
         for ip in set.ips.difference(&mine) {
@@ -191,6 +234,7 @@ impl Maps {
             snoop_full: sum(VLNET_SUPPRESS_SNOOP_FULL),
             bindings_local: count(LOCAL),
             bindings_control: count(CONTROL),
+            bindings_zone: count(ZONE),
         }
     }
 }

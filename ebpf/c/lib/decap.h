@@ -25,6 +25,7 @@ struct decap_info {
 	__u32 inner_len;  /* inner frame bytes, Ethernet header included */
 	__u32 outer_len;  /* bytes from the outer Ethernet header to the inner one */
 	__u32 vtep_flags; /* VLNET_VTEP_* of the source VTEP */
+	__u32 path;       /* VLNET_PATH_* it arrived on */
 	__u32 vni_flags;  /* VLNET_VNI_* of the VNI */
 	__u32 flood_zone; /* the VNI's flood list: static peers first, then members */
 	__u32 flood_count;
@@ -157,6 +158,7 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
 
 	di->src_vtep_be = src_be;
 	di->vtep_flags = vtep->flags;
+	di->path = path;
 	di->vni_flags = vc->flags;
 	di->flood_zone = vc->flood_zone;
 	di->flood_count = vc->flood_count;

@@ -12,6 +12,15 @@
  * link-layer address is the frame's own source and that MAC lives on this
  * node (vlnet_locals), so a VM can bind addresses only to itself.
  *
+ * Zone snooping (neigh_rx): the VMs of a zone's kernel-vxlan nodes (static
+ * peers) send nothing through tc_overlay_tx, so their ARP and ND is read
+ * where it is decapsulated: frames from a VTEP with VLNET_VTEP_LEARN on the
+ * underlay path only (never a member, never the tunnel), with the same
+ * rules, as VLNET_NEIGH_ZONE bindings. The zone is trusted as the node's own
+ * VMs are: such a binding replaces a control-plane one (a member's) and is
+ * never overwritten by the control plane, so a member cannot take a zone
+ * VM's address.
+ *
  * Answering: a broadcast ARP request or multicast NS from a local VM for a
  * bound address whose MAC is placed behind a remote VTEP is turned, in
  * place, into the reply that VM would send (bytes as Linux sends them) and
@@ -25,6 +34,7 @@
 #define VLNET_NEIGH_H
 
 #include "csum.h"
+#include "decap.h"
 #include "skb.h"
 
 #define ARPHRD_ETHER 1
@@ -120,20 +130,25 @@ static __always_inline struct vlnet_neigh *neigh_lookup(__u32 vni, __u8 family, 
 }
 
 /*
- * Records @ip -> @mac (the frame's source) on @vni if @mac lives on this
- * node. A control-plane binding to another MAC stays (a duplicate address:
- * the controller decides); an unchanged one is not written again.
+ * Records @ip -> @mac (the frame's source) on @vni as @kind
+ * (VLNET_NEIGH_LOCAL: only if @mac lives on this node; VLNET_NEIGH_ZONE)
+ * plus @router. A binding to another MAC of a kind @kind may not replace
+ * stays (a duplicate address: a local VM's snoop yields to the control
+ * plane and to the zone, the zone's to a local VM); an unchanged one is not
+ * written again.
  */
 static __always_inline void neigh_snoop(__u32 vni, __u8 family, const __u8 *ip, __u32 len,
-					const __u8 *mac, __u8 router)
+					const __u8 *mac, __u8 kind, __u8 router)
 {
 	struct vlnet_neigh_key key = { .vni = vni, .family = family };
 	struct vlnet_fdb_key local = { .vni = vni };
-	struct vlnet_neigh val = { .flags = VLNET_NEIGH_LOCAL | router };
+	struct vlnet_neigh val = { .flags = kind | router };
 	struct vlnet_neigh *old;
+	__u8 kept = kind == VLNET_NEIGH_ZONE ? VLNET_NEIGH_LOCAL :
+					       VLNET_NEIGH_CONTROL | VLNET_NEIGH_ZONE;
 
 	__builtin_memcpy(local.mac, mac, ETH_ALEN);
-	if (!bpf_map_lookup_elem(&vlnet_locals, &local))
+	if (kind == VLNET_NEIGH_LOCAL && !bpf_map_lookup_elem(&vlnet_locals, &local))
 		return;
 	if (len == 4)
 		__builtin_memcpy(key.ip, ip, 4);
@@ -142,7 +157,7 @@ static __always_inline void neigh_snoop(__u32 vni, __u8 family, const __u8 *ip, 
 	__builtin_memcpy(val.mac, mac, ETH_ALEN);
 	old = bpf_map_lookup_elem(&vlnet_neigh, &key);
 	if (old) {
-		if (!mac_equal(old->mac, mac) && (old->flags & VLNET_NEIGH_CONTROL))
+		if (!mac_equal(old->mac, mac) && (old->flags & kept))
 			return;
 		if (mac_equal(old->mac, mac) && old->flags == val.flags)
 			return;
@@ -191,6 +206,26 @@ static __always_inline int neigh_answer(struct __sk_buff *skb, const __u8 *mac, 
 	return bpf_redirect(CTX_READ(skb, ifindex), 0);
 }
 
+/*
+ * Whether @a is an Ethernet/IPv4 ARP request or reply with a sender address
+ * (a probe, sender 0.0.0.0, binds nothing and is never answered).
+ */
+static __always_inline int arp_usable(const struct arp_ipv4 *a)
+{
+	return a->htype == bpf_htons(ARPHRD_ETHER) && a->ptype == bpf_htons(ETH_P_IP) &&
+	       a->hlen == ETH_ALEN && a->plen == 4 &&
+	       (a->op == bpf_htons(ARPOP_REQUEST) || a->op == bpf_htons(ARPOP_REPLY)) &&
+	       !bytes_zero(a->spa, 4);
+}
+
+/* Records the sender binding of the usable ARP packet @a from @eth as @kind. */
+static __always_inline void arp_snoop(__u32 vni, const struct ethhdr *eth,
+				      const struct arp_ipv4 *a, __u8 kind)
+{
+	if (mac_equal(a->sha, eth->h_source))
+		neigh_snoop(vni, VLNET_FAMILY_IPV4, a->spa, 4, a->sha, kind, 0);
+}
+
 /* ARP from a local VM: snoop, and answer a broadcast request for a remote binding. */
 static __always_inline int arp_tx(struct __sk_buff *skb, __u32 vni, const struct ethhdr *eth)
 {
@@ -199,18 +234,9 @@ static __always_inline int arp_tx(struct __sk_buff *skb, __u32 vni, const struct
 	__u8 mac[ETH_ALEN], tpa[4];
 	int place;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &a, sizeof(a)))
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &a, sizeof(a)) || !arp_usable(&a))
 		return NEIGH_CONTINUE;
-	if (a.htype != bpf_htons(ARPHRD_ETHER) || a.ptype != bpf_htons(ETH_P_IP) ||
-	    a.hlen != ETH_ALEN || a.plen != 4)
-		return NEIGH_CONTINUE;
-	if (a.op != bpf_htons(ARPOP_REQUEST) && a.op != bpf_htons(ARPOP_REPLY))
-		return NEIGH_CONTINUE;
-	/* A probe (sender 0.0.0.0) binds nothing and is never answered. */
-	if (bytes_zero(a.spa, 4))
-		return NEIGH_CONTINUE;
-	if (mac_equal(a.sha, eth->h_source))
-		neigh_snoop(vni, VLNET_FAMILY_IPV4, a.spa, 4, a.sha, 0);
+	arp_snoop(vni, eth, &a, VLNET_NEIGH_LOCAL);
 	/* Gratuitous ARP announces; a unicast request checks the neighbour lives. */
 	if (a.op != bpf_htons(ARPOP_REQUEST) || !(eth->h_dest[0] & 1) ||
 	    !__builtin_memcmp(a.spa, a.tpa, 4))
@@ -253,6 +279,40 @@ static __always_inline __u16 nd_checksum(const struct nd_packet *nd)
 	return csum_fold((__u32)sum);
 }
 
+/*
+ * Whether @n is an ND message with one link-layer option first, @eth's
+ * source (RFC 4861 7.1: hop limit 255, code 0).
+ */
+static __always_inline int nd_usable(const struct nd_packet *n, const struct ethhdr *eth)
+{
+	return (n->vtcfl[0] >> 4) == 6 && n->nexthdr == IPPROTO_ICMPV6 &&
+	       n->hop_limit == ND_HOP_LIMIT && n->code == 0 &&
+	       bpf_ntohs(n->payload_len) >= ND_MSG_LEN && n->opt_len == 1 &&
+	       mac_equal(n->opt_mac, eth->h_source);
+}
+
+/* Whether the usable @n is an NS with a source link-layer option and a unicast source. */
+static __always_inline int ns_binds(const struct nd_packet *n)
+{
+	/* DAD's NS (unspecified source) carries no option and fails nd_usable(). */
+	return n->type == ND_NEIGHBOR_SOLICIT && n->opt_type == ND_OPT_SOURCE_LL &&
+	       !bytes_zero(n->saddr, 16) && n->saddr[0] != 0xff;
+}
+
+/*
+ * Records the binding the usable ND message @n announces as @kind: an NA's
+ * target (R flag kept), an NS's source.
+ */
+static __always_inline void nd_snoop(__u32 vni, const struct nd_packet *n, __u8 kind)
+{
+	if (n->type == ND_NEIGHBOR_ADVERT && n->opt_type == ND_OPT_TARGET_LL &&
+	    n->target[0] != 0xff)
+		neigh_snoop(vni, VLNET_FAMILY_IPV6, n->target, 16, n->opt_mac, kind,
+			    (n->flags & NA_FLAG_ROUTER) ? VLNET_NEIGH_ROUTER : 0);
+	else if (ns_binds(n))
+		neigh_snoop(vni, VLNET_FAMILY_IPV6, n->saddr, 16, n->opt_mac, kind, 0);
+}
+
 /* IPv6 ND from a local VM: snoop NS and NA, answer a multicast NS for a remote binding. */
 static __always_inline int nd_tx(struct __sk_buff *skb, __u32 vni, const struct ethhdr *eth)
 {
@@ -261,26 +321,10 @@ static __always_inline int nd_tx(struct __sk_buff *skb, __u32 vni, const struct 
 	__u8 mac[ETH_ALEN], flags;
 	int place;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &n, sizeof(n)))
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &n, sizeof(n)) || !nd_usable(&n, eth))
 		return NEIGH_CONTINUE;
-	/* RFC 4861 7.1: hop limit 255, code 0; one link-layer option first. */
-	if ((n.vtcfl[0] >> 4) != 6 || n.nexthdr != IPPROTO_ICMPV6 ||
-	    n.hop_limit != ND_HOP_LIMIT || n.code != 0 ||
-	    bpf_ntohs(n.payload_len) < ND_MSG_LEN || n.opt_len != 1 ||
-	    !mac_equal(n.opt_mac, eth->h_source))
-		return NEIGH_CONTINUE;
-	if (n.type == ND_NEIGHBOR_ADVERT) {
-		if (n.opt_type == ND_OPT_TARGET_LL && n.target[0] != 0xff)
-			neigh_snoop(vni, VLNET_FAMILY_IPV6, n.target, 16, n.opt_mac,
-				    (n.flags & NA_FLAG_ROUTER) ? VLNET_NEIGH_ROUTER : 0);
-		return NEIGH_CONTINUE;
-	}
-	/* DAD's NS (unspecified source) carries no option and fails above. */
-	if (n.type != ND_NEIGHBOR_SOLICIT || n.opt_type != ND_OPT_SOURCE_LL ||
-	    bytes_zero(n.saddr, 16) || n.saddr[0] == 0xff)
-		return NEIGH_CONTINUE;
-	neigh_snoop(vni, VLNET_FAMILY_IPV6, n.saddr, 16, n.opt_mac, 0);
-	if (!(eth->h_dest[0] & 1))
+	nd_snoop(vni, &n, VLNET_NEIGH_LOCAL);
+	if (!ns_binds(&n) || !(eth->h_dest[0] & 1))
 		return NEIGH_CONTINUE;
 	b = neigh_lookup(vni, VLNET_FAMILY_IPV6, n.target, 16);
 	if (!b)
@@ -339,6 +383,42 @@ static __always_inline int neigh_tx(struct __sk_buff *skb, __u32 vni, const stru
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return nd_tx(skb, vni, eth);
 	return NEIGH_CONTINUE;
+}
+
+/* Bytes after the inner Ethernet header that neigh_rx() reads at most. */
+#define NEIGH_RX_LEN sizeof(struct nd_packet)
+
+/* Whether neigh_rx() reads the frame @di classified: suppression on, from a static peer. */
+static __always_inline int neigh_rx_wanted(const struct decap_info *di)
+{
+	return (di->vni_flags & VLNET_VNI_ARP_SUPPRESS) && (di->vtep_flags & VLNET_VTEP_LEARN) &&
+	       di->path == VLNET_PATH_UNDERLAY;
+}
+
+/**
+ * neigh_rx() - zone snooping: records the ARP/ND binding a frame
+ * decapsulated from a static peer announces as VLNET_NEIGH_ZONE (see the
+ * header comment), when the VNI suppresses ARP. @inner is the inner
+ * Ethernet header in packet memory up to @data_end (the XDP and TC decap
+ * alike; TC pulls NEIGH_RX_LEN bytes after it first). Frames from members
+ * or through the tunnel are never read.
+ */
+static __always_inline void neigh_rx(const struct decap_info *di, const struct ethhdr *inner,
+				     void *data_end)
+{
+	/* Read in place: a copy would not fit the decap's stack. */
+	const struct nd_packet *n = (const void *)(inner + 1);
+	const struct arp_ipv4 *a = (const void *)(inner + 1);
+
+	if (!neigh_rx_wanted(di))
+		return;
+	if (inner->h_proto == bpf_htons(ETH_P_ARP)) {
+		if ((void *)(a + 1) <= data_end && arp_usable(a))
+			arp_snoop(di->vni, inner, a, VLNET_NEIGH_ZONE);
+	} else if (inner->h_proto == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(n + 1) <= data_end && nd_usable(n, inner))
+			nd_snoop(di->vni, n, VLNET_NEIGH_ZONE);
+	}
 }
 
 #endif

@@ -15,8 +15,11 @@
 //!   peer of the cloud holds is refused as [`RejectReason::DuplicateIp`]
 //!   (EVPN's duplicate IP detection) and the rest is installed.
 //!
-//! The controller's own bindings (snooped on its bridges) always win, as
-//! its MACs do. Bindings belong to their MAC, not to a VTEP: a MAC that
+//! The controller's own bindings always win, as its MACs do: those snooped
+//! on its bridges, and those of the zone's VMs, snooped from frames its
+//! static peers sent (a member binding such an address is refused
+//! `duplicate_ip`; one it bound before the zone's VM spoke up is taken from
+//! it, relayed to every member, and refused from then on). Bindings belong to their MAC, not to a VTEP: a MAC that
 //! moves keeps them, and they go when the MAC is neither held nor
 //! remembered as withdrawn ([`TOMBSTONE_KEEP`](super::TOMBSTONE_KEEP)).
 
@@ -100,8 +103,8 @@ impl ControllerCore {
         self.neigh_emit(changed, out);
     }
 
-    /// The bindings snooped on the controller's own bridges now, by MAC:
-    /// they win over any member's.
+    /// The bindings snooped on the controller's own bridges and from its
+    /// zone (static peers' frames) now, by MAC: they win over any member's.
     pub fn observe_local_neighs(&mut self, local: &BTreeMap<MacKey, NeighSet>) -> Vec<Effect> {
         let mut out = Vec::new();
         let mut changed = Vec::new();

@@ -194,3 +194,70 @@ fn a_reconnecting_member_gets_every_binding_again() {
         "re-sent after the full sync"
     );
 }
+
+/// A zone VM's address (its MAC behind a static peer, its binding snooped
+/// from the static peer's frames and reported as the controller's own): a
+/// member that bound it first loses it, and no member can bind it while
+/// the zone's VM holds its MAC; once that MAC ages out, it is free.
+#[test]
+fn a_member_cannot_bind_a_zone_vms_address() {
+    let mut s = Sim::new(3, 16);
+    s.local(0, &[(VNI, mac(5))]);
+    s.member_bindings(0, &[(mac(5), &[1, 5])]);
+    assert_eq!(
+        s.owner(1),
+        Some(mac(5)),
+        "first come, while nobody else claims .1"
+    );
+    // The zone's VM announces .1.
+    s.kernel.0.insert((VNI, mac(1)), STATIC_PEER);
+    s.ctl_bindings(&[(mac(1), &[1])]);
+    assert_eq!(s.owner(1), Some(mac(1)), "taken from the member");
+    assert_eq!(s.owner(5), Some(mac(5)));
+    for i in 0..3 {
+        assert_eq!(s.owner_seen_by(i, 1), Some(mac(1)), "relayed to member {i}");
+    }
+    let last = |s: &Sim, m: MacAddr| {
+        s.ctl_neigh
+            .iter()
+            .rev()
+            .find(|(k, _)| k.1 == m)
+            .map(|(_, set)| set.ips.clone())
+    };
+    assert_eq!(
+        last(&s, mac(5)),
+        Some([ip(5)].into()),
+        "reprogrammed without .1"
+    );
+    assert_eq!(
+        last(&s, mac(1)),
+        None,
+        "the zone's binding is in the kernel already"
+    );
+    assert!(s.rejected.is_empty());
+
+    // Member 0 retries and member 1's VM claims .1: both refused.
+    s.now += NEIGH_RETRY.as_secs();
+    let now = s.now();
+    let effects = s.members[0].as_mut().unwrap().tick(now);
+    s.member_effects(0, effects);
+    s.local(1, &[(VNI, mac(6))]);
+    s.member_bindings(1, &[(mac(6), &[1, 6])]);
+    assert_eq!(
+        s.reasons(),
+        [RejectReason::DuplicateIp, RejectReason::DuplicateIp]
+    );
+    assert_eq!((s.owner(1), s.owner(6)), (Some(mac(1)), Some(mac(6))));
+    assert_eq!(s.owner_seen_by(2, 1), Some(mac(1)));
+
+    // The zone's VM falls silent: its MAC ages out, its binding goes, and
+    // member 0's next retry takes .1.
+    s.kernel.0.clear();
+    s.ctl_bindings(&[]);
+    assert_eq!(s.owner(1), None);
+    s.now += NEIGH_RETRY.as_secs();
+    let now = s.now();
+    let effects = s.members[0].as_mut().unwrap().tick(now);
+    s.member_effects(0, effects);
+    assert_eq!(s.owner(1), Some(mac(5)));
+}

@@ -95,10 +95,11 @@ fn join_a_class(c: &mut Cluster) -> (Ipv4Addr, Ipv4Addr) {
     assert_eq!(client(c, "class").unwrap()["uses_left"], 1);
     let joined = c.nodes[SECOND].daemon.join(&token).unwrap();
     assert!(joined.contains("as class-2"), "{joined}");
-    assert!(
-        client(c, "class").is_none(),
-        "spent: {}",
-        c.clients().unwrap()
+    let spent = client(c, "class").unwrap();
+    assert_eq!(
+        (spent["state"].as_str(), spent["uses_left"].as_u64()),
+        (Some("spent"), Some(0)),
+        "kept, spent, for a seat to come back: {spent}"
     );
     c.wait_connected().unwrap();
     let addr = |name: &str| -> Ipv4Addr {

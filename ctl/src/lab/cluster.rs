@@ -341,8 +341,12 @@ impl Cluster {
         let deadline = Instant::now() + CONNECT_WAIT;
         loop {
             let clients = self.clients()?;
+            // A spent class invite stays listed (a seat may come back to
+            // it); it is no member.
             let all = clients.as_array().is_some_and(|list| {
-                list.len() + 1 == self.nodes.len() && list.iter().all(|c| c["state"] == "connected")
+                let members: Vec<_> = list.iter().filter(|c| c["state"] != "spent").collect();
+                members.len() + 1 == self.nodes.len()
+                    && members.iter().all(|c| c["state"] == "connected")
             });
             if all {
                 return Ok(());

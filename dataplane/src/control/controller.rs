@@ -212,6 +212,8 @@ impl ControlPlane {
             name: name.clone(),
             state: if Registry::invite_expired(i, now) {
                 "expired"
+            } else if i.seats() == 0 {
+                "spent"
             } else {
                 "invited"
             }
@@ -302,7 +304,7 @@ impl ControlPlane {
         c.registry()
             .invites
             .values()
-            .any(|i| i.tunnel_addr == ip && !Registry::invite_expired(i, now))
+            .any(|i| i.tunnel_addr == ip && Registry::invite_open(i, now))
             .then_some(Caller::Invited(ip))
     }
 

@@ -72,9 +72,9 @@ impl ControlPlane {
             if !self.in_epoch(epoch) {
                 return; // left the cluster
             }
-            let now = self.now();
+            let (now, served) = (self.now(), self.served());
             let done = self
-                .with_controller(|c, cloud| ((), c.tick(now, cloud)))
+                .with_controller(|c, cloud| ((), c.tick(now, cloud, &served)))
                 .or_else(|| self.with_member(|m| ((), m.tick(now))));
             if let Some(Err(e)) = done {
                 warn!(error = %e, "cannot save control state");

@@ -115,7 +115,8 @@ impl RejectCounters {
 pub struct ClientRecord {
     /// Its name.
     pub name: String,
-    /// `connected`, `offline`, `invited` or `expired`.
+    /// `connected`, `offline`, `invited`, `spent` (a class invite with no use
+    /// left) or `expired`.
     pub state: String,
     /// Its tunnel address.
     pub tunnel_addr: Ipv4Addr,

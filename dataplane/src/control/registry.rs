@@ -48,6 +48,13 @@ pub struct MemberRecord {
     /// controller can reach it before it speaks again).
     #[serde(default)]
     pub endpoint: Option<SocketAddr>,
+    /// For a member a class invite made that has not opened a control
+    /// session yet: the invite's name. Two clients of a class joining at the
+    /// same moment share the token's key and join address, and one may lose
+    /// the controller's answer: its member never comes, and the seat goes
+    /// back to the invite after a while (`ControllerCore::tick`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_class: Option<String>,
 }
 
 /// An invite not yet redeemed.
@@ -137,6 +144,13 @@ pub enum RegistryError {
     /// The token is malformed, tampered with, expired or reused.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// A class invite whose every use is taken (a seat may come back if a
+    /// join's member never connects).
+    #[error("class invite {name:?} has no uses left")]
+    Spent {
+        /// The invite's name.
+        name: String,
+    },
     /// The token is genuine but its invite is gone (removed, or replaced by a
     /// newer `client add` for the same name).
     #[error("invite token for {name:?} was revoked (removed or replaced by a newer invite)")]
@@ -347,6 +361,9 @@ impl Registry {
                 name: holder.clone(),
             });
         }
+        if invite.seats() == 0 {
+            return Err(RegistryError::Spent { name: invite_name });
+        }
         let (name, tunnel_addr) = match invite.uses_left {
             None => (invite_name.clone(), invite.tunnel_addr),
             Some(_) => (
@@ -354,16 +371,16 @@ impl Registry {
                 self.free_address(pool)?,
             ),
         };
-        match invite.uses_left {
-            Some(left) if left > 1 => {
-                if let Some(i) = self.invites.get_mut(&invite_name) {
-                    i.uses_left = Some(left - 1);
-                }
+        if let Some(left) = invite.uses_left {
+            // A spent class invite stays (no WireGuard peer, see
+            // `invite_open`) until it expires or is removed, so that a seat
+            // can come back to it.
+            if let Some(i) = self.invites.get_mut(&invite_name) {
+                i.uses_left = Some(left - 1);
             }
-            _ => {
-                self.invites.remove(&invite_name);
-                self.used_tokens.insert(id);
-            }
+        } else {
+            self.invites.remove(&invite_name);
+            self.used_tokens.insert(id);
         }
         let record = MemberRecord {
             public_key,
@@ -371,6 +388,7 @@ impl Registry {
             vnis: invite.vnis,
             joined_at: now,
             endpoint: None,
+            pending_class: invite.uses_left.map(|_| invite_name.clone()),
         };
         self.members.insert(name.clone(), record.clone());
         Ok((name, record))
@@ -437,6 +455,28 @@ impl Registry {
     #[must_use]
     pub fn invite_expired(i: &InviteRecord, now: u64) -> bool {
         now >= i.expires_at
+    }
+
+    /// Whether `i` can still be redeemed at `now` (not expired, a use
+    /// left): only then is its one-time key a WireGuard peer.
+    #[must_use]
+    pub fn invite_open(i: &InviteRecord, now: u64) -> bool {
+        !Self::invite_expired(i, now) && i.seats() > 0
+    }
+
+    /// Gives member `name`'s seat back to the class invite that made it, if
+    /// that invite is still there.
+    pub fn give_back_seat(&mut self, name: &str) {
+        let Some(class) = self.members.get(name).and_then(|m| m.pending_class.clone()) else {
+            return;
+        };
+        if let Some(left) = self
+            .invites
+            .get_mut(&class)
+            .and_then(|i| i.uses_left.as_mut())
+        {
+            *left = left.saturating_add(1);
+        }
     }
 
     /// The member whose tunnel address is `addr`.
@@ -630,13 +670,21 @@ mod tests {
         let (second, b) = redeem(&mut reg, &token, [6; 32], NOW).unwrap();
         assert_eq!(second, "class-2");
         assert_eq!(b.tunnel_addr, Ipv4Addr::new(198, 19, 0, 4));
-        // Spent: the invite (and its join address) is gone, the token used.
-        assert!(reg.invites.is_empty());
-        let err = redeem(&mut reg, &token, [7; 32], NOW).unwrap_err();
-        assert!(
-            matches!(err, RegistryError::Token(TokenError::Reused { .. })),
-            "{err}"
+        assert_eq!(
+            b.pending_class.as_deref(),
+            Some("class"),
+            "until it connects"
         );
+        // Spent: the invite stays, with no use left and no WireGuard peer.
+        assert_eq!(reg.invites["class"].uses_left, Some(0));
+        assert!(!Registry::invite_open(&reg.invites["class"], NOW));
+        let err = redeem(&mut reg, &token, [7; 32], NOW).unwrap_err();
+        assert!(matches!(err, RegistryError::Spent { .. }), "{err}");
+        // A member that never came gives its seat back.
+        reg.give_back_seat("class-2");
+        reg.remove("class-2");
+        assert_eq!(reg.invites["class"].uses_left, Some(1));
+        assert_eq!(redeem(&mut reg, &token, [7; 32], NOW).unwrap().0, "class-2");
         // A removed member's name is taken again by the next join.
         reg.remove("class-1");
         let again = reg.invite(&request, &addrs(), NOW, &mut rng).unwrap();

@@ -80,6 +80,7 @@ fn filled_controller(members: u32, macs: u32) -> Result<ControllerCore> {
                 vnis: vec![VNI],
                 joined_at: 0,
                 endpoint: None,
+                pending_class: None,
             },
         );
     }

@@ -73,6 +73,11 @@ pub const TOMBSTONE_KEEP: Duration = Duration::from_mins(10);
 /// How long a refused claim waits for the MAC's release.
 pub const CLAIM_KEEP_SECS: u64 = 3600;
 
+/// How long a member made by a class invite has to open its first control
+/// session before it is removed and its seat given back (a join whose
+/// answer was lost: the client joins again with the same token).
+pub const CLASS_JOIN_GRACE_SECS: u64 = 120;
+
 /// The controller's policy settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -400,8 +405,8 @@ impl ControllerCore {
     }
 
     /// The WireGuard peers the controller must have at `now`: every member,
-    /// and the one-time key of every invite that has not expired (an expired
-    /// or used invite's key is no peer at all).
+    /// and the one-time key of every invite that can still be redeemed (an
+    /// expired, used or spent invite's key is no peer at all).
     #[must_use]
     pub fn desired_peers(&self, keepalive: u16, now: u64) -> Vec<DesiredPeer> {
         let members = self.registry.members.values().map(|m| DesiredPeer {
@@ -414,7 +419,7 @@ impl ControllerCore {
             .registry
             .invites
             .values()
-            .filter(|i| !Registry::invite_expired(i, now))
+            .filter(|i| Registry::invite_open(i, now))
             .map(|i| DesiredPeer {
                 public_key: i.public_key,
                 endpoint: None,
@@ -659,9 +664,10 @@ impl ControllerCore {
 
     /// Periodic upkeep (every second or so): expired invites leave
     /// WireGuard, lapsed grants and old tombstones go, claims whose MAC came
-    /// free are granted.
-    pub fn tick(&mut self, now: Now, cloud: &dyn CloudView) -> Vec<Effect> {
-        let mut out = Vec::new();
+    /// free are granted, class members that never came give their seat
+    /// back (`served`: the VNIs this node serves, for the member list).
+    pub fn tick(&mut self, now: Now, cloud: &dyn CloudView, served: &[u32]) -> Vec<Effect> {
+        let mut out = self.settle_class_joins(now, cloud, served);
         let expired = self.registry.invites.values().any(|i| {
             Registry::invite_expired(i, now.unix) && !Registry::invite_expired(i, self.last_tick)
         });
@@ -678,6 +684,37 @@ impl ControllerCore {
             self.promote(key, now, cloud, &mut out);
         }
         self.purge_neighs(&mut out);
+        out
+    }
+
+    /// A class member that opened a session is settled; one that did not
+    /// within [`CLASS_JOIN_GRACE_SECS`] of its join is removed (as `client
+    /// remove` would) and its seat goes back to its invite.
+    fn settle_class_joins(
+        &mut self,
+        now: Now,
+        cloud: &dyn CloudView,
+        served: &[u32],
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let mut lost = Vec::new();
+        for (name, m) in &mut self.registry.members {
+            if m.pending_class.is_none() {
+                continue;
+            }
+            if self.sessions.contains_key(name) {
+                m.pending_class = None;
+                out.push(Effect::Persist);
+            } else if now.unix >= m.joined_at.saturating_add(CLASS_JOIN_GRACE_SECS) {
+                lost.push(name.clone());
+            }
+        }
+        for name in lost {
+            self.registry.give_back_seat(&name);
+            if let Ok(effects) = self.client_remove(&name, served, now, cloud) {
+                out.extend(effects);
+            }
+        }
         out
     }
 

@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::controller::{ControllerCore, Identity, InviteError, Policy, TOMBSTONE_KEEP};
+use super::controller::{
+    ControllerCore, Identity, InviteError, Policy, CLASS_JOIN_GRACE_SECS, TOMBSTONE_KEEP,
+};
 use super::member::MemberCore;
 use super::{CloudView, Effect, NoCloud, Now, RejectReason};
 use crate::control::macbook::FdbChange;
@@ -89,6 +91,7 @@ impl Sim {
                     vnis,
                     joined_at: 0,
                     endpoint: None,
+                    pending_class: None,
                 },
             );
         }
@@ -469,7 +472,7 @@ fn a_mac_behind_a_static_peer_needs_a_grant() {
     // Once it ages out of the FDB, the waiting claim gets it.
     s.kernel.0.clear();
     let now = s.now();
-    let effects = s.ctl.tick(now, &s.kernel);
+    let effects = s.ctl.tick(now, &s.kernel, &[VNI]);
     s.controller_effects(effects);
     assert_eq!(s.holder(mac(1)), Some((vtep(0), 0)));
 }
@@ -606,7 +609,85 @@ fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
     let err = ctl
         .redeem(&join, join_addr, addrs.tunnel, &[VNI], at(1))
         .unwrap_err();
-    assert!(err.contains("already used"), "{err}");
+    assert!(err.contains("has no uses left"), "{err}");
+}
+
+/// Two clients of a class joining at once share the token's key and join
+/// address; one may lose the controller's answer. Its member never opens a
+/// session: after the grace period it is removed and the seat goes back
+/// (the one-time key is a peer again); a member that came is settled.
+#[test]
+fn a_class_member_that_never_comes_gives_its_seat_back() {
+    let (mut ctl, addrs) = controller_with_limit(10);
+    let request = InviteRequest {
+        name: "class",
+        vnis: &[VNI],
+        ttl_secs: 3600,
+        uses: Some(2),
+    };
+    let (token, _) = ctl
+        .client_add(&request, &addrs, at(0), &mut StdRng::seed_from_u64(9))
+        .unwrap();
+    let join_addr = crate::control::token::Token::parse(&token)
+        .unwrap()
+        .invite
+        .tunnel_addr;
+    let one_time = ctl.registry().invites["class"].public_key;
+    let mut names = Vec::new();
+    for k in 1..=2u8 {
+        let join = crate::control::wire::Join {
+            token: token.clone(),
+            public_key: [k; 32],
+        };
+        let (r, _) = ctl
+            .redeem(&join, join_addr, addrs.tunnel, &[VNI], at(1))
+            .unwrap();
+        names.push((r.name, r.welcome.tunnel_addr));
+    }
+    let keys = |ctl: &ControllerCore, t: u64| -> Vec<_> {
+        ctl.desired_peers(25, t)
+            .iter()
+            .map(|p| p.public_key)
+            .collect()
+    };
+    assert!(!keys(&ctl, 1).contains(&one_time), "spent");
+    // The first comes (opens its session), the second never does.
+    let (came, ip) = &names[0];
+    let hello = Hello {
+        node: came.clone(),
+        version: "t".into(),
+        vtep: *ip,
+        vnis: vec![VNI],
+    };
+    ctl.open_session(came, *ip, &hello, 1, &[VNI]).unwrap();
+    let effects = ctl.tick(at(2), &NoCloud, &[VNI]);
+    assert!(effects.contains(&Effect::Persist), "{effects:?}");
+    assert!(
+        ctl.registry().members[came].pending_class.is_none(),
+        "settled"
+    );
+    let grace = CLASS_JOIN_GRACE_SECS;
+    assert!(!ctl
+        .tick(at(grace), &NoCloud, &[VNI])
+        .contains(&Effect::SyncPeers));
+    let lost = &names[1].0;
+    assert!(
+        ctl.registry().members.contains_key(lost),
+        "within the grace"
+    );
+    let effects = ctl.tick(at(grace + 1), &NoCloud, &[VNI]);
+    assert!(effects.contains(&Effect::SyncPeers), "{effects:?}");
+    assert!(!ctl.registry().members.contains_key(lost), "removed");
+    assert!(
+        ctl.registry().members.contains_key(came),
+        "the one that came stays"
+    );
+    assert_eq!(ctl.registry().invites["class"].uses_left, Some(1));
+    assert!(keys(&ctl, grace + 1).contains(&one_time), "a peer again");
+    // Much later, the member that came is still there, connected or not.
+    ctl.close_session(came, 1);
+    ctl.tick(at(grace * 10), &NoCloud, &[VNI]);
+    assert!(ctl.registry().members.contains_key(came));
 }
 
 #[test]
@@ -655,7 +736,7 @@ fn tombstones_waiting_claims_and_grants_expire() {
     s.grant(VNI, mac(2), 1);
     assert_eq!(s.ctl.registry().grants.len(), 1);
     let later = at(s.now + TOMBSTONE_KEEP.as_secs() + 3600 + 10);
-    let effects = s.ctl.tick(later, &s.kernel);
+    let effects = s.ctl.tick(later, &s.kernel, &[VNI]);
     assert!(effects.contains(&Effect::Persist), "{effects:?}");
     assert!(s.ctl.book().tombstone(VNI, mac(1)).is_none());
     assert!(s.ctl.registry().grants.is_empty());
@@ -686,9 +767,9 @@ fn an_expired_invites_key_leaves_wireguard() {
     let mut ctl = ControllerCore::new(me, registry, Policy::default());
     assert_eq!(ctl.desired_peers(25, at(59).unix).len(), 1);
     assert!(ctl.desired_peers(25, at(60).unix).is_empty());
-    assert!(ctl.tick(at(30), &NoCloud).is_empty());
-    assert_eq!(ctl.tick(at(61), &NoCloud), [Effect::SyncPeers]);
-    assert!(ctl.tick(at(62), &NoCloud).is_empty(), "once");
+    assert!(ctl.tick(at(30), &NoCloud, &[VNI]).is_empty());
+    assert_eq!(ctl.tick(at(61), &NoCloud, &[VNI]), [Effect::SyncPeers]);
+    assert!(ctl.tick(at(62), &NoCloud, &[VNI]).is_empty(), "once");
 }
 
 /// A controller with `limit` members per VNI and no members yet, and the
@@ -779,6 +860,7 @@ fn joined_members_count_and_expired_invites_free_their_place() {
             vnis: vec![VNI],
             joined_at: 0,
             endpoint: None,
+            pending_class: None,
         },
     );
     let me = Identity {
@@ -1011,7 +1093,7 @@ fn run(s: &mut Sim, op: &Op, owner: &mut Owners, removed: &mut BTreeSet<usize>) 
         Op::Tick { secs } => {
             s.now += secs;
             let now = s.now();
-            let effects = s.ctl.tick(now, &s.kernel);
+            let effects = s.ctl.tick(now, &s.kernel, &[VNI]);
             s.controller_effects(effects);
         }
         _ => {}

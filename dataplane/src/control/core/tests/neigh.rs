@@ -97,7 +97,7 @@ fn another_members_address_is_refused_and_a_free_one_taken() {
     s.member_bindings(0, &[]);
     s.now += TOMBSTONE_KEEP.as_secs() + 1;
     let now = s.now();
-    let effects = s.ctl.tick(now, &s.kernel);
+    let effects = s.ctl.tick(now, &s.kernel, &[VNI]);
     s.controller_effects(effects);
     assert_eq!(s.owner(5), None, "purged with its MAC");
     assert_eq!(s.owner_seen_by(2, 5), None);

@@ -115,6 +115,8 @@ impl Node {
     }
 
     /// Exclusive access to the maps (held briefly: no I/O under the lock).
+    /// Lock order: the control plane takes its own state first and these
+    /// under it, so never ask the control plane while holding them.
     pub fn maps(&self) -> MutexGuard<'_, Maps> {
         lock(&self.maps)
     }
@@ -255,6 +257,14 @@ impl Node {
 
 impl ApiHandler for Node {
     fn status(&self) -> Result<NodeStatus, String> {
+        // Before the maps' lock: the control plane takes its own lock first
+        // and the maps' under it (its view of the cloud), so holding the
+        // maps while asking it would deadlock against its upkeep.
+        let member = self
+            .control
+            .get()
+            .and_then(|c| c.member_status())
+            .map(Box::new);
         let facts = self.facts();
         let maps = self.maps();
         let entries = maps.fdb();
@@ -283,11 +293,7 @@ impl ApiHandler for Node {
             drops: maps.drops(),
             relay: facts.relay,
             relayed: maps.relay_counts(),
-            member: self
-                .control
-                .get()
-                .and_then(|c| c.member_status())
-                .map(Box::new),
+            member,
             suppression: maps.suppression(),
         })
     }

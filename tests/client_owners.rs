@@ -17,30 +17,12 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::control::wg_ifname;
+use support::control::{reach, wg_ifname};
 use support::node::{sample, scrape, vlnet_binary};
 use vlnet::lab::cluster::{Cluster, Place};
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{vm_ip, VNI};
 use vlnet_dataplane::control::token::Token;
-
-/// Pings from node `from`'s VM to node `to`'s until one answer comes back,
-/// within `limit`.
-fn reach(c: &Cluster, from: usize, to: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let r = probe::ping(
-            c.nodes[from].vm.ns(),
-            vm_ip(to),
-            1,
-            Duration::from_millis(200),
-        );
-        if r.is_ok_and(|r| r.received == 1) {
-            return true;
-        }
-    }
-    false
-}
 
 /// The controller's `client list --json` row named `name`.
 fn client(c: &Cluster, name: &str) -> Option<serde_json::Value> {

@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::control::raw_frames;
+use support::control::{raw_frames, reach};
 use support::node::{sample, scrape, vlnet_binary};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -22,24 +22,6 @@ use vlnet::lab::scenario::vm_ip;
 use vlnet_dataplane::config::DEFAULT_CONTROL_PORT;
 use vlnet_dataplane::control::wire::{self, Hello, MacAdvert, Message};
 use vlnet_dataplane::mac::MacAddr;
-
-/// Pings from node `from`'s VM to node `to`'s until one answer comes back
-/// (the first packets wait for ARP and WireGuard handshakes), within `limit`.
-fn reach(c: &Cluster, from: usize, to: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let r = probe::ping(
-            c.nodes[from].vm.ns(),
-            vm_ip(to),
-            1,
-            Duration::from_millis(200),
-        );
-        if r.is_ok_and(|r| r.received == 1) {
-            return true;
-        }
-    }
-    false
-}
 
 /// The value of the sample `name` (with its labels) on node `n`'s
 /// `/metrics`; 0 when absent.

@@ -25,6 +25,7 @@
 
 mod support;
 
+use support::control::reach;
 use support::frames;
 use support::node::vlnet_binary;
 use support::packet_socket::PacketSocket;
@@ -47,25 +48,11 @@ const CONTROLLER_TUNNEL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const MARKER: &[u8] = b"vlt-forged-by-a-host-with-no-key";
 /// Forged packets of each kind.
 const COPIES: u64 = 5;
+/// How long a VM is given to reach another (see `support::control::reach`).
+const REACH: Duration = Duration::from_secs(15);
+
 /// How long the VMs' links are watched for forged frames.
 const WATCH: Duration = Duration::from_secs(3);
-
-/// Pings from node `from`'s VM to node `to`'s until one answer comes back.
-fn reach(c: &Cluster, from: usize, to: usize) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        let r = probe::ping(
-            c.nodes[from].vm.ns(),
-            vm_ip(to),
-            1,
-            Duration::from_millis(200),
-        );
-        if r.is_ok_and(|r| r.received == 1) {
-            return true;
-        }
-    }
-    false
-}
 
 fn drops(daemon: &Daemon, reason: &str) -> u64 {
     let status = daemon.status_json().unwrap();
@@ -223,7 +210,7 @@ fn cluster(tag: &str, datapath: Datapath) -> Cluster {
     c.wait_connected().unwrap();
     for from in 0..3 {
         for to in (0..3).filter(|t| *t != from) {
-            assert!(reach(&c, from, to), "{from} -> {to} unreachable");
+            assert!(reach(&c, from, to, REACH), "{from} -> {to} unreachable");
         }
     }
     let kernel = &c.kernels[0];
@@ -298,7 +285,10 @@ fn forged_tunnel_addresses_on_the_underlay_are_dropped(tag: &str, datapath: Data
     }
     // The real traffic goes on: members, the kernel peer.
     for (from, to) in [(1, 0), (2, 1), (0, 2)] {
-        assert!(reach(&c, from, to), "{from} -> {to} after the forgeries");
+        assert!(
+            reach(&c, from, to, REACH),
+            "{from} -> {to} after the forgeries"
+        );
     }
     let kernel = &c.kernels[0];
     let r = probe::ping(kernel.vm.ns(), vm_ip(0), 3, Duration::from_millis(50)).unwrap();
@@ -368,8 +358,8 @@ fn a_member_cannot_send_from_a_mac_it_does_not_hold() {
             "node {n}: a route moved"
         );
     }
-    assert!(reach(&c, 2, 0), "VM 2 -> VM 0 afterwards");
-    assert!(reach(&c, 0, 2), "VM 0 -> VM 2 afterwards");
+    assert!(reach(&c, 2, 0, REACH), "VM 2 -> VM 0 afterwards");
+    assert!(reach(&c, 0, 2, REACH), "VM 0 -> VM 2 afterwards");
 }
 
 /// The port every node opens to members, and one it does not.
@@ -398,7 +388,7 @@ fn members_reach_only_open_ports_through_the_tunnel() {
     c.wait_connected().unwrap();
     // VM traffic first: the WireGuard sessions between the nodes are up.
     for (from, to) in [(1, 0), (1, 2)] {
-        assert!(reach(&c, from, to), "{from} -> {to} unreachable");
+        assert!(reach(&c, from, to, REACH), "{from} -> {to} unreachable");
     }
     let member2 = c.tunnel_addr(2).unwrap();
     // Services on the controller's and member 2's hosts, on every address:
@@ -446,8 +436,8 @@ fn members_reach_only_open_ports_through_the_tunnel() {
     // Echo to the tunnel addresses and VM traffic between members pass.
     let r = probe::ping(from, member2, 3, Duration::from_millis(50)).unwrap();
     assert_eq!(r.received, 3, "ping member 2's tunnel address: {r:?}");
-    assert!(reach(&c, 1, 2), "member 1's VM -> member 2's");
-    assert!(reach(&c, 2, 1), "member 2's VM -> member 1's");
-    assert!(reach(&c, 2, 0), "member 2's VM -> the controller's");
+    assert!(reach(&c, 1, 2, REACH), "member 1's VM -> member 2's");
+    assert!(reach(&c, 2, 1, REACH), "member 2's VM -> member 1's");
+    assert!(reach(&c, 2, 0, REACH), "member 2's VM -> the controller's");
     drop(listeners);
 }

@@ -4,9 +4,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vlnet::lab::cluster::Cluster;
+use vlnet::lab::probe;
+use vlnet::lab::scenario::vm_ip;
 use vlnet_dataplane::config::DEFAULT_CONTROL_PORT;
 use vlnet_dataplane::control::wire::{self, Hello, Message};
 
@@ -100,4 +102,22 @@ pub fn raw_frames(c: &Cluster, n: usize, frames: Vec<Vec<u8>>) -> Vec<u8> {
             answer
         })
         .unwrap()
+}
+
+/// Pings from node `from`'s VM to node `to`'s until one answer comes back,
+/// within `limit`.
+pub fn reach(c: &Cluster, from: usize, to: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let r = probe::ping(
+            c.nodes[from].vm.ns(),
+            vm_ip(to),
+            1,
+            Duration::from_millis(200),
+        );
+        if r.is_ok_and(|r| r.received == 1) {
+            return true;
+        }
+    }
+    false
 }

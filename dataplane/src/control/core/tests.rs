@@ -552,18 +552,27 @@ fn a_member_without_a_session_cannot_ask_to_leave() {
     assert!(m.leave().is_none(), "the controller would not hear it");
 }
 
-#[test]
-fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
-    let (mut ctl, addrs) = controller_with_limit(4);
+/// A class invite `class` on [`VNI`] for `uses` joins, valid an hour from
+/// `at(0)`: its token and the effects.
+fn class_invite(
+    ctl: &mut ControllerCore,
+    addrs: &ControllerAddrs,
+    uses: u32,
+) -> (String, Vec<Effect>) {
     let request = InviteRequest {
         name: "class",
         vnis: &[VNI],
         ttl_secs: 3600,
-        uses: Some(3),
+        uses: Some(uses),
     };
-    let (token, effects) = ctl
-        .client_add(&request, &addrs, at(0), &mut StdRng::seed_from_u64(9))
-        .unwrap();
+    ctl.client_add(&request, addrs, at(0), &mut StdRng::seed_from_u64(9))
+        .unwrap()
+}
+
+#[test]
+fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
+    let (mut ctl, addrs) = controller_with_limit(4);
+    let (token, effects) = class_invite(&mut ctl, &addrs, 3);
     assert_eq!(effects, [Effect::Persist, Effect::SyncPeers]);
     assert_eq!(ctl.members_on(VNI, at(0).unix, None), 3, "three seats");
     invite(&mut ctl, &addrs, "x", &[VNI], 60, at(0)).unwrap();
@@ -619,15 +628,7 @@ fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
 #[test]
 fn a_class_member_that_never_comes_gives_its_seat_back() {
     let (mut ctl, addrs) = controller_with_limit(10);
-    let request = InviteRequest {
-        name: "class",
-        vnis: &[VNI],
-        ttl_secs: 3600,
-        uses: Some(2),
-    };
-    let (token, _) = ctl
-        .client_add(&request, &addrs, at(0), &mut StdRng::seed_from_u64(9))
-        .unwrap();
+    let (token, _) = class_invite(&mut ctl, &addrs, 2);
     let join_addr = crate::control::token::Token::parse(&token)
         .unwrap()
         .invite

@@ -13,14 +13,13 @@
 
 mod support;
 
-use support::node::{scrape, vlnet_binary};
+use support::node::{scrape, tcx_programs, vlnet_binary};
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aya::programs::{tc::TcAttachType, SchedClassifier};
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{vm_ip, Scenario, ScenarioOptions, Vtep};
 use vlnet::lab::{Datapath, Launch, NetNs};
@@ -377,17 +376,6 @@ fn teardown_removes_everything_vlnet_created() {
         tcx_programs(&ns, "ul0").is_empty(),
         "decap still attached after teardown"
     );
-}
-
-/// Names of the programs attached at tcx ingress of `ifname` in `ns`.
-fn tcx_programs(ns: &NetNs, ifname: &str) -> Vec<String> {
-    let (_, programs) = ns
-        .within(|| SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).unwrap())
-        .unwrap();
-    programs
-        .iter()
-        .map(|p| p.name_as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 fn daemon_with_config(text: &str) -> (bool, String) {

@@ -22,24 +22,12 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aya::programs::{tc::TcAttachType, SchedClassifier};
-use support::node::vlnet_binary;
+use support::node::{tcx_programs, vlnet_binary};
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{vm_ip, Scenario, Vtep};
 use vlnet::lab::{Datapath, NetNs, TempDir};
 use vlnet_dataplane::bpf::{self, Programs};
 use vlnet_dataplane::model::LinkAction;
-
-/// Names of the programs attached at tcx ingress of `ifname` in `ns`.
-fn tcx_programs(ns: &NetNs, ifname: &str) -> Vec<String> {
-    let (_, programs) = ns
-        .within(|| SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).unwrap())
-        .unwrap();
-    programs
-        .iter()
-        .map(|p| p.name_as_str().unwrap_or_default().to_string())
-        .collect()
-}
 
 /// One echo request, answered within 300 ms (an ARP that failed is not
 /// retried that soon: a path that was not there when it left fails).

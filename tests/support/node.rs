@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use aya::programs::{tc::TcAttachType, SchedClassifier};
 use vlnet::lab::NetNs;
 
 use super::http;
@@ -28,4 +29,15 @@ pub fn sample(metrics: &str, name: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Names of the programs attached at tcx ingress of `ifname` in `ns`.
+pub fn tcx_programs(ns: &NetNs, ifname: &str) -> Vec<String> {
+    let (_, programs) = ns
+        .within(|| SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).unwrap())
+        .unwrap();
+    programs
+        .iter()
+        .map(|p| p.name_as_str().unwrap_or_default().to_string())
+        .collect()
 }

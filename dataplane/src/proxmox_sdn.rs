@@ -53,6 +53,17 @@ pub enum SdnError {
     Zone(String),
 }
 
+impl SdnError {
+    /// A [`SdnError::Syntax`] at `line` of `path`.
+    fn syntax(path: &Path, line: usize, reason: String) -> Self {
+        Self::Syntax {
+            path: path.to_owned(),
+            line,
+            reason,
+        }
+    }
+}
+
 /// `:LINE`, or nothing for line 0.
 fn at_line(line: usize) -> String {
     if line == 0 {
@@ -77,11 +88,7 @@ pub struct Section {
 
 /// Parses section config `text` read from `path` (for messages).
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Section>, SdnError> {
-    let err = |line: usize, reason: String| SdnError::Syntax {
-        path: path.to_owned(),
-        line,
-        reason,
-    };
+    let err = |line: usize, reason: String| SdnError::syntax(path, line, reason);
     let mut sections: Vec<Section> = Vec::new();
     let mut open = false;
     for (i, raw) in text.lines().enumerate() {
@@ -176,11 +183,7 @@ pub fn zone(
             }
         },
     };
-    let bad = |line: usize, reason: String| SdnError::Syntax {
-        path: paths.0.to_owned(),
-        line,
-        reason,
-    };
+    let bad = |line: usize, reason: String| SdnError::syntax(paths.0, line, reason);
     let (peer_text, peer_line) = section
         .keys
         .get("peers")
@@ -216,11 +219,7 @@ pub fn zone(
         if v.keys.get("zone").map(|z| z.0.as_str()) != Some(section.id.as_str()) {
             continue;
         }
-        let vbad = |line: usize, reason: String| SdnError::Syntax {
-            path: paths.1.to_owned(),
-            line,
-            reason,
-        };
+        let vbad = |line: usize, reason: String| SdnError::syntax(paths.1, line, reason);
         let (tag, line) = v
             .keys
             .get("tag")
@@ -262,11 +261,7 @@ pub fn running_sections(
     path: &Path,
 ) -> Result<Vec<Section>, SdnError> {
     use serde_json::Value;
-    let bad = |reason: String| SdnError::Syntax {
-        path: path.to_owned(),
-        line: 0,
-        reason,
-    };
+    let bad = |reason: String| SdnError::syntax(path, 0, reason);
     let ids = match json.get(kind).and_then(|k| k.get("ids")) {
         None => return Ok(Vec::new()),
         Some(Value::Object(ids)) => ids,
@@ -320,12 +315,8 @@ pub fn read_zone(
     let running = dir.join(RUNNING_CONFIG);
     if running.exists() {
         let text = read_text(&running)?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| SdnError::Syntax {
-                path: running.clone(),
-                line: e.line(),
-                reason: format!("not JSON ({e})"),
-            })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| SdnError::syntax(&running, e.line(), format!("not JSON ({e})")))?;
         let zones = running_sections(&json, "zones", &running)?;
         let vnets = running_sections(&json, "vnets", &running)?;
         return zone(&zones, &vnets, zone_id, me, (&running, &running));

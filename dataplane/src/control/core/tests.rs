@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::controller::{
-    ControllerCore, Identity, InviteError, Policy, CLASS_JOIN_GRACE_SECS, TOMBSTONE_KEEP,
+    ControllerCore, Identity, InviteError, Policy, Redeemed, CLASS_JOIN_GRACE_SECS, TOMBSTONE_KEEP,
 };
 use super::member::MemberCore;
 use super::{CloudView, Effect, NoCloud, Now, RejectReason};
@@ -569,6 +569,29 @@ fn class_invite(
         .unwrap()
 }
 
+/// The join address a class `token` carries.
+fn join_addr(token: &str) -> Ipv4Addr {
+    crate::control::token::Token::parse(token)
+        .unwrap()
+        .invite
+        .tunnel_addr
+}
+
+/// A client with key `[key; 32]` joins with class `token` at `at(1)`.
+fn class_join(
+    ctl: &mut ControllerCore,
+    addrs: &ControllerAddrs,
+    token: &str,
+    key: u8,
+) -> Result<Redeemed, String> {
+    let join = crate::control::wire::Join {
+        token: token.to_owned(),
+        public_key: [key; 32],
+    };
+    ctl.redeem(&join, join_addr(token), addrs.tunnel, &[VNI], at(1))
+        .map(|(r, _)| r)
+}
+
 #[test]
 fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
     let (mut ctl, addrs) = controller_with_limit(4);
@@ -583,19 +606,10 @@ fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
         ),
         "no fifth seat"
     );
-    let join_addr = crate::control::token::Token::parse(&token)
-        .unwrap()
-        .invite
-        .tunnel_addr;
+    let join_addr = join_addr(&token);
     let one_time = ctl.registry().invites["class"].public_key;
     for k in 1..=3u8 {
-        let join = crate::control::wire::Join {
-            token: token.clone(),
-            public_key: [k; 32],
-        };
-        let (r, _) = ctl
-            .redeem(&join, join_addr, addrs.tunnel, &[VNI], at(1))
-            .unwrap();
+        let r = class_join(&mut ctl, &addrs, &token, k).unwrap();
         assert_eq!(r.name, format!("class-{k}"));
         assert_eq!(r.welcome.name.as_deref(), Some(r.name.as_str()));
         assert_ne!(r.welcome.tunnel_addr, join_addr, "an address of its own");
@@ -611,13 +625,7 @@ fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
             "seats taken, not added"
         );
     }
-    let join = crate::control::wire::Join {
-        token,
-        public_key: [9; 32],
-    };
-    let err = ctl
-        .redeem(&join, join_addr, addrs.tunnel, &[VNI], at(1))
-        .unwrap_err();
+    let err = class_join(&mut ctl, &addrs, &token, 9).unwrap_err();
     assert!(err.contains("has no uses left"), "{err}");
 }
 
@@ -629,20 +637,10 @@ fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
 fn a_class_member_that_never_comes_gives_its_seat_back() {
     let (mut ctl, addrs) = controller_with_limit(10);
     let (token, _) = class_invite(&mut ctl, &addrs, 2);
-    let join_addr = crate::control::token::Token::parse(&token)
-        .unwrap()
-        .invite
-        .tunnel_addr;
     let one_time = ctl.registry().invites["class"].public_key;
     let mut names = Vec::new();
     for k in 1..=2u8 {
-        let join = crate::control::wire::Join {
-            token: token.clone(),
-            public_key: [k; 32],
-        };
-        let (r, _) = ctl
-            .redeem(&join, join_addr, addrs.tunnel, &[VNI], at(1))
-            .unwrap();
+        let r = class_join(&mut ctl, &addrs, &token, k).unwrap();
         names.push((r.name, r.welcome.tunnel_addr));
     }
     let keys = |ctl: &ControllerCore, t: u64| -> Vec<_> {

@@ -14,6 +14,7 @@
 mod support;
 
 use support::node::{scrape, tcx_programs, vlnet_binary};
+use support::pings::Background;
 
 use std::io::Write;
 use std::path::Path;
@@ -47,14 +48,13 @@ fn kill9_and_restart_lose_nothing(datapath: Datapath, launch: Launch) {
     let rx_before = before[0]["rx_packets"].as_u64().unwrap();
 
     let pinger = s.sites[1].vm.ns().clone();
-    let pings =
-        std::thread::spawn(move || probe::ping(&pinger, vm_ip(0), 300, Duration::from_millis(10)));
+    let pings = Background::start(&pinger, vm_ip(0), 300, Duration::from_millis(10));
     std::thread::sleep(Duration::from_millis(700));
     let daemon = s.sites[0].daemon.as_mut().unwrap();
     daemon.kill9();
     std::thread::sleep(Duration::from_millis(800));
     daemon.restart().unwrap();
-    let report = pings.join().unwrap().unwrap();
+    let report = pings.finish();
     assert_eq!(
         report.received, report.sent,
         "pings lost across kill -9 and restart: {report:?}"

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::node::{tcx_programs, vlnet_binary};
+use support::pings::Background;
 use vlnet::lab::probe;
 use vlnet::lab::scenario::{vm_ip, Scenario, Vtep};
 use vlnet::lab::{Datapath, NetNs, TempDir};
@@ -108,8 +109,7 @@ fn reload_applies_the_difference_without_losing_a_ping() {
     let host = s.sites[0].host.ns().clone();
     let pinger = s.sites[0].vm.ns().clone();
     assert!(answers_at_once(&pinger, vm_ip(1)));
-    let pings =
-        thread::spawn(move || probe::ping(&pinger, vm_ip(1), 500, Duration::from_millis(10)));
+    let pings = Background::start(&pinger, vm_ip(1), 500, Duration::from_millis(10));
     thread::sleep(Duration::from_millis(300));
 
     let daemon = s.sites[0].daemon.as_mut().unwrap();
@@ -182,7 +182,7 @@ fn reload_applies_the_difference_without_losing_a_ping() {
     let peers = daemon.ctl(&["peers", "--json"]).unwrap();
     assert!(peers.contains("198.18.0.9"), "running config kept: {peers}");
 
-    let report = pings.join().unwrap().unwrap();
+    let report = pings.finish();
     eprintln!(
         "reload: {} of {} pings lost on the untouched VNI; adding a VNI and a peer took {took_ms} ms",
         report.sent - report.received,
@@ -258,9 +258,7 @@ fn a_proxmox_zone_change_is_served_without_losing_a_ping() {
         "{out}"
     );
 
-    let to_first = pinger.clone();
-    let pings =
-        thread::spawn(move || probe::ping(&to_first, vm_ip(1), 600, Duration::from_millis(10)));
+    let pings = Background::start(&pinger, vm_ip(1), 600, Duration::from_millis(10));
     thread::sleep(Duration::from_millis(300));
     assert!(
         !answers_at_once(&pinger, vm_ip(2)),
@@ -301,7 +299,7 @@ fn a_proxmox_zone_change_is_served_without_losing_a_ping() {
     assert!(peers.contains("198.18.0.3"), "running config kept: {peers}");
     assert!(answers_at_once(&pinger, vm_ip(2)));
 
-    let report = pings.join().unwrap().unwrap();
+    let report = pings.finish();
     eprintln!(
         "proxmox zone: a new peer served {} ms after Apply; {} of {} pings lost on the untouched path",
         picked_up.as_millis(),
@@ -376,8 +374,7 @@ fn an_upgrade_swaps_the_programs_in_place_without_losing_a_ping() {
     let rx_before = peers(s.sites[0].daemon.as_ref().unwrap())[0]["rx_packets"]
         .as_u64()
         .unwrap();
-    let pings =
-        thread::spawn(move || probe::ping(&pinger, vm_ip(0), 400, Duration::from_millis(10)));
+    let pings = Background::start(&pinger, vm_ip(0), 400, Duration::from_millis(10));
     thread::sleep(Duration::from_millis(500));
 
     let host = s.sites[0].host.ns().clone();
@@ -415,7 +412,7 @@ fn an_upgrade_swaps_the_programs_in_place_without_losing_a_ping() {
     assert_eq!(actions, ["upgraded", "upgraded"], "{status}");
     assert_eq!(status["adopted"], true);
 
-    let report = pings.join().unwrap().unwrap();
+    let report = pings.finish();
     eprintln!(
         "upgrade: {} of {} pings lost across two program swaps; loading and switching took {swap:?}",
         report.sent - report.received,

@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod leftovers;
 pub mod node;
 pub mod packet_socket;
+pub mod pings;
 pub mod prometheus;
 pub mod proxmox;
 pub mod thread_netns;

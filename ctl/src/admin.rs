@@ -55,7 +55,7 @@ fn load(path: &Path) -> Result<Config> {
 fn ask(args: &CtlArgs, req: &Request) -> Result<Response> {
     let socket = socket_of(args)?;
     match api::request(&socket, req)? {
-        Response::Error { message } => bail!("the daemon refused: {message}"),
+        Response::Error { message, .. } => bail!("the daemon refused: {message}"),
         other => Ok(other),
     }
 }

@@ -27,6 +27,7 @@ use crate::flows::{FlowQuery, FlowRecord};
 use crate::mac::MacAddr;
 use crate::model::{FdbRecord, NodeStatus, PeerStatus, ReloadReport};
 use crate::moves::MoveRecord;
+use crate::node::NodeError;
 
 /// Longest request line the daemon accepts, newline excluded.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -158,22 +159,60 @@ pub enum Response {
     Advice(Vec<Advice>),
     /// The request was carried out (e.g. shutdown).
     Ok,
-    /// The request was malformed or failed.
+    /// The request was malformed, refused or failed.
     Error {
+        /// What kind of failure, for programs (absent from older daemons).
+        #[serde(default)]
+        kind: ErrorKind,
         /// What went wrong, for a human.
         message: String,
     },
+}
+
+/// What kind of failure a [`Response::Error`] reports: stable names, for
+/// scripts to tell a retry worth trying from a request to fix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request (or the config file it reads) is wrong: fix it.
+    Invalid,
+    /// It names something that does not exist.
+    NotFound,
+    /// It clashes with the state (a name taken, a VNI full, already joined).
+    Conflict,
+    /// The change could not be written to disk, so it was not made.
+    PersistFailed,
+    /// This node cannot do it now or in its role (no control plane, still
+    /// starting, no session with the controller): retry later or elsewhere.
+    Unavailable,
+    /// Another party (the controller) refused it.
+    Refused,
+    /// The system failed while carrying it out (or the kind is unknown).
+    #[default]
+    Failed,
+}
+
+impl Response {
+    /// The answer to a request that failed with `error`: its kind and its
+    /// message, mapped here once for every request.
+    #[must_use]
+    pub fn error(error: &NodeError) -> Self {
+        Self::Error {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
 }
 
 /// What the daemon provides to the API. Calls run on a blocking thread, so
 /// they may do syscalls (map reads).
 pub trait ApiHandler: Send + Sync + 'static {
     /// Node-wide state.
-    fn status(&self) -> Result<NodeStatus, String>;
+    fn status(&self) -> Result<NodeStatus, NodeError>;
     /// Remote VTEPs and their counters.
-    fn peers(&self) -> Result<Vec<PeerStatus>, String>;
+    fn peers(&self) -> Result<Vec<PeerStatus>, NodeError>;
     /// FDB entries, of `vni` or of all VNIs.
-    fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, String>;
+    fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, NodeError>;
     /// Begin an orderly shutdown; the API answers `Ok` after this returns.
     fn shutdown(&self);
     /// Opens an invite, for a class of `uses` clients when given
@@ -184,61 +223,58 @@ pub trait ApiHandler: Send + Sync + 'static {
         vnis: &[u32],
         ttl_secs: u64,
         uses: Option<u32>,
-    ) -> Result<String, String> {
+    ) -> Result<String, NodeError> {
         let _ = (name, vnis, ttl_secs, uses);
-        Err(NO_CONTROL_PLANE.to_owned())
+        Err(NodeError::NoControlPlane)
     }
     /// Members and invites (controller only).
-    fn client_list(&self) -> Result<Vec<ClientRecord>, String> {
-        Err(NO_CONTROL_PLANE.to_owned())
+    fn client_list(&self) -> Result<Vec<ClientRecord>, NodeError> {
+        Err(NodeError::NoControlPlane)
     }
     /// Revokes a member or invite (controller only).
-    fn client_remove(&self, name: &str) -> Result<(), String> {
+    fn client_remove(&self, name: &str) -> Result<(), NodeError> {
         let _ = name;
-        Err(NO_CONTROL_PLANE.to_owned())
+        Err(NodeError::NoControlPlane)
     }
     /// Announces and advertises a VM that moved here.
-    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), String> {
+    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), NodeError> {
         let _ = (mac, vni, bridge);
-        Err(NO_CONTROL_PLANE.to_owned())
+        Err(NodeError::NoControlPlane)
     }
     /// Controller: lets member `to` take `mac` on `vni` once.
-    fn vm_move(&self, mac: MacAddr, vni: u32, to: &str, ttl_secs: u64) -> Result<(), String> {
+    fn vm_move(&self, mac: MacAddr, vni: u32, to: &str, ttl_secs: u64) -> Result<(), NodeError> {
         let _ = (mac, vni, to, ttl_secs);
-        Err(NO_CONTROL_PLANE.to_owned())
+        Err(NodeError::NoControlPlane)
     }
     /// Inner flows tracked in the kernel, as `query` selects them.
-    fn flows(&self, query: FlowQuery) -> Result<Vec<FlowRecord>, String> {
+    fn flows(&self, query: FlowQuery) -> Result<Vec<FlowRecord>, NodeError> {
         let _ = query;
         Ok(Vec::new())
     }
     /// Placement advice for the local VMs with tunnel traffic.
-    fn advise(&self, thresholds: Thresholds) -> Result<Vec<Advice>, String> {
+    fn advise(&self, thresholds: Thresholds) -> Result<Vec<Advice>, NodeError> {
         let _ = thresholds;
         Ok(Vec::new())
     }
     /// MAC moves seen by the data plane.
-    fn moves(&self) -> Result<Vec<MoveRecord>, String> {
+    fn moves(&self) -> Result<Vec<MoveRecord>, NodeError> {
         Ok(Vec::new())
     }
     /// Redeems an invite token (member only). May block for seconds.
-    fn join(&self, token: &str) -> Result<JoinReport, String> {
+    fn join(&self, token: &str) -> Result<JoinReport, NodeError> {
         let _ = token;
-        Err(NO_CONTROL_PLANE.to_owned())
+        Err(NodeError::NoControlPlane)
     }
     /// Leaves the cluster (member only). May block for seconds.
-    fn leave(&self, force: bool) -> Result<LeaveReport, String> {
+    fn leave(&self, force: bool) -> Result<LeaveReport, NodeError> {
         let _ = force;
-        Err(NO_CONTROL_PLANE.to_owned())
+        Err(NodeError::NoControlPlane)
     }
     /// Read the config file again and apply the difference.
-    fn reload(&self) -> Result<ReloadReport, String> {
-        Err("this node cannot reload".to_owned())
+    fn reload(&self) -> Result<ReloadReport, NodeError> {
+        Err(NodeError::CannotReload)
     }
 }
-
-/// What a handler without a control plane answers.
-const NO_CONTROL_PLANE: &str = "this node has no control plane";
 
 /// Why the API could not be served or asked.
 #[derive(Debug, thiserror::Error)]
@@ -461,6 +497,7 @@ async fn handle_connection(
         }
         if line.len() > MAX_REQUEST_LINE {
             let refusal = Response::Error {
+                kind: ErrorKind::Invalid,
                 message: format!(
                     "request line longer than {MAX_REQUEST_LINE} bytes; closing the connection"
                 ),
@@ -471,6 +508,7 @@ async fn handle_connection(
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(request) => dispatch(Arc::clone(&handler), request).await,
             Err(e) => Response::Error {
+                kind: ErrorKind::Invalid,
                 message: format!(
                     "malformed request: {e}; send one JSON object per line, \
                      e.g. {{\"cmd\":\"status\"}}"
@@ -527,22 +565,23 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
             .map(|()| Response::Ok),
     })
     .await;
-    match answer {
-        Ok(Ok(response)) => response,
-        Ok(Err(message)) => Response::Error { message },
-        Err(e) => Response::Error {
-            message: format!("the request handler failed: {e}"),
-        },
+    match answer.map_err(NodeError::from).and_then(|a| a) {
+        Ok(response) => response,
+        Err(e) => Response::error(&e),
     }
 }
 
 /// The advice thresholds a request asks for (defaults where absent),
 /// refusing values that make no sense.
-fn thresholds(min_gain_ms: Option<f64>, fraction: Option<f64>) -> Result<Thresholds, String> {
+fn thresholds(min_gain_ms: Option<f64>, fraction: Option<f64>) -> Result<Thresholds, NodeError> {
     let mut th = Thresholds::default();
     if let Some(ms) = min_gain_ms {
         if !(ms.is_finite() && ms >= 0.0) {
-            return Err(format!("min_gain_ms must be a number >= 0, not {ms}"));
+            return Err(NodeError::BadThreshold {
+                name: "min_gain_ms",
+                range: "a number >= 0",
+                value: ms,
+            });
         }
         #[allow(clippy::cast_sign_loss, reason = "checked non-negative above")]
         let ns = (ms * 1e6) as u64;
@@ -550,7 +589,11 @@ fn thresholds(min_gain_ms: Option<f64>, fraction: Option<f64>) -> Result<Thresho
     }
     if let Some(f) = fraction {
         if !(0.0..=1.0).contains(&f) {
-            return Err(format!("min_gain_fraction must be within 0..=1, not {f}"));
+            return Err(NodeError::BadThreshold {
+                name: "min_gain_fraction",
+                range: "within 0..=1",
+                value: f,
+            });
         }
         th.min_gain_fraction = f;
     }
@@ -723,15 +766,15 @@ mod tests {
     }
 
     impl ApiHandler for Fake {
-        fn status(&self) -> Result<NodeStatus, String> {
+        fn status(&self) -> Result<NodeStatus, NodeError> {
             Ok(status())
         }
-        fn peers(&self) -> Result<Vec<PeerStatus>, String> {
+        fn peers(&self) -> Result<Vec<PeerStatus>, NodeError> {
             Ok(peers())
         }
-        fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, String> {
+        fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, NodeError> {
             if vni == Some(999) {
-                return Err("VNI 999 is not configured".into());
+                return Err(NodeError::VniNotServed(999));
             }
             Ok(fdb()
                 .into_iter()
@@ -777,7 +820,8 @@ mod tests {
         assert_eq!(
             ask(&socket, Request::Fdb { vni: Some(999) }).await.unwrap(),
             Response::Error {
-                message: "VNI 999 is not configured".into()
+                kind: ErrorKind::NotFound,
+                message: "VNI 999 is not served by this node".into()
             }
         );
         assert!(!fake.shut_down.load(Ordering::SeqCst));
@@ -847,8 +891,9 @@ mod tests {
             (b"\n", "malformed request"),
         ] {
             match next(garbage).await {
-                Response::Error { message } => {
+                Response::Error { kind, message } => {
                     assert!(message.contains(expect), "{message}");
+                    assert_eq!(kind, ErrorKind::Invalid, "{message}");
                 }
                 other => panic!("expected an error, got {other:?}"),
             }
@@ -884,7 +929,7 @@ mod tests {
             .unwrap();
         let first = answer.lines().next().unwrap();
         match serde_json::from_str(first).unwrap() {
-            Response::Error { message } => assert!(message.contains("longer than"), "{message}"),
+            Response::Error { message, .. } => assert!(message.contains("longer than"), "{message}"),
             other => panic!("expected an error, got {other:?}"),
         }
         server.abort();
@@ -977,10 +1022,54 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&Response::Error {
+                kind: ErrorKind::NotFound,
                 message: "no".into()
             })
             .unwrap(),
-            r#"{"type":"error","data":{"message":"no"}}"#
+            r#"{"type":"error","data":{"kind":"not_found","message":"no"}}"#
         );
+        // An older daemon's error has no kind.
+        assert_eq!(
+            serde_json::from_str::<Response>(r#"{"type":"error","data":{"message":"no"}}"#)
+                .unwrap(),
+            Response::Error {
+                kind: ErrorKind::Failed,
+                message: "no".into()
+            }
+        );
+        let names: Vec<String> = [
+            ErrorKind::Invalid,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::PersistFailed,
+            ErrorKind::Unavailable,
+            ErrorKind::Refused,
+            ErrorKind::Failed,
+        ]
+        .iter()
+        .map(|k| serde_json::to_string(k).unwrap())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                r#""invalid""#,
+                r#""not_found""#,
+                r#""conflict""#,
+                r#""persist_failed""#,
+                r#""unavailable""#,
+                r#""refused""#,
+                r#""failed""#
+            ]
+        );
+    }
+
+    #[test]
+    fn advice_thresholds_out_of_range_are_invalid() {
+        assert!(thresholds(Some(1.5), Some(0.5)).is_ok());
+        for (ms, fraction) in [(Some(-1.0), None), (Some(f64::NAN), None), (None, Some(1.5))] {
+            let err = thresholds(ms, fraction).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+            assert!(matches!(err, NodeError::BadThreshold { .. }), "{err}");
+        }
     }
 }

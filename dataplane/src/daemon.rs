@@ -40,8 +40,7 @@ use vlnet_ebpf::abi::VLNET_ENCAP_LEN;
 
 use crate::api::{self, ApiError};
 use crate::bpf::BpfError;
-use crate::control::plane::ControlError;
-use crate::control::{ControlPlane, DataplaneHooks, Dynamic};
+use crate::control::{ControlError, ControlPlane, DataplaneHooks, Dynamic};
 use crate::locals;
 use crate::lock::{LockError, NodeLock};
 use crate::maps::MapsError;
@@ -55,6 +54,7 @@ use crate::peer_rtt;
 
 pub use converge::{attach_tunnel_rx, Bridges, Dataplane};
 pub use nexthops::{NEXTHOP_REFRESH, NEXTHOP_RETRY};
+pub use reload::ReloadError;
 pub use teardown::{teardown, TeardownReport};
 
 use crate::config::Config;

@@ -25,6 +25,7 @@ use crate::conn_limit::{self, ConnLimit, Limits};
 use crate::flows::{rtt_bucket_bounds, RttHistogram};
 use crate::model::{FdbKind, NodeStatus, PeerStatus, RelayCount, Suppression};
 use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
+use crate::node::NodeError;
 use crate::peer_rtt::PeerRtt;
 
 /// Path the metrics are served on; every other path is 404.
@@ -37,11 +38,11 @@ pub const CONTENT_TYPE_TEXT: &str = prometheus::TEXT_FORMAT;
 /// call's metrics out rather than exporting made-up zeros.
 pub trait MetricsSource {
     /// Node identity and drop counters.
-    fn status(&self) -> Result<NodeStatus, String>;
+    fn status(&self) -> Result<NodeStatus, NodeError>;
     /// Per `(vni, peer)` traffic counters.
-    fn peers(&self) -> Result<Vec<PeerStatus>, String>;
+    fn peers(&self) -> Result<Vec<PeerStatus>, NodeError>;
     /// Number of FDB entries per `(vni, kind)`.
-    fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String>;
+    fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, NodeError>;
     /// MAC moves seen by the data plane: (remote, local).
     fn moves(&self) -> Option<(u64, u64)> {
         None
@@ -1026,9 +1027,9 @@ mod tests {
             ])
         }
 
-        fn status(&self) -> Result<NodeStatus, String> {
+        fn status(&self) -> Result<NodeStatus, NodeError> {
             if self.fail {
-                return Err("maps unreadable".into());
+                return Err(NodeError::Starting);
             }
             Ok(NodeStatus {
                 node: "pve1".into(),
@@ -1072,7 +1073,7 @@ mod tests {
             })
         }
 
-        fn peers(&self) -> Result<Vec<PeerStatus>, String> {
+        fn peers(&self) -> Result<Vec<PeerStatus>, NodeError> {
             Ok(vec![
                 PeerStatus {
                     vni: 100,
@@ -1097,7 +1098,7 @@ mod tests {
             ])
         }
 
-        fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String> {
+        fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, NodeError> {
             Ok(vec![(100, FdbKind::Learned, 3), (100, FdbKind::Static, 1)])
         }
 

@@ -1,5 +1,10 @@
 //! The running node as the admin API and `/metrics` see it: fixed facts
-//! decided at start-up plus live reads of the kernel maps.
+//! decided at start-up plus live reads of the kernel maps. Its requests
+//! fail with a [`NodeError`] (`node/error.rs`).
+
+mod error;
+
+pub use error::NodeError;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -13,6 +18,7 @@ use crate::api::ApiHandler;
 use crate::control::macbook::FdbChange;
 use crate::control::neighbook::{MacKey, NeighSet};
 use crate::control::{ClientRecord, ControlPlane, DataplaneHooks, JoinReport, LeaveReport};
+use crate::daemon::ReloadError;
 use crate::fdb::{self, monotonic_ns};
 use crate::flows::{FlowQuery, FlowRecord, RttHistogram};
 use crate::mac::MacAddr;
@@ -67,7 +73,7 @@ pub struct Node {
 }
 
 /// Where a reload's outcome goes (the convergence task answers).
-pub type ReloadReply = oneshot::Sender<Result<ReloadReport, String>>;
+pub type ReloadReply = oneshot::Sender<Result<ReloadReport, ReloadError>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -100,18 +106,14 @@ impl Node {
 
     /// Asks the convergence task to read the config again and apply it;
     /// its answer.
-    pub async fn reload(&self) -> Result<ReloadReport, String> {
-        let sender = self
-            .reloads
-            .get()
-            .ok_or("the daemon is still starting; try again")?;
+    pub async fn reload(&self) -> Result<ReloadReport, NodeError> {
+        let sender = self.reloads.get().ok_or(NodeError::Starting)?;
         let (reply, answer) = oneshot::channel();
-        sender
-            .try_send(reply)
-            .map_err(|_| "a reload is already under way; try again".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the daemon is stopping".to_owned())?
+        sender.try_send(reply).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NodeError::ReloadBusy,
+            mpsc::error::TrySendError::Closed(_) => NodeError::Stopping,
+        })?;
+        Ok(answer.await.map_err(|_| NodeError::Stopping)??)
     }
 
     /// Exclusive access to the maps (held briefly: no I/O under the lock).
@@ -237,10 +239,8 @@ impl Node {
         let _ = self.control.set(control);
     }
 
-    fn control(&self) -> Result<&Arc<ControlPlane>, String> {
-        self.control
-            .get()
-            .ok_or_else(|| "this node has no [wireguard] section: no control plane".to_owned())
+    fn control(&self) -> Result<&Arc<ControlPlane>, NodeError> {
+        self.control.get().ok_or(NodeError::NoControlPlane)
     }
 
     /// Resolves when a shutdown was requested through the API.
@@ -256,7 +256,7 @@ impl Node {
 }
 
 impl ApiHandler for Node {
-    fn status(&self) -> Result<NodeStatus, String> {
+    fn status(&self) -> Result<NodeStatus, NodeError> {
         // Before the maps' lock: the control plane takes its own lock first
         // and the maps' under it (its view of the cloud), so holding the
         // maps while asking it would deadlock against its upkeep.
@@ -298,7 +298,7 @@ impl ApiHandler for Node {
         })
     }
 
-    fn peers(&self) -> Result<Vec<PeerStatus>, String> {
+    fn peers(&self) -> Result<Vec<PeerStatus>, NodeError> {
         let mut peers = self.maps().peers();
         let rtt = lock(&self.peer_rtt);
         for p in &mut peers {
@@ -307,11 +307,11 @@ impl ApiHandler for Node {
         Ok(peers)
     }
 
-    fn flows(&self, query: FlowQuery) -> Result<Vec<FlowRecord>, String> {
+    fn flows(&self, query: FlowQuery) -> Result<Vec<FlowRecord>, NodeError> {
         Ok(query.select(self.flow_records()))
     }
 
-    fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, String> {
+    fn fdb(&self, vni: Option<u32>) -> Result<Vec<FdbRecord>, NodeError> {
         Ok(fdb::records(&self.maps().fdb(), vni, monotonic_ns()))
     }
 
@@ -325,19 +325,19 @@ impl ApiHandler for Node {
         vnis: &[u32],
         ttl_secs: u64,
         uses: Option<u32>,
-    ) -> Result<String, String> {
-        self.control()?.client_add(name, vnis, ttl_secs, uses)
+    ) -> Result<String, NodeError> {
+        Ok(self.control()?.client_add(name, vnis, ttl_secs, uses)?)
     }
 
-    fn client_list(&self) -> Result<Vec<ClientRecord>, String> {
-        self.control()?.client_list()
+    fn client_list(&self) -> Result<Vec<ClientRecord>, NodeError> {
+        Ok(self.control()?.client_list()?)
     }
 
-    fn client_remove(&self, name: &str) -> Result<(), String> {
-        self.control()?.client_remove(name)
+    fn client_remove(&self, name: &str) -> Result<(), NodeError> {
+        Ok(self.control()?.client_remove(name)?)
     }
 
-    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), String> {
+    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), NodeError> {
         let facts = self.facts();
         let found = facts
             .vnis
@@ -346,13 +346,16 @@ impl ApiHandler for Node {
         let Some(&(vni, ref bridge, _, _)) = found.filter(|_| vni.is_some() || bridge.is_some())
         else {
             return Err(match (vni, bridge) {
-                (Some(n), _) => format!("VNI {n} is not served by this node"),
-                (None, Some(b)) => format!("bridge {b} is not a bridge vlnet serves"),
-                (None, None) => "name the VM's VNI or bridge".to_owned(),
+                (Some(n), _) => NodeError::VniNotServed(n),
+                (None, Some(b)) => NodeError::BridgeNotServed(b.to_owned()),
+                (None, None) => NodeError::NoVmPlace,
             });
         };
-        crate::announce::announce(bridge, mac)
-            .map_err(|e| format!("sending the announce on bridge {bridge} of VNI {vni}: {e}"))?;
+        crate::announce::announce(bridge, mac).map_err(|source| NodeError::Announce {
+            bridge: bridge.clone(),
+            vni,
+            source,
+        })?;
         if let Some(control) = self.control.get() {
             control.claim_local(vni, mac);
         }
@@ -360,16 +363,16 @@ impl ApiHandler for Node {
         Ok(())
     }
 
-    fn vm_move(&self, mac: MacAddr, vni: u32, to: &str, ttl_secs: u64) -> Result<(), String> {
-        self.control()?.grant_move(vni, mac, to, ttl_secs)
+    fn vm_move(&self, mac: MacAddr, vni: u32, to: &str, ttl_secs: u64) -> Result<(), NodeError> {
+        Ok(self.control()?.grant_move(vni, mac, to, ttl_secs)?)
     }
 
-    fn moves(&self) -> Result<Vec<MoveRecord>, String> {
+    fn moves(&self) -> Result<Vec<MoveRecord>, NodeError> {
         Ok(lock(&self.moves).records())
     }
 
-    fn advise(&self, thresholds: Thresholds) -> Result<Vec<Advice>, String> {
-        let nl = Netlink::connect().map_err(|e| e.to_string())?;
+    fn advise(&self, thresholds: Thresholds) -> Result<Vec<Advice>, NodeError> {
+        let nl = Netlink::connect()?;
         let now = tokio::runtime::Handle::current().block_on(self.traffic_snapshot(&nl));
         let vms = lock(&self.traffic).vm_traffic(&now);
         let names: BTreeMap<Ipv4Addr, String> = self
@@ -387,17 +390,17 @@ impl ApiHandler for Node {
             .collect())
     }
 
-    fn join(&self, token: &str) -> Result<JoinReport, String> {
+    fn join(&self, token: &str) -> Result<JoinReport, NodeError> {
         let control = Arc::clone(self.control()?);
-        tokio::runtime::Handle::current().block_on(control.join(token))
+        Ok(tokio::runtime::Handle::current().block_on(control.join(token))?)
     }
 
-    fn leave(&self, force: bool) -> Result<LeaveReport, String> {
+    fn leave(&self, force: bool) -> Result<LeaveReport, NodeError> {
         let control = Arc::clone(self.control()?);
-        tokio::runtime::Handle::current().block_on(control.leave(force))
+        Ok(tokio::runtime::Handle::current().block_on(control.leave(force))?)
     }
 
-    fn reload(&self) -> Result<ReloadReport, String> {
+    fn reload(&self) -> Result<ReloadReport, NodeError> {
         tokio::runtime::Handle::current().block_on(Node::reload(self))
     }
 }
@@ -543,15 +546,15 @@ impl MetricsSource for Node {
         })
     }
 
-    fn status(&self) -> Result<NodeStatus, String> {
+    fn status(&self) -> Result<NodeStatus, NodeError> {
         ApiHandler::status(self)
     }
 
-    fn peers(&self) -> Result<Vec<PeerStatus>, String> {
+    fn peers(&self) -> Result<Vec<PeerStatus>, NodeError> {
         ApiHandler::peers(self)
     }
 
-    fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, String> {
+    fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, NodeError> {
         let mut counts: std::collections::BTreeMap<(u32, FdbKind), u64> =
             std::collections::BTreeMap::default();
         for (key, entry) in self.maps().fdb() {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::core::{RejectReason, Rejection};
+use super::error::ControlError;
 use super::plane::{unix_now, ClientRecord, ControlPlane, Inner, SessionHandle, SESSION_QUEUE};
 use super::registry::{ControllerAddrs, InviteRequest, Registry};
 use super::session::{self, Receiver, Sender, SessionError, DEAD_AFTER, KEEPALIVE};
@@ -91,23 +92,16 @@ impl Drop for ConnectionSlot {
 }
 
 impl ControlPlane {
-    fn not_controller() -> String {
-        "this node is not a controller (its config has no [wireguard] role = \"controller\")"
-            .to_owned()
-    }
-
     /// `vlnet ctl client add`: opens an invite (for a class of `uses`
-    /// clients when given) and returns its token.
+    /// clients when given) and returns its token, once saved.
     pub fn client_add(
         &self,
         name: &str,
         vnis: &[u32],
         ttl_secs: u64,
         uses: Option<u32>,
-    ) -> Result<String, String> {
-        let Some(tunnel) = self.wg.address else {
-            return Err("wireguard.address is not set".to_owned());
-        };
+    ) -> Result<String, ControlError> {
+        let tunnel = self.wg.address.ok_or(ControlError::NoTunnelAddress)?;
         let addrs = ControllerAddrs {
             endpoint: self.endpoint,
             tunnel,
@@ -120,61 +114,46 @@ impl ControlPlane {
             uses,
         };
         let now = self.now();
-        let token = self
-            .with_controller(
-                |c, _| match c.client_add(&request, &addrs, now, &mut rand::rng()) {
-                    Ok((token, effects)) => (Ok(token), effects),
-                    Err(e) => (Err(e.to_string()), Vec::new()),
-                },
-            )
-            .ok_or_else(Self::not_controller)?
-            .map_err(|e| format!("the invite was not saved: {e}"))??;
+        let token = self.change_controller("the invite", |c, _| {
+            c.client_add(&request, &addrs, now, &mut rand::rng())
+        })?;
         info!(client = name, ?vnis, ttl_secs, ?uses, "invite issued");
         Ok(token)
     }
 
-    /// `vlnet ctl client remove`: revokes the key, withdraws the MACs.
-    pub fn client_remove(&self, name: &str) -> Result<(), String> {
+    /// `vlnet ctl client remove`: revokes the key, withdraws the MACs — once
+    /// the removal is saved; a removal that cannot be saved changes nothing.
+    pub fn client_remove(&self, name: &str) -> Result<(), ControlError> {
         let now = self.now();
         let served = self.served();
-        self.with_controller(
-            |c, cloud| match c.client_remove(name, &served, now, cloud) {
-                Ok(effects) => (Ok(()), effects),
-                Err(e) => (Err(e.to_string()), Vec::new()),
-            },
-        )
-        .ok_or_else(Self::not_controller)?
-        .map_err(|e| {
-            format!("the removal was not saved (the key stays revoked until restart): {e}")
-        })??;
+        self.change_controller("the removal", |c, cloud| {
+            c.client_remove(name, &served, now, cloud)
+                .map(|effects| ((), effects))
+        })?;
         info!(client = name, "member removed; key revoked");
         Ok(())
     }
 
     /// `vlnet ctl vm move MAC --vni N --to MEMBER`: lets the member take the
-    /// MAC once within `ttl_secs` (a live migration to it).
+    /// MAC once within `ttl_secs` (a live migration to it), once saved.
     pub fn grant_move(
         &self,
         vni: u32,
         mac: MacAddr,
         to: &str,
         ttl_secs: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         let now = self.now();
-        self.with_controller(
-            |c, cloud| match c.grant_move(vni, mac, to, ttl_secs, now, cloud) {
-                Ok(effects) => (Ok(()), effects),
-                Err(e) => (Err(e.to_string()), Vec::new()),
-            },
-        )
-        .ok_or_else(Self::not_controller)?
-        .map_err(|e| format!("the grant was not saved: {e}"))??;
+        self.change_controller("the grant", |c, cloud| {
+            c.grant_move(vni, mac, to, ttl_secs, now, cloud)
+                .map(|effects| ((), effects))
+        })?;
         info!(vni, %mac, member = to, ttl_secs, "MAC move granted");
         Ok(())
     }
 
     /// `vlnet ctl client list`.
-    pub fn client_list(&self) -> Result<Vec<ClientRecord>, String> {
+    pub fn client_list(&self) -> Result<Vec<ClientRecord>, ControlError> {
         let status = self
             .tunnel()
             .as_ref()
@@ -183,7 +162,7 @@ impl ControlPlane {
         let now = unix_now();
         let inner = self.inner();
         let Inner::Controller(c) = &*inner else {
-            return Err(Self::not_controller());
+            return Err(ControlError::NotController);
         };
         let routes = c.book().routes(None);
         let members = c.registry().members.iter().map(|(name, m)| {
@@ -372,15 +351,12 @@ impl ControlPlane {
         let Some(pool) = self.wg.address else {
             return;
         };
-        let redeemed = self
-            .with_controller(|c, _| match c.redeem(join, ip, pool, &served, now) {
-                Ok((r, effects)) => (Ok(r), effects),
-                Err(e) => (Err(e), Vec::new()),
-            })
-            .unwrap_or_else(|| Ok(Err(Self::not_controller())));
-        let redeemed = match redeemed {
-            Ok(Ok(r)) => r,
-            Ok(Err(message)) => {
+        let redeemed = match self.change_controller("the join", |c, _| {
+            c.redeem(join, ip, pool, &served, now)
+        }) {
+            Ok(r) => r,
+            Err(ControlError::Redeem(e)) => {
+                let message = e.to_string();
                 self.rejected(&Rejection {
                     member: ip.to_string(),
                     reason: RejectReason::BadToken,

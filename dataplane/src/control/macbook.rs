@@ -93,7 +93,7 @@ pub struct LocalDelta {
 }
 
 /// A node's MAC locations.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MacBook {
     me: NodeId,
     my_vtep: Ipv4Addr,

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::controller::send_timed;
 use super::core::member::MemberCore;
+use super::error::ControlError;
 use super::membership::{membership_path, ControllerInfo, Membership};
 use super::plane::{unix_now, ControlPlane, Inner, SessionHandle, SESSION_QUEUE};
 use super::session::{self, Receiver, Sender, SessionError, DEAD_AFTER, KEEPALIVE};
@@ -74,36 +75,33 @@ impl ControlPlane {
     /// `vlnet ctl join TOKEN`: brings WireGuard up with the token's one-time
     /// key, redeems the token with a key pair made here, and starts serving
     /// the granted VNIs.
-    pub async fn join(self: &Arc<Self>, text: &str) -> Result<JoinReport, String> {
+    pub async fn join(self: &Arc<Self>, text: &str) -> Result<JoinReport, ControlError> {
         if self.wg.role != Role::Member {
-            return Err("this node is a controller; run `vlnet ctl join` on the client".to_owned());
+            return Err(ControlError::IsController(
+                "run `vlnet ctl join` on the client",
+            ));
         }
         if let Inner::Member(Some(m)) = &*self.inner() {
             let ms = m.joined();
-            return Err(format!(
-                "already joined as {:?} to controller {:?}; `vlnet ctl teardown` first to leave",
-                ms.name, ms.controller.name
-            ));
+            return Err(ControlError::AlreadyJoined {
+                name: ms.name.clone(),
+                controller: ms.controller.name.clone(),
+            });
         }
-        let token = Token::parse(text).map_err(|e| e.to_string())?;
+        let token = Token::parse(text)?;
         let invite = &token.invite;
         if unix_now() >= invite.expires_at {
             return Err(TokenError::Expired {
                 at: invite.expires_at,
             }
-            .to_string());
+            .into());
         }
         let keys = KeyPair::generate();
         let result = self.redeem(text, &token, &keys).await;
         let welcome = match result {
             Ok(w) => w,
             Err(e) => {
-                // So that a retry starts afresh.
-                let tunnel = self.tunnel().take();
-                if let Some(t) = tunnel {
-                    let _ = t.stop();
-                }
-                self.notify();
+                self.drop_join_tunnel();
                 return Err(e);
             }
         };
@@ -131,9 +129,14 @@ impl ControlPlane {
             routes: Vec::new(),
         };
         let path = membership_path(&self.state_dir, &self.node);
-        membership
-            .save(&path)
-            .map_err(|e| format!("saving {}: {e}", path.display()))?;
+        if let Err(source) = membership.save(&path) {
+            self.drop_join_tunnel();
+            return Err(ControlError::NotSaved {
+                what: "joining",
+                path,
+                source,
+            });
+        }
         if let Inner::Member(m) = &mut *self.inner() {
             *m = Some(Box::new(MemberCore::new(membership)));
         }
@@ -150,16 +153,30 @@ impl ControlPlane {
         })
     }
 
+    /// Takes down the tunnel of a join that failed, so that a retry starts
+    /// afresh.
+    fn drop_join_tunnel(&self) {
+        let tunnel = self.tunnel().take();
+        if let Some(t) = tunnel {
+            let _ = t.stop();
+        }
+        self.notify();
+    }
+
     /// Tunnel up with the one-time key, Join, Welcome, then our own key.
-    async fn redeem(&self, text: &str, token: &Token, keys: &KeyPair) -> Result<Welcome, String> {
+    async fn redeem(
+        &self,
+        text: &str,
+        token: &Token,
+        keys: &KeyPair,
+    ) -> Result<Welcome, ControlError> {
         let invite = &token.invite;
         self.bring_up_tunnel(
             invite.private_key.0,
             invite.tunnel_addr,
             invite.tunnel_prefix,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let controller = DesiredPeer {
             public_key: invite.controller_public_key,
             endpoint: Some(invite.controller),
@@ -168,7 +185,7 @@ impl ControlPlane {
         };
         if let Some(t) = &mut *self.tunnel() {
             t.sync_peers(std::slice::from_ref(&controller))
-                .map_err(|e| e.to_string())?;
+                ?;
         }
         let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
         let stream = loop {
@@ -182,13 +199,12 @@ impl ControlPlane {
             .await
             {
                 Ok(s) => break s,
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(format!(
-                        "the controller did not answer through WireGuard within {JOIN_TIMEOUT:?} \
-                         ({e}): the token was already used or revoked (the controller no longer \
-                         accepts its one-time key), or its endpoint {} is unreachable",
-                        invite.controller
-                    ));
+                Err(source) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ControlError::JoinUnanswered {
+                        timeout: JOIN_TIMEOUT,
+                        endpoint: invite.controller,
+                        source,
+                    });
                 }
                 Err(_) => tokio::time::sleep(RETRY).await,
             }
@@ -198,30 +214,27 @@ impl ControlPlane {
             token: text.to_owned(),
             public_key: keys.public,
         };
-        tx.send(&Message::Join(join))
-            .await
-            .map_err(|e| e.to_string())?;
+        tx.send(&Message::Join(join)).await?;
         let answer = rx.recv(Duration::from_secs(10)).await;
         tx.close().await;
         let welcome = match answer {
             Ok(Message::Welcome(w)) => w,
-            Ok(Message::Error(e)) => return Err(format!("the controller refused: {}", e.message)),
-            Ok(other) => return Err(format!("unexpected answer {}", other.kind().name())),
-            Err(e) => return Err(e.to_string()),
+            Ok(Message::Error(e)) => return Err(ControlError::JoinRefused(e.message)),
+            Ok(other) => return Err(ControlError::JoinUnexpected(other.kind().name())),
+            Err(e) => return Err(e.into()),
         };
         if welcome.tunnel_addr == invite.tunnel_addr {
             if let Some(t) = &*self.tunnel() {
-                t.set_private_key(keys.private).map_err(|e| e.to_string())?;
+                t.set_private_key(keys.private)?;
             }
         } else {
             // A class invite: the token's address was only for the join.
             let tunnel = self.tunnel().take();
             if let Some(t) = tunnel {
-                t.stop().map_err(|e| e.to_string())?;
+                t.stop()?;
             }
             self.bring_up_tunnel(keys.private, welcome.tunnel_addr, invite.tunnel_prefix)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         }
         Ok(welcome)
     }
@@ -232,13 +245,15 @@ impl ControlPlane {
     /// down, the cluster's FDB entries and the granted VNIs gone; the VNIs
     /// of the config file keep being served. `force` forgets without asking
     /// (the controller keeps the member until `client remove` there).
-    pub async fn leave(&self, force: bool) -> Result<LeaveReport, String> {
+    pub async fn leave(&self, force: bool) -> Result<LeaveReport, ControlError> {
         if self.wg.role != Role::Member {
-            return Err("this node is a controller; members leave, controllers stay".to_owned());
+            return Err(ControlError::IsController(
+                "members leave, controllers stay",
+            ));
         }
         let (ctl, name) = match &*self.inner() {
             Inner::Member(Some(m)) => (m.joined().controller.clone(), m.joined().name.clone()),
-            _ => return Err("this node has not joined a controller".to_owned()),
+            _ => return Err(ControlError::NotJoined),
         };
         let told = !force;
         if told {
@@ -247,27 +262,42 @@ impl ControlPlane {
                 None => (false, Vec::new()),
             });
             if !matches!(asked, Some(Ok(true))) {
-                return Err(format!(
-                    "no control session with controller {:?} now, so it cannot be told; \
-                     `vlnet ctl leave --force` leaves here only (then run `vlnet ctl client \
-                     remove {name}` on the controller)",
-                    ctl.name
-                ));
+                return Err(ControlError::NoSession {
+                    controller: ctl.name,
+                    name,
+                });
             }
             if !self.wait_disconnected(LEAVE_WAIT).await {
-                return Err(format!(
-                    "controller {:?} did not confirm within {LEAVE_WAIT:?}; still a member \
-                     (try again, or `vlnet ctl leave --force`)",
-                    ctl.name
-                ));
+                return Err(ControlError::LeaveUnconfirmed {
+                    controller: ctl.name,
+                    waited: LEAVE_WAIT,
+                });
             }
         }
-        let forget = match &mut *self.inner() {
-            Inner::Member(m) => m.take().map(|m| m.forget()).unwrap_or_default(),
-            Inner::Controller(_) => Vec::new(),
+        // The membership file goes first, under the state's lock (so that
+        // no session saves it again in between): a member that cannot
+        // forget its membership on disk keeps it here too, or it would come
+        // back on the next start.
+        let forget = {
+            let mut inner = self.inner();
+            let path = membership_path(&self.state_dir, &self.node);
+            match std::fs::remove_file(&path) {
+                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(ControlError::NotSaved {
+                        what: "leaving",
+                        path,
+                        source,
+                    });
+                }
+                _ => {}
+            }
+            match &mut *inner {
+                Inner::Member(m) => m.take().map(|m| m.forget()).unwrap_or_default(),
+                Inner::Controller(_) => Vec::new(),
+            }
         };
         self.end_epoch();
-        self.execute(forget).map_err(|e| e.to_string())?;
+        self.execute(forget)?;
         // Ends a session still up (--force): its task sees the queue close.
         self.sessions
             .lock()
@@ -278,13 +308,6 @@ impl ControlPlane {
             if let Err(e) = t.stop() {
                 warn!(error = %e, "cannot stop the WireGuard device");
             }
-        }
-        let path = membership_path(&self.state_dir, &self.node);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("removing {}: {e}", path.display()));
-            }
-            _ => {}
         }
         self.notify();
         info!(%name, controller = %ctl.name, told, "left the cluster");

@@ -17,9 +17,11 @@
 //!
 //! Then the running parts: [`tunnel`] (the WireGuard interface),
 //! [`session`] (framed TCP inside it), [`plane`] (the control plane as the
-//! daemon holds it) with its controller, member and local-MAC tasks.
+//! daemon holds it) with its controller, member and local-MAC tasks, and
+//! [`ControlError`], the one error its operations answer with.
 mod controller;
 pub mod core;
+mod error;
 mod locals;
 pub mod macbook;
 mod member;
@@ -33,5 +35,6 @@ pub mod token;
 pub mod tunnel;
 pub mod wire;
 
+pub use error::ControlError;
 pub use member::{JoinReport, LeaveReport};
 pub use plane::{ClientRecord, ControlPlane, DataplaneHooks, Dynamic, MemberStatus, MemberTraffic};

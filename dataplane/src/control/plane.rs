@@ -19,10 +19,11 @@ use tracing::warn;
 use super::core::controller::{ControllerCore, Identity, Policy};
 use super::core::member::MemberCore;
 use super::core::{CloudView, Effect, Now, RejectReason, Rejection};
+use super::error::ControlError;
 use super::macbook::FdbChange;
 use super::membership::{membership_path, Membership};
 use super::neighbook::{MacKey, NeighSet};
-use super::registry::{registry_path, Registry};
+use super::registry::{registry_path, Registry, RegistryError};
 use super::tunnel::{
     log_file, pid_file, DesiredPeer, Tunnel, TunnelError, TunnelSpec, WG_OVERHEAD,
 };
@@ -235,25 +236,6 @@ impl std::fmt::Debug for ControlPlane {
             .field("role", &self.wg.role)
             .finish_non_exhaustive()
     }
-}
-
-/// Why the control plane could not start or carry out a change.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// The registry could not be read or written.
-    #[error(transparent)]
-    Registry(#[from] super::registry::RegistryError),
-    /// The membership file could not be read or written.
-    #[error("membership {}: {source}", path.display())]
-    Membership {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The tunnel could not be brought up.
-    #[error(transparent)]
-    Tunnel(#[from] TunnelError),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -477,6 +459,48 @@ impl ControlPlane {
             f(c, &cloud)
         };
         Some(self.execute(effects).map(|()| value))
+    }
+
+    /// An operator's change (`client add/remove`, `vm move`, a join): runs
+    /// `f` on a copy of the controller's core and, when it asks for the
+    /// registry to be saved, saves the copy's first. Only once saved does the
+    /// copy replace the core and are the other effects carried out; a failed
+    /// save (or a refusal from `f`) changes nothing, and `what` names the
+    /// change in the error.
+    pub(super) fn change_controller<T, E>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut ControllerCore, &dyn CloudView) -> Result<(T, Vec<Effect>), E>,
+    ) -> Result<T, ControlError>
+    where
+        ControlError: From<E>,
+    {
+        let (value, effects) = {
+            let mut inner = self.inner();
+            let Inner::Controller(core) = &mut *inner else {
+                return Err(ControlError::NotController);
+            };
+            let mut draft = core.clone();
+            let (value, effects) = f(&mut draft, &self.cloud())?;
+            if effects.contains(&Effect::Persist) {
+                let path = registry_path(&self.state_dir, &self.node);
+                match draft.registry().save(&path) {
+                    Ok(()) => {}
+                    Err(RegistryError::Io { path, source }) => {
+                        return Err(ControlError::NotSaved { what, path, source });
+                    }
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            *core = draft;
+            (value, effects)
+        };
+        let rest = effects
+            .into_iter()
+            .filter(|e| *e != Effect::Persist)
+            .collect();
+        self.execute(rest)?;
+        Ok(value)
     }
 
     /// Runs `f` on a joined member's core and carries out its effects;

@@ -176,6 +176,12 @@ pub enum RegistryError {
         /// The pool.
         pool: Ipv4Network,
     },
+    /// No member or invite has that name.
+    #[error("no member or invite named {name:?} (see `vlnet ctl client list`)")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+    },
     /// A VNI list or TTL is out of range.
     #[error("{0}")]
     Invalid(String),

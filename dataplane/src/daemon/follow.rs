@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::converge::{converge, Bridges, Dataplane};
 use super::links::Expected;
-use super::reload;
+use super::reload::{self, ReloadError};
 use crate::config::Config;
 use crate::control::{ControlPlane, Dynamic};
 use crate::model::ReloadReport;
@@ -149,26 +149,23 @@ async fn converge_now(
 /// nothing changed, a config the daemon would not start with or one that
 /// changes what needs a restart. If applying fails half way, the previous
 /// config is applied again.
-async fn apply_reload(f: &mut Follow) -> Result<ReloadReport, String> {
+async fn apply_reload(f: &mut Follow) -> Result<ReloadReport, ReloadError> {
     let began = Instant::now();
-    let new = Config::load(&f.config_path).map_err(|e| e.to_string())?;
+    let new = Config::load(&f.config_path)?;
     let restart = reload::needs_restart(&f.cfg, &new);
     if !restart.is_empty() {
-        return Err(format!(
-            "{} changed; a running daemon cannot apply that: restart it \
-             (systemctl restart vlnet); nothing was changed",
-            restart.join(", ")
-        ));
+        return Err(ReloadError::NeedsRestart(restart));
     }
     let changes = reload::changes(&f.cfg, &new);
     if let Err(e) = converge_now(f, &new, Bridges::Create).await {
         let old = f.cfg.clone();
         let back = converge_now(f, &old, Bridges::Create).await;
         return Err(match back {
-            Ok(()) => format!("applying the new config failed ({e}); the previous one is back"),
-            Err(again) => {
-                format!("applying the new config failed ({e}), and so did going back ({again})")
-            }
+            Ok(()) => ReloadError::RolledBack(Box::new(e)),
+            Err(again) => ReloadError::Failed {
+                new: Box::new(e),
+                back: Box::new(again),
+            },
         });
     }
     for vni in reload::removed_vnis(&f.cfg, &new) {

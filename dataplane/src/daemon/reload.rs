@@ -10,7 +10,46 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Config, VniConfig, WireguardConfig};
+use super::DaemonError;
+use crate::api::ErrorKind;
+use crate::config::{Config, ConfigError, VniConfig, WireguardConfig};
+
+/// Why a reload changed nothing (or went back to the previous config).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config does not read or would not start a daemon.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new config changes what needs a restart.
+    #[error(
+        "{} changed; a running daemon cannot apply that: restart it (systemctl restart vlnet); \
+         nothing was changed",
+        .0.join(", ")
+    )]
+    NeedsRestart(Vec<&'static str>),
+    /// Applying the new config failed; the previous one was applied again.
+    #[error("applying the new config failed ({0}); the previous one is back")]
+    RolledBack(#[source] Box<DaemonError>),
+    /// Applying the new config failed, and so did applying the previous one.
+    #[error("applying the new config failed ({new}), and so did going back ({back})")]
+    Failed {
+        /// Why the new config could not be applied.
+        new: Box<DaemonError>,
+        /// Why the previous one could not be applied again.
+        back: Box<DaemonError>,
+    },
+}
+
+impl ReloadError {
+    /// The kind the admin API answers with.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config(_) | Self::NeedsRestart(_) => ErrorKind::Invalid,
+            Self::RolledBack(_) | Self::Failed { .. } => ErrorKind::Failed,
+        }
+    }
+}
 
 /// Keys whose change needs a restart, as the config file names them.
 #[must_use]

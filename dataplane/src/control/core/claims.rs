@@ -30,7 +30,7 @@ pub struct Claim {
 }
 
 /// Every waiting claim, oldest first per MAC.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Claims {
     by_mac: BTreeMap<MacKey, Vec<Claim>>,
     /// Waiting claims per `(member, vni)`.

@@ -118,6 +118,22 @@ pub enum InviteError {
     Registry(#[from] RegistryError),
 }
 
+/// Why a join was refused (the message goes back on the join connection).
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    /// The token came from another address than the one it reserves.
+    #[error("invite token is for tunnel address {token}, not {from}")]
+    WrongAddress {
+        /// The token's address.
+        token: Ipv4Addr,
+        /// Where the join came from.
+        from: Ipv4Addr,
+    },
+    /// The registry refused it (bad, expired, reused or revoked token).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
 /// How the controller itself appears to members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -170,8 +186,9 @@ pub struct Redeemed {
     pub welcome: Welcome,
 }
 
-/// The controller's state and decisions.
-#[derive(Debug)]
+/// The controller's state and decisions (`Clone`: an operator's change is
+/// decided on a copy, which replaces the state once saved).
+#[derive(Debug, Clone)]
 pub struct ControllerCore {
     me: Identity,
     registry: Registry,
@@ -298,7 +315,9 @@ impl ControllerCore {
         let removed = self
             .registry
             .remove(name)
-            .ok_or_else(|| RegistryError::Invalid(format!("no member or invite named {name:?}")))?;
+            .ok_or_else(|| RegistryError::Unknown {
+                name: name.to_owned(),
+            })?;
         let mut out = vec![Effect::Persist, Effect::SyncPeers, Effect::Converge];
         if let Removed::Member(m) = removed {
             self.sessions.remove(name);
@@ -329,13 +348,13 @@ impl ControllerCore {
         pool: Ipv4Network,
         served: &[u32],
         now: Now,
-    ) -> Result<(Redeemed, Vec<Effect>), String> {
-        let token = crate::control::token::Token::parse(&join.token).map_err(|e| e.to_string())?;
+    ) -> Result<(Redeemed, Vec<Effect>), RedeemError> {
+        let token = crate::control::token::Token::parse(&join.token).map_err(RegistryError::from)?;
         if token.invite.tunnel_addr != ip {
-            return Err(format!(
-                "invite token is for tunnel address {}, not {ip}",
-                token.invite.tunnel_addr
-            ));
+            return Err(RedeemError::WrongAddress {
+                token: token.invite.tunnel_addr,
+                from: ip,
+            });
         }
         let one_time = self
             .registry
@@ -344,8 +363,7 @@ impl ControllerCore {
             .map(|i| i.public_key);
         let (name, member) = self
             .registry
-            .redeem(&join.token, join.public_key, pool, now.unix)
-            .map_err(|e| e.to_string())?;
+            .redeem(&join.token, join.public_key, pool, now.unix)?;
         let welcome = Welcome {
             name: Some(name.clone()),
             tunnel_addr: member.tunnel_addr,

@@ -13,14 +13,16 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::controller::{
-    ControllerCore, Identity, InviteError, Policy, Redeemed, CLASS_JOIN_GRACE_SECS, TOMBSTONE_KEEP,
+    ControllerCore, Identity, InviteError, Policy, RedeemError, Redeemed, CLASS_JOIN_GRACE_SECS, TOMBSTONE_KEEP,
 };
 use super::member::MemberCore;
 use super::{CloudView, Effect, NoCloud, Now, RejectReason};
 use crate::control::macbook::FdbChange;
 use crate::control::membership::{ControllerInfo, Membership};
 use crate::control::neighbook::NeighSet;
-use crate::control::registry::{ControllerAddrs, InviteRequest, MemberRecord, Registry};
+use crate::control::registry::{
+    ControllerAddrs, InviteRequest, MemberRecord, Registry, RegistryError,
+};
 use crate::control::wire::{FullSync, Hello, MacAdvert, MacWithdraw, Message};
 use crate::mac::MacAddr;
 
@@ -583,7 +585,7 @@ fn class_join(
     addrs: &ControllerAddrs,
     token: &str,
     key: u8,
-) -> Result<Redeemed, String> {
+) -> Result<Redeemed, RedeemError> {
     let join = crate::control::wire::Join {
         token: token.to_owned(),
         public_key: [key; 32],
@@ -626,7 +628,11 @@ fn a_class_invite_counts_its_uses_left_and_each_join_is_a_member() {
         );
     }
     let err = class_join(&mut ctl, &addrs, &token, 9).unwrap_err();
-    assert!(err.contains("has no uses left"), "{err}");
+    assert!(
+        matches!(err, RedeemError::Registry(RegistryError::Spent { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("has no uses left"), "{err}");
 }
 
 /// Two clients of a class joining at once share the token's key and join

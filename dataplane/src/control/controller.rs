@@ -507,3 +507,6 @@ pub(super) async fn send_timed(tx: &mut Sender, message: &Message) -> Result<(),
         .await
         .map_err(|_| SessionError::WriteTimeout(WRITE_TIMEOUT))?
 }
+
+#[cfg(test)]
+mod tests;

@@ -237,7 +237,12 @@ pub trait ApiHandler: Send + Sync + 'static {
         Err(NodeError::NoControlPlane)
     }
     /// Announces and advertises a VM that moved here.
-    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), NodeError> {
+    fn vm_moved(
+        &self,
+        mac: MacAddr,
+        vni: Option<u32>,
+        bridge: Option<&str>,
+    ) -> Result<(), NodeError> {
         let _ = (mac, vni, bridge);
         Err(NodeError::NoControlPlane)
     }
@@ -929,7 +934,9 @@ mod tests {
             .unwrap();
         let first = answer.lines().next().unwrap();
         match serde_json::from_str(first).unwrap() {
-            Response::Error { message, .. } => assert!(message.contains("longer than"), "{message}"),
+            Response::Error { message, .. } => {
+                assert!(message.contains("longer than"), "{message}");
+            }
             other => panic!("expected an error, got {other:?}"),
         }
         server.abort();
@@ -1066,7 +1073,11 @@ mod tests {
     #[test]
     fn advice_thresholds_out_of_range_are_invalid() {
         assert!(thresholds(Some(1.5), Some(0.5)).is_ok());
-        for (ms, fraction) in [(Some(-1.0), None), (Some(f64::NAN), None), (None, Some(1.5))] {
+        for (ms, fraction) in [
+            (Some(-1.0), None),
+            (Some(f64::NAN), None),
+            (None, Some(1.5)),
+        ] {
             let err = thresholds(ms, fraction).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
             assert!(matches!(err, NodeError::BadThreshold { .. }), "{err}");

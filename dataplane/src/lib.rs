@@ -21,7 +21,8 @@
 //! - [`traffic`], [`advise`]: each VM's traffic over the last minute, and
 //!   where it should run.
 //! - [`daemon`]: start-up, the daemon's tasks, reload and teardown;
-//!   [`notify`]: readiness and status for systemd.
+//!   [`notify`]: readiness and status for systemd; [`tasks`]: background
+//!   tasks with an owner, named spans and one shutdown path.
 //! - [`api`]: the admin API on a Unix socket; [`metrics`]: `/metrics`.
 //! - [`conn_limit`]: accepting connections under a cap, with timeouts and
 //!   back-off; [`log_limit`]: rate-limited log lines.
@@ -63,6 +64,7 @@ pub mod privileges;
 pub mod proxmox_sdn;
 pub mod store;
 pub mod sync;
+pub mod tasks;
 pub mod traffic;
 pub mod trust;
 pub mod wg;

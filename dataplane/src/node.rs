@@ -337,7 +337,12 @@ impl ApiHandler for Node {
         Ok(self.control()?.client_remove(name)?)
     }
 
-    fn vm_moved(&self, mac: MacAddr, vni: Option<u32>, bridge: Option<&str>) -> Result<(), NodeError> {
+    fn vm_moved(
+        &self,
+        mac: MacAddr,
+        vni: Option<u32>,
+        bridge: Option<&str>,
+    ) -> Result<(), NodeError> {
         let facts = self.facts();
         let found = facts
             .vnis

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::core::{RejectReason, Rejection};
@@ -229,7 +230,10 @@ impl ControlPlane {
         info!(addr = %net.ip(), port = self.wg.control_port, "control protocol listening");
         let counts = Arc::new(ConnectionCounts::default());
         let mut backoff = Backoff::default();
+        // The connections' tasks: they end with this one.
+        let mut connections = JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => {
                     backoff.succeeded();
@@ -260,7 +264,7 @@ impl ControlPlane {
                 continue; // dropping the stream closes it
             };
             let span = info_span!("control", %peer);
-            tokio::spawn(
+            connections.spawn(
                 Arc::clone(&self)
                     .handle_connection(stream, peer, slot)
                     .instrument(span),
@@ -351,9 +355,9 @@ impl ControlPlane {
         let Some(pool) = self.wg.address else {
             return;
         };
-        let redeemed = match self.change_controller("the join", |c, _| {
-            c.redeem(join, ip, pool, &served, now)
-        }) {
+        let redeemed = match self
+            .change_controller("the join", |c, _| c.redeem(join, ip, pool, &served, now))
+        {
             Ok(r) => r,
             Err(ControlError::Redeem(e)) => {
                 let message = e.to_string();

@@ -127,10 +127,9 @@ impl ControlError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Registry(e) => registry_kind(e),
-            Self::Invite(InviteError::VniFull { .. }) => ErrorKind::Conflict,
-            Self::Invite(InviteError::Registry(e)) => registry_kind(e),
-            Self::Redeem(RedeemError::Registry(e)) => registry_kind(e),
+            Self::Registry(e)
+            | Self::Invite(InviteError::Registry(e))
+            | Self::Redeem(RedeemError::Registry(e)) => registry_kind(e),
             Self::NotSaved { .. } => ErrorKind::PersistFailed,
             Self::Membership { .. } | Self::Tunnel(_) | Self::JoinUnexpected(_) => {
                 ErrorKind::Failed
@@ -145,7 +144,9 @@ impl ControlError {
             | Self::LeaveUnconfirmed { .. } => ErrorKind::Unavailable,
             Self::Grant(GrantError::NoMember(_)) => ErrorKind::NotFound,
             Self::Grant(_) | Self::Token(_) | Self::Redeem(_) => ErrorKind::Invalid,
-            Self::AlreadyJoined { .. } => ErrorKind::Conflict,
+            Self::Invite(InviteError::VniFull { .. }) | Self::AlreadyJoined { .. } => {
+                ErrorKind::Conflict
+            }
             Self::JoinRefused(_) => ErrorKind::Refused,
         }
     }

@@ -184,8 +184,7 @@ impl ControlPlane {
             keepalive: self.wg.keepalive_secs,
         };
         if let Some(t) = &mut *self.tunnel() {
-            t.sync_peers(std::slice::from_ref(&controller))
-                ?;
+            t.sync_peers(std::slice::from_ref(&controller))?;
         }
         let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
         let stream = loop {

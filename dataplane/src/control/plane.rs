@@ -32,6 +32,7 @@ use crate::config::{Config, Role, WireguardConfig};
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::mac::MacAddr;
 use crate::netlink::Netlink;
+use crate::tasks::TaskSet;
 
 /// What the control plane needs from the data plane.
 pub trait DataplaneHooks: Send + Sync + 'static {
@@ -225,6 +226,9 @@ pub struct ControlPlane {
     /// end (a new join spawns its own).
     membership_epoch: AtomicU64,
     logged: Mutex<LogLimiter<RejectionKey>>,
+    /// The background tasks (sessions, local MACs, upkeep, endpoints),
+    /// stopped by [`shutdown`](ControlPlane::shutdown).
+    tasks: Mutex<TaskSet>,
     /// Refused control input by reason.
     pub rejects: RejectCounters,
 }
@@ -303,6 +307,7 @@ impl ControlPlane {
             next_session: AtomicU64::new(1),
             membership_epoch: AtomicU64::new(0),
             logged: Mutex::new(LogLimiter::new(REJECT_LOG_PERIOD, REJECT_LOG_KEYS)),
+            tasks: Mutex::new(TaskSet::new()),
             rejects: RejectCounters::default(),
         }))
     }
@@ -365,8 +370,9 @@ impl ControlPlane {
     }
 
     /// Starts the background tasks (sessions, local MACs, upkeep,
-    /// endpoints) of a controller or joined member; nothing for a member not
-    /// joined yet.
+    /// endpoints) of a controller or joined member, each named in the
+    /// plane's task set; nothing for a member not joined yet. A member's
+    /// tasks end when it leaves (its membership epoch is over).
     pub async fn spawn_tasks(self: &Arc<Self>) {
         if self.tunnel().is_none() {
             return;
@@ -377,13 +383,26 @@ impl ControlPlane {
             // The controller's own MACs first: a member's claim must never
             // find one of them free just because we have not looked yet.
             self.observe_local_once().await;
-            tokio::spawn(Arc::clone(self).serve_controller());
-            tokio::spawn(Arc::clone(self).watch_endpoints());
-        } else {
-            tokio::spawn(Arc::clone(self).run_member(epoch));
         }
-        tokio::spawn(Arc::clone(self).watch_local_macs(epoch));
-        tokio::spawn(Arc::clone(self).upkeep(epoch));
+        let mut tasks = lock(&self.tasks);
+        if is_controller {
+            tasks.spawn("control_listener", Arc::clone(self).serve_controller());
+            tasks.spawn("member_endpoints", Arc::clone(self).watch_endpoints());
+        } else {
+            tasks.spawn("controller_session", Arc::clone(self).run_member(epoch));
+        }
+        tasks.spawn(
+            "advertise_local_macs",
+            Arc::clone(self).watch_local_macs(epoch),
+        );
+        tasks.spawn("control_upkeep", Arc::clone(self).upkeep(epoch));
+    }
+
+    /// Stops every background task (the daemon is stopping): sessions close,
+    /// the tunnel and its peers stay (forwarding goes on).
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        tasks.shutdown().await;
     }
 
     /// How long `vlnet ctl vm moved` keeps a MAC local without the bridge

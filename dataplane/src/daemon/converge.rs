@@ -1,12 +1,11 @@
-//! Start-up (load or adopt the programs and maps) and convergence: links,
-//! maps and program links brought to the config merged with what the control
-//! plane adds. Convergence is idempotent: it runs at start, on every change
-//! of the control plane, when a watched interface changes under the daemon
-//! (see [`super::links`]) and on reload.
+//! Convergence: links, maps and program links brought to the config merged
+//! with what the control plane adds. Convergence is idempotent: it runs at
+//! start (after [`super::start`] loaded the programs), on every change of the
+//! control plane, when a watched interface changes under the daemon (see
+//! [`super::links`]) and on reload.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
@@ -25,7 +24,7 @@ use crate::control::Dynamic;
 use crate::effective::effective_config;
 use crate::maps::{Maps, MapsError};
 use crate::model::{DatapathMode, LinkAction, LinkStatus};
-use crate::netlink::{self, LinkSummary, Netlink};
+use crate::netlink::{LinkSummary, Netlink};
 use crate::node::{Node, NodeFacts};
 use crate::store::{state_path, NodeState};
 use crate::sync::{self, Desired, DesiredVni, OuterHeader};
@@ -50,19 +49,6 @@ fn peers_of(cfg: &Config) -> Vec<Ipv4Addr> {
         .flat_map(|v| v.peers.iter().copied())
         .collect();
     set.into_iter().collect()
-}
-
-fn choose_datapath(setting: DatapathSetting, underlay: &LinkSummary) -> DatapathMode {
-    let tc = match setting {
-        DatapathSetting::Tc => true,
-        DatapathSetting::Xdp => false,
-        DatapathSetting::Auto => netlink::prefers_tc(underlay.kind.as_deref()),
-    };
-    if tc {
-        DatapathMode::Tc
-    } else {
-        DatapathMode::Xdp
-    }
 }
 
 /// A VNI's config with the two ends of its overlay port.
@@ -268,14 +254,14 @@ async fn existing_tunnel(
 
 /// What the data plane keeps between convergences.
 pub struct Dataplane {
-    programs: Programs,
-    nl: Netlink,
-    underlay: LinkSummary,
-    vtep: Ipv4Addr,
-    datapath: DatapathMode,
-    adopted: bool,
+    pub(super) programs: Programs,
+    pub(super) nl: Netlink,
+    pub(super) underlay: LinkSummary,
+    pub(super) vtep: Ipv4Addr,
+    pub(super) datapath: DatapathMode,
+    pub(super) adopted: bool,
     /// Links reported so far (to log each re-attach once).
-    reported: BTreeMap<(String, String), LinkAction>,
+    pub(super) reported: BTreeMap<(String, String), LinkAction>,
 }
 
 impl Dataplane {
@@ -328,62 +314,6 @@ fn outer_header(cfg: &Config) -> OuterHeader {
         },
         sport_range: sync::local_port_range(),
     }
-}
-
-/// Loads (or adopts) the programs and maps; [`converge`] then brings them to
-/// what the config and the control plane say.
-pub async fn start(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonError> {
-    let nl = Netlink::connect()?;
-    let underlay = nl.require_link(&cfg.node.underlay).await?;
-    let vtep = match cfg.node.vtep {
-        Some(v) => v,
-        None => nl
-            .first_ipv4(underlay.index)
-            .await?
-            .ok_or_else(|| DaemonError::NoVtep(underlay.name.clone()))?,
-    };
-    if underlay.mtu < VLNET_ENCAP_LEN + 68 {
-        return Err(DaemonError::SmallMtu {
-            name: underlay.name.clone(),
-            mtu: underlay.mtu,
-        });
-    }
-    let adopted = bpf::has_pins(&cfg.node.name)?;
-    let mut programs = Programs::load(&cfg.node.name)?;
-    let found = bpf::bpffs::bpffs()?;
-    if let bpf::bpffs::Found::Ancestor { pid } = found.found {
-        info!(
-            ancestor = pid,
-            "this process runs in a private mount namespace (ip netns exec?): pinning in the \
-             BPF filesystem of the one it was started from"
-        );
-    }
-    let mut maps = Maps::take_from(programs.ebpf_mut())?;
-    // Before the control plane programs its persisted routes.
-    maps.set_fdb_capacities(fdb_capacities(cfg, cfg));
-    let datapath = choose_datapath(cfg.node.datapath, &underlay);
-    let facts = NodeFacts {
-        name: cfg.node.name.clone(),
-        vtep,
-        underlay: underlay.name.clone(),
-        underlay_mtu: underlay.mtu,
-        datapath,
-        adopted,
-        relay: cfg.is_gateway(),
-        vnis: Vec::new(),
-        links: Vec::new(),
-    };
-    let node = Arc::new(Node::new(facts, maps));
-    let dataplane = Dataplane {
-        programs,
-        nl,
-        underlay,
-        vtep,
-        datapath,
-        adopted,
-        reported: BTreeMap::new(),
-    };
-    Ok((node, dataplane))
 }
 
 /// Brings links, maps and programs to `cfg` merged with what the control
@@ -486,7 +416,7 @@ pub async fn converge(
 /// controller get `node.fdb_max_per_vni`). Warns when they add up to more
 /// than the FDB holds (possible only with granted VNIs: the file's are
 /// checked when it is loaded).
-fn fdb_capacities(file: &Config, effective: &Config) -> Capacities {
+pub(super) fn fdb_capacities(file: &Config, effective: &Config) -> Capacities {
     let per_vni: std::collections::BTreeMap<u32, u32> = effective
         .vni
         .iter()

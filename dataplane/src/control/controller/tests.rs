@@ -27,10 +27,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "vlnet-ctl-{name}-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("vlnet-ctl-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -189,6 +187,9 @@ fn refusals_keep_their_kind() {
     };
     redeem(4).unwrap();
     let err = redeem(5).unwrap_err();
-    assert!(matches!(err, ControlError::Redeem(RedeemError::Registry(_))), "{err}");
+    assert!(
+        matches!(err, ControlError::Redeem(RedeemError::Registry(_))),
+        "{err}"
+    );
     assert!(err.to_string().contains("already used"), "{err}");
 }

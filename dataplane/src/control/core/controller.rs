@@ -349,7 +349,8 @@ impl ControllerCore {
         served: &[u32],
         now: Now,
     ) -> Result<(Redeemed, Vec<Effect>), RedeemError> {
-        let token = crate::control::token::Token::parse(&join.token).map_err(RegistryError::from)?;
+        let token =
+            crate::control::token::Token::parse(&join.token).map_err(RegistryError::from)?;
         if token.invite.tunnel_addr != ip {
             return Err(RedeemError::WrongAddress {
                 token: token.invite.tunnel_addr,

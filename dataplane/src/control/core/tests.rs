@@ -13,7 +13,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::controller::{
-    ControllerCore, Identity, InviteError, Policy, RedeemError, Redeemed, CLASS_JOIN_GRACE_SECS, TOMBSTONE_KEEP,
+    ControllerCore, Identity, InviteError, Policy, RedeemError, Redeemed, CLASS_JOIN_GRACE_SECS,
+    TOMBSTONE_KEEP,
 };
 use super::member::MemberCore;
 use super::{CloudView, Effect, NoCloud, Now, RejectReason};

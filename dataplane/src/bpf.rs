@@ -110,6 +110,16 @@ pub enum BpfError {
         /// Underlying error.
         source: aya::programs::ProgramError,
     },
+    /// An attached link is not a pinnable file-descriptor link.
+    #[error("{what} ({source}){hint}")]
+    NotFdLink {
+        /// What it is not.
+        what: &'static str,
+        /// What to do about it.
+        hint: &'static str,
+        /// Why aya refused.
+        source: aya::programs::links::LinkError,
+    },
     /// A link could not be pinned or opened.
     #[error("link pin {path}: {message}")]
     Link {
@@ -146,6 +156,59 @@ enum Hook {
     TcIngress,
     /// XDP.
     Xdp,
+}
+
+/// Why a pinned link cannot be kept, and is attached again; its message
+/// becomes the link's `detail` in `vlnet ctl status`.
+#[derive(Debug, Error)]
+enum Stale {
+    /// The kernel would not describe the link.
+    #[error("the kernel did not describe it: {0}")]
+    Undescribed(io::Error),
+    /// Its interface went away.
+    #[error("its interface was deleted (the kernel had detached it)")]
+    Detached,
+    /// It runs on another interface than the one its pin names.
+    #[error("it is attached to interface index {found}, not {ifname} ({ifindex})")]
+    OtherInterface {
+        /// Where it runs.
+        found: u32,
+        /// The interface its pin names.
+        ifname: String,
+        /// That interface's index now.
+        ifindex: u32,
+    },
+    /// The interface's TC programs could not be listed.
+    #[error("cannot list {ifname}'s programs: {source}")]
+    Query {
+        /// The interface.
+        ifname: String,
+        /// The error.
+        source: aya::programs::ProgramError,
+    },
+    /// Same index, but another network namespace's interface.
+    #[error("its program is not attached to {ifname} in this network namespace")]
+    OtherNamespace {
+        /// The interface.
+        ifname: String,
+    },
+    /// The program it ran is gone.
+    #[error("its program {id} is gone: {source}")]
+    Gone {
+        /// The program's id.
+        id: u32,
+        /// The error.
+        source: io::Error,
+    },
+    /// The program it runs has no readable tag.
+    #[error("its program's tag: {0}")]
+    Tag(io::Error),
+    /// This build's program is not loaded.
+    #[error("{0}")]
+    OwnProgram(Box<BpfError>),
+    /// This build's program has no readable tag.
+    #[error("this build's program's tag: {0}")]
+    OwnTag(io::Error),
 }
 
 /// A pinned link that runs on its live interface.
@@ -235,8 +298,11 @@ impl Programs {
             let link = program
                 .take_link(id)
                 .map_err(|source| program_error(prog, source))?;
-            Ok(FdLink::try_from(link)
-                .map_err(|e| format!("TC link is not a tcx link ({e}); kernel ≥ 6.6 needed")))
+            FdLink::try_from(link).map_err(|source| BpfError::NotFdLink {
+                what: "TC link is not a tcx link",
+                hint: "; kernel ≥ 6.6 needed",
+                source,
+            })
         })
     }
 
@@ -258,7 +324,11 @@ impl Programs {
             let link = program
                 .take_link(id)
                 .map_err(|source| program_error(prog, source))?;
-            Ok(FdLink::try_from(link).map_err(|e| format!("XDP link is not a bpf_link ({e})")))
+            FdLink::try_from(link).map_err(|source| BpfError::NotFdLink {
+                what: "XDP link is not a bpf_link",
+                hint: "",
+                source,
+            })
         })
     }
 
@@ -271,7 +341,7 @@ impl Programs {
         ifname: &str,
         ifindex: u32,
         hook: Hook,
-        attach: impl FnOnce(&mut Ebpf) -> Result<Result<FdLink, String>, BpfError>,
+        attach: impl FnOnce(&mut Ebpf) -> Result<FdLink, BpfError>,
     ) -> Result<String, BpfError> {
         let pin_name = format!("{prog}@{ifname}#{ifindex}");
         let path = self.pin_dir.join("links").join(&pin_name);
@@ -302,7 +372,7 @@ impl Programs {
                     fs::remove_file(&path)
                         .map_err(|e| link_error(format!("removing the stale pin: {e}")))?;
                     attach_new(&mut self.ebpf, &path, attach)?;
-                    (LinkAction::Reattached, Some(stale))
+                    (LinkAction::Reattached, Some(stale.to_string()))
                 }
             },
         };
@@ -329,36 +399,42 @@ impl Programs {
         ifindex: u32,
         hook: Hook,
         link: BorrowedFd<'_>,
-    ) -> Result<Live, String> {
-        let facts =
-            kernel::link_facts(link).map_err(|e| format!("the kernel did not describe it: {e}"))?;
+    ) -> Result<Live, Stale> {
+        let facts = kernel::link_facts(link).map_err(Stale::Undescribed)?;
         if facts.ifindex == 0 {
-            return Err("its interface was deleted (the kernel had detached it)".to_owned());
+            return Err(Stale::Detached);
         }
         if facts.ifindex != ifindex {
-            return Err(format!(
-                "it is attached to interface index {}, not {ifname} ({ifindex})",
-                facts.ifindex
-            ));
+            return Err(Stale::OtherInterface {
+                found: facts.ifindex,
+                ifname: ifname.to_owned(),
+                ifindex,
+            });
         }
         if hook == Hook::TcIngress {
             // The index alone could be another namespace's interface.
-            let (_, attached) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
-                .map_err(|e| format!("cannot list {ifname}'s programs: {e}"))?;
+            let (_, attached) =
+                SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).map_err(|source| {
+                    Stale::Query {
+                        ifname: ifname.to_owned(),
+                        source,
+                    }
+                })?;
             if !attached.iter().any(|p| p.id() == facts.prog_id) {
-                return Err(format!(
-                    "its program is not attached to {ifname} in this network namespace"
-                ));
+                return Err(Stale::OtherNamespace {
+                    ifname: ifname.to_owned(),
+                });
             }
         }
-        let old = kernel::program_by_id(facts.prog_id)
-            .map_err(|e| format!("its program {} is gone: {e}", facts.prog_id))?;
-        let old_tag =
-            kernel::program_tag(old.as_fd()).map_err(|e| format!("its program's tag: {e}"))?;
-        let new_tag = self
+        let old = kernel::program_by_id(facts.prog_id).map_err(|source| Stale::Gone {
+            id: facts.prog_id,
+            source,
+        })?;
+        let old_tag = kernel::program_tag(old.as_fd()).map_err(Stale::Tag)?;
+        let new_fd = self
             .program_fd(prog, hook)
-            .map_err(|e| e.to_string())
-            .and_then(|fd| kernel::program_tag(fd).map_err(|e| e.to_string()))?;
+            .map_err(|e| Stale::OwnProgram(Box::new(e)))?;
+        let new_tag = kernel::program_tag(new_fd).map_err(Stale::OwnTag)?;
         Ok(if old_tag == new_tag {
             Live::Same
         } else {
@@ -403,12 +479,9 @@ impl Programs {
 fn attach_new(
     ebpf: &mut Ebpf,
     path: &Path,
-    attach: impl FnOnce(&mut Ebpf) -> Result<Result<FdLink, String>, BpfError>,
+    attach: impl FnOnce(&mut Ebpf) -> Result<FdLink, BpfError>,
 ) -> Result<(), BpfError> {
-    let link = attach(ebpf)?.map_err(|message| BpfError::Link {
-        path: path.to_path_buf(),
-        message,
-    })?;
+    let link = attach(ebpf)?;
     link.pin(path).map_err(|e| BpfError::Link {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -18,7 +18,7 @@ use crate::proxmox_sdn::Zone;
 
 mod open_ports;
 
-pub use open_ports::{port_set, PortRange, Proto};
+pub use open_ports::{port_set, BadPortRange, PortRange, PortRangeError, Proto};
 
 /// Where the daemon looks for its config unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vlnet/vlnet.toml";

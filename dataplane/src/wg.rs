@@ -176,7 +176,7 @@ impl Uapi {
     pub fn status(&self) -> Result<Vec<PeerState>, WgError> {
         let answer = self.exchange("get=1\n\n")?;
         self.check_errno(&answer)?;
-        uapi::parse_get(&answer).map_err(|detail| self.protocol(detail))
+        uapi::parse_get(&answer).map_err(|e| self.protocol(e.to_string()))
     }
 
     fn protocol(&self, detail: String) -> WgError {

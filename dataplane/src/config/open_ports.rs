@@ -77,32 +77,69 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// Why an `open_ports` item does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("open port {item:?}: {why}")]
+pub struct PortRangeError {
+    /// The item as written.
+    pub item: String,
+    /// What is wrong with it.
+    pub why: BadPortRange,
+}
+
+/// What is wrong with an `open_ports` item.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadPortRange {
+    /// No `/` between protocol and ports.
+    #[error("write PROTO/PORT or PROTO/FIRST-LAST, e.g. \"tcp/7000\" or \"udp/5000-5010\"")]
+    Shape,
+    /// Neither TCP nor UDP.
+    #[error("protocol {0:?} is not \"tcp\" or \"udp\"")]
+    Proto(String),
+    /// Not a number.
+    #[error("{0:?} is not a port number (1..=65535)")]
+    NotANumber(String),
+    /// 0, or above 65535.
+    #[error("port {0} is out of range (1..=65535)")]
+    OutOfRange(u32),
+    /// A descending range.
+    #[error("the range must ascend ({first} > {last}); write {last}-{first}")]
+    Descending {
+        /// Its first port.
+        first: u16,
+        /// Its last port.
+        last: u16,
+    },
+}
+
 /// A port number 1..=65535 from `text`, or why not.
-fn port(text: &str) -> Result<u16, String> {
+fn port(text: &str) -> Result<u16, BadPortRange> {
     let n: u32 = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a port number (1..=65535)"))?;
+        .map_err(|_| BadPortRange::NotANumber(text.to_owned()))?;
     match u16::try_from(n) {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("port {n} is out of range (1..=65535)")),
+        _ => Err(BadPortRange::OutOfRange(n)),
     }
 }
 
 impl FromStr for PortRange {
-    type Err = String;
+    type Err = PortRangeError;
 
-    fn from_str(item: &str) -> Result<Self, String> {
-        let fail = |why: String| Err(format!("open port {item:?}: {why}"));
+    fn from_str(item: &str) -> Result<Self, PortRangeError> {
+        let fail = |why| {
+            Err(PortRangeError {
+                item: item.to_owned(),
+                why,
+            })
+        };
         let Some((proto, ports)) = item.split_once('/') else {
-            return fail(
-                "write PROTO/PORT or PROTO/FIRST-LAST, e.g. \"tcp/7000\" or \"udp/5000-5010\""
-                    .to_owned(),
-            );
+            return fail(BadPortRange::Shape);
         };
         let proto = match proto {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
-            other => return fail(format!("protocol {other:?} is not \"tcp\" or \"udp\"")),
+            other => return fail(BadPortRange::Proto(other.to_owned())),
         };
         let (first, last) = match ports.split_once('-') {
             Some((a, b)) => (port(a), port(b)),
@@ -113,9 +150,7 @@ impl FromStr for PortRange {
             (Err(why), _) | (_, Err(why)) => return fail(why),
         };
         if first > last {
-            return fail(format!(
-                "the range must ascend ({first} > {last}); write {last}-{first}"
-            ));
+            return fail(BadPortRange::Descending { first, last });
         }
         Ok(Self { proto, first, last })
     }
@@ -170,7 +205,7 @@ mod tests {
             ("udp/5-x", "\"x\" is not a port number"),
             ("udp/0-5", "port 0 is out of range"),
         ] {
-            let err = item.parse::<PortRange>().unwrap_err();
+            let err = item.parse::<PortRange>().unwrap_err().to_string();
             assert!(err.contains(&format!("{item:?}")), "{item}: {err}");
             assert!(err.contains(says), "{item}: {err}");
         }

@@ -257,10 +257,21 @@ pub fn parse_errno(text: &str) -> Option<i32> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// Why an answer to `get=1` does not read; names the offending line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// A line that is not `key=value`.
+    #[error("line without `=`: {0:?}")]
+    NoValue(String),
+    /// A value that does not read as its key's type.
+    #[error("bad value in {0:?}")]
+    BadValue(String),
+}
+
 /// The peers in the answer to `get=1` (interface-level keys are skipped).
 /// Fails, naming the offending line, on a malformed value or a peer key
 /// before any `public_key`. Unknown keys are ignored, as the protocol asks.
-pub fn parse_get(text: &str) -> Result<Vec<PeerState>, String> {
+pub fn parse_get(text: &str) -> Result<Vec<PeerState>, GetError> {
     let mut peers: Vec<PeerState> = Vec::new();
     let mut sec: Option<u64> = None;
     let mut nsec: u32 = 0;
@@ -277,8 +288,8 @@ pub fn parse_get(text: &str) -> Result<Vec<PeerState>, String> {
         }
         let (key, value) = line
             .split_once('=')
-            .ok_or_else(|| format!("line without `=`: {line:?}"))?;
-        let bad = || format!("bad value in {line:?}");
+            .ok_or_else(|| GetError::NoValue(line.to_owned()))?;
+        let bad = || GetError::BadValue(line.to_owned());
         if key == "public_key" {
             finish_handshake(peers.last_mut(), &mut sec, &mut nsec);
             peers.push(PeerState {
@@ -471,10 +482,16 @@ errno=0
     #[test]
     fn rejects_malformed_values() {
         let err = parse_get("public_key=nothex\n").unwrap_err();
-        assert!(err.contains("nothex"), "{err}");
+        assert!(err.to_string().contains("nothex"), "{err}");
         let text = format!("public_key={}\nrx_bytes=-1\n", "55".repeat(32));
-        assert!(parse_get(&text).unwrap_err().contains("rx_bytes=-1"));
-        assert!(parse_get("garbage\n").is_err());
+        assert_eq!(
+            parse_get(&text).unwrap_err(),
+            GetError::BadValue("rx_bytes=-1".to_owned())
+        );
+        assert_eq!(
+            parse_get("garbage\n").unwrap_err(),
+            GetError::NoValue("garbage".to_owned())
+        );
     }
 
     #[test]

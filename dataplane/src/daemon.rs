@@ -4,11 +4,11 @@
 //! programs and maps stay pinned until `teardown`.
 //!
 //! # Layout
-//! - [`start`](self::start): start-up up to readiness — programs and maps
+//! - `start`: start-up up to readiness — programs and maps
 //!   loaded or adopted, the control plane, the first convergence, the
 //!   listeners; `READY=1` to systemd ([`crate::notify`]) once the admin API
 //!   answers.
-//! - [`converge`](self::converge): convergence (links, maps, program links).
+//! - `converge`: convergence (links, maps, program links).
 //! - `tasks`: the background tasks, each named in the daemon's
 //!   [`TaskSet`], and the wait for a stop; [`run`] stops them all on one
 //!   path (the control plane's too).
@@ -29,7 +29,7 @@ mod links;
 mod nexthops;
 mod reload;
 mod sdn_watch;
-pub mod start;
+mod start;
 mod tasks;
 mod teardown;
 mod upkeep;

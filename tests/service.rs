@@ -318,10 +318,8 @@ fn other_build(dir: &Path) -> Vec<u8> {
     let built = Command::new("clang-19")
         .args(["-target", "bpf", "-O2", "-g", "-mcpu=v2", "-I"])
         .arg(ebpf.join("include"))
-        .args([
-            "-idirafter",
-            concat!("/usr/include/", std::env::consts::ARCH, "-linux-gnu"),
-        ])
+        .arg("-idirafter")
+        .arg(format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH))
         .arg("-c")
         .arg(ebpf.join("c/vtep.bpf.c"))
         .arg("-o")

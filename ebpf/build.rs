@@ -45,6 +45,7 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=VLNET_CLANG");
     println!("cargo:rerun-if-env-changed=VLNET_REGEN_ABI");
+    println!("cargo:rustc-check-cfg=cfg(vlnet_no_programs)");
 
     let clang = env::var("VLNET_CLANG").unwrap_or_else(|_| DEFAULT_CLANG.to_owned());
     if Command::new(&clang).arg("--version").output().is_err() {
@@ -55,6 +56,7 @@ fn main() {
         for program in PROGRAMS {
             fs::write(out.join(format!("{program}.bpf.o")), []).expect("writing an empty object");
         }
+        println!("cargo:rustc-cfg=vlnet_no_programs");
         return;
     }
     for program in PROGRAMS {

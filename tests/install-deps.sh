@@ -9,7 +9,7 @@ if [[ $EUID -ne 0 ]]; then
 fi
 
 packages=(
-    clang-19 llvm-19 libbpf-dev bpftool      # building the eBPF programs
+    clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool # the eBPF programs; bpftool for tests
     iproute2 iputils-ping ethtool util-linux procps # namespaces, veth, bridges, nsenter, sysctl
     nftables                                  # NAT and link cuts in the WAN test-bed
     iperf3 tshark tcpdump                     # probes

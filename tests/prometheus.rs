@@ -1,5 +1,6 @@
 //! The monitoring files in `deploy/` against the real tools: promtool checks
-//! the example config and the alert rules and runs their unit tests; every
+//! the example config and the alert rules and runs their unit tests, and
+//! lints a live node's `/metrics`; every
 //! Grafana dashboard query parses on a real Prometheus server; and a real
 //! Prometheus scrapes a live vlnet node while traffic crosses the tunnel,
 //! with the alert rules loaded and evaluated. The servers need root
@@ -15,7 +16,8 @@ mod support;
 use support::node::vlnet_binary;
 use support::prometheus::{value, Prometheus, PROMTOOL};
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -87,6 +89,31 @@ fn promtool(args: &[&str]) {
         out.status.success(),
         "promtool {}: {}\n{}{}",
         args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `promtool check metrics` on `text`: no error and no lint warning.
+fn promtool_check_metrics(text: &str) {
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{PROMTOOL}: {e} (tests/install-deps.sh installs it)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\non:\n{text}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -343,6 +370,12 @@ fn prometheus_scrapes_a_live_node_while_traffic_flows() {
         "iperf3's bytes encapsulated to the peer",
         &format!("vlnet_tunnel_tx_bytes_total{{{series}}} > 1e6"),
     );
+
+    // What the node serves, with every family filled by live traffic, is
+    // valid exposition text by Prometheus' own linter.
+    let metrics = support::http::get(daemon.ns(), daemon.spec().metrics_port, "/metrics").unwrap();
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    promtool_check_metrics(&metrics.body);
 
     // The real server loads every alert rule and evaluates it on the live
     // series without error.

@@ -9,3 +9,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --release --workspace
 cargo test --release --workspace --no-fail-fast -- --test-threads=2
+# The unit tier alone, as someone without root or clang runs it.
+bash tests/pure-tier.sh

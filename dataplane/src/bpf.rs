@@ -67,6 +67,12 @@ pub enum BpfError {
         /// The ancestor process in the other mount namespace.
         ancestor: u32,
     },
+    /// This binary was built without clang: it carries no kernel programs.
+    #[error(
+        "this vlnet was built without clang, so it holds no BPF programs: rebuild it where \
+         clang-19 is installed (tests/install-deps.sh installs it)"
+    )]
+    NotBuilt,
     /// The pinned maps were made by a build with another map layout.
     #[error(
         "the maps pinned for node {node} have layout {pinned}, this build has layout {built}: \
@@ -222,6 +228,9 @@ enum Live {
 impl Programs {
     /// Loads the VTEP object for `node`, reusing maps a previous daemon pinned.
     pub fn load(node: &str) -> Result<Self, BpfError> {
+        if !vlnet_ebpf::programs_built() {
+            return Err(BpfError::NotBuilt);
+        }
         Self::load_object(node, vlnet_ebpf::VTEP_OBJECT)
     }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use crate::limits::{MAX_IFNAME, MAX_NODE_NAME, MAX_VNI};
 use crate::mac::MacAddr;
 use crate::proxmox_sdn::Zone;
 
@@ -49,14 +50,8 @@ pub const DEFAULT_WG_PORT: u16 = 51820;
 pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
 /// Default `wireguard.control_port`.
 pub const DEFAULT_CONTROL_PORT: u16 = 7470;
-/// Largest VXLAN network identifier (24 bits).
-pub const MAX_VNI: u32 = 0x00ff_ffff;
 /// Largest DSCP value (6 bits).
 pub const MAX_DSCP: u8 = 63;
-/// Longest node name (it is used in paths and namespace names).
-pub const MAX_NODE_NAME: usize = 32;
-/// Longest Linux interface name (`IFNAMSIZ - 1`).
-pub const MAX_IFNAME: usize = 15;
 /// Most static peers per VNI (a quarter of the kernel's flood list,
 /// `VLNET_MAX_FLOOD`; members take the rest).
 pub const MAX_PEERS_PER_VNI: usize = vlnet_ebpf::abi::VLNET_MAX_FLOOD as usize / 4;

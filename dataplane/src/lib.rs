@@ -2,7 +2,8 @@
 //! maps in step with the config, and answers the admin API and `/metrics`.
 //!
 //! # Layout
-//! - [`config`]: the TOML config and its validation; [`mac`]: MAC addresses.
+//! - [`config`]: the TOML config and its validation; [`mac`]: MAC addresses;
+//!   [`limits`]: the size limits of VNIs, names and tokens.
 //! - [`model`]: records the node reports (API, CLI, metrics share them).
 //! - [`bpf`]: loading, attaching and pinning the kernel programs.
 //! - [`maps`]: typed access to the kernel maps.
@@ -48,6 +49,7 @@ pub mod daemon;
 pub mod effective;
 pub mod fdb;
 pub mod flows;
+pub mod limits;
 pub mod locals;
 pub mod lock;
 pub mod log_limit;

@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use crate::config::VniConfig;
+use crate::limits::MAX_VNI;
 
 /// Where Proxmox keeps the cluster's SDN configuration.
 pub const DEFAULT_SDN_DIR: &str = "/etc/pve/sdn";
@@ -227,8 +228,8 @@ pub fn zone(
         let vni = tag
             .parse::<u32>()
             .ok()
-            .filter(|n| (1..=0x00ff_ffff).contains(n))
-            .ok_or_else(|| vbad(*line, format!("tag {tag:?} is not a VNI (1..=16777215)")))?;
+            .filter(|n| (1..=MAX_VNI).contains(n))
+            .ok_or_else(|| vbad(*line, format!("tag {tag:?} is not a VNI (1..={MAX_VNI})")))?;
         if let Some(other) = out.insert(vni, v.id.clone()) {
             return Err(vbad(
                 *line,

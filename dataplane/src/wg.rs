@@ -19,6 +19,8 @@ use std::time::Duration;
 use boringtun::device::{DeviceConfig, DeviceHandle};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
+use crate::limits::MAX_IFNAME;
+
 pub use uapi::{AllowedIp, PeerConfig, PeerState, SetRequest};
 
 /// A Curve25519 key (private or public), raw bytes.
@@ -29,9 +31,6 @@ pub const UAPI_DIR: &str = "/var/run/wireguard";
 
 /// How long a UAPI exchange may take before we give up.
 const UAPI_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest interface name Linux accepts (`IFNAMSIZ - 1`).
-const MAX_IFNAME: usize = 15;
 
 /// What can go wrong creating or driving a [`WgDevice`].
 #[derive(Debug, thiserror::Error)]

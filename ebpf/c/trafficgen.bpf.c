@@ -14,7 +14,7 @@
  *                   what follows the decap point is as cheap as it can be
  *                   and equal for every topology.
  */
-#include "vmlinux.h"
+#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -183,9 +183,9 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 		relay(skb, di, cfg, &plan, inner_tos(inner, data_end), segs);
 	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
 	if (eth.h_proto == bpf_htons(ETH_P_IPV6))
-		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+		flags |= VLNET_ADJ_ROOM_DECAP_L3_IPV6;
 	else if (eth.h_proto == bpf_htons(ETH_P_IP))
-		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
+		flags |= VLNET_ADJ_ROOM_DECAP_L3_IPV4;
 	if (di->outer_len > MAX_OUTER_LEN ||
 	    bpf_skb_adjust_room(skb, -(__s32)di->outer_len, BPF_ADJ_ROOM_MAC, flags) ||
 	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))

@@ -213,13 +213,19 @@ impl MacBook {
     /// Applies an advert received from `origin`. An advert of our own VTEP
     /// (our routes echoed back after a restart) is kept as ours.
     pub fn advert(&mut self, a: &MacAdvert, origin: &NodeId, now: Duration) -> Applied {
-        let origin = if a.vtep == self.my_vtep {
+        let route = route_of(a, self.origin_of(a, origin));
+        let outcome = self.table.apply_advert(&route, now);
+        self.applied_advert(a, outcome)
+    }
+
+    /// Who an advert received from `origin` speaks for: this node when it
+    /// names our own VTEP (our routes echoed back after a restart).
+    fn origin_of<'a>(&'a self, a: &MacAdvert, origin: &'a NodeId) -> &'a NodeId {
+        if a.vtep == self.my_vtep {
             &self.me
         } else {
             origin
-        };
-        let outcome = self.table.apply_advert(&route_of(a, origin), now);
-        self.applied_advert(a, outcome)
+        }
     }
 
     /// Applies a withdrawal received from a peer.
@@ -232,12 +238,8 @@ impl MacBook {
     /// decided who holds the MAC and with which seq); adverts of our own VTEP
     /// stay ours.
     pub fn follow_advert(&mut self, a: &MacAdvert, origin: &NodeId, now: Duration) -> Applied {
-        let origin = if a.vtep == self.my_vtep {
-            &self.me
-        } else {
-            origin
-        };
-        let outcome = self.table.force_advert(&route_of(a, origin), now);
+        let route = route_of(a, self.origin_of(a, origin));
+        let outcome = self.table.force_advert(&route, now);
         self.applied_advert(a, outcome)
     }
 

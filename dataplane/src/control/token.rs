@@ -50,7 +50,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::config::MAX_VNI;
+use crate::limits::{MAX_NAME_LEN, MAX_TOKEN_LEN, MAX_VNI};
 
 /// The text every token this build issues starts with.
 pub const PREFIX: &str = "vlnet2.";
@@ -60,12 +60,8 @@ pub const PREFIX_V1: &str = "vlnet1.";
 const CHECK_LEN: usize = 4;
 /// The payload's format version byte.
 pub const FORMAT_VERSION: u8 = 1;
-/// The longest client name, in bytes.
-pub const MAX_NAME_LEN: usize = 64;
 /// The most VNIs one token may grant.
 pub const MAX_VNIS: usize = 64;
-/// The longest token text accepted (far above any valid token).
-pub const MAX_TOKEN_LEN: usize = 1024;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -34,7 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::MAX_VNI;
+use crate::limits::{MAX_NAME_LEN, MAX_TOKEN_LEN, MAX_VNI};
 use crate::mac::MacAddr;
 
 /// The protocol version this build speaks (the first byte of every frame).
@@ -44,12 +44,8 @@ pub const HEADER_LEN: usize = 6;
 /// The largest payload accepted or produced: 1 MiB. A [`FullSync`] of about
 /// ten thousand entries fits.
 pub const MAX_PAYLOAD: usize = 1 << 20;
-/// The longest node or member name, in bytes.
-pub const MAX_NAME_LEN: usize = 64;
 /// The longest software version string in a [`Hello`], in bytes.
 pub const MAX_VERSION_LEN: usize = 64;
-/// The longest invite token in a [`Join`], in bytes.
-pub const MAX_TOKEN_LEN: usize = 1024;
 /// The longest text in an [`ErrorMessage`], in bytes.
 pub const MAX_ERROR_LEN: usize = 4096;
 /// The most IP addresses a [`NeighAdvert`] binds to one MAC.

@@ -1,22 +1,27 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
-/* common.h - kernel types, libbpf helpers, protocol constants. */
+/* common.h - kernel UAPI types, libbpf helpers, protocol constants.
+ *
+ * The programs use only the kernel's UAPI (no CO-RE, no kernel-internal
+ * types), so they build against linux-libc-dev's headers, as Cilium's do:
+ * the object does not depend on the build machine's running kernel. */
 #ifndef VLNET_COMMON_H
 #define VLNET_COMMON_H
 
-#include "vmlinux.h"
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "vlnet_abi.h"
 
-/* Macros that BTF cannot carry. */
-#define ETH_ALEN 6
-#define ETH_HLEN 14
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define ETH_P_ARP 0x0806
-#define IPPROTO_UDP 17
-#define IPPROTO_ICMPV6 58
+/* Constants from kernel-internal headers (net/ip.h, net/inet_ecn.h,
+ * linux/socket.h) and from linux/icmp.h, which pulls in libc's headers. */
 #define AF_INET 2
 #define IP_MF 0x2000
 #define IP_DF 0x4000
@@ -30,8 +35,11 @@
 #define ICMP_DEST_UNREACH 3
 #define ICMP_ECHO 8
 #define ICMP_TIME_EXCEEDED 11
-#define TC_ACT_OK 0
-#define TC_ACT_SHOT 2
+
+/* bpf_skb_adjust_room() flags of Linux 6.3's UAPI, newer than Debian 12's
+ * linux-libc-dev (6.1); their values are kernel ABI and never change. */
+#define VLNET_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#define VLNET_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
 
 /* VXLAN header flags word: only the I flag may be set (RFC 7348 section 5). */
 #define VXLAN_FLAG_I 0x08000000

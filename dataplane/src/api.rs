@@ -682,28 +682,6 @@ mod tests {
     use super::*;
     use crate::model::{DatapathMode, DropCount, FdbKind, VniStatus};
 
-    /// A directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir()
-                .join(format!("vlnet-api-{name}-{}-{nanos}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[derive(Default)]
     struct Fake {
         shut_down: AtomicBool,
@@ -800,8 +778,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn round_trip_every_request() {
-        let dir = TempDir::new("rt");
-        let socket = dir.0.join("run/vlnet.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/vlnet.sock");
         let fake = Arc::new(Fake::default());
         let listener = bind(&socket).unwrap();
         let server = tokio::spawn(serve_listener(listener, fake.clone()));
@@ -837,25 +815,28 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn socket_is_root_only_and_dir_created_private() {
-        let dir = TempDir::new("mode");
-        let socket = dir.0.join("sub/vlnet.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sub/vlnet.sock");
         let _listener = bind(&socket).unwrap();
         let meta = std::fs::metadata(&socket).unwrap();
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let dir_mode = std::fs::metadata(dir.0.join("sub"))
+        let dir_mode = std::fs::metadata(dir.path().join("sub"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         // No temporary socket left behind.
-        assert_eq!(std::fs::read_dir(dir.0.join("sub")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stale_socket_replaced_live_one_refused() {
-        let dir = TempDir::new("stale");
-        let socket = dir.0.join("vlnet.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vlnet.sock");
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         assert!(socket.exists());
         let live = bind(&socket).unwrap();
@@ -863,7 +844,7 @@ mod tests {
         assert!(matches!(err, ApiError::InUse { .. }), "{err}");
         drop(live);
 
-        let file = dir.0.join("plain");
+        let file = dir.path().join("plain");
         std::fs::write(&file, b"keep me").unwrap();
         let err = bind(&file).unwrap_err();
         assert!(matches!(err, ApiError::NotASocket { .. }), "{err}");
@@ -872,8 +853,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn garbage_gets_an_error_and_the_connection_keeps_answering() {
-        let dir = TempDir::new("garbage");
-        let socket = dir.0.join("vlnet.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vlnet.sock");
         let server = tokio::spawn(serve_listener(
             bind(&socket).unwrap(),
             Arc::new(Fake::default()),
@@ -916,8 +897,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn oversized_line_refused() {
-        let dir = TempDir::new("big");
-        let socket = dir.0.join("vlnet.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vlnet.sock");
         let server = tokio::spawn(serve_listener(
             bind(&socket).unwrap(),
             Arc::new(Fake::default()),
@@ -944,8 +925,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_is_answered_past_a_cap_full_of_silent_connections() {
-        let dir = TempDir::new("slow");
-        let socket = dir.0.join("vlnet.sock");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vlnet.sock");
         let server = tokio::spawn(serve_listener(
             bind(&socket).unwrap(),
             Arc::new(Fake::default()),

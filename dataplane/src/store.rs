@@ -122,36 +122,14 @@ mod tests {
 
     use super::*;
 
-    /// A directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir()
-                .join(format!("vlnet-store-{name}-{}-{nanos}", std::process::id()));
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o7777
     }
 
     #[test]
     fn round_trips_and_missing_is_empty() {
-        let dir = TempDir::new("rt");
-        let path = state_path(&dir.0, "n1");
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path(), "n1");
         assert_eq!(NodeState::load(&path).unwrap(), NodeState::default());
         let state = NodeState {
             created_bridges: ["vnet100".to_string()].into(),
@@ -162,8 +140,8 @@ mod tests {
 
     #[test]
     fn a_leftover_temp_file_keeps_neither_its_mode_nor_its_inode() {
-        let dir = TempDir::new("leftover");
-        let path = dir.0.join("registry.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
         let tmp = temp_path(&path);
         fs::write(&tmp, b"stale").unwrap();
         fs::set_permissions(&tmp, Permissions::from_mode(0o666)).unwrap();
@@ -183,20 +161,20 @@ mod tests {
 
     #[test]
     fn the_state_dir_is_created_private_and_a_loose_one_tightened() {
-        let dir = TempDir::new("dir");
-        let state = dir.0.join("var/lib/vlnet");
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("var/lib/vlnet");
         ensure_state_dir(&state).unwrap();
         assert_eq!(mode(&state), STATE_DIR_MODE);
-        assert_eq!(mode(&dir.0.join("var/lib")), STATE_DIR_MODE);
+        assert_eq!(mode(&dir.path().join("var/lib")), STATE_DIR_MODE);
 
-        let loose = dir.0.join("loose");
+        let loose = dir.path().join("loose");
         fs::create_dir(&loose).unwrap();
         fs::set_permissions(&loose, Permissions::from_mode(0o755)).unwrap();
         ensure_state_dir(&loose).unwrap();
         assert_eq!(mode(&loose), STATE_DIR_MODE);
 
         // A private one is left as it is.
-        let tight = dir.0.join("tight");
+        let tight = dir.path().join("tight");
         fs::create_dir(&tight).unwrap();
         fs::set_permissions(&tight, Permissions::from_mode(0o500)).unwrap();
         ensure_state_dir(&tight).unwrap();

@@ -28,16 +28,7 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(2);
 pub async fn resolve_next_hops(nl: &Netlink, node: &Node, peers: &[Ipv4Addr]) {
     let deadline = tokio::time::Instant::now() + RESOLVE_WAIT;
     loop {
-        let updates = next_hop_updates(nl, peers).await;
-        let pending = updates
-            .iter()
-            .any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
-        {
-            let mut maps = node.maps();
-            for update in updates {
-                apply_next_hop(&mut maps, update);
-            }
-        }
+        let pending = apply_next_hops(node, next_hop_updates(nl, peers).await);
         if !pending || tokio::time::Instant::now() >= deadline {
             break;
         }
@@ -70,6 +61,19 @@ async fn next_hop_updates(nl: &Netlink, peers: &[Ipv4Addr]) -> Vec<(Ipv4Addr, Ne
         }
     }
     hops
+}
+
+/// Writes `updates` into `vlnet_nexthops`; true while one of them is still
+/// unresolved.
+fn apply_next_hops(node: &Node, updates: Vec<(Ipv4Addr, NextHop)>) -> bool {
+    let pending = updates
+        .iter()
+        .any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
+    let mut maps = node.maps();
+    for update in updates {
+        apply_next_hop(&mut maps, update);
+    }
+    pending
 }
 
 fn apply_next_hop(maps: &mut Maps, (peer, hop): (Ipv4Addr, NextHop)) {
@@ -129,16 +133,7 @@ pub async fn refresh_next_hops(node: Arc<Node>) {
     };
     loop {
         let peers = node.next_hop_peers();
-        let updates = next_hop_updates(&nl, &peers).await;
-        let pending = updates
-            .iter()
-            .any(|(_, hop)| matches!(hop, NextHop::Unresolved { .. }));
-        {
-            let mut maps = node.maps();
-            for update in updates {
-                apply_next_hop(&mut maps, update);
-            }
-        }
+        let pending = apply_next_hops(&node, next_hop_updates(&nl, &peers).await);
         // Poll fast while a peer is being resolved: frames other than IPv4
         // cannot reach it until then.
         tokio::time::sleep(if pending {

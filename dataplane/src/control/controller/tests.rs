@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -17,28 +17,6 @@ use crate::control::neighbook::{MacKey, NeighSet};
 use crate::control::plane::DataplaneHooks;
 use crate::control::registry::registry_path;
 use crate::control::token::Token;
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("vlnet-ctl-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A data plane that serves VNI 100 and programs nothing.
 struct NoDataplane;
@@ -115,14 +93,14 @@ fn names(plane: &ControlPlane) -> Vec<(String, String)> {
 
 #[test]
 fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
-    let dir = TempDir::new("persist");
-    let plane = controller(&dir.0);
+    let dir = tempfile::tempdir().unwrap();
+    let plane = controller(dir.path());
     join(&plane, "alice", 1);
     let before = names(&plane);
     assert_eq!(before, [("alice".to_owned(), "offline".to_owned())]);
 
     // The registry's path becomes a directory: every save fails.
-    let path = registry_path(&dir.0, "ctl");
+    let path = registry_path(dir.path(), "ctl");
     let on_disk = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
@@ -161,8 +139,8 @@ fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
 
 #[test]
 fn refusals_keep_their_kind() {
-    let dir = TempDir::new("kinds");
-    let plane = controller(&dir.0);
+    let dir = tempfile::tempdir().unwrap();
+    let plane = controller(dir.path());
     let err = plane.client_remove("nobody").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     join(&plane, "alice", 1);

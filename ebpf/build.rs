@@ -1,8 +1,8 @@
 //! Builds vlnet's kernel programs and the Rust mirror of their ABI header.
 //!
 //! 1. `vmlinux.h` is generated from the running kernel's BTF with bpftool.
-//! 2. `c/vtep.bpf.c` (the VTEP) and `c/trafficgen.bpf.c` (the benchmark's
-//!    packet generator) are compiled with clang-19 for the BPF target.
+//! 2. `c/vtep.bpf.c` (the VTEP) is compiled with clang-19 for the BPF target
+//!    (the lab's traffic generator is built by `ctl/lab/build.rs`).
 //! 3. `include/vlnet_abi.h` is turned into Rust by bindgen, and the drop
 //!    reasons' names are derived from its enum, so nothing is typed twice.
 //!
@@ -30,9 +30,7 @@ fn main() {
     }
 
     generate_vmlinux_h(&out);
-    for program in ["vtep", "trafficgen"] {
-        compile_bpf(&manifest, &out, program);
-    }
+    compile_bpf(&manifest, &out, "vtep");
     generate_abi(&manifest, &out);
 }
 

@@ -18,9 +18,9 @@ use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vlnet::lab::probe::{self, Capture};
-use vlnet::lab::{Daemon, Host, NetNs, NodeSpec, Underlay, Vm};
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
+use vlnet_lab::primitives::probe::{self, Capture};
+use vlnet_lab::{Daemon, Host, NetNs, NodeSpec, Underlay, Vm};
 
 const VNI: u32 = 100;
 const BRIDGE: &str = "vnet100";

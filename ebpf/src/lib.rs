@@ -4,8 +4,6 @@
 //! # Layout
 //! - `c/vtep.bpf.c`: entry programs (XDP and TC decap on the underlay, TC
 //!   encap on the overlay port); `c/lib/*.h`: one header per concern.
-//! - `c/trafficgen.bpf.c`: the small-packet generator of `vlnet lab bench`
-//!   (XDP live frames through `BPF_PROG_TEST_RUN`) and its XDP pass program.
 //! - `include/vlnet_abi.h`: the single source of truth for shared types and
 //!   drop reasons; [`abi`] is generated from it by bindgen at build time.
 
@@ -32,12 +30,6 @@ pub mod abi {
 /// The compiled `vtep.bpf.c` object (ELF with BTF), aligned for aya.
 pub static VTEP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vtep.bpf.o"));
-
-/// The compiled `trafficgen.bpf.c` object: `xdp_trafficgen` redirects every
-/// frame to the global `target_ifindex`; `xdp_bench_pass` passes everything;
-/// `xdp_bench_drop` drops everything, counting in the per-CPU `bench_drops`.
-pub static TRAFFICGEN_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trafficgen.bpf.o"));
 
 // SAFETY: every ABI struct is `#[repr(C)]`, made of integers, with explicit
 // padding fields (bindgen's layout tests check size and alignment), so any bit
@@ -151,20 +143,6 @@ mod tests {
             "tc_tunnel_rx",
             "tc_overlay_tx",
             "xdp_overlay_pass",
-        ] {
-            assert!(elf.contains(name), "{name} missing from the object");
-        }
-    }
-
-    #[test]
-    fn trafficgen_object_has_its_programs() {
-        let elf = String::from_utf8_lossy(TRAFFICGEN_OBJECT);
-        for name in [
-            "xdp_trafficgen",
-            "xdp_bench_pass",
-            "xdp_bench_drop",
-            "bench_drops",
-            "target_ifindex",
         ] {
             assert!(elf.contains(name), "{name} missing from the object");
         }

@@ -4,7 +4,9 @@
 //! 2. `c/vtep.bpf.c` (the VTEP) is compiled with clang-19 for the BPF target
 //!    (the lab's traffic generator is built by `ctl/lab/build.rs`).
 //! 3. `include/vlnet_abi.h` is turned into Rust by bindgen, and the drop
-//!    reasons' names are derived from its enum, so nothing is typed twice.
+//!    reasons' names are derived from its enum, so nothing is typed twice;
+//!    the kernel's TC and XDP verdicts the programs return come with it
+//!    (from `linux/pkt_cls.h` and `linux/bpf.h`).
 //!
 //! A build script reports failure by panicking, so `expect` is its error path.
 #![allow(clippy::expect_used, reason = "panicking is how a build script fails")]
@@ -86,14 +88,17 @@ fn generate_abi(manifest: &Path, out: &Path) {
         .header_contents(
             "wrapper.h",
             &format!(
-                "#include <linux/types.h>\n#include <linux/bpf.h>\n#include \"{}\"\n",
+                "#include <linux/types.h>\n#include <linux/bpf.h>\n#include <linux/pkt_cls.h>\n#include \"{}\"\n",
                 header.display()
             ),
         )
         .allowlist_type("vlnet_.*")
         .allowlist_var("VLNET_.*")
         .allowlist_type("__sk_buff")
+        .allowlist_var("TC_ACT_(OK|SHOT|REDIRECT)")
+        .allowlist_type("xdp_action")
         .constified_enum_module("vlnet_drop_reason")
+        .constified_enum_module("xdp_action")
         .derive_default(true)
         .derive_eq(true)
         .derive_hash(true)

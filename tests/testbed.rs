@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use vlnet_ebpf::abi::VLNET_VXLAN_PORT;
 use vlnet_lab::primitives::probe::{self, Capture};
-use vlnet_lab::primitives::topology::VXLAN_PORT;
 use vlnet_lab::{Daemon, Datapath, Host, LabError, NodeSpec, TempDir, Underlay, Vm};
 
 const VNI: u32 = 100;
@@ -153,7 +153,7 @@ fn kernel_vxlan_pair_carries_ping_vxlan_and_tcp() {
         report.column("vxlan.vni").iter().all(|v| *v == "100"),
         "{report:?}"
     );
-    let port = VXLAN_PORT.to_string();
+    let port = VLNET_VXLAN_PORT.to_string();
     assert!(
         report.column("udp.dstport").iter().all(|p| *p == port),
         "{report:?}"

@@ -5,7 +5,8 @@
 //! - `c/vtep.bpf.c`: entry programs (XDP and TC decap on the underlay, TC
 //!   encap on the overlay port); `c/lib/*.h`: one header per concern.
 //! - `include/vlnet_abi.h`: the single source of truth for shared types and
-//!   drop reasons; [`abi`] is generated from it by bindgen at build time.
+//!   drop reasons; [`abi`] is generated from it by bindgen at build time,
+//!   with the kernel's TC and XDP verdicts the programs return.
 
 #![allow(
     missing_docs,

@@ -13,10 +13,12 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use vlnet_ebpf::abi::{VLNET_ENCAP_LEN, VLNET_VXLAN_PORT};
+
 use crate::beds::cluster::SECURE_VM_MTU;
 use crate::beds::scenario::{host_ip, vm_ip, vm_mac, BRIDGE, VNI};
 use crate::primitives::netns::{unique_ifname, LabError};
-use crate::primitives::topology::{Host, Underlay, Vm, VXLAN_OVERHEAD, VXLAN_PORT};
+use crate::primitives::topology::{Host, Underlay, Vm};
 use crate::primitives::wggo::{WgPeer, WireguardGo, WG_MTU};
 
 /// Host `i`'s tunnel address.
@@ -99,7 +101,7 @@ fn site(host: Host, wg: WireguardGo, i: usize) -> Result<WggoSite, LabError> {
         "remote",
         &TUNNEL_ADDRS[1 - i].to_string(),
         "dstport",
-        &VXLAN_PORT.to_string(),
+        &VLNET_VXLAN_PORT.to_string(),
         "dev",
         wg.ifname(),
     ])?;
@@ -109,7 +111,7 @@ fn site(host: Host, wg: WireguardGo, i: usize) -> Result<WggoSite, LabError> {
         "set",
         &vxlan,
         "mtu",
-        &(WG_MTU - VXLAN_OVERHEAD).to_string(),
+        &(WG_MTU - VLNET_ENCAP_LEN).to_string(),
         "master",
         BRIDGE,
         "up",

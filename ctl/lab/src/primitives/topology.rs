@@ -15,17 +15,15 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use vlnet_ebpf::abi::{VLNET_ENCAP_LEN, VLNET_VXLAN_PORT};
+
 use crate::primitives::delay::DelayLine;
 use crate::primitives::netns::{LabError, NetNs};
 
 /// Underlay MTU unless [`Underlay::with_mtu`] says otherwise.
 pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 /// MTU of a VM's `eth0` and its host-side port (underlay 1500 − VXLAN's 50).
-pub const VM_MTU: u32 = 1450;
-/// The IANA VXLAN port (RFC 7348).
-pub const VXLAN_PORT: u16 = 4789;
-/// Bytes VXLAN adds over IPv4: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
-pub const VXLAN_OVERHEAD: u32 = 50;
+pub const VM_MTU: u32 = DEFAULT_UNDERLAY_MTU - VLNET_ENCAP_LEN;
 /// The bridge inside the switch namespace.
 pub const SWITCH_BRIDGE: &str = "sw0";
 /// A host's underlay interface.
@@ -394,7 +392,7 @@ impl Host {
             "local",
             &self.ip.to_string(),
             "dstport",
-            &VXLAN_PORT.to_string(),
+            &VLNET_VXLAN_PORT.to_string(),
             "ttl",
             "64",
             "df",
@@ -406,7 +404,7 @@ impl Host {
             "set",
             &dev,
             "mtu",
-            &(self.mtu - VXLAN_OVERHEAD).to_string(),
+            &(self.mtu - VLNET_ENCAP_LEN).to_string(),
             "master",
             bridge,
             "up",

@@ -4,7 +4,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::primitives::topology::VXLAN_PORT;
+use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
+use vlnet_ebpf::abi::{VLNET_ENCAP_LEN, VLNET_VXLAN_PORT};
 
 /// Bytes of a minimum Ethernet frame without its FCS (64 on the wire).
 pub const MIN_FRAME_LEN: usize = 60;
@@ -14,12 +15,12 @@ pub const SINK_PORT: u16 = 9;
 /// UDP source port of the test frames (inner and outer).
 pub const SOURCE_PORT: u16 = 49_152;
 
-const ETH_HLEN: usize = 14;
-const IPV4_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-const VXLAN_HLEN: usize = 8;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const IPPROTO_UDP: u8 = 17;
+const ETH_HLEN: usize = Ethernet2Header::LEN;
+const IPV4_HLEN: usize = Ipv4Header::MIN_LEN;
+const UDP_HLEN: usize = UdpHeader::LEN;
+/// The VXLAN header: what the encapsulation adds beyond outer Ethernet,
+/// IPv4 and UDP.
+const VXLAN_HLEN: usize = VLNET_ENCAP_LEN as usize - ETH_HLEN - IPV4_HLEN - UDP_HLEN;
 const TTL: u8 = 64;
 /// VXLAN flags word with only the I (valid VNI) flag (RFC 7348 §5).
 const VXLAN_FLAG_I: u32 = 0x0800_0000;
@@ -82,14 +83,14 @@ pub fn vxlan_endpoints(
         src_ip,
         dst_ip,
         src_port: SOURCE_PORT,
-        dst_port: VXLAN_PORT,
+        dst_port: VLNET_VXLAN_PORT as u16,
     }
 }
 
 fn push_eth(f: &mut Vec<u8>, ep: &Endpoints) {
     f.extend_from_slice(&ep.dst_mac);
     f.extend_from_slice(&ep.src_mac);
-    f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    f.extend_from_slice(&EtherType::IPV4.0.to_be_bytes());
 }
 
 /// IPv4 header (total length `ip_len`) then a UDP header; the caller appends
@@ -102,7 +103,7 @@ fn push_ipv4_udp(f: &mut Vec<u8>, ep: &Endpoints, ip_len: usize) {
     f.extend_from_slice(&total.to_be_bytes());
     f.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, DF
     f.push(TTL);
-    f.push(IPPROTO_UDP);
+    f.push(IpNumber::UDP.0);
     f.extend_from_slice(&[0, 0]); // checksum, below
     f.extend_from_slice(&ep.src_ip.octets());
     f.extend_from_slice(&ep.dst_ip.octets());

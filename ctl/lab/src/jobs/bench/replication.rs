@@ -27,7 +27,8 @@ use vlnet_dataplane::maps::{fdb_key, Maps};
 use vlnet_dataplane::sync::{node_config, OuterHeader};
 use vlnet_dataplane::trust::{VtepBinding, VtepPath};
 use vlnet_ebpf::abi::{
-    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_vni_config, VLNET_FDB_CONTROL, VLNET_NH_L3,
+    __sk_buff, vlnet_fdb_entry, vlnet_nexthop, vlnet_vni_config, TC_ACT_REDIRECT,
+    VLNET_FDB_CONTROL, VLNET_NH_L3,
 };
 
 use super::frame::{udp_frame, vxlan_endpoints, vxlan_frame, Endpoints, SINK_PORT, SOURCE_PORT};
@@ -56,8 +57,6 @@ const ZONE_VM: [u8; 6] = [2, 0, 0, 0, 0x0a, 1];
 const MEMBER_VM: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
 /// Inner frame of the relay runs.
 const RELAY_FRAME_LEN: usize = 1400;
-/// TC verdict of a redirect.
-const TC_ACT_REDIRECT: u32 = 7;
 
 /// What the programs cost, in nanoseconds per run.
 #[derive(Debug, Clone, Serialize)]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use vlnet_ebpf::abi::VLNET_VXLAN_PORT;
+
 use super::bed::DemoBed;
 use super::summary::{Across, KernelInterop};
 use crate::beds::guest::{GUEST_IP, USER_PING_INTERVAL};
@@ -38,7 +40,7 @@ pub fn kernel_interop(bed: &DemoBed) -> Result<KernelInterop, LabError> {
     let capture = Capture::start(
         bed.cloud_lan().switch(),
         kernel.host.switch_port(),
-        "udp port 4789",
+        &format!("udp port {VLNET_VXLAN_PORT}"),
         &["vxlan.vni"],
         Some(2 * INTEROP_PINGS),
         Duration::from_secs(5),
@@ -83,10 +85,11 @@ pub fn start_wan_sample(bed: &DemoBed) -> Result<Capture, LabError> {
 /// `(packets, plain VXLAN packets)` of a finished WAN sample.
 pub fn wan_sample(capture: Capture) -> Result<(usize, usize), LabError> {
     let report = capture.finish()?;
+    let port = VLNET_VXLAN_PORT.to_string();
     let vxlan = report
         .rows
         .iter()
-        .filter(|row| row.iter().any(|port| port == "4789"))
+        .filter(|row| row.contains(&port))
         .count();
     Ok((report.rows.len(), vxlan))
 }

@@ -65,6 +65,20 @@ pub fn vm_mac(i: usize) -> String {
     format!("02:00:00:00:01:{:02x}", i + 1)
 }
 
+/// Site `i`'s host on `underlay`: `h<i>` at [`host_ip`]`(i)` with the
+/// bridge [`BRIDGE`] (the first step of every two-site bed).
+pub fn site_host(underlay: &Underlay, i: usize) -> Result<Host, LabError> {
+    let host = underlay.add_host(&format!("h{i}"), host_ip(i))?;
+    host.add_bridge(BRIDGE)?;
+    Ok(host)
+}
+
+/// Site `i`'s VM on `host`'s [`BRIDGE`]: `vm<i>` with [`vm_mac`]`(i)` and
+/// [`vm_ip`]`(i)`/24.
+pub fn site_vm(host: &Host, i: usize) -> Result<Vm, LabError> {
+    host.add_vm(&format!("vm{i}"), BRIDGE, &vm_mac(i), vm_ip(i), 24)
+}
+
 /// Choices [`Scenario::build_with`] offers beyond the VTEPs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScenarioOptions {
@@ -97,12 +111,11 @@ impl Scenario {
         let any_xdp = options.tx_checksum_off || vteps.contains(&Vtep::Vlnet(Datapath::Xdp));
         let mut sites = Vec::new();
         for (i, vtep) in vteps.iter().enumerate() {
-            let host = underlay.add_host(&format!("h{i}"), host_ip(i))?;
+            let host = site_host(&underlay, i)?;
             if any_xdp {
                 host.tx_checksum_off(host.underlay_if())?;
             }
-            host.add_bridge(BRIDGE)?;
-            let vm = host.add_vm(&format!("vm{i}"), BRIDGE, &vm_mac(i), vm_ip(i), 24)?;
+            let vm = site_vm(&host, i)?;
             let peers: Vec<Ipv4Addr> = (0..vteps.len()).filter(|j| *j != i).map(host_ip).collect();
             let daemon = match vtep {
                 Vtep::Kernel => {

@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use vlnet_ebpf::abi::{VLNET_ENCAP_LEN, VLNET_VXLAN_PORT};
 
 use crate::beds::cluster::SECURE_VM_MTU;
-use crate::beds::scenario::{host_ip, vm_ip, vm_mac, BRIDGE, VNI};
+use crate::beds::scenario::{host_ip, site_host, site_vm, BRIDGE, VNI};
 use crate::primitives::netns::{unique_ifname, LabError};
 use crate::primitives::topology::{Host, Underlay, Vm};
 use crate::primitives::wggo::{WgPeer, WireguardGo, WG_MTU};
@@ -54,10 +54,7 @@ impl WggoPair {
     /// first packet across starts the WireGuard handshake.
     pub fn build(tag: &str) -> Result<Self, LabError> {
         let underlay = Underlay::new(tag)?;
-        let hosts = [
-            underlay.add_host("h0", host_ip(0))?,
-            underlay.add_host("h1", host_ip(1))?,
-        ];
+        let hosts = [site_host(&underlay, 0)?, site_host(&underlay, 1)?];
         let wgs = [
             WireguardGo::start(hosts[0].ns(), &unique_ifname("vg"))?,
             WireguardGo::start(hosts[1].ns(), &unique_ifname("vg"))?,
@@ -83,9 +80,8 @@ impl WggoPair {
     }
 }
 
-/// Host `i`'s bridge, its vxlan over the tunnel, and its VM.
+/// Host `i`'s vxlan over the tunnel on its bridge, and its VM.
 fn site(host: Host, wg: WireguardGo, i: usize) -> Result<WggoSite, LabError> {
-    host.add_bridge(BRIDGE)?;
     let vxlan = format!("vxlan{VNI}");
     host.ns().run(&[
         "ip",
@@ -116,7 +112,7 @@ fn site(host: Host, wg: WireguardGo, i: usize) -> Result<WggoSite, LabError> {
         BRIDGE,
         "up",
     ])?;
-    let vm = host.add_vm(&format!("vm{i}"), BRIDGE, &vm_mac(i), vm_ip(i), 24)?;
+    let vm = site_vm(&host, i)?;
     vm.set_mtu(SECURE_VM_MTU)?;
     Ok(WggoSite { vm, wg, host })
 }

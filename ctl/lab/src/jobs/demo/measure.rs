@@ -86,11 +86,7 @@ pub fn start_wan_sample(bed: &DemoBed) -> Result<Capture, LabError> {
 pub fn wan_sample(capture: Capture) -> Result<(usize, usize), LabError> {
     let report = capture.finish()?;
     let port = VLNET_VXLAN_PORT.to_string();
-    let vxlan = report
-        .rows
-        .iter()
-        .filter(|row| row.contains(&port))
-        .count();
+    let vxlan = report.rows.iter().filter(|row| row.contains(&port)).count();
     Ok((report.rows.len(), vxlan))
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::setting::Setting;
 use crate::beds::cluster::{Cluster, ClusterOptions, Place};
 use crate::beds::guest::{migration_open_port, GuestSites, GUEST_MAC};
-use crate::beds::scenario::{host_ip, vm_ip, vm_mac, Scenario, Vtep, BRIDGE};
+use crate::beds::scenario::{host_ip, site_host, vm_ip, vm_mac, Scenario, Vtep, BRIDGE};
 use crate::primitives::topology::{Host, Underlay, Vm};
 use crate::{Datapath, LabError};
 
@@ -38,8 +38,7 @@ impl Lan {
     fn build(tag: &str) -> Result<Self, LabError> {
         let underlay = Underlay::new(tag)?;
         let host = |i: usize| -> Result<Host, LabError> {
-            let host = underlay.add_host(&format!("h{i}"), host_ip(i))?;
-            host.add_bridge(BRIDGE)?;
+            let host = site_host(&underlay, i)?;
             let (ns, port) = (host.ns(), host.underlay_if());
             ns.run(&["ip", "addr", "flush", "dev", port])?;
             ns.run(&["ip", "link", "set", port, "master", BRIDGE])?;

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::beds::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
+use crate::beds::scenario::{site_vm, vm_ip, vm_mac, BRIDGE, VNI};
 use crate::beds::wan::{Wan, WanClient, WanLink};
 use crate::primitives::daemon::{Daemon, Datapath, NodeSpec};
 use crate::primitives::netns::LabError;
@@ -263,13 +263,7 @@ impl Cluster {
             host.tx_checksum_off(host.underlay_if())?;
         }
         host.add_bridge(BRIDGE)?;
-        let vm = host.add_vm(
-            &format!("vm{index}"),
-            BRIDGE,
-            &vm_mac(index),
-            vm_ip(index),
-            24,
-        )?;
+        let vm = site_vm(host, index)?;
         vm.set_mtu(SECURE_VM_MTU)?;
         let daemon = Daemon::start(host.ns(), spec, vlnet_binary)?;
         Ok(ClusterNode {

@@ -1,19 +1,18 @@
 //! Builds vlnet's kernel programs and the Rust mirror of their ABI header.
 //!
-//! 1. `c/vtep.bpf.c` (the VTEP) and `c/trafficgen.bpf.c` (the benchmark's
-//!    packet generator) are compiled with clang-19 (or `$VLNET_CLANG`) for
-//!    the BPF target, against the kernel's UAPI headers (linux-libc-dev) and
-//!    libbpf's: no `vmlinux.h`, so the object does not depend on the build
-//!    machine's kernel.
-//! 2. `include/vlnet_abi.h` is turned into Rust by bindgen, and the drop
-//!    reasons' names are taken from the enum bindgen parsed, so nothing is
-//!    typed twice. The result is kept in `src/generated/` so that a machine
-//!    without clang still builds the crate; with clang, the build fails when
-//!    that copy no longer matches the header. Regenerate it with
+//! 1. `c/vtep.bpf.c` (the VTEP) is compiled for the BPF target with clang-19
+//!    (or `$VLNET_CLANG`), against the kernel's UAPI headers and libbpf's
+//!    (`build/bpf_clang.rs`, shared with the lab's traffic generator).
+//! 2. `include/vlnet_abi.h` is turned into Rust by bindgen, with the kernel's
+//!    TC and XDP verdicts the programs return; the drop reasons' names are
+//!    taken from the enum bindgen parsed, so nothing is typed twice. The
+//!    result is kept in `src/generated/` so that a machine without clang
+//!    still builds the crate; with clang, the build fails when that copy no
+//!    longer matches the header. Regenerate it with
 //!    `VLNET_REGEN_ABI=1 cargo build -p vlnet-ebpf`.
 //!
 //! Without clang (the pure test tier: `cargo test --workspace --lib`), the
-//! objects are empty and loading them fails with a message that says so.
+//! object is empty and loading it fails with a message that says so.
 //!
 //! A build script reports failure by panicking, so `expect` is its error path.
 #![allow(clippy::expect_used, reason = "panicking is how a build script fails")]
@@ -23,82 +22,34 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use bindgen::callbacks::{EnumVariantValue, ParseCallbacks};
 
-/// The compiler used unless `VLNET_CLANG` names another.
-const DEFAULT_CLANG: &str = "clang-19";
-/// The kernel programs built into the crate.
-const PROGRAMS: [&str; 2] = ["vtep", "trafficgen"];
+include!("build/bpf_clang.rs");
 
 fn main() {
     let manifest =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["c", "include", "src/generated"] {
+    for watched in ["c", "include", "src/generated", "build"] {
         println!(
             "cargo:rerun-if-changed={}",
             manifest.join(watched).display()
         );
     }
-    println!("cargo:rerun-if-env-changed=VLNET_CLANG");
     println!("cargo:rerun-if-env-changed=VLNET_REGEN_ABI");
-    println!("cargo:rustc-check-cfg=cfg(vlnet_no_programs)");
 
-    let clang = env::var("VLNET_CLANG").unwrap_or_else(|_| DEFAULT_CLANG.to_owned());
-    if Command::new(&clang).arg("--version").output().is_err() {
-        println!(
-            "cargo:warning={clang} not found: the BPF programs are not built (enough for \
-             the pure tests; install clang-19 or set VLNET_CLANG for a usable build)"
-        );
-        for program in PROGRAMS {
-            fs::write(out.join(format!("{program}.bpf.o")), []).expect("writing an empty object");
-        }
-        println!("cargo:rustc-cfg=vlnet_no_programs");
-        return;
-    }
-    for program in PROGRAMS {
-        compile_bpf(&clang, &manifest, &out, program);
-    }
-    check_generated_abi(&manifest, &out);
-}
-
-fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e} (is it installed?)"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {cmd:?}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let clang = bpf_clang();
+    compile_bpf(
+        clang.as_deref(),
+        &manifest.join("c/vtep.bpf.c"),
+        &manifest.join("include"),
+        &out.join("vtep.bpf.o"),
     );
-    output.stdout
-}
-
-/// Where Debian keeps the target's `asm/` headers, which the UAPI headers
-/// include and clang's BPF target does not search by itself.
-fn multiarch_include() -> PathBuf {
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
-    PathBuf::from(format!("/usr/include/{arch}-linux-gnu"))
-}
-
-fn compile_bpf(clang: &str, manifest: &Path, out: &Path, program: &str) {
-    let source = manifest.join(format!("c/{program}.bpf.c"));
-    run(
-        Command::new(clang)
-            .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
-            .arg("-I")
-            .arg(manifest.join("include"))
-            .arg("-idirafter")
-            .arg(multiarch_include())
-            .arg("-c")
-            .arg(&source)
-            .arg("-o")
-            .arg(out.join(format!("{program}.bpf.o"))),
-        "compiling the BPF programs",
-    );
+    if clang.is_some() {
+        check_generated_abi(&manifest, &out);
+    }
 }
 
 /// Runs bindgen on the ABI header and compares the result with the copy in
@@ -130,14 +81,18 @@ fn generate_abi(manifest: &Path, out: &Path) {
         .header_contents(
             "wrapper.h",
             &format!(
-                "#include <linux/types.h>\n#include <linux/bpf.h>\n#include \"{}\"\n",
+                "#include <linux/types.h>\n#include <linux/bpf.h>\n#include <linux/pkt_cls.h>\n\
+                 #include \"{}\"\n",
                 header.display()
             ),
         )
         .allowlist_type("vlnet_.*")
         .allowlist_var("VLNET_.*")
         .allowlist_type("__sk_buff")
+        .allowlist_var("TC_ACT_(OK|SHOT|REDIRECT)")
+        .allowlist_type("xdp_action")
         .constified_enum_module("vlnet_drop_reason")
+        .constified_enum_module("xdp_action")
         .derive_default(true)
         .derive_eq(true)
         .derive_hash(true)

@@ -254,7 +254,7 @@ fn bench_json_is_complete_and_positive() {
 /// encap again), whose veth and bridge crossings come on top.
 #[test]
 fn a_relay_in_place_costs_less_than_decap_and_encap() {
-    let cost = vlnet::lab::bench::replication::run().expect("replication run");
+    let cost = vlnet_lab::jobs::bench::replication::run().expect("replication run");
     eprintln!("{}", cost.table());
     assert!(cost.per_replica_ns > 0.0, "{cost:?}");
     assert!(cost.flood_many_ns > cost.flood_1_ns, "{cost:?}");

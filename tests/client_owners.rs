@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use support::control::{reach, wg_ifname};
 use support::node::{sample, scrape, vlnet_binary};
-use vlnet::lab::cluster::{Cluster, Place};
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{vm_ip, VNI};
 use vlnet_dataplane::control::token::Token;
+use vlnet_lab::beds::cluster::{Cluster, Place};
+use vlnet_lab::beds::scenario::{vm_ip, VNI};
+use vlnet_lab::primitives::probe;
 
 /// The controller's `client list --json` row named `name`.
 fn client(c: &Cluster, name: &str) -> Option<serde_json::Value> {

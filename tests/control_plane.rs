@@ -16,12 +16,12 @@ use support::node::{sample, scrape, vlnet_binary};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use vlnet::lab::cluster::{Cluster, ClusterOptions, Place, Site};
-use vlnet::lab::probe;
-use vlnet::lab::scenario::vm_ip;
 use vlnet_dataplane::config::DEFAULT_CONTROL_PORT;
 use vlnet_dataplane::control::wire::{self, Hello, MacAdvert, Message};
 use vlnet_dataplane::mac::MacAddr;
+use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, Site};
+use vlnet_lab::beds::scenario::vm_ip;
+use vlnet_lab::primitives::probe;
 
 /// The value of the sample `name` (with its labels) on node `n`'s
 /// `/metrics`; 0 when absent.
@@ -144,10 +144,10 @@ fn tokens_expired_reused_or_tampered_are_refused() {
     let wan = &c.wan;
     let host = wan.add_public_client("t1").unwrap();
     host.host().add_bridge("br100").unwrap();
-    let spec = vlnet::lab::NodeSpec::new("tk", host.host().ip())
+    let spec = vlnet_lab::NodeSpec::new("tk", host.host().ip())
         .with_vni(100, "br100", &[])
         .as_member();
-    let member = vlnet::lab::Daemon::start(host.host().ns(), spec, vlnet_binary()).unwrap();
+    let member = vlnet_lab::Daemon::start(host.host().ns(), spec, vlnet_binary()).unwrap();
 
     // Altered: one character in the middle of the payload changed. The
     // client sees it at once (the token's checksum), without a word to the
@@ -185,10 +185,10 @@ fn tokens_expired_reused_or_tampered_are_refused() {
     member.ctl(&["join", &token]).unwrap();
     let other = wan.add_public_client("t3").unwrap();
     other.host().add_bridge("br100").unwrap();
-    let spec = vlnet::lab::NodeSpec::new("tk2", other.host().ip())
+    let spec = vlnet_lab::NodeSpec::new("tk2", other.host().ip())
         .with_vni(100, "br100", &[])
         .as_member();
-    let second = vlnet::lab::Daemon::start(other.host().ns(), spec, vlnet_binary()).unwrap();
+    let second = vlnet_lab::Daemon::start(other.host().ns(), spec, vlnet_binary()).unwrap();
     let err = second.ctl(&["join", &token]).unwrap_err().to_string();
     assert!(err.contains("already used"), "{err}");
     // The tampered token reached the controller and was counted there.
@@ -353,7 +353,9 @@ fn restarts_keep_state_and_a_30s_wan_cut_loses_nothing() {
             24,
         )
         .unwrap();
-    local.set_mtu(vlnet::lab::cluster::SECURE_VM_MTU).unwrap();
+    local
+        .set_mtu(vlnet_lab::beds::cluster::SECURE_VM_MTU)
+        .unwrap();
     client.cut().unwrap();
     let cut_at = Instant::now();
     // Client-local traffic goes on for the whole cut.

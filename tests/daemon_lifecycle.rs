@@ -21,9 +21,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{vm_ip, Scenario, ScenarioOptions, Vtep};
-use vlnet::lab::{Datapath, Launch, NetNs};
+use vlnet_lab::beds::scenario::{vm_ip, Scenario, ScenarioOptions, Vtep};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::{Datapath, Launch, NetNs};
 
 fn kill9_and_restart_lose_nothing(datapath: Datapath, launch: Launch) {
     let mut s = Scenario::build_with(
@@ -331,12 +331,12 @@ fn teardown_removes_everything_vlnet_created() {
     ns.run(&["ip", "addr", "add", "198.18.0.1/24", "dev", "ul0"])
         .unwrap();
     ns.run(&["ip", "link", "set", "ul0", "up"]).unwrap();
-    let spec = vlnet::lab::NodeSpec::new("td", "198.18.0.1".parse().unwrap()).with_vni(
+    let spec = vlnet_lab::NodeSpec::new("td", "198.18.0.1".parse().unwrap()).with_vni(
         4242,
         "vnet4242",
         &["198.18.0.2".parse().unwrap()],
     );
-    let daemon = vlnet::lab::Daemon::start(&ns, spec, vlnet_binary()).unwrap();
+    let daemon = vlnet_lab::Daemon::start(&ns, spec, vlnet_binary()).unwrap();
     assert!(
         ns.run(&["ip", "link", "show", "vnet4242"]).is_ok(),
         "bridge created"
@@ -517,11 +517,11 @@ fn learned_entries_age_out_and_auto_picks_tc_on_veth() {
     ] {
         ns.run(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
     }
-    let spec = vlnet::lab::NodeSpec::new("age", "198.18.0.1".parse().unwrap())
+    let spec = vlnet_lab::NodeSpec::new("age", "198.18.0.1".parse().unwrap())
         .with_vni(100, "br100", &["198.18.0.2".parse().unwrap()])
         .with_datapath(Datapath::Auto)
         .with_fdb_ageing(2);
-    let daemon = vlnet::lab::Daemon::start(&ns, spec, vlnet_binary()).unwrap();
+    let daemon = vlnet_lab::Daemon::start(&ns, spec, vlnet_binary()).unwrap();
     assert_eq!(daemon.status_json().unwrap()["datapath"], "tc");
 
     // A frame from the peer VTEP arrives on ul0 (sent into ul1).

@@ -1,4 +1,4 @@
-//! Tests of the user-space delay line (`vlnet::lab::delay`): two namespaces
+//! Tests of the user-space delay line (`vlnet_lab::primitives::delay`): two namespaces
 //! joined by a `DelayLine` see the RTT it is set to (and a new one after
 //! `set_delay`), lose nothing, carry iperf3 TCP at a useful rate, and the
 //! TAPs are gone once it is dropped.
@@ -15,8 +15,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use vlnet::lab::probe::{self, PingReport};
-use vlnet::lab::{DelayLine, NetNs};
+use vlnet_lab::primitives::probe::{self, PingReport};
+use vlnet_lab::{DelayLine, NetNs};
 
 /// The TAP in each namespace.
 const TAP: &str = "dl0";

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use support::proxmox::{FakeProxmox, ANNOUNCES};
-use vlnet::lab::{ChildGuard, TempDir};
+use vlnet_lab::{ChildGuard, TempDir};
 
 const INSTALL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/install.sh");
 const VLNET: &str = env!("CARGO_BIN_EXE_vlnet");

@@ -22,7 +22,7 @@ use std::time::Duration;
 use support::interrupt::{sigint, wait_for_line};
 use support::leftovers::leftovers;
 
-use vlnet::lab::TempDir;
+use vlnet_lab::TempDir;
 
 const VLNET: &str = env!("CARGO_BIN_EXE_vlnet");
 /// One experiment at a time.

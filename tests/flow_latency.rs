@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::node::{sample, scrape, vlnet_binary};
-use vlnet::lab::cluster::{Cluster, Place, SECURE_VM_MTU};
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{vm_ip, vm_mac, BRIDGE};
+use vlnet_lab::beds::cluster::{Cluster, Place, SECURE_VM_MTU};
+use vlnet_lab::beds::scenario::{vm_ip, vm_mac, BRIDGE};
+use vlnet_lab::primitives::probe;
 
 /// One-way delay of the client's WAN link: 20 ms of RTT.
 const ONE_WAY: Duration = Duration::from_millis(10);

@@ -26,11 +26,11 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use support::node::{sample, scrape, vlnet_binary};
-use vlnet::lab::cluster::{kernel_vm, Cluster, ClusterOptions, Place, Site};
-use vlnet::lab::probe::{self, Capture, CaptureReport};
-use vlnet::lab::scenario::{vm_ip, vm_mac, VNI};
-use vlnet::lab::topology::VM_IF;
-use vlnet::lab::{NetNs, Vm};
+use vlnet_lab::beds::cluster::{kernel_vm, Cluster, ClusterOptions, Place, Site};
+use vlnet_lab::beds::scenario::{vm_ip, vm_mac, VNI};
+use vlnet_lab::primitives::probe::{self, Capture, CaptureReport};
+use vlnet_lab::primitives::topology::VM_IF;
+use vlnet_lab::{NetNs, Vm};
 
 /// Kernel-vxlan nodes in the zone, and clients.
 const ZONE: usize = 3;

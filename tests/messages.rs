@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 
 use support::node::vlnet_binary;
-use vlnet::lab::TempDir;
+use vlnet_lab::TempDir;
 
 /// A config any user may read, naming nothing that exists.
 fn readable_config(dir: &TempDir) -> std::path::PathBuf {

@@ -14,10 +14,10 @@ mod support;
 use std::time::Duration;
 
 use support::node::{sample, scrape, vlnet_binary};
-use vlnet::lab::migrate::{move_time_ns, move_vm};
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{host_ip, vm_ip, Scenario, Vtep, BRIDGE};
-use vlnet::lab::Datapath;
+use vlnet_lab::beds::scenario::{host_ip, vm_ip, Scenario, Vtep, BRIDGE};
+use vlnet_lab::jobs::migrate::{move_time_ns, move_vm};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::Datapath;
 
 /// Sites: 0, 1 and 3 run vlnet, 2 the kernel's vxlan; the VM of site 0 is
 /// the one that moves to site 1. Returns the scenario after a warm-up in

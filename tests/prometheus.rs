@@ -21,9 +21,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{host_ip, vm_ip, Scenario, Vtep, VNI};
-use vlnet::lab::{Datapath, NetNs};
+use vlnet_lab::beds::scenario::{host_ip, vm_ip, Scenario, Vtep, VNI};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::{Datapath, NetNs};
 
 /// `deploy/prometheus/`: example config, alert rules and their unit tests.
 const PROMETHEUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus");

@@ -13,8 +13,8 @@ mod support;
 use std::process::Command;
 
 use support::node::vlnet_binary;
-use vlnet::lab::TempDir;
 use vlnet_dataplane::config::Config;
+use vlnet_lab::TempDir;
 
 const ZONES: &str = "\
 vxlan: class

@@ -18,11 +18,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::node::vlnet_binary;
-use vlnet::lab::migrate::move_time_ns;
-use vlnet::lab::probe;
-use vlnet::lab::qemu::{GuestImage, GuestSpec, MigrationUri, Qemu, GUEST_DIR};
-use vlnet::lab::scenario::{Scenario, Vtep, BRIDGE};
-use vlnet::lab::{Datapath, TempDir};
+use vlnet_lab::beds::scenario::{Scenario, Vtep, BRIDGE};
+use vlnet_lab::jobs::migrate::move_time_ns;
+use vlnet_lab::primitives::probe;
+use vlnet_lab::primitives::qemu::{GuestImage, GuestSpec, MigrationUri, Qemu, GUEST_DIR};
+use vlnet_lab::{Datapath, TempDir};
 
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const GUEST_MAC: &str = "52:54:00:00:00:64";

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use support::attacker::{Attacker, Target, NOBODY};
 use support::node::vlnet_binary;
-use vlnet::lab::{Daemon, NetNs, NodeSpec};
 use vlnet_dataplane::api::API_LIMITS;
 use vlnet_dataplane::metrics::METRICS_LIMITS;
+use vlnet_lab::{Daemon, NetNs, NodeSpec};
 
 /// Connections each attacker opens and holds.
 const ATTACK_CONNECTIONS: u32 = 1_100;

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use support::node::{tcx_programs, vlnet_binary};
 use support::pings::Background;
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{vm_ip, Scenario, Vtep};
-use vlnet::lab::{Datapath, NetNs, TempDir};
 use vlnet_dataplane::bpf::{self, Programs};
 use vlnet_dataplane::model::LinkAction;
+use vlnet_lab::beds::scenario::{vm_ip, Scenario, Vtep};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::{Datapath, NetNs, TempDir};
 
 /// One echo request, answered within 300 ms (an ARP that failed is not
 /// retried that soon: a path that was not there when it left fails).
@@ -117,7 +117,7 @@ fn reload_applies_the_difference_without_losing_a_ping() {
     // A peer on the pinged VNI and a new VNI.
     let mut grown = before
         .clone()
-        .with_vni(200, "br200", &[vlnet::lab::scenario::host_ip(1)]);
+        .with_vni(200, "br200", &[vlnet_lab::beds::scenario::host_ip(1)]);
     grown.vnis[0].peers.push("198.18.0.9".parse().unwrap());
     daemon.rewrite_config(grown.clone()).unwrap();
     let out = daemon.ctl(&["reload", "--json"]).unwrap();
@@ -221,7 +221,7 @@ fn reaches_within(vm: &NetNs, ip: std::net::Ipv4Addr, within: Duration) -> bool 
 
 #[test]
 fn a_proxmox_zone_change_is_served_without_losing_a_ping() {
-    use vlnet::lab::scenario::host_ip;
+    use vlnet_lab::beds::scenario::host_ip;
     // Declared first, dropped last: the node's teardown reads the zone.
     let sdn = TempDir::new("sdn").unwrap();
     let mut s = Scenario::build(
@@ -355,7 +355,7 @@ fn an_upgrade_swaps_the_programs_in_place_without_losing_a_ping() {
             .received,
         5
     );
-    let peers = |d: &vlnet::lab::Daemon| -> serde_json::Value {
+    let peers = |d: &vlnet_lab::Daemon| -> serde_json::Value {
         serde_json::from_str(&d.ctl(&["peers", "--json"]).unwrap()).unwrap()
     };
     let rx_before = peers(s.sites[0].daemon.as_ref().unwrap())[0]["rx_packets"]
@@ -448,7 +448,7 @@ fn pins_of_another_map_layout_are_refused_with_what_to_do() {
 
     // A map changed without a version bump: another shape under its name.
     let mut bench = aya::EbpfLoader::new()
-        .load(vlnet_ebpf::TRAFFICGEN_OBJECT)
+        .load(vlnet_lab::primitives::trafficgen::TRAFFICGEN_OBJECT)
         .unwrap();
     let map = dir.join("maps/vlnet_arrivals_pending");
     std::fs::remove_file(&map).unwrap();

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use support::frames::{self, VM_B_MAC};
 use support::packet_socket::PacketSocket;
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{host_ip, vm_ip, Scenario, Vtep};
-use vlnet::lab::{Daemon, Datapath, NetNs};
 use vlnet_dataplane::mac::MacAddr;
+use vlnet_lab::beds::scenario::{host_ip, vm_ip, Scenario, Vtep};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::{Daemon, Datapath, NetNs};
 
 /// Copies of each hostile frame sent (16 kinds × 640 ≥ 10,000).
 const COPIES: usize = 640;

@@ -1,4 +1,4 @@
-//! Tests of the lab test-bed itself (`vlnet::lab`): namespaces, the kernel
+//! Tests of the lab test-bed itself (`vlnet_lab`): namespaces, the kernel
 //! vxlan reference topology, the probes, and the daemon harness's contract
 //! (driven by a stand-in script, since it must not depend on the daemon).
 //!
@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use vlnet::lab::probe::{self, Capture};
-use vlnet::lab::topology::VXLAN_PORT;
-use vlnet::lab::{Daemon, Datapath, Host, LabError, NodeSpec, TempDir, Underlay, Vm};
+use vlnet_ebpf::abi::VLNET_VXLAN_PORT;
+use vlnet_lab::primitives::probe::{self, Capture};
+use vlnet_lab::{Daemon, Datapath, Host, LabError, NodeSpec, TempDir, Underlay, Vm};
 
 const VNI: u32 = 100;
 const BRIDGE: &str = "vmbr100";
@@ -31,7 +31,7 @@ const VM2_MAC: &str = "02:00:00:00:02:01";
 const IPERF_PORT: u16 = 5201;
 
 fn netns_list() -> String {
-    vlnet::lab::netns::run_host(&["ip", "netns", "list"]).expect("ip netns list")
+    vlnet_lab::primitives::netns::run_host(&["ip", "netns", "list"]).expect("ip netns list")
 }
 
 fn assert_gone(names: &[String]) {
@@ -153,7 +153,7 @@ fn kernel_vxlan_pair_carries_ping_vxlan_and_tcp() {
         report.column("vxlan.vni").iter().all(|v| *v == "100"),
         "{report:?}"
     );
-    let port = VXLAN_PORT.to_string();
+    let port = VLNET_VXLAN_PORT.to_string();
     assert!(
         report.column("udp.dstport").iter().all(|p| *p == port),
         "{report:?}"

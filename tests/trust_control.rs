@@ -23,15 +23,15 @@ use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vlnet::lab::cluster::{Cluster, ClusterOptions, Place, KERNEL_VM};
-use vlnet::lab::probe::{self, Capture};
-use vlnet::lab::scenario::{vm_ip, vm_mac};
-use vlnet::lab::topology::VM_IF;
-use vlnet::lab::unique_ifname;
 use vlnet_dataplane::control::token::Token;
 use vlnet_dataplane::control::wire::{self, FullSync, MacAdvert, MacWithdraw, Message};
 use vlnet_dataplane::mac::MacAddr;
 use vlnet_dataplane::wg::{AllowedIp, PeerConfig, SetRequest, WgDevice};
+use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, KERNEL_VM};
+use vlnet_lab::beds::scenario::{vm_ip, vm_mac};
+use vlnet_lab::primitives::probe::{self, Capture};
+use vlnet_lab::primitives::topology::VM_IF;
+use vlnet_lab::unique_ifname;
 
 /// The controller's default quota of MACs per member and VNI.
 const QUOTA: usize = 1024;
@@ -292,7 +292,7 @@ fn a_member_holds_at_most_its_quota_of_macs() {
         )
         .unwrap();
     newcomer
-        .set_mtu(vlnet::lab::cluster::SECURE_VM_MTU)
+        .set_mtu(vlnet_lab::beds::cluster::SECURE_VM_MTU)
         .unwrap();
     probe::ping(newcomer.ns(), vm_ip(0), 1, Duration::from_millis(100)).unwrap();
     wait_fdb(&c, 0, "02:00:00:00:0c:01", c.tunnel_addr(HONEST).unwrap());

@@ -35,12 +35,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use vlnet::lab::cluster::{Cluster, ClusterOptions, Place, KERNEL_VM};
-use vlnet::lab::probe;
-use vlnet::lab::scenario::{vm_ip, vm_mac, VNI};
-use vlnet::lab::topology::VM_IF;
-use vlnet::lab::{Daemon, Datapath, NetNs};
 use vlnet_dataplane::mac::MacAddr;
+use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, KERNEL_VM};
+use vlnet_lab::beds::scenario::{vm_ip, vm_mac, VNI};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::primitives::topology::VM_IF;
+use vlnet_lab::{Daemon, Datapath, NetNs};
 
 /// The controller's tunnel address (the cluster's pool starts there).
 const CONTROLLER_TUNNEL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);

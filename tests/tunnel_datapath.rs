@@ -18,9 +18,10 @@ use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vlnet::lab::probe::{self, Capture};
-use vlnet::lab::{Daemon, Host, NetNs, NodeSpec, Underlay, Vm};
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
+use vlnet_ebpf::abi::VLNET_ENCAP_LEN;
+use vlnet_lab::primitives::probe::{self, Capture};
+use vlnet_lab::{Daemon, Host, NetNs, NodeSpec, Underlay, Vm};
 
 const VNI: u32 = 100;
 const BRIDGE: &str = "vnet100";
@@ -32,8 +33,6 @@ const VM_MAC: [&str; 2] = ["02:00:00:00:0a:01", "02:00:00:00:0b:01"];
 /// WireGuard over IPv4 adds 60 bytes; 80 leaves room for an IPv6 underlay,
 /// as `wg-quick` does.
 const WG_OVERHEAD: u32 = 80;
-/// VXLAN's outer IPv4, UDP and VXLAN headers plus the inner Ethernet header.
-const VXLAN_OVERHEAD: u32 = 50;
 const IPERF_PORT: u16 = 5201;
 
 /// One side: a host on the underlay with its WireGuard device up.
@@ -101,7 +100,7 @@ fn vm(side: &Side, i: usize, underlay_mtu: u32) -> Vm {
         .host
         .add_vm(&format!("vm{i}"), BRIDGE, VM_MAC[i], VM_IP[i], 24)
         .unwrap();
-    let mtu = (underlay_mtu - WG_OVERHEAD - VXLAN_OVERHEAD).to_string();
+    let mtu = (underlay_mtu - WG_OVERHEAD - VLNET_ENCAP_LEN).to_string();
     vm.ns()
         .run(&["ip", "link", "set", vm.ifname(), "mtu", &mtu])
         .unwrap();
@@ -188,7 +187,7 @@ fn vxlan_to_secure_peers_travels_inside_wireguard() {
     );
 
     // The largest unfragmented packet the VMs' MTU allows fits end to end.
-    let size = underlay.mtu() - WG_OVERHEAD - VXLAN_OVERHEAD - 28;
+    let size = underlay.mtu() - WG_OVERHEAD - VLNET_ENCAP_LEN - 28;
     probe::ping_whole(vms[0].ns(), VM_IP[1], size).expect("full-size ping through the tunnel");
 
     let _server = probe::iperf3_server(vms[1].ns(), VM_IP[1], IPERF_PORT).unwrap();

@@ -14,11 +14,11 @@ use support::node::vlnet_binary;
 
 use std::time::Duration;
 
-use vlnet::lab::probe::{self, Capture};
-use vlnet::lab::scenario::{vm_ip, Scenario, Vtep, VNI};
-use vlnet::lab::Datapath;
+use vlnet_lab::beds::scenario::{vm_ip, Scenario, Vtep, VNI};
+use vlnet_lab::primitives::probe::{self, Capture};
+use vlnet_lab::Datapath;
 
-fn total_drops(daemon: &vlnet::lab::Daemon) -> u64 {
+fn total_drops(daemon: &vlnet_lab::Daemon) -> u64 {
     let status = daemon.status_json().unwrap();
     status["drops"]
         .as_array()

@@ -1,4 +1,4 @@
-//! Tests of the WAN test-bed (`vlnet::lab::wan`): public and natted clients
+//! Tests of the WAN test-bed (`vlnet_lab::beds::wan`): public and natted clients
 //! reach the cloud, only the public one is reachable from it, the home router
 //! masquerades, a cut link passes nothing until restored, a client added with
 //! a delay sees the RTT it asked for, and everything goes away on drop.
@@ -14,8 +14,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use vlnet::lab::probe::{self, Capture, PingReport};
-use vlnet::lab::{Host, NetNs, Wan, WanClient, WanLink};
+use vlnet_lab::primitives::probe::{self, Capture, PingReport};
+use vlnet_lab::{Host, NetNs, Wan, WanClient, WanLink};
 
 const CLOUD_INDEX: u8 = 1;
 const PROBE_PORT: u16 = 40000;
@@ -263,7 +263,8 @@ fn clients_take_vms_and_everything_goes_on_drop() {
     drop(vm);
     drop(bed);
 
-    let list = vlnet::lab::netns::run_host(&["ip", "netns", "list"]).expect("ip netns list");
+    let list =
+        vlnet_lab::primitives::netns::run_host(&["ip", "netns", "list"]).expect("ip netns list");
     for name in &names {
         assert!(
             !list

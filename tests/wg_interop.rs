@@ -17,10 +17,10 @@ use std::thread;
 use std::time::Duration;
 
 use base64::Engine as _;
-use vlnet::lab::probe::{self, Capture, CaptureReport};
-use vlnet::lab::wggo::WG_MTU;
-use vlnet::lab::{NetNs, WgPeer, WireguardGo};
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
+use vlnet_lab::primitives::probe::{self, Capture, CaptureReport};
+use vlnet_lab::primitives::wggo::WG_MTU;
+use vlnet_lab::{NetNs, WgPeer, WireguardGo};
 
 const A_UNDERLAY: &str = "198.18.0.1";
 const B_UNDERLAY: &str = "198.18.0.2";

@@ -12,11 +12,11 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vlnet::lab::probe::{self, Capture};
-use vlnet::lab::scenario::vm_ip;
-use vlnet::lab::wggo::WG_MTU;
-use vlnet::lab::wggo_pair::{WggoPair, WG_PORT};
 use vlnet_dataplane::wg::WgDevice;
+use vlnet_lab::beds::scenario::vm_ip;
+use vlnet_lab::beds::wggo_pair::{WggoPair, WG_PORT};
+use vlnet_lab::primitives::probe::{self, Capture};
+use vlnet_lab::primitives::wggo::WG_MTU;
 
 /// Pings VM 1 from VM 0 until one answer comes back (the first packets wait
 /// for ARP and the handshake).

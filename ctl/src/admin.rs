@@ -315,7 +315,6 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-    use crate::lab::TempDir;
 
     fn refusal(result: Result<impl std::fmt::Debug>) -> String {
         format!("{:#}", result.unwrap_err())
@@ -332,7 +331,7 @@ mod tests {
 
     #[test]
     fn the_socket_without_a_config_is_the_default_one() {
-        let dir = TempDir::new("ctl").unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("vlnet.toml");
         let socket = socket_with_default(&ctl(&["status"]), &missing).unwrap();
         assert_eq!(socket, Path::new(DEFAULT_API_SOCKET));
@@ -387,7 +386,7 @@ mod tests {
                 "{input:?}"
             );
         }
-        let dir = TempDir::new("token").unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "vlnet1.abc\n").unwrap();
         assert_eq!(
@@ -403,7 +402,7 @@ mod tests {
         let empty = refusal(read_token(TokenSource::Stdin, Cursor::new("")));
         assert!(empty.contains("standard input is empty"), "{empty}");
 
-        let dir = TempDir::new("token").unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
         let unreadable = refusal(read_token(TokenSource::File(&missing), Cursor::new("")));
         assert!(

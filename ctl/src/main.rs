@@ -1,4 +1,5 @@
-//! The `vlnet` command: node daemon, admin CLI and lab.
+//! The `vlnet` command: node daemon, admin CLI and (with the `lab` feature)
+//! the lab.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use vlnet::cli::{Cli, Command, ExperimentCommand, LabCommand, LogFormat};
+use vlnet::cli::{Cli, Command, LogFormat};
 use vlnet::error_text::one_line;
 use vlnet::localtime::LogTime;
 use vlnet_dataplane::config::Config;
@@ -79,12 +80,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", vlnet_dataplane::proxmox_sdn::vni_sections(&zone));
             Ok(())
         }
-        Command::Lab { job } => match job {
-            LabCommand::Demo { wan_delay } => vlnet::lab::demo::run(wan_delay),
-            LabCommand::Bench { json, secs } => vlnet::lab::bench::run(json, secs),
-            LabCommand::Experiment {
-                which: ExperimentCommand::Migration(args),
-            } => vlnet::lab::experiment::run_migration(&args),
-        },
+        #[cfg(feature = "lab")]
+        Command::Lab { job } => job.run(),
     }
 }

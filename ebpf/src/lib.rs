@@ -4,8 +4,6 @@
 //! # Layout
 //! - `c/vtep.bpf.c`: entry programs (XDP and TC decap on the underlay, TC
 //!   encap on the overlay port); `c/lib/*.h`: one header per concern.
-//! - `c/trafficgen.bpf.c`: the small-packet generator of `vlnet lab bench`
-//!   (XDP live frames through `BPF_PROG_TEST_RUN`) and its XDP pass program.
 //! - `include/vlnet_abi.h`: the single source of truth for shared types and
 //!   drop reasons; [`abi`] is generated from it by bindgen and kept in
 //!   `src/generated/` (the build fails when it no longer matches the header;
@@ -35,12 +33,6 @@ pub mod abi {
 /// when the crate was built without clang (see [`programs_built`]).
 pub static VTEP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vtep.bpf.o"));
-
-/// The compiled `trafficgen.bpf.c` object: `xdp_trafficgen` redirects every
-/// frame to the global `target_ifindex`; `xdp_bench_pass` passes everything;
-/// `xdp_bench_drop` drops everything, counting in the per-CPU `bench_drops`.
-pub static TRAFFICGEN_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trafficgen.bpf.o"));
 
 /// Whether this build holds the kernel programs: a build without clang has
 /// only the ABI (enough for the pure tests) and cannot load anything.
@@ -162,21 +154,6 @@ mod tests {
             "tc_tunnel_rx",
             "tc_overlay_tx",
             "xdp_overlay_pass",
-        ] {
-            assert!(elf.contains(name), "{name} missing from the object");
-        }
-    }
-
-    #[test]
-    #[cfg_attr(vlnet_no_programs, ignore = "built without clang: no objects")]
-    fn trafficgen_object_has_its_programs() {
-        let elf = String::from_utf8_lossy(TRAFFICGEN_OBJECT);
-        for name in [
-            "xdp_trafficgen",
-            "xdp_bench_pass",
-            "xdp_bench_drop",
-            "bench_drops",
-            "target_ifindex",
         ] {
             assert!(elf.contains(name), "{name} missing from the object");
         }

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use vlnet::lab::NetNs;
+use vlnet_lab::NetNs;
 
 /// The unprivileged user an attacker may run as (`nobody`).
 pub const NOBODY: u32 = 65_534;

@@ -6,11 +6,11 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-use vlnet::lab::cluster::Cluster;
-use vlnet::lab::probe;
-use vlnet::lab::scenario::vm_ip;
 use vlnet_dataplane::config::DEFAULT_CONTROL_PORT;
 use vlnet_dataplane::control::wire::{self, Hello, Message};
+use vlnet_lab::beds::cluster::Cluster;
+use vlnet_lab::beds::scenario::vm_ip;
+use vlnet_lab::primitives::probe;
 
 /// The controller's tunnel address in the lab's clusters.
 pub const CONTROLLER_TUNNEL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);

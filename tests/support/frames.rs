@@ -1,9 +1,9 @@
 //! Hand-built frames for data-path tests: every byte is visible here or in
-//! the lab's frame builder ([`vlnet::lab::bench::frame`]) they share.
+//! the lab's frame builder ([`vlnet_lab::jobs::bench::frame`]) they share.
 
 use std::net::Ipv4Addr;
 
-use vlnet::lab::bench::frame::{vxlan_frame, Endpoints};
+use vlnet_lab::jobs::bench::frame::{vxlan_frame, Endpoints};
 
 /// MAC of the test "VM" that sends inner frames.
 pub const VM_A_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0a, 0x01];
@@ -15,7 +15,7 @@ pub const VM_A_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const VM_B_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 /// One's-complement checksum (RFC 1071).
-pub use vlnet::lab::bench::frame::internet_checksum as checksum;
+pub use vlnet_lab::jobs::bench::frame::internet_checksum as checksum;
 
 /// A 20-byte IPv4 header with a valid checksum.
 pub fn ipv4_header(

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use vlnet::lab::NetNs;
+use vlnet_lab::NetNs;
 
 /// How long a request may take before it fails.
 const TIMEOUT: Duration = Duration::from_secs(10);

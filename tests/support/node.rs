@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
-use vlnet::lab::NetNs;
+use vlnet_lab::NetNs;
 
 use super::http;
 

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use vlnet::lab::probe::{self, PingReport};
-use vlnet::lab::NetNs;
+use vlnet_lab::primitives::probe::{self, PingReport};
+use vlnet_lab::NetNs;
 
 /// `count` pings from `ns` to `dst` every `interval`, in a thread.
 pub struct Background(Option<JoinHandle<PingReport>>);

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vlnet::lab::{ChildGuard, NetNs, TempDir};
+use vlnet_lab::{ChildGuard, NetNs, TempDir};
 
 use super::http;
 

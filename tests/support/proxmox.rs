@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vlnet::lab::TempDir;
+use vlnet_lab::TempDir;
 
 /// VM 101 as `qm config 101` prints it: two network interfaces.
 pub const QM_CONFIG: &str = "boot: order=scsi0;net0

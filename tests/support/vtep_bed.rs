@@ -21,18 +21,9 @@ use super::thread_netns::ThreadNetNs;
 pub const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// VNI 100's one remote VTEP, reached over `ul0`.
 pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-/// TC verdict: pass to the stack.
-pub const TC_ACT_OK: u32 = 0;
-/// TC verdict: drop.
-pub const TC_ACT_SHOT: u32 = 2;
-/// TC verdict: redirected by the program.
-pub const TC_ACT_REDIRECT: u32 = 7;
-/// XDP verdict: drop.
-pub const XDP_DROP: u32 = 1;
-/// XDP verdict: pass to the stack.
-pub const XDP_PASS: u32 = 2;
-/// XDP verdict: redirected by the program.
-pub const XDP_REDIRECT: u32 = 4;
+// The programs' verdicts, as the kernel headers define them.
+pub use vlnet_ebpf::abi::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT};
+pub use vlnet_ebpf::abi::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

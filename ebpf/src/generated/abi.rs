@@ -136,6 +136,9 @@ where
         }
     }
 }
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
 pub const VLNET_MAP_LAYOUT: u32 = 2;
 pub const VLNET_VXLAN_PORT: u32 = 4789;
 pub const VLNET_ENCAP_LEN: u32 = 50;
@@ -417,6 +420,14 @@ impl bpf_sock {
         let mut __bindgen_bitfield_unit: __BindgenBitfieldUnit<[u8; 2usize]> = Default::default();
         __bindgen_bitfield_unit
     }
+}
+pub mod xdp_action {
+    pub type Type = ::core::ffi::c_uint;
+    pub const XDP_ABORTED: Type = 0;
+    pub const XDP_DROP: Type = 1;
+    pub const XDP_PASS: Type = 2;
+    pub const XDP_TX: Type = 3;
+    pub const XDP_REDIRECT: Type = 4;
 }
 #[repr(C)]
 #[derive(Copy, Clone)]

@@ -1,0 +1,119 @@
+//! `vlnet lab …` on the command line: the lab's clap types, which the `vlnet`
+//! command embeds as its `lab` subcommand, and [`LabCommand::run`], which
+//! runs the chosen job.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::jobs::experiment::setting::Over;
+use crate::jobs::{bench, demo, experiment};
+
+/// `vlnet lab` jobs.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// The whole system on this machine: a cloud (a vlnet node and a
+    /// kernel-vxlan node), a client site behind a delayed WAN attached with
+    /// a token, a VM live-migrated from the cloud to the client; prints a
+    /// timeline and a summary. Under three minutes.
+    Demo {
+        /// RTT of the client's WAN link, e.g. 20ms or 0.1s.
+        #[arg(long, default_value = "20ms", value_parser = parse_delay)]
+        wan_delay: Duration,
+    },
+    /// vlnet vs kernel vxlan vs plain veth, as ratios measured in one run.
+    Bench {
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+    },
+    /// Repeated measurements written to a directory (JSON, CSV, a Markdown
+    /// report, SVG plots).
+    Experiment {
+        /// Which experiment.
+        #[command(subcommand)]
+        which: ExperimentCommand,
+    },
+}
+
+impl LabCommand {
+    /// Runs the job. The jobs start vlnet nodes with the running executable
+    /// (`vlnet daemon …`), so this is called from the `vlnet` binary.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Demo { wan_delay } => demo::run(wan_delay),
+            Self::Bench { json, secs } => bench::run(json, secs),
+            Self::Experiment {
+                which: ExperimentCommand::Migration(args),
+            } => experiment::run_migration(&args),
+        }
+    }
+}
+
+/// `vlnet lab experiment …`.
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Live-migrate a real QEMU guest between two hosts, repeatedly, over a
+    /// LAN, plain VXLAN and VXLAN inside WireGuard across a WAN, while a
+    /// user at the destination site pings it.
+    Migration(MigrationArgs),
+}
+
+/// `vlnet lab experiment migration` options.
+#[derive(Debug, Args)]
+pub struct MigrationArgs {
+    /// What the guest migrates over (repeat for several, or all).
+    #[arg(long, value_enum, default_values_t = [Over::All])]
+    pub over: Vec<Over>,
+    /// RTT of the client's WAN link in vxlan-wg, e.g. 20ms or 0.1s.
+    #[arg(long, default_value = "20ms", value_parser = parse_delay)]
+    pub wan_delay: Duration,
+    /// Migrations per setting.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Output directory [default: ./vlnet-experiment-<unix time>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Parses `20ms`, `0.1s`, `500us` or `0` into a duration of at most 10 s.
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a delay like 20ms or 0.1s"))?;
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "us" => n / 1e6,
+        "" if n == 0.0 => 0.0,
+        _ => return Err(format!("{text:?}: give a unit, s, ms or us")),
+    };
+    if secs > 10.0 {
+        return Err(format!("{text:?} is more than 10 s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_delay, Duration};
+
+    #[test]
+    fn delay_units() {
+        assert_eq!(parse_delay("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_delay("0.1s"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_delay("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_delay("0"), Ok(Duration::ZERO));
+        for bad in ["", "ms", "20", "20m", "-1ms", "11s"] {
+            assert!(parse_delay(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! `vlnet lab bench`: the same two-host topology built several ways in one
+//! run, measured the same way, reported as a table (or JSON) of ratios.
+//!
+//! Topologies (each built, measured and torn down in turn):
+//! - `plain`: two hosts on the underlay switch talking over their underlay
+//!   addresses — the same veth + bridge path with no tunnel: the limit here.
+//! - `kernel`: kernel vxlan ↔ kernel vxlan (an unmodified Proxmox pair).
+//! - `kernel-txoff`: the same with tx checksum offload off on the underlay,
+//!   as vlnet's XDP runs need it (a real wire's full checksums): the fair
+//!   reference for `vlnet-xdp`.
+//! - `vlnet-tc`, `vlnet-xdp`: vlnet ↔ vlnet with TC or XDP decap.
+//! - `vlnet-tc-noflows`: `vlnet-tc` with `flow_tracking = false`: the
+//!   reference that prices the kernel's per-flow RTT tracking.
+//! - `vlnet-wg`: the encrypted path: node 0 a vlnet controller, node 1 a
+//!   member joined by token (`vlnet ctl client add` / `vlnet ctl join`, see
+//!   [`cluster`](crate::beds::cluster)); VXLAN between them travels inside
+//!   vlnet's boringtun WireGuard, VM MTU 1370.
+//! - `kernel-wggo`: the same two hosts joined by hand with standard tools
+//!   (see [`wggo_pair`](crate::beds::wggo_pair)): a `wireguard-go` tunnel
+//!   configured with `wg`, MTU 1420, and a kernel vxlan over it between the
+//!   tunnel addresses; VM MTU 1370. The reference for `vlnet-wg`.
+//!
+//! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, ping RTT VM0 → VM1
+//! (after one reply, so handshakes and ARP are done), and, for every
+//! topology but the two encrypted ones, the small-packet rate: 64-byte UDP
+//! frames, VXLAN-encapsulated by a generator in host 0 (see [`pps`]),
+//! delivered into VM1's UDP stack; then the same bursts again with VM1's
+//! interface dropping every frame at XDP, counted where host 1 decapsulates
+//! them (the decap rate, the tunnel endpoint's own cost) and where they
+//! reach VM1's port. In `plain` the same 64-byte frame goes host 0 → host 1
+//! without a tunnel, and host 1's underlay interface stands for both the
+//! decap point and the VM port (it is where the frames are dropped). The
+//! generator's frames are VXLAN in clear, which no WireGuard tunnel
+//! accepts: the encrypted topologies report TCP and ping only. Results are
+//! printed, never judged: these machines are shared and noisy. Bridge
+//! netfilter is switched off in the bench's namespaces (see
+//! `no_bridge_netfilter`).
+//!
+//! # Layout
+//! - [`frame`]: the generator's frames (pure).
+//! - [`pps`]: the XDP live-frames generator and the delivery counter.
+//! - [`report`]: metrics, ratios, table and JSON (pure).
+//! - [`control_scale`]: the control plane with 1,000 members and 10,000
+//!   MACs, in process.
+//! - [`migration`]: a VM moved between hosts, vlnet vs kernel vxlan.
+//! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
+//!   known delay.
+//! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
+//! - [`gateway`]: a kernel-vxlan node's VM → the gateway's relay → a
+//!   client, against the gateway's own VM → the client.
+//! - [`replication`]: what a flood costs per extra replica, and a relayed
+//!   frame against decap + encap, in the kernel (`BPF_PROG_TEST_RUN`).
+//! - [`program_cost`]: each vlnet program's ns per run over every
+//!   topology's runs (the kernel's BPF statistics, on for the whole bench),
+//!   and what flow tracking costs per packet.
+
+pub mod control_scale;
+pub mod encrypted;
+pub mod frame;
+pub mod gateway;
+pub mod latency;
+pub mod migration;
+pub mod pps;
+pub mod program_cost;
+pub mod replication;
+pub mod report;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+
+use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
+use self::pps::{DecapPoint, PpsPath};
+use self::program_cost::ProgramCost;
+use self::report::{Measured, Metrics, Report, SmallPackets};
+use crate::beds::scenario::{host_ip, vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
+use crate::primitives::probe;
+use crate::primitives::topology::Underlay;
+use crate::{Datapath, NetNs};
+use vlnet_dataplane::mac::MacAddr;
+
+/// iperf3's port in every topology (each has its own namespaces).
+const IPERF_PORT: u16 = 5201;
+/// Pings per topology and their interval.
+const PINGS: u32 = 200;
+const PING_INTERVAL: Duration = Duration::from_millis(5);
+/// Longest wait for the first ping reply before measuring.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(15);
+/// Longest small-packet generation per topology, and in how many bursts
+/// (the best one is reported).
+const MAX_PPS_SECS: u32 = 3;
+const PPS_BURSTS: u32 = 3;
+
+/// The ratios reported: `(subject, reference)`.
+const RATIOS: [(&str, &str); 6] = [
+    ("vlnet-tc", "kernel"),
+    ("vlnet-tc", "vlnet-tc-noflows"),
+    ("vlnet-xdp", "kernel-txoff"),
+    ("vlnet-xdp", "kernel"),
+    ("plain", "kernel"),
+    ("vlnet-wg", "kernel-wggo"),
+];
+
+/// One way of building the two-host topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Plain,
+    Kernel { tx_checksum_off: bool },
+    Vlnet(Datapath),
+    VlnetNoFlows,
+    VlnetWg,
+    KernelWggo,
+}
+
+const TOPOLOGIES: [Topology; 8] = [
+    Topology::Plain,
+    Topology::Kernel {
+        tx_checksum_off: false,
+    },
+    Topology::Kernel {
+        tx_checksum_off: true,
+    },
+    // The reference first: run after it, vlnet-tc showed a lower ping RTT,
+    // run before it a higher one — an order effect of this shared machine.
+    Topology::VlnetNoFlows,
+    Topology::Vlnet(Datapath::Tc),
+    Topology::Vlnet(Datapath::Xdp),
+    Topology::VlnetWg,
+    Topology::KernelWggo,
+];
+
+impl Topology {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Kernel {
+                tx_checksum_off: false,
+            } => "kernel",
+            Self::Kernel {
+                tx_checksum_off: true,
+            } => "kernel-txoff",
+            Self::Vlnet(Datapath::Xdp) => "vlnet-xdp",
+            Self::Vlnet(_) => "vlnet-tc",
+            Self::VlnetNoFlows => "vlnet-tc-noflows",
+            Self::VlnetWg => "vlnet-wg",
+            Self::KernelWggo => "kernel-wggo",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Self::Plain => "no tunnel, host ↔ host over the underlay (the limit)",
+            Self::Kernel {
+                tx_checksum_off: false,
+            } => "kernel vxlan ↔ kernel vxlan",
+            Self::Kernel {
+                tx_checksum_off: true,
+            } => "kernel vxlan ↔ kernel vxlan, underlay tx checksum offload off",
+            Self::Vlnet(Datapath::Xdp) => {
+                "vlnet ↔ vlnet, XDP decap (underlay tx checksum offload off)"
+            }
+            Self::Vlnet(_) => "vlnet ↔ vlnet, TC decap",
+            Self::VlnetNoFlows => "vlnet ↔ vlnet, TC decap, flow tracking off",
+            Self::VlnetWg => "vlnet controller ↔ member joined by token, VXLAN in boringtun",
+            Self::KernelWggo => "kernel vxlan inside wireguard-go, set up by hand with wg",
+        }
+    }
+}
+
+/// Runs the benchmark (needs root) and prints the table, or JSON with `json`.
+pub fn run(json: bool, secs: u32) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "vlnet lab bench needs root (namespaces, BPF)"
+    );
+    ensure!(secs >= 1, "--secs must be at least 1");
+    let binary = std::env::current_exe().context("locating the vlnet binary")?;
+    let pps_secs = secs.min(MAX_PPS_SECS);
+    let started = Instant::now();
+    let _stats = program_cost::StatsOn::enable()?;
+    let mut measured = Vec::new();
+    let mut costs = Vec::new();
+    for (i, topology) in TOPOLOGIES.into_iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {}: {}  ({:.1} s)",
+            i + 1,
+            TOPOLOGIES.len(),
+            topology.name(),
+            topology.description(),
+            started.elapsed().as_secs_f64()
+        );
+        let (metrics, cost) = measure(
+            topology,
+            &binary,
+            secs,
+            Duration::from_secs(pps_secs.into()),
+        )
+        .with_context(|| format!("benchmarking {}", topology.name()))?;
+        costs.push((topology.name(), cost));
+        measured.push(Measured {
+            name: topology.name(),
+            description: topology.description(),
+            metrics,
+        });
+    }
+    eprintln!("migration ({:.1} s)", started.elapsed().as_secs_f64());
+    let moved = migration::run(&binary).context("migration runs")?;
+    eprintln!(
+        "flow RTT accuracy ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let accuracy = latency::run(&binary).context("flow RTT accuracy run")?;
+    eprintln!(
+        "control plane scale ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let scale = control_scale::run().context("control plane scale run")?;
+    eprintln!(
+        "gateway relay vs direct ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let relay = gateway::run(&binary, secs).context("gateway run")?;
+    eprintln!(
+        "replication cost ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let replication = replication::run().context("replication cost run")?;
+    let tracking = tracking_cost(&measured, &costs);
+    let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
+    if json {
+        let mut value = report.to_json();
+        value["control_scale"] = serde_json::to_value(&scale)?;
+        value["migration"] = serde_json::to_value(moved)?;
+        value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
+        value["gateway"] = serde_json::to_value(relay)?;
+        value["replication"] = serde_json::to_value(&replication)?;
+        value["program_cost"] = serde_json::json!({
+            "ns_per_run": costs.iter().filter(|(_, c)| !c.is_empty()).map(|(n, c)| (n.to_string(), c)).collect::<std::collections::BTreeMap<_, _>>(),
+            "flow_tracking": tracking,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            report.table(),
+            program_cost::table(&costs, tracking),
+            moved.table(),
+            accuracy.table(),
+            scale.table(),
+            relay.table(),
+            replication.table()
+        );
+        eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Flow tracking's price: `vlnet-tc` against `vlnet-tc-noflows`, set
+/// against `vlnet-tc`'s 64-byte delivered rate.
+fn tracking_cost(
+    measured: &[Measured],
+    costs: &[(&'static str, Vec<ProgramCost>)],
+) -> Option<program_cost::TrackingCost> {
+    let of = |name: &str| costs.iter().find(|(n, _)| *n == name).map(|(_, c)| c);
+    let delivered = measured
+        .iter()
+        .find(|m| m.name == "vlnet-tc")?
+        .metrics
+        .small_packets?
+        .udp64_delivered_mpps;
+    program_cost::tracking_cost(of("vlnet-tc")?, of("vlnet-tc-noflows")?, delivered)
+}
+
+/// Who talks to whom in a built topology.
+struct Ends<'a> {
+    /// Sends TCP and pings.
+    client: &'a NetNs,
+    /// Runs the iperf3 server and answers pings.
+    server: &'a NetNs,
+    /// The server's address.
+    server_ip: Ipv4Addr,
+    /// Where the small-packet runs go, if the topology has them.
+    small_packets: Option<SmallPacketPath<'a>>,
+    /// The topology's vlnet nodes, whose programs' costs are read.
+    vlnet_nodes: Vec<&'a str>,
+}
+
+/// The small-packet generator's path and the frame it sends.
+struct SmallPacketPath<'a> {
+    path: PpsPath<'a>,
+    frame: Vec<u8>,
+}
+
+/// A topology's figures and what vlnet's programs cost over its runs.
+type Measurement = (Metrics, Vec<ProgramCost>);
+
+fn measure(
+    topology: Topology,
+    binary: &Path,
+    secs: u32,
+    pps_secs: Duration,
+) -> Result<Measurement> {
+    match topology {
+        Topology::Plain => {
+            let underlay = Underlay::new("bp")?;
+            let h0 = underlay.add_host("h0", host_ip(0))?;
+            let h1 = underlay.add_host("h1", host_ip(1))?;
+            no_bridge_netfilter(&[underlay.switch(), h0.ns(), h1.ns()])?;
+            let frame = frame::udp_frame(
+                &Endpoints {
+                    src_mac: mac_of(h0.ns(), h0.underlay_if())?,
+                    dst_mac: mac_of(h1.ns(), h1.underlay_if())?,
+                    src_ip: h0.ip(),
+                    dst_ip: h1.ip(),
+                    src_port: SOURCE_PORT,
+                    dst_port: SINK_PORT,
+                },
+                MIN_FRAME_LEN,
+            );
+            measure_ends(
+                &Ends {
+                    client: h0.ns(),
+                    server: h1.ns(),
+                    server_ip: h1.ip(),
+                    small_packets: Some(SmallPacketPath {
+                        path: PpsPath {
+                            sender: h0.ns(),
+                            sender_if: h0.underlay_if(),
+                            peer: underlay.switch(),
+                            peer_if: h0.switch_port(),
+                            sink: h1.ns(),
+                            sink_if: h1.underlay_if(),
+                            decap: DecapPoint::Link {
+                                ns: h1.ns(),
+                                ifname: h1.underlay_if(),
+                            },
+                        },
+                        frame,
+                    }),
+                    vlnet_nodes: Vec::new(),
+                },
+                secs,
+                pps_secs,
+            )
+        }
+        Topology::Kernel { tx_checksum_off } => {
+            let s = Scenario::build_with(
+                "bk",
+                &[Vtep::Kernel, Vtep::Kernel],
+                binary,
+                ScenarioOptions {
+                    tx_checksum_off,
+                    ..ScenarioOptions::default()
+                },
+            )?;
+            measure_scenario(&s, secs, pps_secs)
+        }
+        Topology::Vlnet(datapath) => {
+            let vtep = Vtep::Vlnet(datapath);
+            let s = Scenario::build("bv", &[vtep, vtep], binary)?;
+            measure_scenario(&s, secs, pps_secs)
+        }
+        Topology::VlnetNoFlows => {
+            let vtep = Vtep::Vlnet(Datapath::Tc);
+            let s = Scenario::build_with(
+                "bn",
+                &[vtep, vtep],
+                binary,
+                ScenarioOptions {
+                    no_flow_tracking: true,
+                    ..ScenarioOptions::default()
+                },
+            )?;
+            measure_scenario(&s, secs, pps_secs)
+        }
+        Topology::VlnetWg => encrypted::vlnet_wg(binary, secs),
+        Topology::KernelWggo => encrypted::kernel_wggo(secs),
+    }
+}
+
+fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Measurement> {
+    let (a, b) = (&s.sites[0], &s.sites[1]);
+    no_bridge_netfilter(&[s.underlay.switch(), a.host.ns(), b.host.ns()])?;
+    let inner = frame::udp_frame(
+        &Endpoints {
+            src_mac: mac(&vm_mac(0))?,
+            dst_mac: mac(&vm_mac(1))?,
+            src_ip: vm_ip(0),
+            dst_ip: vm_ip(1),
+            src_port: SOURCE_PORT,
+            dst_port: SINK_PORT,
+        },
+        MIN_FRAME_LEN,
+    );
+    let outer = frame::vxlan_endpoints(
+        mac_of(a.host.ns(), a.host.underlay_if())?,
+        mac_of(b.host.ns(), b.host.underlay_if())?,
+        a.host.ip(),
+        b.host.ip(),
+    );
+    let kernel_vxlan = format!("vxlan{VNI}");
+    let decap = match (&b.vtep, &b.daemon) {
+        (Vtep::Kernel, _) => DecapPoint::Link {
+            ns: b.host.ns(),
+            ifname: &kernel_vxlan,
+        },
+        (Vtep::Vlnet(_), Some(daemon)) => DecapPoint::VlnetPeer {
+            daemon,
+            vni: VNI,
+            vtep: a.host.ip(),
+        },
+        (Vtep::Vlnet(_), None) => return Err(anyhow!("vlnet site without a daemon")),
+    };
+    measure_ends(
+        &Ends {
+            client: a.vm.ns(),
+            server: b.vm.ns(),
+            server_ip: b.vm.ip(),
+            small_packets: Some(SmallPacketPath {
+                path: PpsPath {
+                    sender: a.host.ns(),
+                    sender_if: a.host.underlay_if(),
+                    peer: s.underlay.switch(),
+                    peer_if: a.host.switch_port(),
+                    sink: b.vm.ns(),
+                    sink_if: b.vm.ifname(),
+                    decap,
+                },
+                frame: frame::vxlan_frame(&outer, VNI, &inner),
+            }),
+            vlnet_nodes: s
+                .sites
+                .iter()
+                .filter_map(|site| {
+                    site.daemon
+                        .as_ref()
+                        .map(crate::primitives::daemon::Daemon::name)
+                })
+                .collect(),
+        },
+        secs,
+        pps_secs,
+    )
+}
+
+/// One ping answered first (ARP caches, bridge and VTEP tables filled,
+/// WireGuard handshakes done), then the pings measured, then TCP, then the
+/// small-packet runs if the topology has them; vlnet's programs' costs
+/// over all of it.
+fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measurement> {
+    let programs: std::collections::BTreeSet<u32> = ends
+        .vlnet_nodes
+        .iter()
+        .flat_map(|node| vlnet_dataplane::bpf::linked_program_ids(node))
+        .collect();
+    let before = program_cost::snapshot(&programs);
+    warm_up(ends.client, ends.server_ip)?;
+    let ping = probe::ping(ends.client, ends.server_ip, PINGS, PING_INTERVAL)?;
+    ensure!(
+        ping.received > 0,
+        "no ping reply from {} ({}/{} lost)",
+        ends.server_ip,
+        ping.sent - ping.received,
+        ping.sent
+    );
+    let tcp = {
+        let _server = probe::iperf3_server(ends.server, ends.server_ip, IPERF_PORT)?;
+        let one = probe::iperf3_client(ends.client, ends.server_ip, secs, 1, IPERF_PORT)?;
+        let four = probe::iperf3_client(ends.client, ends.server_ip, secs, 4, IPERF_PORT)?;
+        (one, four)
+    };
+    eprintln!(
+        "      TCP {:.2}/{:.2} Gbit/s, ping {:.3} ms",
+        tcp.0.bits_per_second / 1e9,
+        tcp.1.bits_per_second / 1e9,
+        ping.rtt_avg_ms.unwrap_or(f64::NAN),
+    );
+    let small_packets = ends
+        .small_packets
+        .as_ref()
+        .map(|s| measure_small_packets(s, pps_secs))
+        .transpose()?;
+    let cost = program_cost::cost_between(&before, &program_cost::snapshot(&programs));
+    let metrics = Metrics {
+        tcp_1_stream_gbit_s: tcp.0.bits_per_second / 1e9,
+        tcp_4_streams_gbit_s: tcp.1.bits_per_second / 1e9,
+        ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
+        ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
+        small_packets,
+    };
+    Ok((metrics, cost))
+}
+
+/// Pings `dst` from `client` once at a time until one reply comes back,
+/// for at most [`WARM_UP_LIMIT`].
+fn warm_up(client: &NetNs, dst: Ipv4Addr) -> Result<()> {
+    let deadline = Instant::now() + WARM_UP_LIMIT;
+    loop {
+        if probe::ping(client, dst, 1, PING_INTERVAL)?.received == 1 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{dst} did not answer a ping within {WARM_UP_LIMIT:?}"
+        );
+    }
+}
+
+/// The delivery run, then the decap run, each the best of [`PPS_BURSTS`].
+fn measure_small_packets(s: &SmallPacketPath<'_>, pps_secs: Duration) -> Result<SmallPackets> {
+    let pps = pps::best_of(&s.path, &s.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
+    let decap = pps::best_decap_of(&s.path, &s.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
+    eprintln!(
+        "      64B: generated {} delivered {} in {:.2} s",
+        pps.generated,
+        pps.delivered,
+        pps.elapsed.as_secs_f64()
+    );
+    eprintln!(
+        "      64B, VM port dropping: generated {} decapsulated {} at the VM port {} \
+         (its rx_packets {}) in {:.2} s",
+        decap.generated,
+        decap.decapsulated,
+        decap.at_port,
+        decap.port_rx_packets,
+        decap.elapsed.as_secs_f64()
+    );
+    Ok(SmallPackets {
+        udp64_delivered_mpps: pps.delivered_pps() / 1e6,
+        udp64_generated_mpps: pps.generated_pps() / 1e6,
+        udp64_delivered_fraction: pps.delivered_pps() / pps.generated_pps().max(1e-9),
+        udp64_decapsulated_mpps: decap.decapsulated_pps() / 1e6,
+        udp64_at_vm_port_mpps: decap.at_port_pps() / 1e6,
+        udp64_decap_run_generated_mpps: decap.generated_pps() / 1e6,
+    })
+}
+
+/// Keeps bridged IPv4/IPv6/ARP frames out of iptables in `namespaces`: this
+/// kernel has `br_netfilter` built in and every new namespace starts with
+/// `bridge-nf-call-*tables = 1`, which costs each bridge hop a route lookup
+/// and netfilter hooks, the same for every topology, blurring the ratios.
+fn no_bridge_netfilter(namespaces: &[&NetNs]) -> Result<()> {
+    for ns in namespaces {
+        for family in ["iptables", "ip6tables", "arptables"] {
+            ns.sysctl(&format!("net.bridge.bridge-nf-call-{family}"), "0")?;
+        }
+    }
+    Ok(())
+}
+
+fn mac(text: &str) -> Result<[u8; 6]> {
+    Ok(text.trim().parse::<MacAddr>()?.0)
+}
+
+/// The MAC of `ifname` in `ns` (`ip -j link show`).
+fn mac_of(ns: &NetNs, ifname: &str) -> Result<[u8; 6]> {
+    let out = ns.run(&["ip", "-j", "link", "show", "dev", ifname])?;
+    let links: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("ip -j link show {ifname}: {out}"))?;
+    mac(links[0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no address for {ifname} in {}", ns.name()))?)
+}

@@ -287,10 +287,13 @@ impl Qemu {
         let deadline = Instant::now() + MIGRATE_TIMEOUT;
         loop {
             let info = qmp.execute("query-migrate", &json!({}))?;
+            let total_ms = info["total-time"].as_f64().unwrap_or(0.0);
             match info["status"].as_str() {
-                Some("completed") => {
+                // QEMU says "completed" a moment before it fills in the
+                // times (total-time 0): ask again until they are there.
+                Some("completed") if total_ms > 0.0 => {
                     return Ok(MigrationReport {
-                        total_ms: info["total-time"].as_f64().unwrap_or(0.0),
+                        total_ms,
                         downtime_ms: info["downtime"].as_f64().unwrap_or(0.0),
                     })
                 }

@@ -517,16 +517,18 @@ pub(crate) mod tests {
     async fn idle_and_slow_connections_time_out() {
         let (addr, limit) = line_server(LIMITS).await;
         // Idle: no byte at all. Closed after the idle timeout, not before.
-        let mut idle = TcpStream::connect(addr).await.unwrap();
+        // The clock starts before the connect, so no earlier than the
+        // server's (which starts at accept, maybe before this task runs on).
         let start = Instant::now();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
         assert!(!closed_within(&mut idle, LIMITS.idle_timeout / 2).await);
         assert!(closed_within(&mut idle, LIMITS.idle_timeout).await);
         let waited = start.elapsed();
         assert!(waited >= LIMITS.idle_timeout, "{waited:?}");
         // Slow: half a request. Closed after the read timeout.
+        let start = Instant::now();
         let mut slow = TcpStream::connect(addr).await.unwrap();
         slow.write_all(b"half a li").await.unwrap();
-        let start = Instant::now();
         assert!(closed_within(&mut slow, LIMITS.idle_timeout).await);
         let waited = start.elapsed();
         assert!(

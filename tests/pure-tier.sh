@@ -24,7 +24,12 @@ done
 chown -R "$user" "$work"
 # The toolchain lives under root's home: let others pass through it.
 chmod o+x "$HOME"
-toolchain_bin=$(dirname "$(rustup which cargo)")
+# (The real toolchain's directory, not rustup's proxies, where rustup is used.)
+if command -v rustup >/dev/null; then
+    toolchain_bin=$(dirname "$(rustup which cargo)")
+else
+    toolchain_bin=$(dirname "$(command -v cargo)")
+fi
 # The copy has no .git: name the commit as a source tarball's build does.
 commit=$(git rev-parse --short=12 HEAD)
 

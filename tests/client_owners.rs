@@ -98,7 +98,7 @@ fn join_a_class(c: &mut Cluster) -> (Ipv4Addr, Ipv4Addr) {
     let ctl_if = wg_ifname(c, 0);
     let peers = wg_peers(&ctl_if);
     assert_eq!(peers.lines().count(), 2, "{peers}");
-    let third = c.add_member(Place::PublicClient, vlnet_binary()).unwrap();
+    let third = c.add_member(Place::PublicClient).unwrap();
     let err = c.nodes[third].daemon.join(&token).unwrap_err().to_string();
     // (The one-time key no longer opens a tunnel: the client cannot even
     // ask, and says why that may be.)
@@ -262,14 +262,8 @@ const SECOND: usize = 2;
 #[test]
 fn a_class_joins_with_one_token_and_a_member_leaves_on_its_own() {
     let mut c = Cluster::build("cow", &[], vlnet_binary()).unwrap();
-    assert_eq!(
-        c.add_member(Place::PublicClient, vlnet_binary()).unwrap(),
-        FIRST
-    );
-    assert_eq!(
-        c.add_member(Place::NattedClient, vlnet_binary()).unwrap(),
-        SECOND
-    );
+    assert_eq!(c.add_member(Place::PublicClient).unwrap(), FIRST);
+    assert_eq!(c.add_member(Place::NattedClient).unwrap(), SECOND);
     let (first, _) = join_a_class(&mut c);
     for (from, to) in [(FIRST, SECOND), (SECOND, FIRST), (FIRST, 0), (SECOND, 0)] {
         assert!(

@@ -18,9 +18,10 @@
 //! - [`primitives`]: the pieces every bed is made of — namespaces and their
 //!   processes, hosts, VMs and the underlay switch, the delay line, probes,
 //!   QEMU guests, wireguard-go, vlnet nodes, the traffic generator.
-//! - [`beds`]: test-beds built from them — multi-site scenarios, a WAN with
-//!   clients, a controller and its members, a hand-made wireguard-go pair, a
-//!   migrating guest.
+//! - [`beds`]: test-beds built from them by one builder,
+//!   [`Bed`](beds::bed::Bed), and its presets — multi-site scenarios, a
+//!   controller and its members on a WAN with clients, a hand-made
+//!   wireguard-go pair — and a migrating guest.
 //! - [`jobs`]: what `vlnet lab` runs — the demo, the bench, the migration
 //!   experiment — and the VM move measured by the migration tests.
 //! - [`cli`]: `vlnet lab …`'s arguments and [`LabCommand::run`](cli::LabCommand::run).

@@ -1,19 +1,23 @@
 //! A vlnet cluster on the [`Wan`] test-bed: a controller and a second cloud
 //! node on the cloud LAN, and clients on the far side of the WAN (public or
-//! behind a masquerading home router). Every node has bridge [`BRIDGE`] with
+//! behind a masquerading home router). Every node has bridge [`BRIDGE`](crate::beds::scenario::BRIDGE) with
 //! one VM on VNI [`VNI`]; every node but the controller joins it with an
 //! invite token, exactly as an operator would (`vlnet ctl client add` on the
 //! controller, `vlnet ctl join` on the node). Optionally the controller is
 //! the gateway of a zone of kernel-vxlan nodes ([`KernelPeer`]s), as an
-//! unmodified Proxmox SDN VXLAN zone runs them.
+//! unmodified Proxmox SDN VXLAN zone runs them. A preset of the [`Bed`]
+//! builder on a [`Wan`]: the controller and the zone are built with the
+//! bed, members are added to it one by one.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::beds::scenario::{site_vm, vm_ip, vm_mac, BRIDGE, VNI};
-use crate::beds::wan::{Wan, WanClient, WanLink};
-use crate::primitives::daemon::{Daemon, Datapath, NodeSpec};
+use crate::beds::bed::{missing, At, Bed, BedSite, Settings, SiteKind, SiteSpec};
+use crate::beds::scenario::VNI;
+pub use crate::beds::wan::Site;
+use crate::beds::wan::{Wan, WanLink};
+use crate::primitives::daemon::{Daemon, Datapath};
 use crate::primitives::netns::LabError;
 use crate::primitives::topology::{Host, Vm};
 
@@ -71,30 +75,11 @@ pub enum Place {
     PublicClientBehind(Duration),
 }
 
-/// The host a node runs on.
-pub enum Site {
-    /// A cloud host.
-    Cloud(Host),
-    /// A client across the WAN.
-    Client(WanClient),
-}
-
-impl Site {
-    /// The host.
-    #[must_use]
-    pub fn host(&self) -> &Host {
-        match self {
-            Self::Cloud(h) => h,
-            Self::Client(c) => c.host(),
-        }
-    }
-}
-
 /// One node: its daemon, VM and host (dropped in that order).
 pub struct ClusterNode {
     /// The vlnet daemon.
     pub daemon: Daemon,
-    /// Its VM on [`BRIDGE`].
+    /// Its VM on [`BRIDGE`](crate::beds::scenario::BRIDGE).
     pub vm: Vm,
     /// Its host.
     pub site: Site,
@@ -105,7 +90,7 @@ pub struct ClusterNode {
 /// A Proxmox-like node on the cloud LAN running the kernel's vxlan driver,
 /// a static peer of the controller (not a member).
 pub struct KernelPeer {
-    /// Its VM on [`BRIDGE`].
+    /// Its VM on [`BRIDGE`](crate::beds::scenario::BRIDGE).
     pub vm: Vm,
     /// Its host.
     pub host: Host,
@@ -121,8 +106,10 @@ pub struct Cluster {
     pub wan: Wan,
     /// Cloud LAN index of the next cloud member's host.
     next_cloud_index: u8,
-    /// What every node is built with.
-    options: ClusterOptions,
+    /// Every vlnet node's data path.
+    datapath: Datapath,
+    /// What the bed builds members with.
+    settings: Settings,
 }
 
 /// Cloud LAN index of the first kernel-vxlan peer's host.
@@ -139,43 +126,26 @@ pub fn kernel_vm(i: usize) -> usize {
     KERNEL_VM + i
 }
 
-/// `options.kernel_peers` kernel-vxlan nodes with a VM each (MTU
-/// [`SECURE_VM_MTU`], the zone's MTU when its frames may cross WireGuard),
-/// every one listing the others and the controller at `gateway` as static
-/// peers.
-fn zone(
-    wan: &Wan,
-    options: &ClusterOptions,
-    gateway: Ipv4Addr,
-) -> Result<Vec<KernelPeer>, LabError> {
-    if options.kernel_peers > MAX_KERNEL_PEERS {
-        return Err(LabError::Invalid(format!(
-            "{} kernel-vxlan peers: at most {MAX_KERNEL_PEERS}",
-            options.kernel_peers
-        )));
+/// A cluster node made from a bed's `site`, known to the controller as
+/// `member_name`.
+fn node(site: BedSite<Site>, member_name: &str) -> Result<ClusterNode, LabError> {
+    Ok(ClusterNode {
+        daemon: site.daemon.ok_or_else(|| missing("daemon", site.kind))?,
+        vm: site.vm.ok_or_else(|| missing("VM", site.kind))?,
+        site: site.seat,
+        member_name: member_name.to_owned(),
+    })
+}
+
+/// A kernel-vxlan zone node made from a bed's `site`.
+fn kernel_peer(site: BedSite<Site>) -> Result<KernelPeer, LabError> {
+    let vm = site.vm.ok_or_else(|| missing("VM", site.kind))?;
+    match site.seat {
+        Site::Cloud(host) => Ok(KernelPeer { vm, host }),
+        Site::Client(_) => Err(LabError::Invalid(
+            "a kernel-vxlan zone node is on the cloud LAN".into(),
+        )),
     }
-    let hosts = (0..options.kernel_peers)
-        .map(|i| wan.add_cloud_host(&format!("k{i}"), KERNEL_HOST_INDEX + i as u8))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ips: Vec<Ipv4Addr> = hosts.iter().map(Host::ip).collect();
-    hosts
-        .into_iter()
-        .enumerate()
-        .map(|(i, host)| {
-            if options.datapath == Datapath::Xdp {
-                host.tx_checksum_off(host.underlay_if())?;
-            }
-            host.add_bridge(BRIDGE)?;
-            let n = kernel_vm(i);
-            let vm = host.add_vm(&format!("kvm{i}"), BRIDGE, &vm_mac(n), vm_ip(n), 24)?;
-            vm.set_mtu(SECURE_VM_MTU)?;
-            let peers: Vec<Ipv4Addr> = std::iter::once(gateway)
-                .chain(ips.iter().copied().filter(|ip| *ip != host.ip()))
-                .collect();
-            host.add_kernel_vxlan(VNI, BRIDGE, &peers)?;
-            Ok(KernelPeer { vm, host })
-        })
-        .collect()
 }
 
 impl Cluster {
@@ -192,28 +162,41 @@ impl Cluster {
         options: &ClusterOptions,
         vlnet_binary: &Path,
     ) -> Result<Self, LabError> {
-        let wan = Wan::new(tag)?;
-        let controller_host = wan.add_cloud_host("ctl", 1)?;
-        let kernels = zone(&wan, options, controller_host.ip())?;
-        let static_peers: Vec<Ipv4Addr> = kernels.iter().map(|k| k.host.ip()).collect();
-        let mut spec = NodeSpec::new("ctl", controller_host.ip())
-            .with_vni(VNI, BRIDGE, &static_peers)
-            .as_controller(TUNNEL_POOL);
-        if let Some(limit) = options.member_limit {
-            spec = spec.with_member_limit(limit);
+        if options.kernel_peers > MAX_KERNEL_PEERS {
+            return Err(LabError::Invalid(format!(
+                "{} kernel-vxlan peers: at most {MAX_KERNEL_PEERS}",
+                options.kernel_peers
+            )));
         }
+        let controller = SiteSpec::new("ctl", At::Lan(1), SiteKind::Controller(options.datapath))
+            .with_vm("vm0", 0);
+        let mut builder = Bed::<Wan>::builder(tag)
+            .vlnet(vlnet_binary)
+            .open_ports(&options.open_ports)
+            .member_limit(options.member_limit)
+            .site(controller);
+        for i in 0..options.kernel_peers {
+            let at = At::Lan(KERNEL_HOST_INDEX + i as u8);
+            builder = builder.site(
+                SiteSpec::new(&format!("k{i}"), at, SiteKind::KernelVxlan)
+                    .with_vm(&format!("kvm{i}"), kernel_vm(i)),
+            );
+        }
+        let bed = builder.build()?;
+        let mut sites = bed.sites.into_iter();
+        let controller = sites
+            .next()
+            .ok_or_else(|| LabError::Invalid("a cluster bed without its controller".into()))?;
         let mut cluster = Self {
-            nodes: Vec::new(),
-            kernels,
-            wan,
+            nodes: vec![node(controller, "ctl")?],
+            kernels: sites.map(kernel_peer).collect::<Result<_, _>>()?,
+            wan: bed.net,
             next_cloud_index: 2,
-            options: options.clone(),
+            datapath: options.datapath,
+            settings: bed.settings,
         };
-        let controller =
-            cluster.node(Site::Cloud(controller_host), spec, 0, "ctl", vlnet_binary)?;
-        cluster.nodes.push(controller);
         for &place in members {
-            let n = cluster.add_member(place, vlnet_binary)?;
+            let n = cluster.add_member(place)?;
             cluster.join(n)?;
         }
         Ok(cluster)
@@ -221,57 +204,27 @@ impl Cluster {
 
     /// Adds a member node at `place` with its VM and a running daemon that
     /// has not joined yet (see [`join`](Self::join)); returns its index.
-    pub fn add_member(&mut self, place: Place, vlnet_binary: &Path) -> Result<usize, LabError> {
+    pub fn add_member(&mut self, place: Place) -> Result<usize, LabError> {
         let n = self.nodes.len();
-        let site = match place {
+        let (label, at) = match place {
             Place::Cloud => {
                 let index = self.next_cloud_index;
                 self.next_cloud_index += 1;
-                Site::Cloud(self.wan.add_cloud_host(&format!("c{n}"), index)?)
+                (format!("c{n}"), At::Lan(index))
             }
-            Place::PublicClient => Site::Client(self.wan.add_public_client(&format!("p{n}"))?),
-            Place::NattedClient => Site::Client(self.wan.add_natted_client(&format!("n{n}"))?),
-            Place::PublicClientBehind(delay) => Site::Client(
-                self.wan
-                    .add_public_client_with(&format!("d{n}"), WanLink { delay: Some(delay) })?,
+            Place::PublicClient => (format!("p{n}"), At::PublicClient(WanLink::default())),
+            Place::NattedClient => (format!("n{n}"), At::NattedClient),
+            Place::PublicClientBehind(delay) => (
+                format!("d{n}"),
+                At::PublicClient(WanLink { delay: Some(delay) }),
             ),
         };
-        let spec = NodeSpec::new(&format!("m{n}"), site.host().ip())
-            .with_vni(VNI, BRIDGE, &[])
-            .as_member();
-        let node = self.node(site, spec, n, &format!("member{n}"), vlnet_binary)?;
-        self.nodes.push(node);
+        let spec = SiteSpec::new(&label, at, SiteKind::Member(self.datapath))
+            .named(&format!("m{n}"))
+            .with_vm(&format!("vm{n}"), n);
+        let site = self.settings.site(&self.wan, &spec)?;
+        self.nodes.push(node(site, &format!("member{n}"))?);
         Ok(n)
-    }
-
-    /// Node `index` on `site`: `spec` with the cluster's options, its
-    /// bridge and VM, its daemon started.
-    fn node(
-        &self,
-        site: Site,
-        spec: NodeSpec,
-        index: usize,
-        member_name: &str,
-        vlnet_binary: &Path,
-    ) -> Result<ClusterNode, LabError> {
-        let host = site.host();
-        let open: Vec<&str> = self.options.open_ports.iter().map(String::as_str).collect();
-        let spec = spec
-            .with_open_ports(&open)
-            .with_datapath(self.options.datapath);
-        if self.options.datapath == Datapath::Xdp {
-            host.tx_checksum_off(host.underlay_if())?;
-        }
-        host.add_bridge(BRIDGE)?;
-        let vm = site_vm(host, index)?;
-        vm.set_mtu(SECURE_VM_MTU)?;
-        let daemon = Daemon::start(host.ns(), spec, vlnet_binary)?;
-        Ok(ClusterNode {
-            daemon,
-            vm,
-            site,
-            member_name: member_name.to_owned(),
-        })
     }
 
     /// The controller.

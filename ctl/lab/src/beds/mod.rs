@@ -1,7 +1,12 @@
 //! Test-beds built from the [`primitives`](crate::primitives).
 //!
 //! # Layout
-//! - [`scenario`]: ready-made multi-site test-beds (vlnet or kernel VTEPs).
+//! - [`bed`]: [`Bed`](bed::Bed), the one test-bed builder: an underlay
+//!   switch or a [`Wan`](wan::Wan), and sites on it of every kind — plain,
+//!   LAN-bridged, kernel vxlan, vlnet, controller and member, wireguard-go —
+//!   with their VMs. The beds below are presets of it.
+//! - [`scenario`]: N sites of vlnet or kernel VTEPs on one switch, and the
+//!   address plan every bed's sites share.
 //! - [`wan`]: [`Wan`](wan::Wan), a cloud LAN behind a WAN router with public
 //!   and natted [`WanClient`](wan::WanClient)s, whose WAN links can be
 //!   delayed ([`WanLink`](wan::WanLink)), cut and captured.
@@ -11,6 +16,7 @@
 //!   vxlan over a wireguard-go tunnel.
 //! - [`guest`]: a QEMU guest that migrates between a test-bed's two hosts
 //!   while a user VM reaches it.
+pub mod bed;
 pub mod cluster;
 pub mod guest;
 pub mod scenario;

@@ -1,12 +1,15 @@
 //! Ready-made test-beds: N sites on one underlay, each a host with a bridge
-//! and one VM, and either a vlnet node or the kernel's vxlan driver as VTEP.
-//! Used by `vlnet lab demo`, `vlnet lab bench` and the integration tests.
+//! and one VM, and either a vlnet node or the kernel's vxlan driver as VTEP,
+//! every VTEP a static peer of all the others: a preset of the
+//! [`Bed`] builder. Also the address plan every bed's sites share
+//! ([`host_ip`], [`vm_ip`], [`vm_mac`], [`VNI`] on [`BRIDGE`]). Used by
+//! `vlnet lab bench`, the migration job and the integration tests.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use crate::primitives::daemon::{Daemon, Datapath, Launch, NodeSpec};
+use crate::beds::bed::{missing, Bed, SiteKind, SiteSpec};
+use crate::primitives::daemon::{Daemon, Datapath, Launch};
 use crate::primitives::netns::LabError;
 use crate::primitives::topology::{Host, Underlay, Vm};
 
@@ -14,9 +17,6 @@ use crate::primitives::topology::{Host, Underlay, Vm};
 pub const VNI: u32 = 100;
 /// The bridge every host uses for [`VNI`].
 pub const BRIDGE: &str = "br100";
-
-/// Longest wait for vlnet nodes to resolve their peers.
-const NEXT_HOP_WAIT: Duration = Duration::from_secs(10);
 
 /// What terminates VXLAN at a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,20 +65,6 @@ pub fn vm_mac(i: usize) -> String {
     format!("02:00:00:00:01:{:02x}", i + 1)
 }
 
-/// Site `i`'s host on `underlay`: `h<i>` at [`host_ip`]`(i)` with the
-/// bridge [`BRIDGE`] (the first step of every two-site bed).
-pub fn site_host(underlay: &Underlay, i: usize) -> Result<Host, LabError> {
-    let host = underlay.add_host(&format!("h{i}"), host_ip(i))?;
-    host.add_bridge(BRIDGE)?;
-    Ok(host)
-}
-
-/// Site `i`'s VM on `host`'s [`BRIDGE`]: `vm<i>` with [`vm_mac`]`(i)` and
-/// [`vm_ip`]`(i)`/24.
-pub fn site_vm(host: &Host, i: usize) -> Result<Vm, LabError> {
-    host.add_vm(&format!("vm{i}"), BRIDGE, &vm_mac(i), vm_ip(i), 24)
-}
-
 /// Choices [`Scenario::build_with`] offers beyond the VTEPs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScenarioOptions {
@@ -107,75 +93,39 @@ impl Scenario {
         vlnet_binary: &Path,
         options: ScenarioOptions,
     ) -> Result<Self, LabError> {
-        let underlay = Underlay::new(tag)?;
-        let any_xdp = options.tx_checksum_off || vteps.contains(&Vtep::Vlnet(Datapath::Xdp));
-        let mut sites = Vec::new();
+        let mut builder = Bed::<Underlay>::builder(tag)
+            .vlnet(vlnet_binary)
+            .launch(options.launch);
+        if options.no_flow_tracking {
+            builder = builder.no_flow_tracking();
+        }
+        if options.tx_checksum_off {
+            builder = builder.tx_checksum_off();
+        }
         for (i, vtep) in vteps.iter().enumerate() {
-            let host = site_host(&underlay, i)?;
-            if any_xdp {
-                host.tx_checksum_off(host.underlay_if())?;
-            }
-            let vm = site_vm(&host, i)?;
-            let peers: Vec<Ipv4Addr> = (0..vteps.len()).filter(|j| *j != i).map(host_ip).collect();
-            let daemon = match vtep {
-                Vtep::Kernel => {
-                    host.add_kernel_vxlan(VNI, BRIDGE, &peers)?;
-                    None
-                }
-                Vtep::Vlnet(datapath) => {
-                    let spec = NodeSpec::new(&format!("n{i}"), host_ip(i))
-                        .with_vni(VNI, BRIDGE, &peers)
-                        .with_datapath(*datapath)
-                        .with_flow_tracking(!options.no_flow_tracking);
-                    Some(Daemon::start_with(
-                        host.ns(),
-                        spec,
-                        vlnet_binary,
-                        options.launch,
-                    )?)
-                }
+            let kind = match vtep {
+                Vtep::Kernel => SiteKind::KernelVxlan,
+                Vtep::Vlnet(datapath) => SiteKind::Vlnet(*datapath),
             };
-            sites.push(Site {
-                daemon,
-                vm,
-                host,
-                vtep: *vtep,
-            });
+            builder = builder.site(SiteSpec::numbered(i, kind).with_vm(&format!("vm{i}"), i));
         }
-        let scenario = Self { sites, underlay };
-        scenario.wait_for_next_hops()?;
-        Ok(scenario)
-    }
-
-    /// Waits (bounded) until every vlnet node has resolved its peers' next
-    /// hops: hosts come up one after another, so the first ones started
-    /// before their peers existed.
-    fn wait_for_next_hops(&self) -> Result<(), LabError> {
-        let deadline = Instant::now() + NEXT_HOP_WAIT;
-        for daemon in self.sites.iter().filter_map(|s| s.daemon.as_ref()) {
-            loop {
-                let peers: serde_json::Value =
-                    serde_json::from_str(&daemon.ctl(&["peers", "--json"])?).map_err(|e| {
-                        LabError::Parse {
-                            what: "vlnet ctl peers --json".into(),
-                            detail: e.to_string(),
-                        }
-                    })?;
-                let pending = peers
-                    .as_array()
-                    .is_none_or(|all| all.iter().any(|p| p["next_hop"] == "unresolved"));
-                if !pending {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(LabError::Invalid(format!(
-                        "node {}: peers unresolved after {NEXT_HOP_WAIT:?}: {peers}",
-                        daemon.name()
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
+        let bed = builder.build()?;
+        let sites = bed
+            .sites
+            .into_iter()
+            .zip(vteps)
+            .map(|(s, vtep)| {
+                Ok(Site {
+                    daemon: s.daemon,
+                    vm: s.vm.ok_or_else(|| missing("VM", s.kind))?,
+                    host: s.seat,
+                    vtep: *vtep,
+                })
+            })
+            .collect::<Result<_, LabError>>()?;
+        Ok(Self {
+            sites,
+            underlay: bed.net,
+        })
     }
 }

@@ -25,9 +25,10 @@
 //!   vlnet's `[wireguard]` config).
 //!
 //! Client and cloud hosts are ordinary [`Host`]s (bridges, VMs, vlnet
-//! daemons). A client's WAN link is a veth pair, or, when it is added with a
-//! [`WanLink`] delay, a [`DelayLine`] (two TAPs named as the veth ends would
-//! be), which gives it a WAN's round-trip time. A home router runs the nftables table [`NAT_TABLE`] (masquerade
+//! daemons); a [`Site`] is either. A client's WAN link is a veth pair, or,
+//! when it is added with a [`WanLink`] delay, a [`DelayLine`] (two TAPs
+//! named as the veth ends would be), which gives it a WAN's round-trip
+//! time. A home router runs the nftables table [`NAT_TABLE`] (masquerade
 //! out of its WAN side; a stateful forward filter that drops new inbound
 //! flows), and [`WanClient::cut`] adds a netdev table to the WAN router; both
 //! die with their namespace.
@@ -273,6 +274,32 @@ fn default_route(host: &Host, gateway: Ipv4Addr) -> Result<(), LabError> {
             host.underlay_if(),
         ])
         .map(drop)
+}
+
+/// A host on a [`Wan`]: on the cloud LAN or across the WAN.
+#[derive(Debug)]
+pub enum Site {
+    /// A cloud host.
+    Cloud(Host),
+    /// A client across the WAN.
+    Client(WanClient),
+}
+
+impl Site {
+    /// The host.
+    #[must_use]
+    pub fn host(&self) -> &Host {
+        match self {
+            Self::Cloud(h) => h,
+            Self::Client(c) => c.host(),
+        }
+    }
+}
+
+impl AsRef<Host> for Site {
+    fn as_ref(&self) -> &Host {
+        self.host()
+    }
 }
 
 /// A client on the WAN: its [`Host`] and, if it is behind NAT, its home router.

@@ -7,16 +7,18 @@
 //!   vm0 ─ br100 ─ vxlan100 ─ vg… (wireguard-go) ─ ul0 ── switch ── ul0 ─ vg… ─ vxlan100 ─ br100 ─ vm1
 //! ```
 //!
-//! Addresses: hosts [`host_ip`], tunnel [`TUNNEL_ADDRS`]/24 (the pool a
-//! vlnet controller hands out from), VMs [`vm_ip`] with MTU
-//! [`SECURE_VM_MTU`] (tunnel [`WG_MTU`] − 50).
+//! Addresses: hosts [`host_ip`](crate::beds::scenario::host_ip), tunnel [`TUNNEL_ADDRS`]/24 (the pool a
+//! vlnet controller hands out from), VMs [`vm_ip`](crate::beds::scenario::vm_ip)
+//! with MTU [`SECURE_VM_MTU`](crate::beds::cluster::SECURE_VM_MTU) (tunnel
+//! [`WG_MTU`] − 50). [`WggoPair`] is a preset of the [`Bed`] builder, whose
+//! [`SiteKind::Wggo`] sites are made with [`tunnel`] and [`vxlan_over`].
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use vlnet_ebpf::abi::{VLNET_ENCAP_LEN, VLNET_VXLAN_PORT};
 
-use crate::beds::cluster::SECURE_VM_MTU;
-use crate::beds::scenario::{host_ip, site_host, site_vm, BRIDGE, VNI};
+use crate::beds::bed::{missing, Bed, SiteKind, SiteSpec};
+use crate::beds::scenario::{BRIDGE, VNI};
 use crate::primitives::netns::{unique_ifname, LabError};
 use crate::primitives::topology::{Host, Underlay, Vm};
 use crate::primitives::wggo::{WgPeer, WireguardGo, WG_MTU};
@@ -43,7 +45,7 @@ pub struct WggoSite {
 /// Two [`WggoSite`]s on one switch (dropped last).
 #[derive(Debug)]
 pub struct WggoPair {
-    /// Host `i` has underlay [`host_ip`]`(i)` and tunnel [`TUNNEL_ADDRS`]`[i]`.
+    /// Host `i` has underlay [`host_ip`](crate::beds::scenario::host_ip)`(i)` and tunnel [`TUNNEL_ADDRS`]`[i]`.
     pub sites: [WggoSite; 2],
     /// The switch.
     pub underlay: Underlay,
@@ -53,35 +55,55 @@ impl WggoPair {
     /// Builds both hosts, their tunnel, vxlan devices, bridges and VMs. The
     /// first packet across starts the WireGuard handshake.
     pub fn build(tag: &str) -> Result<Self, LabError> {
-        let underlay = Underlay::new(tag)?;
-        let hosts = [site_host(&underlay, 0)?, site_host(&underlay, 1)?];
-        let wgs = [
-            WireguardGo::start(hosts[0].ns(), &unique_ifname("vg"))?,
-            WireguardGo::start(hosts[1].ns(), &unique_ifname("vg"))?,
-        ];
-        for i in 0..2 {
-            let peer = 1 - i;
-            wgs[i].set(
-                WG_PORT,
-                &WgPeer {
-                    public_key: wgs[peer].public_key().to_owned(),
-                    endpoint: SocketAddrV4::new(host_ip(peer), WG_PORT),
-                    tunnel_addr: TUNNEL_ADDRS[peer],
-                },
-            )?;
-            wgs[i].address(TUNNEL_ADDRS[i], TUNNEL_PREFIX, WG_MTU)?;
-        }
-        let [h0, h1] = hosts;
-        let [w0, w1] = wgs;
+        let bed = Bed::<Underlay>::builder(tag)
+            .site(SiteSpec::numbered(0, SiteKind::Wggo).with_vm("vm0", 0))
+            .site(SiteSpec::numbered(1, SiteKind::Wggo).with_vm("vm1", 1))
+            .build()?;
+        let sites = bed
+            .sites
+            .into_iter()
+            .map(|s| {
+                Ok(WggoSite {
+                    vm: s.vm.ok_or_else(|| missing("VM", s.kind))?,
+                    wg: s.wg.ok_or_else(|| missing("tunnel", s.kind))?,
+                    host: s.seat,
+                })
+            })
+            .collect::<Result<Vec<_>, LabError>>()?;
         Ok(Self {
-            sites: [site(h0, w0, 0)?, site(h1, w1, 1)?],
-            underlay,
+            sites: sites
+                .try_into()
+                .map_err(|_| LabError::Invalid("a wireguard-go pair has two sites".into()))?,
+            underlay: bed.net,
         })
     }
 }
 
-/// Host `i`'s vxlan over the tunnel on its bridge, and its VM.
-fn site(host: Host, wg: WireguardGo, i: usize) -> Result<WggoSite, LabError> {
+/// wireguard-go on both `hosts`, each the other's peer at its underlay
+/// address, with tunnel addresses [`TUNNEL_ADDRS`].
+pub(crate) fn tunnel(hosts: [&Host; 2]) -> Result<[WireguardGo; 2], LabError> {
+    let wgs = [
+        WireguardGo::start(hosts[0].ns(), &unique_ifname("vg"))?,
+        WireguardGo::start(hosts[1].ns(), &unique_ifname("vg"))?,
+    ];
+    for i in 0..2 {
+        let peer = 1 - i;
+        wgs[i].set(
+            WG_PORT,
+            &WgPeer {
+                public_key: wgs[peer].public_key().to_owned(),
+                endpoint: SocketAddrV4::new(hosts[peer].ip(), WG_PORT),
+                tunnel_addr: TUNNEL_ADDRS[peer],
+            },
+        )?;
+        wgs[i].address(TUNNEL_ADDRS[i], TUNNEL_PREFIX, WG_MTU)?;
+    }
+    Ok(wgs)
+}
+
+/// End `i`'s vxlan over the tunnel `wg`, from [`TUNNEL_ADDRS`]`[i]` to the
+/// other end's, on `host`'s [`BRIDGE`].
+pub(crate) fn vxlan_over(host: &Host, wg: &WireguardGo, i: usize) -> Result<(), LabError> {
     let vxlan = format!("vxlan{VNI}");
     host.ns().run(&[
         "ip",
@@ -101,18 +123,17 @@ fn site(host: Host, wg: WireguardGo, i: usize) -> Result<WggoSite, LabError> {
         "dev",
         wg.ifname(),
     ])?;
-    host.ns().run(&[
-        "ip",
-        "link",
-        "set",
-        &vxlan,
-        "mtu",
-        &(WG_MTU - VLNET_ENCAP_LEN).to_string(),
-        "master",
-        BRIDGE,
-        "up",
-    ])?;
-    let vm = site_vm(&host, i)?;
-    vm.set_mtu(SECURE_VM_MTU)?;
-    Ok(WggoSite { vm, wg, host })
+    host.ns()
+        .run(&[
+            "ip",
+            "link",
+            "set",
+            &vxlan,
+            "mtu",
+            &(WG_MTU - VLNET_ENCAP_LEN).to_string(),
+            "master",
+            BRIDGE,
+            "up",
+        ])
+        .map(drop)
 }

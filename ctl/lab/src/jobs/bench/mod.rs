@@ -75,7 +75,8 @@ use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
 use self::pps::{DecapPoint, PpsPath};
 use self::program_cost::ProgramCost;
 use self::report::{Measured, Metrics, Report, SmallPackets};
-use crate::beds::scenario::{host_ip, vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
+use crate::beds::bed::{Bed, SiteKind, SiteSpec};
+use crate::beds::scenario::{vm_ip, vm_mac, Scenario, ScenarioOptions, Vtep, VNI};
 use crate::primitives::probe;
 use crate::primitives::topology::Underlay;
 use crate::{Datapath, NetNs};
@@ -305,9 +306,11 @@ fn measure(
 ) -> Result<Measurement> {
     match topology {
         Topology::Plain => {
-            let underlay = Underlay::new("bp")?;
-            let h0 = underlay.add_host("h0", host_ip(0))?;
-            let h1 = underlay.add_host("h1", host_ip(1))?;
+            let bed = Bed::<Underlay>::builder("bp")
+                .site(SiteSpec::numbered(0, SiteKind::Plain))
+                .site(SiteSpec::numbered(1, SiteKind::Plain))
+                .build()?;
+            let (underlay, h0, h1) = (&bed.net, &bed.sites[0].seat, &bed.sites[1].seat);
             no_bridge_netfilter(&[underlay.switch(), h0.ns(), h1.ns()])?;
             let frame = frame::udp_frame(
                 &Endpoints {

@@ -53,13 +53,13 @@ impl DemoBed {
 
     /// Adds the client site across the WAN, its link delayed by half of
     /// `wan_rtt` each way; its vlnet daemon runs but has not joined.
-    pub fn add_client(&mut self, wan_rtt: Duration, vlnet: &Path) -> Result<(), LabError> {
+    pub fn add_client(&mut self, wan_rtt: Duration) -> Result<(), LabError> {
         let place = if wan_rtt.is_zero() {
             Place::PublicClient
         } else {
             Place::PublicClientBehind(wan_rtt / 2)
         };
-        let n = self.cluster.add_member(place, vlnet)?;
+        let n = self.cluster.add_member(place)?;
         debug_assert_eq!(n, CLIENT);
         Ok(())
     }

@@ -180,7 +180,7 @@ fn build(
             wan_words(wan_rtt.as_secs_f64() * 1e3)
         ),
     );
-    bed.add_client(wan_rtt, vlnet)?;
+    bed.add_client(wan_rtt)?;
     t.event("client site up; its vlnet daemon runs, not attached yet");
 
     interrupt.check()?;

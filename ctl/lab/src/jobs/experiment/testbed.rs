@@ -17,62 +17,45 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::setting::Setting;
+use crate::beds::bed::{missing, Bed, SiteKind, SiteSpec};
 use crate::beds::cluster::{Cluster, ClusterOptions, Place};
 use crate::beds::guest::{migration_open_port, GuestSites, GUEST_MAC};
-use crate::beds::scenario::{host_ip, site_host, vm_ip, vm_mac, Scenario, Vtep, BRIDGE};
+use crate::beds::scenario::host_ip;
 use crate::primitives::topology::{Host, Underlay, Vm};
 use crate::{Datapath, LabError};
 
 /// Site index of the user's VM in every test-bed (its address is
-/// [`vm_ip`] of it).
+/// [`vm_ip`](crate::beds::scenario::vm_ip) of it).
 const USER: usize = 1;
 
-/// Two hosts on one L2 LAN whose bridges enslave their LAN ports.
-struct Lan {
-    user: Vm,
-    hosts: [Host; 2],
-    _underlay: Underlay,
-}
-
-impl Lan {
-    fn build(tag: &str) -> Result<Self, LabError> {
-        let underlay = Underlay::new(tag)?;
-        let host = |i: usize| -> Result<Host, LabError> {
-            let host = site_host(&underlay, i)?;
-            let (ns, port) = (host.ns(), host.underlay_if());
-            ns.run(&["ip", "addr", "flush", "dev", port])?;
-            ns.run(&["ip", "link", "set", port, "master", BRIDGE])?;
-            ns.run(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", host.ip()),
-                "dev",
-                BRIDGE,
-            ])?;
-            Ok(host)
-        };
-        let hosts = [host(0)?, host(1)?];
-        let user = hosts[1].add_vm("user", BRIDGE, &vm_mac(USER), vm_ip(USER), 24)?;
-        Ok(Self {
-            user,
-            hosts,
-            _underlay: underlay,
-        })
-    }
-}
-
 /// What a setting's hosts and user are built from.
-enum Bed {
-    Lan(Lan),
-    Vxlan(Scenario),
+enum Sites {
+    /// `lan` and `vxlan`: the user's VM, taken from site B, and two sites
+    /// on one switch.
+    Switch { user: Vm, bed: Bed<Underlay> },
+    /// `vxlan-wg`: a controller and one member across the WAN.
     VxlanWg(Cluster),
 }
 
+/// Two sites of `kind` on one switch (`lan`, `vxlan`), the user's VM at B's
+/// taken out of the bed.
+fn switch_bed(tag: &str, kind: SiteKind, vlnet: &Path) -> Result<Sites, LabError> {
+    let mut bed = Bed::<Underlay>::builder(tag)
+        .vlnet(vlnet)
+        .site(SiteSpec::numbered(0, kind))
+        .site(SiteSpec::numbered(USER, kind).with_vm("user", USER))
+        .build()?;
+    let user = bed.sites[USER]
+        .vm
+        .take()
+        .ok_or_else(|| missing("user VM", kind))?;
+    Ok(Sites::Switch { user, bed })
+}
+
 /// A setting's test-bed: hosts A (index 0) and B (index 1), each with bridge
-/// [`BRIDGE`], and the user's VM at B's site (its [`GuestSites`]).
+/// [`BRIDGE`](crate::beds::scenario::BRIDGE), and the user's VM at B's site (its [`GuestSites`]).
 pub struct Testbed {
-    bed: Bed,
+    sites: Sites,
     migration_addrs: [Ipv4Addr; 2],
 }
 
@@ -84,16 +67,13 @@ impl Testbed {
         let underlay = [host_ip(0), host_ip(1)];
         Ok(match setting {
             Setting::Lan => Self {
-                bed: Bed::Lan(Lan::build(tag)?),
+                sites: switch_bed(tag, SiteKind::LanBridged, vlnet)?,
                 migration_addrs: underlay,
             },
-            Setting::Vxlan => {
-                let vtep = Vtep::Vlnet(Datapath::Tc);
-                Self {
-                    bed: Bed::Vxlan(Scenario::build(tag, &[vtep, vtep], vlnet)?),
-                    migration_addrs: underlay,
-                }
-            }
+            Setting::Vxlan => Self {
+                sites: switch_bed(tag, SiteKind::Vlnet(Datapath::Tc), vlnet)?,
+                migration_addrs: underlay,
+            },
             Setting::VxlanWg => {
                 let place = if wan_delay.is_zero() {
                     Place::PublicClient
@@ -110,7 +90,7 @@ impl Testbed {
                 cluster.wait_connected()?;
                 let migration_addrs = [cluster.tunnel_addr(0)?, cluster.tunnel_addr(1)?];
                 Self {
-                    bed: Bed::VxlanWg(cluster),
+                    sites: Sites::VxlanWg(cluster),
                     migration_addrs,
                 }
             }
@@ -120,10 +100,9 @@ impl Testbed {
 
 impl GuestSites for Testbed {
     fn host(&self, side: usize) -> &Host {
-        match &self.bed {
-            Bed::Lan(lan) => &lan.hosts[side],
-            Bed::Vxlan(s) => &s.sites[side].host,
-            Bed::VxlanWg(c) => c.nodes[side].site.host(),
+        match &self.sites {
+            Sites::Switch { bed, .. } => &bed.sites[side].seat,
+            Sites::VxlanWg(c) => c.nodes[side].site.host(),
         }
     }
 
@@ -132,18 +111,17 @@ impl GuestSites for Testbed {
     }
 
     fn user(&self) -> &Vm {
-        match &self.bed {
-            Bed::Lan(lan) => &lan.user,
-            Bed::Vxlan(s) => &s.sites[USER].vm,
-            Bed::VxlanWg(c) => &c.nodes[USER].vm,
+        match &self.sites {
+            Sites::Switch { user, .. } => user,
+            Sites::VxlanWg(c) => &c.nodes[USER].vm,
         }
     }
 
     /// Through WireGuard the operator lets the member take the guest's MAC
     /// before it moves there; the other settings have no control plane.
     fn authorize_move(&self, side: usize) -> Result<(), LabError> {
-        match &self.bed {
-            Bed::VxlanWg(c) if side == 1 => c.grant_move(side, GUEST_MAC),
+        match &self.sites {
+            Sites::VxlanWg(c) if side == 1 => c.grant_move(side, GUEST_MAC),
             _ => Ok(()),
         }
     }

@@ -21,6 +21,11 @@
  *                     (vlnet_locals); ARP/ND of local VMs is snooped and
  *                     requests for known bindings answered here
  *                     (lib/neigh.h).
+ *   tc_vm_tx          TC ingress on a VM's port of a VNI with the bridge
+ *                     bypass: a known unicast IP frame for a remote MAC is
+ *                     encapsulated right there, as tc_overlay_tx would; the
+ *                     rest goes on to the bridge (lib/bypass.h). TC decap
+ *                     delivers known unicast IP for such a VM straight to it.
  *   xdp_overlay_pass  XDP on the bridge's end of an overlay port in XDP mode:
  *                     a veth delivers XDP redirects only to a peer with XDP.
  *
@@ -29,6 +34,7 @@
  */
 #include "lib/common.h"
 #include "lib/maps.h"
+#include "lib/bypass.h"
 #include "lib/drop.h"
 #include "lib/decap.h"
 #include "lib/encap.h"
@@ -41,10 +47,13 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* Outer headers (with the longest IPv4 header) plus an inner IPv6 header. */
-#define RX_PULL_LEN (ETH_HLEN + 60 + 16 + ETH_HLEN + 40)
-/* Inner Ethernet plus an inner IPv6 header. */
-#define TX_PULL_LEN (ETH_HLEN + 40)
+/*
+ * Outer headers (with the longest IPv4 header) plus an inner IPv6 header and
+ * the type of an ICMPv6 message after it (lib/bypass.h).
+ */
+#define RX_PULL_LEN (ETH_HLEN + 60 + 16 + ETH_HLEN + 40 + 1)
+/* Inner Ethernet plus an inner IPv6 header and an ICMPv6 type. */
+#define TX_PULL_LEN (ETH_HLEN + 40 + 1)
 
 /* The node-wide settings, or NULL before the daemon wrote them. */
 static __always_inline struct vlnet_node_config *node_config(void)
@@ -133,12 +142,15 @@ drop:
  * The TC decap of a classified packet whose outer headers, Ethernet included,
  * are the first @di->outer_len bytes: on a gateway the relay (lib/relay.h),
  * then ECN, learning, counters, zone snooping (lib/neigh.h), flow tracking,
- * strip, and redirect into the overlay port. Returns a TC action.
+ * strip, and redirect into the overlay port, or straight to the VM's port
+ * when the frame may take the bridge bypass (lib/bypass.h). Returns a TC
+ * action.
  */
 static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di,
 				    const struct vlnet_node_config *cfg)
 {
 	struct relay_plan plan = { .kind = RELAY_NONE };
+	struct vlnet_bypass_port *bp;
 	__u32 segs = skb_segments(skb);
 	int track = tracking_flows(cfg);
 	struct ethhdr *inner, eth;
@@ -179,8 +191,11 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 		track_rx(di, inner, data_end, segs);
 
 	__builtin_memcpy(&eth, inner, sizeof(eth));
+	bp = NULL;
 	if (plan.kind == RELAY_FLOOD)
 		relay(skb, di, cfg, &plan, inner_tos(inner, data_end), segs);
+	else if (bypass_kind_ok(&eth, inner + 1, data_end))
+		bp = bypass_port(di->vni, eth.h_dest);
 	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
 	if (eth.h_proto == bpf_htons(ETH_P_IPV6))
 		flags |= VLNET_ADJ_ROOM_DECAP_L3_IPV6;
@@ -190,6 +205,8 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 	    bpf_skb_adjust_room(skb, -(__s32)di->outer_len, BPF_ADJ_ROOM_MAC, flags) ||
 	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
 		return tc_drop(VLNET_DROP_DECAP_FAILED);
+	if (bp)
+		return bypass_deliver(bp, segs);
 	return bpf_redirect(di->overlay_ifindex, 0);
 }
 
@@ -356,6 +373,48 @@ static __always_inline void track_tx(struct __sk_buff *skb, void *data, void *da
 	flow_track_tx(data, data_end, &m);
 }
 
+/*
+ * Encapsulates the frame in @skb (@eth: a copy of its Ethernet header) on
+ * @vni and sends it to @dst_be, or with @dst_be 0 replicates it to the VNI's
+ * @flood_count flood slots: the MTU check, outer headers, flow tracking
+ * (@track) and counters that tc_overlay_tx and tc_vm_tx share. Returns a TC
+ * action.
+ */
+static __always_inline int encap_out(struct __sk_buff *skb, const struct vlnet_node_config *cfg,
+				     __u32 vni, struct ethhdr *eth, __u32 dst_be,
+				     __u32 flood_count, int track)
+{
+	struct encap_ctx e = { .relay_dir = VLNET_RELAY_DIRECTIONS };
+	void *data = SKB_DATA(skb);
+	void *data_end = SKB_DATA_END(skb);
+	__u32 inner_len = skb->len;
+	__be16 sport;
+	__u8 tos;
+	int ret;
+
+	if (data + ETH_HLEN > data_end)
+		return tc_drop(VLNET_DROP_TRUNCATED);
+	tos = inner_tos(data, data_end);
+	if (!skb->gso_size && inner_len - ETH_HLEN > cfg->underlay_mtu - VLNET_ENCAP_LEN)
+		return tc_drop(VLNET_DROP_MTU_EXCEEDED);
+
+	sport = flow_source_port(cfg, bpf_get_hash_recalc(skb));
+	encap_init(&e.h, cfg, vni, inner_len, tos, sport);
+	e.cfg = cfg;
+	e.vni = vni;
+	e.inner_len = inner_len;
+	e.segs = skb_segments(skb);
+	if (track)
+		track_tx(skb, data, data_end, vni, dst_be, inner_len);
+
+	ret = encap_grow(skb, eth);
+	if (ret)
+		return tc_drop(ret);
+	if (dst_be)
+		return encap_send(skb, &e, dst_be, 0);
+	return flood_range(skb, &e, 0, flood_count, 0);
+}
+
 SEC("classifier")
 int tc_overlay_tx(struct __sk_buff *skb)
 {
@@ -364,12 +423,9 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	struct vlnet_node_config *cfg;
 	struct vlnet_vni_config *vc;
 	struct vlnet_fdb_entry *fdb;
-	struct encap_ctx e = { .relay_dir = VLNET_RELAY_DIRECTIONS };
 	void *data, *data_end;
 	struct ethhdr eth;
-	__u32 *vni, inner_len, count, dst_be = 0;
-	__be16 sport;
-	__u8 tos;
+	__u32 *vni, dst_be = 0;
 	int ret, track;
 
 	if (skb->mark == VLNET_MARK_HAIRPIN) {
@@ -398,21 +454,6 @@ int tc_overlay_tx(struct __sk_buff *skb)
 	ret = neigh_tx(skb, *vni, &eth, vc->flags & VLNET_VNI_ARP_SUPPRESS);
 	if (ret != NEIGH_CONTINUE)
 		return ret;
-	data = SKB_DATA(skb);
-	data_end = SKB_DATA_END(skb);
-	if (data + sizeof(eth) > data_end)
-		return tc_drop(VLNET_DROP_TRUNCATED);
-	tos = inner_tos(data, data_end);
-	inner_len = skb->len;
-	if (!skb->gso_size && inner_len - ETH_HLEN > cfg->underlay_mtu - VLNET_ENCAP_LEN)
-		return tc_drop(VLNET_DROP_MTU_EXCEEDED);
-
-	sport = flow_source_port(cfg, bpf_get_hash_recalc(skb));
-	encap_init(&e.h, cfg, *vni, inner_len, tos, sport);
-	e.cfg = cfg;
-	e.vni = *vni;
-	e.inner_len = inner_len;
-	e.segs = skb_segments(skb);
 
 	fdb = NULL;
 	if (!(eth.h_dest[0] & 1)) {
@@ -423,18 +464,64 @@ int tc_overlay_tx(struct __sk_buff *skb)
 			dst_be = fdb->vtep_be;
 	}
 	/* Broadcast, multicast, unknown unicast: head-end replication. */
-	count = vc->flood_count;
-	if (!fdb && !count)
+	if (!fdb && !vc->flood_count)
 		return tc_drop(VLNET_DROP_NO_PEERS);
-	if (track)
-		track_tx(skb, data, data_end, *vni, dst_be, inner_len);
+	return encap_out(skb, cfg, *vni, &eth, dst_be, vc->flood_count, track);
+}
 
-	ret = encap_grow(skb, &eth);
-	if (ret)
-		return tc_drop(ret);
-	if (fdb)
-		return encap_send(skb, &e, dst_be, 0);
-	return flood_range(skb, &e, 0, count, 0);
+/*
+ * A frame entering a VM's port on a VNI with the bridge bypass (see
+ * lib/bypass.h): a unicast IP frame from the MAC that lives on this very
+ * port, for a MAC known behind a remote VTEP, is encapsulated here and sent,
+ * as tc_overlay_tx would send it after the bridge. Everything else goes on to
+ * the bridge untouched. The first pass of a hairpinned frame (see
+ * hairpin_out()) returns here too.
+ */
+SEC("classifier")
+int tc_vm_tx(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex, *vni, dst_be, segs;
+	struct vlnet_fdb_key key = {};
+	struct vlnet_bypass_port *src;
+	struct vlnet_node_config *cfg;
+	struct vlnet_fdb_entry *fdb;
+	void *data, *data_end;
+	struct ethhdr eth;
+	int ret, track;
+
+	if (skb->mark == VLNET_MARK_HAIRPIN) {
+		ret = hairpin_out(skb);
+		if (ret != HAIRPIN_NOT_OURS)
+			return ret;
+	}
+	cfg = node_config();
+	vni = bpf_map_lookup_elem(&vlnet_vm_ports, &ifindex);
+	if (!cfg || !vni)
+		return TC_ACT_OK;
+	track = tracking_flows(cfg);
+	tc_pull(skb, track ? FLOW_HDR_LEN : TX_PULL_LEN);
+	data = SKB_DATA(skb);
+	data_end = SKB_DATA_END(skb);
+	if (data + sizeof(eth) > data_end)
+		return TC_ACT_OK;
+	__builtin_memcpy(&eth, data, sizeof(eth));
+	if (!bypass_kind_ok(&eth, data + sizeof(eth), data_end))
+		return TC_ACT_OK;
+	src = bypass_port(*vni, eth.h_source);
+	if (!src || src->ifindex != ifindex)
+		return TC_ACT_OK;
+	key.vni = *vni;
+	__builtin_memcpy(key.mac, eth.h_dest, ETH_ALEN);
+	fdb = bpf_map_lookup_elem(&vlnet_fdb, &key);
+	if (!fdb)
+		return TC_ACT_OK;
+	dst_be = fdb->vtep_be;
+	bypass_seen(src, bpf_ktime_get_ns());
+	segs = skb_segments(skb);
+	ret = encap_out(skb, cfg, *vni, &eth, dst_be, 0, track);
+	if (ret == TC_ACT_REDIRECT)
+		count_bypass(VLNET_BYPASS_TX, segs);
+	return ret;
 }
 
 SEC("xdp")

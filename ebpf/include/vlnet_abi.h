@@ -40,6 +40,10 @@
 #define VLNET_LOCALS_MAX 16384
 /* Entries of vlnet_neigh: IP -> MAC bindings of every VNI together (lib/neigh.h). */
 #define VLNET_NEIGH_MAX 65536
+/* Entries of vlnet_bypass: local VMs' MACs on bridge-bypass ports (as vlnet_locals). */
+#define VLNET_BYPASS_MAX 16384
+/* Entries of vlnet_vm_ports: VM ports tc_vm_tx runs on. */
+#define VLNET_VM_PORTS_MAX 4096
 /* Entries of vlnet_open_ports: host ports members may reach through the tunnel. */
 #define VLNET_OPEN_PORTS_MAX 1024
 /*
@@ -261,6 +265,37 @@ struct vlnet_neigh {
 #define VLNET_SUPPRESS_ND_LOCAL 3    /* the same for neighbour solicitations */
 #define VLNET_SUPPRESS_SNOOP_FULL 4  /* bindings not recorded: vlnet_neigh was full */
 #define VLNET_SUPPRESS_COUNTERS 5
+
+/*
+ * Bridge bypass (per VNI, opt-in). vlnet_bypass, keyed by vlnet_fdb_key: a
+ * local VM's MAC and the port it sits on, written by the daemon from what the
+ * VNI's bridge learned (only eligible ports: no firewall bridge, no VLAN
+ * filtering, no program of someone else's). A decapsulated IP frame for that
+ * MAC goes straight to the port (tc_decap); an IP frame from that MAC, entering
+ * that port for a MAC known behind a remote VTEP, is encapsulated right there
+ * (tc_vm_tx). Everything else takes the bridge and the overlay port.
+ */
+struct vlnet_bypass_port {
+	__u32 ifindex; /* the VM's port on the VNI's bridge */
+	__u32 flags;   /* VLNET_BYPASS_* */
+	__u64 seen_ns; /* bpf_ktime_get_ns() of the newest frame from the VM that took the
+			* bypass (refreshed at most every VLNET_BYPASS_SEEN_GAP_NS; the
+			* bridge does not see those frames, so the daemon keeps the MAC
+			* local while this is recent); 0: none yet */
+};
+
+/* vlnet_bypass_port.flags */
+#define VLNET_BYPASS_PEER 1 /* a veth whose peer is in another namespace: delivered into
+			     * the peer's ingress (bpf_redirect_peer), else to the port's
+			     * egress (a tap: the VM) */
+
+/* How often a bypassed VM's frames refresh vlnet_bypass_port.seen_ns at most. */
+#define VLNET_BYPASS_SEEN_GAP_NS (1000ULL * 1000 * 1000)
+
+/* Index of vlnet_bypass_stats (per CPU, __u64 packet counters; GSO in segments). */
+#define VLNET_BYPASS_RX 0 /* decapsulated frames delivered straight to a VM port */
+#define VLNET_BYPASS_TX 1 /* VM frames encapsulated at their port (tc_vm_tx) */
+#define VLNET_BYPASS_COUNTERS 2
 
 /* Slot of the one-entry vlnet_arrivals_pending array. */
 #define VLNET_PENDING_SLOT 0

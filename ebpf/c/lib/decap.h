@@ -7,6 +7,7 @@
 #ifndef VLNET_DECAP_H
 #define VLNET_DECAP_H
 
+#include "bypass.h"
 #include "drop.h"
 #include "ecn.h"
 
@@ -183,7 +184,8 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
  * From a VTEP with VLNET_VTEP_LEARN: static entries are never overridden. A
  * control-plane entry stays as it is while frames confirm it, and becomes a
  * learned one at the frame's VTEP when the MAC shows up elsewhere (a
- * migrated VM moves at once). A learned entry is refreshed at most once per
+ * migrated VM moves at once; a MAC new to the FDB loses its bridge bypass,
+ * lib/bypass.h). A learned entry is refreshed at most once per
  * FDB_REFRESH_NS to keep map writes off the hot path. No new key is created
  * while the VNI's learning is paused (its FDB share is full).
  */
@@ -213,6 +215,9 @@ static __always_inline int decap_learn(const struct decap_info *di, const __u8 *
 			report_move(di->vni, mac, old->vtep_be, di->src_vtep_be, VLNET_MOVE_REMOTE);
 	} else if (di->vni_flags & VLNET_VNI_LEARN_PAUSED) {
 		return 0;
+	} else {
+		/* New here: if it was a local VM's, that VM moved away. */
+		bypass_forget(&key);
 	}
 	entry.vtep_be = di->src_vtep_be;
 	entry.flags = VLNET_FDB_LEARNED;

@@ -121,6 +121,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlnet_locals SEC(".maps");
 
+/* Bridge bypass: a local VM's MAC -> its port (see vlnet_abi.h, "Bridge bypass"). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VLNET_BYPASS_MAX);
+	__type(key, struct vlnet_fdb_key);
+	__type(value, struct vlnet_bypass_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_bypass SEC(".maps");
+
+/* VM port ifindex -> its VNI: the ports tc_vm_tx runs on, kept by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VLNET_VM_PORTS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_vm_ports SEC(".maps");
+
+/* Bridge bypass counters indexed by VLNET_BYPASS_RX / _TX. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VLNET_BYPASS_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlnet_bypass_stats SEC(".maps");
+
 /*
  * (VNI, IP) -> the MAC it is bound to: snooped from local VMs' ARP/ND or
  * installed by the control plane (lib/neigh.h). A plain hash of fixed size:

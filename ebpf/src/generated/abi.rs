@@ -150,6 +150,8 @@ pub const VLNET_FDB_MAX: u32 = 131072;
 pub const VLNET_VTEPS_MAX: u32 = 16384;
 pub const VLNET_LOCALS_MAX: u32 = 16384;
 pub const VLNET_NEIGH_MAX: u32 = 65536;
+pub const VLNET_BYPASS_MAX: u32 = 16384;
+pub const VLNET_VM_PORTS_MAX: u32 = 4096;
 pub const VLNET_OPEN_PORTS_MAX: u32 = 1024;
 pub const VLNET_MARK_HAIRPIN: u32 = 1986817537;
 pub const VLNET_FDB_STATIC: u32 = 1;
@@ -176,6 +178,11 @@ pub const VLNET_SUPPRESS_ARP_LOCAL: u32 = 2;
 pub const VLNET_SUPPRESS_ND_LOCAL: u32 = 3;
 pub const VLNET_SUPPRESS_SNOOP_FULL: u32 = 4;
 pub const VLNET_SUPPRESS_COUNTERS: u32 = 5;
+pub const VLNET_BYPASS_PEER: u32 = 1;
+pub const VLNET_BYPASS_SEEN_GAP_NS: u32 = 1000000000;
+pub const VLNET_BYPASS_RX: u32 = 0;
+pub const VLNET_BYPASS_TX: u32 = 1;
+pub const VLNET_BYPASS_COUNTERS: u32 = 2;
 pub const VLNET_PENDING_SLOT: u32 = 0;
 pub const VLNET_MOVE_REMOTE: u32 = 1;
 pub const VLNET_MOVE_LOCAL: u32 = 2;
@@ -808,6 +815,24 @@ const _: () = {
     ["Offset of field: vlnet_neigh::mac"][::core::mem::offset_of!(vlnet_neigh, mac) - 0usize];
     ["Offset of field: vlnet_neigh::flags"][::core::mem::offset_of!(vlnet_neigh, flags) - 6usize];
     ["Offset of field: vlnet_neigh::pad"][::core::mem::offset_of!(vlnet_neigh, pad) - 7usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct vlnet_bypass_port {
+    pub ifindex: __u32,
+    pub flags: __u32,
+    pub seen_ns: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of vlnet_bypass_port"][::core::mem::size_of::<vlnet_bypass_port>() - 16usize];
+    ["Alignment of vlnet_bypass_port"][::core::mem::align_of::<vlnet_bypass_port>() - 8usize];
+    ["Offset of field: vlnet_bypass_port::ifindex"]
+        [::core::mem::offset_of!(vlnet_bypass_port, ifindex) - 0usize];
+    ["Offset of field: vlnet_bypass_port::flags"]
+        [::core::mem::offset_of!(vlnet_bypass_port, flags) - 4usize];
+    ["Offset of field: vlnet_bypass_port::seen_ns"]
+        [::core::mem::offset_of!(vlnet_bypass_port, seen_ns) - 8usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]

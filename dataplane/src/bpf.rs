@@ -251,14 +251,12 @@ impl Programs {
             source,
         })?;
         for name in [PROG_TC_UNDERLAY_RX, PROG_TC_TUNNEL_RX, PROG_TC_OVERLAY_TX] {
-            tc_program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| program_error(name, source))?;
+            let program = tc_program(&mut ebpf, name)?;
+            load_retrying(|| program.load()).map_err(|source| program_error(name, source))?;
         }
         for name in [PROG_XDP_UNDERLAY_RX, PROG_XDP_OVERLAY_PASS] {
-            xdp_program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| program_error(name, source))?;
+            let program = xdp_program(&mut ebpf, name)?;
+            load_retrying(|| program.load()).map_err(|source| program_error(name, source))?;
         }
         Ok(Self {
             ebpf,
@@ -525,6 +523,28 @@ pub fn linked_program_ids(node: &str) -> HashSet<u32> {
         .filter_map(|fd| kernel::link_facts(fd.as_fd()).ok())
         .map(|facts| facts.prog_id)
         .collect()
+}
+
+/// Times a program load is tried while the verifier answers `EAGAIN`.
+const LOAD_ATTEMPTS: usize = 5;
+
+/// Runs `load` again while the verifier gave up with `EAGAIN`: it stops when
+/// a signal is pending for the loading thread, and the larger programs take
+/// seconds to verify. libbpf retries the same way (`sys_bpf_prog_load`).
+fn load_retrying(
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), aya::programs::ProgramError> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn program_error(name: &str, source: aya::programs::ProgramError) -> BpfError {

@@ -238,6 +238,7 @@ pub(crate) struct Settings {
     launch: Launch,
     open_ports: Vec<String>,
     member_limit: Option<u32>,
+    bypass: bool,
 }
 
 impl Settings {
@@ -351,7 +352,8 @@ impl Settings {
         let node = node
             .with_open_ports(&open)
             .with_datapath(datapath)
-            .with_flow_tracking(!self.no_flow_tracking);
+            .with_flow_tracking(!self.no_flow_tracking)
+            .with_bypass(self.bypass);
         Daemon::start_with(host.ns(), node, binary, self.launch)
     }
 }
@@ -467,6 +469,13 @@ impl<N: Network> BedBuilder<N> {
     #[must_use]
     pub fn no_flow_tracking(mut self) -> Self {
         self.settings.no_flow_tracking = true;
+        self
+    }
+
+    /// vlnet nodes turn the bridge bypass on (`bypass = true` on [`VNI`]).
+    #[must_use]
+    pub fn bypass(mut self) -> Self {
+        self.settings.bypass = true;
         self
     }
 

@@ -76,6 +76,8 @@ pub struct ScenarioOptions {
     pub tx_checksum_off: bool,
     /// How vlnet daemons are started.
     pub launch: Launch,
+    /// vlnet nodes turn the bridge bypass on.
+    pub bypass: bool,
 }
 
 impl Scenario {
@@ -101,6 +103,9 @@ impl Scenario {
         }
         if options.tx_checksum_off {
             builder = builder.tx_checksum_off();
+        }
+        if options.bypass {
+            builder = builder.bypass();
         }
         for (i, vtep) in vteps.iter().enumerate() {
             let kind = match vtep {

@@ -132,6 +132,8 @@ pub struct NodeSpec {
     /// `[wireguard] open_ports`: host ports members may reach through the
     /// tunnel, e.g. `"tcp/4444"` (needs a `[wireguard]` section).
     pub open_ports: Vec<String>,
+    /// `bypass = true` on every `[[vni]]`: the bridge bypass.
+    pub bypass: bool,
 }
 
 impl NodeSpec {
@@ -150,6 +152,7 @@ impl NodeSpec {
             wireguard: None,
             flow_tracking: true,
             open_ports: Vec::new(),
+            bypass: false,
         }
     }
 
@@ -226,6 +229,13 @@ impl NodeSpec {
         self
     }
 
+    /// Turns the bridge bypass on or off on every VNI.
+    #[must_use]
+    pub fn with_bypass(mut self, on: bool) -> Self {
+        self.bypass = on;
+        self
+    }
+
     /// Sets the data path.
     #[must_use]
     pub fn with_datapath(mut self, datapath: Datapath) -> Self {
@@ -267,6 +277,8 @@ impl NodeSpec {
             id: u32,
             bridge: &'a str,
             peers: Vec<String>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            bypass: bool,
         }
         if !self.open_ports.is_empty() && self.wireguard.is_none() {
             return Err(LabError::Invalid(format!(
@@ -294,6 +306,7 @@ impl NodeSpec {
                     id: v.id,
                     bridge: &v.bridge,
                     peers: v.peers.iter().map(ToString::to_string).collect(),
+                    bypass: self.bypass,
                 })
                 .collect(),
             wireguard: self.wireguard.as_ref().map(|spec| Wireguard {

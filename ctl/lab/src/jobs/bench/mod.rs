@@ -11,6 +11,9 @@
 //! - `vlnet-tc`, `vlnet-xdp`: vlnet ↔ vlnet with TC or XDP decap.
 //! - `vlnet-tc-noflows`: `vlnet-tc` with `flow_tracking = false`: the
 //!   reference that prices the kernel's per-flow RTT tracking.
+//! - `vlnet-bypass`: `vlnet-tc` with `bypass = true`: known unicast skips
+//!   the bridge and the overlay port both ways (decap straight into the VM's
+//!   veth, encap at the VM's port).
 //! - `vlnet-wg`: the encrypted path: node 0 a vlnet controller, node 1 a
 //!   member joined by token (`vlnet ctl client add` / `vlnet ctl join`, see
 //!   [`cluster`](crate::beds::cluster)); VXLAN between them travels inside
@@ -95,8 +98,10 @@ const MAX_PPS_SECS: u32 = 3;
 const PPS_BURSTS: u32 = 3;
 
 /// The ratios reported: `(subject, reference)`.
-const RATIOS: [(&str, &str); 6] = [
+const RATIOS: [(&str, &str); 8] = [
     ("vlnet-tc", "kernel"),
+    ("vlnet-bypass", "kernel"),
+    ("vlnet-bypass", "plain"),
     ("vlnet-tc", "vlnet-tc-noflows"),
     ("vlnet-xdp", "kernel-txoff"),
     ("vlnet-xdp", "kernel"),
@@ -111,11 +116,12 @@ enum Topology {
     Kernel { tx_checksum_off: bool },
     Vlnet(Datapath),
     VlnetNoFlows,
+    VlnetBypass,
     VlnetWg,
     KernelWggo,
 }
 
-const TOPOLOGIES: [Topology; 8] = [
+const TOPOLOGIES: [Topology; 9] = [
     Topology::Plain,
     Topology::Kernel {
         tx_checksum_off: false,
@@ -127,6 +133,7 @@ const TOPOLOGIES: [Topology; 8] = [
     // run before it a higher one — an order effect of this shared machine.
     Topology::VlnetNoFlows,
     Topology::Vlnet(Datapath::Tc),
+    Topology::VlnetBypass,
     Topology::Vlnet(Datapath::Xdp),
     Topology::VlnetWg,
     Topology::KernelWggo,
@@ -145,6 +152,7 @@ impl Topology {
             Self::Vlnet(Datapath::Xdp) => "vlnet-xdp",
             Self::Vlnet(_) => "vlnet-tc",
             Self::VlnetNoFlows => "vlnet-tc-noflows",
+            Self::VlnetBypass => "vlnet-bypass",
             Self::VlnetWg => "vlnet-wg",
             Self::KernelWggo => "kernel-wggo",
         }
@@ -164,6 +172,7 @@ impl Topology {
             }
             Self::Vlnet(_) => "vlnet ↔ vlnet, TC decap",
             Self::VlnetNoFlows => "vlnet ↔ vlnet, TC decap, flow tracking off",
+            Self::VlnetBypass => "vlnet ↔ vlnet, TC decap, bridge bypass",
             Self::VlnetWg => "vlnet controller ↔ member joined by token, VXLAN in boringtun",
             Self::KernelWggo => "kernel vxlan inside wireguard-go, set up by hand with wg",
         }
@@ -374,6 +383,19 @@ fn measure(
                 binary,
                 ScenarioOptions {
                     no_flow_tracking: true,
+                    ..ScenarioOptions::default()
+                },
+            )?;
+            measure_scenario(&s, secs, pps_secs)
+        }
+        Topology::VlnetBypass => {
+            let vtep = Vtep::Vlnet(Datapath::Tc);
+            let s = Scenario::build_with(
+                "bb",
+                &[vtep, vtep],
+                binary,
+                ScenarioOptions {
+                    bypass: true,
                     ..ScenarioOptions::default()
                 },
             )?;

@@ -345,6 +345,7 @@ fn measure(
                             peer_if: h0.switch_port(),
                             sink: h1.ns(),
                             sink_if: h1.underlay_if(),
+                            sink_generic_xdp: false,
                             decap: DecapPoint::Link {
                                 ns: h1.ns(),
                                 ifname: h1.underlay_if(),
@@ -368,12 +369,12 @@ fn measure(
                     ..ScenarioOptions::default()
                 },
             )?;
-            measure_scenario(&s, secs, pps_secs)
+            measure_scenario(&s, false, secs, pps_secs)
         }
         Topology::Vlnet(datapath) => {
             let vtep = Vtep::Vlnet(datapath);
             let s = Scenario::build("bv", &[vtep, vtep], binary)?;
-            measure_scenario(&s, secs, pps_secs)
+            measure_scenario(&s, false, secs, pps_secs)
         }
         Topology::VlnetNoFlows => {
             let vtep = Vtep::Vlnet(Datapath::Tc);
@@ -386,7 +387,7 @@ fn measure(
                     ..ScenarioOptions::default()
                 },
             )?;
-            measure_scenario(&s, secs, pps_secs)
+            measure_scenario(&s, false, secs, pps_secs)
         }
         Topology::VlnetBypass => {
             let vtep = Vtep::Vlnet(Datapath::Tc);
@@ -399,14 +400,21 @@ fn measure(
                     ..ScenarioOptions::default()
                 },
             )?;
-            measure_scenario(&s, secs, pps_secs)
+            measure_scenario(&s, true, secs, pps_secs)
         }
         Topology::VlnetWg => encrypted::vlnet_wg(binary, secs),
         Topology::KernelWggo => encrypted::kernel_wggo(secs),
     }
 }
 
-fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Measurement> {
+/// Measures a two-site scenario; `bypass`: its vlnet nodes run the bridge
+/// bypass (see [`pps::PpsPath::sink_generic_xdp`]).
+fn measure_scenario(
+    s: &Scenario,
+    bypass: bool,
+    secs: u32,
+    pps_secs: Duration,
+) -> Result<Measurement> {
     let (a, b) = (&s.sites[0], &s.sites[1]);
     no_bridge_netfilter(&[s.underlay.switch(), a.host.ns(), b.host.ns()])?;
     let inner = frame::udp_frame(
@@ -452,6 +460,7 @@ fn measure_scenario(s: &Scenario, secs: u32, pps_secs: Duration) -> Result<Measu
                     peer_if: a.host.switch_port(),
                     sink: b.vm.ns(),
                     sink_if: b.vm.ifname(),
+                    sink_generic_xdp: bypass,
                     decap,
                 },
                 frame: frame::vxlan_frame(&outer, VNI, &inner),

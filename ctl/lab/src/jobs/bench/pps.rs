@@ -68,6 +68,11 @@ pub struct PpsPath<'a> {
     /// The sink's interface frames arrive on (gets `xdp_bench_drop` for a
     /// decap run).
     pub sink_if: &'a str,
+    /// `xdp_bench_drop` goes on the sink's interface in generic (skb) mode:
+    /// frames the bridge bypass delivers with `bpf_redirect_peer` enter the
+    /// VM's veth past its driver hook, where only a generic program sees
+    /// them.
+    pub sink_generic_xdp: bool,
     /// Where a decap run counts decapsulated frames.
     pub decap: DecapPoint<'a>,
 }
@@ -250,7 +255,7 @@ pub fn run(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result<PpsRe
 /// point and at that interface.
 pub fn run_decap(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result<DecapReport> {
     let _pass = attach_pass(path.peer, path.peer_if)?;
-    let drop = attach_drop(path.sink, path.sink_if)?;
+    let drop = attach_drop(path.sink, path.sink_if, path.sink_generic_xdp)?;
     let split = online_cpus() >= 2;
     if split {
         steer_to_cpu1(path.peer, path.peer_if)?;
@@ -317,22 +322,28 @@ fn ifindex(ifname: &str) -> Result<u32> {
 /// Attaches `xdp_bench_pass` to `ifname` in `ns`; detached when the returned
 /// object drops.
 fn attach_pass(ns: &NetNs, ifname: &str) -> Result<Ebpf> {
-    attach(ns, ifname, PROG_PASS)
+    attach(ns, ifname, PROG_PASS, XdpMode::Driver)
 }
 
 /// Attaches `xdp_bench_drop` to `ifname` in `ns`; detached when the returned
-/// object drops. Its drop counter is read with [`dropped`].
-fn attach_drop(ns: &NetNs, ifname: &str) -> Result<Ebpf> {
-    attach(ns, ifname, PROG_DROP)
+/// object drops (in generic mode if `generic`). Its drop counter is read
+/// with [`dropped`].
+fn attach_drop(ns: &NetNs, ifname: &str, generic: bool) -> Result<Ebpf> {
+    let mode = if generic {
+        XdpMode::Skb
+    } else {
+        XdpMode::Driver
+    };
+    attach(ns, ifname, PROG_DROP, mode)
 }
 
 /// Attaches program `name` of a fresh generator object to `ifname` in `ns`
-/// (driver mode); the object owns the link, so dropping it detaches.
-fn attach(ns: &NetNs, ifname: &str, name: &str) -> Result<Ebpf> {
+/// in `mode`; the object owns the link, so dropping it detaches.
+fn attach(ns: &NetNs, ifname: &str, name: &str, mode: XdpMode) -> Result<Ebpf> {
     let mut ebpf = load_object(0)?;
     let prog = xdp(&mut ebpf, name)?;
     ns.within(|| -> Result<()> {
-        prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
+        prog.attach_to_if_index(ifindex(ifname)?, mode)
             .with_context(|| format!("attaching {name} to {ifname} in {}", ns.name()))?;
         Ok(())
     })??;

@@ -704,6 +704,7 @@ mod tests {
                 port: "vl100".into(),
                 peers: 1,
                 fdb_entries: 2,
+                bypass: None,
             }],
             drops: vec![DropCount {
                 reason: "truncated".into(),

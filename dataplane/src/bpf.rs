@@ -39,6 +39,9 @@ pub const PROG_XDP_UNDERLAY_RX: &str = "xdp_underlay_rx";
 pub const PROG_TC_TUNNEL_RX: &str = "tc_tunnel_rx";
 /// TC program on vlnet's end of an overlay port: encap.
 pub const PROG_TC_OVERLAY_TX: &str = "tc_overlay_tx";
+/// TC program on a VM's port of a VNI with the bridge bypass: encap right
+/// there (see [`crate::bypass`]).
+pub const PROG_TC_VM_TX: &str = "tc_vm_tx";
 /// XDP pass program on the bridge's end of an overlay port (XDP mode).
 pub const PROG_XDP_OVERLAY_PASS: &str = "xdp_overlay_pass";
 /// The ring buffer of MAC move events.
@@ -250,7 +253,12 @@ impl Programs {
             path: pin_dir.clone(),
             source,
         })?;
-        for name in [PROG_TC_UNDERLAY_RX, PROG_TC_TUNNEL_RX, PROG_TC_OVERLAY_TX] {
+        for name in [
+            PROG_TC_UNDERLAY_RX,
+            PROG_TC_TUNNEL_RX,
+            PROG_TC_OVERLAY_TX,
+            PROG_TC_VM_TX,
+        ] {
             let program = tc_program(&mut ebpf, name)?;
             load_retrying(|| program.load()).map_err(|source| program_error(name, source))?;
         }
@@ -473,6 +481,57 @@ impl Programs {
             }
         }
         Ok(removed)
+    }
+
+    /// The pin names of `prog`'s links (`<prog>@<ifname>#<ifindex>`).
+    #[must_use]
+    pub fn pin_names(&self, prog: &str) -> Vec<String> {
+        self.pins_of(prog)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The interfaces (by index) `prog` has pinned links on.
+    #[must_use]
+    pub fn pinned_ifindexes(&self, prog: &str) -> Vec<u32> {
+        self.pins_of(prog).into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Removes `prog`'s pinned links on interface `ifindex` (the kernel
+    /// detaches them); returns how many went.
+    pub fn unpin_ifindex(&mut self, prog: &str, ifindex: u32) -> io::Result<usize> {
+        let mut removed = 0;
+        for (name, _) in self.pins_of(prog).into_iter().filter(|p| p.1 == ifindex) {
+            match fs::remove_file(self.pin_dir.join("links").join(&name)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+                Ok(()) => removed += 1,
+            }
+            self.links.remove(&name);
+        }
+        Ok(removed)
+    }
+
+    /// `prog`'s pins: (name, ifindex).
+    fn pins_of(&self, prog: &str) -> Vec<(String, u32)> {
+        let Ok(entries) = fs::read_dir(self.pin_dir.join("links")) else {
+            return Vec::new();
+        };
+        let prefix = format!("{prog}@");
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ifindex = name
+                    .strip_prefix(&prefix)?
+                    .rsplit_once('#')?
+                    .1
+                    .parse()
+                    .ok()?;
+                Some((name, ifindex))
+            })
+            .collect()
     }
 
     /// This node's pin directory.

@@ -295,6 +295,11 @@ pub struct VniConfig {
     /// ARP/ND suppression on this VNI ([`Config::arp_suppress`] when `None`).
     #[serde(default)]
     pub arp_suppress: Option<bool>,
+    /// The bridge bypass on this VNI (opt-in, see [`crate::bypass`]): known
+    /// unicast IP between a local VM's port and the underlay skips the
+    /// bridge and the overlay port.
+    #[serde(default)]
+    pub bypass: bool,
 }
 
 /// One `static_fdb` entry: a MAC pinned behind a VTEP.
@@ -516,6 +521,13 @@ impl Config {
             .unwrap_or(self.wireguard.is_some())
     }
 
+    /// Whether `vni` has the bridge bypass on (`[[vni]] bypass`; off for a
+    /// VNI not in the file, e.g. one granted by a controller).
+    #[must_use]
+    pub fn bypass(&self, vni: u32) -> bool {
+        self.vni.iter().any(|v| v.id == vni && v.bypass)
+    }
+
     /// The FDB capacity of `vni`: its `[[vni]] fdb_max`, else
     /// `node.fdb_max_per_vni` (also for VNIs not in the file).
     #[must_use]
@@ -610,6 +622,14 @@ impl Config {
                 return Err((
                     key("fdb_max"),
                     "0 is not allowed (at least 1; leave it out for node.fdb_max_per_vni)"
+                        .to_owned(),
+                ));
+            }
+            if vni.bypass && node.datapath == DatapathSetting::Xdp {
+                return Err((
+                    key("bypass"),
+                    "the bridge bypass delivers frames from TC decap, and node.datapath = \"xdp\" \
+                     has none: set node.datapath to \"tc\" (or \"auto\"), or leave bypass out"
                         .to_owned(),
                 ));
             }
@@ -1234,6 +1254,25 @@ bridge = "vmbr2"
         let m = invalid(&vni(&many.join(", ")), "vni[1].peers");
         assert!(m.contains("at most 1024"), "{m}");
         assert!(parse(&vni(&many[..MAX_PEERS_PER_VNI].join(", "))).is_ok());
+    }
+
+    #[test]
+    fn bypass_is_opt_in_and_needs_tc_decap() {
+        let cfg = parse(&with_vni("id = 200\nbridge = \"b2\"\nbypass = true")).unwrap();
+        assert!(!cfg.bypass(100), "off unless asked for");
+        assert!(cfg.bypass(200));
+        assert!(!cfg.bypass(300), "a VNI not in the file");
+        let xdp = with_node("datapath = \"xdp\"")
+            + "\n[[vni]]\nid = 200\nbridge = \"b2\"\nbypass = true\n";
+        let m = invalid(&xdp, "vni[1].bypass");
+        assert!(m.contains("TC decap"), "{m}");
+        let tc = with_node("datapath = \"tc\"")
+            + "\n[[vni]]\nid = 200\nbridge = \"b2\"\nbypass = true\n";
+        assert!(parse(&tc).is_ok());
+        let err = parse(&with_vni("id = 200\nbridge = \"b2\"\nbypass = \"yes\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a boolean"), "{err}");
     }
 
     #[test]

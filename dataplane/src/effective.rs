@@ -27,6 +27,7 @@ pub fn effective_config(cfg: &Config, dynamic: &Dynamic) -> Config {
                 static_fdb: Vec::new(),
                 fdb_max: None,
                 arp_suppress: None,
+                bypass: false,
             });
         }
     }

@@ -12,7 +12,8 @@
 //!   FDB; [`flows`]: inner flows and their RTT.
 //! - [`trust`]: which path each remote VTEP's VXLAN may arrive on, whether
 //!   its frames may move MACs, and the host ports open to members;
-//!   [`locals`]: the MACs living behind this node.
+//!   [`locals`]: the MACs living behind this node; [`bypass`]: the bridge
+//!   bypass of their ports.
 //! - [`netlink`]: bridges, overlay ports, routes and neighbours.
 //! - [`lock`], [`store`]: one daemon per node; state kept across restarts;
 //!   [`privileges`]: the capabilities the daemon needs, checked first.
@@ -41,6 +42,7 @@ pub mod advise;
 pub mod announce;
 pub mod api;
 pub mod bpf;
+pub mod bypass;
 pub mod capacity;
 pub mod config;
 pub mod conn_limit;

@@ -9,6 +9,10 @@
 //! what they hold. [`reconcile`] removes only records older than the start
 //! of the read, so one the kernel made while the bridges were being read
 //! survives.
+//!
+//! The same read drives the bridge bypass ([`crate::bypass`]); a MAC whose
+//! bypass entry saw a frame within the bridge's ageing time stays local even
+//! after the bridge (which no longer sees its frames) forgot it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 use vlnet_ebpf::abi::vlnet_fdb_key;
 
+use crate::bypass::Bypass;
 use crate::control::DataplaneHooks;
 use crate::fdb::monotonic_ns;
 use crate::mac::MacAddr;
@@ -62,8 +67,10 @@ pub fn reconcile(
 }
 
 /// Keeps `vlnet_locals` equal to what the bridges learned and publishes the
-/// set, every [`POLL`] and whenever [`Node::poke_locals`] is called.
-pub async fn watch(node: Arc<Node>) {
+/// set, every [`POLL`] and whenever [`Node::poke_locals`] is called. The same
+/// read serves the bridge bypass (`bypass`): the MACs a recent bypass keeps
+/// local are added to the bridges'.
+pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
     let nl = match Netlink::connect() {
         Ok(nl) => nl,
         Err(e) => {
@@ -73,14 +80,15 @@ pub async fn watch(node: Arc<Node>) {
     };
     let mut tick = tokio::time::interval(POLL);
     let mut failing = false;
+    let mut bypass_failing = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = node.locals_poked() => {}
         }
         let started = monotonic_ns();
-        let observed = match nl.local_macs(&node.vni_ports()).await {
-            Ok(observed) => observed,
+        let learned = match nl.local_ports(&node.vni_ports()).await {
+            Ok(learned) => learned,
             Err(e) => {
                 if !failing {
                     warn!(error = %e, "cannot read the bridges' local MACs; retrying");
@@ -92,6 +100,22 @@ pub async fn watch(node: Arc<Node>) {
         if failing {
             info!("reading the bridges' local MACs again");
             failing = false;
+        }
+        let mut observed: BTreeSet<(u32, MacAddr)> = learned
+            .iter()
+            .flat_map(|(vni, macs)| macs.keys().map(|mac| (*vni, *mac)))
+            .collect();
+        match bypass.run(&node, &nl, &learned).await {
+            Ok(seen) => {
+                observed.extend(seen);
+                bypass_failing = false;
+            }
+            Err(e) => {
+                if !bypass_failing {
+                    warn!(error = %e, "bridge bypass not brought up to date; retrying");
+                }
+                bypass_failing = true;
+            }
         }
         if let Err(e) = node.maps().apply_locals(&observed, started) {
             warn!(error = %e, "cannot update the local MACs in the kernel");

@@ -10,15 +10,16 @@ use aya::maps::{
 use aya::Ebpf;
 use thiserror::Error;
 use vlnet_ebpf::abi::{
-    vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flood_key, vlnet_flow, vlnet_flow_key,
-    vlnet_neigh, vlnet_neigh_key, vlnet_nexthop, vlnet_node_config, vlnet_peer_key,
-    vlnet_peer_stats, vlnet_port_key, vlnet_relay_stats, vlnet_rtt_hist, vlnet_vni_config,
-    vlnet_vtep, VLNET_CONFIG_SLOT, VLNET_NH_L3, VLNET_PENDING_SLOT,
+    vlnet_bypass_port, vlnet_drop_reason, vlnet_fdb_entry, vlnet_fdb_key, vlnet_flood_key,
+    vlnet_flow, vlnet_flow_key, vlnet_neigh, vlnet_neigh_key, vlnet_nexthop, vlnet_node_config,
+    vlnet_peer_key, vlnet_peer_stats, vlnet_port_key, vlnet_relay_stats, vlnet_rtt_hist,
+    vlnet_vni_config, vlnet_vtep, VLNET_CONFIG_SLOT, VLNET_NH_L3, VLNET_PENDING_SLOT,
 };
 
 use crate::capacity::Budget;
 use crate::model::{DropCount, PeerStatus};
 
+mod bypass;
 mod capacity;
 mod flood;
 mod neigh;
@@ -85,6 +86,9 @@ pub struct Maps {
     locals: HashMap<MapData, vlnet_fdb_key, u64>,
     neigh: HashMap<MapData, vlnet_neigh_key, vlnet_neigh>,
     suppress: PerCpuArray<MapData, u64>,
+    bypass: HashMap<MapData, vlnet_fdb_key, vlnet_bypass_port>,
+    vm_ports: HashMap<MapData, u32, u32>,
+    bypass_stats: PerCpuArray<MapData, u64>,
     /// Each VNI's FDB capacity and count, for control-plane installs.
     budget: Budget,
 }
@@ -137,6 +141,9 @@ impl Maps {
             locals: typed!(ebpf, "vlnet_locals"),
             neigh: typed!(ebpf, "vlnet_neigh"),
             suppress: typed!(ebpf, "vlnet_suppress"),
+            bypass: typed!(ebpf, "vlnet_bypass"),
+            vm_ports: typed!(ebpf, "vlnet_vm_ports"),
+            bypass_stats: typed!(ebpf, "vlnet_bypass_stats"),
             budget: Budget::default(),
         })
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::conn_limit::{self, ConnLimit, Limits};
 use crate::flows::{rtt_bucket_bounds, RttHistogram};
-use crate::model::{FdbKind, NodeStatus, PeerStatus, RelayCount, Suppression};
+use crate::model::{FdbKind, NodeStatus, PeerStatus, RelayCount, Suppression, VniStatus};
 use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
 use crate::node::NodeError;
 use crate::peer_rtt::PeerRtt;
@@ -65,6 +65,12 @@ pub trait MetricsSource {
     }
     /// Each VNI's FDB capacity and the control-plane entries it refused.
     fn fdb_capacity(&self) -> Option<FdbCapacity> {
+        None
+    }
+    /// Packets that took the bridge bypass: (delivered straight to a VM's
+    /// port, encapsulated at a VM's port). Its ports are in
+    /// [`NodeStatus`]'s VNIs.
+    fn bypass_packets(&self) -> Option<(u64, u64)> {
         None
     }
 }
@@ -224,6 +230,23 @@ const NEIGH_SNOOP_FULL: Spec = Spec {
     kind: MetricType::COUNTER,
     labels: &[],
 };
+const BYPASS_PACKETS: Spec = Spec {
+    name: "vlnet_bypass_packets_total",
+    help: "Packets that took the bridge bypass (VNIs with bypass = true): direction=rx, \
+           decapsulated and delivered straight to a local VM's port; direction=tx, a local \
+           VM's frame encapsulated at its port. GSO packets count in wire segments.",
+    kind: MetricType::COUNTER,
+    labels: &["direction"],
+};
+const BYPASS_PORTS: Spec = Spec {
+    name: "vlnet_bypass_ports",
+    help: "Ports of a bypass VNI's bridge: state=bypassed, taking the bridge bypass; \
+           state=refused, left to the bridge (behind a Proxmox firewall bridge, VLAN \
+           filtering, another kind of port, or someone else's tc/XDP program: see vlnet ctl \
+           status).",
+    kind: MetricType::GAUGE,
+    labels: &["vni", "state"],
+};
 const NODE_INFO: Spec = Spec {
     name: "vlnet_node_info",
     help: "Always 1; labels name the node, its VTEP address and the decap datapath in use.",
@@ -338,7 +361,9 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 26] = [
+const SPECS: [&Spec; 28] = [
+    &BYPASS_PACKETS,
+    &BYPASS_PORTS,
     &MEMBER_HANDSHAKE_AGE,
     &MEMBER_RX_BYTES,
     &MEMBER_TX_BYTES,
@@ -555,6 +580,19 @@ fn relay_families(relayed: &[RelayCount]) -> [Option<MetricFamily>; 2] {
     [packets.build(), bytes.build()]
 }
 
+/// `vlnet_bypass_ports` of every bypass VNI, both states listed.
+fn bypass_ports_family(vnis: &[VniStatus]) -> Option<MetricFamily> {
+    let mut ports = Builder::new(&BYPASS_PORTS);
+    for v in vnis {
+        if let Some(b) = &v.bypass {
+            let vni = v.vni.to_string();
+            ports.add(&[vni.clone(), "bypassed".to_owned()], b.ports.len() as u64);
+            ports.add(&[vni, "refused".to_owned()], b.refused.len() as u64);
+        }
+    }
+    ports.build()
+}
+
 /// The relay counters (a gateway only) and the ARP/ND suppression ones.
 fn gateway_and_suppression_families(status: &NodeStatus) -> Vec<Option<MetricFamily>> {
     let mut out = Vec::new();
@@ -694,6 +732,7 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
             out.extend(gateway_and_suppression_families(&status));
+            out.push(bypass_ports_family(&status.vnis));
             info.add(&[status.node, status.vtep.to_string(), datapath], 1);
             out.extend([drops.build(), info.build()]);
         }
@@ -724,6 +763,13 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
 
     if let Some(fdb) = source.fdb_capacity() {
         out.extend(fdb_capacity_families(fdb));
+    }
+
+    if let Some((rx, tx)) = source.bypass_packets() {
+        let mut packets = Builder::new(&BYPASS_PACKETS);
+        packets.add(&["rx".to_owned()], rx);
+        packets.add(&["tx".to_owned()], tx);
+        out.push(packets.build());
     }
 
     if let Some((remote, local)) = source.moves() {
@@ -950,13 +996,17 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::model::{DatapathMode, DropCount};
+    use crate::model::{BypassStatus, DatapathMode, DropCount, RefusedPort};
 
     struct Fake {
         fail: bool,
     }
 
     impl MetricsSource for Fake {
+        fn bypass_packets(&self) -> Option<(u64, u64)> {
+            Some((30, 20))
+        }
+
         fn moves(&self) -> Option<(u64, u64)> {
             (!self.fail).then_some((4, 1))
         }
@@ -1040,7 +1090,20 @@ mod tests {
                 adopted: false,
                 links: Vec::new(),
                 member: None,
-                vnis: vec![],
+                vnis: vec![VniStatus {
+                    vni: 100,
+                    bridge: "vnet100".into(),
+                    port: "vlp100".into(),
+                    peers: 1,
+                    fdb_entries: 4,
+                    bypass: Some(BypassStatus {
+                        ports: vec!["tap100i0".into(), "tap101i0".into()],
+                        refused: vec![RefusedPort {
+                            port: "fwpr102p0".into(),
+                            reason: "behind a Proxmox firewall bridge (fwbr102i0)".into(),
+                        }],
+                    }),
+                }],
                 drops: vec![
                     DropCount {
                         reason: "unknown_vni".into(),
@@ -1152,6 +1215,12 @@ mod tests {
             "vlnet_path_switch_seconds_count 1",
             "vlnet_mac_moves_total{kind=\"remote\"} 4",
             "vlnet_mac_moves_total{kind=\"local\"} 1",
+            "# TYPE vlnet_bypass_packets_total counter",
+            r#"vlnet_bypass_packets_total{direction="rx"} 30"#,
+            r#"vlnet_bypass_packets_total{direction="tx"} 20"#,
+            "# TYPE vlnet_bypass_ports gauge",
+            r#"vlnet_bypass_ports{state="bypassed",vni="100"} 2"#,
+            r#"vlnet_bypass_ports{state="refused",vni="100"} 1"#,
             "# TYPE vlnet_flow_rtt_seconds histogram",
             r#"vlnet_flow_rtt_seconds_bucket{peer="198.18.0.2",vni="100",le="0.000002"} 0"#,
             r#"vlnet_flow_rtt_seconds_bucket{peer="198.18.0.2",vni="100",le="0.016384"} 0"#,

@@ -132,6 +132,28 @@ pub struct VniStatus {
     pub peers: usize,
     /// FDB entries for this VNI.
     pub fdb_entries: usize,
+    /// The bridge bypass, when the VNI has it on (`[[vni]] bypass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<BypassStatus>,
+}
+
+/// The bridge bypass of one VNI: which of its bridge's ports take it, and
+/// why the others do not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BypassStatus {
+    /// Ports that take the bypass (`tc_vm_tx` attached).
+    pub ports: Vec<String>,
+    /// Ports left to the bridge.
+    pub refused: Vec<RefusedPort>,
+}
+
+/// A bridge port left out of the bypass, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedPort {
+    /// Its name.
+    pub port: String,
+    /// Why, e.g. `behind a Proxmox firewall bridge (fwbr100i0)`.
+    pub reason: String,
 }
 
 /// Dropped packets for one reason.

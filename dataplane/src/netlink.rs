@@ -17,6 +17,9 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use thiserror::Error;
 
 mod control;
+mod ports;
+
+pub use ports::{BridgeFacts, DEFAULT_AGEING_NS};
 
 /// A netlink request failed.
 #[derive(Debug, Error)]

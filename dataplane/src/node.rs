@@ -25,7 +25,8 @@ use crate::mac::MacAddr;
 use crate::maps::{ControlFdb, Maps};
 use crate::metrics::{ControlMetrics, FdbCapacity, FlowMetrics, MetricsSource};
 use crate::model::{
-    DatapathMode, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus, ReloadReport, VniStatus,
+    BypassStatus, DatapathMode, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus,
+    ReloadReport, VniStatus,
 };
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
 use crate::netlink::Netlink;
@@ -52,6 +53,8 @@ pub struct NodeFacts {
     pub relay: bool,
     /// (VNI, bridge, bridge-side port name, peer count).
     pub vnis: Vec<(u32, String, String, usize)>,
+    /// The VNIs with the bridge bypass on.
+    pub bypass: BTreeSet<u32>,
     /// Every program link and what this daemon did with it.
     pub links: Vec<LinkStatus>,
 }
@@ -68,6 +71,7 @@ pub struct Node {
     traffic: Mutex<TrafficHistory>,
     locals: watch::Sender<BTreeSet<(u32, MacAddr)>>,
     locals_poke: Notify,
+    bypass: Mutex<BTreeMap<u32, BypassStatus>>,
     shutdown: Notify,
     reloads: OnceLock<mpsc::Sender<ReloadReply>>,
 }
@@ -94,6 +98,7 @@ impl Node {
             traffic: Mutex::default(),
             locals: watch::channel(BTreeSet::new()).0,
             locals_poke: Notify::new(),
+            bypass: Mutex::default(),
             shutdown: Notify::new(),
             reloads: OnceLock::new(),
         }
@@ -205,6 +210,18 @@ impl Node {
         });
     }
 
+    /// Records each bypass VNI's ports, as just read (see
+    /// [`crate::bypass`]).
+    pub fn set_bypass_status(&self, status: BTreeMap<u32, BypassStatus>) {
+        *lock(&self.bypass) = status;
+    }
+
+    /// Each bypass VNI's ports, as last read.
+    #[must_use]
+    pub fn bypass_status(&self) -> BTreeMap<u32, BypassStatus> {
+        lock(&self.bypass).clone()
+    }
+
     /// Asks [`crate::locals::watch`] to read the bridges now.
     pub fn poke_locals(&self) {
         self.locals_poke.notify_one();
@@ -266,6 +283,7 @@ impl ApiHandler for Node {
             .and_then(|c| c.member_status())
             .map(Box::new);
         let facts = self.facts();
+        let bypass = self.bypass_status();
         let maps = self.maps();
         let entries = maps.fdb();
         let vnis = facts
@@ -277,6 +295,10 @@ impl ApiHandler for Node {
                 port: port.clone(),
                 peers: *peers,
                 fdb_entries: entries.iter().filter(|(k, _)| k.vni == *vni).count(),
+                bypass: facts
+                    .bypass
+                    .contains(vni)
+                    .then(|| bypass.get(vni).cloned().unwrap_or_default()),
             })
             .collect();
         Ok(NodeStatus {
@@ -414,6 +436,13 @@ impl DataplaneHooks for Node {
     fn apply_fdb(&self, changes: &[FdbChange]) {
         let mut maps = self.maps();
         for change in changes {
+            if let FdbChange::Install { vni, mac, .. } = change {
+                // Behind a remote VTEP now: frames for it leave the bypass
+                // at once (the next read of the bridges would be late).
+                if let Err(e) = maps.forget_bypass(*vni, mac.0) {
+                    tracing::warn!(vni, %mac, error = %e, "cannot remove the MAC's bridge bypass");
+                }
+            }
             match maps.apply_control_fdb(change) {
                 Ok(ControlFdb::Applied | ControlFdb::Refused { warn: false, .. }) => {}
                 Ok(ControlFdb::Refused { vni, warn: true }) => {
@@ -480,6 +509,9 @@ impl DataplaneHooks for Node {
     }
 
     fn forget_local(&self, vni: u32, mac: MacAddr) {
+        if let Err(e) = self.maps().forget_bypass(vni, mac.0) {
+            tracing::warn!(vni, %mac, error = %e, "cannot remove the moved MAC's bridge bypass");
+        }
         let Some((_, bridge, port)) = self.vni_ports().into_iter().find(|v| v.0 == vni) else {
             return;
         };
@@ -541,6 +573,10 @@ impl MetricsSource for Node {
 
     fn peer_rtts(&self) -> Option<Vec<(Ipv4Addr, PeerRtt)>> {
         Some(lock(&self.peer_rtt).snapshot())
+    }
+
+    fn bypass_packets(&self) -> Option<(u64, u64)> {
+        Some(self.maps().bypass_packets())
     }
 
     fn fdb_capacity(&self) -> Option<FdbCapacity> {

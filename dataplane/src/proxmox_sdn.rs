@@ -372,6 +372,7 @@ pub fn merge(vnis: &mut Vec<VniConfig>, zone: &Zone) {
                 static_fdb: Vec::new(),
                 fdb_max: None,
                 arp_suppress: None,
+                bypass: false,
             }),
         }
     }
@@ -604,6 +605,7 @@ vnet: vlan5
             static_fdb: Vec::new(),
             fdb_max: Some(64),
             arp_suppress: None,
+            bypass: false,
         }];
         merge(&mut vnis, &z);
         assert_eq!(vnis.len(), 2);

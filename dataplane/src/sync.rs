@@ -199,6 +199,8 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
                 updated_ns: monotonic_ns(),
             };
             maps.set_fdb(&fdb_key(v.vni, *mac), &entry)?;
+            // Pinned behind a remote VTEP: never delivered to a local port.
+            maps.forget_bypass(v.vni, *mac)?;
         }
         if desired.xdp {
             maps.set_xdp_port(v.overlay_ifindex)?;

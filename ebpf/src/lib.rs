@@ -77,6 +77,8 @@ unsafe impl aya::Pod for abi::vlnet_relay_stats {}
 unsafe impl aya::Pod for abi::vlnet_neigh_key {}
 // SAFETY: as above.
 unsafe impl aya::Pod for abi::vlnet_neigh {}
+// SAFETY: as above.
+unsafe impl aya::Pod for abi::vlnet_bypass_port {}
 
 /// The move event in a `vlnet_events` ring buffer record, if it is one.
 #[must_use]

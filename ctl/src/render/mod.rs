@@ -12,6 +12,7 @@ pub use flows::flows;
 use vlnet_dataplane::control::{ClientRecord, JoinReport, LeaveReport, MemberStatus};
 use vlnet_dataplane::model::{
     DatapathMode, FdbKind, FdbRecord, LinkAction, LinkStatus, NodeStatus, PeerStatus, ReloadReport,
+    VniStatus,
 };
 use vlnet_dataplane::moves::{MoveKind, MoveRecord};
 
@@ -93,6 +94,7 @@ pub fn status(s: &NodeStatus) -> String {
             ],
             &rows,
         ));
+        bypass(&mut out, &s.vnis);
     }
     out.push('\n');
 
@@ -111,6 +113,25 @@ pub fn status(s: &NodeStatus) -> String {
         ));
     }
     out
+}
+
+/// The bridge bypass of each VNI that has it on: the ports taking it, and
+/// each refused port with the reason.
+fn bypass(out: &mut String, vnis: &[VniStatus]) {
+    for v in vnis {
+        let Some(b) = &v.bypass else {
+            continue;
+        };
+        let ports = if b.ports.is_empty() {
+            "no port".to_owned()
+        } else {
+            b.ports.join(", ")
+        };
+        let _ = writeln!(out, "bypass    VNI {}: {ports}", v.vni);
+        for r in &b.refused {
+            let _ = writeln!(out, "          refused {}: {}", r.port, r.reason);
+        }
+    }
 }
 
 /// `vlnet ctl peers`: one row per `(vni, peer)` with its traffic.
@@ -450,7 +471,7 @@ fn links(out: &mut String, links: &[LinkStatus]) {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use vlnet_dataplane::model::{DropCount, RelayCount, VniStatus};
+    use vlnet_dataplane::model::{BypassStatus, DropCount, RefusedPort, RelayCount};
 
     use super::*;
 
@@ -485,6 +506,7 @@ mod tests {
                     port: "vl100".into(),
                     peers: 2,
                     fdb_entries: 14,
+                    bypass: None,
                 },
                 VniStatus {
                     vni: 16_777_215,
@@ -492,6 +514,7 @@ mod tests {
                     port: "vl16777215".into(),
                     peers: 0,
                     fdb_entries: 0,
+                    bypass: None,
                 },
             ],
             drops: drops
@@ -534,6 +557,28 @@ unknown_vni       12
 looped             3
 "
         );
+    }
+
+    #[test]
+    fn status_shows_bypassed_and_refused_ports() {
+        let mut s = node(&[]);
+        s.vnis[0].bypass = Some(BypassStatus {
+            ports: vec!["tap100i0".into(), "veth7".into()],
+            refused: vec![RefusedPort {
+                port: "fwpr101p0".into(),
+                reason: "behind a Proxmox firewall bridge (fwbr101i0)".into(),
+            }],
+        });
+        s.vnis[1].bypass = Some(BypassStatus::default());
+        let out = status(&s);
+        assert!(
+            out.contains(
+                "bypass    VNI 100: tap100i0, veth7\n          refused fwpr101p0: behind a \
+                 Proxmox firewall bridge (fwbr101i0)\nbypass    VNI 16777215: no port\n"
+            ),
+            "{out}"
+        );
+        assert!(!status(&node(&[])).contains("bypass"));
     }
 
     #[test]

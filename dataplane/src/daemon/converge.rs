@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
@@ -183,6 +184,8 @@ fn attach(
             )?);
         }
     }
+    // The bridge bypass owns its links (crate::bypass).
+    keep.extend(programs.pin_names(bpf::PROG_TC_VM_TX));
     let pin_dir = programs.pin_dir().to_path_buf();
     let pruned = programs.prune_links(&keep).map_err(state_error(&pin_dir))?;
     if pruned > 0 {
@@ -254,7 +257,9 @@ async fn existing_tunnel(
 
 /// What the data plane keeps between convergences.
 pub struct Dataplane {
-    pub(super) programs: Programs,
+    /// Shared with the bridge bypass ([`crate::bypass::Bypass`]), which
+    /// attaches `tc_vm_tx`; lock it before the maps, never across an await.
+    pub(super) programs: Arc<Mutex<Programs>>,
     pub(super) nl: Netlink,
     pub(super) underlay: LinkSummary,
     pub(super) vtep: Ipv4Addr,
@@ -265,10 +270,15 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
+    /// The programs, locked.
+    pub(super) fn programs(&self) -> MutexGuard<'_, Programs> {
+        self.programs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The ring buffer the programs report MAC moves through.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DaemonError> {
         let map = self
-            .programs
+            .programs()
             .ebpf_mut()
             .take_map(bpf::MAP_EVENTS)
             .ok_or(MapsError::Missing(bpf::MAP_EVENTS))?;
@@ -381,19 +391,22 @@ pub async fn converge(
     resolve_next_hops(&dp.nl, node, &peers).await;
     node.set_next_hop_peers(peers);
 
-    let keep = attach_tunnel(&mut dp.programs, node, tunnel.as_ref())?;
-    let datapath = attach(
-        &cfg,
-        &mut dp.programs,
-        &dp.underlay,
-        &ports,
-        dp.datapath,
-        keep,
-        || sync::apply(&mut node.maps(), &desired(false)),
-    )?;
+    let datapath = {
+        let mut programs = dp.programs();
+        let keep = attach_tunnel(&mut programs, node, tunnel.as_ref())?;
+        attach(
+            &cfg,
+            &mut programs,
+            &dp.underlay,
+            &ports,
+            dp.datapath,
+            keep,
+            || sync::apply(&mut node.maps(), &desired(false)),
+        )?
+    };
     dp.datapath = datapath;
     await_ports_up(&dp.nl, &ports).await;
-    let links = dp.programs.links();
+    let links = dp.programs().links();
     dp.log_link_changes(&links);
     node.set_facts(NodeFacts {
         name: cfg.node.name.clone(),
@@ -406,6 +419,11 @@ pub async fn converge(
         vnis: ports
             .iter()
             .map(|(v, port, _)| (v.id, v.bridge.clone(), port.name.clone(), v.peers.len()))
+            .collect(),
+        bypass: ports
+            .iter()
+            .filter(|(v, ..)| v.bypass)
+            .map(|(v, ..)| v.id)
             .collect(),
         links,
     });

@@ -160,6 +160,9 @@ fn vni_changes(id: u32, was: &VniConfig, now: &VniConfig, out: &mut Vec<String>)
             was.arp_suppress, now.arp_suppress
         ));
     }
+    if was.bypass != now.bypass {
+        out.push(format!("VNI {id}: bypass {} -> {}", was.bypass, now.bypass));
+    }
     if was.fdb_max != now.fdb_max {
         out.push(format!(
             "VNI {id}: fdb_max {:?} -> {:?}",

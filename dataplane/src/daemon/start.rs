@@ -3,9 +3,9 @@
 //! and persisted state, the first convergence, the admin API and `/metrics`
 //! bound; then readiness, announced once the API answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::net::{TcpListener, UnixListener};
@@ -143,11 +143,12 @@ async fn load_dataplane(cfg: &Config) -> Result<(Arc<Node>, Dataplane), DaemonEr
         adopted,
         relay: cfg.is_gateway(),
         vnis: Vec::new(),
+        bypass: BTreeSet::new(),
         links: Vec::new(),
     };
     let node = Arc::new(Node::new(facts, maps));
     let dataplane = Dataplane {
-        programs,
+        programs: Arc::new(Mutex::new(programs)),
         nl,
         underlay,
         vtep,

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::start::Started;
 use super::{follow, links, nexthops, sdn_watch, upkeep};
+use crate::bypass::Bypass;
 use crate::config::Config;
 use crate::node::Node;
 use crate::tasks::{Ended, TaskSet};
@@ -59,7 +60,8 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
         upkeep::age_fdb(node.clone(), cfg.node.fdb_ageing_secs),
     );
     tasks.spawn("fdb_capacity", upkeep::enforce_fdb_capacity(node.clone()));
-    tasks.spawn("local_macs", locals::watch(node.clone()));
+    let bypass = Bypass::new(Arc::clone(&dataplane.programs));
+    tasks.spawn("local_macs", locals::watch(node.clone(), bypass));
     tasks.spawn("arrivals", upkeep::expire_arrivals(node.clone()));
     let mover = node.clone();
     tasks.spawn(

@@ -61,15 +61,30 @@ impl Netlink {
         &self,
         ports: &[(u32, String, String)],
     ) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {
-        let mut out = BTreeSet::new();
+        Ok(self
+            .local_ports(ports)
+            .await?
+            .into_iter()
+            .flat_map(|(vni, learned)| learned.into_keys().map(move |mac| (vni, mac)))
+            .collect())
+    }
+
+    /// [`Self::local_macs`] by VNI, with the port (ifindex) each MAC was
+    /// learned on.
+    pub async fn local_ports(
+        &self,
+        ports: &[(u32, String, String)],
+    ) -> Result<BTreeMap<u32, BTreeMap<MacAddr, u32>>, NetlinkError> {
+        let mut out = BTreeMap::new();
         for (vni, bridge, port) in ports {
             let (Some(bridge), Some(port)) = (self.link(bridge).await?, self.link(port).await?)
             else {
                 continue;
             };
-            for mac in self.bridge_learned_macs(bridge.index, port.index).await? {
-                out.insert((*vni, mac));
-            }
+            out.insert(
+                *vni,
+                self.bridge_learned_ports(bridge.index, port.index).await?,
+            );
         }
         Ok(out)
     }

@@ -1,0 +1,209 @@
+//! Netlink reads for the bridge bypass: a bridge's VLAN filtering and
+//! ageing time, the facts of each of its ports ([`PortFacts`]: kind, veth
+//! peer, XDP), and the classic tc filters on a port.
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    InfoBridge, InfoData, LinkAttribute, LinkInfo, LinkMessage, LinkXdp,
+};
+use netlink_packet_route::tc::TcAttribute;
+
+use super::{request, Netlink, NetlinkError};
+use crate::bypass::{PeerFacts, PortFacts};
+
+/// Nanoseconds in one `clock_t` tick of `IFLA_BR_AGEING_TIME` (`USER_HZ`
+/// is 100).
+const NS_PER_CLOCK_TICK: u64 = 10_000_000;
+
+/// The bridge's ageing time when it does not say (the kernel's default,
+/// 300 s).
+pub const DEFAULT_AGEING_NS: u64 = 300 * 1_000_000_000;
+
+/// What the bypass needs to know about a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeFacts {
+    /// Its ifindex.
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+    /// Whether it filters VLANs.
+    pub vlan_filtering: bool,
+    /// How long it keeps a learned MAC it sees no frame from.
+    pub ageing_ns: u64,
+}
+
+/// Every link of the namespace, by index.
+struct Links(HashMap<u32, LinkMessage>);
+
+impl Links {
+    fn name(&self, index: u32) -> Option<&str> {
+        self.0.get(&index).and_then(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.as_str()),
+                _ => None,
+            })
+        })
+    }
+
+    fn controller(&self, index: u32) -> Option<u32> {
+        self.0.get(&index).and_then(controller)
+    }
+}
+
+fn controller(msg: &LinkMessage) -> Option<u32> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Controller(c) => Some(*c),
+        _ => None,
+    })
+}
+
+fn bridge_facts(msg: &LinkMessage, name: &str) -> BridgeFacts {
+    let mut facts = BridgeFacts {
+        index: msg.header.index,
+        name: name.to_owned(),
+        vlan_filtering: false,
+        ageing_ns: DEFAULT_AGEING_NS,
+    };
+    for info in msg.attributes.iter().filter_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => Some(infos),
+        _ => None,
+    }) {
+        for i in info {
+            if let LinkInfo::Data(InfoData::Bridge(opts)) = i {
+                for opt in opts {
+                    match opt {
+                        InfoBridge::VlanFiltering(on) => facts.vlan_filtering = *on,
+                        InfoBridge::AgeingTime(t) => {
+                            facts.ageing_ns = u64::from(*t) * NS_PER_CLOCK_TICK;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    facts
+}
+
+/// The facts of port `msg` on `bridge` (its tc programs not read here).
+fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFacts {
+    let mut facts = PortFacts {
+        ifindex: msg.header.index,
+        bridge: bridge.name.clone(),
+        vlan_filtering: bridge.vlan_filtering,
+        ..PortFacts::default()
+    };
+    let mut peer_index = None;
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => facts.name.clone_from(n),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        facts.kind = Some(kind.to_string());
+                    }
+                }
+            }
+            LinkAttribute::LinkNetNsId(_) => facts.peer_elsewhere = true,
+            LinkAttribute::Link(peer) => peer_index = Some(*peer),
+            LinkAttribute::Xdp(xdp) => {
+                facts.xdp = xdp.iter().any(|x| {
+                    matches!(
+                        x,
+                        LinkXdp::ProgId(id) | LinkXdp::DrvProgId(id) | LinkXdp::SkbProgId(id)
+                            | LinkXdp::HwProgId(id) if *id != 0
+                    )
+                });
+            }
+            _ => {}
+        }
+    }
+    if facts.kind.as_deref() == Some("veth") && !facts.peer_elsewhere {
+        facts.peer = peer_index.and_then(|i| {
+            Some(PeerFacts {
+                name: links.name(i)?.to_owned(),
+                bridge: links
+                    .controller(i)
+                    .and_then(|c| links.name(c))
+                    .map(str::to_owned),
+            })
+        });
+    }
+    facts
+}
+
+impl Netlink {
+    async fn all_links(&self) -> Result<Links, NetlinkError> {
+        let mut stream = self.handle.link().get().execute();
+        let mut out = HashMap::new();
+        while let Some(msg) = stream.try_next().await.map_err(request("listing links"))? {
+            out.insert(msg.header.index, msg);
+        }
+        Ok(Links(out))
+    }
+
+    /// For each bridge named in `bridges` (with the port to leave out, the
+    /// overlay port, by name), the bridge's facts and those of its other
+    /// ports, from one dump of the links. A bridge that does not exist is
+    /// left out.
+    pub async fn bypass_ports(
+        &self,
+        bridges: &[(String, String)],
+    ) -> Result<Vec<(BridgeFacts, Vec<PortFacts>)>, NetlinkError> {
+        let links = self.all_links().await?;
+        let mut out = Vec::new();
+        for (name, except) in bridges {
+            let Some(msg) = links
+                .0
+                .values()
+                .find(|m| links.name(m.header.index) == Some(name.as_str()))
+            else {
+                continue;
+            };
+            let bridge = bridge_facts(msg, name);
+            let mut ports: Vec<PortFacts> = links
+                .0
+                .values()
+                .filter(|m| {
+                    controller(m) == Some(bridge.index)
+                        && links.name(m.header.index) != Some(except.as_str())
+                })
+                .map(|m| port_facts(m, &bridge, &links))
+                .collect();
+            ports.sort_by_key(|p| p.ifindex);
+            out.push((bridge, ports));
+        }
+        Ok(out)
+    }
+
+    /// The classic tc filters on link `ifindex` (at the ingress and egress
+    /// hooks of a clsact or ingress qdisc), e.g. `tc filter matchall at
+    /// ingress`; none when it has no such qdisc.
+    pub async fn tc_filters(&self, ifindex: u32) -> Result<Vec<String>, NetlinkError> {
+        let index = i32::try_from(ifindex).unwrap_or(i32::MAX);
+        let mut out = Vec::new();
+        for (hook, get) in [
+            ("ingress", self.handle.traffic_filter(index).get().ingress()),
+            ("egress", self.handle.traffic_filter(index).get().egress()),
+        ] {
+            let mut stream = get.execute();
+            while let Some(msg) = stream.try_next().await.map_err(request(format!(
+                "listing the tc filters of link #{ifindex}"
+            )))? {
+                let kind = msg.attributes.iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.clone()),
+                    _ => None,
+                });
+                if let Some(kind) = kind {
+                    let what = format!("tc filter {kind} at {hook}");
+                    if !out.contains(&what) {
+                        out.push(what);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

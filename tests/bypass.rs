@@ -20,8 +20,10 @@ use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use aya::maps::{HashMap, Map, MapData};
 use support::node::{sample, scrape, vlnet_binary};
 use support::pings::Background;
+use vlnet_ebpf::abi::{vlnet_bypass_port, vlnet_fdb_key};
 use vlnet_lab::beds::scenario::{vm_ip, Scenario, ScenarioOptions, Vtep};
 use vlnet_lab::jobs::migrate::move_vm;
 use vlnet_lab::primitives::probe;
@@ -88,6 +90,23 @@ fn bypassed(daemon: &Daemon) -> (f64, f64) {
         sample(&metrics, "vlnet_bypass_packets_total{direction=\"rx\"}"),
         sample(&metrics, "vlnet_bypass_packets_total{direction=\"tx\"}"),
     )
+}
+
+/// The MACs (`aa:bb:…`) in `daemon`'s pinned `vlnet_bypass` map.
+fn bypass_macs(daemon: &Daemon) -> Vec<String> {
+    let data = MapData::from_pin(daemon.pin_dir().join("maps").join("vlnet_bypass")).unwrap();
+    let map: HashMap<MapData, vlnet_fdb_key, vlnet_bypass_port> =
+        HashMap::try_from(Map::HashMap(data)).unwrap();
+    map.keys()
+        .map(|k| {
+            k.unwrap()
+                .mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .collect()
 }
 
 /// The link-local IPv6 address of `ifname` in `ns`, once duplicate address
@@ -159,6 +178,16 @@ fn udp_exchange(vm0: &NetNs, vm1: &NetNs) -> (usize, usize) {
             d
         })
         .collect();
+    // Read while they are sent: unread, they would overflow the socket's
+    // receive buffer.
+    let receiver = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = rx.recv_from(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    });
     let broadcast_addr = (Ipv4Addr::new(192, 0, 2, 255), UDP_PORT);
     let mut expected: Vec<Vec<u8>> = Vec::new();
     for (i, d) in unicast.iter().enumerate() {
@@ -171,11 +200,7 @@ fn udp_exchange(vm0: &NetNs, vm1: &NetNs) -> (usize, usize) {
         }
         thread::sleep(Duration::from_millis(1));
     }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while let Ok((n, _)) = rx.recv_from(&mut buf) {
-        got.push(buf[..n].to_vec());
-    }
+    let got = receiver.join().unwrap();
     let is_broadcast = |d: &[u8]| d.starts_with(b"broadcast ");
     let received = |want_broadcast: bool| {
         expected
@@ -335,6 +360,11 @@ fn a_vm_moved_away_mid_stream_is_reached_at_its_new_node() {
     let warm = probe::ping(s.sites[1].vm.ns(), vm_ip(0), 3, Duration::from_millis(20)).unwrap();
     assert!(warm.received >= 2, "warm-up: {warm:?}");
     thread::sleep(Duration::from_secs(1));
+    let mac = s.sites[0].vm.mac().to_owned();
+    assert!(
+        bypass_macs(s.sites[0].daemon.as_ref().unwrap()).contains(&mac),
+        "the VM's MAC takes the bypass at its first node"
+    );
     let before = bypassed(s.sites[0].daemon.as_ref().unwrap());
     let pings = Background::start(s.sites[1].vm.ns(), vm_ip(0), 300, Duration::from_millis(10));
     thread::sleep(Duration::from_millis(800));
@@ -346,8 +376,8 @@ fn a_vm_moved_away_mid_stream_is_reached_at_its_new_node() {
     // Site 0's VM moves to site 2 and announces itself (a hypervisor's RARP).
     move_vm(&mut s, 0, 2).unwrap();
     let report = pings.finish();
-    eprintln!("pings during the move: {report:?}");
     let lost = report.sent - report.received;
+    eprintln!("pings during the move: {lost} of {} lost", report.sent);
     assert!(
         lost <= 20,
         "lost {lost} of {} pings across the move",
@@ -355,6 +385,15 @@ fn a_vm_moved_away_mid_stream_is_reached_at_its_new_node() {
     );
     let old = s.sites[0].daemon.as_ref().unwrap();
     let new = s.sites[2].daemon.as_ref().unwrap();
+    assert!(
+        !bypass_macs(old).contains(&mac),
+        "the old node keeps a bypass to the port the VM left: {:?}",
+        bypass_macs(old)
+    );
+    assert!(
+        bypass_macs(new).contains(&mac),
+        "the new node bypasses for the VM"
+    );
     let after_old = bypassed(old);
     let r = probe::ping(s.sites[1].vm.ns(), vm_ip(0), 20, Duration::from_millis(10)).unwrap();
     assert_eq!(r.received, 20, "after the move: {r:?}");

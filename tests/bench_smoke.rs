@@ -107,6 +107,7 @@ fn assert_program_cost(json: &serde_json::Value) {
     for (topology, programs) in [
         ("vlnet-tc", &["tc_overlay_tx", "tc_underlay_rx"][..]),
         ("vlnet-tc-noflows", &["tc_overlay_tx", "tc_underlay_rx"]),
+        ("vlnet-bypass", &["tc_vm_tx", "tc_underlay_rx"]),
         ("vlnet-xdp", &["tc_overlay_tx", "xdp_underlay_rx"]),
         ("vlnet-wg", &["tc_overlay_tx", "tc_tunnel_rx"]),
     ] {

@@ -25,8 +25,9 @@ use vlnet_dataplane::bpf;
 const KERNEL_NAME_LEN: usize = 15;
 
 /// The programs reported, as vlnet names them.
-const PROGRAMS: [&str; 5] = [
+const PROGRAMS: [&str; 6] = [
     bpf::PROG_TC_OVERLAY_TX,
+    bpf::PROG_TC_VM_TX,
     bpf::PROG_TC_UNDERLAY_RX,
     bpf::PROG_XDP_UNDERLAY_RX,
     bpf::PROG_XDP_OVERLAY_PASS,

@@ -6,7 +6,8 @@
 //! behind a Proxmox firewall bridge (`fwbr…` with its `fwpr…`/`fwln…` veth
 //! pair) and a port carrying someone else's tc filter are refused, untouched,
 //! with the reason in `vlnet ctl status`; a restarted daemon adopts the
-//! port's pinned link; turning bypass off detaches and forgets everything. Needs root (namespaces, BPF).
+//! port's pinned link; turning bypass off detaches and forgets everything,
+//! and so does deleting the port. Needs root (namespaces, BPF).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -180,16 +181,19 @@ fn everything_is_forgotten(daemon: &Daemon, host: &NetNs, vm_port: &str) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        !std::fs::read_dir(daemon.pin_dir().join("links"))
-            .unwrap()
-            .any(|e| e
-                .unwrap()
+    assert!(!pinned_vm_tx(daemon), "its pin is gone");
+}
+
+/// Whether the node has a pinned `tc_vm_tx` link.
+fn pinned_vm_tx(daemon: &Daemon) -> bool {
+    std::fs::read_dir(daemon.pin_dir().join("links"))
+        .unwrap()
+        .any(|e| {
+            e.unwrap()
                 .file_name()
                 .to_string_lossy()
-                .starts_with("tc_vm_tx")),
-        "its pin is gone"
-    );
+                .starts_with("tc_vm_tx")
+        })
 }
 
 #[test]
@@ -272,4 +276,20 @@ fn bypass_takes_vm_ports_and_leaves_firewalled_and_foreign_ones_alone() {
         (after - again).abs() < 0.5,
         "no more bypass: {again} -> {after}"
     );
+
+    // On again, then the VM's port is deleted: its entry and pin go too.
+    reload(daemon, true);
+    ports_are_judged(daemon, &host, &vm_port);
+    ping(3);
+    await_entry(daemon, vm_mac);
+    host.run(&["ip", "link", "del", &vm_port]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !bypass_entries(daemon).is_empty() || pinned_vm_tx(daemon) {
+        assert!(
+            Instant::now() < deadline,
+            "a deleted port keeps its bypass: {:?}",
+            bypass_entries(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

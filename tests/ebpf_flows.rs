@@ -653,7 +653,12 @@ both_modes!(tracking_off_records_nothing);
 fn programs_verify_within_budget() {
     const BUDGET: u32 = 200_000;
     let mut bed = Bed::new("flverif");
-    let tc = ["tc_underlay_rx", "tc_tunnel_rx", "tc_overlay_tx"];
+    let tc = [
+        "tc_underlay_rx",
+        "tc_tunnel_rx",
+        "tc_overlay_tx",
+        "tc_vm_tx",
+    ];
     for name in tc.into_iter().chain(["xdp_underlay_rx"]) {
         let info = if tc.contains(&name) {
             bed.programs.tc(name).unwrap().info()

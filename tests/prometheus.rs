@@ -39,7 +39,7 @@ const SCRAPE_WAIT: Duration = Duration::from_secs(20);
 
 /// Every metric family the daemon exports (or is about to); the dashboard
 /// shows each one.
-const METRICS: [&str; 23] = [
+const METRICS: [&str; 25] = [
     "vlnet_up",
     "vlnet_node_info",
     "vlnet_tunnel_rx_packets_total",
@@ -63,6 +63,8 @@ const METRICS: [&str; 23] = [
     "vlnet_member_rx_bytes_total",
     "vlnet_member_handshake_age_seconds",
     "vlnet_build_info",
+    "vlnet_bypass_packets_total",
+    "vlnet_bypass_ports",
 ];
 
 /// Grafana's variables and what they may stand for when it sends a query.

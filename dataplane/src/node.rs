@@ -133,6 +133,12 @@ impl Node {
         *lock(&self.facts) = facts;
     }
 
+    /// Replaces the program links reported (the bridge bypass attached or
+    /// detached some between convergences).
+    pub fn set_links(&self, links: Vec<LinkStatus>) {
+        lock(&self.facts).links = links;
+    }
+
     /// The remote VTEPs whose next hops are kept resolved.
     #[must_use]
     pub fn next_hop_peers(&self) -> Vec<Ipv4Addr> {

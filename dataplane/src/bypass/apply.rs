@@ -179,12 +179,28 @@ impl Bypass {
         Ok(())
     }
 
-    /// Carries `plan` out: ports detached first (and their entries deleted),
-    /// then ports attached, then the entries of attached ports written.
+    /// Carries `plan` out: entries deleted, ports detached and attached (the
+    /// node's links updated), then the entries of attached ports written.
     fn apply(&mut self, node: &Node, plan: &plan::Plan) -> Result<(), BypassError> {
         for key in &plan.delete {
             node.maps().remove_bypass(key)?;
         }
+        if !plan.attach.is_empty() || !plan.detach.is_empty() {
+            let result = self.apply_links(node, plan);
+            node.set_links(lock(&self.programs).links());
+            result?;
+        }
+        let mut maps = node.maps();
+        for (key, entry) in &plan.upsert {
+            if self.attached.contains_key(&entry.ifindex) {
+                maps.set_bypass(key, entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches and attaches the ports `plan` names.
+    fn apply_links(&mut self, node: &Node, plan: &plan::Plan) -> Result<(), BypassError> {
         for &ifindex in &plan.detach {
             node.maps().remove_vm_port(ifindex)?;
             let removed = lock(&self.programs)
@@ -210,12 +226,6 @@ impl Bypass {
                         warn!(port = %a.name, error = %e, "bridge bypass: cannot attach to the port");
                     }
                 }
-            }
-        }
-        let mut maps = node.maps();
-        for (key, entry) in &plan.upsert {
-            if self.attached.contains_key(&entry.ifindex) {
-                maps.set_bypass(key, entry)?;
             }
         }
         Ok(())

@@ -4,6 +4,8 @@
 //! group `RTMGRP_LINK`) are compared with what the last convergence left;
 //! a difference asks for a new convergence, which joins the overlay port to
 //! the new bridge, recreates a deleted port and re-attaches its programs.
+//! Any deleted interface also has the bridges read again at once (see
+//! [`crate::locals`]), so a VM port that went loses its bridge bypass.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,9 +108,11 @@ fn event_of(message: RouteNetlinkMessage) -> Option<LinkEvent> {
 }
 
 /// Follows the kernel's link notifications and pokes `converge` when one
-/// differs from `expected` (updated by every convergence). Ends only if the
+/// differs from `expected` (updated by every convergence); any deleted
+/// interface also calls `deleted` (the bridges are read again at once: a VM
+/// port that went loses its MACs and its bridge bypass). Ends only if the
 /// notification socket cannot be opened.
-pub async fn watch(expected: watch::Receiver<Expected>, converge: Arc<Notify>) {
+pub async fn watch(expected: watch::Receiver<Expected>, converge: Arc<Notify>, deleted: impl Fn()) {
     let (mut connection, _handle, mut messages) = match rtnetlink::new_connection() {
         Ok(parts) => parts,
         Err(e) => {
@@ -130,6 +134,9 @@ pub async fn watch(expected: watch::Receiver<Expected>, converge: Arc<Notify>) {
         let Some(event) = event_of(inner) else {
             continue;
         };
+        if matches!(event, LinkEvent::Deleted { .. }) {
+            deleted();
+        }
         if expected.borrow().needs_converge(&event) {
             match &event {
                 LinkEvent::Deleted { name } => info!(interface = %name, "interface deleted"),

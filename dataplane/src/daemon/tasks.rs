@@ -74,7 +74,13 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
         "peer_rtt",
         peer_rtt::probe_peers(move || peers_of.next_hop_peers(), table),
     );
-    tasks.spawn("links", links::watch(expected_rx, Arc::clone(&relink)));
+    let poked = node.clone();
+    tasks.spawn(
+        "links",
+        links::watch(expected_rx, Arc::clone(&relink), move || {
+            poked.poke_locals();
+        }),
+    );
     tasks.spawn(
         "converge",
         follow::follow(follow::Follow {

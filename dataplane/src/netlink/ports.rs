@@ -207,3 +207,106 @@ impl Netlink {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_route::link::InfoKind;
+
+    use super::*;
+
+    fn link(index: u32, name: &str, mut attributes: Vec<LinkAttribute>) -> LinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        attributes.push(LinkAttribute::IfName(name.to_owned()));
+        msg.attributes = attributes;
+        msg
+    }
+
+    fn kind(kind: InfoKind) -> LinkAttribute {
+        LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)])
+    }
+
+    /// br100 (filtering VLANs, ageing 30 s) with a veth into another
+    /// namespace (5), a Proxmox firewall port (6, its peer 7 on fwbr 8) and
+    /// a tap with XDP (9).
+    fn links() -> Links {
+        let bridge = link(
+            2,
+            "br100",
+            vec![LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(vec![
+                    InfoBridge::VlanFiltering(true),
+                    InfoBridge::AgeingTime(3000),
+                ])),
+            ])],
+        );
+        let on = |c| LinkAttribute::Controller(c);
+        Links(
+            [
+                bridge,
+                link(
+                    5,
+                    "veth5",
+                    vec![kind(InfoKind::Veth), on(2), LinkAttribute::LinkNetNsId(1)],
+                ),
+                link(
+                    6,
+                    "fwpr100p0",
+                    vec![kind(InfoKind::Veth), on(2), LinkAttribute::Link(7)],
+                ),
+                link(
+                    7,
+                    "fwln100i0",
+                    vec![kind(InfoKind::Veth), on(8), LinkAttribute::Link(6)],
+                ),
+                link(8, "fwbr100i0", vec![kind(InfoKind::Bridge)]),
+                link(
+                    9,
+                    "tap9",
+                    vec![
+                        kind(InfoKind::Tun),
+                        on(2),
+                        LinkAttribute::Xdp(vec![LinkXdp::ProgId(42)]),
+                    ],
+                ),
+            ]
+            .into_iter()
+            .map(|m| (m.header.index, m))
+            .collect(),
+        )
+    }
+
+    #[test]
+    fn a_bridge_and_its_ports_are_read_from_their_attributes() {
+        let links = links();
+        let bridge = bridge_facts(&links.0[&2], "br100");
+        assert!(bridge.vlan_filtering);
+        assert_eq!(bridge.ageing_ns, 30_000_000_000);
+        assert_eq!(
+            bridge_facts(&links.0[&8], "fwbr100i0").ageing_ns,
+            DEFAULT_AGEING_NS,
+            "not said: the kernel's default"
+        );
+
+        let veth = port_facts(&links.0[&5], &bridge, &links);
+        assert_eq!(veth.kind.as_deref(), Some("veth"));
+        assert!(veth.peer_elsewhere && veth.peer.is_none() && !veth.xdp);
+        assert!(veth.vlan_filtering);
+        assert_eq!(veth.bridge, "br100");
+
+        let fw = port_facts(&links.0[&6], &bridge, &links);
+        assert!(!fw.peer_elsewhere);
+        assert_eq!(
+            fw.peer,
+            Some(PeerFacts {
+                name: "fwln100i0".into(),
+                bridge: Some("fwbr100i0".into()),
+            })
+        );
+
+        let tap = port_facts(&links.0[&9], &bridge, &links);
+        assert_eq!(tap.kind.as_deref(), Some("tun"));
+        assert!(tap.xdp);
+    }
+}

@@ -70,6 +70,8 @@ pub struct VniSpec {
     pub bridge: String,
     /// Static remote VTEPs.
     pub peers: Vec<Ipv4Addr>,
+    /// `bypass = true`: the bridge bypass.
+    pub bypass: bool,
 }
 
 /// A node's `[wireguard]` section.
@@ -132,8 +134,6 @@ pub struct NodeSpec {
     /// `[wireguard] open_ports`: host ports members may reach through the
     /// tunnel, e.g. `"tcp/4444"` (needs a `[wireguard]` section).
     pub open_ports: Vec<String>,
-    /// `bypass = true` on every `[[vni]]`: the bridge bypass.
-    pub bypass: bool,
 }
 
 impl NodeSpec {
@@ -152,7 +152,6 @@ impl NodeSpec {
             wireguard: None,
             flow_tracking: true,
             open_ports: Vec::new(),
-            bypass: false,
         }
     }
 
@@ -191,7 +190,17 @@ impl NodeSpec {
             id,
             bridge: bridge.to_owned(),
             peers: peers.to_vec(),
+            bypass: false,
         });
+        self
+    }
+
+    /// Turns the bridge bypass on or off for every VNI added so far.
+    #[must_use]
+    pub fn with_bypass(mut self, on: bool) -> Self {
+        for v in &mut self.vnis {
+            v.bypass = on;
+        }
         self
     }
 
@@ -226,13 +235,6 @@ impl NodeSpec {
     #[must_use]
     pub fn with_flow_tracking(mut self, on: bool) -> Self {
         self.flow_tracking = on;
-        self
-    }
-
-    /// Turns the bridge bypass on or off on every VNI.
-    #[must_use]
-    pub fn with_bypass(mut self, on: bool) -> Self {
-        self.bypass = on;
         self
     }
 
@@ -277,8 +279,8 @@ impl NodeSpec {
             id: u32,
             bridge: &'a str,
             peers: Vec<String>,
-            #[serde(skip_serializing_if = "std::ops::Not::not")]
-            bypass: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            bypass: Option<bool>,
         }
         if !self.open_ports.is_empty() && self.wireguard.is_none() {
             return Err(LabError::Invalid(format!(
@@ -306,7 +308,7 @@ impl NodeSpec {
                     id: v.id,
                     bridge: &v.bridge,
                     peers: v.peers.iter().map(ToString::to_string).collect(),
-                    bypass: self.bypass,
+                    bypass: v.bypass.then_some(true),
                 })
                 .collect(),
             wireguard: self.wireguard.as_ref().map(|spec| Wireguard {
@@ -692,6 +694,14 @@ mod tests {
             Some("198.18.0.2")
         );
         assert!(text.contains("[[vni]]"), "{text}");
+        assert!(vnis[0].get("bypass").is_none(), "off unless asked for");
+        let bypass = spec
+            .clone()
+            .with_bypass(true)
+            .to_toml(Path::new("/tmp/x"))
+            .unwrap();
+        let on: toml::Value = toml::from_str(&bypass).unwrap();
+        assert_eq!(on["vni"][1]["bypass"].as_bool(), Some(true));
         let wg = &v["wireguard"];
         assert_eq!(wg["role"].as_str(), Some("controller"));
         assert_eq!(wg["address"].as_str(), Some("198.19.0.1/24"));

@@ -2,7 +2,8 @@
 //! migration writes well-formed `results.json` (the documented fields, sane
 //! values), `results.csv`, `report.md` and non-empty SVG plots, and leaves no
 //! namespace, pinned object or process behind; an interrupted experiment
-//! cleans up too. Needs root, `qemu-system-x86_64` (TCG) and the guest kernel
+//! cleans up too; a guest with `--guest-mem` boots with that memory, fills
+//! it and keeps dirtying it, and its migration sends it. Needs root, `qemu-system-x86_64` (TCG) and the guest kernel
 //! fetched by `tests/install-deps.sh`. The runs take turns: each boots a
 //! TCG guest, and two at once on a small machine distort each other.
 #![allow(
@@ -29,6 +30,13 @@ const VLNET: &str = env!("CARGO_BIN_EXE_vlnet");
 static TURN: Mutex<()> = Mutex::new(());
 
 fn run_one(over: &str) {
+    let (_dir, out_dir) = experiment(over, &[]);
+    check_outputs(&out_dir, over);
+}
+
+/// Runs one migration over `over` with `extra` options; returns the
+/// directory that holds the output directory, and the output directory.
+fn experiment(over: &str, extra: &[&str]) -> (TempDir, std::path::PathBuf) {
     let _turn = TURN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -44,6 +52,7 @@ fn run_one(over: &str) {
             "--runs",
             "1",
         ])
+        .args(extra)
         .args(["--wan-delay", "20ms", "--out"])
         .arg(&out_dir)
         .stdout(Stdio::piped())
@@ -56,7 +65,7 @@ fn run_one(over: &str) {
     eprintln!("{stderr}");
     assert!(out.status.success(), "{stderr}");
     assert_eq!(leftovers(pid), Vec::<String>::new(), "left behind");
-    check_outputs(&out_dir, over);
+    (dir, out_dir)
 }
 
 fn check_outputs(dir: &Path, over: &str) {
@@ -123,6 +132,30 @@ fn migration_over_vxlan() {
 #[test]
 fn migration_over_vxlan_inside_wireguard_across_a_wan() {
     run_one("vxlan-wg");
+}
+
+#[test]
+fn a_loaded_guest_of_the_size_asked_for_sends_its_memory() {
+    let (_dir, out_dir) = experiment("vxlan", &["--guest-mem", "512M", "--dirty", "8"]);
+    check_outputs(&out_dir, "vxlan");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    let memory = &json["parameters"]["guest_memory"];
+    assert_eq!(memory["mib"], 512, "{memory}");
+    assert_eq!(memory["load"]["fill_mib"], 256, "{memory}");
+    assert_eq!(memory["load"]["dirty_mib_per_s"], 8, "{memory}");
+    let r = &json["runs"][0];
+    // The 256 MiB of data crossed (an idle guest sends about 95 MiB: what
+    // its kernel and initramfs hold).
+    assert!(r["ram_mib"].as_f64().unwrap() > 256.0, "{r}");
+    assert!(r["dirty_rate_mib_s"].as_f64().unwrap() > 0.0, "{r}");
+    eprintln!("loaded guest: {r}");
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("Guest: 512 MiB, loaded: 256 MiB"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use support::node::vlnet_binary;
 use vlnet_lab::beds::scenario::{Scenario, Vtep, BRIDGE};
 use vlnet_lab::jobs::migrate::move_time_ns;
+use vlnet_lab::primitives::guest_memory::GuestMemory;
 use vlnet_lab::primitives::probe;
 use vlnet_lab::primitives::qemu::{GuestImage, GuestSpec, MigrationUri, Qemu, GUEST_DIR};
 use vlnet_lab::{Datapath, TempDir};
@@ -70,6 +71,7 @@ fn a_live_migrated_guest_keeps_its_address_across_vlnet_nodes() {
             ip: (GUEST_IP, 24),
             dir: dir.path(),
             incoming: None,
+            memory: GuestMemory::default(),
         },
     )
     .unwrap();
@@ -96,6 +98,7 @@ fn a_live_migrated_guest_keeps_its_address_across_vlnet_nodes() {
             ip: (GUEST_IP, 24),
             dir: dir.path(),
             incoming: Some(&incoming),
+            memory: GuestMemory::default(),
         },
     )
     .unwrap();

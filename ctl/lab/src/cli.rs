@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::jobs::experiment::setting::Over;
 use crate::jobs::{bench, demo, experiment};
+use crate::primitives::guest_memory::GUEST_MEM_MIB;
 
 /// `vlnet lab` jobs.
 #[derive(Debug, Subcommand)]
@@ -78,6 +79,42 @@ pub struct MigrationArgs {
     /// Output directory [default: ./vlnet-experiment-<unix time>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Guest memory, e.g. 256M or 1G (64M to 4G). Given, the guest also
+    /// carries a load: half its memory filled with data at boot and
+    /// rewritten at --dirty MiB/s, and QEMU's 128 MiB/s default limit on
+    /// the migration stream lifted. Without it: an idle 256 MiB guest.
+    #[arg(long, value_parser = parse_mem_size)]
+    pub guest_mem: Option<u32>,
+    /// MiB/s the loaded guest rewrites (0: filled, then left alone).
+    #[arg(long, default_value_t = 8, requires = "guest_mem",
+          value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub dirty: u32,
+}
+
+/// Parses a memory size, `256M`, `512MiB`, `1G` or `2GiB` (binary units,
+/// as QEMU's `-m`), into MiB within [`GUEST_MEM_MIB`].
+fn parse_mem_size(text: &str) -> Result<u32, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u32 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 256M or 1G"))?;
+    let mib = match unit.to_ascii_lowercase().as_str() {
+        "m" | "mib" => Some(n),
+        "g" | "gib" => n.checked_mul(1024),
+        _ => return Err(format!("{text:?}: give a whole number with a unit, M or G")),
+    };
+    match mib {
+        Some(mib) if GUEST_MEM_MIB.contains(&mib) => Ok(mib),
+        _ => Err(format!(
+            "{text:?} is outside {}M..={}G, what this machine can hold twice \
+             (source and destination QEMU)",
+            GUEST_MEM_MIB.start(),
+            GUEST_MEM_MIB.end() / 1024
+        )),
+    }
 }
 
 /// Parses `20ms`, `0.1s`, `500us` or `0` into a duration of at most 10 s.
@@ -104,7 +141,7 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_delay, Duration};
+    use super::{parse_delay, parse_mem_size, Duration};
 
     #[test]
     fn delay_units() {
@@ -115,5 +152,23 @@ mod tests {
         for bad in ["", "ms", "20", "20m", "-1ms", "11s"] {
             assert!(parse_delay(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn mem_sizes_in_binary_units_within_bounds() {
+        assert_eq!(parse_mem_size("256M"), Ok(256));
+        assert_eq!(parse_mem_size("512MiB"), Ok(512));
+        assert_eq!(parse_mem_size("1G"), Ok(1024));
+        assert_eq!(parse_mem_size("4g"), Ok(4096));
+        assert_eq!(parse_mem_size("64m"), Ok(64));
+        for bad in [
+            "", "256", "M", "1.5G", "-1G", "256K", "256MB", "63M", "5G", "4097M",
+        ] {
+            assert!(parse_mem_size(bad).is_err(), "{bad}");
+        }
+        let err = parse_mem_size("8G").unwrap_err();
+        assert!(err.contains("64M..=4G"), "{err}");
+        let err = parse_mem_size("256").unwrap_err();
+        assert!(err.contains("unit"), "{err}");
     }
 }

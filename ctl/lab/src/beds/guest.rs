@@ -1,7 +1,9 @@
 //! A QEMU guest that live-migrates between two hosts of a lab test-bed and
-//! a user VM that reaches it: [`Guest`] boots it on host A (side 0), moves
-//! it to the other side and back, and stops each source QEMU once its state
-//! has left; [`user_view`] is what the user sees of it. The test-bed is
+//! a user VM that reaches it: [`Guest`] boots it on host A (side 0) with
+//! the memory asked for ([`GuestMemory`]: its size, and a load that keeps it
+//! busy, running before each migration), moves it to the other side and
+//! back, and stops each source QEMU once its state has left; [`user_view`]
+//! is what the user sees of it. The test-bed is
 //! anything that names its two hosts, their migration addresses and the
 //! user: [`GuestSites`].
 
@@ -10,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::beds::scenario::BRIDGE;
+use crate::primitives::guest_memory::{GuestMemory, LOAD_READY};
 use crate::primitives::interrupt::Interrupt;
 use crate::primitives::probe;
 use crate::primitives::qemu::{
@@ -39,6 +42,10 @@ pub fn migration_open_port() -> String {
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long the guest may take to boot (TCG) or to answer after a move.
 const ANSWER_LIMIT: Duration = Duration::from_mins(2);
+/// How long a loaded guest may take, after it answers, per MiB it fills.
+const FILL_LIMIT_PER_MIB: Duration = Duration::from_millis(100);
+/// Seconds over which QEMU estimates a loaded guest's dirty rate.
+const DIRTY_RATE_SECS: u32 = 1;
 /// Interval of the user's pings, ms.
 pub const USER_PING_INTERVAL_MS: u64 = 10;
 /// Interval of the user's pings.
@@ -114,6 +121,7 @@ pub trait GuestSites {
 pub struct Guest<'a> {
     sites: &'a dyn GuestSites,
     image: &'a GuestImage,
+    memory: GuestMemory,
     dir: &'a Path,
     qemu: Qemu,
     side: usize,
@@ -121,24 +129,50 @@ pub struct Guest<'a> {
 }
 
 impl<'a> Guest<'a> {
-    /// Boots the guest on host A and waits until the user reaches it.
+    /// Boots the guest with `memory` on host A and waits until the user
+    /// reaches it and its load (if any) has filled its memory.
     pub fn boot(
         sites: &'a dyn GuestSites,
         image: &'a GuestImage,
+        memory: GuestMemory,
         dir: &'a Path,
         interrupt: &Interrupt,
     ) -> Result<Self, LabError> {
-        let qemu = start(sites, image, dir, 0, "g0", None)?;
         let guest = Self {
             sites,
             image,
+            memory,
             dir,
-            qemu,
+            qemu: start(sites, image, memory, dir, (0, "g0"), None)?,
             side: 0,
             starts: 1,
         };
         guest.wait_answers(interrupt)?;
+        if let Some(load) = memory.load {
+            let limit = ANSWER_LIMIT + FILL_LIMIT_PER_MIB * load.fill_mib;
+            let started = Instant::now();
+            while !guest.qemu.console().contains(LOAD_READY) {
+                interrupt.check()?;
+                if started.elapsed() > limit {
+                    return Err(LabError::Invalid(format!(
+                        "the guest did not fill {} MiB within {limit:?}; console:\n{}",
+                        load.fill_mib,
+                        guest.qemu.console()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         Ok(guest)
+    }
+
+    /// QEMU's estimate of how fast a loaded guest changes its memory, MiB/s
+    /// (`None` for an idle guest: nothing to measure).
+    pub fn dirty_rate(&self) -> Result<Option<f64>, LabError> {
+        if self.memory.load.is_none() {
+            return Ok(None);
+        }
+        self.qemu.dirty_rate(DIRTY_RATE_SECS).map(Some)
     }
 
     /// The host the guest runs on now: `0` (A) or `1` (B).
@@ -180,7 +214,17 @@ impl<'a> Guest<'a> {
         self.sites.authorize_move(to)?;
         let name = format!("g{}", self.starts);
         self.starts += 1;
-        let target = start(self.sites, self.image, self.dir, to, &name, Some(&uri))?;
+        let target = start(
+            self.sites,
+            self.image,
+            self.memory,
+            self.dir,
+            (to, &name),
+            Some(&uri),
+        )?;
+        if self.memory.load.is_some() {
+            self.qemu.lift_migration_limit()?;
+        }
         let report = self.qemu.migrate(&uri)?;
         std::mem::replace(&mut self.qemu, target).stop();
         self.side = to;
@@ -199,13 +243,13 @@ impl<'a> Guest<'a> {
     }
 }
 
-/// Starts QEMU for the guest on host `side`.
+/// Starts QEMU `name` for the guest on host `side`.
 fn start(
     sites: &dyn GuestSites,
     image: &GuestImage,
+    memory: GuestMemory,
     dir: &Path,
-    side: usize,
-    name: &str,
+    (side, name): (usize, &str),
     incoming: Option<&MigrationUri>,
 ) -> Result<Qemu, LabError> {
     Qemu::start(
@@ -218,6 +262,7 @@ fn start(
             ip: (GUEST_IP, 24),
             dir,
             incoming,
+            memory,
         },
     )
 }

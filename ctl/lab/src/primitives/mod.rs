@@ -23,9 +23,12 @@
 //! - [`wggo`]: [`WireguardGo`](wggo::WireguardGo), a wireguard-go interface
 //!   configured with `wg`, killed (and its UAPI socket removed) on drop.
 //! - [`qemu`]: real QEMU guests (TCG) and their live migration over QMP.
+//! - [`guest_memory`]: a guest's memory size and the load that keeps it
+//!   busy.
 //! - [`trafficgen`]: the compiled small-packet generator (XDP).
 pub mod daemon;
 pub mod delay;
+pub mod guest_memory;
 pub mod interrupt;
 pub mod netns;
 pub mod probe;

@@ -3,7 +3,8 @@
 //! loads virtio-net, configures one address and serves a TCP sink on
 //! [`GUEST_SINK_PORT`]; QEMU under TCG with a tap in a host's bridge; live
 //! migration between two hosts' QEMUs over a Unix socket or TCP
-//! ([`MigrationUri`]), driven through QMP.
+//! ([`MigrationUri`]), driven through QMP. Its memory and what runs in it:
+//! [`GuestMemory`].
 //!
 //! `tests/install-deps.sh` puts the kernel and modules in [`GUEST_DIR`]
 //! (QEMU and busybox come from Debian's `qemu-system-x86` and
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::primitives::guest_memory::{GuestMemory, LOAD_READY, LOAD_SCRIPT};
 use crate::primitives::netns::{ChildGuard, LabError};
 use crate::primitives::probe::wait_listening;
 use crate::primitives::tempdir::TempDir;
@@ -40,15 +42,21 @@ pub const GUEST_MODULES: [&str; 8] = [
 /// The guest's TCP sink: busybox `nc` reads and discards every connection
 /// to this port (a throughput probe's far end; the guest has no iperf3).
 pub const GUEST_SINK_PORT: u16 = 5001;
-/// How long a migration may take before it counts as failed.
-const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The limit on a loaded guest's migration stream (`max-bandwidth`, bytes/s):
+/// none that this machine reaches, so the network is the limit, not QEMU's
+/// default of 128 MiB/s.
+const LOADED_MAX_BANDWIDTH: u64 = 100 << 30;
+/// Pages per GiB QEMU samples to estimate a guest's dirty rate (its most).
+const DIRTY_SAMPLE_PAGES: u32 = 4096;
 /// How long QEMU may take to create its tap and QMP socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The guest's `/init`: load the modules, set the address given on the
 /// kernel command line (`vlnet.ip=A.B.C.D/N`), serve the TCP sink on
-/// `SINK_PORT` (in the background, which needs `/dev/null`), then idle.
+/// `SINK_PORT` (in the background, which needs `/dev/null`), start the
+/// memory load if the command line asks for one (`LOAD`), then idle.
 const INIT: &str = "#!/bin/busybox sh
+b=/bin/busybox
 /bin/busybox mkdir -p /proc /sys
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
@@ -60,6 +68,7 @@ ip=$(/bin/busybox sed -n 's/.*vlnet.ip=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 /bin/busybox ip addr add $ip dev eth0
 /bin/busybox nc -ll -p SINK_PORT -e /bin/busybox dd of=/dev/null bs=64k &
 echo vlnet-guest-ready
+LOAD
 while true; do /bin/busybox sleep 3600; done
 ";
 
@@ -132,6 +141,7 @@ impl GuestImage {
                 0o100_755,
                 INIT.replace("MODULES", &modules)
                     .replace("SINK_PORT", &GUEST_SINK_PORT.to_string())
+                    .replace("LOAD", &LOAD_SCRIPT.replace("LOAD_READY", LOAD_READY))
                     .into_bytes(),
             ),
         ];
@@ -162,6 +172,7 @@ pub struct Qemu {
     child: ChildGuard,
     qmp: PathBuf,
     console: PathBuf,
+    migrate_timeout: Duration,
 }
 
 /// What a live migration took, as QEMU reports it.
@@ -171,6 +182,8 @@ pub struct MigrationReport {
     pub total_ms: f64,
     /// The guest was stopped this long, ms.
     pub downtime_ms: f64,
+    /// Guest memory the stream carried (`ram.transferred`), MiB.
+    pub ram_mib: f64,
 }
 
 /// Where a migration stream goes: a destination QEMU's `-incoming` and the
@@ -210,6 +223,46 @@ pub struct GuestSpec<'a> {
     pub dir: &'a Path,
     /// Wait for an incoming migration there instead of booting.
     pub incoming: Option<&'a MigrationUri>,
+    /// Its memory, and the load in it.
+    pub memory: GuestMemory,
+}
+
+/// QEMU's command line for `spec`, without the program: `console`, `qmp`
+/// and `tap` are the console file, the QMP socket and the tap's name.
+fn qemu_args(spec: &GuestSpec<'_>, console: &Path, qmp: &Path, tap: &str) -> Vec<String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let (ip, prefix) = spec.ip;
+    let mut args = vec![
+        "-nodefaults".to_owned(),
+        "-m".into(),
+        spec.memory.mib.to_string(),
+        "-smp".into(),
+        "1".into(),
+        "-display".into(),
+        "none".into(),
+        "-kernel".into(),
+        path(&spec.image.kernel),
+        "-initrd".into(),
+        path(&spec.image.initramfs),
+        "-append".into(),
+        format!(
+            "console=ttyS0 panic=-1 quiet vlnet.ip={ip}/{prefix}{}",
+            spec.memory.kernel_args()
+        ),
+        "-serial".into(),
+        format!("file:{}", path(console)),
+        "-netdev".into(),
+        format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=n0,mac={},romfile=", spec.mac),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", path(qmp)),
+    ];
+    if let Some(incoming) = spec.incoming {
+        args.push("-incoming".into());
+        args.push(incoming.uri());
+    }
+    args
 }
 
 impl Qemu {
@@ -219,42 +272,16 @@ impl Qemu {
         let tap = format!("tap{}", spec.name);
         let qmp = spec.dir.join(format!("{}.qmp", spec.name));
         let console = spec.dir.join(format!("{}.console", spec.name));
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        let (ip, prefix) = spec.ip;
-        let mut args = vec![
-            "qemu-system-x86_64".to_owned(),
-            "-nodefaults".into(),
-            "-m".into(),
-            "256".into(),
-            "-smp".into(),
-            "1".into(),
-            "-display".into(),
-            "none".into(),
-            "-kernel".into(),
-            path(&spec.image.kernel),
-            "-initrd".into(),
-            path(&spec.image.initramfs),
-            "-append".into(),
-            format!("console=ttyS0 panic=-1 quiet vlnet.ip={ip}/{prefix}"),
-            "-serial".into(),
-            format!("file:{}", path(&console)),
-            "-netdev".into(),
-            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-            "-device".into(),
-            format!("virtio-net-pci,netdev=n0,mac={},romfile=", spec.mac),
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", path(&qmp)),
-        ];
-        if let Some(incoming) = spec.incoming {
-            args.push("-incoming".into());
-            args.push(incoming.uri());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args = qemu_args(spec, &console, &qmp, &tap);
+        let args: Vec<&str> = std::iter::once("qemu-system-x86_64")
+            .chain(args.iter().map(String::as_str))
+            .collect();
         let child = host.ns().spawn(&args)?;
         let mut qemu = Self {
             child,
             qmp,
             console,
+            migrate_timeout: spec.memory.migrate_timeout(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while !(qemu.qmp.exists() && host.ns().run(&["ip", "link", "show", &tap]).is_ok()) {
@@ -279,12 +306,46 @@ impl Qemu {
         std::fs::read_to_string(&self.console).unwrap_or_default()
     }
 
+    /// Lifts QEMU's default limit on the migration stream (128 MiB/s) so
+    /// that the network is the limit.
+    pub fn lift_migration_limit(&self) -> Result<(), LabError> {
+        Qmp::connect(&self.qmp)?.execute(
+            "migrate-set-parameters",
+            &json!({ "max-bandwidth": LOADED_MAX_BANDWIDTH }),
+        )?;
+        Ok(())
+    }
+
+    /// QEMU's estimate of how fast the guest changes its memory over
+    /// `secs` seconds (`calc-dirty-rate`, sampling page contents), MiB/s.
+    pub fn dirty_rate(&self, secs: u32) -> Result<f64, LabError> {
+        let mut qmp = Qmp::connect(&self.qmp)?;
+        qmp.execute(
+            "calc-dirty-rate",
+            &json!({ "calc-time": secs, "sample-pages": DIRTY_SAMPLE_PAGES }),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(u64::from(secs) + 10);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let info = qmp.execute("query-dirty-rate", &json!({}))?;
+            if info["status"] == "measured" {
+                return info["dirty-rate"].as_f64().ok_or_else(|| LabError::Parse {
+                    what: "query-dirty-rate".into(),
+                    detail: info.to_string(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Invalid(format!("dirty rate unmeasured: {info}")));
+            }
+        }
+    }
+
     /// Live-migrates the guest to the QEMU listening on `to` (started with
     /// `incoming`) and waits for completion.
     pub fn migrate(&self, to: &MigrationUri) -> Result<MigrationReport, LabError> {
         let mut qmp = Qmp::connect(&self.qmp)?;
         qmp.execute("migrate", &json!({ "uri": to.uri() }))?;
-        let deadline = Instant::now() + MIGRATE_TIMEOUT;
+        let deadline = Instant::now() + self.migrate_timeout;
         loop {
             let info = qmp.execute("query-migrate", &json!({}))?;
             let total_ms = info["total-time"].as_f64().unwrap_or(0.0);
@@ -295,6 +356,7 @@ impl Qemu {
                     return Ok(MigrationReport {
                         total_ms,
                         downtime_ms: info["downtime"].as_f64().unwrap_or(0.0),
+                        ram_mib: mib(info["ram"]["transferred"].as_u64().unwrap_or(0)),
                     })
                 }
                 Some("failed" | "cancelled") => {
@@ -312,6 +374,12 @@ impl Qemu {
     pub fn stop(mut self) {
         self.child.kill();
     }
+}
+
+/// `bytes` in MiB.
+#[allow(clippy::cast_precision_loss, reason = "a size in MiB, not exact bytes")]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
 }
 
 /// A QMP session (JSON lines over a Unix socket).
@@ -375,6 +443,46 @@ mod tests {
         assert_eq!(unix.uri(), "unix:/tmp/m.sock");
         let tcp = MigrationUri::Tcp(SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 2), 4444));
         assert_eq!(tcp.uri(), "tcp:198.19.0.2:4444");
+    }
+
+    #[test]
+    fn the_guest_memory_reaches_qemu_and_the_load_its_kernel() {
+        let image = GuestImage {
+            kernel: PathBuf::from("/k"),
+            initramfs: PathBuf::from("/i"),
+            _dir: TempDir::new("vlt-qa").unwrap(),
+        };
+        let spec = |memory| GuestSpec {
+            image: &image,
+            name: "g0",
+            mac: "52:54:00:00:00:64",
+            ip: (Ipv4Addr::new(192, 0, 2, 100), 24),
+            dir: Path::new("/d"),
+            incoming: None,
+            memory,
+        };
+        let args = |memory| {
+            let (console, qmp) = (Path::new("/d/c"), Path::new("/d/q"));
+            qemu_args(&spec(memory), console, qmp, "tapg0").join(" ")
+        };
+        let idle = args(GuestMemory::default());
+        assert!(idle.contains("-m 256 "), "{idle}");
+        assert!(idle.contains("vlnet.ip=192.0.2.100/24 -serial"), "{idle}");
+        let loaded = args(GuestMemory::loaded(1024, 8));
+        assert!(loaded.contains("-m 1024 "), "{loaded}");
+        assert!(
+            loaded.contains("vlnet.ip=192.0.2.100/24 vlnet.fill=512 vlnet.dirty=8 -serial"),
+            "{loaded}"
+        );
+    }
+
+    #[test]
+    fn the_init_script_runs_the_load_and_says_when_memory_is_full() {
+        let init = INIT.replace("LOAD", &LOAD_SCRIPT.replace("LOAD_READY", LOAD_READY));
+        assert!(init.contains("vlnet.fill="), "{init}");
+        assert!(init.contains(&format!("echo {LOAD_READY}\n")), "{init}");
+        assert!(!init.contains("LOAD_READY"), "{init}");
+        assert!(init.starts_with("#!/bin/busybox sh\nb=/bin/busybox\n"));
     }
 
     #[test]

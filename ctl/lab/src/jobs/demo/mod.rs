@@ -38,6 +38,7 @@ use crate::beds::guest::{
     user_view, Guest, GuestSites, GUEST_IP, GUEST_MAC, SETTLE, USER_PING_INTERVAL,
 };
 use crate::beds::scenario::VNI;
+use crate::primitives::guest_memory::GuestMemory;
 use crate::primitives::interrupt::Interrupt;
 use crate::primitives::qemu::{GuestImage, MigrationReport, GUEST_DIR};
 use crate::primitives::session::PingSession;
@@ -66,7 +67,7 @@ pub fn run(wan_rtt: Duration) -> Result<()> {
     interrupt.check()?;
     t.step(4, &format!("booting VM {GUEST_IP} (QEMU) on cloud-1"));
     let dir = TempDir::new("demo-qemu")?;
-    let mut guest = Guest::boot(&bed, &image, dir.path(), &interrupt)?;
+    let mut guest = Guest::boot(&bed, &image, GuestMemory::default(), dir.path(), &interrupt)?;
     t.event(format!(
         "VM {GUEST_IP} runs on cloud-1; the client user reaches it across the WAN"
     ));

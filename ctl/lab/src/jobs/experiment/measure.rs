@@ -27,6 +27,10 @@ pub fn measure_run(
         ));
     }
     let before = user_view(guest.sites(), "before the move");
+    let dirty_rate_mib_s = guest.dirty_rate().unwrap_or_else(|e| {
+        eprintln!("  warning: the guest's dirty rate not measured: {e}");
+        None
+    });
     let session = PingSession::start(guest.sites().user().ns(), GUEST_IP, USER_PING_INTERVAL)?;
     std::thread::sleep(LEAD);
     let migrated = guest.migrate();
@@ -47,5 +51,7 @@ pub fn measure_run(
         rtt_after_ms: after.rtt_ms,
         throughput_before_mbps: before.throughput_mbps,
         throughput_after_mbps: after.throughput_mbps,
+        ram_mib: report.ram_mib,
+        dirty_rate_mib_s,
     })
 }

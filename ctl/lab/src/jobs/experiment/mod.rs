@@ -5,8 +5,10 @@
 //! `vlnet lab experiment migration` live-migrates a real QEMU guest (TCG,
 //! busybox) from host A to host B `--runs` times per setting while a user
 //! at B's site watches it: QEMU's migration time and downtime, the user's
-//! pings lost across the move, the user's RTT and TCP throughput to the
-//! guest before and after. Settings and their topologies: see
+//! pings lost across the move and the longest gap in them, the user's RTT
+//! and TCP throughput to the guest before and after. The guest is idle and
+//! 256 MiB, or as big as `--guest-mem` with a memory load dirtying
+//! `--dirty` MiB/s ([`GuestMemory`]). Settings and their topologies: see
 //! [`setting::Setting`] and [`testbed`]. Progress goes to stderr. Everything
 //! it builds is removed when it ends, fails or is interrupted (SIGINT or
 //! SIGTERM are checked between steps; the lab's guards clean up).
@@ -37,6 +39,7 @@ use self::setting::{Over, Setting};
 use self::testbed::Testbed;
 use crate::beds::guest::{Guest, USER_TCP_TIME};
 use crate::cli::MigrationArgs;
+use crate::primitives::guest_memory::GuestMemory;
 use crate::primitives::interrupt::Interrupt;
 use crate::primitives::qemu::{GuestImage, GUEST_DIR};
 use crate::TempDir;
@@ -48,6 +51,14 @@ pub fn default_out_dir() -> PathBuf {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     PathBuf::from(format!("vlnet-experiment-{secs}"))
+}
+
+/// The guest's memory `args` ask for: `--guest-mem` loaded with `--dirty`,
+/// or the default, idle.
+fn guest_memory(args: &MigrationArgs) -> GuestMemory {
+    args.guest_mem.map_or_else(GuestMemory::default, |mib| {
+        GuestMemory::loaded(mib, args.dirty)
+    })
 }
 
 /// Progress lines on stderr, timed from the start.
@@ -74,7 +85,7 @@ fn run_setting(
     let dir = TempDir::new(&format!("{}-qemu", setting.tag()))?;
     interrupt.check()?;
     progress.say(&format!("{}: booting the guest on host A", setting.name()));
-    let mut guest = Guest::boot(&bed, image, dir.path(), interrupt)?;
+    let mut guest = Guest::boot(&bed, image, guest_memory(args), dir.path(), interrupt)?;
     let wan_delay = if setting.has_wan() {
         args.wan_delay
     } else {
@@ -94,12 +105,15 @@ fn run_setting(
         ));
         let r = measure_run(&mut guest, setting, run, wan_delay)?;
         progress.say(&format!(
-            "{}: run {run}: migration {:.0} ms, downtime {:.1} ms, {} of {} pings lost, RTT {} → {} ms",
+            "{}: run {run}: migration {:.0} ms ({:.0} MiB), downtime {:.1} ms, {} of {} pings lost \
+             (outage {:.0} ms), RTT {} → {} ms",
             setting.name(),
             r.migration_ms,
+            r.ram_mib,
             r.downtime_ms,
             r.pings_lost,
             r.pings_sent,
+            r.outage_ms,
             r.rtt_before_ms.map_or_else(|| "–".into(), |v| format!("{v:.2}")),
             r.rtt_after_ms.map_or_else(|| "–".into(), |v| format!("{v:.2}")),
         ));
@@ -137,6 +151,7 @@ pub fn run_migration(args: &MigrationArgs) -> Result<()> {
             wan_delay_ms: args.wan_delay.as_secs_f64() * 1e3,
             throughput_secs: USER_TCP_TIME.as_secs_f64(),
             ping_interval_ms: PING_INTERVAL_MS,
+            guest_memory: guest_memory(args),
         },
         runs,
     );

@@ -1,9 +1,11 @@
 //! The experiment's plots, as SVG (plotters' SVG backend: no fonts or
 //! system libraries needed): one dot plot per metric, a column per setting,
-//! a dot per run and a bar at the median.
+//! a dot per run and a bar at the median, and the legend in a strip of its
+//! own below the chart, where it hides no point.
 
 use std::path::Path;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::results::{Results, RunResult, Spread};
@@ -14,6 +16,14 @@ use crate::LabError;
 const SIZE: (u32, u32) = (720, 420);
 /// Horizontal distance between the series of one setting.
 const SERIES_OFFSET: f64 = 0.18;
+/// Height of the legend strip below the chart, pixels.
+const LEGEND_HEIGHT: u32 = 28;
+/// Chart margin, pixels.
+const MARGIN: u32 = 12;
+/// Width of the y-axis labels' area, pixels.
+const Y_LABEL_AREA: u32 = 64;
+/// The legend's font.
+const LEGEND_FONT: (&str, u32) = ("sans-serif", 14);
 
 /// One set of dots: `(setting index, value)` per run.
 struct Series {
@@ -96,6 +106,31 @@ fn plots(results: &Results) -> Vec<Plot> {
         .collect()
 }
 
+/// Draws the legend across `area`, one dot and label per series, aligned
+/// with the plotting area's left edge.
+fn legend(area: &DrawingArea<SVGBackend<'_>, Shift>, series: &[Series]) -> Result<(), String> {
+    let middle = i32::try_from(LEGEND_HEIGHT / 2).map_err(|e| e.to_string())?;
+    let mut x = i32::try_from(MARGIN + Y_LABEL_AREA).map_err(|e| e.to_string())?;
+    for (k, s) in series.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        area.draw(&Circle::new((x + 4, middle), 4, color.filled()))
+            .map_err(|e| e.to_string())?;
+        let font: TextStyle<'_> = LEGEND_FONT.into_font().into();
+        let (width, height) = area
+            .estimate_text_size(s.label, &font)
+            .map_err(|e| e.to_string())?;
+        let height = i32::try_from(height).map_err(|e| e.to_string())?;
+        area.draw(&Text::new(
+            s.label,
+            (x + 14, middle - height / 2),
+            font.clone(),
+        ))
+        .map_err(|e| e.to_string())?;
+        x += 14 + i32::try_from(width).map_err(|e| e.to_string())? + 28;
+    }
+    Ok(())
+}
+
 /// Renders one plot as an SVG document.
 fn render(plot: &Plot, settings: &[Setting]) -> Result<String, String> {
     let top = plot
@@ -109,13 +144,14 @@ fn render(plot: &Plot, settings: &[Setting]) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (chart_area, legend_area) = root.split_vertically(SIZE.1 - LEGEND_HEIGHT);
         #[allow(clippy::cast_precision_loss, reason = "a handful of settings")]
         let x_range = -0.5..(n as f64 - 0.5);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(&chart_area)
             .caption(plot.title, ("sans-serif", 20))
-            .margin(12)
+            .margin(MARGIN)
             .x_label_area_size(36)
-            .y_label_area_size(64)
+            .y_label_area_size(Y_LABEL_AREA)
             .build_cartesian_2d(x_range, 0.0..y_max)
             .map_err(|e| e.to_string())?;
         let name = |x: &f64| {
@@ -150,9 +186,7 @@ fn render(plot: &Plot, settings: &[Setting]) -> Result<String, String> {
                         .iter()
                         .map(|&(i, v)| Circle::new((i as f64 + offset, v), 4, color.filled())),
                 )
-                .map_err(|e| e.to_string())?
-                .label(series.label)
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+                .map_err(|e| e.to_string())?;
             for i in 0..n {
                 let values = series.points.iter().filter(|p| p.0 == i).map(|p| p.1);
                 if let Some(s) = Spread::of(values) {
@@ -164,13 +198,7 @@ fn render(plot: &Plot, settings: &[Setting]) -> Result<String, String> {
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        legend(&legend_area, &plot.series)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
@@ -232,6 +260,64 @@ mod tests {
             3 + 1,
             "3 runs and the legend"
         );
+    }
+
+    /// The `y` attribute of every `<text>` whose content is `content`.
+    fn text_ys(svg: &str, content: &str) -> Vec<f64> {
+        svg.split("<text")
+            .skip(1)
+            .filter(|t| t.contains(&format!(">\n{content}\n</text>")))
+            .map(|t| attr(t, "y"))
+            .collect()
+    }
+
+    /// The number in attribute `name` of the element that starts `element`.
+    fn attr(element: &str, name: &str) -> f64 {
+        let start = element.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        let len = element[start..].find('"').unwrap();
+        element[start..start + len].parse().unwrap()
+    }
+
+    #[test]
+    fn the_legend_sits_below_the_data_and_the_axis() {
+        let settings = vec![Setting::Lan, Setting::Vxlan, Setting::VxlanWg];
+        // vxlan-wg has the highest points, the corner a legend inside took.
+        let runs = vec![
+            run(Setting::Lan, 1, 700.0),
+            run(Setting::Vxlan, 1, 800.0),
+            run(Setting::VxlanWg, 1, 2500.0),
+            run(Setting::VxlanWg, 2, 2400.0),
+        ];
+        let results = Results::new(parameters(settings.clone()), runs);
+        for plot in plots(&results) {
+            let svg = render(&plot, &settings).unwrap();
+            // The setting names sit below the plotting area, under the x axis.
+            let axis_bottom = settings
+                .iter()
+                .flat_map(|s| text_ys(&svg, s.name()))
+                .fold(f64::MIN, f64::max);
+            assert!(axis_bottom > 0.0, "{}: no x labels", plot.file);
+            let circles: Vec<f64> = svg
+                .split("<circle")
+                .skip(1)
+                .map(|c| attr(c, "cy"))
+                .collect();
+            let n = plot.series.len();
+            let (data, legend) = circles.split_at(circles.len() - n);
+            for series in &plot.series {
+                for y in text_ys(&svg, &series.label.replace('\'', "&apos;")) {
+                    assert!(y > axis_bottom, "{}: legend text at y {y}", plot.file);
+                }
+            }
+            let lowest_data = data.iter().copied().fold(f64::MIN, f64::max);
+            for y in legend {
+                assert!(
+                    *y > axis_bottom && *y > lowest_data,
+                    "{}: legend dot at y {y}",
+                    plot.file
+                );
+            }
+        }
     }
 
     #[test]

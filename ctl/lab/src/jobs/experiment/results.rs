@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::setting::Setting;
+use crate::primitives::guest_memory::GuestMemory;
 
 /// What one live migration cost and changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,14 @@ pub struct RunResult {
     pub throughput_before_mbps: Option<f64>,
     /// The same after the move.
     pub throughput_after_mbps: Option<f64>,
+    /// Guest memory the migration stream carried (QEMU's
+    /// `ram.transferred`), MiB.
+    #[serde(default)]
+    pub ram_mib: f64,
+    /// How fast the guest changed its memory just before the move (QEMU's
+    /// `calc-dirty-rate` over 1 s), MiB/s; measured for a loaded guest only.
+    #[serde(default)]
+    pub dirty_rate_mib_s: Option<f64>,
 }
 
 /// Interval of the user's pings across a move, ms.
@@ -91,6 +100,12 @@ pub struct SettingSummary {
     pub throughput_before_mbps: Option<Spread>,
     /// [`RunResult::throughput_after_mbps`].
     pub throughput_after_mbps: Option<Spread>,
+    /// [`RunResult::ram_mib`].
+    #[serde(default)]
+    pub ram_mib: Option<Spread>,
+    /// [`RunResult::dirty_rate_mib_s`].
+    #[serde(default)]
+    pub dirty_rate_mib_s: Option<Spread>,
 }
 
 impl SettingSummary {
@@ -111,6 +126,8 @@ impl SettingSummary {
             rtt_after_ms: spread(|r| r.rtt_after_ms),
             throughput_before_mbps: spread(|r| r.throughput_before_mbps),
             throughput_after_mbps: spread(|r| r.throughput_after_mbps),
+            ram_mib: spread(|r| Some(r.ram_mib)),
+            dirty_rate_mib_s: spread(|r| r.dirty_rate_mib_s),
         }
     }
 }
@@ -128,6 +145,9 @@ pub struct Parameters {
     pub throughput_secs: f64,
     /// Interval of the user's pings across a move, ms.
     pub ping_interval_ms: u64,
+    /// The guest's memory and its load (`--guest-mem`, `--dirty`).
+    #[serde(default)]
+    pub guest_memory: GuestMemory,
 }
 
 /// Everything `results.json` holds.
@@ -172,7 +192,7 @@ impl Results {
         for r in &self.runs {
             let _ = writeln!(
                 out,
-                "{},{},{:.3},{:.3},{},{},{:.3},{},{},{},{}",
+                "{},{},{:.3},{:.3},{},{},{:.3},{},{},{},{},{:.3},{}",
                 r.setting.name(),
                 r.run,
                 r.migration_ms,
@@ -184,6 +204,8 @@ impl Results {
                 opt(r.rtt_after_ms),
                 opt(r.throughput_before_mbps),
                 opt(r.throughput_after_mbps),
+                r.ram_mib,
+                opt(r.dirty_rate_mib_s),
             );
         }
         out
@@ -192,7 +214,8 @@ impl Results {
 
 /// The first line of `results.csv`.
 pub const CSV_HEADER: &str = "setting,run,migration_ms,downtime_ms,pings_sent,pings_lost,\
-outage_ms,rtt_before_ms,rtt_after_ms,throughput_before_mbps,throughput_after_mbps";
+outage_ms,rtt_before_ms,rtt_after_ms,throughput_before_mbps,throughput_after_mbps,\
+ram_mib,dirty_rate_mib_s";
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -212,6 +235,8 @@ pub(crate) mod tests {
             rtt_after_ms: Some(0.4),
             throughput_before_mbps: Some(80.0),
             throughput_after_mbps: None,
+            ram_mib: 20.0,
+            dirty_rate_mib_s: None,
         }
     }
 
@@ -222,6 +247,7 @@ pub(crate) mod tests {
             wan_delay_ms: 20.0,
             throughput_secs: 2.0,
             ping_interval_ms: PING_INTERVAL_MS,
+            guest_memory: GuestMemory::default(),
         }
     }
 
@@ -268,10 +294,14 @@ pub(crate) mod tests {
             "pings_lost",
             "rtt_before_ms",
             "rtt_after_ms",
+            "outage_ms",
+            "ram_mib",
+            "dirty_rate_mib_s",
         ] {
             assert!(first.get(field).is_some(), "{field} missing in {first}");
         }
         assert_eq!(first["setting"], "vxlan");
+        assert_eq!(v["parameters"]["guest_memory"]["mib"], 256);
         assert_eq!(serde_json::from_str::<Results>(&json).unwrap(), r);
     }
 
@@ -287,7 +317,7 @@ pub(crate) mod tests {
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(
             lines[1],
-            "lan,1,700.000,10.000,150,3,30.000,20.500,0.400,80.000,"
+            "lan,1,700.000,10.000,150,3,30.000,20.500,0.400,80.000,,20.000,"
         );
         let columns = CSV_HEADER.split(',').count();
         assert!(lines.iter().all(|l| l.split(',').count() == columns));

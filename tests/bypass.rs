@@ -180,7 +180,7 @@ fn udp_exchange(vm0: &NetNs, vm1: &NetNs) -> (usize, usize) {
         .collect();
     // Read while they are sent: unread, they would overflow the socket's
     // receive buffer.
-    let receiver = thread::spawn(move || {
+    let reader = thread::spawn(move || {
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         while let Ok((n, _)) = rx.recv_from(&mut buf) {
@@ -200,15 +200,15 @@ fn udp_exchange(vm0: &NetNs, vm1: &NetNs) -> (usize, usize) {
         }
         thread::sleep(Duration::from_millis(1));
     }
-    let got = receiver.join().unwrap();
+    let got = reader.join().unwrap();
     let is_broadcast = |d: &[u8]| d.starts_with(b"broadcast ");
-    let received = |want_broadcast: bool| {
+    let arrived = |want_broadcast: bool| {
         expected
             .iter()
             .filter(|e| is_broadcast(e) == want_broadcast && got.contains(e))
             .count()
     };
-    (received(false), received(true))
+    (arrived(false), arrived(true))
 }
 
 /// The traffic mix between the two VMs of `s`.
@@ -246,10 +246,13 @@ fn traffic_mix(s: &Scenario) -> Delivered {
     }
 }
 
-/// The mix on a fresh pair of vlnet nodes with the bypass `on`: what
-/// arrived, each node's inner bytes to its peer `(tx, rx)` during the mix,
-/// and what took the bypass on each node `(rx, tx)`.
-fn run(on: bool) -> (Delivered, [(u64, u64); 2], [(f64, f64); 2]) {
+/// What one run of [`run`] saw: what arrived, each node's inner bytes to its
+/// peer `(tx, rx)` during the mix, and what took the bypass on each node
+/// `(rx, tx)`.
+type Run = (Delivered, [(u64, u64); 2], [(f64, f64); 2]);
+
+/// The mix on a fresh pair of vlnet nodes with the bypass `on`.
+fn run(on: bool) -> Run {
     let vlnet = Vtep::Vlnet(Datapath::Tc);
     let tag = if on { "byon" } else { "byof" };
     let s = Scenario::build_with(
@@ -339,7 +342,7 @@ fn the_same_traffic_arrives_with_the_bypass_on_and_off() {
         );
     }
     assert!(
-        on_bypass[1].0 >= (TCP_BYTES / 1500 + DATAGRAMS) as f64,
+        on_bypass[1].0 >= f64::from(u32::try_from(TCP_BYTES / 1500 + DATAGRAMS).unwrap()),
         "node 1 received the transfer and the datagrams past the bridge: {on_bypass:?}"
     );
 }
@@ -397,9 +400,8 @@ fn a_vm_moved_away_mid_stream_is_reached_at_its_new_node() {
     let after_old = bypassed(old);
     let r = probe::ping(s.sites[1].vm.ns(), vm_ip(0), 20, Duration::from_millis(10)).unwrap();
     assert_eq!(r.received, 20, "after the move: {r:?}");
-    assert_eq!(
-        bypassed(old).0,
-        after_old.0,
+    assert!(
+        bypassed(old).0 - after_old.0 < 0.5,
         "the old node still delivers to the port the VM left"
     );
     let (rx, _) = bypassed(new);

@@ -228,17 +228,23 @@ pub(crate) fn missing(part: &str, kind: SiteKind) -> LabError {
     LabError::Invalid(format!("a {kind:?} site was built without its {part}"))
 }
 
+/// What every vlnet node of a bed turns off or on beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+struct NodeSwitches {
+    no_flow_tracking: bool,
+    bypass: bool,
+}
+
 /// The bed-wide choices every site is built with.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Settings {
     vlnet_binary: Option<PathBuf>,
     tx_checksum_off: bool,
     secure_mtu: bool,
-    no_flow_tracking: bool,
+    switches: NodeSwitches,
     launch: Launch,
     open_ports: Vec<String>,
     member_limit: Option<u32>,
-    bypass: bool,
 }
 
 impl Settings {
@@ -352,8 +358,8 @@ impl Settings {
         let node = node
             .with_open_ports(&open)
             .with_datapath(datapath)
-            .with_flow_tracking(!self.no_flow_tracking)
-            .with_bypass(self.bypass);
+            .with_flow_tracking(!self.switches.no_flow_tracking)
+            .with_bypass(self.switches.bypass);
         Daemon::start_with(host.ns(), node, binary, self.launch)
     }
 }
@@ -468,14 +474,14 @@ impl<N: Network> BedBuilder<N> {
     /// cost).
     #[must_use]
     pub fn no_flow_tracking(mut self) -> Self {
-        self.settings.no_flow_tracking = true;
+        self.settings.switches.no_flow_tracking = true;
         self
     }
 
     /// vlnet nodes turn the bridge bypass on (`bypass = true` on [`VNI`]).
     #[must_use]
     pub fn bypass(mut self) -> Self {
-        self.settings.bypass = true;
+        self.settings.switches.bypass = true;
         self
     }
 

@@ -81,6 +81,10 @@ pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
     let mut tick = tokio::time::interval(POLL);
     let mut failing = false;
     let mut bypass_failing = false;
+    // The MACs the last round of the bypass kept local: a round that fails
+    // (a port deleted while it was read, say) keeps them, so that no MAC
+    // alive only through the bypass is withdrawn and advertised again.
+    let mut bypass_seen = BTreeSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -107,7 +111,7 @@ pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
             .collect();
         match bypass.run(&node, &nl, &learned).await {
             Ok(seen) => {
-                observed.extend(seen);
+                bypass_seen = seen;
                 bypass_failing = false;
             }
             Err(e) => {
@@ -117,6 +121,7 @@ pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
                 bypass_failing = true;
             }
         }
+        observed.extend(bypass_seen.iter().copied());
         if let Err(e) = node.maps().apply_locals(&observed, started) {
             warn!(error = %e, "cannot update the local MACs in the kernel");
         }

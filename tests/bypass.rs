@@ -14,14 +14,13 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, Map, MapData};
-use support::node::{sample, scrape, vlnet_binary};
+use support::node::{drop_counts, sample, scrape, vlnet_binary};
 use support::pings::Background;
 use vlnet_ebpf::abi::{vlnet_bypass_port, vlnet_fdb_key};
 use vlnet_lab::beds::scenario::{vm_ip, Scenario, ScenarioOptions, Vtep};
@@ -65,22 +64,6 @@ fn peer_bytes(daemon: &Daemon) -> (u64, u64) {
                 rx + p["rx_bytes"].as_u64().unwrap(),
             )
         })
-}
-
-/// Every drop reason's count on `daemon`.
-fn drops(daemon: &Daemon) -> BTreeMap<String, u64> {
-    let status = daemon.status_json().unwrap();
-    status["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["reason"].as_str().unwrap().to_owned(),
-                d["packets"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// Frames that took the bypass on `daemon`: `(rx, tx)`.
@@ -271,7 +254,7 @@ fn run(on: bool) -> Run {
     let warm = probe::ping(s.sites[0].vm.ns(), vm_ip(1), 3, Duration::from_millis(20)).unwrap();
     assert!(warm.received >= 2, "warm-up: {warm:?}");
     thread::sleep(Duration::from_secs(1));
-    let drops_before = daemons.map(drops);
+    let drops_before = daemons.map(drop_counts);
     let bytes_before = daemons.map(peer_bytes);
     let bypass_before = daemons.map(bypassed);
     let delivered = traffic_mix(&s);
@@ -279,7 +262,7 @@ fn run(on: bool) -> Run {
     let bypass_after = daemons.map(bypassed);
     for (i, d) in daemons.iter().enumerate() {
         assert_eq!(
-            drops(d),
+            drop_counts(d),
             drops_before[i],
             "node {i} (bypass {on}) dropped frames of the mix"
         );

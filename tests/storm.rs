@@ -11,7 +11,7 @@
 
 mod support;
 
-use support::node::vlnet_binary;
+use support::node::{drop_counts, vlnet_binary};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -22,25 +22,10 @@ use support::packet_socket::PacketSocket;
 use vlnet_dataplane::mac::MacAddr;
 use vlnet_lab::beds::scenario::{host_ip, vm_ip, Scenario, Vtep};
 use vlnet_lab::primitives::probe;
-use vlnet_lab::{Daemon, Datapath, NetNs};
+use vlnet_lab::{Datapath, NetNs};
 
 /// Copies of each hostile frame sent (16 kinds × 640 ≥ 10,000).
 const COPIES: usize = 640;
-
-fn drops(daemon: &Daemon) -> BTreeMap<String, u64> {
-    let status = daemon.status_json().unwrap();
-    status["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["reason"].as_str().unwrap().to_string(),
-                d["packets"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
 
 fn link_info(ns: &NetNs, ifname: &str) -> (u32, [u8; 6]) {
     let out = ns.run(&["ip", "-o", "link", "show", ifname]).unwrap();
@@ -92,7 +77,7 @@ fn hostile_storm_is_dropped_and_counted(datapath: Datapath) {
         *expected.entry((*reason).to_string()).or_default() += COPIES as u64;
     }
     let target = s.sites[0].daemon.as_ref().unwrap();
-    let before = drops(target);
+    let before = drop_counts(target);
 
     let pinger = s.sites[1].vm.ns().clone();
     let pings =
@@ -118,7 +103,7 @@ fn hostile_storm_is_dropped_and_counted(datapath: Datapath) {
     );
 
     std::thread::sleep(Duration::from_millis(200));
-    let after = drops(target);
+    let after = drop_counts(target);
     let sent: u64 = expected.values().sum();
     assert!(sent >= 10_000, "storm too small: {sent}");
     for (reason, count) in &after {

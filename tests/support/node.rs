@@ -1,10 +1,11 @@
 //! Reaching a vlnet node under test: the binary Cargo built, and its
 //! `/metrics` from inside its namespace.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
-use vlnet_lab::NetNs;
+use vlnet_lab::{Daemon, NetNs};
 
 use super::http;
 
@@ -39,5 +40,21 @@ pub fn tcx_programs(ns: &NetNs, ifname: &str) -> Vec<String> {
     programs
         .iter()
         .map(|p| p.name_as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Every drop reason's count on `daemon` (`vlnet ctl status`).
+pub fn drop_counts(daemon: &Daemon) -> BTreeMap<String, u64> {
+    let status = daemon.status_json().unwrap();
+    status["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["reason"].as_str().unwrap().to_owned(),
+                d["packets"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }

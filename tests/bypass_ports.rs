@@ -7,7 +7,10 @@
 //! pair) and a port carrying someone else's tc filter are refused, untouched,
 //! with the reason in `vlnet ctl status`; a restarted daemon adopts the
 //! port's pinned link; turning bypass off detaches and forgets everything,
-//! and so does deleting the port. Needs root (namespaces, BPF).
+//! and so does deleting the port. A VM sending from 1,000 forged source MACs
+//! gets none of those frames bypassed (they take the bridge), keeps its own
+//! entry, and its port's share of `vlnet_bypass` is capped, with the surplus
+//! shown in `ctl status`. Needs root (namespaces, BPF).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,12 +19,15 @@
 
 mod support;
 
+use support::frames::{ethernet, ipv4_header};
 use support::node::{sample, scrape, tcx_programs, vlnet_binary};
+use support::packet_socket::PacketSocket;
 
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::Value;
+use vlnet_dataplane::bypass::plan::MACS_PER_PORT;
 use vlnet_ebpf::abi::{vlnet_bypass_port, vlnet_fdb_key, VLNET_BYPASS_PEER};
 use vlnet_lab::beds::scenario::{vm_ip, Scenario, Vtep};
 use vlnet_lab::primitives::daemon::{Daemon, DEFAULT_METRICS_PORT};
@@ -292,4 +298,92 @@ fn bypass_takes_vm_ports_and_leaves_firewalled_and_foreign_ones_alone() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Forged source MACs the flooding VM sends from.
+const FORGED: u16 = 1000;
+
+/// The `n`th forged source MAC (locally administered).
+fn forged_mac(n: u16) -> [u8; 6] {
+    let [hi, lo] = n.to_be_bytes();
+    [0x06, 0, 0, 0xf0, hi, lo]
+}
+
+#[test]
+fn forged_source_macs_take_the_bridge_and_get_only_their_ports_share() {
+    let mut s = Scenario::build(
+        "bf",
+        &[Vtep::Vlnet(Datapath::Tc), Vtep::Kernel],
+        vlnet_binary(),
+    )
+    .unwrap();
+    let host = s.sites[0].host.ns().clone();
+    let vm = s.sites[0].vm.ns().clone();
+    let vm_if = s.sites[0].vm.ifname();
+    let vm_port = s.sites[0].vm.host_port().to_owned();
+    let vm_mac = mac_bytes(s.sites[0].vm.mac());
+    let far_mac = mac_bytes(s.sites[1].vm.mac());
+    let pinger = s.sites[1].vm.ns().clone();
+    let ping = |count| {
+        let report = probe::ping(&pinger, vm_ip(0), count, Duration::from_millis(20)).unwrap();
+        assert_eq!(report.received, count, "{report:?}");
+    };
+    let daemon = s.sites[0].daemon.as_mut().unwrap();
+    reload(daemon, true);
+    status_until(daemon, "the VM port bypassed", |st| bypassed(st, &vm_port));
+    ping(3);
+    await_entry(daemon, vm_mac);
+
+    // UDP to the far VM from 1,000 forged source MACs: each frame is the
+    // first of its MAC, which has no entry on this port, so tc_vm_tx leaves
+    // it to the bridge (which forwards it to the overlay port as before).
+    let (_, tx0) = bypass_packets(&host);
+    let frames: Vec<Vec<u8>> = (0..FORGED)
+        .map(|n| {
+            let mut f = ethernet(far_mac, forged_mac(n), 0x0800);
+            f.extend(ipv4_header(vm_ip(0), vm_ip(1), 17, 0, 8 + 16));
+            f.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, 0, 24, 0, 0]);
+            f.extend_from_slice(&[0xab; 16]);
+            f
+        })
+        .collect();
+    vm.within(|| {
+        let socket = PacketSocket::bind_named(vm_if);
+        for f in &frames {
+            socket.send(f);
+        }
+    })
+    .unwrap();
+    let (_, tx1) = bypass_packets(&host);
+    assert!(
+        (tx1 - tx0).abs() < 0.5,
+        "forged source MACs were bypassed: tx {tx0} -> {tx1}"
+    );
+
+    // The next rounds give the port its share, its own MAC first, and say
+    // how many MACs were left to the bridge.
+    let left = usize::from(FORGED) + 1 - MACS_PER_PORT;
+    let st = status_until(daemon, "the port shown crowded", |st| {
+        bypass(st)["crowded"][0]["left_to_bridge"].as_u64() == Some(left as u64)
+    });
+    assert_eq!(bypass(&st)["crowded"][0]["port"], vm_port.as_str());
+    let entries = bypass_entries(daemon);
+    assert_eq!(entries.len(), MACS_PER_PORT, "{entries:?}");
+    assert!(entries.iter().any(|(k, _)| k.mac == vm_mac), "{entries:?}");
+    let text = daemon.ctl(&["status"]).unwrap();
+    assert!(
+        text.contains(&format!(
+            "crowded {vm_port}: {left} of its MACs take the bridge"
+        )),
+        "{text}"
+    );
+
+    // The VM itself still crosses the bypass both ways.
+    let (rx2, tx2) = bypass_packets(&host);
+    ping(10);
+    let (rx3, tx3) = bypass_packets(&host);
+    assert!(
+        rx3 >= rx2 + 10.0 && tx3 >= tx2 + 10.0,
+        "rx {rx2} -> {rx3}, tx {tx2} -> {tx3}"
+    );
 }

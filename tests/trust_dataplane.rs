@@ -327,9 +327,7 @@ fn a_member_cannot_send_from_a_mac_it_does_not_hold() {
         .daemon
         .ns()
         .within(|| {
-            let name = std::ffi::CString::new(format!("vlp{VNI}")).unwrap();
-            // SAFETY: a NUL-terminated interface name.
-            let port = PacketSocket::bind(unsafe { libc::if_nametoindex(name.as_ptr()) });
+            let port = PacketSocket::bind_named(&format!("vlp{VNI}"));
             for _ in 0..COPIES {
                 for (source, to) in &stolen {
                     for frame in forged_inner(source, to) {

@@ -1102,6 +1102,7 @@ mod tests {
                             port: "fwpr102p0".into(),
                             reason: "behind a Proxmox firewall bridge (fwbr102i0)".into(),
                         }],
+                        crowded: Vec::new(),
                     }),
                 }],
                 drops: vec![

@@ -145,6 +145,19 @@ pub struct BypassStatus {
     pub ports: Vec<String>,
     /// Ports left to the bridge.
     pub refused: Vec<RefusedPort>,
+    /// Ports that sent from more MACs than the bypass takes from one port
+    /// (their surplus takes the bridge).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crowded: Vec<CrowdedPort>,
+}
+
+/// A bypassed port with more MACs behind it than its share of the bypass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdedPort {
+    /// Its name.
+    pub port: String,
+    /// How many of its MACs the bridge carries instead.
+    pub left_to_bridge: usize,
 }
 
 /// A bridge port left out of the bypass, and why.

@@ -8,6 +8,15 @@ use std::time::Duration;
 pub struct PacketSocket(OwnedFd);
 
 impl PacketSocket {
+    /// Binds to the interface `name` of the calling thread's namespace.
+    pub fn bind_named(name: &str) -> Self {
+        let c = std::ffi::CString::new(name).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        assert_ne!(ifindex, 0, "no interface {name}");
+        Self::bind(ifindex)
+    }
+
     /// Binds to `ifindex` (all protocols), with a 2 s receive timeout.
     pub fn bind(ifindex: u32) -> Self {
         let proto = u16::try_from(libc::ETH_P_ALL).unwrap().to_be();

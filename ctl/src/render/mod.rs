@@ -9,6 +9,7 @@ mod flows;
 pub use advise::advice;
 pub use flows::flows;
 
+use vlnet_dataplane::bypass::plan::MACS_PER_PORT;
 use vlnet_dataplane::control::{ClientRecord, JoinReport, LeaveReport, MemberStatus};
 use vlnet_dataplane::model::{
     DatapathMode, FdbKind, FdbRecord, LinkAction, LinkStatus, NodeStatus, PeerStatus, ReloadReport,
@@ -130,6 +131,13 @@ fn bypass(out: &mut String, vnis: &[VniStatus]) {
         let _ = writeln!(out, "bypass    VNI {}: {ports}", v.vni);
         for r in &b.refused {
             let _ = writeln!(out, "          refused {}: {}", r.port, r.reason);
+        }
+        for c in &b.crowded {
+            let _ = writeln!(
+                out,
+                "          crowded {}: {} of its MACs take the bridge (a port's share is {MACS_PER_PORT})",
+                c.port, c.left_to_bridge
+            );
         }
     }
 }
@@ -471,7 +479,7 @@ fn links(out: &mut String, links: &[LinkStatus]) {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use vlnet_dataplane::model::{BypassStatus, DropCount, RefusedPort, RelayCount};
+    use vlnet_dataplane::model::{BypassStatus, CrowdedPort, DropCount, RefusedPort, RelayCount};
 
     use super::*;
 
@@ -568,13 +576,18 @@ looped             3
                 port: "fwpr101p0".into(),
                 reason: "behind a Proxmox firewall bridge (fwbr101i0)".into(),
             }],
+            crowded: vec![CrowdedPort {
+                port: "veth7".into(),
+                left_to_bridge: 937,
+            }],
         });
         s.vnis[1].bypass = Some(BypassStatus::default());
         let out = status(&s);
         assert!(
             out.contains(
                 "bypass    VNI 100: tap100i0, veth7\n          refused fwpr101p0: behind a \
-                 Proxmox firewall bridge (fwbr101i0)\nbypass    VNI 16777215: no port\n"
+                 Proxmox firewall bridge (fwbr101i0)\n          crowded veth7: 937 of its MACs \
+                 take the bridge (a port's share is 64)\nbypass    VNI 16777215: no port\n"
             ),
             "{out}"
         );

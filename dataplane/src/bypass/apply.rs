@@ -138,7 +138,7 @@ impl Bypass {
             )
         };
         self.apply(node, &plan)?;
-        node.set_bypass_status(plan::status(&bridges, &ports));
+        node.set_bypass_status(plan::status(&bridges, &ports, &plan.crowded));
         Ok(plan.seen)
     }
 

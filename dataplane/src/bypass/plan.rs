@@ -14,10 +14,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vlnet_ebpf::abi::{vlnet_bypass_port, vlnet_fdb_key};
 
+use vlnet_ebpf::abi::VLNET_BYPASS_MAX;
+
 use super::eligibility::Refusal;
 use crate::mac::MacAddr;
 use crate::maps::fdb_key;
-use crate::model::{BypassStatus, RefusedPort};
+use crate::model::{BypassStatus, CrowdedPort, RefusedPort};
+
+/// The MACs one port may have in `vlnet_bypass`: a VM has one, or a few
+/// with containers or nested bridges inside; a guest that sends from
+/// thousands of forged source MACs gets no more, and its surplus takes the
+/// bridge as without the bypass.
+pub const MACS_PER_PORT: usize = 64;
+
+/// Entries `vlnet_bypass` holds.
+const TABLE_SIZE: usize = VLNET_BYPASS_MAX as usize;
 
 /// One bypass VNI's bridge, as just read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,6 +95,10 @@ pub struct Plan {
     /// MACs whose bypass entry saw a frame within the bridge's ageing time:
     /// local, whether the bridge still holds them or not.
     pub seen: BTreeSet<(u32, MacAddr)>,
+    /// Ports with more MACs than their share ([`MACS_PER_PORT`]) or than
+    /// the table had room for, and how many of their MACs were left to the
+    /// bridge.
+    pub crowded: BTreeMap<u32, usize>,
 }
 
 /// The plan for `inputs`; `remote(vni, mac)` says whether a MAC is known
@@ -91,14 +106,25 @@ pub struct Plan {
 /// says).
 #[must_use]
 pub fn plan(inputs: Inputs<'_>, remote: impl Fn(u32, MacAddr) -> bool) -> Plan {
-    let eligible = |vni: u32, ifindex: u32| -> Option<u32> {
-        inputs
-            .ports
-            .get(&ifindex)
-            .filter(|p| p.vni == vni && inputs.bridges.contains_key(&vni))
-            .and_then(|p| p.verdict.clone().ok())
-    };
     let mut out = Plan::default();
+    plan_links(inputs, &mut out);
+    plan_entries(inputs, &remote, &mut out);
+    out
+}
+
+/// The flags of port `ifindex` if it sits on bypass VNI `vni`'s bridge and
+/// may take the bypass.
+fn eligible(inputs: Inputs<'_>, vni: u32, ifindex: u32) -> Option<u32> {
+    inputs
+        .ports
+        .get(&ifindex)
+        .filter(|p| p.vni == vni && inputs.bridges.contains_key(&vni))
+        .and_then(|p| p.verdict.clone().ok())
+}
+
+/// The ports to attach `tc_vm_tx` to and to detach it from.
+fn plan_links(inputs: Inputs<'_>, out: &mut Plan) {
+    let eligible = |vni: u32, ifindex: u32| eligible(inputs, vni, ifindex);
     for (&ifindex, port) in inputs.ports {
         if eligible(port.vni, ifindex).is_some() && inputs.attached.get(&ifindex) != Some(&port.vni)
         {
@@ -123,13 +149,26 @@ pub fn plan(inputs: Inputs<'_>, remote: impl Fn(u32, MacAddr) -> bool) -> Plan {
         .collect::<BTreeSet<u32>>()
         .into_iter()
         .collect();
+}
 
+/// The `vlnet_bypass` entries to write and delete, the MACs kept local by
+/// a recent bypass and the crowded ports.
+fn plan_entries(inputs: Inputs<'_>, remote: impl Fn(u32, MacAddr) -> bool, out: &mut Plan) {
+    let eligible = |vni: u32, ifindex: u32| eligible(inputs, vni, ifindex);
     let existing: BTreeMap<(u32, [u8; 6]), vlnet_bypass_port> = inputs
         .entries
         .iter()
         .map(|(k, v)| ((k.vni, k.mac), *v))
         .collect();
-    let mut wanted = BTreeSet::new();
+    let recent = |vni: u32, entry: &vlnet_bypass_port| {
+        inputs.bridges.get(&vni).is_some_and(|b| {
+            entry.seen_ns != 0 && inputs.now_ns.saturating_sub(entry.seen_ns) < b.ageing_ns
+        })
+    };
+    // The bridges' MACs that may take the bypass, by port: those the port
+    // already has an entry for first, so that a flood of new source MACs
+    // never pushes out a VM's own.
+    let mut candidates: Vec<(u32, bool, u32, MacAddr, u32)> = Vec::new();
     for (&vni, bridge) in inputs.bridges {
         for (&mac, &ifindex) in &bridge.learned {
             let Some(flags) = eligible(vni, ifindex) else {
@@ -138,25 +177,57 @@ pub fn plan(inputs: Inputs<'_>, remote: impl Fn(u32, MacAddr) -> bool) -> Plan {
             if remote(vni, mac) {
                 continue;
             }
-            wanted.insert((vni, mac.0));
-            let old = existing.get(&(vni, mac.0));
-            if old.is_some_and(|o| o.ifindex == ifindex && o.flags == flags) {
-                continue;
-            }
-            out.upsert.push((
-                fdb_key(vni, mac.0),
-                vlnet_bypass_port {
-                    ifindex,
-                    flags,
-                    seen_ns: old.map_or(0, |o| o.seen_ns),
-                },
-            ));
+            let entered = existing
+                .get(&(vni, mac.0))
+                .is_some_and(|o| o.ifindex == ifindex);
+            candidates.push((ifindex, !entered, vni, mac, flags));
         }
     }
+    candidates.sort_unstable();
+    let learned = |vni: u32, mac: [u8; 6]| {
+        inputs
+            .bridges
+            .get(&vni)
+            .is_some_and(|b| b.learned.contains_key(&MacAddr(mac)))
+    };
+    // Entries kept only because the bypass saw them recently count against
+    // their port's share too.
+    let mut per_port: BTreeMap<u32, usize> = BTreeMap::new();
     for (&(vni, mac), entry) in &existing {
-        let recent = inputs.bridges.get(&vni).is_some_and(|b| {
-            entry.seen_ns != 0 && inputs.now_ns.saturating_sub(entry.seen_ns) < b.ageing_ns
-        });
+        if !learned(vni, mac)
+            && recent(vni, entry)
+            && eligible(vni, entry.ifindex).is_some()
+            && !remote(vni, MacAddr(mac))
+        {
+            *per_port.entry(entry.ifindex).or_default() += 1;
+        }
+    }
+    let mut total: usize = per_port.values().sum();
+    let mut wanted = BTreeSet::new();
+    for (ifindex, _, vni, mac, flags) in candidates {
+        let share = per_port.entry(ifindex).or_default();
+        if *share >= MACS_PER_PORT || total >= TABLE_SIZE {
+            *out.crowded.entry(ifindex).or_default() += 1;
+            continue;
+        }
+        *share += 1;
+        total += 1;
+        wanted.insert((vni, mac.0));
+        let old = existing.get(&(vni, mac.0));
+        if old.is_some_and(|o| o.ifindex == ifindex && o.flags == flags) {
+            continue;
+        }
+        out.upsert.push((
+            fdb_key(vni, mac.0),
+            vlnet_bypass_port {
+                ifindex,
+                flags,
+                seen_ns: old.map_or(0, |o| o.seen_ns),
+            },
+        ));
+    }
+    for (&(vni, mac), entry) in &existing {
+        let recent = recent(vni, entry);
         if wanted.contains(&(vni, mac)) {
             if recent {
                 out.seen.insert((vni, MacAddr(mac)));
@@ -165,7 +236,7 @@ pub fn plan(inputs: Inputs<'_>, remote: impl Fn(u32, MacAddr) -> bool) -> Plan {
         }
         let flags = eligible(vni, entry.ifindex);
         match flags {
-            Some(flags) if recent && !remote(vni, MacAddr(mac)) => {
+            Some(flags) if recent && !learned(vni, mac) && !remote(vni, MacAddr(mac)) => {
                 out.seen.insert((vni, MacAddr(mac)));
                 if flags != entry.flags {
                     out.upsert
@@ -175,24 +246,30 @@ pub fn plan(inputs: Inputs<'_>, remote: impl Fn(u32, MacAddr) -> bool) -> Plan {
             _ => out.delete.push(fdb_key(vni, mac)),
         }
     }
-    out
 }
 
-/// Each bypass VNI's status: its ports that take the bypass and those
-/// refused, with the reason, by name.
+/// Each bypass VNI's status: its ports that take the bypass, those refused
+/// with the reason, and those `crowded` ([`Plan::crowded`]), by name.
 #[must_use]
 pub fn status(
     bridges: &BTreeMap<u32, BridgeRead>,
     ports: &BTreeMap<u32, PortState>,
+    crowded: &BTreeMap<u32, usize>,
 ) -> BTreeMap<u32, BypassStatus> {
     let mut out: BTreeMap<u32, BypassStatus> = bridges
         .keys()
         .map(|&vni| (vni, BypassStatus::default()))
         .collect();
-    for port in ports.values() {
+    for (ifindex, port) in ports {
         let Some(status) = out.get_mut(&port.vni) else {
             continue;
         };
+        if let Some(&left_to_bridge) = crowded.get(ifindex) {
+            status.crowded.push(CrowdedPort {
+                port: port.name.clone(),
+                left_to_bridge,
+            });
+        }
         match &port.verdict {
             Ok(_) => status.ports.push(port.name.clone()),
             Err(why) => status.refused.push(RefusedPort {
@@ -204,6 +281,7 @@ pub fn status(
     for status in out.values_mut() {
         status.ports.sort();
         status.refused.sort_by(|a, b| a.port.cmp(&b.port));
+        status.crowded.sort_by(|a, b| a.port.cmp(&b.port));
     }
     out
 }
@@ -407,10 +485,75 @@ mod tests {
         assert!(p.seen.is_empty());
     }
 
+    /// A MAC of port 10 with a two-byte number.
+    fn flood_mac(n: u16) -> MacAddr {
+        let [hi, lo] = n.to_be_bytes();
+        MacAddr([6, 0, 0, 0xf1, hi, lo])
+    }
+
+    #[test]
+    fn a_port_flooding_source_macs_gets_its_share_and_keeps_its_own() {
+        let mut bed = Bed::new();
+        bed.attached = [(10, 100), (11, 100)].into();
+        // Port 10's VM has its entry, then sends from 1,000 forged MACs.
+        bed.entries = vec![(fdb_key(100, mac(1).0), entry(10, VLNET_BYPASS_PEER, NOW))];
+        let learned = &mut bed.bridges.get_mut(&100).unwrap().learned;
+        for n in 0..1000 {
+            learned.insert(flood_mac(n), 10);
+        }
+        let p = bed.plan();
+        let to_port = |i: u32| p.upsert.iter().filter(|(_, e)| e.ifindex == i).count();
+        // Its own entry stays, so only 63 new ones fit; the tap keeps its MAC.
+        assert_eq!(to_port(10), MACS_PER_PORT - 1);
+        assert_eq!(to_port(11), 1);
+        assert!(p.delete.is_empty());
+        assert_eq!(p.crowded, [(10, 1001 - MACS_PER_PORT)].into());
+        let s = status(&bed.bridges, &bed.ports, &p.crowded);
+        assert_eq!(
+            s[&100].crowded,
+            [CrowdedPort {
+                port: "veth10".into(),
+                left_to_bridge: 1001 - MACS_PER_PORT
+            }]
+        );
+    }
+
+    #[test]
+    fn recently_seen_entries_count_against_the_share() {
+        let mut bed = Bed::new();
+        bed.attached = [(10, 100)].into();
+        // 64 entries the bridge forgot but the bypass saw a moment ago.
+        bed.entries = (0..64)
+            .map(|n| {
+                (
+                    fdb_key(100, flood_mac(n).0),
+                    entry(10, VLNET_BYPASS_PEER, NOW),
+                )
+            })
+            .collect();
+        let p = bed.plan();
+        assert_eq!(p.seen.len(), 64);
+        // Port 10's own MAC 1 finds no room: left to the bridge.
+        assert!(p.upsert.iter().all(|(k, _)| k.mac != mac(1).0));
+        assert_eq!(p.crowded, [(10, 1)].into());
+    }
+
+    #[test]
+    fn a_mac_the_bridge_now_places_on_a_refused_port_loses_its_entry() {
+        let mut bed = Bed::new();
+        bed.attached = [(10, 100)].into();
+        // MAC 3 was bypassed on port 10 a moment ago; the bridge now has
+        // it behind the refused port 12.
+        bed.entries = vec![(fdb_key(100, mac(3).0), entry(10, VLNET_BYPASS_PEER, NOW))];
+        let p = bed.plan();
+        assert_eq!(p.delete, [fdb_key(100, mac(3).0)]);
+        assert!(!p.seen.contains(&(100, mac(3))));
+    }
+
     #[test]
     fn status_names_bypassed_and_refused_ports() {
         let bed = Bed::new();
-        let s = status(&bed.bridges, &bed.ports);
+        let s = status(&bed.bridges, &bed.ports, &BTreeMap::new());
         assert_eq!(s[&100].ports, ["tap11", "veth10"]);
         assert_eq!(
             s[&100].refused,

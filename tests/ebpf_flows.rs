@@ -504,10 +504,12 @@ both_modes!(icmpv6_echo_reply_is_one_sample);
 
 /// A stamp older than `VLNET_RTT_MAX_AGE_NS` is taken by its echo but closes
 /// no sample; a young one written the same way does (so the test's key is
-/// the one the program looks up).
+/// the one the program looks up). The flow sends TSval 222 first, so that it
+/// has a stamp open, as it would when an old stamp is still in the map.
 fn stale_stamp_closes_no_sample(mode: Mode) {
     let mut bed = flow_bed("flstale");
     let key = tcp_key(40008);
+    tx(&mut bed, 40008, Segment::data(222));
     let now = monotonic_ns();
     let mut stamps = stamp_map(&mut bed);
     stamps
@@ -534,6 +536,26 @@ fn stale_stamp_closes_no_sample(mode: Mode) {
 }
 
 both_modes!(stale_stamp_closes_no_sample);
+
+/// A flow with no stamp open skips the stamp lookup: an echo then takes
+/// nothing, even a stamp of its own left in the map (only one older than
+/// every echo so far can be; TCP echoes only newer ones).
+fn no_open_stamp_no_lookup(mode: Mode) {
+    let mut bed = flow_bed("flnoopen");
+    let key = tcp_key(40009);
+    stamp_map(&mut bed)
+        .insert(
+            ident(&key, 333, VLNET_IDENT_TCP_TSVAL),
+            monotonic_ns() - 3 * MS,
+            0,
+        )
+        .unwrap();
+    rx(&mut bed, mode, 40009, Segment::echo(333));
+    assert_eq!(flow(&bed, &key).rtt_samples, 0);
+    assert_eq!(open_stamps(&mut bed, &key), [(333, TSVAL)], "not looked up");
+}
+
+both_modes!(no_open_stamp_no_lookup);
 
 /// Rate limit: while a stamp is open the flow stamps no newer TSval (unless
 /// `VLNET_RTT_STAMP_GAP_NS` passed); its echo reopens stamping.

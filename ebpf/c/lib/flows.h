@@ -370,9 +370,17 @@ static __always_inline void flow_sample(struct vlnet_flow *f, __u64 rtt_ns)
 static __always_inline void flow_echo(struct vlnet_flow *f, const struct vlnet_rtt_ident *id,
 				      const struct flow_meta *m)
 {
-	__u64 *stamp = bpf_map_lookup_elem(&vlnet_flow_stamps, id);
-	__u64 sent, rtt;
+	__u64 *stamp, sent, rtt;
 
+	/*
+	 * No stamp open: nothing this flow sent awaits its echo (an older stamp
+	 * left behind is older than the last one echoed, and TCP echoes only
+	 * newer ones), so most frames skip the lookup: a receiver's data, a
+	 * sender's ACKs between samples.
+	 */
+	if (!f->open_stamp_ns)
+		return;
+	stamp = bpf_map_lookup_elem(&vlnet_flow_stamps, id);
 	if (!stamp)
 		return;
 	sent = *stamp;

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use vlnet_ebpf::abi::{
     vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING, VLNET_CFG_RELAY,
-    VLNET_FDB_STATIC, VLNET_MAX_FLOOD, VLNET_VNI_ARP_SUPPRESS,
+    VLNET_FDB_STATIC, VLNET_MAX_FLOOD, VLNET_VNI_ARP_SUPPRESS, VLNET_VNI_BYPASS,
 };
 
 use crate::config::Proto;
@@ -35,6 +35,9 @@ pub struct DesiredVni {
     pub static_fdb: Vec<([u8; 6], Ipv4Addr)>,
     /// ARP/ND suppression (`VLNET_VNI_ARP_SUPPRESS`, see `lib/neigh.h`).
     pub arp_suppress: bool,
+    /// The bridge bypass (`VLNET_VNI_BYPASS`: decap looks the VNI's frames
+    /// up in `vlnet_bypass`, see `lib/bypass.h`).
+    pub bypass: bool,
 }
 
 impl DesiredVni {
@@ -181,15 +184,15 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
         let (flood, zone) = apply_flood(maps, v)?;
         flood_len.insert(v.vni, flood as u32);
         let mut cfg = vni_config(v, flood, zone);
-        let kept = maps
-            .vni(v.vni)
-            .map_or(0, |current| current.flags & !VLNET_VNI_ARP_SUPPRESS);
-        cfg.flags = kept
-            | if v.arp_suppress {
+        // The daemon's own flags follow the config; the kernel's stay.
+        let ours = VLNET_VNI_ARP_SUPPRESS | VLNET_VNI_BYPASS;
+        let kept = maps.vni(v.vni).map_or(0, |current| current.flags & !ours);
+        cfg.flags =
+            kept | if v.arp_suppress {
                 VLNET_VNI_ARP_SUPPRESS
             } else {
                 0
-            };
+            } | if v.bypass { VLNET_VNI_BYPASS } else { 0 };
         maps.set_vni(v.vni, &cfg)?;
         maps.set_port(v.overlay_ifindex, v.vni)?;
         for (mac, vtep) in &v.static_fdb {
@@ -311,6 +314,7 @@ mod tests {
             members: vec![members[0], zone[1], members[1]],
             static_fdb: vec![],
             arp_suppress: true,
+            bypass: false,
         };
         assert_eq!(v.flood_list(), [zone[0], zone[1], members[0], members[1]]);
         let cfg = vni_config(&v, 4, 2);

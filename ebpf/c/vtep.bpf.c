@@ -194,7 +194,7 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 	bp = NULL;
 	if (plan.kind == RELAY_FLOOD)
 		relay(skb, di, cfg, &plan, inner_tos(inner, data_end), segs);
-	else if (bypass_kind_ok(&eth, inner + 1, data_end))
+	else if ((di->vni_flags & VLNET_VNI_BYPASS) && bypass_kind_ok(&eth, inner + 1, data_end))
 		bp = bypass_port(di->vni, eth.h_dest);
 	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
 	if (eth.h_proto == bpf_htons(ETH_P_IPV6))

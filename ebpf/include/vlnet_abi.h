@@ -143,6 +143,8 @@ struct vlnet_flood_key {
 #define VLNET_VNI_LEARN_PAUSED 1 /* no new learned keys: the VNI's FDB share is full */
 #define VLNET_VNI_ARP_SUPPRESS 2 /* snoop local VMs' ARP/ND and answer requests for known
 				  * bindings locally (lib/neigh.h), set by the daemon */
+#define VLNET_VNI_BYPASS 4       /* the VNI has the bridge bypass: decap looks its unicast IP
+				  * frames up in vlnet_bypass (lib/bypass.h), set by the daemon */
 
 /*
  * vlnet_vteps[vtep_be]: the only path a remote VTEP's VXLAN is accepted on,

@@ -140,6 +140,7 @@ impl Bed {
                     members: vec![],
                     static_fdb: vec![],
                     arp_suppress: true,
+                    bypass: false,
                 },
                 DesiredVni {
                     vni: 300,
@@ -148,6 +149,7 @@ impl Bed {
                     members: vec![],
                     static_fdb: vec![],
                     arp_suppress: true,
+                    bypass: false,
                 },
             ],
             xdp: true,

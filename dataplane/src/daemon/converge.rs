@@ -380,6 +380,7 @@ pub async fn converge(
                 members: v.peers.clone(),
                 static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
                 arp_suppress: file.arp_suppress(v.id),
+                bypass: file.bypass(v.id),
             })
             .collect(),
         xdp,

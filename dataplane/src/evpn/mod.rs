@@ -1,0 +1,18 @@
+//! BGP EVPN (RFC 7432, RFC 8365 for VXLAN) towards FRR route reflectors:
+//! the pure core. No sockets and no clocks here; the task that carries the
+//! session over TCP lives at the edge.
+//!
+//! The wire format is `netgauze-bgp-pkt`: it encodes and decodes OPEN with
+//! the capabilities vlnet needs (multiprotocol L2VPN/EVPN, 4-octet AS,
+//! graceful restart, route refresh), UPDATE with MP_REACH/MP_UNREACH for
+//! EVPN route types 2 and 3, the route target and MAC Mobility extended
+//! communities, KEEPALIVE and NOTIFICATION, and it returns errors instead of
+//! panicking on malformed input. Two things it carries as opaque bytes are
+//! read and written here: the PMSI Tunnel attribute (RFC 6514) and the
+//! encapsulation extended community (RFC 9012).
+//!
+//! # Layout
+//! - [`codec`]: framing a TCP stream into messages; decoding and encoding.
+//! - [`notification`]: the NOTIFICATION codes vlnet sends.
+pub mod codec;
+pub mod notification;

@@ -66,7 +66,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Notification> {
 
 /// Decodes one whole message (as [`frame_len`] delimits it). `asn4` says
 /// whether both sides announced 4-octet AS numbers (RFC 6793), which
-/// changes how AS_PATH is read.
+/// changes how `AS_PATH` is read.
 pub fn decode(frame: &[u8], asn4: bool) -> Result<BgpMessage, DecodeError> {
     let mut ctx =
         BgpParsingContext::new(asn4, HashMap::new(), HashMap::new(), true, true, true, true);

@@ -4,7 +4,7 @@
 //!
 //! The wire format is `netgauze-bgp-pkt`: it encodes and decodes OPEN with
 //! the capabilities vlnet needs (multiprotocol L2VPN/EVPN, 4-octet AS,
-//! graceful restart, route refresh), UPDATE with MP_REACH/MP_UNREACH for
+//! graceful restart, route refresh), UPDATE with `MP_REACH`/`MP_UNREACH` for
 //! EVPN route types 2 and 3, the route target and MAC Mobility extended
 //! communities, KEEPALIVE and NOTIFICATION, and it returns errors instead of
 //! panicking on malformed input. Two things it carries as opaque bytes are
@@ -14,5 +14,12 @@
 //! # Layout
 //! - [`codec`]: framing a TCP stream into messages; decoding and encoding.
 //! - [`notification`]: the NOTIFICATION codes vlnet sends.
+//! - [`open`]: the OPEN vlnet sends, checking the peer's, and what the two
+//!   agree on (hold time, 4-octet AS, graceful restart).
+//! - [`session`]: the RFC 4271 state machine, events in and actions out;
+//!   [`backoff`]: the delays between connection attempts.
+pub mod backoff;
 pub mod codec;
 pub mod notification;
+pub mod open;
+pub mod session;

@@ -58,7 +58,7 @@ impl Notification {
     }
 
     /// An FSM error for a message that may not arrive in the state the
-    /// session is in (RFC 6608 subcodes 1–3 for OpenSent, OpenConfirm,
+    /// session is in (RFC 6608 subcodes 1–3 for `OpenSent`, `OpenConfirm`,
     /// Established; the data is the message type).
     #[must_use]
     pub fn unexpected(subcode: u8, message_type: u8) -> Self {

@@ -18,8 +18,20 @@
 //!   agree on (hold time, 4-octet AS, graceful restart).
 //! - [`session`]: the RFC 4271 state machine, events in and actions out;
 //!   [`backoff`]: the delays between connection attempts.
+//! - [`vni`]: each VNI's route distinguisher and route targets (FRR's
+//!   automatic ones, or set by hand).
+//! - [`attrs`]: PMSI Tunnel, encapsulation, MAC Mobility, route targets.
+//! - [`advertise`]: this node's MACs (type 2) and flood-list membership
+//!   (type 3) as UPDATEs, their withdrawals, End-of-RIB.
+//! - [`rib`]: the routes a peer sent, turned into MAC adverts and
+//!   withdrawals for [`MacBook`](crate::control::macbook::MacBook) (whose
+//!   MAC Mobility rules decide) and flood-list changes.
+pub mod advertise;
+pub mod attrs;
 pub mod backoff;
 pub mod codec;
 pub mod notification;
 pub mod open;
+pub mod rib;
 pub mod session;
+pub mod vni;

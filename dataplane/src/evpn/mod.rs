@@ -1,6 +1,6 @@
-//! BGP EVPN (RFC 7432, RFC 8365 for VXLAN) towards FRR route reflectors:
-//! the pure core. No sockets and no clocks here; the task that carries the
-//! session over TCP lives at the edge.
+//! BGP EVPN (RFC 7432, RFC 8365 for VXLAN) towards FRR route reflectors.
+//! Everything but [`speaker`] is pure: no sockets and no clocks; the
+//! speaker carries a session over TCP and does nothing else.
 //!
 //! The wire format is `netgauze-bgp-pkt`: it encodes and decodes OPEN with
 //! the capabilities vlnet needs (multiprotocol L2VPN/EVPN, 4-octet AS,
@@ -26,6 +26,7 @@
 //! - [`rib`]: the routes a peer sent, turned into MAC adverts and
 //!   withdrawals for [`MacBook`](crate::control::macbook::MacBook) (whose
 //!   MAC Mobility rules decide) and flood-list changes.
+//! - [`speaker`]: the I/O edge, one tokio task per neighbor.
 pub mod advertise;
 pub mod attrs;
 pub mod backoff;
@@ -34,4 +35,5 @@ pub mod notification;
 pub mod open;
 pub mod rib;
 pub mod session;
+pub mod speaker;
 pub mod vni;

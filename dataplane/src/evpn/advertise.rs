@@ -185,8 +185,8 @@ mod tests {
     #[test]
     fn a_mac_route_carries_vni_targets_and_mobility() {
         let b = round_trip(mac_route(&routing(), VTEP, MAC, None, 3).expect("builds"));
-        // Type 2, length 33: RD 198.18.0.1:1, ESI 0, tag 0, MAC, no IP, label VNI 100.
-        let mut nlri = vec![2, 33, 0, 1, 198, 18, 0, 1, 0, 1];
+        // Type 2, length 33: RD 198.18.0.1:2, ESI 0, tag 0, MAC, no IP, label VNI 100.
+        let mut nlri = vec![2, 33, 0, 1, 198, 18, 0, 1, 0, 2];
         nlri.extend([0; 14]);
         nlri.extend([48, 2, 0, 0, 0, 0, 0x0a, 0, 0, 0, 100]);
         assert!(contains(&b, &nlri), "{b:02x?}");
@@ -228,7 +228,7 @@ mod tests {
         // Type 3, length 17: RD, tag 0, 32-bit originator.
         assert!(contains(
             &b,
-            &[3, 17, 0, 1, 198, 18, 0, 1, 0, 1, 0, 0, 0, 0, 32, 198, 18, 0, 1]
+            &[3, 17, 0, 1, 198, 18, 0, 1, 0, 2, 0, 0, 0, 0, 32, 198, 18, 0, 1]
         ));
         // PMSI: optional transitive, type 22, length 9.
         assert!(contains(&b, &[0xc0, 22, 9, 0, 6, 0, 0, 100, 198, 18, 0, 1]));

@@ -5,8 +5,10 @@
 //!   uses a 4-octet-AS route target `ASN:(VNI & 0xffff)`, and so does
 //!   vlnet);
 //! - RD `router-id:N`, N a small per-VNI index FRR hands out in the order
-//!   the VNIs appear (from 1). vlnet numbers its VNIs in ascending order;
-//!   the RD only has to be unique per router, peers never derive it.
+//!   the VNIs appear, from 2 (index 1 is the default instance's VRF; seen
+//!   on FRR 8.4: its first VNI's RD is `router-id:2`). vlnet numbers its
+//!   VNIs from 2 in ascending order; the RD only has to be unique per
+//!   router, peers never derive it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +18,9 @@ use netgauze_bgp_pkt::community::{
     ExtendedCommunity, TransitiveFourOctetExtendedCommunity, TransitiveTwoOctetExtendedCommunity,
 };
 use netgauze_bgp_pkt::nlri::RouteDistinguisher;
+
+/// The RD index of a node's first VNI, as FRR hands it out.
+pub const FIRST_RD_INDEX: u16 = 2;
 
 /// A route target (RFC 4360, RFC 5668).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,8 +150,9 @@ pub struct VniTable {
 }
 
 impl VniTable {
-    /// Automatic RDs and RTs for `vnis`, numbered 1, 2, … in ascending
-    /// order (VNIs past the 65535th are left out: an RD index has 16 bits).
+    /// Automatic RDs and RTs for `vnis`, numbered from [`FIRST_RD_INDEX`]
+    /// in ascending order (VNIs past index 65535 are left out: an RD index
+    /// has 16 bits).
     #[must_use]
     pub fn auto(asn: u32, router_id: Ipv4Addr, vnis: impl IntoIterator<Item = u32>) -> Self {
         let mut sorted: Vec<u32> = vnis.into_iter().collect();
@@ -154,7 +160,7 @@ impl VniTable {
         sorted.dedup();
         let by_vni = sorted
             .into_iter()
-            .zip(1..=u16::MAX)
+            .zip(FIRST_RD_INDEX..=u16::MAX)
             .map(|(vni, index)| (vni, VniRouting::auto(asn, router_id, vni, index)))
             .collect();
         Self { by_vni }
@@ -223,11 +229,11 @@ mod tests {
     }
 
     #[test]
-    fn rds_number_the_vnis_in_order_from_one() {
+    fn rds_number_the_vnis_in_order_from_two() {
         let t = VniTable::auto(65000, ID, [300, 100, 200, 100]);
         let rds: Vec<_> = t.iter().map(|r| (r.vni, r.rd)).collect();
         let rd = |n| RouteDistinguisher::Ipv4Administrator { ip: ID, number: n };
-        assert_eq!(rds, [(100, rd(1)), (200, rd(2)), (300, rd(3))]);
+        assert_eq!(rds, [(100, rd(2)), (200, rd(3)), (300, rd(4))]);
     }
 
     #[test]

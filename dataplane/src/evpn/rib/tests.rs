@@ -354,3 +354,53 @@ proptest! {
         }
     }
 }
+
+/// Real EVPN UPDATEs to mutate: type 2 with and without IP, type 3, a
+/// withdrawal, End-of-RIB.
+fn seeds() -> Vec<Vec<u8>> {
+    let r = remote(B, 100);
+    [
+        advertise::mac_route(&r, B, MAC, Some(IP), 7),
+        advertise::mac_route(&r, B, MAC, None, 0),
+        advertise::imet_route(&r, B),
+        advertise::withdraw(vec![
+            advertise::mac_nlri(&r, MAC, None),
+            advertise::imet_nlri(&r, B),
+        ]),
+        advertise::end_of_rib(),
+    ]
+    .into_iter()
+    .map(|u| codec::encode(&BgpMessage::Update(u.expect("builds"))).expect("encodes"))
+    .collect()
+}
+
+proptest! {
+    /// Corrupted and truncated EVPN UPDATEs never panic the decoder, and
+    /// whatever still decodes never panics the route table either.
+    #[test]
+    fn mutated_updates_never_panic(
+        seed in 0usize..5,
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let mut m = seeds().swap_remove(seed);
+        for (at, byte) in flips {
+            let i = at.index(m.len());
+            // Keep the marker most of the time, so parsing goes deep.
+            if i >= 16 || byte % 4 == 0 {
+                m[i] = byte;
+            }
+        }
+        if let Some(c) = cut {
+            m.truncate(c.index(m.len()));
+        }
+        let _ = codec::frame_len(&m);
+        if let Ok(BgpMessage::Update(u)) = codec::decode(&m, true) {
+            let mut rib = AdjRibIn::new(ME);
+            let _ = rib.apply(&u, &local_vnis());
+            rib.mark_stale();
+            let _ = rib.apply(&u, &local_vnis());
+            let _ = rib.sweep_stale();
+        }
+    }
+}

@@ -36,6 +36,8 @@
 //! - [`effective`]: the config merged with what the control plane adds;
 //!   [`announce`]: a hypervisor's RARP announce; [`moves`]: MAC moves the
 //!   programs report.
+//! - [`evpn`]: BGP EVPN towards FRR route reflectors (the session state
+//!   machine, routes and their wire format).
 //!
 //! [`VERSION`] and [`COMMIT`] say which build this is.
 pub mod advise;
@@ -49,6 +51,7 @@ pub mod conn_limit;
 pub mod control;
 pub mod daemon;
 pub mod effective;
+pub mod evpn;
 pub mod fdb;
 pub mod flows;
 pub mod limits;

@@ -180,24 +180,27 @@ impl Topology {
 }
 
 /// Runs the benchmark (needs root) and prints the table, or JSON with `json`.
-pub fn run(json: bool, secs: u32) -> Result<()> {
+/// A non-empty `only` measures just the topologies of those names and skips
+/// the other runs (migration, latency, scale, gateway, replication).
+pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     ensure!(
         unsafe { libc::geteuid() } == 0,
         "vlnet lab bench needs root (namespaces, BPF)"
     );
     ensure!(secs >= 1, "--secs must be at least 1");
+    let topologies = chosen(only)?;
     let binary = std::env::current_exe().context("locating the vlnet binary")?;
     let pps_secs = secs.min(MAX_PPS_SECS);
     let started = Instant::now();
     let _stats = program_cost::StatsOn::enable()?;
     let mut measured = Vec::new();
     let mut costs = Vec::new();
-    for (i, topology) in TOPOLOGIES.into_iter().enumerate() {
+    for (i, topology) in topologies.iter().copied().enumerate() {
         eprintln!(
             "[{}/{}] {}: {}  ({:.1} s)",
             i + 1,
-            TOPOLOGIES.len(),
+            topologies.len(),
             topology.name(),
             topology.description(),
             started.elapsed().as_secs_f64()
@@ -215,6 +218,15 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
             description: topology.description(),
             metrics,
         });
+    }
+    let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
+    if !only.is_empty() {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            println!("\n{}", report.table());
+        }
+        return Ok(());
     }
     eprintln!("migration ({:.1} s)", started.elapsed().as_secs_f64());
     let moved = migration::run(&binary).context("migration runs")?;
@@ -238,8 +250,7 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let replication = replication::run().context("replication cost run")?;
-    let tracking = tracking_cost(&measured, &costs);
-    let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
+    let tracking = tracking_cost(&report.topologies, &costs);
     if json {
         let mut value = report.to_json();
         value["control_scale"] = serde_json::to_value(&scale)?;
@@ -266,6 +277,25 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// The topologies named in `only`, in the bench's order; all of them when
+/// `only` is empty. An unknown name is an error that lists the known ones.
+fn chosen(only: &[String]) -> Result<Vec<Topology>> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|n| !TOPOLOGIES.iter().any(|t| t.name() == n.as_str()))
+    {
+        let known: Vec<&str> = TOPOLOGIES.iter().map(|t| t.name()).collect();
+        return Err(anyhow!(
+            "no bench topology `{unknown}`; known: {}",
+            known.join(", ")
+        ));
+    }
+    Ok(TOPOLOGIES
+        .into_iter()
+        .filter(|t| only.is_empty() || only.iter().any(|n| n == t.name()))
+        .collect())
 }
 
 /// Flow tracking's price: `vlnet-tc` against `vlnet-tc-noflows`, set

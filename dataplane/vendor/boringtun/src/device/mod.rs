@@ -8,6 +8,15 @@ pub mod drop_privileges;
 #[cfg(test)]
 mod integration_tests;
 pub mod peer;
+// vlnet patch: TUN offloads (see VLNET.md).
+#[cfg(target_os = "linux")]
+pub mod gso;
+#[cfg(target_os = "linux")]
+mod tun_offload;
+#[cfg(target_os = "linux")]
+mod udp_gso;
+#[cfg(target_os = "linux")]
+pub mod vnet;
 
 #[cfg(any(target_os = "macos", target_os = "ios", target_os = "tvos"))]
 #[path = "kqueue.rs"]
@@ -114,6 +123,11 @@ pub struct DeviceConfig {
     pub use_multi_queue: bool,
     #[cfg(target_os = "linux")]
     pub uapi_fd: i32,
+    /// vlnet patch: open the TUN with offloads (`IFF_VNET_HDR`, TSO and
+    /// UDP-tunnel GSO): super-packets are read whole, segmented here and each
+    /// batch sent with UDP GSO (see `gso`, `udp_gso`).
+    #[cfg(target_os = "linux")]
+    pub offload: bool,
 }
 
 impl Default for DeviceConfig {
@@ -125,6 +139,8 @@ impl Default for DeviceConfig {
             use_multi_queue: true,
             #[cfg(target_os = "linux")]
             uapi_fd: -1,
+            #[cfg(target_os = "linux")]
+            offload: false,
         }
     }
 }
@@ -164,6 +180,29 @@ struct ThreadData {
     iface: Arc<TunSocket>,
     src_buf: [u8; MAX_UDP_SIZE],
     dst_buf: [u8; MAX_UDP_SIZE],
+    /// vlnet patch: buffers of the offload path (see `DeviceConfig::offload`).
+    #[cfg(target_os = "linux")]
+    offload: OffloadBufs,
+}
+
+/// vlnet patch: what a thread reading a TUN with offloads needs: the
+/// super-packet read, one segment, the encrypted batch.
+#[cfg(target_os = "linux")]
+struct OffloadBufs {
+    tun: Box<[u8]>,
+    segment: Box<[u8]>,
+    batch: udp_gso::Batch,
+}
+
+#[cfg(target_os = "linux")]
+impl Default for OffloadBufs {
+    fn default() -> Self {
+        OffloadBufs {
+            tun: vec![0u8; vnet::VNET_HDR_LEN + (1 << 16)].into_boxed_slice(),
+            segment: vec![0u8; 1 << 16].into_boxed_slice(),
+            batch: udp_gso::Batch::default(),
+        }
+    }
 }
 
 impl DeviceHandle {
@@ -207,13 +246,17 @@ impl DeviceHandle {
         let mut thread_local = ThreadData {
             src_buf: [0u8; MAX_UDP_SIZE],
             dst_buf: [0u8; MAX_UDP_SIZE],
+            offload: OffloadBufs::default(),
             iface: if _i == 0 || !device.read().config.use_multi_queue {
                 // For the first thread use the original iface
                 Arc::clone(&device.read().iface)
             } else {
                 // For for the rest create a new iface queue
                 let iface_local = Arc::new(
-                    TunSocket::new(&device.read().iface.name().unwrap())
+                    TunSocket::open(
+                        &device.read().iface.name().unwrap(),
+                        device.read().config.offload,
+                    )
                         .unwrap()
                         .set_non_blocking()
                         .unwrap(),
@@ -354,6 +397,9 @@ impl Device {
         let poll = EventPoll::<Handler>::new()?;
 
         // Create a tunnel device
+        #[cfg(target_os = "linux")]
+        let iface = Arc::new(TunSocket::open(name, config.offload)?.set_non_blocking()?);
+        #[cfg(not(target_os = "linux"))]
         let iface = Arc::new(TunSocket::new(name)?.set_non_blocking()?);
         let mtu = iface.mtu()?;
 
@@ -764,6 +810,10 @@ impl Device {
     }
 
     fn register_iface_handler(&self, iface: Arc<TunSocket>) -> Result<(), Error> {
+        #[cfg(target_os = "linux")]
+        if iface.vnet_hdr() {
+            return self.register_offload_iface_handler(iface);
+        }
         self.queue.new_event(
             iface.as_raw_fd(),
             Box::new(move |d, t| {

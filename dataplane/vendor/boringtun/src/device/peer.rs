@@ -78,6 +78,14 @@ impl Peer {
         self.endpoint.read()
     }
 
+    /// vlnet patch: the tunnel and the endpoint at once, so that a batch of
+    /// packets is encrypted and sent under one lock of each.
+    pub(crate) fn tunnel_and_endpoint(
+        &mut self,
+    ) -> (&mut Tunn, parking_lot::RwLockReadGuard<'_, Endpoint>) {
+        (&mut self.tunnel, self.endpoint.read())
+    }
+
     pub(crate) fn endpoint_mut(&self) -> parking_lot::RwLockWriteGuard<'_, Endpoint> {
         self.endpoint.write()
     }

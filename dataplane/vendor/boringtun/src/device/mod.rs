@@ -476,6 +476,8 @@ impl Device {
         udp_sock4.set_reuse_address(true)?;
         udp_sock4.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
         udp_sock4.set_nonblocking(true)?;
+        #[cfg(target_os = "linux")]
+        udp_gso::grow_buffers(&udp_sock4); // vlnet patch
 
         if port == 0 {
             // Random port was assigned
@@ -486,6 +488,8 @@ impl Device {
         udp_sock6.set_reuse_address(true)?;
         udp_sock6.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into())?;
         udp_sock6.set_nonblocking(true)?;
+        #[cfg(target_os = "linux")]
+        udp_gso::grow_buffers(&udp_sock6); // vlnet patch
 
         self.register_udp_handler(udp_sock4.try_clone().unwrap())?;
         self.register_udp_handler(udp_sock6.try_clone().unwrap())?;
@@ -757,44 +761,42 @@ impl Device {
                 // peer gets the same ip, it will be ignored until the socket does not expire.
                 let iface = &t.iface;
                 let mut iter = MAX_ITR;
-
-                // Safety: the `recv_from` implementation promises not to write uninitialised
-                // bytes to the buffer, so this casting is safe.
-                let src_buf =
-                    unsafe { &mut *(&mut t.src_buf[..] as *mut [u8] as *mut [MaybeUninit<u8>]) };
-
-                while let Ok(read_bytes) = udp.recv(src_buf) {
-                    let mut flush = false;
+                // vlnet patch: UDP GSO batches arrive whole (`UDP_GRO`, set
+                // on connected sockets) and are opened packet by packet.
+                while let Ok((read_bytes, seg)) = udp_gso::recv(&udp, &mut t.src_buf[..]) {
                     let mut p = peer.lock();
-                    match p.tunnel.decapsulate(
-                        Some(peer_addr),
-                        &t.src_buf[..read_bytes],
-                        &mut t.dst_buf[..],
-                    ) {
-                        TunnResult::Done => {}
-                        TunnResult::Err(e) => eprintln!("Decapsulate error {:?}", e),
-                        TunnResult::WriteToNetwork(packet) => {
-                            flush = true;
-                            let _: Result<_, _> = udp.send(packet);
-                        }
-                        TunnResult::WriteToTunnelV4(packet, addr) => {
-                            if p.is_allowed_ip(addr) {
-                                iface.write4(packet);
+                    for datagram in t.src_buf[..read_bytes].chunks(seg) {
+                        let mut flush = false;
+                        match p.tunnel.decapsulate(
+                            Some(peer_addr),
+                            datagram,
+                            &mut t.dst_buf[..],
+                        ) {
+                            TunnResult::Done => {}
+                            TunnResult::Err(e) => eprintln!("Decapsulate error {:?}", e),
+                            TunnResult::WriteToNetwork(packet) => {
+                                flush = true;
+                                let _: Result<_, _> = udp.send(packet);
                             }
-                        }
-                        TunnResult::WriteToTunnelV6(packet, addr) => {
-                            if p.is_allowed_ip(addr) {
-                                iface.write6(packet);
+                            TunnResult::WriteToTunnelV4(packet, addr) => {
+                                if p.is_allowed_ip(addr) {
+                                    iface.write4(packet);
+                                }
                             }
-                        }
-                    };
+                            TunnResult::WriteToTunnelV6(packet, addr) => {
+                                if p.is_allowed_ip(addr) {
+                                    iface.write6(packet);
+                                }
+                            }
+                        };
 
-                    if flush {
-                        // Flush pending queue
-                        while let TunnResult::WriteToNetwork(packet) =
-                            p.tunnel.decapsulate(None, &[], &mut t.dst_buf[..])
-                        {
-                            let _: Result<_, _> = udp.send(packet);
+                        if flush {
+                            // Flush pending queue
+                            while let TunnResult::WriteToNetwork(packet) =
+                                p.tunnel.decapsulate(None, &[], &mut t.dst_buf[..])
+                            {
+                                let _: Result<_, _> = udp.send(packet);
+                            }
                         }
                     }
 

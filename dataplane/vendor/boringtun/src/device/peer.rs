@@ -135,6 +135,12 @@ impl Peer {
         udp_conn.bind(&bind_addr)?;
         udp_conn.connect(&addr.into())?;
         udp_conn.set_nonblocking(true)?;
+        // vlnet patch: room for UDP GSO batches, which arrive whole.
+        #[cfg(target_os = "linux")]
+        {
+            super::udp_gso::grow_buffers(&udp_conn);
+            super::udp_gso::enable_gro(&udp_conn);
+        }
 
         #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
         if let Some(fwmark) = fwmark {

@@ -167,3 +167,82 @@ impl Batch {
         self.closed = false;
     }
 }
+
+/// Socket buffer size asked for (wireguard-go asks for 7 MiB): a UDP GSO
+/// batch is up to 64 KiB at once, which the default 208 KiB receive buffer
+/// drops after a few batches when the reader lags.
+const SOCKET_BUFFER: libc::c_int = 4 << 20;
+
+/// Grows `sock`'s send and receive buffers to [`SOCKET_BUFFER`] (past
+/// `net.core.rmem_max` with `CAP_NET_ADMIN`, else as far as allowed).
+pub fn grow_buffers(sock: &Socket) {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt_int(sock, libc::SOL_SOCKET, force, SOCKET_BUFFER).is_err() {
+            let _ = setsockopt_int(sock, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
+        }
+    }
+}
+
+/// Asks the kernel to hand over UDP GSO batches whole (`UDP_GRO`, Linux
+/// 5.0+); [`recv`] then reports their segment size.
+pub fn enable_gro(sock: &Socket) {
+    let _ = setsockopt_int(sock, libc::SOL_UDP, libc::UDP_GRO, 1);
+}
+
+fn setsockopt_int(sock: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and its size is passed.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives from a connected socket into `buf`: the byte count and the size
+/// of each packet in it (the `UDP_GRO` segment size, or the byte count for
+/// a single packet).
+pub fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: every pointer in `msg` points into locals that outlive the
+    // call, with their sizes; the kernel writes at most `msg_controllen`
+    // bytes of control messages, which are read back with the CMSG macros.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        let mut seg = n;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);
+                if size > 0 {
+                    seg = size as usize;
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok((n, seg.max(1)))
+    }
+}

@@ -1,0 +1,193 @@
+//! vlnet's WireGuard device with TUN offloads (GSO super-packets read
+//! whole, cut in user space, encrypted and sent as UDP GSO batches; UDP GSO
+//! batches received whole) against wireguard-go configured only with `wg`:
+//! the offloads are on on the interface, a 256 MiB TCP stream each way
+//! arrives byte for byte (a segment cut wrong — length, sequence number,
+//! checksum — stalls or corrupts it), and pings of several sizes, up to one
+//! fragmented into several packets, cross both ways. Needs root,
+//! `wireguard-go`, `wg` and `ethtool`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking with the reason"
+)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::primitives::wggo::WG_MTU;
+use vlnet_lab::{NetNs, WgPeer, WireguardGo};
+
+const A_UNDERLAY: &str = "198.18.0.1";
+const B_UNDERLAY: &str = "198.18.0.2";
+const A_PORT: u16 = 51820;
+const B_PORT: u16 = 51821;
+const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Bytes sent each way: large enough for thousands of super-packets and
+/// UDP GSO batches, small enough to take seconds on a loaded 2-core VM.
+const STREAM_BYTES: usize = 256 << 20;
+/// The same in Gbit.
+const STREAM_GBIT: f64 = 256.0 * 8.0 * 1_048_576.0 / 1e9;
+/// The longest a stream may take (a stall fails the test).
+const STREAM_LIMIT: Duration = Duration::from_secs(120);
+/// ICMP payload sizes: small, mid, the largest unfragmented (MTU 1420 less
+/// IPv4 and ICMP headers), and one cut into fragments.
+const PING_SIZES: [u32; 4] = [16, 1000, 1392, 6000];
+
+fn b64(key: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// Namespaces A and B joined by a veth `ua`–`ub` on the underlay.
+fn underlay() -> (NetNs, NetNs) {
+    let a = NetNs::new("wgoa").unwrap();
+    let b = NetNs::new("wgob").unwrap();
+    a.run(&[
+        "ip", "link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", b.name(),
+    ])
+    .unwrap();
+    for (ns, dev, ip) in [(&a, "ua", A_UNDERLAY), (&b, "ub", B_UNDERLAY)] {
+        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev])
+            .unwrap();
+        ns.run(&["ip", "link", "set", dev, "up"]).unwrap();
+    }
+    (a, b)
+}
+
+/// Byte `i` of every stream: a pattern that no shift or lost segment keeps.
+fn pattern(i: usize) -> u8 {
+    (i ^ (i >> 8) ^ (i >> 17)).to_le_bytes()[0]
+}
+
+/// Sends [`STREAM_BYTES`] of [`pattern`] from namespace `from` to `to_ip`
+/// (listening in `to`) and checks every byte on arrival; the rate.
+fn stream(from: &NetNs, to: &NetNs, to_ip: Ipv4Addr, port: u16) -> f64 {
+    let listener = to
+        .within(|| TcpListener::bind((to_ip, port)).unwrap())
+        .unwrap();
+    let receiver = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(STREAM_LIMIT)).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut at = 0;
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                return at;
+            }
+            for (k, &byte) in buf[..n].iter().enumerate() {
+                assert_eq!(byte, pattern(at + k), "byte {} differs", at + k);
+            }
+            at += n;
+        }
+    });
+    let mut conn = from
+        .within(|| TcpStream::connect((to_ip, port)).unwrap())
+        .unwrap();
+    conn.set_write_timeout(Some(STREAM_LIMIT)).unwrap();
+    let started = Instant::now();
+    let mut block = vec![0u8; 1 << 20];
+    let mut sent = 0;
+    while sent < STREAM_BYTES {
+        for (k, byte) in block.iter_mut().enumerate() {
+            *byte = pattern(sent + k);
+        }
+        conn.write_all(&block).unwrap();
+        sent += block.len();
+    }
+    drop(conn);
+    let received = receiver.join().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(received, STREAM_BYTES, "bytes received");
+    assert!(started.elapsed() < STREAM_LIMIT, "took {secs:.1} s");
+    STREAM_GBIT / secs
+}
+
+#[test]
+fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
+    let pid = std::process::id();
+    // UAPI socket paths are machine-wide: interface names must be unique.
+    let if_a = format!("vloa{pid}");
+    let if_b = format!("vlob{pid}");
+    let (a, b) = underlay();
+
+    let go = WireguardGo::start(&b, &if_b).unwrap();
+    let b_public: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(go.public_key())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let a_keys = KeyPair::generate();
+    let device = a.within(|| WgDevice::create(&if_a).unwrap()).unwrap();
+    device
+        .configure(
+            &SetRequest::new()
+                .private_key(a_keys.private)
+                .listen_port(A_PORT)
+                .replace_peers()
+                .peer(
+                    PeerConfig::new(b_public)
+                        .endpoint(format!("{B_UNDERLAY}:{B_PORT}").parse().unwrap())
+                        .replace_allowed_ips()
+                        .allowed_ip(AllowedIp::new(B_TUNNEL.into(), 32).unwrap()),
+                ),
+        )
+        .unwrap();
+    for cmd in [
+        vec!["ip", "addr", "add", "192.0.2.1/24", "dev", &if_a],
+        vec!["ip", "link", "set", &if_a, "mtu", "1420", "up"],
+    ] {
+        a.run(&cmd).unwrap();
+    }
+    go.set(
+        B_PORT,
+        &WgPeer {
+            public_key: b64(&a_keys.public),
+            endpoint: SocketAddrV4::new(A_UNDERLAY.parse().unwrap(), A_PORT),
+            tunnel_addr: A_TUNNEL,
+        },
+    )
+    .unwrap();
+    go.address(B_TUNNEL, 24, WG_MTU).unwrap();
+
+    // The TUN took the offloads: the kernel hands it super-packets.
+    let features = a.run(&["ethtool", "-k", &if_a]).unwrap();
+    for feature in [
+        "tcp-segmentation-offload: on",
+        "tx-udp_tnl-segmentation: on",
+    ] {
+        assert!(features.contains(feature), "{feature} missing: {features}");
+    }
+
+    let warm = probe::ping(&a, B_TUNNEL, 3, Duration::from_millis(200)).unwrap();
+    assert!(warm.received > 0, "no reply through the tunnel: {warm:?}");
+    for size in PING_SIZES {
+        for (from, to, name) in [(&a, B_TUNNEL, "A → B"), (&b, A_TUNNEL, "B → A")] {
+            let out = from
+                .run(&[
+                    "ping", "-c", "3", "-i", "0.05", "-W", "2", "-s", &size.to_string(),
+                    &to.to_string(),
+                ])
+                .unwrap_or_else(|e| panic!("ping -s {size} {name}: {e}"));
+            assert!(out.contains(" 0% packet loss"), "ping -s {size} {name}: {out}");
+        }
+    }
+
+    let a_to_b = stream(&a, &b, B_TUNNEL, 5301);
+    let b_to_a = stream(&b, &a, A_TUNNEL, 5302);
+    eprintln!("256 MiB A → B at {a_to_b:.2} Gbit/s, B → A at {b_to_a:.2} Gbit/s");
+
+    let peers = device.status().unwrap();
+    let peer = peers.iter().find(|p| p.public_key == b_public).unwrap();
+    let bytes = u64::try_from(STREAM_BYTES).unwrap();
+    assert!(
+        peer.tx_bytes >= bytes && peer.rx_bytes >= bytes,
+        "{peer:?}"
+    );
+}

@@ -49,7 +49,17 @@ fn underlay() -> (NetNs, NetNs) {
     let a = NetNs::new("wgoa").unwrap();
     let b = NetNs::new("wgob").unwrap();
     a.run(&[
-        "ip", "link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", b.name(),
+        "ip",
+        "link",
+        "add",
+        "ua",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ub",
+        "netns",
+        b.name(),
     ])
     .unwrap();
     for (ns, dev, ip) in [(&a, "ua", A_UNDERLAY), (&b, "ub", B_UNDERLAY)] {
@@ -171,11 +181,22 @@ fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
         for (from, to, name) in [(&a, B_TUNNEL, "A → B"), (&b, A_TUNNEL, "B → A")] {
             let out = from
                 .run(&[
-                    "ping", "-c", "3", "-i", "0.05", "-W", "2", "-s", &size.to_string(),
+                    "ping",
+                    "-c",
+                    "3",
+                    "-i",
+                    "0.05",
+                    "-W",
+                    "2",
+                    "-s",
+                    &size.to_string(),
                     &to.to_string(),
                 ])
                 .unwrap_or_else(|e| panic!("ping -s {size} {name}: {e}"));
-            assert!(out.contains(" 0% packet loss"), "ping -s {size} {name}: {out}");
+            assert!(
+                out.contains(" 0% packet loss"),
+                "ping -s {size} {name}: {out}"
+            );
         }
     }
 
@@ -186,8 +207,5 @@ fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
     let peers = device.status().unwrap();
     let peer = peers.iter().find(|p| p.public_key == b_public).unwrap();
     let bytes = u64::try_from(STREAM_BYTES).unwrap();
-    assert!(
-        peer.tx_bytes >= bytes && peer.rx_bytes >= bytes,
-        "{peer:?}"
-    );
+    assert!(peer.tx_bytes >= bytes && peer.rx_bytes >= bytes, "{peer:?}");
 }

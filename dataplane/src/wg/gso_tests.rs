@@ -112,7 +112,11 @@ fn cut(hdr: &VnetHdr, pkt: &mut [u8]) -> Vec<Vec<u8>> {
 /// Checks a TCP/IPv4 segment whose inner IP header is at `ip`.
 fn check_tcp4(seg: &[u8], ip: usize) {
     let l4 = ip + 20;
-    assert_eq!(usize::from(be16(seg, ip + 2)), seg.len() - ip, "inner length");
+    assert_eq!(
+        usize::from(be16(seg, ip + 2)),
+        seg.len() - ip,
+        "inner length"
+    );
     assert_eq!(naive(&[&seg[ip..l4]]), 0xffff, "inner IPv4 checksum");
     let len = ((seg.len() - l4) as u16).to_be_bytes();
     let pseudo = [&seg[ip + 12..ip + 20], &[0, 6], &len[..], &seg[l4..]];
@@ -261,7 +265,11 @@ fn every_length_and_segment_size_adds_up() {
             let (mut hdr, mut pkt) = vxlan_super(len, 5, len % 2 == 0);
             hdr.gso_size = mss;
             let segs = cut(&hdr, &mut pkt);
-            assert_eq!(segs.len(), len.div_ceil(usize::from(mss)).max(1), "{len}/{mss}");
+            assert_eq!(
+                segs.len(),
+                len.div_ceil(usize::from(mss)).max(1),
+                "{len}/{mss}"
+            );
             let mut joined = Vec::new();
             for seg in &segs {
                 check_tcp4(seg, 50);

@@ -49,6 +49,8 @@
 //! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
 //!   known delay.
 //! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
+//! - [`cipher`]: one core's ChaCha20-Poly1305 rate (`openssl speed`), the
+//!   ceiling `vlnet-wg` is set against.
 //! - [`gateway`]: a kernel-vxlan node's VM → the gateway's relay → a
 //!   client, against the gateway's own VM → the client.
 //! - [`replication`]: what a flood costs per extra replica, and a relayed
@@ -57,6 +59,7 @@
 //!   topology's runs (the kernel's BPF statistics, on for the whole bench),
 //!   and what flow tracking costs per packet.
 
+pub mod cipher;
 pub mod control_scale;
 pub mod encrypted;
 pub mod frame;
@@ -220,11 +223,18 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         });
     }
     let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
+    let cipher = cipher_line(&report)?;
     if !only.is_empty() {
         if json {
-            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            let mut value = report.to_json();
+            value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
+            println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
-            println!("\n{}", report.table());
+            println!(
+                "\n{}\n{}",
+                report.table(),
+                cipher.map(|c| c.1).unwrap_or_default()
+            );
         }
         return Ok(());
     }
@@ -258,6 +268,7 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
         value["gateway"] = serde_json::to_value(relay)?;
         value["replication"] = serde_json::to_value(&replication)?;
+        value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
         value["program_cost"] = serde_json::json!({
             "ns_per_run": costs.iter().filter(|(_, c)| !c.is_empty()).map(|(n, c)| (n.to_string(), c)).collect::<std::collections::BTreeMap<_, _>>(),
             "flow_tracking": tracking,
@@ -265,8 +276,9 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             report.table(),
+            cipher.map(|c| c.1).unwrap_or_default(),
             program_cost::table(&costs, tracking),
             moved.table(),
             accuracy.table(),
@@ -277,6 +289,21 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// With `vlnet-wg` measured: one core's ChaCha20-Poly1305 rate (Gbit/s) and
+/// a line setting `vlnet-wg`'s one-stream TCP against it.
+fn cipher_line(report: &Report) -> Result<Option<(f64, String)>> {
+    let Some(wg) = report.topologies.iter().find(|t| t.name == "vlnet-wg") else {
+        return Ok(None);
+    };
+    let cipher = cipher::chacha20_poly1305_gbit_s()?;
+    let line = format!(
+        "ChaCha20-Poly1305 on one core (openssl speed, 1420 B): {cipher:.2} Gbit/s; \
+         vlnet-wg TCP 1 stream is {:.1}% of it",
+        100.0 * wg.metrics.tcp_1_stream_gbit_s / cipher
+    );
+    Ok(Some((cipher, line)))
 }
 
 /// The topologies named in `only`, in the bench's order; all of them when

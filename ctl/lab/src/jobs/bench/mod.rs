@@ -197,31 +197,7 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
     let pps_secs = secs.min(MAX_PPS_SECS);
     let started = Instant::now();
     let _stats = program_cost::StatsOn::enable()?;
-    let mut measured = Vec::new();
-    let mut costs = Vec::new();
-    for (i, topology) in topologies.iter().copied().enumerate() {
-        eprintln!(
-            "[{}/{}] {}: {}  ({:.1} s)",
-            i + 1,
-            topologies.len(),
-            topology.name(),
-            topology.description(),
-            started.elapsed().as_secs_f64()
-        );
-        let (metrics, cost) = measure(
-            topology,
-            &binary,
-            secs,
-            Duration::from_secs(pps_secs.into()),
-        )
-        .with_context(|| format!("benchmarking {}", topology.name()))?;
-        costs.push((topology.name(), cost));
-        measured.push(Measured {
-            name: topology.name(),
-            description: topology.description(),
-            metrics,
-        });
-    }
+    let (measured, costs) = measure_all(&topologies, &binary, secs, pps_secs, started)?;
     let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
     let cipher = cipher_line(&report)?;
     if !only.is_empty() {
@@ -289,6 +265,41 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// A topology's name and what its vlnet programs cost over its runs.
+type TopologyCost = (&'static str, Vec<ProgramCost>);
+
+/// Builds and measures each of `topologies` in turn: their figures and
+/// their vlnet programs' costs.
+fn measure_all(
+    topologies: &[Topology],
+    binary: &Path,
+    secs: u32,
+    pps_secs: u32,
+    started: Instant,
+) -> Result<(Vec<Measured>, Vec<TopologyCost>)> {
+    let mut measured = Vec::new();
+    let mut costs = Vec::new();
+    for (i, topology) in topologies.iter().copied().enumerate() {
+        eprintln!(
+            "[{}/{}] {}: {}  ({:.1} s)",
+            i + 1,
+            topologies.len(),
+            topology.name(),
+            topology.description(),
+            started.elapsed().as_secs_f64()
+        );
+        let (metrics, cost) = measure(topology, binary, secs, Duration::from_secs(pps_secs.into()))
+            .with_context(|| format!("benchmarking {}", topology.name()))?;
+        costs.push((topology.name(), cost));
+        measured.push(Measured {
+            name: topology.name(),
+            description: topology.description(),
+            metrics,
+        });
+    }
+    Ok((measured, costs))
 }
 
 /// With `vlnet-wg` measured: one core's ChaCha20-Poly1305 rate (Gbit/s) and

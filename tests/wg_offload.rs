@@ -4,8 +4,10 @@
 //! the offloads are on on the interface, a 256 MiB TCP stream each way
 //! arrives byte for byte (a segment cut wrong — length, sequence number,
 //! checksum — stalls or corrupts it), and pings of several sizes, up to one
-//! fragmented into several packets, cross both ways. Needs root,
-//! `wireguard-go`, `wg` and `ethtool`.
+//! fragmented into several packets, cross both ways; a UDP flood that fills
+//! the TUN's queue (the kernel drops there) leaves the device serving
+//! (pings pass, the UAPI answers). Needs root, `wireguard-go`, `wg` and
+//! `ethtool`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,7 +15,7 @@
 )]
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,9 +47,9 @@ fn b64(key: &[u8; 32]) -> String {
 }
 
 /// Namespaces A and B joined by a veth `ua`–`ub` on the underlay.
-fn underlay() -> (NetNs, NetNs) {
-    let a = NetNs::new("wgoa").unwrap();
-    let b = NetNs::new("wgob").unwrap();
+fn underlay(tag: &str) -> (NetNs, NetNs) {
+    let a = NetNs::new(&format!("{tag}a")).unwrap();
+    let b = NetNs::new(&format!("{tag}b")).unwrap();
     a.run(&[
         "ip",
         "link",
@@ -119,14 +121,25 @@ fn stream(from: &NetNs, to: &NetNs, to_ip: Ipv4Addr, port: u16) -> f64 {
     STREAM_GBIT / secs
 }
 
-#[test]
-fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
-    let pid = std::process::id();
-    // UAPI socket paths are machine-wide: interface names must be unique.
-    let if_a = format!("vloa{pid}");
-    let if_b = format!("vlob{pid}");
-    let (a, b) = underlay();
+/// A (vlnet's device, offloads on) and B (wireguard-go) joined by a tunnel;
+/// dropping it removes both devices, then the namespaces (fields drop in
+/// order).
+struct Pair {
+    device: WgDevice,
+    _go: WireguardGo,
+    a: NetNs,
+    b: NetNs,
+    if_a: String,
+    b_public: [u8; 32],
+}
 
+/// Builds a [`Pair`]; `tag` (a few lowercase letters) keeps its
+/// namespaces and machine-wide interface names apart from other tests'.
+fn pair(tag: &str) -> Pair {
+    let pid = std::process::id();
+    let if_a = format!("vl{tag}a{pid}");
+    let if_b = format!("vl{tag}b{pid}");
+    let (a, b) = underlay(tag);
     let go = WireguardGo::start(&b, &if_b).unwrap();
     let b_public: [u8; 32] = base64::engine::general_purpose::STANDARD
         .decode(go.public_key())
@@ -165,9 +178,31 @@ fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
     )
     .unwrap();
     go.address(B_TUNNEL, 24, WG_MTU).unwrap();
+    let warm = probe::ping(&a, B_TUNNEL, 3, Duration::from_millis(200)).unwrap();
+    assert!(warm.received > 0, "no reply through the tunnel: {warm:?}");
+    Pair {
+        device,
+        _go: go,
+        a,
+        b,
+        if_a,
+        b_public,
+    }
+}
+
+#[test]
+fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
+    let Pair {
+        a,
+        b,
+        if_a,
+        device,
+        b_public,
+        ..
+    } = &pair("oa");
 
     // The TUN took the offloads: the kernel hands it super-packets.
-    let features = a.run(&["ethtool", "-k", &if_a]).unwrap();
+    let features = a.run(&["ethtool", "-k", if_a]).unwrap();
     for feature in [
         "tcp-segmentation-offload: on",
         "tx-udp_tnl-segmentation: on",
@@ -175,10 +210,8 @@ fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
         assert!(features.contains(feature), "{feature} missing: {features}");
     }
 
-    let warm = probe::ping(&a, B_TUNNEL, 3, Duration::from_millis(200)).unwrap();
-    assert!(warm.received > 0, "no reply through the tunnel: {warm:?}");
     for size in PING_SIZES {
-        for (from, to, name) in [(&a, B_TUNNEL, "A → B"), (&b, A_TUNNEL, "B → A")] {
+        for (from, to, name) in [(a, B_TUNNEL, "A → B"), (b, A_TUNNEL, "B → A")] {
             let out = from
                 .run(&[
                     "ping",
@@ -200,12 +233,54 @@ fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
         }
     }
 
-    let a_to_b = stream(&a, &b, B_TUNNEL, 5301);
-    let b_to_a = stream(&b, &a, A_TUNNEL, 5302);
+    let a_to_b = stream(a, b, B_TUNNEL, 5301);
+    let b_to_a = stream(b, a, A_TUNNEL, 5302);
     eprintln!("256 MiB A → B at {a_to_b:.2} Gbit/s, B → A at {b_to_a:.2} Gbit/s");
 
     let peers = device.status().unwrap();
-    let peer = peers.iter().find(|p| p.public_key == b_public).unwrap();
+    let peer = peers.iter().find(|p| p.public_key == *b_public).unwrap();
     let bytes = u64::try_from(STREAM_BYTES).unwrap();
     assert!(peer.tx_bytes >= bytes && peer.rx_bytes >= bytes, "{peer:?}");
+}
+
+/// Packets sent to the TUN's `tx_dropped` from `ns`'s `ip -s` JSON.
+fn tx_dropped(ns: &NetNs, ifname: &str) -> u64 {
+    let text = ns
+        .run(&["ip", "-j", "-s", "link", "show", "dev", ifname])
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json[0]["stats64"]["tx"]["dropped"].as_u64().unwrap()
+}
+
+#[test]
+fn a_full_tun_queue_leaves_the_device_serving() {
+    let Pair {
+        a, if_a, device, ..
+    } = &pair("oq");
+    let before = tx_dropped(a, if_a);
+    // Two senders write 1400-byte datagrams into the TUN faster than the
+    // device encrypts them: its queue (500 packets) fills and overflows.
+    let flood = |_| {
+        let sock = a
+            .within(|| UdpSocket::bind((A_TUNNEL, 0)).unwrap())
+            .unwrap();
+        let datagram = [0x5au8; 1400];
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let _ = sock.send_to(&datagram, (B_TUNNEL, 9));
+        }
+    };
+    thread::scope(|s| {
+        let senders: Vec<_> = (0..2).map(|i| s.spawn(move || flood(i))).collect();
+        senders.into_iter().for_each(|t| t.join().unwrap());
+    });
+    let dropped = tx_dropped(a, if_a) - before;
+    assert!(dropped > 0, "the flood never filled the TUN's queue");
+    let ping = probe::ping(a, B_TUNNEL, 5, Duration::from_millis(100)).unwrap();
+    assert_eq!(
+        ping.received, 5,
+        "after the flood ({dropped} dropped): {ping:?}"
+    );
+    assert!(device.status().is_ok(), "the UAPI stopped answering");
+    eprintln!("{dropped} packets dropped at the full TUN queue");
 }

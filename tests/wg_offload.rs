@@ -272,7 +272,9 @@ fn a_full_tun_queue_leaves_the_device_serving() {
     };
     thread::scope(|s| {
         let senders: Vec<_> = (0..2).map(|i| s.spawn(move || flood(i))).collect();
-        senders.into_iter().for_each(|t| t.join().unwrap());
+        for sender in senders {
+            sender.join().unwrap();
+        }
     });
     let dropped = tx_dropped(a, if_a) - before;
     assert!(dropped > 0, "the flood never filled the TUN's queue");

@@ -243,7 +243,7 @@ fn complete_csum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), GsoE
 
 /// Adds `data` (as big-endian 16-bit words, an odd last byte padded) to the
 /// one's-complement accumulator `acc`, 64 bits at a time.
-fn sum(data: &[u8], mut acc: u64) -> u64 {
+pub(super) fn sum(data: &[u8], mut acc: u64) -> u64 {
     let mut words = data.chunks_exact(8);
     for w in &mut words {
         let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
@@ -261,7 +261,7 @@ fn sum(data: &[u8], mut acc: u64) -> u64 {
 }
 
 /// Folds a one's-complement accumulator to 16 bits.
-fn fold(mut acc: u64) -> u16 {
+pub(super) fn fold(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }

@@ -10,6 +10,8 @@ mod integration_tests;
 pub mod peer;
 // vlnet patch: TUN offloads (see VLNET.md).
 #[cfg(target_os = "linux")]
+pub mod gro;
+#[cfg(target_os = "linux")]
 pub mod gso;
 #[cfg(target_os = "linux")]
 mod tun_offload;
@@ -192,6 +194,7 @@ struct OffloadBufs {
     tun: Box<[u8]>,
     segment: Box<[u8]>,
     batch: udp_gso::Batch,
+    gro: gro::Gro,
 }
 
 #[cfg(target_os = "linux")]
@@ -201,6 +204,7 @@ impl Default for OffloadBufs {
             tun: vec![0u8; vnet::VNET_HDR_LEN + (1 << 16)].into_boxed_slice(),
             segment: vec![0u8; 1 << 16].into_boxed_slice(),
             batch: udp_gso::Batch::default(),
+            gro: gro::Gro::default(),
         }
     }
 }
@@ -762,7 +766,13 @@ impl Device {
                 let iface = &t.iface;
                 let mut iter = MAX_ITR;
                 // vlnet patch: UDP GSO batches arrive whole (`UDP_GRO`, set
-                // on connected sockets) and are opened packet by packet.
+                // on connected sockets) and are opened packet by packet;
+                // with a TUN that takes UDP-tunnel GSO, what goes into it is
+                // joined into super-packets (`gro`).
+                let mut gro = iface.tunnel_gso().then_some(&mut t.offload.gro);
+                let mut write_raw = |buf: &[u8]| {
+                    iface.write_raw(buf);
+                };
                 while let Ok((read_bytes, seg)) = udp_gso::recv(&udp, &mut t.src_buf[..]) {
                     let mut p = peer.lock();
                     for datagram in t.src_buf[..read_bytes].chunks(seg) {
@@ -780,11 +790,19 @@ impl Device {
                             }
                             TunnResult::WriteToTunnelV4(packet, addr) => {
                                 if p.is_allowed_ip(addr) {
-                                    iface.write4(packet);
+                                    match gro.as_deref_mut() {
+                                        Some(gro) => gro.add(packet, &mut write_raw),
+                                        None => {
+                                            iface.write4(packet);
+                                        }
+                                    }
                                 }
                             }
                             TunnResult::WriteToTunnelV6(packet, addr) => {
                                 if p.is_allowed_ip(addr) {
+                                    if let Some(gro) = gro.as_deref_mut() {
+                                        gro.flush(&mut write_raw);
+                                    }
                                     iface.write6(packet);
                                 }
                             }
@@ -798,6 +816,9 @@ impl Device {
                                 let _: Result<_, _> = udp.send(packet);
                             }
                         }
+                    }
+                    if let Some(gro) = gro.as_deref_mut() {
+                        gro.flush(&mut write_raw);
                     }
 
                     iter -= 1;

@@ -1,7 +1,7 @@
 // Copyright (c) 2019 Cloudflare, Inc. All rights reserved.
 // SPDX-License-Identifier: BSD-3-Clause
 
-use super::vnet::{OFFLOADS, VNET_HDR_LEN};
+use super::vnet::{OFFLOADS, TUN_F_UDP_TUNNEL_GSO, VNET_HDR_LEN};
 use super::Error;
 use libc::*;
 use std::io;
@@ -47,6 +47,8 @@ pub struct TunSocket {
     name: String,
     /// vlnet patch: opened with `IFF_VNET_HDR` (see [`TunSocket::open`]).
     vnet_hdr: bool,
+    /// vlnet patch: the `TUNSETOFFLOAD` flags the kernel took.
+    offloads: u32,
 }
 
 impl Drop for TunSocket {
@@ -96,6 +98,20 @@ impl TunSocket {
         self.vnet_hdr
     }
 
+    /// vlnet patch: whether UDP-tunnel GSO super-packets may be written
+    /// (see [`super::gro`]).
+    pub fn tunnel_gso(&self) -> bool {
+        self.offloads & TUN_F_UDP_TUNNEL_GSO != 0
+    }
+
+    /// vlnet patch: writes `buf`, its virtio-net header included.
+    pub fn write_raw(&self, buf: &[u8]) -> usize {
+        match unsafe { write(self.fd, buf.as_ptr() as _, buf.len() as _) } {
+            -1 => 0,
+            n => n as usize,
+        }
+    }
+
     /// vlnet patch: [`TunSocket::new`], and with `offload` the TUN is opened
     /// with `IFF_VNET_HDR` (header of [`VNET_HDR_LEN`] bytes) and given the
     /// first of [`OFFLOADS`] the kernel takes: reads then return GSO
@@ -109,6 +125,7 @@ impl TunSocket {
                 fd,
                 name: name.to_string(),
                 vnet_hdr: false,
+                offloads: 0,
             });
         }
 
@@ -140,10 +157,11 @@ impl TunSocket {
         }
 
         let name = name.to_string();
-        let tun = TunSocket {
+        let mut tun = TunSocket {
             fd,
             name,
             vnet_hdr: offload,
+            offloads: 0,
         };
         if offload {
             let len = VNET_HDR_LEN as c_int;
@@ -154,6 +172,7 @@ impl TunSocket {
                 .iter()
                 .find(|&&flags| unsafe { ioctl(fd, TUNSETOFFLOAD as _, flags as c_ulong) } == 0);
             tracing::info!(message = "TUN offloads", flags = ?taken);
+            tun.offloads = taken.copied().unwrap_or(0);
         }
         Ok(tun)
     }

@@ -9,7 +9,7 @@
 //! namespace, so interface names must be unique on the machine.
 
 #[cfg(test)]
-mod gso_tests;
+mod offload_tests;
 pub mod process;
 pub mod uapi;
 

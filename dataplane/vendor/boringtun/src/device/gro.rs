@@ -76,6 +76,8 @@ impl Gro {
                 self.len += payload.len();
                 self.count += 1;
                 self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
+                // PSH carried over, as the kernel's GRO does.
+                self.buf[START + TCP + 13] |= pkt[TCP + 13] & TCP_PSH;
                 self.closed = payload.len() < self.mss
                     || pkt[TCP + 13] & TCP_PSH != 0
                     || self.count == MAX_SEGMENTS;

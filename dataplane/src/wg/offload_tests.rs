@@ -1,7 +1,8 @@
-//! The vendored boringtun's GSO segmentation (`boringtun::device::gso`, a
-//! vlnet patch, see `dataplane/vendor/boringtun/VLNET.md`) against packets
-//! built by hand, checked with a naive checksum written apart from the one
-//! under test.
+//! The vendored boringtun's TUN offloads (vlnet patches, see
+//! `dataplane/vendor/boringtun/VLNET.md`): GSO segmentation
+//! (`boringtun::device::gso`) and joining (`boringtun::device::gro`) against
+//! packets built by hand, checked with a naive checksum written apart from
+//! the one under test.
 #![allow(
     clippy::unwrap_used,
     reason = "a test fails by panicking with the reason"
@@ -12,6 +13,7 @@
     reason = "test packets are far shorter than 64 KiB"
 )]
 
+use boringtun::device::gro::{Gro, PAD};
 use boringtun::device::gso::{segment, GsoError};
 use boringtun::device::vnet::{
     VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_TUNNEL_IPV4,
@@ -76,6 +78,10 @@ const FLAGS: u8 = 0x80 | 0x10 | 0x08 | 0x01; // CWR ACK PSH FIN
 
 /// Outer IPv4 + UDP + VXLAN + Ethernet + inner IPv4 + TCP + `len` bytes.
 fn vxlan_super(len: usize, seq: u32, udp_csum: bool) -> (VnetHdr, Vec<u8>) {
+    vxlan_super_flags(len, seq, udp_csum, FLAGS)
+}
+
+fn vxlan_super_flags(len: usize, seq: u32, udp_csum: bool, flags: u8) -> (VnetHdr, Vec<u8>) {
     let mut p = ipv4(17, 0x1000, [198, 18, 0, 1], [198, 18, 0, 2]);
     let mut udp = vec![0u8; 8];
     udp[0..2].copy_from_slice(&5555u16.to_be_bytes());
@@ -87,7 +93,7 @@ fn vxlan_super(len: usize, seq: u32, udp_csum: bool) -> (VnetHdr, Vec<u8>) {
     p.extend([8, 0, 0, 0, 0, 0, 42, 0]);
     p.extend([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0]);
     p.extend(ipv4(6, 0xfffe, [192, 0, 2, 1], [192, 0, 2, 2]));
-    p.extend(tcp(seq, FLAGS));
+    p.extend(tcp(seq, flags));
     p.extend(payload(len));
     let hdr = VnetHdr {
         flags: F_NEEDS_CSUM | if udp_csum { F_UDP_TUNNEL_CSUM } else { 0 },
@@ -277,5 +283,98 @@ fn every_length_and_segment_size_adds_up() {
             }
             assert_eq!(joined, payload(len), "{len}/{mss}");
         }
+    }
+}
+
+const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
+
+/// Feeds `packets` through a [`Gro`]; what it emits, virtio-net header
+/// parsed.
+fn join(packets: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
+    let mut gro = Gro::default();
+    let mut out = Vec::new();
+    let mut emit = |b: &[u8]| out.push((VnetHdr::parse(b).unwrap(), b[24..].to_vec()));
+    for p in packets {
+        gro.add(p, &mut emit);
+    }
+    gro.flush(&mut emit);
+    out
+}
+
+/// `pkt` without the NOP options a joined packet's outer IPv4 header
+/// carries, its offsets moved back, its outer header checked first.
+fn unpad(hdr: &VnetHdr, pkt: &[u8]) -> (VnetHdr, Vec<u8>) {
+    assert_eq!(usize::from(pkt[0] & 0x0f) * 4, 20 + PAD, "outer IHL");
+    assert!(pkt[20..20 + PAD].iter().all(|&b| b == 1), "NOP options");
+    assert_eq!(naive(&[&pkt[..20 + PAD]]), 0xffff, "outer IPv4 checksum");
+    assert_eq!(usize::from(be16(pkt, 2)), pkt.len(), "outer length");
+    let mut out = pkt[..20].to_vec();
+    out.extend_from_slice(&pkt[20 + PAD..]);
+    out[0] = 0x45;
+    out[2..4].copy_from_slice(&((pkt.len() - PAD) as u16).to_be_bytes());
+    let pad = PAD as u16;
+    let hdr = VnetHdr {
+        csum_start: hdr.csum_start - pad,
+        outer_th_offset: hdr.outer_th_offset - pad,
+        inner_nh_offset: hdr.inner_nh_offset - pad,
+        ..*hdr
+    };
+    (hdr, out)
+}
+
+#[test]
+fn joined_segments_cut_again_give_the_same_segments() {
+    let (hdr, mut pkt) = vxlan_super_flags(9000, 0xffff_ff00, false, ACK | PSH);
+    let segs = cut(&hdr, &mut pkt);
+    let joined = join(&segs);
+    assert_eq!(joined.len(), 1, "one super-packet");
+    let (jhdr, jpkt) = &joined[0];
+    assert_eq!(jhdr.gso_type, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4);
+    assert_eq!(jhdr.flags, F_NEEDS_CSUM);
+    assert_eq!(jhdr.gso_size, 1000);
+    let p = PAD as u16;
+    assert_eq!((jhdr.csum_start, jhdr.csum_offset), (70 + p, 16));
+    assert_eq!((jhdr.outer_th_offset, jhdr.inner_nh_offset), (20 + p, 50 + p));
+    let (hdr2, mut pkt2) = unpad(jhdr, jpkt);
+    assert_eq!(pkt2.len(), pkt.len());
+    assert_eq!(naive(&[&pkt2[50..70]]), 0xffff, "inner IPv4 checksum");
+    assert_eq!(cut(&hdr2, &mut pkt2), segs);
+}
+
+#[test]
+fn only_consecutive_segments_of_one_flow_are_joined() {
+    let (hdr, mut pkt) = vxlan_super_flags(5000, 1, false, ACK);
+    let mut segs = cut(&hdr, &mut pkt);
+    // A gap: segment 2 lost.
+    let gap: Vec<_> = [0, 1, 3, 4].iter().map(|&i| segs[i].clone()).collect();
+    let sizes: Vec<_> = join(&gap)
+        .iter()
+        .map(|(h, p)| (h.gso_type, p.len()))
+        .collect();
+    assert_eq!(sizes, [(0x21, PAD + 102 + 2000), (0x21, PAD + 102 + 2000)]);
+    // Another flow (inner source port) in the middle.
+    segs[2][70] ^= 1;
+    let split: Vec<_> = join(&segs).iter().map(|(h, _)| h.gso_type).collect();
+    assert_eq!(split, [0x21, 0, 0x21]);
+    // PSH ends a run; a short segment too.
+    let (hdr, mut pkt) = vxlan_super_flags(2500, 1, false, ACK | PSH);
+    let mut segs = cut(&hdr, &mut pkt);
+    segs.extend(segs.clone());
+    assert_eq!(join(&segs).len(), 2);
+}
+
+#[test]
+fn other_packets_pass_alone_and_unchanged() {
+    // FIN and CWR are never joined; nor is an outer UDP checksum.
+    let (hdr, mut pkt) = vxlan_super(3000, 1, false);
+    let mut all = cut(&hdr, &mut pkt);
+    let (csum_hdr, mut with_csum) = vxlan_super_flags(2000, 1, true, ACK);
+    all.extend(cut(&csum_hdr, &mut with_csum));
+    let out = join(&all);
+    assert_eq!(out.len(), all.len());
+    for ((h, p), orig) in out.iter().zip(all.iter()) {
+        assert_eq!(*h, VnetHdr::default());
+        assert_eq!(p, orig);
     }
 }

@@ -14,12 +14,14 @@
     reason = "a test fails by panicking with the reason"
 )]
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use support::stream;
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::primitives::wggo::WG_MTU;
@@ -31,13 +33,9 @@ const A_PORT: u16 = 51820;
 const B_PORT: u16 = 51821;
 const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-/// Bytes sent each way: large enough for thousands of super-packets and
-/// UDP GSO batches, small enough to take seconds on a loaded 2-core VM.
-const STREAM_BYTES: usize = 256 << 20;
-/// The same in Gbit.
-const STREAM_GBIT: f64 = 256.0 * 8.0 * 1_048_576.0 / 1e9;
-/// The longest a stream may take (a stall fails the test).
-const STREAM_LIMIT: Duration = Duration::from_mins(2);
+/// MiB sent each way: enough for thousands of super-packets and UDP GSO
+/// batches, few enough to take seconds on a loaded 2-core VM.
+const STREAM_MIB: u32 = 256;
 /// ICMP payload sizes: small, mid, the largest unfragmented (MTU 1420 less
 /// IPv4 and ICMP headers), and one cut into fragments.
 const PING_SIZES: [u32; 4] = [16, 1000, 1392, 6000];
@@ -70,55 +68,6 @@ fn underlay(tag: &str) -> (NetNs, NetNs) {
         ns.run(&["ip", "link", "set", dev, "up"]).unwrap();
     }
     (a, b)
-}
-
-/// Byte `i` of every stream: a pattern that no shift or lost segment keeps.
-fn pattern(i: usize) -> u8 {
-    (i ^ (i >> 8) ^ (i >> 17)).to_le_bytes()[0]
-}
-
-/// Sends [`STREAM_BYTES`] of [`pattern`] from namespace `from` to `to_ip`
-/// (listening in `to`) and checks every byte on arrival; the rate.
-fn stream(from: &NetNs, to: &NetNs, to_ip: Ipv4Addr, port: u16) -> f64 {
-    let listener = to
-        .within(|| TcpListener::bind((to_ip, port)).unwrap())
-        .unwrap();
-    let reader = thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(STREAM_LIMIT)).unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut at = 0;
-        loop {
-            let n = conn.read(&mut buf).unwrap();
-            if n == 0 {
-                return at;
-            }
-            for (k, &byte) in buf[..n].iter().enumerate() {
-                assert_eq!(byte, pattern(at + k), "byte {} differs", at + k);
-            }
-            at += n;
-        }
-    });
-    let mut conn = from
-        .within(|| TcpStream::connect((to_ip, port)).unwrap())
-        .unwrap();
-    conn.set_write_timeout(Some(STREAM_LIMIT)).unwrap();
-    let started = Instant::now();
-    let mut block = vec![0u8; 1 << 20];
-    let mut sent = 0;
-    while sent < STREAM_BYTES {
-        for (k, byte) in block.iter_mut().enumerate() {
-            *byte = pattern(sent + k);
-        }
-        conn.write_all(&block).unwrap();
-        sent += block.len();
-    }
-    drop(conn);
-    let received = reader.join().unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(received, STREAM_BYTES, "bytes received");
-    assert!(started.elapsed() < STREAM_LIMIT, "took {secs:.1} s");
-    STREAM_GBIT / secs
 }
 
 /// A (vlnet's device, offloads on) and B (wireguard-go) joined by a tunnel;
@@ -233,13 +182,13 @@ fn offloading_device_carries_streams_and_pings_to_wireguard_go() {
         }
     }
 
-    let a_to_b = stream(a, b, B_TUNNEL, 5301);
-    let b_to_a = stream(b, a, A_TUNNEL, 5302);
+    let a_to_b = stream::checked(a, b, B_TUNNEL, 5301, STREAM_MIB);
+    let b_to_a = stream::checked(b, a, A_TUNNEL, 5302, STREAM_MIB);
     eprintln!("256 MiB A → B at {a_to_b:.2} Gbit/s, B → A at {b_to_a:.2} Gbit/s");
 
     let peers = device.status().unwrap();
     let peer = peers.iter().find(|p| p.public_key == *b_public).unwrap();
-    let bytes = u64::try_from(STREAM_BYTES).unwrap();
+    let bytes = u64::from(STREAM_MIB) << 20;
     assert!(peer.tx_bytes >= bytes && peer.rx_bytes >= bytes, "{peer:?}");
 }
 

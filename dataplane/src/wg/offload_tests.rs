@@ -335,7 +335,10 @@ fn joined_segments_cut_again_give_the_same_segments() {
     assert_eq!(jhdr.gso_size, 1000);
     let p = PAD as u16;
     assert_eq!((jhdr.csum_start, jhdr.csum_offset), (70 + p, 16));
-    assert_eq!((jhdr.outer_th_offset, jhdr.inner_nh_offset), (20 + p, 50 + p));
+    assert_eq!(
+        (jhdr.outer_th_offset, jhdr.inner_nh_offset),
+        (20 + p, 50 + p)
+    );
     let (hdr2, mut pkt2) = unpad(jhdr, jpkt);
     assert_eq!(pkt2.len(), pkt.len());
     assert_eq!(naive(&[&pkt2[50..70]]), 0xffff, "inner IPv4 checksum");

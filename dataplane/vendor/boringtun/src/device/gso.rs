@@ -7,7 +7,7 @@
 //! super-packet, bare or inside a UDP tunnel (vlnet's VXLAN), cut into
 //! `gso_size` segments with their own lengths, IPv4 IDs, sequence numbers,
 //! flags and checksums at every level. Pure: no I/O, no allocation. Public
-//! so that vlnet tests it (`dataplane/src/wg/gso_tests.rs`).
+//! so that vlnet tests it (`dataplane/src/wg/offload_tests.rs`).
 
 use super::vnet::{
     VnetHdr, F_NEEDS_CSUM, F_UDP_TUNNEL_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,

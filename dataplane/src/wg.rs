@@ -8,6 +8,8 @@
 //! that calls [`WgDevice::create`]. The UAPI socket path is not per network
 //! namespace, so interface names must be unique on the machine.
 
+#[cfg(test)]
+mod offload_tests;
 pub mod process;
 pub mod uapi;
 
@@ -252,6 +254,7 @@ impl WgDevice {
             use_connected_socket: true,
             use_multi_queue: false,
             uapi_fd: -1,
+            offload: true,
         };
         let handle = DeviceHandle::new(ifname, config).map_err(|source| WgError::Create {
             ifname: ifname.to_owned(),

@@ -17,5 +17,6 @@ pub mod packet_socket;
 pub mod pings;
 pub mod prometheus;
 pub mod proxmox;
+pub mod stream;
 pub mod thread_netns;
 pub mod vtep_bed;

@@ -31,6 +31,10 @@ pub enum LabCommand {
         /// Seconds per iperf3 run.
         #[arg(long, default_value_t = 5)]
         secs: u32,
+        /// Measure only these topologies (comma-separated names, e.g.
+        /// `vlnet-wg,kernel-wggo`) and skip the other runs.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Repeated measurements written to a directory (JSON, CSV, a Markdown
     /// report, SVG plots).
@@ -47,7 +51,7 @@ impl LabCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Demo { wan_delay } => demo::run(wan_delay),
-            Self::Bench { json, secs } => bench::run(json, secs),
+            Self::Bench { json, secs, only } => bench::run(json, secs, &only),
             Self::Experiment {
                 which: ExperimentCommand::Migration(args),
             } => experiment::run_migration(&args),

@@ -49,6 +49,8 @@
 //! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
 //!   known delay.
 //! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
+//! - [`cipher`]: one core's ChaCha20-Poly1305 rate (`openssl speed`), the
+//!   ceiling `vlnet-wg` is set against.
 //! - [`gateway`]: a kernel-vxlan node's VM → the gateway's relay → a
 //!   client, against the gateway's own VM → the client.
 //! - [`replication`]: what a flood costs per extra replica, and a relayed
@@ -57,6 +59,7 @@
 //!   topology's runs (the kernel's BPF statistics, on for the whole bench),
 //!   and what flow tracking costs per packet.
 
+pub mod cipher;
 pub mod control_scale;
 pub mod encrypted;
 pub mod frame;
@@ -180,41 +183,36 @@ impl Topology {
 }
 
 /// Runs the benchmark (needs root) and prints the table, or JSON with `json`.
-pub fn run(json: bool, secs: u32) -> Result<()> {
+/// A non-empty `only` measures just the topologies of those names and skips
+/// the other runs (migration, latency, scale, gateway, replication).
+pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     ensure!(
         unsafe { libc::geteuid() } == 0,
         "vlnet lab bench needs root (namespaces, BPF)"
     );
     ensure!(secs >= 1, "--secs must be at least 1");
+    let topologies = chosen(only)?;
     let binary = std::env::current_exe().context("locating the vlnet binary")?;
     let pps_secs = secs.min(MAX_PPS_SECS);
     let started = Instant::now();
     let _stats = program_cost::StatsOn::enable()?;
-    let mut measured = Vec::new();
-    let mut costs = Vec::new();
-    for (i, topology) in TOPOLOGIES.into_iter().enumerate() {
-        eprintln!(
-            "[{}/{}] {}: {}  ({:.1} s)",
-            i + 1,
-            TOPOLOGIES.len(),
-            topology.name(),
-            topology.description(),
-            started.elapsed().as_secs_f64()
-        );
-        let (metrics, cost) = measure(
-            topology,
-            &binary,
-            secs,
-            Duration::from_secs(pps_secs.into()),
-        )
-        .with_context(|| format!("benchmarking {}", topology.name()))?;
-        costs.push((topology.name(), cost));
-        measured.push(Measured {
-            name: topology.name(),
-            description: topology.description(),
-            metrics,
-        });
+    let (measured, costs) = measure_all(&topologies, &binary, secs, pps_secs, started)?;
+    let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
+    let cipher = cipher_line(&report);
+    if !only.is_empty() {
+        if json {
+            let mut value = report.to_json();
+            value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!(
+                "\n{}\n{}",
+                report.table(),
+                cipher.map(|c| c.1).unwrap_or_default()
+            );
+        }
+        return Ok(());
     }
     eprintln!("migration ({:.1} s)", started.elapsed().as_secs_f64());
     let moved = migration::run(&binary).context("migration runs")?;
@@ -238,8 +236,7 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let replication = replication::run().context("replication cost run")?;
-    let tracking = tracking_cost(&measured, &costs);
-    let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
+    let tracking = tracking_cost(&report.topologies, &costs);
     if json {
         let mut value = report.to_json();
         value["control_scale"] = serde_json::to_value(&scale)?;
@@ -247,6 +244,7 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
         value["gateway"] = serde_json::to_value(relay)?;
         value["replication"] = serde_json::to_value(&replication)?;
+        value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
         value["program_cost"] = serde_json::json!({
             "ns_per_run": costs.iter().filter(|(_, c)| !c.is_empty()).map(|(n, c)| (n.to_string(), c)).collect::<std::collections::BTreeMap<_, _>>(),
             "flow_tracking": tracking,
@@ -254,8 +252,9 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             report.table(),
+            cipher.map(|c| c.1).unwrap_or_default(),
             program_cost::table(&costs, tracking),
             moved.table(),
             accuracy.table(),
@@ -266,6 +265,81 @@ pub fn run(json: bool, secs: u32) -> Result<()> {
         eprintln!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// A topology's name and what its vlnet programs cost over its runs.
+type TopologyCost = (&'static str, Vec<ProgramCost>);
+
+/// Builds and measures each of `topologies` in turn: their figures and
+/// their vlnet programs' costs.
+fn measure_all(
+    topologies: &[Topology],
+    binary: &Path,
+    secs: u32,
+    pps_secs: u32,
+    started: Instant,
+) -> Result<(Vec<Measured>, Vec<TopologyCost>)> {
+    let mut measured = Vec::new();
+    let mut costs = Vec::new();
+    for (i, topology) in topologies.iter().copied().enumerate() {
+        eprintln!(
+            "[{}/{}] {}: {}  ({:.1} s)",
+            i + 1,
+            topologies.len(),
+            topology.name(),
+            topology.description(),
+            started.elapsed().as_secs_f64()
+        );
+        let (metrics, cost) = measure(topology, binary, secs, Duration::from_secs(pps_secs.into()))
+            .with_context(|| format!("benchmarking {}", topology.name()))?;
+        costs.push((topology.name(), cost));
+        measured.push(Measured {
+            name: topology.name(),
+            description: topology.description(),
+            metrics,
+        });
+    }
+    Ok((measured, costs))
+}
+
+/// With `vlnet-wg` measured: one core's ChaCha20-Poly1305 rate (Gbit/s) and
+/// a line setting `vlnet-wg`'s one-stream TCP against it (none, with a
+/// warning, when `openssl speed` fails).
+fn cipher_line(report: &Report) -> Option<(f64, String)> {
+    let wg = report.topologies.iter().find(|t| t.name == "vlnet-wg")?;
+    // A missing openssl costs the reference, not the run's figures.
+    let cipher = match cipher::chacha20_poly1305_gbit_s() {
+        Ok(cipher) => cipher,
+        Err(e) => {
+            eprintln!("no cipher reference: {e:#}");
+            return None;
+        }
+    };
+    let line = format!(
+        "ChaCha20-Poly1305 on one core (openssl speed, 1420 B): {cipher:.2} Gbit/s; \
+         vlnet-wg TCP 1 stream is {:.1}% of it",
+        100.0 * wg.metrics.tcp_1_stream_gbit_s / cipher
+    );
+    Some((cipher, line))
+}
+
+/// The topologies named in `only`, in the bench's order; all of them when
+/// `only` is empty. An unknown name is an error that lists the known ones.
+fn chosen(only: &[String]) -> Result<Vec<Topology>> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|n| !TOPOLOGIES.iter().any(|t| t.name() == n.as_str()))
+    {
+        let known: Vec<&str> = TOPOLOGIES.iter().map(|t| t.name()).collect();
+        return Err(anyhow!(
+            "no bench topology `{unknown}`; known: {}",
+            known.join(", ")
+        ));
+    }
+    Ok(TOPOLOGIES
+        .into_iter()
+        .filter(|t| only.is_empty() || only.iter().any(|n| n == t.name()))
+        .collect())
 }
 
 /// Flow tracking's price: `vlnet-tc` against `vlnet-tc-noflows`, set

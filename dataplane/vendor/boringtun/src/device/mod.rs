@@ -8,6 +8,17 @@ pub mod drop_privileges;
 #[cfg(test)]
 mod integration_tests;
 pub mod peer;
+// vlnet patch: TUN offloads (see VLNET.md).
+#[cfg(target_os = "linux")]
+pub mod gro;
+#[cfg(target_os = "linux")]
+pub mod gso;
+#[cfg(target_os = "linux")]
+mod tun_offload;
+#[cfg(target_os = "linux")]
+mod udp_gso;
+#[cfg(target_os = "linux")]
+pub mod vnet;
 
 #[cfg(any(target_os = "macos", target_os = "ios", target_os = "tvos"))]
 #[path = "kqueue.rs"]
@@ -114,6 +125,11 @@ pub struct DeviceConfig {
     pub use_multi_queue: bool,
     #[cfg(target_os = "linux")]
     pub uapi_fd: i32,
+    /// vlnet patch: open the TUN with offloads (`IFF_VNET_HDR`, TSO and
+    /// UDP-tunnel GSO): super-packets are read whole, segmented here and each
+    /// batch sent with UDP GSO (see `gso`, `udp_gso`).
+    #[cfg(target_os = "linux")]
+    pub offload: bool,
 }
 
 impl Default for DeviceConfig {
@@ -125,6 +141,8 @@ impl Default for DeviceConfig {
             use_multi_queue: true,
             #[cfg(target_os = "linux")]
             uapi_fd: -1,
+            #[cfg(target_os = "linux")]
+            offload: false,
         }
     }
 }
@@ -164,6 +182,31 @@ struct ThreadData {
     iface: Arc<TunSocket>,
     src_buf: [u8; MAX_UDP_SIZE],
     dst_buf: [u8; MAX_UDP_SIZE],
+    /// vlnet patch: buffers of the offload path (see `DeviceConfig::offload`).
+    #[cfg(target_os = "linux")]
+    offload: OffloadBufs,
+}
+
+/// vlnet patch: what a thread reading a TUN with offloads needs: the
+/// super-packet read, one segment, the encrypted batch.
+#[cfg(target_os = "linux")]
+struct OffloadBufs {
+    tun: Box<[u8]>,
+    segment: Box<[u8]>,
+    batch: udp_gso::Batch,
+    gro: gro::Gro,
+}
+
+#[cfg(target_os = "linux")]
+impl Default for OffloadBufs {
+    fn default() -> Self {
+        OffloadBufs {
+            tun: vec![0u8; vnet::VNET_HDR_LEN + (1 << 16)].into_boxed_slice(),
+            segment: vec![0u8; 1 << 16].into_boxed_slice(),
+            batch: udp_gso::Batch::default(),
+            gro: gro::Gro::default(),
+        }
+    }
 }
 
 impl DeviceHandle {
@@ -207,13 +250,17 @@ impl DeviceHandle {
         let mut thread_local = ThreadData {
             src_buf: [0u8; MAX_UDP_SIZE],
             dst_buf: [0u8; MAX_UDP_SIZE],
+            offload: OffloadBufs::default(),
             iface: if _i == 0 || !device.read().config.use_multi_queue {
                 // For the first thread use the original iface
                 Arc::clone(&device.read().iface)
             } else {
                 // For for the rest create a new iface queue
                 let iface_local = Arc::new(
-                    TunSocket::new(&device.read().iface.name().unwrap())
+                    TunSocket::open(
+                        &device.read().iface.name().unwrap(),
+                        device.read().config.offload,
+                    )
                         .unwrap()
                         .set_non_blocking()
                         .unwrap(),
@@ -354,6 +401,9 @@ impl Device {
         let poll = EventPoll::<Handler>::new()?;
 
         // Create a tunnel device
+        #[cfg(target_os = "linux")]
+        let iface = Arc::new(TunSocket::open(name, config.offload)?.set_non_blocking()?);
+        #[cfg(not(target_os = "linux"))]
         let iface = Arc::new(TunSocket::new(name)?.set_non_blocking()?);
         let mtu = iface.mtu()?;
 
@@ -430,6 +480,8 @@ impl Device {
         udp_sock4.set_reuse_address(true)?;
         udp_sock4.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
         udp_sock4.set_nonblocking(true)?;
+        #[cfg(target_os = "linux")]
+        udp_gso::grow_buffers(&udp_sock4); // vlnet patch
 
         if port == 0 {
             // Random port was assigned
@@ -440,6 +492,8 @@ impl Device {
         udp_sock6.set_reuse_address(true)?;
         udp_sock6.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into())?;
         udp_sock6.set_nonblocking(true)?;
+        #[cfg(target_os = "linux")]
+        udp_gso::grow_buffers(&udp_sock6); // vlnet patch
 
         self.register_udp_handler(udp_sock4.try_clone().unwrap())?;
         self.register_udp_handler(udp_sock6.try_clone().unwrap())?;
@@ -711,45 +765,60 @@ impl Device {
                 // peer gets the same ip, it will be ignored until the socket does not expire.
                 let iface = &t.iface;
                 let mut iter = MAX_ITR;
-
-                // Safety: the `recv_from` implementation promises not to write uninitialised
-                // bytes to the buffer, so this casting is safe.
-                let src_buf =
-                    unsafe { &mut *(&mut t.src_buf[..] as *mut [u8] as *mut [MaybeUninit<u8>]) };
-
-                while let Ok(read_bytes) = udp.recv(src_buf) {
-                    let mut flush = false;
+                // vlnet patch: UDP GSO batches arrive whole (`UDP_GRO`, set
+                // on connected sockets) and are opened packet by packet;
+                // with a TUN that takes UDP-tunnel GSO, what goes into it is
+                // joined into super-packets (`gro`).
+                let mut gro = iface.tunnel_gso().then_some(&mut t.offload.gro);
+                let mut write_raw = |buf: &[u8]| {
+                    iface.write_raw(buf);
+                };
+                while let Ok((read_bytes, seg)) = udp_gso::recv(&udp, &mut t.src_buf[..]) {
                     let mut p = peer.lock();
-                    match p.tunnel.decapsulate(
-                        Some(peer_addr),
-                        &t.src_buf[..read_bytes],
-                        &mut t.dst_buf[..],
-                    ) {
-                        TunnResult::Done => {}
-                        TunnResult::Err(e) => eprintln!("Decapsulate error {:?}", e),
-                        TunnResult::WriteToNetwork(packet) => {
-                            flush = true;
-                            let _: Result<_, _> = udp.send(packet);
-                        }
-                        TunnResult::WriteToTunnelV4(packet, addr) => {
-                            if p.is_allowed_ip(addr) {
-                                iface.write4(packet);
+                    for datagram in t.src_buf[..read_bytes].chunks(seg) {
+                        let mut flush = false;
+                        match p.tunnel.decapsulate(
+                            Some(peer_addr),
+                            datagram,
+                            &mut t.dst_buf[..],
+                        ) {
+                            TunnResult::Done => {}
+                            TunnResult::Err(e) => eprintln!("Decapsulate error {:?}", e),
+                            TunnResult::WriteToNetwork(packet) => {
+                                flush = true;
+                                let _: Result<_, _> = udp.send(packet);
                             }
-                        }
-                        TunnResult::WriteToTunnelV6(packet, addr) => {
-                            if p.is_allowed_ip(addr) {
-                                iface.write6(packet);
+                            TunnResult::WriteToTunnelV4(packet, addr) => {
+                                if p.is_allowed_ip(addr) {
+                                    match gro.as_deref_mut() {
+                                        Some(gro) => gro.add(packet, &mut write_raw),
+                                        None => {
+                                            iface.write4(packet);
+                                        }
+                                    }
+                                }
                             }
-                        }
-                    };
+                            TunnResult::WriteToTunnelV6(packet, addr) => {
+                                if p.is_allowed_ip(addr) {
+                                    if let Some(gro) = gro.as_deref_mut() {
+                                        gro.flush(&mut write_raw);
+                                    }
+                                    iface.write6(packet);
+                                }
+                            }
+                        };
 
-                    if flush {
-                        // Flush pending queue
-                        while let TunnResult::WriteToNetwork(packet) =
-                            p.tunnel.decapsulate(None, &[], &mut t.dst_buf[..])
-                        {
-                            let _: Result<_, _> = udp.send(packet);
+                        if flush {
+                            // Flush pending queue
+                            while let TunnResult::WriteToNetwork(packet) =
+                                p.tunnel.decapsulate(None, &[], &mut t.dst_buf[..])
+                            {
+                                let _: Result<_, _> = udp.send(packet);
+                            }
                         }
+                    }
+                    if let Some(gro) = gro.as_deref_mut() {
+                        gro.flush(&mut write_raw);
                     }
 
                     iter -= 1;
@@ -764,6 +833,10 @@ impl Device {
     }
 
     fn register_iface_handler(&self, iface: Arc<TunSocket>) -> Result<(), Error> {
+        #[cfg(target_os = "linux")]
+        if iface.vnet_hdr() {
+            return self.register_offload_iface_handler(iface);
+        }
         self.queue.new_event(
             iface.as_raw_fd(),
             Box::new(move |d, t| {

@@ -78,6 +78,14 @@ impl Peer {
         self.endpoint.read()
     }
 
+    /// vlnet patch: the tunnel and the endpoint at once, so that a batch of
+    /// packets is encrypted and sent under one lock of each.
+    pub(crate) fn tunnel_and_endpoint(
+        &mut self,
+    ) -> (&mut Tunn, parking_lot::RwLockReadGuard<'_, Endpoint>) {
+        (&mut self.tunnel, self.endpoint.read())
+    }
+
     pub(crate) fn endpoint_mut(&self) -> parking_lot::RwLockWriteGuard<'_, Endpoint> {
         self.endpoint.write()
     }
@@ -127,6 +135,12 @@ impl Peer {
         udp_conn.bind(&bind_addr)?;
         udp_conn.connect(&addr.into())?;
         udp_conn.set_nonblocking(true)?;
+        // vlnet patch: room for UDP GSO batches, which arrive whole.
+        #[cfg(target_os = "linux")]
+        {
+            super::udp_gso::grow_buffers(&udp_conn);
+            super::udp_gso::enable_gro(&udp_conn);
+        }
 
         #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
         if let Some(fwmark) = fwmark {

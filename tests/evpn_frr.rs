@@ -118,18 +118,7 @@ impl Frr {
 
     /// A shell command in FRR's namespace; panics with its output on failure.
     fn sh(&self, cmd: &str) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns))
-            .args(["--", "sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`{cmd}` in {} failed: {}",
-            self.ns,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        support::thread_netns::sh_in(&self.ns, cmd)
     }
 
     /// A vtysh command's output.

@@ -48,18 +48,7 @@ impl ThreadNetNs {
 
     /// Runs a shell command inside the namespace; panics with its output on failure.
     pub fn sh(&self, cmd: &str) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.name))
-            .args(["--", "sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`{cmd}` in {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        sh_in(&self.name, cmd)
     }
 
     /// Index of `ifname` in this namespace.
@@ -87,4 +76,20 @@ impl Drop for ThreadNetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Runs a shell command inside the named namespace (`/run/netns/<ns>`);
+/// panics with its output on failure.
+pub fn sh_in(ns: &str, cmd: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["--", "sh", "-c", cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` in {ns} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,5 +1,6 @@
 //! The pause after a failed `accept`: doubling from a first delay up to a
-//! ceiling, back to the first delay after a success.
+//! ceiling, back to the first delay after a success. The EVPN session
+//! (`crate::evpn::session`) paces its reconnects with the same sequence.
 //!
 //! `accept` fails with `EMFILE`, `ENFILE`, `ENOBUFS` or `ENOMEM` while the
 //! connection that caused it stays queued, so the listener stays readable:

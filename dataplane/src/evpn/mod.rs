@@ -17,7 +17,6 @@
 //! - [`open`]: the OPEN vlnet sends, checking the peer's, and what the two
 //!   agree on (hold time, 4-octet AS, graceful restart).
 //! - [`session`]: the RFC 4271 state machine, events in and actions out;
-//!   [`backoff`]: the delays between connection attempts.
 //! - [`vni`]: each VNI's route distinguisher and route targets (FRR's
 //!   automatic ones, or set by hand).
 //! - [`attrs`]: PMSI Tunnel, encapsulation, MAC Mobility, route targets.
@@ -29,7 +28,6 @@
 //! - [`speaker`]: the I/O edge, one tokio task per neighbor.
 pub mod advertise;
 pub mod attrs;
-pub mod backoff;
 pub mod codec;
 pub mod notification;
 pub mod open;

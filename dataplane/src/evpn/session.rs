@@ -20,10 +20,10 @@ use std::time::Duration;
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::BgpMessage;
 
-use super::backoff::Backoff;
 use super::codec;
 use super::notification::Notification;
 use super::open::{self, Local, Negotiated};
+use crate::conn_limit::Backoff;
 
 /// The hold time while waiting for the peer's OPEN (RFC 4271 §8: "a large
 /// value", 4 minutes suggested).
@@ -307,7 +307,7 @@ impl Session {
             },
             (State::OpenConfirm, BgpMessage::KeepAlive) => {
                 self.state = State::Established;
-                self.backoff.reset();
+                self.backoff.succeeded();
                 if let Some(n) = &self.negotiated {
                     self.restart_hold(out);
                     out.push(Action::Established(n.clone()));
@@ -385,7 +385,7 @@ impl Session {
         if self.started {
             out.push(Action::StartTimer(
                 Timer::ConnectRetry,
-                self.backoff.next_delay(),
+                self.backoff.failed(),
             ));
         }
     }

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::conn_limit::Backoff;
 use crate::evpn::advertise;
-use crate::evpn::backoff::Backoff;
 use crate::evpn::notification::Notification;
 use crate::evpn::open::{self, Local};
 use crate::evpn::session::DownReason;

@@ -12,52 +12,19 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use base64::Engine as _;
+use support::wg_underlay::{
+    b64, underlay, A_PORT, A_TUNNEL, A_UNDERLAY, B_PORT, B_TUNNEL, B_UNDERLAY,
+};
+
+use std::net::SocketAddrV4;
 use std::thread;
 use std::time::Duration;
 
-use base64::Engine as _;
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
 use vlnet_lab::primitives::probe::{self, Capture, CaptureReport};
 use vlnet_lab::primitives::wggo::WG_MTU;
-use vlnet_lab::{NetNs, WgPeer, WireguardGo};
-
-const A_UNDERLAY: &str = "198.18.0.1";
-const B_UNDERLAY: &str = "198.18.0.2";
-const A_PORT: u16 = 51820;
-const B_PORT: u16 = 51821;
-const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-
-fn b64(key: &[u8; 32]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(key)
-}
-
-/// Namespaces A and B joined by a veth `ua`–`ub` on the underlay.
-fn underlay() -> (NetNs, NetNs) {
-    let a = NetNs::new("wga").unwrap();
-    let b = NetNs::new("wgb").unwrap();
-    a.run(&[
-        "ip",
-        "link",
-        "add",
-        "ua",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "ub",
-        "netns",
-        b.name(),
-    ])
-    .unwrap();
-    for (ns, dev, ip) in [(&a, "ua", A_UNDERLAY), (&b, "ub", B_UNDERLAY)] {
-        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev])
-            .unwrap();
-        ns.run(&["ip", "link", "set", dev, "up"]).unwrap();
-    }
-    (a, b)
-}
+use vlnet_lab::{WgPeer, WireguardGo};
 
 /// The capture on the underlay holds the handshake and at least 10 transport
 /// packets between the two ports, and no ICMP at all.
@@ -90,7 +57,7 @@ fn boringtun_device_talks_to_wireguard_go() {
     // UAPI socket paths are machine-wide: interface names must be unique.
     let if_a = format!("vlwg{pid}");
     let if_b = format!("vlgo{pid}");
-    let (a, b) = underlay();
+    let (a, b) = underlay("wg");
 
     // B: wireguard-go, configured with wg only, its own keys from wg.
     let go = WireguardGo::start(&b, &if_b).unwrap();

@@ -16,59 +16,27 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use base64::Engine as _;
+use support::wg_underlay::{
+    b64, underlay, A_PORT, A_TUNNEL, A_UNDERLAY, B_PORT, B_TUNNEL, B_UNDERLAY,
+};
+
+use std::net::{SocketAddrV4, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use support::stream;
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::primitives::wggo::WG_MTU;
 use vlnet_lab::{NetNs, WgPeer, WireguardGo};
 
-const A_UNDERLAY: &str = "198.18.0.1";
-const B_UNDERLAY: &str = "198.18.0.2";
-const A_PORT: u16 = 51820;
-const B_PORT: u16 = 51821;
-const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// MiB sent each way: enough for thousands of super-packets and UDP GSO
 /// batches, few enough to take seconds on a loaded 2-core VM.
 const STREAM_MIB: u32 = 256;
 /// ICMP payload sizes: small, mid, the largest unfragmented (MTU 1420 less
 /// IPv4 and ICMP headers), and one cut into fragments.
 const PING_SIZES: [u32; 4] = [16, 1000, 1392, 6000];
-
-fn b64(key: &[u8; 32]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(key)
-}
-
-/// Namespaces A and B joined by a veth `ua`–`ub` on the underlay.
-fn underlay(tag: &str) -> (NetNs, NetNs) {
-    let a = NetNs::new(&format!("{tag}a")).unwrap();
-    let b = NetNs::new(&format!("{tag}b")).unwrap();
-    a.run(&[
-        "ip",
-        "link",
-        "add",
-        "ua",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "ub",
-        "netns",
-        b.name(),
-    ])
-    .unwrap();
-    for (ns, dev, ip) in [(&a, "ua", A_UNDERLAY), (&b, "ub", B_UNDERLAY)] {
-        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev])
-            .unwrap();
-        ns.run(&["ip", "link", "set", dev, "up"]).unwrap();
-    }
-    (a, b)
-}
 
 /// A (vlnet's device, offloads on) and B (wireguard-go) joined by a tunnel;
 /// dropping it removes both devices, then the namespaces (fields drop in

@@ -20,3 +20,4 @@ pub mod proxmox;
 pub mod stream;
 pub mod thread_netns;
 pub mod vtep_bed;
+pub mod wg_underlay;

@@ -6,7 +6,10 @@
 //! checksum — stalls or corrupts it), and pings of several sizes, up to one
 //! fragmented into several packets, cross both ways; a UDP flood that fills
 //! the TUN's queue (the kernel drops there) leaves the device serving
-//! (pings pass, the UAPI answers). Needs root, `wireguard-go`, `wg` and
+//! (pings pass, the UAPI answers); a data packet replayed from the
+//! underlay, and one with its ciphertext authenticated under a forged
+//! counter, are dropped and counted by reason (`replay`, `auth`) while
+//! the tunnel keeps working. Needs root, `wireguard-go`, `wg` and
 //! `ethtool`.
 #![allow(
     clippy::unwrap_used,
@@ -25,6 +28,7 @@ use std::net::{SocketAddrV4, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::packet_socket::PacketSocket;
 use support::stream;
 use vlnet_dataplane::wg::{AllowedIp, KeyPair, PeerConfig, SetRequest, WgDevice};
 use vlnet_lab::primitives::probe;
@@ -202,4 +206,78 @@ fn a_full_tun_queue_leaves_the_device_serving() {
     );
     assert!(device.status().is_ok(), "the UAPI stopped answering");
     eprintln!("{dropped} packets dropped at the full TUN queue");
+}
+
+/// Copies of each attack frame sent.
+const ATTACK_COPIES: u64 = 10;
+
+/// Where the WireGuard message starts in `frame` if it is a data message
+/// (type 4) from B's port to A's, over IPv4 UDP.
+fn wg_data_offset(frame: &[u8]) -> Option<usize> {
+    if frame.len() < 14 + 20 + 8 + 32 || frame[12..14] != [0x08, 0x00] || frame[23] != 17 {
+        return None;
+    }
+    let udp = 14 + usize::from(frame[14] & 0x0f) * 4;
+    let ports = (&frame[udp..udp + 2], &frame[udp + 2..udp + 4]);
+    let wg = udp + 8;
+    (ports == (&B_PORT.to_be_bytes()[..], &A_PORT.to_be_bytes()[..]) && frame.get(wg) == Some(&4))
+        .then_some(wg)
+}
+
+/// A's device's drop count for `reason`.
+fn dropped(device: &WgDevice, reason: &str) -> u64 {
+    let drops = device.rx_drops().unwrap();
+    drops
+        .iter()
+        .find(|(r, _)| r == reason)
+        .unwrap_or_else(|| panic!("no {reason} counter in {drops:?}"))
+        .1
+}
+
+#[test]
+fn replayed_and_forged_packets_are_dropped_and_counted() {
+    let Pair { a, b, device, .. } = &pair("or");
+    // A data message B sent to A, captured on B's side of the underlay.
+    let sock = b.within(|| PacketSocket::bind_named("ub")).unwrap();
+    let ping = probe::ping(b, A_TUNNEL, 1, Duration::from_millis(100)).unwrap();
+    assert_eq!(ping.received, 1, "{ping:?}");
+    let (mut frame, wg) = std::iter::from_fn(|| sock.try_recv())
+        .find_map(|f| wg_data_offset(&f).map(|wg| (f, wg)))
+        .expect("no WireGuard data message from B to A was seen");
+    // The frame left B with its UDP checksum for the NIC to fill; 0 (none,
+    // as IPv4 allows) lets A's kernel take the copies as they are.
+    frame[wg - 2..wg].fill(0);
+    // The same message again (its counter already seen), and one under a
+    // counter far ahead (inside the window, so the AEAD tag is checked,
+    // and fails: the counter is part of the nonce).
+    let replayed = frame.clone();
+    let mut forged = frame;
+    let counter = u64::from_le_bytes(forged[wg + 8..wg + 16].try_into().unwrap());
+    forged[wg + 8..wg + 16].copy_from_slice(&(counter + 1000).to_le_bytes());
+
+    let (replay_before, auth_before) = (dropped(device, "replay"), dropped(device, "auth"));
+    for _ in 0..ATTACK_COPIES {
+        sock.send(&replayed);
+        sock.send(&forged);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let counts = loop {
+        let counts = (
+            dropped(device, "replay") - replay_before,
+            dropped(device, "auth") - auth_before,
+        );
+        if counts == (ATTACK_COPIES, ATTACK_COPIES) || Instant::now() > deadline {
+            break counts;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        counts,
+        (ATTACK_COPIES, ATTACK_COPIES),
+        "(replay, auth) drops counted for {ATTACK_COPIES} copies of each: {:?}",
+        device.rx_drops()
+    );
+    // The session survives: the forged counter did not move the window.
+    let after = probe::ping(a, B_TUNNEL, 5, Duration::from_millis(100)).unwrap();
+    assert_eq!(after.received, 5, "after the attack: {after:?}");
 }

@@ -108,6 +108,9 @@ pub struct ControlMetrics {
     pub waiting_claims: u64,
     /// Each member's WireGuard numbers (controller).
     pub members: Vec<crate::control::MemberTraffic>,
+    /// Datagrams the WireGuard device dropped, `(reason, count)`; empty
+    /// while no device is up.
+    pub wg_rx_dropped: Vec<(String, u64)>,
 }
 
 /// Why `/metrics` could not be served.
@@ -336,6 +339,14 @@ const MEMBER_RX_BYTES: Spec = Spec {
     kind: MetricType::COUNTER,
     labels: &["member"],
 };
+const WG_RX_DROPPED: Spec = Spec {
+    name: "vlnet_wg_rx_dropped_total",
+    help: "Datagrams the WireGuard device received and dropped, by reason: auth (failed \
+           authentication: corrupted, forged or another key), replay (counter seen before or \
+           behind the window), malformed, no_session, source_not_allowed, under_load, other.",
+    kind: MetricType::COUNTER,
+    labels: &["reason"],
+};
 const MEMBER_TX_BYTES: Spec = Spec {
     name: "vlnet_member_tx_bytes_total",
     help: "WireGuard bytes sent to a member (controller; since the WireGuard device started).",
@@ -361,13 +372,14 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 28] = [
+const SPECS: [&Spec; 29] = [
     &BYPASS_PACKETS,
     &BYPASS_PORTS,
     &MEMBER_HANDSHAKE_AGE,
     &MEMBER_RX_BYTES,
     &MEMBER_TX_BYTES,
     &MEMBER_CONNECTED,
+    &WG_RX_DROPPED,
     &BUILD_INFO,
     &PATH_SWITCH,
     &FLOW_RTT,
@@ -652,11 +664,16 @@ fn control_families(control: ControlMetrics) -> Vec<Option<MetricFamily>> {
     frozen.add(&[], control.frozen_macs);
     let mut waiting = Builder::new(&WAITING_CLAIMS);
     waiting.add(&[], control.waiting_claims);
+    let mut wg_dropped = Builder::new(&WG_RX_DROPPED);
+    for (reason, n) in control.wg_rx_dropped {
+        wg_dropped.add(&[reason], n);
+    }
     let mut out = vec![
         rejected.build(),
         sessions.build(),
         frozen.build(),
         waiting.build(),
+        wg_dropped.build(),
     ];
     out.extend(member_families(&control.members));
     out
@@ -1043,6 +1060,7 @@ mod tests {
                         connected: false,
                     },
                 ],
+                wg_rx_dropped: vec![("auth".into(), 5), ("replay".into(), 1)],
             })
         }
 
@@ -1239,6 +1257,8 @@ mod tests {
             r#"vlnet_member_connected{member="laptop"} 1"#,
             r#"vlnet_member_rx_bytes_total{member="class-1"} 0"#,
             r#"vlnet_member_connected{member="class-1"} 0"#,
+            r#"vlnet_wg_rx_dropped_total{reason="auth"} 5"#,
+            r#"vlnet_wg_rx_dropped_total{reason="replay"} 1"#,
             "# TYPE process_resident_memory_bytes gauge",
         ] {
             assert!(all.contains(&expected), "missing {expected:?} in\n{text}");

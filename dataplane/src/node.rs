@@ -557,6 +557,7 @@ impl MetricsSource for Node {
             frozen_macs: control.frozen_macs().len() as u64,
             waiting_claims: control.waiting_claims(),
             members: control.member_traffic(),
+            wg_rx_dropped: control.wg_rx_drops(),
         })
     }
 

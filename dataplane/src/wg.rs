@@ -180,6 +180,14 @@ impl Uapi {
         uapi::parse_get(&answer).map_err(|e| self.protocol(e.to_string()))
     }
 
+    /// Received datagrams the device dropped, `(reason, count)` per reason
+    /// (vlnet's boringtun only: other implementations refuse the command).
+    pub fn rx_drops(&self) -> Result<Vec<(String, u64)>, WgError> {
+        let answer = self.exchange(uapi::RX_DROPS_REQUEST)?;
+        self.check_errno(&answer)?;
+        uapi::parse_rx_drops(&answer).map_err(|e| self.protocol(e.to_string()))
+    }
+
     fn protocol(&self, detail: String) -> WgError {
         WgError::Protocol {
             path: self.socket.clone(),
@@ -301,6 +309,11 @@ impl WgDevice {
     /// The peers as the device reports them.
     pub fn status(&self) -> Result<Vec<PeerState>, WgError> {
         self.uapi.status()
+    }
+
+    /// Received datagrams the device dropped, by reason.
+    pub fn rx_drops(&self) -> Result<Vec<(String, u64)>, WgError> {
+        self.uapi.rx_drops()
     }
 }
 

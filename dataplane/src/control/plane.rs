@@ -707,6 +707,15 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Received datagrams the WireGuard device dropped, `(reason, count)`;
+    /// empty while the tunnel is down or the device does not answer.
+    pub fn wg_rx_drops(&self) -> Vec<(String, u64)> {
+        self.tunnel()
+            .as_ref()
+            .and_then(|t| t.rx_drops().ok())
+            .unwrap_or_default()
+    }
+
     /// Whether tasks spawned in membership `epoch` should still run (the
     /// member has not left since).
     pub(super) fn in_epoch(&self, epoch: u64) -> bool {

@@ -181,6 +181,11 @@ impl Tunnel {
         Ok(self.uapi.status()?)
     }
 
+    /// Received datagrams the device dropped, `(reason, count)` per reason.
+    pub fn rx_drops(&self) -> Result<Vec<(String, u64)>, TunnelError> {
+        Ok(self.uapi.rx_drops()?)
+    }
+
     /// Brings the device's peers to `desired`: removes the others, adds the
     /// new ones, re-adds changed ones.
     pub fn sync_peers(&mut self, desired: &[DesiredPeer]) -> Result<(), TunnelError> {

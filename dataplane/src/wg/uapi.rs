@@ -317,6 +317,30 @@ pub fn parse_get(text: &str) -> Result<Vec<PeerState>, GetError> {
     Ok(peers)
 }
 
+/// vlnet's own UAPI command (its boringtun answers it; `wg` never sends
+/// it): the device's receive drop counters.
+pub const RX_DROPS_REQUEST: &str = "vlnet_rx_drops=1\n\n";
+
+/// The counters in the answer to [`RX_DROPS_REQUEST`]: `(reason, datagrams)`
+/// per `reason=count` line, in the device's order. Fails, naming the
+/// offending line, on a line that is not `name=number`.
+pub fn parse_rx_drops(text: &str) -> Result<Vec<(String, u64)>, GetError> {
+    let mut drops = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with("errno=") {
+            break;
+        }
+        let (reason, count) = line
+            .split_once('=')
+            .ok_or_else(|| GetError::NoValue(line.to_owned()))?;
+        let count = count
+            .parse()
+            .map_err(|_| GetError::BadValue(line.to_owned()))?;
+        drops.push((reason.to_owned(), count));
+    }
+    Ok(drops)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -499,5 +523,21 @@ errno=0
         assert_eq!(parse_errno("errno=0\n\n"), Some(0));
         assert_eq!(parse_errno("errno=-22\n\n"), Some(-22));
         assert_eq!(parse_errno("listen_port=1\n"), None);
+    }
+
+    #[test]
+    fn rx_drops_read_in_order_and_bad_lines_are_named() {
+        assert_eq!(
+            parse_rx_drops("auth=3\nreplay=0\nerrno=0\n\n").unwrap(),
+            vec![("auth".to_owned(), 3), ("replay".to_owned(), 0)]
+        );
+        assert_eq!(
+            parse_rx_drops("auth=x\n").unwrap_err(),
+            GetError::BadValue("auth=x".to_owned())
+        );
+        assert_eq!(
+            parse_rx_drops("auth\n").unwrap_err(),
+            GetError::NoValue("auth".to_owned())
+        );
     }
 }

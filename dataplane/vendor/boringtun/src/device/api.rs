@@ -66,6 +66,8 @@ impl Device {
                         // Only two commands are legal according to the protocol, get=1 and set=1.
                         "get=1" => api_get(&mut writer, d),
                         "set=1" => api_set(&mut reader, d),
+                        // vlnet patch: the receive drop counters (`rx_drops.rs`).
+                        "vlnet_rx_drops=1" => api_rx_drops(&mut writer, d),
                         _ => EIO,
                     };
                     // The protocol requires to return an error code as the response, or zero on success
@@ -96,6 +98,8 @@ impl Device {
                         // Only two commands are legal according to the protocol, get=1 and set=1.
                         "get=1" => api_get(&mut writer, d),
                         "set=1" => api_set(&mut reader, d),
+                        // vlnet patch: the receive drop counters (`rx_drops.rs`).
+                        "vlnet_rx_drops=1" => api_rx_drops(&mut writer, d),
                         _ => EIO,
                     };
                     // The protocol requires to return an error code as the response, or zero on success
@@ -150,6 +154,15 @@ impl Device {
             .new_signal_event(SIGTERM, Box::new(move |_, _| Action::Exit))?;
 
         Ok(())
+    }
+}
+
+/// vlnet patch: the answer to `vlnet_rx_drops=1`, one `reason=count` line
+/// per reason a received datagram was dropped for.
+fn api_rx_drops(writer: &mut BufWriter<&UnixStream>, d: &Device) -> i32 {
+    match d.rx_drops.write_to(writer) {
+        Ok(()) => 0,
+        Err(_) => EIO,
     }
 }
 

@@ -8,6 +8,8 @@ pub mod drop_privileges;
 #[cfg(test)]
 mod integration_tests;
 pub mod peer;
+// vlnet patch: received datagrams dropped, counted by reason (see VLNET.md).
+pub mod rx_drops;
 // vlnet patch: TUN offloads (see VLNET.md).
 #[cfg(target_os = "linux")]
 pub mod gro;
@@ -173,6 +175,9 @@ pub struct Device {
     mtu: AtomicUsize,
 
     rate_limiter: Option<Arc<RateLimiter>>,
+
+    /// vlnet patch: received datagrams dropped, by reason.
+    rx_drops: rx_drops::RxDrops,
 
     #[cfg(target_os = "linux")]
     uapi_fd: i32,
@@ -430,6 +435,7 @@ impl Device {
             cleanup_paths: Default::default(),
             mtu: AtomicUsize::new(mtu),
             rate_limiter: None,
+            rx_drops: Default::default(),
             #[cfg(target_os = "linux")]
             uapi_fd,
         };
@@ -673,6 +679,10 @@ impl Device {
                             let _: Result<_, _> = udp.send_to(cookie, &addr);
                             continue;
                         }
+                        Err(TunnResult::Err(e)) => {
+                            d.rx_drops.count_error(&e);
+                            continue;
+                        }
                         Err(_) => continue,
                     };
 
@@ -690,7 +700,10 @@ impl Device {
                     };
 
                     let peer = match peer {
-                        None => continue,
+                        None => {
+                            d.rx_drops.count(rx_drops::RxDrop::NoSession);
+                            continue;
+                        }
                         Some(peer) => peer,
                     };
 
@@ -703,7 +716,10 @@ impl Device {
                         .handle_verified_packet(parsed_packet, &mut t.dst_buf[..])
                     {
                         TunnResult::Done => {}
-                        TunnResult::Err(_) => continue,
+                        TunnResult::Err(e) => {
+                            d.rx_drops.count_error(&e);
+                            continue;
+                        }
                         TunnResult::WriteToNetwork(packet) => {
                             flush = true;
                             let _: Result<_, _> = udp.send_to(packet, &addr);
@@ -711,11 +727,15 @@ impl Device {
                         TunnResult::WriteToTunnelV4(packet, addr) => {
                             if p.is_allowed_ip(addr) {
                                 t.iface.write4(packet);
+                            } else {
+                                d.rx_drops.count(rx_drops::RxDrop::SourceNotAllowed);
                             }
                         }
                         TunnResult::WriteToTunnelV6(packet, addr) => {
                             if p.is_allowed_ip(addr) {
                                 t.iface.write6(packet);
+                            } else {
+                                d.rx_drops.count(rx_drops::RxDrop::SourceNotAllowed);
                             }
                         }
                     };
@@ -759,7 +779,7 @@ impl Device {
     ) -> Result<(), Error> {
         self.queue.new_event(
             udp.as_raw_fd(),
-            Box::new(move |_, t| {
+            Box::new(move |d, t| {
                 // The conn_handler handles packet received from a connected UDP socket, associated
                 // with a known peer, this saves us the hustle of finding the right peer. If another
                 // peer gets the same ip, it will be ignored until the socket does not expire.
@@ -783,7 +803,7 @@ impl Device {
                             &mut t.dst_buf[..],
                         ) {
                             TunnResult::Done => {}
-                            TunnResult::Err(e) => eprintln!("Decapsulate error {:?}", e),
+                            TunnResult::Err(e) => d.rx_drops.count_error(&e),
                             TunnResult::WriteToNetwork(packet) => {
                                 flush = true;
                                 let _: Result<_, _> = udp.send(packet);
@@ -796,6 +816,8 @@ impl Device {
                                             iface.write4(packet);
                                         }
                                     }
+                                } else {
+                                    d.rx_drops.count(rx_drops::RxDrop::SourceNotAllowed);
                                 }
                             }
                             TunnResult::WriteToTunnelV6(packet, addr) => {
@@ -804,6 +826,8 @@ impl Device {
                                         gro.flush(&mut write_raw);
                                     }
                                     iface.write6(packet);
+                                } else {
+                                    d.rx_drops.count(rx_drops::RxDrop::SourceNotAllowed);
                                 }
                             }
                         };

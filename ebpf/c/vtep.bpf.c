@@ -442,7 +442,9 @@ int tc_overlay_tx(struct __sk_buff *skb)
 		return tc_drop(VLNET_DROP_NOT_CONFIGURED);
 
 	track = tracking_flows(cfg);
-	tc_pull(skb, track ? FLOW_HDR_LEN : TX_PULL_LEN);
+	tc_pull(skb, TX_PULL_LEN);
+	if (track)
+		tc_pull(skb, flow_hdr_len(SKB_DATA(skb), SKB_DATA_END(skb)));
 	data = SKB_DATA(skb);
 	data_end = SKB_DATA_END(skb);
 	if (data + sizeof(eth) > data_end)
@@ -499,7 +501,9 @@ int tc_vm_tx(struct __sk_buff *skb)
 	if (!cfg || !vni)
 		return TC_ACT_OK;
 	track = tracking_flows(cfg);
-	tc_pull(skb, track ? FLOW_HDR_LEN : TX_PULL_LEN);
+	tc_pull(skb, TX_PULL_LEN);
+	if (track)
+		tc_pull(skb, flow_hdr_len(SKB_DATA(skb), SKB_DATA_END(skb)));
 	data = SKB_DATA(skb);
 	data_end = SKB_DATA_END(skb);
 	if (data + sizeof(eth) > data_end)

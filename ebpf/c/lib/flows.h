@@ -241,6 +241,53 @@ static __always_inline int flow_parse(struct ethhdr *eth, void *data_end, __u32 
 }
 
 /**
+ * flow_hdr_len() - how much of the inner frame at @data the parser reads,
+ * from the headers already in the linear data up to @data_end: Ethernet,
+ * the IP header (IPv4 with its options) and the transport header (TCP with
+ * its options, else 8 bytes). A caller pulls this much, and not more: a
+ * TCP segment from a local stack carries its headers in the linear data and
+ * its payload in fragments, and pulling payload bytes into the linear data
+ * copies them (and the whole head, when the stack still holds a clone for
+ * retransmission) on every segment. Headers whose lengths are not linear
+ * yet get FLOW_HDR_LEN.
+ */
+static __always_inline __u32 flow_hdr_len(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	struct tcphdr *tcp;
+	__u32 l3_len;
+	__u8 proto;
+
+	if ((void *)(eth + 1) > data_end)
+		return FLOW_HDR_LEN;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end)
+			return FLOW_HDR_LEN;
+		l3_len = ip->ihl * 4;
+		proto = ip->protocol;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return FLOW_HDR_LEN;
+		l3_len = sizeof(*ip6);
+		proto = ip6->nexthdr;
+	} else {
+		return ETH_HLEN;
+	}
+	if (l3_len < sizeof(struct iphdr) || l3_len > 60)
+		return ETH_HLEN + sizeof(struct iphdr);
+	if (proto != IPPROTO_TCP)
+		return ETH_HLEN + l3_len + sizeof(struct udphdr);
+	tcp = data + ETH_HLEN + l3_len;
+	if ((void *)(tcp + 1) > data_end)
+		return FLOW_HDR_LEN;
+	return ETH_HLEN + l3_len + tcp->doff * 4;
+}
+
+/**
  * flow_account() - the entry of flow @key, created by its first frame, with
  * this frame counted; NULL when the map refused it.
  */

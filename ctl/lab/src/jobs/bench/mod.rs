@@ -201,15 +201,18 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
     let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
     let cipher = cipher_line(&report);
     if !only.is_empty() {
+        let tracking = tracking_cost(&report.topologies, &costs);
         if json {
             let mut value = report.to_json();
             value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
+            value["program_cost"] = program_cost_json(&costs, tracking);
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             println!(
-                "\n{}\n{}",
+                "\n{}\n{}\n{}",
                 report.table(),
-                cipher.map(|c| c.1).unwrap_or_default()
+                cipher.map(|c| c.1).unwrap_or_default(),
+                program_cost::table(&costs, tracking),
             );
         }
         return Ok(());
@@ -245,10 +248,7 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         value["gateway"] = serde_json::to_value(relay)?;
         value["replication"] = serde_json::to_value(&replication)?;
         value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
-        value["program_cost"] = serde_json::json!({
-            "ns_per_run": costs.iter().filter(|(_, c)| !c.is_empty()).map(|(n, c)| (n.to_string(), c)).collect::<std::collections::BTreeMap<_, _>>(),
-            "flow_tracking": tracking,
-        });
+        value["program_cost"] = program_cost_json(&costs, tracking);
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
@@ -356,6 +356,22 @@ fn tracking_cost(
         .small_packets?
         .udp64_delivered_mpps;
     program_cost::tracking_cost(of("vlnet-tc")?, of("vlnet-tc-noflows")?, delivered)
+}
+
+/// The per-program costs as JSON: ns per run for each topology that ran
+/// vlnet's programs, and flow tracking's price when both `vlnet-tc`s ran.
+fn program_cost_json(
+    costs: &[(&'static str, Vec<ProgramCost>)],
+    tracking: Option<program_cost::TrackingCost>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ns_per_run": costs
+            .iter()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(n, c)| (n.to_string(), c))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        "flow_tracking": tracking,
+    })
 }
 
 /// Who talks to whom in a built topology.

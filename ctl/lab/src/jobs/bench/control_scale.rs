@@ -162,7 +162,7 @@ fn open(controller: &mut ControllerCore, m: u32) -> Result<Message> {
 }
 
 /// Resident set size of this process, bytes.
-fn resident_bytes() -> Result<u64> {
+pub(super) fn resident_bytes() -> Result<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm")?;
     let pages: u64 = statm
         .split_whitespace()

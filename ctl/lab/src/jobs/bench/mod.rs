@@ -45,6 +45,9 @@
 //! - [`report`]: metrics, ratios, table and JSON (pure).
 //! - [`control_scale`]: the control plane with 1,000 members and 10,000
 //!   MACs, in process.
+//! - [`evpn_scale`]: 100,000 BGP EVPN type-2 routes into the FDB, and a
+//!   MAC move through EVPN against one through vlnet's control plane, in
+//!   process.
 //! - [`migration`]: a VM moved between hosts, vlnet vs kernel vxlan.
 //! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
 //!   known delay.
@@ -62,6 +65,7 @@
 pub mod cipher;
 pub mod control_scale;
 pub mod encrypted;
+pub mod evpn_scale;
 pub mod frame;
 pub mod gateway;
 pub mod latency;
@@ -229,6 +233,8 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let scale = control_scale::run().context("control plane scale run")?;
+    eprintln!("BGP EVPN scale ({:.1} s)", started.elapsed().as_secs_f64());
+    let evpn = evpn_scale::run().context("BGP EVPN scale run")?;
     eprintln!(
         "gateway relay vs direct ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -243,6 +249,7 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
     if json {
         let mut value = report.to_json();
         value["control_scale"] = serde_json::to_value(&scale)?;
+        value["evpn_scale"] = serde_json::to_value(&evpn)?;
         value["migration"] = serde_json::to_value(moved)?;
         value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
         value["gateway"] = serde_json::to_value(relay)?;
@@ -252,13 +259,14 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             report.table(),
             cipher.map(|c| c.1).unwrap_or_default(),
             program_cost::table(&costs, tracking),
             moved.table(),
             accuracy.table(),
             scale.table(),
+            evpn.table(),
             relay.table(),
             replication.table()
         );

@@ -14,6 +14,10 @@
 //!   it again (`tc_overlay_tx`), which is what a relay through the bridge
 //!   would run at least, before the overlay veth and the bridge it crosses
 //!   twice (the final redirects are returned, not carried out, in both).
+//! - **Flow tracking**: the same decap and encap with the node's flow
+//!   tracking on, against off: what tracking adds per frame (its flow
+//!   looked up and counted), free of the traffic mix and load that the
+//!   run-time statistics of the throughput runs carry.
 
 use std::fs::File;
 use std::io::Read as _;
@@ -75,6 +79,10 @@ pub struct ReplicationCost {
     pub decap_ns: f64,
     /// `tc_overlay_tx` encapsulating it again.
     pub encap_ns: f64,
+    /// The decap with flow tracking on.
+    pub decap_tracked_ns: f64,
+    /// The encap with flow tracking on.
+    pub encap_tracked_ns: f64,
 }
 
 impl ReplicationCost {
@@ -87,7 +95,8 @@ impl ReplicationCost {
              flood to {} VTEPs                 {:>10.0}\n\
              per extra replica                    {:>10.0}\n\
              relay in place (tc_underlay_rx)      {:>10.0}\n\
-             decap + encap (the bridge's way)     {:>10.0}  ({:.0} + {:.0}, before the veth and bridge)\n",
+             decap + encap (the bridge's way)     {:>10.0}  ({:.0} + {:.0}, before the veth and bridge)\n\
+             the same, flow tracking on           {:>10.0}  (+{:.0} decap, +{:.0} encap: tracking's own cost)\n",
             self.flood_1_ns,
             self.flood_vteps,
             self.flood_many_ns,
@@ -96,6 +105,9 @@ impl ReplicationCost {
             self.decap_ns + self.encap_ns,
             self.decap_ns,
             self.encap_ns,
+            self.decap_tracked_ns + self.encap_tracked_ns,
+            self.decap_tracked_ns - self.decap_ns,
+            self.encap_tracked_ns - self.encap_ns,
         )
     }
 }
@@ -136,14 +148,15 @@ struct Bed {
 }
 
 impl Bed {
-    /// Writes the node's settings; `relay` makes it a gateway.
-    fn configure(&mut self, relay: bool) -> Result<()> {
+    /// Writes the node's settings; `relay` makes it a gateway, `tracking`
+    /// turns flow tracking on.
+    fn configure(&mut self, relay: bool, tracking: bool) -> Result<()> {
         let outer = OuterHeader {
             ttl: 64,
             dscp: Some(0),
             sport_range: (32768, 60999),
         };
-        let cfg = node_config(self.ul0, LOCAL, 1500, outer, false, relay);
+        let cfg = node_config(self.ul0, LOCAL, 1500, outer, tracking, relay);
         Ok(self.maps.set_node_config(&cfg)?)
     }
 }
@@ -170,10 +183,10 @@ fn measure(ns: &NetNs, pins: &str) -> Result<ReplicationCost> {
             ..Default::default()
         },
     };
-    bed.configure(true)?;
+    bed.configure(true, false)?;
     bed.maps.set_port(bed.vlx100, VNI)?;
     let (flood_1_ns, flood_many_ns) = flood_cost(&mut bed, &mut tun)?;
-    let (relay_ns, decap_ns, encap_ns) = relay_cost(&mut bed)?;
+    let [relay_ns, decap_ns, encap_ns, decap_tracked_ns, encap_tracked_ns] = relay_cost(&mut bed)?;
     Ok(ReplicationCost {
         flood_1_ns,
         flood_many_ns,
@@ -182,6 +195,8 @@ fn measure(ns: &NetNs, pins: &str) -> Result<ReplicationCost> {
         relay_ns,
         decap_ns,
         encap_ns,
+        decap_tracked_ns,
+        encap_tracked_ns,
     })
 }
 
@@ -225,9 +240,9 @@ fn flood_cost(bed: &mut Bed, tun: &mut File) -> Result<(f64, f64)> {
 }
 
 /// Mean run time of a relay in place, of the decap for the bridge and of
-/// the encap again, for a static peer's frame to a member's VM, in
-/// interleaved rounds.
-fn relay_cost(bed: &mut Bed) -> Result<(f64, f64, f64)> {
+/// the encap again, for a static peer's frame to a member's VM, and of the
+/// same decap and encap with flow tracking on, in interleaved rounds.
+fn relay_cost(bed: &mut Bed) -> Result<[f64; 5]> {
     let zone = VtepBinding {
         path: VtepPath::Underlay,
         learn: true,
@@ -252,16 +267,21 @@ fn relay_cost(bed: &mut Bed) -> Result<(f64, f64, f64)> {
         &inner,
     );
     let port = bed.vlx100;
-    let mut sums = [0.0; 3];
+    let mut sums = [0.0; 5];
     for _ in 0..ROUNDS {
-        bed.configure(true)?;
+        bed.configure(true, false)?;
         sums[0] += mean_ns(bed, "tc_underlay_rx", &packet, 0, RELAY_RUNS, || Ok(()))?;
-        bed.configure(false)?;
-        sums[1] += mean_ns(bed, "tc_underlay_rx", &packet, 0, RELAY_RUNS, || Ok(()))?;
-        sums[2] += mean_ns(bed, "tc_overlay_tx", &inner, port, RELAY_RUNS, || Ok(()))?;
+        for (tracking, at) in [(false, 1), (true, 3)] {
+            bed.configure(false, tracking)?;
+            sums[at] += mean_ns(bed, "tc_underlay_rx", &packet, 0, RELAY_RUNS, || Ok(()))?;
+            sums[at + 1] += mean_ns(bed, "tc_overlay_tx", &inner, port, RELAY_RUNS, || Ok(()))?;
+        }
     }
-    let rounds = f64::from(ROUNDS);
-    Ok((sums[0] / rounds, sums[1] / rounds, sums[2] / rounds))
+    ensure!(
+        !bed.maps.flows().is_empty(),
+        "flow tracking was on, and no flow was tracked"
+    );
+    Ok(sums.map(|sum| sum / f64::from(ROUNDS)))
 }
 
 /// Layer 2–4 addresses of a test frame from `src` to `dst` in the overlay.

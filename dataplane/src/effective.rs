@@ -28,6 +28,9 @@ pub fn effective_config(cfg: &Config, dynamic: &Dynamic) -> Config {
                 fdb_max: None,
                 arp_suppress: None,
                 bypass: false,
+                evpn: false,
+                rd: None,
+                route_targets: Vec::new(),
             });
         }
     }

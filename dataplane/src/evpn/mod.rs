@@ -25,8 +25,12 @@
 //! - [`rib`]: the routes a peer sent, turned into MAC adverts and
 //!   withdrawals for [`MacBook`](crate::control::macbook::MacBook) (whose
 //!   MAC Mobility rules decide) and flood-list changes.
+//! - [`agent`]: the decisions between the routes and the node: local MACs
+//!   out as routes, neighbors' routes into the FDB and the flood lists, the
+//!   route bound.
 //! - [`speaker`]: the I/O edge, one tokio task per neighbor.
 pub mod advertise;
+pub mod agent;
 pub mod attrs;
 pub mod codec;
 pub mod notification;

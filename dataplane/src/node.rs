@@ -74,6 +74,7 @@ pub struct Node {
     bypass: Mutex<BTreeMap<u32, BypassStatus>>,
     shutdown: Notify,
     reloads: OnceLock<mpsc::Sender<ReloadReply>>,
+    evpn: crate::evpn::run::Status,
 }
 
 /// Where a reload's outcome goes (the convergence task answers).
@@ -101,7 +102,15 @@ impl Node {
             bypass: Mutex::default(),
             shutdown: Notify::new(),
             reloads: OnceLock::new(),
+            evpn: crate::evpn::run::Status::default(),
         }
+    }
+
+    /// The EVPN agent's neighbors (none without `[evpn]`), shared with the
+    /// agent, which keeps them up to date.
+    #[must_use]
+    pub fn evpn_status(&self) -> crate::evpn::run::Status {
+        Arc::clone(&self.evpn)
     }
 
     /// Where reload requests go (the convergence task, set at start-up).

@@ -76,7 +76,7 @@ pub enum Effect {
 }
 
 /// What `vlnet ctl evpn` shows of one neighbor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerView {
     /// The session is established.
     pub up: bool,

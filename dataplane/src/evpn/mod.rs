@@ -29,6 +29,8 @@
 //!   out as routes, neighbors' routes into the FDB and the flood lists, the
 //!   route bound.
 //! - [`speaker`]: the I/O edge, one tokio task per neighbor.
+//! - [`run`]: the agent's I/O edge: the speakers, the local MACs and the
+//!   node's FDB and flood lists.
 pub mod advertise;
 pub mod agent;
 pub mod attrs;
@@ -36,6 +38,7 @@ pub mod codec;
 pub mod notification;
 pub mod open;
 pub mod rib;
+pub mod run;
 pub mod session;
 pub mod speaker;
 pub mod vni;

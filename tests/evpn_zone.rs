@@ -5,7 +5,9 @@
 //! both ways; that FRR lists the vlnet VM's MAC behind vlnet's VTEP
 //! (`show evpn mac vni 100`), learned from vlnet's type-2 route; and that
 //! `vlnet ctl fdb` lists the FRR VM's MAC behind FRR's VTEP, from FRR's
-//! type-2 route. FRR's daemons are stopped and the namespaces removed even
+//! type-2 route; `vlnet ctl evpn` shows the session established with the
+//! routes received and FRR's VTEP in VNI 100's flood list, and `/metrics`
+//! the session up. FRR's daemons are stopped and the namespaces removed even
 //! when a check fails.
 //! Needs root, `ip`, `bridge`, and `/usr/lib/frr/{zebra,bgpd}` + `vtysh`.
 #![allow(
@@ -244,4 +246,22 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
             fdb_json(&daemon)
         ))
     );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&daemon.ctl(&["evpn", "--json"]).unwrap()).unwrap();
+    let session = &report["neighbors"][0];
+    assert_eq!(session["neighbor"], format!("{FRR}:179"), "{report}");
+    assert_eq!(session["state"], "established", "{report}");
+    assert!(session["mac_routes"].as_u64() >= Some(1), "{report}");
+    assert!(session["imet_routes"].as_u64() >= Some(1), "{report}");
+    assert_eq!(report["vnis"][0]["vni"], VNI, "{report}");
+    assert_eq!(report["vnis"][0]["local_macs"], 1, "{report}");
+    assert_eq!(
+        report["vnis"][0]["vteps"],
+        serde_json::json!([FRR.to_string()]),
+        "{report}"
+    );
+    let metrics = support::node::scrape(vlnet_host.ns(), daemon.spec().metrics_port);
+    let up = format!("vlnet_evpn_session_up{{neighbor=\"{FRR}:179\"}} 1");
+    assert!(metrics.lines().any(|l| l == up), "no {up} in\n{metrics}");
 }

@@ -25,7 +25,7 @@ use crate::mac::MacAddr;
 use crate::maps::{ControlFdb, Maps};
 use crate::metrics::{ControlMetrics, FdbCapacity, FlowMetrics, MetricsSource};
 use crate::model::{
-    BypassStatus, DatapathMode, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus,
+    BypassStatus, DatapathMode, EvpnReport, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus,
     ReloadReport, VniStatus,
 };
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
@@ -445,6 +445,14 @@ impl ApiHandler for Node {
     fn reload(&self) -> Result<ReloadReport, NodeError> {
         tokio::runtime::Handle::current().block_on(Node::reload(self))
     }
+
+    fn evpn(&self) -> Result<EvpnReport, NodeError> {
+        let snapshot = lock(&self.evpn);
+        if snapshot.neighbors.is_empty() {
+            return Err(NodeError::NoEvpn);
+        }
+        Ok(snapshot.report())
+    }
 }
 
 impl DataplaneHooks for Node {
@@ -593,6 +601,11 @@ impl MetricsSource for Node {
 
     fn bypass_packets(&self) -> Option<(u64, u64)> {
         Some(self.maps().bypass_packets())
+    }
+
+    fn evpn(&self) -> Option<EvpnReport> {
+        let snapshot = lock(&self.evpn);
+        (!snapshot.neighbors.is_empty()).then(|| snapshot.report())
     }
 
     fn fdb_capacity(&self) -> Option<FdbCapacity> {

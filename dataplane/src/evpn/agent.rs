@@ -86,6 +86,19 @@ pub struct PeerView {
     pub imet_routes: usize,
 }
 
+/// What `vlnet ctl evpn` shows of one EVPN VNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VniView {
+    /// The VNI.
+    pub vni: u32,
+    /// This node's MACs on it (advertised as type-2 routes).
+    pub local_macs: usize,
+    /// MACs behind other VTEPs (from type-2 routes).
+    pub remote_macs: usize,
+    /// Its flood list (from type-3 routes).
+    pub vteps: Vec<Ipv4Addr>,
+}
+
 /// One neighbor's state.
 #[derive(Debug, Clone)]
 struct Peer {
@@ -163,6 +176,26 @@ impl Agent {
     #[must_use]
     pub fn routes(&self) -> Vec<MacAdvert> {
         self.book.routes(None)
+    }
+
+    /// Each EVPN VNI's MAC counts and flood list.
+    #[must_use]
+    pub fn vni_views(&self) -> Vec<VniView> {
+        let routes = self.routes();
+        let flood = self.flood_lists();
+        self.vnis
+            .iter()
+            .map(|r| {
+                let here = routes.iter().filter(|a| a.vni == r.vni);
+                let local_macs = here.clone().filter(|a| a.vtep == self.my_vtep).count();
+                VniView {
+                    vni: r.vni,
+                    local_macs,
+                    remote_macs: here.count() - local_macs,
+                    vteps: flood.get(&r.vni).into_iter().flatten().copied().collect(),
+                }
+            })
+            .collect()
     }
 
     /// Takes the MACs the data plane read from the bridges (of every VNI;

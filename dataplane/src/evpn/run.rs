@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::agent::{Agent, Effect, FloodLists, PeerView};
+use super::agent::{Agent, Effect, FloodLists, PeerView, VniView};
 use super::open::Local;
 use super::session::Session;
 use super::speaker::{self, Command, Report};
@@ -22,6 +22,7 @@ use super::vni::VniTable;
 use crate::config::EvpnConfig;
 use crate::conn_limit::Backoff;
 use crate::control::DataplaneHooks;
+use crate::model::{EvpnNeighbor, EvpnReport, EvpnVni};
 
 /// The first reconnect delay after a session fails.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -62,8 +63,48 @@ pub struct NeighborStatus {
     pub up_since: Option<Instant>,
 }
 
+/// What the agent shows of itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its neighbors, in the config's order.
+    pub neighbors: Vec<NeighborStatus>,
+    /// Its VNIs.
+    pub vnis: Vec<VniView>,
+}
+
+impl Snapshot {
+    /// The answer to `vlnet ctl evpn`.
+    #[must_use]
+    pub fn report(&self) -> EvpnReport {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        EvpnReport {
+            neighbors: self
+                .neighbors
+                .iter()
+                .map(|n| EvpnNeighbor {
+                    neighbor: n.addr.to_string(),
+                    state: if n.view.up { "established" } else { "down" }.to_owned(),
+                    uptime_secs: n.up_since.map(|t| t.elapsed().as_secs()),
+                    mac_routes: count(n.view.mac_routes),
+                    imet_routes: count(n.view.imet_routes),
+                })
+                .collect(),
+            vnis: self
+                .vnis
+                .iter()
+                .map(|v| EvpnVni {
+                    vni: v.vni,
+                    local_macs: count(v.local_macs),
+                    remote_macs: count(v.remote_macs),
+                    vteps: v.vteps.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What the agent shows of itself, shared with the API and `/metrics`.
-pub type Status = Arc<Mutex<Vec<NeighborStatus>>>;
+pub type Status = Arc<Mutex<Snapshot>>;
 
 /// Runs the agent until it is aborted, publishing the flood lists to
 /// `flood` and its neighbors to `status`.
@@ -113,14 +154,17 @@ pub async fn run(
             }
         });
     }
-    *lock(&status) = neighbors
-        .iter()
-        .map(|&addr| NeighborStatus {
-            addr,
-            view: PeerView::default(),
-            up_since: None,
-        })
-        .collect();
+    *lock(&status) = Snapshot {
+        neighbors: neighbors
+            .iter()
+            .map(|&addr| NeighborStatus {
+                addr,
+                view: PeerView::default(),
+                up_since: None,
+            })
+            .collect(),
+        vnis: agent.vni_views(),
+    };
     let (sweep_tx, mut sweeps) = mpsc::unbounded_channel::<(usize, u64)>();
     let mut locals = hooks.local_macs();
     let started = Instant::now();
@@ -132,6 +176,7 @@ pub async fn run(
     };
     let effects = agent.local(&locals.borrow_and_update().clone(), started.elapsed());
     shell.carry_out(effects, &mut tasks);
+    note_routes(&status, &agent);
     loop {
         let effects = tokio::select! {
             Some((i, report)) = reports.recv() => {
@@ -144,7 +189,9 @@ pub async fn run(
                     return; // the data plane is gone
                 }
                 let observed = locals.borrow_and_update().clone();
-                agent.local(&observed, started.elapsed())
+                let effects = agent.local(&observed, started.elapsed());
+                note_routes(&status, &agent);
+                effects
             }
             Some((i, generation)) = sweeps.recv() => {
                 let effects = agent.sweep(i, generation, started.elapsed());
@@ -182,7 +229,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Records a report in the status.
 fn note(status: &Status, i: usize, report: &Report, agent: &Agent) {
     let mut s = lock(status);
-    if let Some(n) = s.get_mut(i) {
+    if let Some(n) = s.neighbors.get_mut(i) {
         match report {
             Report::Established(_) => n.up_since = Some(Instant::now()),
             Report::Down(_) => n.up_since = None,
@@ -193,12 +240,14 @@ fn note(status: &Status, i: usize, report: &Report, agent: &Agent) {
     note_routes(status, agent);
 }
 
-/// Copies the agent's neighbor views into the status.
+/// Copies the agent's neighbor and VNI views into the status.
 fn note_routes(status: &Status, agent: &Agent) {
     let views = agent.peers();
-    for (n, view) in lock(status).iter_mut().zip(views) {
+    let mut s = lock(status);
+    for (n, view) in s.neighbors.iter_mut().zip(views) {
         n.view = view;
     }
+    s.vnis = agent.vni_views();
 }
 
 /// Where effects go.

@@ -196,9 +196,19 @@ fn peer_routes_program_the_fdb_and_flood_list_and_withdrawals_remove_them() {
             imet_routes: 1
         }]
     );
+    a.local(&local(&[(100, MAC2)]), NOW);
+    assert_eq!(
+        a.vni_views(),
+        [VniView {
+            vni: 100,
+            local_macs: 1,
+            remote_macs: 1,
+            vteps: vec![B]
+        }]
+    );
     let e = a.report(0, &mac_gone_from(B, MAC), NOW);
     assert_eq!(fdb(&e), [remove(MAC)]);
-    assert!(a.routes().is_empty());
+    assert_eq!(a.routes().len(), 1, "ours is left");
 }
 
 #[test]

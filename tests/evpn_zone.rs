@@ -7,7 +7,9 @@
 //! `vlnet ctl fdb` lists the FRR VM's MAC behind FRR's VTEP, from FRR's
 //! type-2 route; `vlnet ctl evpn` shows the session established with the
 //! routes received and FRR's VTEP in VNI 100's flood list, and `/metrics`
-//! the session up. FRR's daemons are stopped and the namespaces removed even
+//! the session up. Then the daemon stops, the FRR VM goes (FRR withdraws
+//! its MAC) and the daemon starts again: the FDB, pinned across the
+//! restart, must not keep the withdrawn MAC. FRR's daemons are stopped and the namespaces removed even
 //! when a check fails.
 //! Needs root, `ip`, `bridge`, and `/usr/lib/frr/{zebra,bgpd}` + `vtysh`.
 #![allow(
@@ -176,7 +178,7 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
     let spec = NodeSpec::new("evz", VLNET)
         .with_vni(VNI, BRIDGE, &[])
         .with_evpn(ASN, &[FRR]);
-    let daemon = Daemon::start(vlnet_host.ns(), spec, vlnet_binary()).expect("vlnet daemon");
+    let mut daemon = Daemon::start(vlnet_host.ns(), spec, vlnet_binary()).expect("vlnet daemon");
     let vms = [vm(&vlnet_host, 0), vm(&frr_host, 1)];
     let context = |what: &str| {
         format!(
@@ -247,6 +249,13 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
         ))
     );
 
+    ctl_evpn_and_metrics(&daemon, &vlnet_host);
+    let [_vm0, vm1] = vms;
+    restart_forgets_withdrawn(&mut daemon, &frr, vm1);
+}
+
+/// `vlnet ctl evpn` and `/metrics` show the session and the VNI.
+fn ctl_evpn_and_metrics(daemon: &Daemon, vlnet_host: &Host) {
     let report: serde_json::Value =
         serde_json::from_str(&daemon.ctl(&["evpn", "--json"]).unwrap()).unwrap();
     let session = &report["neighbors"][0];
@@ -264,4 +273,35 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
     let metrics = support::node::scrape(vlnet_host.ns(), daemon.spec().metrics_port);
     let up = format!("vlnet_evpn_session_up{{neighbor=\"{FRR}:179\"}} 1");
     assert!(metrics.lines().any(|l| l == up), "no {up} in\n{metrics}");
+}
+
+/// A restart without graceful restart: the previous daemon's entries of
+/// MACs withdrawn meanwhile must go.
+fn restart_forgets_withdrawn(daemon: &mut Daemon, frr: &Frr, vm1: Vm) {
+    let theirs = VM_MAC[1];
+    daemon.terminate(Duration::from_secs(10)).unwrap();
+    drop(vm1);
+    assert!(
+        wait_for(Duration::from_secs(30), || !frr
+            .vtysh(&format!("show evpn mac vni {VNI}"))
+            .contains(theirs)),
+        "FRR did not withdraw its VM's MAC"
+    );
+    daemon.restart().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            daemon
+                .ctl(&["evpn", "--json"])
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|r| r["vnis"][0]["vteps"] == serde_json::json!([FRR.to_string()]))
+        }),
+        "the restarted daemon did not get FRR's routes again: {}",
+        daemon.log_tail(30)
+    );
+    let fdb = fdb_json(daemon);
+    assert!(
+        !fdb.as_array().unwrap().iter().any(|r| r["mac"] == theirs),
+        "the withdrawn MAC stayed in the FDB across the restart: {fdb}"
+    );
 }

@@ -110,6 +110,41 @@ fn client(args: &CtlArgs, command: &ClientCommand) -> Result<()> {
     }
 }
 
+/// Runs one `vlnet ctl vm` command.
+fn vm(args: &CtlArgs, command: &VmCommand) -> Result<()> {
+    match command {
+        VmCommand::Moved { mac, vni, bridge } => match ask(
+            args,
+            &Request::VmMoved {
+                mac: *mac,
+                vni: *vni,
+                bridge: bridge.clone(),
+            },
+        )? {
+            Response::Ok => {
+                println!("announced {mac} from this node");
+                Ok(())
+            }
+            other => bail!("unexpected answer {other:?}"),
+        },
+        VmCommand::Move { mac, vni, to, ttl } => match ask(
+            args,
+            &Request::VmMove {
+                mac: *mac,
+                vni: *vni,
+                to: to.clone(),
+                ttl_secs: *ttl,
+            },
+        )? {
+            Response::Ok => {
+                println!("{to} may take {mac} on VNI {vni} within {ttl} s");
+                Ok(())
+            }
+            other => bail!("unexpected answer {other:?}"),
+        },
+    }
+}
+
 /// Runs one `vlnet ctl` command.
 pub fn run(args: &CtlArgs) -> Result<()> {
     match &args.command {
@@ -126,41 +161,13 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             other => bail!("unexpected answer {other:?}"),
         },
         CtlCommand::Client { command } => client(args, command),
-        CtlCommand::Vm {
-            command: VmCommand::Moved { mac, vni, bridge },
-        } => match ask(
-            args,
-            &Request::VmMoved {
-                mac: *mac,
-                vni: *vni,
-                bridge: bridge.clone(),
-            },
-        )? {
-            Response::Ok => {
-                println!("announced {mac} from this node");
-                Ok(())
-            }
-            other => bail!("unexpected answer {other:?}"),
-        },
-        CtlCommand::Vm {
-            command: VmCommand::Move { mac, vni, to, ttl },
-        } => match ask(
-            args,
-            &Request::VmMove {
-                mac: *mac,
-                vni: *vni,
-                to: to.clone(),
-                ttl_secs: *ttl,
-            },
-        )? {
-            Response::Ok => {
-                println!("{to} may take {mac} on VNI {vni} within {ttl} s");
-                Ok(())
-            }
-            other => bail!("unexpected answer {other:?}"),
-        },
+        CtlCommand::Vm { command } => vm(args, command),
         CtlCommand::Moves => match ask(args, &Request::Moves)? {
             Response::Moves(m) => print(args.json, &m, |m| render::moves(m)),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        CtlCommand::Evpn => match ask(args, &Request::Evpn)? {
+            Response::Evpn(r) => print(args.json, &r, render::evpn),
             other => bail!("unexpected answer {other:?}"),
         },
         CtlCommand::Flows { vni, top, sort } => {

@@ -137,6 +137,9 @@ pub enum CtlCommand {
     },
     /// MAC moves the data plane made (VM migrations), oldest first.
     Moves,
+    /// The EVPN speaker: each BGP session (neighbor, state, uptime, routes
+    /// received) and each EVPN VNI (local and remote MACs, flood list).
+    Evpn,
     /// Inner flows crossing the tunnels, with the RTT measured in the kernel
     /// (from this node to the remote endpoint and back).
     Flows {

@@ -25,7 +25,7 @@ use crate::conn_limit::{self, Conn, ConnLimit, Limits, Tracked};
 use crate::control::{ClientRecord, JoinReport, LeaveReport};
 use crate::flows::{FlowQuery, FlowRecord};
 use crate::mac::MacAddr;
-use crate::model::{FdbRecord, NodeStatus, PeerStatus, ReloadReport};
+use crate::model::{EvpnReport, FdbRecord, NodeStatus, PeerStatus, ReloadReport};
 use crate::moves::MoveRecord;
 use crate::node::NodeError;
 
@@ -54,6 +54,8 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vni: Option<u32>,
     },
+    /// The EVPN speaker's sessions and VNIs.
+    Evpn,
     /// Stop the daemon (pinned programs keep forwarding).
     Shutdown,
     /// Read the config file again and apply the difference.
@@ -157,6 +159,8 @@ pub enum Response {
     Flows(Vec<FlowRecord>),
     /// Answer to [`Request::Advise`].
     Advice(Vec<Advice>),
+    /// Answer to [`Request::Evpn`].
+    Evpn(EvpnReport),
     /// The request was carried out (e.g. shutdown).
     Ok,
     /// The request was malformed, refused or failed.
@@ -278,6 +282,10 @@ pub trait ApiHandler: Send + Sync + 'static {
     /// Read the config file again and apply the difference.
     fn reload(&self) -> Result<ReloadReport, NodeError> {
         Err(NodeError::CannotReload)
+    }
+    /// The EVPN speaker's sessions and VNIs.
+    fn evpn(&self) -> Result<EvpnReport, NodeError> {
+        Err(NodeError::NoEvpn)
     }
 }
 
@@ -549,6 +557,7 @@ async fn dispatch(handler: Arc<dyn ApiHandler>, request: Request) -> Response {
         Request::Join { token } => handler.join(&token).map(Response::Joined),
         Request::Leave { force } => handler.leave(force).map(Response::Left),
         Request::Reload => handler.reload().map(Response::Reloaded),
+        Request::Evpn => handler.evpn().map(Response::Evpn),
         Request::Moves => handler.moves().map(Response::Moves),
         Request::Flows(query) => handler.flows(query).map(Response::Flows),
         Request::Advise {
@@ -962,6 +971,7 @@ mod tests {
     fn wire_format_is_stable() {
         let json = |r: &Request| serde_json::to_string(r).unwrap();
         assert_eq!(json(&Request::Status), r#"{"cmd":"status"}"#);
+        assert_eq!(json(&Request::Evpn), r#"{"cmd":"evpn"}"#);
         assert_eq!(json(&Request::Fdb { vni: None }), r#"{"cmd":"fdb"}"#);
         assert_eq!(
             json(&Request::Fdb { vni: Some(5) }),

@@ -17,8 +17,10 @@ use crate::limits::{MAX_IFNAME, MAX_NODE_NAME, MAX_VNI};
 use crate::mac::MacAddr;
 use crate::proxmox_sdn::Zone;
 
+mod evpn;
 mod open_ports;
 
+pub use evpn::{EvpnConfig, Neighbor, Rd, Rt, BGP_PORT};
 pub use open_ports::{port_set, BadPortRange, PortRange, PortRangeError, Proto};
 
 /// Where the daemon looks for its config unless `--config` says otherwise.
@@ -130,6 +132,9 @@ pub struct Config {
     /// `[proxmox]`: VNIs and peers taken from a Proxmox SDN VXLAN zone.
     #[serde(default)]
     pub proxmox: Option<ProxmoxConfig>,
+    /// `[evpn]`: the BGP EVPN speaker for the VNIs with `evpn = true`.
+    #[serde(default)]
+    pub evpn: Option<EvpnConfig>,
     /// The zone `[proxmox]` names, as read with the config (its vnets and
     /// peers are already in [`vni`](Self::vni)).
     #[serde(skip)]
@@ -300,6 +305,17 @@ pub struct VniConfig {
     /// bridge and the overlay port.
     #[serde(default)]
     pub bypass: bool,
+    /// The VNI is EVPN-controlled (needs `[evpn]`): remote MACs and the
+    /// flood list come from BGP EVPN routes only.
+    #[serde(default)]
+    pub evpn: bool,
+    /// The EVPN route distinguisher; `None`: FRR's automatic one.
+    #[serde(default)]
+    pub rd: Option<Rd>,
+    /// The EVPN route targets (import and export); empty: FRR's automatic
+    /// one, ASN:VNI.
+    #[serde(default)]
+    pub route_targets: Vec<Rt>,
 }
 
 /// One `static_fdb` entry: a MAC pinned behind a VTEP.
@@ -587,6 +603,17 @@ impl Config {
         if let Some(wg) = &self.wireguard {
             wg.check()?;
         }
+        if let Some(e) = &self.evpn {
+            e.check(node.vtep)?;
+            if !self.vni.iter().any(|v| v.evpn) {
+                return Err((
+                    "evpn".to_owned(),
+                    "no [[vni]] has evpn = true; mark the VNIs the speaker serves, or remove \
+                     [evpn]"
+                        .to_owned(),
+                ));
+            }
+        }
         let mut ids = HashSet::new();
         let mut bridges = HashSet::new();
         for (i, vni) in self.vni.iter().enumerate() {
@@ -617,6 +644,7 @@ impl Config {
                 ));
             }
             self.check_peers(i, vni)?;
+            evpn::check_vni(i, vni, self.evpn.as_ref())?;
             check_static_fdb(i, vni)?;
             if vni.fdb_max == Some(0) {
                 return Err((

@@ -21,9 +21,11 @@
 //!   changes.
 //! - `nexthops`: every remote VTEP's next hop; `upkeep`: FDB ageing and
 //!   capacity, arrivals, traffic samples.
+//! - `evpn`: starting the EVPN agent when `[evpn]` is configured.
 //! - [`teardown`]: removing everything vlnet made.
 
 mod converge;
+mod evpn;
 mod follow;
 mod links;
 mod nexthops;

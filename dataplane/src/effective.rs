@@ -14,7 +14,8 @@ pub fn default_bridge(vni: u32) -> String {
 
 /// `cfg` with `dynamic` merged in: granted VNIs missing from the file get a
 /// `[[vni]]` of their own (bridge [`default_bridge`]), and every VNI's peers
-/// gain the members serving it (never this node's own VTEP, never twice).
+/// gain the members serving it and, on an EVPN VNI, the VTEPs of its type-3
+/// routes (never this node's own VTEP, never twice).
 #[must_use]
 pub fn effective_config(cfg: &Config, dynamic: &Dynamic) -> Config {
     let mut out = cfg.clone();
@@ -28,15 +29,18 @@ pub fn effective_config(cfg: &Config, dynamic: &Dynamic) -> Config {
                 fdb_max: None,
                 arp_suppress: None,
                 bypass: false,
+                evpn: false,
+                rd: None,
+                route_targets: Vec::new(),
             });
         }
     }
     for v in &mut out.vni {
-        if let Some(members) = dynamic.peers.get(&v.id) {
-            for &peer in members {
-                if !v.peers.contains(&peer) && Some(peer) != cfg.node.vtep {
-                    v.peers.push(peer);
-                }
+        let members = dynamic.peers.get(&v.id).into_iter().flatten();
+        let evpn = dynamic.evpn.get(&v.id).into_iter().flatten();
+        for &peer in members.chain(evpn) {
+            if !v.peers.contains(&peer) && Some(peer) != cfg.node.vtep {
+                v.peers.push(peer);
             }
         }
     }
@@ -75,5 +79,28 @@ mod tests {
         assert_eq!(eff.vni[1].id, 200);
         assert_eq!(eff.vni[1].bridge, "vnet200");
         assert_eq!(eff.vni[1].peers, [a]);
+    }
+
+    #[test]
+    fn evpn_vteps_join_their_vnis_flood_list() {
+        let cfg = Config::parse(
+            "[node]\nname = \"c\"\nunderlay = \"ul0\"\nvtep = \"198.18.0.1\"\n\
+             [evpn]\nasn = 65000\nneighbors = [\"198.18.0.2\"]\n\
+             [[vni]]\nid = 100\nbridge = \"br100\"\nevpn = true\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        let b = Ipv4Addr::new(198, 18, 0, 2);
+        let dynamic = Dynamic {
+            evpn: [
+                (100, [b, Ipv4Addr::new(198, 18, 0, 1)].into()),
+                (300, [b].into()),
+            ]
+            .into(),
+            ..Dynamic::default()
+        };
+        let eff = effective_config(&cfg, &dynamic);
+        assert_eq!(eff.vni.len(), 1, "EVPN adds no VNI");
+        assert_eq!(eff.vni[0].peers, [b], "never this node's own VTEP");
     }
 }

@@ -23,7 +23,9 @@ use tokio::net::TcpListener;
 
 use crate::conn_limit::{self, ConnLimit, Limits};
 use crate::flows::{rtt_bucket_bounds, RttHistogram};
-use crate::model::{FdbKind, NodeStatus, PeerStatus, RelayCount, Suppression, VniStatus};
+use crate::model::{
+    EvpnReport, FdbKind, NodeStatus, PeerStatus, RelayCount, Suppression, VniStatus,
+};
 use crate::moves::{SwitchHistogram, SWITCH_BUCKETS};
 use crate::node::NodeError;
 use crate::peer_rtt::PeerRtt;
@@ -65,6 +67,10 @@ pub trait MetricsSource {
     }
     /// Each VNI's FDB capacity and the control-plane entries it refused.
     fn fdb_capacity(&self) -> Option<FdbCapacity> {
+        None
+    }
+    /// The EVPN speaker's sessions, if the node has `[evpn]`.
+    fn evpn(&self) -> Option<EvpnReport> {
         None
     }
     /// Packets that took the bridge bypass: (delivered straight to a VM's
@@ -250,6 +256,20 @@ const BYPASS_PORTS: Spec = Spec {
     kind: MetricType::GAUGE,
     labels: &["vni", "state"],
 };
+const EVPN_SESSION_UP: Spec = Spec {
+    name: "vlnet_evpn_session_up",
+    help: "1 if the BGP EVPN session with the neighbor (a route reflector of [evpn] neighbors) \
+           is established, 0 if not.",
+    kind: MetricType::GAUGE,
+    labels: &["neighbor"],
+};
+const EVPN_ROUTES: Spec = Spec {
+    name: "vlnet_evpn_routes",
+    help: "EVPN routes held from the neighbor: type=mac (type 2, MAC/IP advertisement), \
+           type=imet (type 3, inclusive multicast: flood lists).",
+    kind: MetricType::GAUGE,
+    labels: &["neighbor", "type"],
+};
 const NODE_INFO: Spec = Spec {
     name: "vlnet_node_info",
     help: "Always 1; labels name the node, its VTEP address and the decap datapath in use.",
@@ -372,7 +392,9 @@ const UP: Spec = Spec {
     labels: &[],
 };
 
-const SPECS: [&Spec; 29] = [
+const SPECS: [&Spec; 31] = [
+    &EVPN_SESSION_UP,
+    &EVPN_ROUTES,
     &BYPASS_PACKETS,
     &BYPASS_PORTS,
     &MEMBER_HANDSHAKE_AGE,
@@ -782,6 +804,8 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
         out.extend(fdb_capacity_families(fdb));
     }
 
+    out.extend(evpn_families(source));
+
     if let Some((rx, tx)) = source.bypass_packets() {
         let mut packets = Builder::new(&BYPASS_PACKETS);
         packets.add(&["rx".to_owned()], rx);
@@ -836,6 +860,25 @@ fn encode(families: &[MetricFamily]) -> Result<String, prometheus::Error> {
     let mut buf = Vec::new();
     TextEncoder::new().encode(families, &mut buf)?;
     String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// The EVPN speaker's sessions and routes per neighbor (none without
+/// `[evpn]`).
+fn evpn_families(source: &dyn MetricsSource) -> Vec<Option<MetricFamily>> {
+    let Some(evpn) = source.evpn() else {
+        return Vec::new();
+    };
+    let mut up = Builder::new(&EVPN_SESSION_UP);
+    let mut routes = Builder::new(&EVPN_ROUTES);
+    for n in &evpn.neighbors {
+        up.add(
+            std::slice::from_ref(&n.neighbor),
+            u64::from(n.state == "established"),
+        );
+        routes.add(&[n.neighbor.clone(), "mac".to_owned()], n.mac_routes);
+        routes.add(&[n.neighbor.clone(), "imet".to_owned()], n.imet_routes);
+    }
+    vec![up.build(), routes.build()]
 }
 
 /// A [`Collector`] for a `prometheus::Registry`, for embedding vlnet's
@@ -1020,6 +1063,19 @@ mod tests {
     }
 
     impl MetricsSource for Fake {
+        fn evpn(&self) -> Option<EvpnReport> {
+            Some(EvpnReport {
+                neighbors: vec![crate::model::EvpnNeighbor {
+                    neighbor: "198.18.0.2:179".to_owned(),
+                    state: "established".to_owned(),
+                    uptime_secs: Some(5),
+                    mac_routes: 7,
+                    imet_routes: 2,
+                }],
+                vnis: Vec::new(),
+            })
+        }
+
         fn bypass_packets(&self) -> Option<(u64, u64)> {
             Some((30, 20))
         }
@@ -1234,6 +1290,10 @@ mod tests {
             "vlnet_path_switch_seconds_count 1",
             "vlnet_mac_moves_total{kind=\"remote\"} 4",
             "vlnet_mac_moves_total{kind=\"local\"} 1",
+            "# TYPE vlnet_evpn_session_up gauge",
+            r#"vlnet_evpn_session_up{neighbor="198.18.0.2:179"} 1"#,
+            r#"vlnet_evpn_routes{neighbor="198.18.0.2:179",type="imet"} 2"#,
+            r#"vlnet_evpn_routes{neighbor="198.18.0.2:179",type="mac"} 7"#,
             "# TYPE vlnet_bypass_packets_total counter",
             r#"vlnet_bypass_packets_total{direction="rx"} 30"#,
             r#"vlnet_bypass_packets_total{direction="tx"} 20"#,

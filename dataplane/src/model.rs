@@ -214,6 +214,43 @@ pub struct PeerStatus {
     pub rtt_ns: Option<u64>,
 }
 
+/// The EVPN speaker, `vlnet ctl evpn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnReport {
+    /// The BGP sessions, one per `[evpn] neighbors` entry.
+    pub neighbors: Vec<EvpnNeighbor>,
+    /// The EVPN VNIs.
+    pub vnis: Vec<EvpnVni>,
+}
+
+/// One BGP session of the EVPN speaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnNeighbor {
+    /// The route reflector's address and port.
+    pub neighbor: String,
+    /// `established` or `down` (connecting, or waiting to retry).
+    pub state: String,
+    /// Seconds since the session came up, while it is.
+    pub uptime_secs: Option<u64>,
+    /// MAC/IP (type 2) routes held from it.
+    pub mac_routes: u64,
+    /// Inclusive multicast (type 3) routes held from it.
+    pub imet_routes: u64,
+}
+
+/// One EVPN VNI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnVni {
+    /// The VNI.
+    pub vni: u32,
+    /// This node's MACs, advertised as type-2 routes.
+    pub local_macs: u64,
+    /// MACs behind other VTEPs, from type-2 routes.
+    pub remote_macs: u64,
+    /// The flood list, from type-3 routes.
+    pub vteps: Vec<Ipv4Addr>,
+}
+
 /// How an FDB entry got there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -25,7 +25,7 @@ use crate::mac::MacAddr;
 use crate::maps::{ControlFdb, Maps};
 use crate::metrics::{ControlMetrics, FdbCapacity, FlowMetrics, MetricsSource};
 use crate::model::{
-    BypassStatus, DatapathMode, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus,
+    BypassStatus, DatapathMode, EvpnReport, FdbKind, FdbRecord, LinkStatus, NodeStatus, PeerStatus,
     ReloadReport, VniStatus,
 };
 use crate::moves::{MoveKind, MoveLog, MoveRecord};
@@ -74,6 +74,7 @@ pub struct Node {
     bypass: Mutex<BTreeMap<u32, BypassStatus>>,
     shutdown: Notify,
     reloads: OnceLock<mpsc::Sender<ReloadReply>>,
+    evpn: crate::evpn::run::Status,
 }
 
 /// Where a reload's outcome goes (the convergence task answers).
@@ -101,7 +102,15 @@ impl Node {
             bypass: Mutex::default(),
             shutdown: Notify::new(),
             reloads: OnceLock::new(),
+            evpn: crate::evpn::run::Status::default(),
         }
+    }
+
+    /// The EVPN agent's neighbors (none without `[evpn]`), shared with the
+    /// agent, which keeps them up to date.
+    #[must_use]
+    pub fn evpn_status(&self) -> crate::evpn::run::Status {
+        Arc::clone(&self.evpn)
     }
 
     /// Where reload requests go (the convergence task, set at start-up).
@@ -436,6 +445,14 @@ impl ApiHandler for Node {
     fn reload(&self) -> Result<ReloadReport, NodeError> {
         tokio::runtime::Handle::current().block_on(Node::reload(self))
     }
+
+    fn evpn(&self) -> Result<EvpnReport, NodeError> {
+        let snapshot = lock(&self.evpn);
+        if snapshot.neighbors.is_empty() {
+            return Err(NodeError::NoEvpn);
+        }
+        Ok(snapshot.report())
+    }
 }
 
 impl DataplaneHooks for Node {
@@ -584,6 +601,11 @@ impl MetricsSource for Node {
 
     fn bypass_packets(&self) -> Option<(u64, u64)> {
         Some(self.maps().bypass_packets())
+    }
+
+    fn evpn(&self) -> Option<EvpnReport> {
+        let snapshot = lock(&self.evpn);
+        (!snapshot.neighbors.is_empty()).then(|| snapshot.report())
     }
 
     fn fdb_capacity(&self) -> Option<FdbCapacity> {

@@ -373,6 +373,9 @@ pub fn merge(vnis: &mut Vec<VniConfig>, zone: &Zone) {
                 fdb_max: None,
                 arp_suppress: None,
                 bypass: false,
+                evpn: false,
+                rd: None,
+                route_targets: Vec::new(),
             }),
         }
     }
@@ -606,6 +609,9 @@ vnet: vlan5
             fdb_max: Some(64),
             arp_suppress: None,
             bypass: false,
+            evpn: false,
+            rd: None,
+            route_targets: Vec::new(),
         }];
         merge(&mut vnis, &z);
         assert_eq!(vnis.len(), 2);

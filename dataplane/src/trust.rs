@@ -47,6 +47,12 @@ impl VtepBinding {
         path: VtepPath::Tunnel,
         learn: false,
     };
+    /// A VTEP of an EVPN VNI (from its type-3 route): on the underlay, and
+    /// its MACs come from type-2 routes only.
+    pub const EVPN: Self = Self {
+        path: VtepPath::Underlay,
+        learn: false,
+    };
     /// The controller, seen from a member: through the tunnel, learning.
     pub const CONTROLLER: Self = Self {
         path: VtepPath::Tunnel,
@@ -66,8 +72,8 @@ impl VtepBinding {
     }
 }
 
-/// Every remote VTEP's binding: the members and (on a member) the
-/// controller from `dynamic`, and the static peers of `cfg` (the config
+/// Every remote VTEP's binding: the EVPN VTEPs, the members and (on a
+/// member) the controller from `dynamic`, and the static peers of `cfg` (the config
 /// file), which are on the tunnel when `tunnel` (the WireGuard interface's
 /// network, once it is up) contains them.
 #[must_use]
@@ -77,6 +83,9 @@ pub fn vtep_bindings(
     tunnel: Option<Ipv4Network>,
 ) -> BTreeMap<Ipv4Addr, VtepBinding> {
     let mut out = BTreeMap::new();
+    for &vtep in dynamic.evpn.values().flatten() {
+        out.insert(vtep, VtepBinding::EVPN);
+    }
     for &member in dynamic.peers.values().flatten() {
         out.insert(member, VtepBinding::MEMBER);
     }
@@ -139,6 +148,22 @@ mod tests {
             trusted: trusted.iter().copied().collect(),
             ..Dynamic::default()
         }
+    }
+
+    #[test]
+    fn evpn_vteps_are_on_the_underlay_and_move_no_macs_unless_static() {
+        let evpn_only = Ipv4Addr::new(198, 18, 0, 7);
+        let d = Dynamic {
+            evpn: [(300, [evpn_only, KERNEL_PEER].into())].into(),
+            ..Dynamic::default()
+        };
+        let b = vtep_bindings(&config(""), &d, None);
+        assert_eq!(b[&evpn_only], VtepBinding::EVPN);
+        assert!(!b[&evpn_only].learn);
+        assert!(
+            b[&KERNEL_PEER].learn,
+            "a static peer keeps the config's binding"
+        );
     }
 
     #[test]

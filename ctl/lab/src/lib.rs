@@ -31,7 +31,7 @@ pub mod jobs;
 pub mod primitives;
 
 pub use beds::wan::{Wan, WanClient, WanLink};
-pub use primitives::daemon::{Daemon, Datapath, Launch, NodeSpec, VniSpec};
+pub use primitives::daemon::{Daemon, Datapath, EvpnSpec, Launch, NodeSpec, VniSpec};
 pub use primitives::delay::DelayLine;
 pub use primitives::netns::{unique_ifname, unique_suffix, ChildGuard, LabError, NetNs};
 pub use primitives::tempdir::TempDir;

@@ -5,8 +5,10 @@
 use std::fmt::Write as _;
 
 mod advise;
+mod evpn;
 mod flows;
 pub use advise::advice;
+pub use evpn::evpn;
 pub use flows::flows;
 
 use vlnet_dataplane::bypass::plan::MACS_PER_PORT;

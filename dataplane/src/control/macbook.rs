@@ -234,6 +234,12 @@ impl MacBook {
         self.applied_withdraw(w, outcome)
     }
 
+    /// Forgets the tombstone a withdrawal left for `mac` on `vni` (see
+    /// [`MobilityTable::forget_withdrawn`]).
+    pub fn forget_withdrawn(&mut self, vni: u32, mac: MacAddr) {
+        self.table.forget_withdrawn(vni, mac);
+    }
+
     /// A member takes the controller's advert as it is (the controller
     /// decided who holds the MAC and with which seq); adverts of our own VTEP
     /// stay ours.

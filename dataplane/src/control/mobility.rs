@@ -691,6 +691,19 @@ impl MobilityTable {
         }
     }
 
+    /// Forgets the tombstone of `mac` on `vni`, if it has one (for a source
+    /// that delivers in order, e.g. one BGP session: a route withdrawn and
+    /// advertised again as it was is a new route, not a late one).
+    pub fn forget_withdrawn(&mut self, vni: u32, mac: MacAddr) {
+        if self
+            .entries
+            .get(&(vni, mac))
+            .is_some_and(|e| e.state == State::Withdrawn)
+        {
+            self.entries.remove(&(vni, mac));
+        }
+    }
+
     /// Forgets tombstones of MACs withdrawn more than `keep` before `now`.
     /// Returns how many were dropped. Keep them longer than adverts can be
     /// delayed, or a late stale advert can bring a MAC back.
@@ -753,6 +766,26 @@ mod tests {
 
     fn loc(t: &MobilityTable) -> Option<(Ipv4Addr, u32)> {
         t.get(VNI, MAC).map(|r| (r.vtep, r.seq))
+    }
+
+    #[test]
+    fn a_forgotten_tombstone_lets_the_same_route_back() {
+        let mut m = table();
+        m.apply_advert(&adv(B, 0), t(0));
+        m.apply_withdraw(&wd(B, 0), t(1));
+        assert_eq!(
+            m.apply_advert(&adv(B, 0), t(2)),
+            Outcome::Ignored(Reason::Stale),
+            "the tombstone keeps a late advert out"
+        );
+        m.forget_withdrawn(VNI, MAC);
+        assert_eq!(m.tombstone(VNI, MAC), None);
+        assert_eq!(
+            m.apply_advert(&adv(B, 0), t(3)),
+            Outcome::Installed { vtep: B }
+        );
+        m.forget_withdrawn(VNI, MAC);
+        assert_eq!(loc(&m), Some((B, 0)), "a live location is not forgotten");
     }
 
     #[test]

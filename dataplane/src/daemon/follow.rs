@@ -1,6 +1,7 @@
 //! The convergence task: it owns the data plane after start-up and
 //! converges again whenever the control plane changes what it serves (a
-//! join, a member added or removed, the tunnel coming up), an interface
+//! join, a member added or removed, the tunnel coming up) or the EVPN
+//! agent changes a flood list, an interface
 //! vlnet uses changed under it (see `links`), or a reload asks for the
 //! config file's new content (see `reload`).
 
@@ -17,6 +18,7 @@ use super::links::Expected;
 use super::reload::{self, ReloadError};
 use crate::config::Config;
 use crate::control::{ControlPlane, Dynamic};
+use crate::evpn::agent::FloodLists;
 use crate::model::ReloadReport;
 use crate::netlink::{overlay_port_names, Netlink};
 use crate::node::{Node, ReloadReply};
@@ -46,6 +48,8 @@ pub struct Follow {
     pub reloads: mpsc::Receiver<ReloadReply>,
     /// The SDN directory the config in force follows (`[proxmox] sdn`).
     pub sdn_dir: watch::Sender<Option<super::sdn_watch::Followed>>,
+    /// The EVPN agent's flood lists (with `[evpn]`).
+    pub evpn_flood: Option<watch::Receiver<FloodLists>>,
 }
 
 /// Why the task converges this time.
@@ -65,10 +69,23 @@ pub async fn follow(mut f: Follow) {
                 None => std::future::pending().await,
             }
         };
+        let evpn_changed = async {
+            match &mut f.evpn_flood {
+                Some(c) => c.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         let cause = tokio::select! {
             alive = control_changed => {
                 if !alive {
                     changes = None;
+                    continue;
+                }
+                Cause::Control
+            }
+            alive = evpn_changed => {
+                if !alive {
+                    f.evpn_flood = None;
                     continue;
                 }
                 Cause::Control
@@ -136,10 +153,13 @@ async fn converge_now(
     cfg: &Config,
     bridges: Bridges,
 ) -> Result<(), super::DaemonError> {
-    let dynamic = f
+    let mut dynamic = f
         .plane
         .as_ref()
         .map_or_else(Dynamic::default, |p| p.dynamic());
+    if let Some(flood) = &mut f.evpn_flood {
+        dynamic.evpn = flood.borrow_and_update().clone();
+    }
     let expected = converge(cfg, &dynamic, &mut f.dataplane, &f.node, bridges).await?;
     f.expected.send_replace(expected);
     Ok(())

@@ -72,12 +72,27 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "[wireguard] (all but open_ports)",
             control_settings(old.wireguard.as_ref()) != control_settings(new.wireguard.as_ref()),
         ),
+        ("[evpn]", old.evpn != new.evpn),
+        (
+            "[[vni]] evpn, rd, route_targets",
+            evpn_vnis(old) != evpn_vnis(new),
+        ),
     ] {
         if changed {
             keys.push(key);
         }
     }
     keys
+}
+
+/// The EVPN VNIs with their route distinguishers and targets (the EVPN
+/// agent reads them once, at start).
+fn evpn_vnis(cfg: &Config) -> Vec<(u32, Option<crate::config::Rd>, Vec<crate::config::Rt>)> {
+    cfg.vni
+        .iter()
+        .filter(|v| v.evpn)
+        .map(|v| (v.id, v.rd, v.route_targets.clone()))
+        .collect()
 }
 
 /// A `[wireguard]` section without what a reload applies (open ports).

@@ -1,7 +1,7 @@
 //! The daemon's background tasks, every one in the daemon's [`TaskSet`]
 //! under its own name: the admin API, `/metrics`, next hops, FDB upkeep,
 //! local MACs, MAC moves, traffic samples, RTT probes, the link watcher,
-//! the convergence task, the Proxmox SDN zone and systemd's watchdog. Then
+//! the EVPN agent (with `[evpn]`), the convergence task, the Proxmox SDN zone and systemd's watchdog. Then
 //! the wait for a stop (a signal or the API), meanwhile reporting a task that
 //! ends on its own.
 
@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 use super::start::Started;
-use super::{follow, links, nexthops, sdn_watch, upkeep};
+use super::{evpn, follow, links, nexthops, sdn_watch, upkeep};
 use crate::bypass::Bypass;
 use crate::config::Config;
 use crate::node::Node;
@@ -81,6 +81,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             poked.poke_locals();
         }),
     );
+    let evpn_flood = evpn::spawn(tasks, cfg, &node);
     tasks.spawn(
         "converge",
         follow::follow(follow::Follow {
@@ -93,6 +94,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             expected: expected_tx,
             reloads,
             sdn_dir,
+            evpn_flood,
         }),
     );
     sdn_watch::check_zone_mtu(cfg, &node);

@@ -33,8 +33,11 @@ pub const LOCAL_PREF: u32 = 100;
 
 /// An UPDATE vlnet built is inconsistent (a bug, not a peer's fault).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot build the UPDATE: attribute flags rejected ({0})")]
-pub struct BuildError(String);
+#[error("cannot build the UPDATE: {0}")]
+pub struct BuildError(
+    /// What is inconsistent.
+    pub String,
+);
 
 /// The type-2 route for `mac` (with `ip`, if given) in the VNI.
 #[must_use]
@@ -144,13 +147,13 @@ fn reach(
 
 fn well_known(value: PathAttributeValue) -> Result<PathAttribute, BuildError> {
     PathAttribute::from(false, true, false, false, value)
-        .map_err(|(_, e)| BuildError(e.to_string()))
+        .map_err(|(_, e)| BuildError(format!("attribute flags rejected ({e})")))
 }
 
 /// An optional attribute, transitive or not.
 fn attr(transitive: bool, value: PathAttributeValue) -> Result<PathAttribute, BuildError> {
     PathAttribute::from(true, transitive, false, false, value)
-        .map_err(|(_, e)| BuildError(e.to_string()))
+        .map_err(|(_, e)| BuildError(format!("attribute flags rejected ({e})")))
 }
 
 #[cfg(test)]

@@ -25,13 +25,20 @@
 //! - [`rib`]: the routes a peer sent, turned into MAC adverts and
 //!   withdrawals for [`MacBook`](crate::control::macbook::MacBook) (whose
 //!   MAC Mobility rules decide) and flood-list changes.
+//! - [`agent`]: the decisions between the routes and the node: local MACs
+//!   out as routes, neighbors' routes into the FDB and the flood lists, the
+//!   route bound.
 //! - [`speaker`]: the I/O edge, one tokio task per neighbor.
+//! - [`run`]: the agent's I/O edge: the speakers, the local MACs and the
+//!   node's FDB and flood lists.
 pub mod advertise;
+pub mod agent;
 pub mod attrs;
 pub mod codec;
 pub mod notification;
 pub mod open;
 pub mod rib;
+pub mod run;
 pub mod session;
 pub mod speaker;
 pub mod vni;

@@ -57,6 +57,15 @@ impl Notification {
         Self::new(CEASE, 2, [])
     }
 
+    /// Cease / Maximum Number of Prefixes Reached (6/1, RFC 4486 §4): the
+    /// data is AFI L2VPN, SAFI EVPN and the upper bound.
+    #[must_use]
+    pub fn max_prefixes(limit: u32) -> Self {
+        let mut data = vec![0, 25, 70];
+        data.extend(limit.to_be_bytes());
+        Self::new(CEASE, 1, data)
+    }
+
     /// An FSM error for a message that may not arrive in the state the
     /// session is in (RFC 6608 subcodes 1–3 for `OpenSent`, `OpenConfirm`,
     /// Established; the data is the message type).
@@ -146,6 +155,11 @@ impl Notification {
             (FSM, _) => BgpNotificationMessage::FiniteStateMachineError(
                 FiniteStateMachineError::Unspecific { value },
             ),
+            (_, 1) => {
+                BgpNotificationMessage::CeaseError(CeaseError::MaximumNumberOfPrefixesReached {
+                    value,
+                })
+            }
             (_, 3) => BgpNotificationMessage::CeaseError(CeaseError::PeerDeConfigured { value }),
             (_, 4) => BgpNotificationMessage::CeaseError(CeaseError::AdministrativeReset { value }),
             (_, 8) => BgpNotificationMessage::CeaseError(CeaseError::OutOfResources { value }),
@@ -200,6 +214,7 @@ mod tests {
             (FSM, 1),
             (FSM, 2),
             (FSM, 3),
+            (CEASE, 1),
             (CEASE, 2),
             (CEASE, 8),
         ];

@@ -74,6 +74,9 @@ pub enum Event<'a> {
     BadFrame(&'a Notification),
     /// A timer the session started has fired.
     Timer(Timer),
+    /// Close the session with this NOTIFICATION (the route owner's
+    /// decision, e.g. too many routes); it retries after the back-off.
+    Cease(&'a Notification),
 }
 
 /// Something the shell must do, in order.
@@ -168,7 +171,7 @@ impl Session {
             Event::TcpConnected => self.connected(&mut out),
             Event::TcpClosed => self.closed(&mut out),
             Event::Frame(frame) => self.frame(frame, &mut out),
-            Event::BadFrame(n) => {
+            Event::BadFrame(n) | Event::Cease(n) => {
                 if self.connected_state() {
                     self.fail(DownReason::Sent(n.clone()), &mut out);
                 }

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec;
+use super::notification::Notification;
 use super::open::Negotiated;
 use super::session::{Action, Down, Event, Session, State, Timer};
 
@@ -45,6 +46,9 @@ pub enum Report {
 pub enum Command {
     /// Send a message (UPDATEs; dropped unless the session is established).
     Send(BgpMessage),
+    /// Close the session with this NOTIFICATION; it retries after the
+    /// back-off.
+    Cease(Notification),
     /// Stop the session (Cease) and end the task.
     Stop,
 }
@@ -134,6 +138,7 @@ pub async fn run(
             }
             c = commands.recv() => match c {
                 Some(Command::Send(m)) => Owned::Send(m),
+                Some(Command::Cease(n)) => Owned::Cease(n),
                 Some(Command::Stop) | None => Owned::Event(OwnedEvent::Stop),
             },
         };
@@ -143,6 +148,7 @@ pub async fn run(
                 return;
             }
             Owned::Event(e) => shell.step(&mut session, e.borrowed()).await,
+            Owned::Cease(n) => shell.step(&mut session, Event::Cease(&n)).await,
             Owned::Bytes(n) => {
                 shell.buf.extend_from_slice(&chunk[..n]);
                 shell.frames(&mut session).await
@@ -166,6 +172,7 @@ enum Owned {
     Event(OwnedEvent),
     Bytes(usize),
     Send(BgpMessage),
+    Cease(Notification),
 }
 
 /// The events that own no data.

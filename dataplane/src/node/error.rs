@@ -13,6 +13,9 @@ pub enum NodeError {
     /// The request needs a control plane and the node has none.
     #[error("this node has no [wireguard] section: no control plane")]
     NoControlPlane,
+    /// The request needs the EVPN speaker and the node has none.
+    #[error("this node has no [evpn] section: no EVPN speaker")]
+    NoEvpn,
     /// The control plane refused or failed it.
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -76,6 +79,7 @@ impl NodeError {
             Self::Control(e) => e.kind(),
             Self::Reload(e) => e.kind(),
             Self::NoControlPlane
+            | Self::NoEvpn
             | Self::Starting
             | Self::ReloadBusy
             | Self::Stopping

@@ -72,6 +72,19 @@ pub struct VniSpec {
     pub peers: Vec<Ipv4Addr>,
     /// `bypass = true`: the bridge bypass.
     pub bypass: bool,
+    /// `evpn = true`: EVPN-controlled (the node needs an `[evpn]` section).
+    pub evpn: bool,
+}
+
+/// A node's `[evpn]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvpnSpec {
+    /// The AS number (iBGP with the neighbors).
+    pub asn: u32,
+    /// The route reflectors, `"198.18.0.2"` or `"198.18.0.2:179"`.
+    pub neighbors: Vec<String>,
+    /// The hold time proposed, seconds.
+    pub hold_time: u16,
 }
 
 /// A node's `[wireguard]` section.
@@ -134,6 +147,8 @@ pub struct NodeSpec {
     /// `[wireguard] open_ports`: host ports members may reach through the
     /// tunnel, e.g. `"tcp/4444"` (needs a `[wireguard]` section).
     pub open_ports: Vec<String>,
+    /// `[evpn]`, if any.
+    pub evpn: Option<EvpnSpec>,
 }
 
 impl NodeSpec {
@@ -152,6 +167,7 @@ impl NodeSpec {
             wireguard: None,
             flow_tracking: true,
             open_ports: Vec::new(),
+            evpn: None,
         }
     }
 
@@ -191,6 +207,23 @@ impl NodeSpec {
             bridge: bridge.to_owned(),
             peers: peers.to_vec(),
             bypass: false,
+            evpn: false,
+        });
+        self
+    }
+
+    /// An `[evpn]` section peering with `neighbors` in AS `asn` (hold time
+    /// 9 s, so a dead peer shows soon), every VNI added so far marked
+    /// `evpn = true` (they must have no static peers).
+    #[must_use]
+    pub fn with_evpn(mut self, asn: u32, neighbors: &[Ipv4Addr]) -> Self {
+        for v in &mut self.vnis {
+            v.evpn = true;
+        }
+        self.evpn = Some(EvpnSpec {
+            asn,
+            neighbors: neighbors.iter().map(ToString::to_string).collect(),
+            hold_time: 9,
         });
         self
     }
@@ -253,6 +286,8 @@ impl NodeSpec {
             vni: Vec<Vni<'a>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             wireguard: Option<Wireguard<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            evpn: Option<&'a EvpnSpec>,
         }
         #[derive(Serialize)]
         struct Wireguard<'a> {
@@ -281,6 +316,8 @@ impl NodeSpec {
             peers: Vec<String>,
             #[serde(skip_serializing_if = "Option::is_none")]
             bypass: Option<bool>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            evpn: Option<bool>,
         }
         if !self.open_ports.is_empty() && self.wireguard.is_none() {
             return Err(LabError::Invalid(format!(
@@ -309,12 +346,14 @@ impl NodeSpec {
                     bridge: &v.bridge,
                     peers: v.peers.iter().map(ToString::to_string).collect(),
                     bypass: v.bypass.then_some(true),
+                    evpn: v.evpn.then_some(true),
                 })
                 .collect(),
             wireguard: self.wireguard.as_ref().map(|spec| Wireguard {
                 spec,
                 open_ports: &self.open_ports,
             }),
+            evpn: self.evpn.as_ref(),
         };
         toml::to_string(&file).map_err(|e| LabError::Invalid(format!("node config: {e}")))
     }
@@ -669,6 +708,7 @@ mod tests {
             wireguard: None,
             flow_tracking: false,
             open_ports: Vec::new(),
+            evpn: None,
         }
         .with_vni(100, "vnet100", &[Ipv4Addr::new(198, 18, 0, 2)])
         .with_vni(200, "vnet200", &[])
@@ -695,6 +735,19 @@ mod tests {
         );
         assert!(text.contains("[[vni]]"), "{text}");
         assert!(vnis[0].get("bypass").is_none(), "off unless asked for");
+        assert!(vnis[0].get("evpn").is_none(), "off unless asked for");
+        assert!(v.get("evpn").is_none());
+        let evpn: toml::Value = toml::from_str(
+            &spec
+                .clone()
+                .with_evpn(65000, &[Ipv4Addr::new(198, 18, 0, 9)])
+                .to_toml(Path::new("/tmp/vlt-pve1"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(evpn["evpn"]["asn"].as_integer(), Some(65000));
+        assert_eq!(evpn["evpn"]["neighbors"][0].as_str(), Some("198.18.0.9"));
+        assert_eq!(evpn["vni"][1]["evpn"].as_bool(), Some(true));
         let bypass = spec
             .clone()
             .with_bypass(true)

@@ -377,3 +377,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cease_from_the_route_owner_is_sent_and_retried() {
+    let mut s = established(Some(120));
+    let n = Notification::max_prefixes(10);
+    let a = s.handle(Event::Cease(&n));
+    assert_eq!(sent(&a), std::slice::from_ref(&n));
+    assert_eq!(
+        down(&a),
+        Some(&Down {
+            reason: DownReason::Sent(n.clone()),
+            retain: None
+        }),
+        "a NOTIFICATION keeps no routes"
+    );
+    assert_eq!(s.state(), State::Idle);
+    assert!(a.contains(&Action::Close));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::StartTimer(Timer::ConnectRetry, _))),
+        "{a:?}"
+    );
+    assert!(
+        s.handle(Event::Cease(&n)).is_empty(),
+        "nothing to close when idle"
+    );
+}

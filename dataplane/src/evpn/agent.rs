@@ -1,0 +1,400 @@
+//! The EVPN agent's decisions, with no I/O: one [`MacBook`] for the EVPN
+//! VNIs (this node's MACs and everyone's under the MAC Mobility rules), one
+//! [`AdjRibIn`] per neighbor, and the VNIs' flood lists. Inputs are the
+//! local MACs the data plane read from the bridges and what each speaker
+//! reports; outputs ([`Effect`]) are UPDATEs per neighbor, NOTIFICATIONs,
+//! FDB changes and flood lists for the shell (`evpn::run`) to carry out.
+//!
+//! Neighbors are route reflectors: two of them reflect the same routes, so
+//! a remote MAC is withdrawn from the book only when no neighbor still
+//! places it behind that VTEP, and a VTEP leaves a flood list when no
+//! neighbor still lists it. A neighbor that holds more than the route bound
+//! is closed with Cease / Maximum Number of Prefixes Reached (RFC 4486) and
+//! its routes are withdrawn; the UPDATEs it had in flight are ignored until
+//! it is established again. A session that drops without graceful restart
+//! loses its routes at once; with it (RFC 4724) they stay, stale, until the
+//! peer's End-of-RIB or the restart time ([`Effect::SweepAfter`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use netgauze_bgp_pkt::update::BgpUpdateMessage;
+
+use super::advertise::{self, BuildError};
+use super::notification::Notification;
+use super::rib::{AdjRibIn, Intent};
+use super::speaker::Report;
+use super::vni::VniTable;
+use crate::control::macbook::{FdbChange, MacBook};
+use crate::control::mobility::NodeId;
+use crate::control::wire::MacAdvert;
+use crate::mac::MacAddr;
+
+/// The flood list of every EVPN VNI: the remote VTEPs with a type-3 route.
+pub type FloodLists = BTreeMap<u32, BTreeSet<Ipv4Addr>>;
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send an UPDATE to neighbor number `peer`.
+    Send {
+        /// The neighbor's index.
+        peer: usize,
+        /// The message.
+        update: BgpUpdateMessage,
+    },
+    /// Close neighbor `peer`'s session with this NOTIFICATION.
+    Cease {
+        /// The neighbor's index.
+        peer: usize,
+        /// What to send.
+        notification: Notification,
+    },
+    /// Program the FDB.
+    Fdb(FdbChange),
+    /// A MAC seen on this node's bridge lives elsewhere now: its bridge
+    /// entry can go.
+    Forget {
+        /// The VNI.
+        vni: u32,
+        /// The MAC.
+        mac: MacAddr,
+    },
+    /// The flood lists changed: these are the new ones.
+    Flood(FloodLists),
+    /// Call [`Agent::sweep`] with `peer` and `generation` after `after`
+    /// (the graceful restart time of a neighbor that dropped).
+    SweepAfter {
+        /// The neighbor's index.
+        peer: usize,
+        /// Which drop of the neighbor it is for.
+        generation: u64,
+        /// The restart time.
+        after: Duration,
+    },
+}
+
+/// What `vlnet ctl evpn` shows of one neighbor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerView {
+    /// The session is established.
+    pub up: bool,
+    /// MAC (type 2) routes held from it.
+    pub mac_routes: usize,
+    /// IMET (type 3) routes held from it.
+    pub imet_routes: usize,
+}
+
+/// What `vlnet ctl evpn` shows of one EVPN VNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VniView {
+    /// The VNI.
+    pub vni: u32,
+    /// This node's MACs on it (advertised as type-2 routes).
+    pub local_macs: usize,
+    /// MACs behind other VTEPs (from type-2 routes).
+    pub remote_macs: usize,
+    /// Its flood list (from type-3 routes).
+    pub vteps: Vec<Ipv4Addr>,
+}
+
+/// One neighbor's state.
+#[derive(Debug, Clone)]
+struct Peer {
+    rib: AdjRibIn,
+    up: bool,
+    /// Closed for too many routes: its UPDATEs in flight are ignored.
+    ceased: bool,
+    /// How many times it went down (to match [`Effect::SweepAfter`]).
+    generation: u64,
+    /// The `(vni, mac, vtep)` it places.
+    macs: HashSet<(u32, MacAddr, Ipv4Addr)>,
+}
+
+/// The agent's state (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Agent {
+    book: MacBook,
+    vnis: VniTable,
+    my_vtep: Ipv4Addr,
+    max_routes: usize,
+    peers: Vec<Peer>,
+    /// How many neighbors list each `(vni, vtep)` in a flood list.
+    flood: BTreeMap<(u32, Ipv4Addr), usize>,
+}
+
+impl Agent {
+    /// An agent for node `me` with VTEP `my_vtep`, serving the VNIs of
+    /// `vnis`, with `peers` neighbors that may hold `max_routes` routes each.
+    #[must_use]
+    pub fn new(me: &str, my_vtep: Ipv4Addr, vnis: VniTable, peers: usize, max_routes: u32) -> Self {
+        let peer = Peer {
+            rib: AdjRibIn::new(my_vtep),
+            up: false,
+            ceased: false,
+            generation: 0,
+            macs: HashSet::new(),
+        };
+        Self {
+            book: MacBook::new(me, my_vtep),
+            vnis,
+            my_vtep,
+            max_routes: usize::try_from(max_routes).unwrap_or(usize::MAX),
+            peers: vec![peer; peers],
+            flood: BTreeMap::new(),
+        }
+    }
+
+    /// The current flood lists.
+    #[must_use]
+    pub fn flood_lists(&self) -> FloodLists {
+        let mut out: FloodLists = self.vnis.iter().map(|r| (r.vni, BTreeSet::new())).collect();
+        for &(vni, vtep) in self.flood.keys() {
+            out.entry(vni).or_default().insert(vtep);
+        }
+        out
+    }
+
+    /// Each neighbor's state, in the order they were given.
+    #[must_use]
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let (mac_routes, imet_routes) = p.rib.counts();
+                PeerView {
+                    up: p.up,
+                    mac_routes,
+                    imet_routes,
+                }
+            })
+            .collect()
+    }
+
+    /// Every MAC location known, this node's own included.
+    #[must_use]
+    pub fn routes(&self) -> Vec<MacAdvert> {
+        self.book.routes(None)
+    }
+
+    /// Each EVPN VNI's MAC counts and flood list.
+    #[must_use]
+    pub fn vni_views(&self) -> Vec<VniView> {
+        let routes = self.routes();
+        let flood = self.flood_lists();
+        self.vnis
+            .iter()
+            .map(|r| {
+                let here = routes.iter().filter(|a| a.vni == r.vni);
+                let local_macs = here.clone().filter(|a| a.vtep == self.my_vtep).count();
+                VniView {
+                    vni: r.vni,
+                    local_macs,
+                    remote_macs: here.count() - local_macs,
+                    vteps: flood.get(&r.vni).into_iter().flatten().copied().collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Takes the MACs the data plane read from the bridges (of every VNI;
+    /// those of other VNIs are left alone): new ones go out as type-2
+    /// routes, vanished ones are withdrawn.
+    pub fn local(&mut self, observed: &BTreeSet<(u32, MacAddr)>, now: Duration) -> Vec<Effect> {
+        let ours: BTreeSet<(u32, MacAddr)> = observed
+            .iter()
+            .filter(|(vni, _)| self.vnis.get(*vni).is_some())
+            .copied()
+            .collect();
+        let delta = self.book.observe_local(&ours, now);
+        let mut out: Vec<Effect> = delta.fdb.into_iter().map(Effect::Fdb).collect();
+        for a in &delta.adverts {
+            self.to_all(&self.mac_update(a), &mut out);
+        }
+        for w in &delta.withdraws {
+            self.to_all(&self.mac_withdrawal(w.vni, w.mac), &mut out);
+        }
+        out
+    }
+
+    /// Handles what neighbor `peer`'s speaker reported.
+    pub fn report(&mut self, peer: usize, report: &Report, now: Duration) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if peer >= self.peers.len() {
+            return out;
+        }
+        match report {
+            Report::Established(_) => {
+                self.peers[peer].up = true;
+                self.peers[peer].ceased = false;
+                self.full_table(peer, &mut out);
+            }
+            Report::Refresh => self.full_table(peer, &mut out),
+            Report::Update(u) => {
+                if self.peers[peer].ceased || !self.peers[peer].up {
+                    return out;
+                }
+                let applied = self.peers[peer].rib.apply(u, &self.vnis);
+                self.intents(peer, applied.intents, now, &mut out);
+                let (macs, imets) = self.peers[peer].rib.counts();
+                if macs + imets > self.max_routes {
+                    tracing::warn!(
+                        peer,
+                        routes = macs + imets,
+                        limit = self.max_routes,
+                        "EVPN neighbor sent more routes than max_routes_per_neighbor: closing"
+                    );
+                    let limit = u32::try_from(self.max_routes).unwrap_or(u32::MAX);
+                    out.push(Effect::Cease {
+                        peer,
+                        notification: Notification::max_prefixes(limit),
+                    });
+                    self.peers[peer].ceased = true;
+                    let gone = self.peers[peer].rib.clear();
+                    self.intents(peer, gone, now, &mut out);
+                }
+            }
+            Report::Down(down) => {
+                let p = &mut self.peers[peer];
+                p.up = false;
+                p.generation += 1;
+                match down.retain {
+                    Some(after) if !p.ceased => {
+                        p.rib.mark_stale();
+                        out.push(Effect::SweepAfter {
+                            peer,
+                            generation: p.generation,
+                            after,
+                        });
+                    }
+                    _ => {
+                        let gone = p.rib.clear();
+                        self.intents(peer, gone, now, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The restart time of neighbor `peer` ran out: its routes still stale
+    /// go (nothing happens if it went down again since `generation`).
+    pub fn sweep(&mut self, peer: usize, generation: u64, now: Duration) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let Some(p) = self.peers.get_mut(peer) else {
+            return out;
+        };
+        if p.generation != generation {
+            return out;
+        }
+        let gone = p.rib.sweep_stale();
+        self.intents(peer, gone, now, &mut out);
+        out
+    }
+
+    /// Applies a neighbor's intents to the book and the flood lists.
+    fn intents(&mut self, peer: usize, intents: Vec<Intent>, now: Duration, out: &mut Vec<Effect>) {
+        let mut flood_changed = false;
+        for intent in intents {
+            match intent {
+                Intent::Mac(a) => {
+                    self.peers[peer].macs.insert((a.vni, a.mac, a.vtep));
+                    let origin = NodeId::new(&a.vtep.to_string());
+                    let applied = self.book.advert(&a, &origin, now);
+                    out.extend(applied.fdb.into_iter().map(Effect::Fdb));
+                    for (vni, mac) in applied.left {
+                        // Our route lost to a newer one: withdraw it.
+                        self.to_all(&self.mac_withdrawal(vni, mac), out);
+                        out.push(Effect::Forget { vni, mac });
+                    }
+                }
+                Intent::MacGone(w) => {
+                    let key = (w.vni, w.mac, w.vtep);
+                    self.peers[peer].macs.remove(&key);
+                    if !self.peers.iter().any(|p| p.macs.contains(&key)) {
+                        let applied = self.book.withdraw(&w, now);
+                        out.extend(applied.fdb.into_iter().map(Effect::Fdb));
+                        // Each session delivers in order and no neighbor
+                        // holds the route: the same route advertised again
+                        // is new, not late.
+                        self.book.forget_withdrawn(w.vni, w.mac);
+                    }
+                }
+                Intent::FloodAdd { vni, vtep } => {
+                    let n = self.flood.entry((vni, vtep)).or_default();
+                    *n += 1;
+                    flood_changed |= *n == 1;
+                }
+                Intent::FloodRemove { vni, vtep } => {
+                    if let Some(n) = self.flood.get_mut(&(vni, vtep)) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.flood.remove(&(vni, vtep));
+                            flood_changed = true;
+                        }
+                    }
+                }
+            }
+        }
+        if flood_changed {
+            out.push(Effect::Flood(self.flood_lists()));
+        }
+    }
+
+    /// Everything this node advertises, then End-of-RIB, to `peer`.
+    fn full_table(&self, peer: usize, out: &mut Vec<Effect>) {
+        let mut updates: Vec<Result<BgpUpdateMessage, BuildError>> = self
+            .vnis
+            .iter()
+            .map(|r| advertise::imet_route(r, self.my_vtep))
+            .collect();
+        updates.extend(self.book.local_routes().iter().map(|a| self.mac_update(a)));
+        updates.push(advertise::end_of_rib());
+        for u in updates {
+            self.to_peer(peer, u, out);
+        }
+    }
+
+    /// The type-2 route of a local MAC.
+    fn mac_update(&self, a: &MacAdvert) -> Result<BgpUpdateMessage, BuildError> {
+        let routing = self.vnis.get(a.vni).ok_or_else(|| not_evpn(a.vni))?;
+        advertise::mac_route(routing, self.my_vtep, a.mac, None, a.seq)
+    }
+
+    /// The withdrawal of a local MAC's type-2 route.
+    fn mac_withdrawal(&self, vni: u32, mac: MacAddr) -> Result<BgpUpdateMessage, BuildError> {
+        let routing = self.vnis.get(vni).ok_or_else(|| not_evpn(vni))?;
+        advertise::withdraw(vec![advertise::mac_nlri(routing, mac, None)])
+    }
+
+    fn to_all(&self, update: &Result<BgpUpdateMessage, BuildError>, out: &mut Vec<Effect>) {
+        for peer in 0..self.peers.len() {
+            self.to_peer(peer, update.clone(), out);
+        }
+    }
+
+    fn to_peer(
+        &self,
+        peer: usize,
+        update: Result<BgpUpdateMessage, BuildError>,
+        out: &mut Vec<Effect>,
+    ) {
+        if !self.peers[peer].up || self.peers[peer].ceased {
+            return; // it gets the full table once established
+        }
+        match update {
+            Ok(update) => out.push(Effect::Send { peer, update }),
+            Err(e) => tracing::error!(peer, error = %e, "EVPN route not advertised"),
+        }
+    }
+}
+
+/// The error of a route for a VNI the agent does not serve (cannot happen:
+/// the book only holds EVPN VNIs' local MACs).
+fn not_evpn(vni: u32) -> BuildError {
+    BuildError(format!("VNI {vni} is not an EVPN VNI"))
+}
+
+#[cfg(test)]
+mod tests;

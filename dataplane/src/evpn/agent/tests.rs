@@ -1,0 +1,340 @@
+//! The agent: local MACs out as routes once established, neighbors' routes
+//! into the FDB and flood lists, withdrawals, MAC moves both ways, two
+//! route reflectors, the route bound, sessions going down with and without
+//! graceful restart. Updates go through the wire codec, as they would
+//! arrive.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use netgauze_bgp_pkt::update::BgpUpdateMessage;
+use netgauze_bgp_pkt::BgpMessage;
+
+use super::*;
+use crate::evpn::codec;
+use crate::evpn::open::Negotiated;
+use crate::evpn::rib::Intent;
+use crate::evpn::session::{Down, DownReason};
+use crate::evpn::vni::VniRouting;
+
+const ASN: u32 = 65000;
+const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const C: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
+const MAC2: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
+const NOW: Duration = Duration::from_secs(10);
+
+fn agent(peers: usize, max_routes: u32) -> Agent {
+    Agent::new("vl1", ME, VniTable::auto(ASN, ME, [100]), peers, max_routes)
+}
+
+fn wire(u: BgpUpdateMessage) -> BgpUpdateMessage {
+    let bytes = codec::encode(&BgpMessage::Update(u)).expect("encodes");
+    match codec::decode(&bytes, true).expect("decodes") {
+        BgpMessage::Update(u) => u,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn remote(vtep: Ipv4Addr) -> VniRouting {
+    VniRouting::auto(ASN, vtep, 100, 2)
+}
+
+fn mac_from(vtep: Ipv4Addr, mac: MacAddr, seq: u32) -> Report {
+    Report::Update(wire(
+        advertise::mac_route(&remote(vtep), vtep, mac, None, seq).expect("builds"),
+    ))
+}
+
+fn mac_gone_from(vtep: Ipv4Addr, mac: MacAddr) -> Report {
+    Report::Update(wire(
+        advertise::withdraw(vec![advertise::mac_nlri(&remote(vtep), mac, None)]).expect("builds"),
+    ))
+}
+
+fn imet_from(vtep: Ipv4Addr) -> Report {
+    Report::Update(wire(
+        advertise::imet_route(&remote(vtep), vtep).expect("builds"),
+    ))
+}
+
+fn established() -> Report {
+    Report::Established(Negotiated {
+        peer_id: B,
+        hold: Some(Duration::from_secs(90)),
+        keepalive: Some(Duration::from_secs(30)),
+        asn4: true,
+        route_refresh: true,
+        peer_restart: None,
+    })
+}
+
+fn down(retain: Option<Duration>) -> Report {
+    Report::Down(Down {
+        reason: DownReason::ConnectionLost,
+        retain,
+    })
+}
+
+fn up(a: &mut Agent, peer: usize) {
+    a.report(peer, &established(), NOW);
+}
+
+/// What a peer (a route reflector's view, VTEP `C`) makes of the UPDATEs
+/// sent to `peer`.
+fn seen_by(peer: usize, effects: &[Effect]) -> Vec<Intent> {
+    let mut rib = AdjRibIn::new(C);
+    let vnis = VniTable::auto(ASN, C, [100]);
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { peer: p, update } if *p == peer => Some(wire(update.clone())),
+            _ => None,
+        })
+        .flat_map(|u| rib.apply(&u, &vnis).intents)
+        .collect()
+}
+
+fn fdb(effects: &[Effect]) -> Vec<FdbChange> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Fdb(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn install(mac: MacAddr, vtep: Ipv4Addr) -> FdbChange {
+    FdbChange::Install {
+        vni: 100,
+        mac,
+        vtep,
+    }
+}
+
+fn remove(mac: MacAddr) -> FdbChange {
+    FdbChange::Remove { vni: 100, mac }
+}
+
+fn ad(vtep: Ipv4Addr, seq: u32) -> Intent {
+    Intent::Mac(MacAdvert {
+        vni: 100,
+        mac: MAC,
+        vtep,
+        seq,
+    })
+}
+
+fn local(macs: &[(u32, MacAddr)]) -> BTreeSet<(u32, MacAddr)> {
+    macs.iter().copied().collect()
+}
+
+#[test]
+fn local_macs_go_out_as_type_2_with_type_3_once_established() {
+    let mut a = agent(1, 100);
+    let e = a.local(&local(&[(100, MAC), (200, MAC2)]), NOW);
+    assert!(
+        e.is_empty(),
+        "nothing is sent before the session is up: {e:?}"
+    );
+    let e = a.report(0, &established(), NOW);
+    let seen = seen_by(0, &e);
+    assert_eq!(
+        seen,
+        [Intent::FloodAdd { vni: 100, vtep: ME }, ad(ME, 0)],
+        "type 3, then type 2 of the EVPN VNI only (200 is not one)"
+    );
+    let last = match e.last() {
+        Some(Effect::Send { update, .. }) => update.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(last.end_of_rib().is_some(), "End-of-RIB last");
+
+    let e = a.local(&local(&[(100, MAC), (100, MAC2)]), NOW);
+    let mut second = ad(ME, 0);
+    if let Intent::Mac(m) = &mut second {
+        m.mac = MAC2;
+    }
+    assert_eq!(seen_by(0, &e), [second], "a new MAC goes out alone");
+    let e = a.local(&local(&[(100, MAC)]), NOW);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        matches!(&e[0], Effect::Send { peer: 0, .. }),
+        "a withdrawal"
+    );
+
+    let e = a.report(0, &Report::Refresh, NOW);
+    assert_eq!(
+        seen_by(0, &e),
+        [Intent::FloodAdd { vni: 100, vtep: ME }, ad(ME, 0)]
+    );
+}
+
+#[test]
+fn peer_routes_program_the_fdb_and_flood_list_and_withdrawals_remove_them() {
+    let mut a = agent(1, 100);
+    let e = a.report(0, &mac_from(B, MAC, 0), NOW);
+    assert!(
+        e.is_empty(),
+        "updates before Established are ignored: {e:?}"
+    );
+    up(&mut a, 0);
+    let e = a.report(0, &mac_from(B, MAC, 0), NOW);
+    assert_eq!(fdb(&e), [install(MAC, B)]);
+    let e = a.report(0, &imet_from(B), NOW);
+    let lists: FloodLists = [(100, [B].into())].into();
+    assert_eq!(e, [Effect::Flood(lists.clone())]);
+    assert_eq!(a.flood_lists(), lists);
+    assert_eq!(
+        a.peers(),
+        [PeerView {
+            up: true,
+            mac_routes: 1,
+            imet_routes: 1
+        }]
+    );
+    a.local(&local(&[(100, MAC2)]), NOW);
+    assert_eq!(
+        a.vni_views(),
+        [VniView {
+            vni: 100,
+            local_macs: 1,
+            remote_macs: 1,
+            vteps: vec![B]
+        }]
+    );
+    let e = a.report(0, &mac_gone_from(B, MAC), NOW);
+    assert_eq!(fdb(&e), [remove(MAC)]);
+    assert_eq!(a.routes().len(), 1, "ours is left");
+}
+
+#[test]
+fn a_mac_moving_here_gets_the_next_sequence_number_and_away_withdraws_ours() {
+    let mut a = agent(1, 100);
+    up(&mut a, 0);
+    a.report(0, &mac_from(B, MAC, 3), NOW);
+    // The VM arrives here: one above B's sequence number, B's entry goes.
+    let e = a.local(&local(&[(100, MAC)]), NOW);
+    assert_eq!(fdb(&e), [remove(MAC)]);
+    assert_eq!(seen_by(0, &e), [ad(ME, 4)]);
+    // It moves on to C with a higher number: installed there, ours withdrawn.
+    let e = a.report(0, &mac_from(C, MAC, 5), NOW);
+    assert_eq!(fdb(&e), [install(MAC, C)]);
+    assert!(e.contains(&Effect::Forget { vni: 100, mac: MAC }), "{e:?}");
+    let withdrawal = e.iter().find_map(|x| match x {
+        Effect::Send { update, .. } => Some(update.clone()),
+        _ => None,
+    });
+    let mut rib = AdjRibIn::new(C);
+    let vnis = VniTable::auto(ASN, C, [100]);
+    rib.apply(
+        &wire(
+            a.mac_update(&MacAdvert {
+                vni: 100,
+                mac: MAC,
+                vtep: ME,
+                seq: 4,
+            })
+            .expect("builds"),
+        ),
+        &vnis,
+    );
+    let gone = rib.apply(&wire(withdrawal.expect("our route withdrawn")), &vnis);
+    assert!(
+        matches!(gone.intents.as_slice(), [Intent::MacGone(w)] if w.vtep == ME),
+        "{gone:?}"
+    );
+    // A stale copy with a lower number changes nothing.
+    let e = a.report(0, &mac_from(B, MAC, 4), NOW);
+    assert!(fdb(&e).is_empty(), "{e:?}");
+}
+
+#[test]
+fn two_route_reflectors_withdraw_a_mac_only_when_both_did() {
+    let mut a = agent(2, 100);
+    up(&mut a, 0);
+    up(&mut a, 1);
+    for peer in [0, 1] {
+        a.report(peer, &mac_from(B, MAC, 0), NOW);
+        a.report(peer, &imet_from(B), NOW);
+    }
+    let e = a.report(0, &mac_gone_from(B, MAC), NOW);
+    assert!(
+        fdb(&e).is_empty(),
+        "the other reflector still has it: {e:?}"
+    );
+    let e = a.report(0, &down(None), NOW);
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(a.flood_lists()[&100], [B].into());
+    let e = a.report(1, &down(None), NOW);
+    assert_eq!(fdb(&e), [remove(MAC)]);
+    assert!(
+        e.contains(&Effect::Flood([(100, BTreeSet::new())].into())),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_neighbor_over_the_route_bound_is_ceased_and_its_routes_withdrawn() {
+    let mut a = agent(1, 2);
+    up(&mut a, 0);
+    a.report(0, &mac_from(B, MAC, 0), NOW);
+    a.report(0, &imet_from(B), NOW);
+    let e = a.report(0, &mac_from(B, MAC2, 0), NOW);
+    assert!(
+        e.contains(&Effect::Cease {
+            peer: 0,
+            notification: Notification::max_prefixes(2)
+        }),
+        "{e:?}"
+    );
+    let mut changes = fdb(&e);
+    changes.sort_by_key(|c| format!("{c:?}"));
+    let mut want = vec![install(MAC2, B), remove(MAC), remove(MAC2)];
+    want.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(changes, want);
+    assert!(a.routes().is_empty());
+    assert!(a.flood_lists()[&100].is_empty());
+    let e = a.report(0, &mac_from(B, MAC, 0), NOW);
+    assert!(e.is_empty(), "its updates in flight are ignored: {e:?}");
+    let e = a.report(0, &down(Some(Duration::from_mins(2))), NOW);
+    assert!(e.is_empty(), "nothing left to keep: {e:?}");
+    up(&mut a, 0);
+    let e = a.report(0, &mac_from(B, MAC, 0), NOW);
+    assert_eq!(
+        fdb(&e),
+        [install(MAC, B)],
+        "taken again once re-established"
+    );
+}
+
+#[test]
+fn a_session_down_withdraws_its_routes_unless_the_peer_restarts_gracefully() {
+    let mut a = agent(1, 100);
+    up(&mut a, 0);
+    a.local(&local(&[(100, MAC2)]), NOW);
+    a.report(0, &mac_from(B, MAC, 0), NOW);
+    a.report(0, &imet_from(B), NOW);
+    let e = a.report(0, &down(None), NOW);
+    assert_eq!(fdb(&e), [remove(MAC)]);
+    assert!(e.contains(&Effect::Flood([(100, BTreeSet::new())].into())));
+    assert_eq!(a.routes().len(), 1, "our own MAC stays");
+
+    up(&mut a, 0);
+    a.report(0, &mac_from(B, MAC, 0), NOW);
+    let e = a.report(0, &down(Some(Duration::from_mins(2))), NOW);
+    assert_eq!(
+        e,
+        [Effect::SweepAfter {
+            peer: 0,
+            generation: 2,
+            after: Duration::from_mins(2)
+        }]
+    );
+    assert!(a.sweep(0, 1, NOW).is_empty(), "an older drop's timer");
+    let e = a.sweep(0, 2, NOW);
+    assert_eq!(fdb(&e), [remove(MAC)], "the restart time ran out");
+}

@@ -1,0 +1,308 @@
+//! The agent's I/O edge: one [`speaker`] task per neighbor, the local MACs
+//! the data plane publishes, and the graceful-restart timers go into the
+//! [`Agent`]; its effects go out to the speakers, the FDB
+//! ([`DataplaneHooks::apply_fdb`]) and the flood lists (a watch the
+//! convergence task follows). Every task it starts is its own: when it is
+//! aborted (daemon shutdown) they end with it and their connections close.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::agent::{Agent, Effect, FloodLists, PeerView, VniView};
+use super::open::Local;
+use super::session::Session;
+use super::speaker::{self, Command, Report};
+use super::vni::VniTable;
+use crate::config::EvpnConfig;
+use crate::conn_limit::Backoff;
+use crate::control::DataplaneHooks;
+use crate::model::{EvpnNeighbor, EvpnReport, EvpnVni};
+
+/// The first reconnect delay after a session fails.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_mins(2);
+/// Reports one speaker may have waiting.
+const REPORT_QUEUE: usize = 256;
+
+/// What the agent needs to start.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The node's name.
+    pub name: String,
+    /// The node's VTEP.
+    pub vtep: Ipv4Addr,
+    /// `[evpn]`.
+    pub cfg: EvpnConfig,
+    /// The EVPN VNIs' route distinguishers and targets.
+    pub vnis: VniTable,
+}
+
+impl Setup {
+    /// The BGP identifier: `router_id`, else the VTEP.
+    #[must_use]
+    pub fn router_id(&self) -> Ipv4Addr {
+        self.cfg.router_id.unwrap_or(self.vtep)
+    }
+}
+
+/// One neighbor as `vlnet ctl evpn` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborStatus {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Routes held and whether the session is up.
+    pub view: PeerView,
+    /// When the session came up (while it is).
+    pub up_since: Option<Instant>,
+}
+
+/// What the agent shows of itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its neighbors, in the config's order.
+    pub neighbors: Vec<NeighborStatus>,
+    /// Its VNIs.
+    pub vnis: Vec<VniView>,
+}
+
+impl Snapshot {
+    /// The answer to `vlnet ctl evpn`.
+    #[must_use]
+    pub fn report(&self) -> EvpnReport {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        EvpnReport {
+            neighbors: self
+                .neighbors
+                .iter()
+                .map(|n| EvpnNeighbor {
+                    neighbor: n.addr.to_string(),
+                    state: if n.view.up { "established" } else { "down" }.to_owned(),
+                    uptime_secs: n.up_since.map(|t| t.elapsed().as_secs()),
+                    mac_routes: count(n.view.mac_routes),
+                    imet_routes: count(n.view.imet_routes),
+                })
+                .collect(),
+            vnis: self
+                .vnis
+                .iter()
+                .map(|v| EvpnVni {
+                    vni: v.vni,
+                    local_macs: count(v.local_macs),
+                    remote_macs: count(v.remote_macs),
+                    vteps: v.vteps.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the agent shows of itself, shared with the API and `/metrics`.
+pub type Status = Arc<Mutex<Snapshot>>;
+
+/// Runs the agent until it is aborted, publishing the flood lists to
+/// `flood` and its neighbors to `status`.
+pub async fn run(
+    setup: Setup,
+    hooks: Arc<dyn DataplaneHooks>,
+    flood: watch::Sender<FloodLists>,
+    status: Status,
+) {
+    let neighbors: Vec<SocketAddr> = setup
+        .cfg
+        .neighbors
+        .iter()
+        .map(|n| SocketAddr::V4(n.0))
+        .collect();
+    let mut agent = Agent::new(
+        &setup.name,
+        setup.vtep,
+        setup.vnis.clone(),
+        neighbors.len(),
+        setup.cfg.max_routes_per_neighbor,
+    );
+    flood.send_replace(agent.flood_lists());
+    let local = Local {
+        asn: setup.cfg.asn,
+        router_id: setup.router_id(),
+        peer_asn: setup.cfg.asn,
+        hold_time: setup.cfg.hold_time,
+        graceful_restart: None,
+    };
+    let mut tasks = JoinSet::new();
+    let (report_tx, mut reports) = mpsc::channel::<(usize, Report)>(REPORT_QUEUE);
+    let mut commands = Vec::new();
+    for (i, &addr) in neighbors.iter().enumerate() {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        commands.push(cmd_tx);
+        let (tx, mut rx) = mpsc::channel(REPORT_QUEUE);
+        let session = Session::new(local.clone(), Backoff::new(BACKOFF_MIN, BACKOFF_MAX));
+        let cmd_rx = unbounded(cmd_rx, &mut tasks);
+        tasks.spawn(speaker::run(addr, session, cmd_rx, tx));
+        let merged = report_tx.clone();
+        tasks.spawn(async move {
+            while let Some(r) = rx.recv().await {
+                if merged.send((i, r)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    *lock(&status) = Snapshot {
+        neighbors: neighbors
+            .iter()
+            .map(|&addr| NeighborStatus {
+                addr,
+                view: PeerView::default(),
+                up_since: None,
+            })
+            .collect(),
+        vnis: agent.vni_views(),
+    };
+    let (sweep_tx, mut sweeps) = mpsc::unbounded_channel::<(usize, u64)>();
+    let mut locals = hooks.local_macs();
+    let started = Instant::now();
+    let mut shell = Shell {
+        hooks,
+        flood,
+        commands,
+        sweep_tx,
+    };
+    let effects = agent.local(&locals.borrow_and_update().clone(), started.elapsed());
+    shell.carry_out(effects, &mut tasks);
+    note_routes(&status, &agent);
+    loop {
+        let effects = tokio::select! {
+            Some((i, report)) = reports.recv() => {
+                let effects = agent.report(i, &report, started.elapsed());
+                note(&status, i, &report, &agent);
+                effects
+            }
+            changed = locals.changed() => {
+                if changed.is_err() {
+                    return; // the data plane is gone
+                }
+                let observed = locals.borrow_and_update().clone();
+                let effects = agent.local(&observed, started.elapsed());
+                note_routes(&status, &agent);
+                effects
+            }
+            Some((i, generation)) = sweeps.recv() => {
+                let effects = agent.sweep(i, generation, started.elapsed());
+                note_routes(&status, &agent);
+                effects
+            }
+            Some(_) = tasks.join_next() => continue, // a timer that fired
+        };
+        shell.carry_out(effects, &mut tasks);
+    }
+}
+
+/// The speaker takes a bounded receiver; the agent must never wait on a
+/// speaker that waits on it, so its commands go through an unbounded queue
+/// and a task that feeds the speaker.
+fn unbounded(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    tasks: &mut JoinSet<()>,
+) -> mpsc::Receiver<Command> {
+    let (tx, out) = mpsc::channel(REPORT_QUEUE);
+    tasks.spawn(async move {
+        while let Some(c) = rx.recv().await {
+            if tx.send(c).await.is_err() {
+                return;
+            }
+        }
+    });
+    out
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records a report in the status.
+fn note(status: &Status, i: usize, report: &Report, agent: &Agent) {
+    let mut s = lock(status);
+    if let Some(n) = s.neighbors.get_mut(i) {
+        match report {
+            Report::Established(_) => n.up_since = Some(Instant::now()),
+            Report::Down(_) => n.up_since = None,
+            Report::Update(_) | Report::Refresh => {}
+        }
+    }
+    drop(s);
+    note_routes(status, agent);
+}
+
+/// Copies the agent's neighbor and VNI views into the status.
+fn note_routes(status: &Status, agent: &Agent) {
+    let views = agent.peers();
+    let mut s = lock(status);
+    for (n, view) in s.neighbors.iter_mut().zip(views) {
+        n.view = view;
+    }
+    s.vnis = agent.vni_views();
+}
+
+/// Where effects go.
+struct Shell {
+    hooks: Arc<dyn DataplaneHooks>,
+    flood: watch::Sender<FloodLists>,
+    commands: Vec<mpsc::UnboundedSender<Command>>,
+    sweep_tx: mpsc::UnboundedSender<(usize, u64)>,
+}
+
+impl Shell {
+    fn carry_out(&mut self, effects: Vec<Effect>, tasks: &mut JoinSet<()>) {
+        let mut fdb = Vec::new();
+        let mut forget = BTreeSet::new();
+        for e in effects {
+            match e {
+                Effect::Send { peer, update } => self.command(
+                    peer,
+                    Command::Send(netgauze_bgp_pkt::BgpMessage::Update(update)),
+                ),
+                Effect::Cease { peer, notification } => {
+                    self.command(peer, Command::Cease(notification));
+                }
+                Effect::Fdb(change) => fdb.push(change),
+                Effect::Forget { vni, mac } => {
+                    forget.insert((vni, mac));
+                }
+                Effect::Flood(lists) => {
+                    self.flood.send_replace(lists);
+                }
+                Effect::SweepAfter {
+                    peer,
+                    generation,
+                    after,
+                } => {
+                    let tx = self.sweep_tx.clone();
+                    tasks.spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send((peer, generation));
+                    });
+                }
+            }
+        }
+        if !fdb.is_empty() {
+            self.hooks.apply_fdb(&fdb);
+        }
+        for (vni, mac) in forget {
+            self.hooks.forget_local(vni, mac);
+        }
+    }
+
+    fn command(&self, peer: usize, c: Command) {
+        if let Some(tx) = self.commands.get(peer) {
+            // A speaker that ended (it cannot, short of a panic) drops it.
+            let _ = tx.send(c);
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! A vlnet daemon with `[evpn]` in an EVPN zone with one FRR 8.4 node
+//! (Debian `frr`: zebra + bgpd with `advertise-all-vni`, the route
+//! reflector, a kernel VXLAN device without learning for VNI 100 on its
+//! bridge), a VM behind each bridge. Checks that the VMs ping each other
+//! both ways; that FRR lists the vlnet VM's MAC behind vlnet's VTEP
+//! (`show evpn mac vni 100`), learned from vlnet's type-2 route; and that
+//! `vlnet ctl fdb` lists the FRR VM's MAC behind FRR's VTEP, from FRR's
+//! type-2 route; `vlnet ctl evpn` shows the session established with the
+//! routes received and FRR's VTEP in VNI 100's flood list, and `/metrics`
+//! the session up. Then the daemon stops, the FRR VM goes (FRR withdraws
+//! its MAC) and the daemon starts again: the FDB, pinned across the
+//! restart, must not keep the withdrawn MAC. FRR's daemons are stopped and the namespaces removed even
+//! when a check fails.
+//! Needs root, `ip`, `bridge`, and `/usr/lib/frr/{zebra,bgpd}` + `vtysh`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking with the reason"
+)]
+
+mod support;
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::node::vlnet_binary;
+use vlnet_lab::primitives::probe;
+use vlnet_lab::{Daemon, Host, NodeSpec, Underlay, Vm};
+
+const ASN: u32 = 65000;
+const VNI: u32 = 100;
+const BRIDGE: &str = "vnet100";
+const VLNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const FRR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const VM_IP: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)];
+const VM_MAC: [&str; 2] = ["02:00:00:00:e1:01", "02:00:00:00:e2:01"];
+const FRR_BIN: &str = "/usr/lib/frr";
+
+/// FRR's zebra and bgpd in `host`'s namespace, the route reflector of
+/// `client`; stopped by the pids they wrote on drop.
+struct Frr {
+    ns: String,
+    dir: tempfile::TempDir,
+}
+
+impl Frr {
+    fn start(host: &Host, client: Ipv4Addr) -> Self {
+        assert!(
+            Path::new(FRR_BIN).join("bgpd").exists(),
+            "needs FRR: apt-get install --no-install-recommends frr"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("vlt-frr")
+            .tempdir()
+            .unwrap();
+        let frr = Self {
+            ns: host.ns().name().to_owned(),
+            dir,
+        };
+        let root = frr.dir.path();
+        fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let run_dir = frr.run_dir();
+        fs::create_dir(&run_dir).unwrap();
+        frr.sh(&format!("chown frr:frr {}", run_dir.display()));
+        let conf = root.join("frr.conf");
+        fs::write(
+            &conf,
+            format!(
+                "frr defaults datacenter\nhostname vlt-frr\nlog file {log}\n\
+                 router bgp {ASN}\n bgp router-id {FRR}\n no bgp default ipv4-unicast\n\
+                 neighbor {client} remote-as {ASN}\n address-family l2vpn evpn\n\
+                 \x20 neighbor {client} activate\n  neighbor {client} route-reflector-client\n\
+                 \x20 advertise-all-vni\n exit-address-family\n",
+                log = run_dir.join("frr.log").display()
+            ),
+        )
+        .unwrap();
+        for daemon in ["zebra", "bgpd"] {
+            frr.sh(&format!(
+                "{FRR_BIN}/{daemon} -d -f {conf} -i {run}/{daemon}.pid -z {run}/zserv.api --vty_socket {run} -u frr -g frr",
+                conf = conf.display(),
+                run = run_dir.display()
+            ));
+            let vty = run_dir.join(format!("{daemon}.vty"));
+            assert!(
+                wait_for(Duration::from_secs(10), || vty.exists()),
+                "{daemon} did not start"
+            );
+        }
+        frr
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn sh(&self, cmd: &str) -> String {
+        support::thread_netns::sh_in(&self.ns, cmd)
+    }
+
+    fn vtysh(&self, cmd: &str) -> String {
+        self.sh(&format!(
+            "vtysh --vty_socket {} -c '{cmd}'",
+            self.run_dir().display()
+        ))
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.run_dir().join("frr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        for daemon in ["bgpd", "zebra"] {
+            let pid = fs::read_to_string(self.run_dir().join(format!("{daemon}.pid")))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            if let Some(pid) = pid.filter(|p| *p > 1) {
+                // SAFETY: signals one process this test started, by its pid.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+                if !wait_for(Duration::from_secs(5), || !proc_dir.exists()) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
+/// Polls `f` every 200 ms until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn vm(host: &Host, i: usize) -> Vm {
+    host.add_vm(&format!("vm{i}"), BRIDGE, VM_MAC[i], VM_IP[i], 24)
+        .unwrap()
+}
+
+/// The FRR node: its bridge with a kernel VXLAN device that does not learn
+/// (zebra installs the remote MACs and the flood entry from the routes).
+fn frr_node(underlay: &Underlay) -> Host {
+    let host = underlay.add_host("frr", FRR).unwrap();
+    host.add_bridge(BRIDGE).unwrap();
+    let dev = format!("vxlan{VNI}");
+    support::thread_netns::sh_in(
+        host.ns().name(),
+        &format!(
+            "ip link add {dev} type vxlan id {VNI} local {FRR} dstport 4789 nolearning \
+             && ip link set {dev} master {BRIDGE} && ip link set {dev} up"
+        ),
+    );
+    host
+}
+
+fn fdb_json(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.ctl(&["fdb", "--json"]).unwrap()).unwrap()
+}
+
+#[test]
+fn a_vlnet_node_joins_an_frr_evpn_zone() {
+    let underlay = Underlay::new("evz").unwrap();
+    let frr_host = frr_node(&underlay);
+    let vlnet_host = underlay.add_host("vl", VLNET).unwrap();
+    vlnet_host.add_bridge(BRIDGE).unwrap();
+    let frr = Frr::start(&frr_host, VLNET);
+    let spec = NodeSpec::new("evz", VLNET)
+        .with_vni(VNI, BRIDGE, &[])
+        .with_evpn(ASN, &[FRR]);
+    let mut daemon = Daemon::start(vlnet_host.ns(), spec, vlnet_binary()).expect("vlnet daemon");
+    let vms = [vm(&vlnet_host, 0), vm(&frr_host, 1)];
+    let context = |what: &str| {
+        format!(
+            "{what}\n--- FRR summary:\n{}\n--- FRR log:\n{}\n--- vlnet log:\n{}",
+            frr.vtysh("show bgp l2vpn evpn summary"),
+            frr.log(),
+            daemon.log_tail(60)
+        )
+    };
+    assert!(
+        wait_for(Duration::from_mins(1), || frr
+            .vtysh("show bgp l2vpn evpn summary")
+            .lines()
+            .any(|l| l.starts_with(&VLNET.to_string())
+                && l.split_whitespace()
+                    .nth(9)
+                    .is_some_and(|pfx| pfx.parse::<u32>().is_ok()))),
+        "{}",
+        context("the session did not come up")
+    );
+    // The first pings make both VMs' MACs known (ARP is flooded through
+    // the type-3 flood lists); then every ping must come back.
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            probe::ping(vms[0].ns(), VM_IP[1], 1, Duration::from_millis(200))
+                .is_ok_and(|p| p.received == 1)
+        }),
+        "{}",
+        context("no ping through the zone")
+    );
+    for (from, to) in [(0, 1), (1, 0)] {
+        let ping = probe::ping(vms[from].ns(), VM_IP[to], 5, Duration::from_millis(100)).unwrap();
+        assert_eq!(
+            ping.received,
+            ping.sent,
+            "{}",
+            context(&format!("ping {} from VM {from}: {ping:?}", VM_IP[to]))
+        );
+    }
+
+    let ours = VM_MAC[0];
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let macs = frr.vtysh(&format!("show evpn mac vni {VNI}"));
+            macs.lines()
+                .any(|l| l.contains(ours) && l.contains("remote") && l.contains(&VLNET.to_string()))
+        }),
+        "{}",
+        context(&format!(
+            "FRR does not list the vlnet VM behind {VLNET}:\n{}",
+            frr.vtysh(&format!("show evpn mac vni {VNI}"))
+        ))
+    );
+    let theirs = VM_MAC[1];
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            fdb_json(&daemon).as_array().unwrap().iter().any(|r| {
+                r["mac"] == theirs
+                    && r["vtep"] == FRR.to_string()
+                    && r["vni"] == VNI
+                    && r["kind"] == "control"
+            })
+        }),
+        "{}",
+        context(&format!(
+            "vlnet does not list the FRR VM behind {FRR}: {}",
+            fdb_json(&daemon)
+        ))
+    );
+
+    ctl_evpn_and_metrics(&daemon, &vlnet_host);
+    let [_vm0, vm1] = vms;
+    restart_forgets_withdrawn(&mut daemon, &frr, vm1);
+}
+
+/// `vlnet ctl evpn` and `/metrics` show the session and the VNI.
+fn ctl_evpn_and_metrics(daemon: &Daemon, vlnet_host: &Host) {
+    let report: serde_json::Value =
+        serde_json::from_str(&daemon.ctl(&["evpn", "--json"]).unwrap()).unwrap();
+    let session = &report["neighbors"][0];
+    assert_eq!(session["neighbor"], format!("{FRR}:179"), "{report}");
+    assert_eq!(session["state"], "established", "{report}");
+    assert!(session["mac_routes"].as_u64() >= Some(1), "{report}");
+    assert!(session["imet_routes"].as_u64() >= Some(1), "{report}");
+    assert_eq!(report["vnis"][0]["vni"], VNI, "{report}");
+    assert_eq!(report["vnis"][0]["local_macs"], 1, "{report}");
+    assert_eq!(
+        report["vnis"][0]["vteps"],
+        serde_json::json!([FRR.to_string()]),
+        "{report}"
+    );
+    let metrics = support::node::scrape(vlnet_host.ns(), daemon.spec().metrics_port);
+    let up = format!("vlnet_evpn_session_up{{neighbor=\"{FRR}:179\"}} 1");
+    assert!(metrics.lines().any(|l| l == up), "no {up} in\n{metrics}");
+}
+
+/// A restart without graceful restart: the previous daemon's entries of
+/// MACs withdrawn meanwhile must go.
+fn restart_forgets_withdrawn(daemon: &mut Daemon, frr: &Frr, vm1: Vm) {
+    let theirs = VM_MAC[1];
+    daemon.terminate(Duration::from_secs(10)).unwrap();
+    drop(vm1);
+    assert!(
+        wait_for(Duration::from_secs(30), || !frr
+            .vtysh(&format!("show evpn mac vni {VNI}"))
+            .contains(theirs)),
+        "FRR did not withdraw its VM's MAC"
+    );
+    daemon.restart().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            daemon
+                .ctl(&["evpn", "--json"])
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|r| r["vnis"][0]["vteps"] == serde_json::json!([FRR.to_string()]))
+        }),
+        "the restarted daemon did not get FRR's routes again: {}",
+        daemon.log_tail(30)
+    );
+    let fdb = fdb_json(daemon);
+    assert!(
+        !fdb.as_array().unwrap().iter().any(|r| r["mac"] == theirs),
+        "the withdrawn MAC stayed in the FDB across the restart: {fdb}"
+    );
+}

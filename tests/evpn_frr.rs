@@ -20,16 +20,15 @@
 
 mod support;
 
-use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netgauze_bgp_pkt::nlri::{L2EvpnRoute, RouteDistinguisher};
 use netgauze_bgp_pkt::path_attribute::{MpReach, PathAttributeValue};
 use netgauze_bgp_pkt::BgpMessage;
-use support::thread_netns::ThreadNetNs;
+use support::frr::{wait_for, Frr};
+use support::thread_netns::{sh_in, ThreadNetNs};
 use tokio::sync::mpsc;
 use vlnet_dataplane::conn_limit::Backoff;
 use vlnet_dataplane::evpn::advertise;
@@ -45,126 +44,60 @@ const VLNET: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 1);
 const FRR: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 2);
 const VNI: u32 = 100;
 const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x77, 0x0a]);
-const FRR_BIN: &str = "/usr/lib/frr";
 
-/// FRR's zebra and bgpd in a namespace of their own; stopped (by the pids
-/// they wrote) and the namespace removed on drop.
-struct Frr {
-    ns: String,
-    dir: tempfile::TempDir,
+/// The FRR node: namespace `vlt-evpnfrr-<pid>` with its bridge and kernel
+/// VXLAN device, and FRR's daemons in it. Fields drop in order: the
+/// daemons stop, then the namespace goes.
+struct FrrNode {
+    frr: Frr,
+    _ns: NsGuard,
 }
 
-impl Frr {
+/// Deletes a namespace on drop.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+impl std::ops::Deref for FrrNode {
+    type Target = Frr;
+
+    fn deref(&self) -> &Frr {
+        &self.frr
+    }
+}
+
+impl FrrNode {
     /// Starts FRR in `vlt-evpnfrr-<pid>`, joined to the test thread's
     /// namespace `home` by a veth pair.
     fn start(home: &ThreadNetNs) -> Self {
-        assert!(
-            Path::new(FRR_BIN).join("bgpd").exists(),
-            "needs FRR: apt-get install --no-install-recommends frr"
-        );
-        let ns = format!("vlt-evpnfrr-{}", std::process::id());
-        run("ip", &["netns", "add", &ns]);
-        let dir = tempfile::Builder::new()
-            .prefix("vlt-frr")
-            .tempdir()
+        let ns = NsGuard(format!("vlt-evpnfrr-{}", std::process::id()));
+        let st = Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
             .unwrap();
-        let frr = Self { ns, dir };
+        assert!(st.success(), "ip netns add {} failed", ns.0);
         home.sh(&format!(
             "ip link add ev0 type veth peer name ev1 netns {ns} && ip addr add {VLNET}/24 dev ev0 && ip link set ev0 up",
-            ns = frr.ns
+            ns = ns.0
         ));
-        frr.sh(&format!(
-            "ip link set lo up && ip addr add {FRR}/24 dev ev1 && ip link set ev1 up \
-             && ip link add br{VNI} type bridge \
-             && ip link add vxlan{VNI} type vxlan id {VNI} local {FRR} dstport 4789 nolearning \
-             && ip link set vxlan{VNI} master br{VNI} && ip link set br{VNI} up && ip link set vxlan{VNI} up"
-        ));
-        // The daemons drop to user frr: the run directory must be theirs,
-        // the ones above it traversable.
-        let root = frr.dir.path();
-        fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let run_dir = frr.run_dir();
-        fs::create_dir(&run_dir).unwrap();
-        run("chown", &["frr:frr", run_dir.to_str().unwrap()]);
-        let conf = root.join("frr.conf");
-        fs::write(
-            &conf,
-            format!(
-                "frr defaults datacenter\nhostname vlt-frr\nlog file {log}\n\
-                 router bgp {ASN}\n bgp router-id {FRR}\n no bgp default ipv4-unicast\n\
-                 neighbor {VLNET} remote-as {ASN}\n address-family l2vpn evpn\n\
-                 \x20 neighbor {VLNET} activate\n  neighbor {VLNET} route-reflector-client\n\
-                 \x20 advertise-all-vni\n exit-address-family\n",
-                log = run_dir.join("frr.log").display()
+        sh_in(
+            &ns.0,
+            &format!(
+                "ip link set lo up && ip addr add {FRR}/24 dev ev1 && ip link set ev1 up \
+                 && ip link add br{VNI} type bridge \
+                 && ip link add vxlan{VNI} type vxlan id {VNI} local {FRR} dstport 4789 nolearning \
+                 && ip link set vxlan{VNI} master br{VNI} && ip link set br{VNI} up && ip link set vxlan{VNI} up"
             ),
-        )
-        .unwrap();
-        for daemon in ["zebra", "bgpd"] {
-            frr.sh(&format!(
-                "{FRR_BIN}/{daemon} -d -f {conf} -i {run}/{daemon}.pid -z {run}/zserv.api --vty_socket {run} -u frr -g frr",
-                conf = conf.display(),
-                run = run_dir.display()
-            ));
-            let vty = run_dir.join(format!("{daemon}.vty"));
-            wait_for(Duration::from_secs(10), || vty.exists())
-                .unwrap_or_else(|| panic!("{daemon} did not start"));
+        );
+        Self {
+            frr: Frr::start(&ns.0, ASN, FRR, VLNET),
+            _ns: ns,
         }
-        frr
     }
-
-    fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    /// A shell command in FRR's namespace; panics with its output on failure.
-    fn sh(&self, cmd: &str) -> String {
-        support::thread_netns::sh_in(&self.ns, cmd)
-    }
-
-    /// A vtysh command's output.
-    fn vtysh(&self, cmd: &str) -> String {
-        self.sh(&format!(
-            "vtysh --vty_socket {} -c '{cmd}'",
-            self.run_dir().display()
-        ))
-    }
-}
-
-impl Drop for Frr {
-    fn drop(&mut self) {
-        for daemon in ["bgpd", "zebra"] {
-            let pid = fs::read_to_string(self.run_dir().join(format!("{daemon}.pid")))
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok());
-            if let Some(pid) = pid.filter(|p| *p > 1) {
-                // SAFETY: signals one process this test started, by its pid.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-                if wait_for(Duration::from_secs(5), || !proc_dir.exists()).is_none() {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().unwrap();
-    assert!(st.success(), "{cmd} {args:?} failed");
-}
-
-/// Polls `f` every 100 ms until it holds or `limit` passes.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return Some(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 /// Polls `f` every 100 ms until it holds or `limit` passes, letting the
@@ -323,7 +256,7 @@ fn frr_established(frr: &Frr) -> bool {
 #[test]
 fn frr_and_vlnet_exchange_evpn_routes() {
     let home = ThreadNetNs::enter("evpn");
-    let frr = Frr::start(&home);
+    let frr = FrrNode::start(&home);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -376,7 +309,7 @@ fn frr_and_vlnet_exchange_evpn_routes() {
             .unwrap();
     });
     assert!(
-        wait_for(Duration::from_secs(5), || !frr_established(&frr)).is_some(),
+        wait_for(Duration::from_secs(5), || !frr_established(&frr)),
         "FRR still up after our Cease"
     );
 }

@@ -20,11 +20,10 @@
 
 mod support;
 
-use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::frr::{wait_for, Frr};
 use support::node::vlnet_binary;
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Daemon, Host, NodeSpec, Underlay, Vm};
@@ -36,112 +35,6 @@ const VLNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const FRR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const VM_IP: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)];
 const VM_MAC: [&str; 2] = ["02:00:00:00:e1:01", "02:00:00:00:e2:01"];
-const FRR_BIN: &str = "/usr/lib/frr";
-
-/// FRR's zebra and bgpd in `host`'s namespace, the route reflector of
-/// `client`; stopped by the pids they wrote on drop.
-struct Frr {
-    ns: String,
-    dir: tempfile::TempDir,
-}
-
-impl Frr {
-    fn start(host: &Host, client: Ipv4Addr) -> Self {
-        assert!(
-            Path::new(FRR_BIN).join("bgpd").exists(),
-            "needs FRR: apt-get install --no-install-recommends frr"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("vlt-frr")
-            .tempdir()
-            .unwrap();
-        let frr = Self {
-            ns: host.ns().name().to_owned(),
-            dir,
-        };
-        let root = frr.dir.path();
-        fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let run_dir = frr.run_dir();
-        fs::create_dir(&run_dir).unwrap();
-        frr.sh(&format!("chown frr:frr {}", run_dir.display()));
-        let conf = root.join("frr.conf");
-        fs::write(
-            &conf,
-            format!(
-                "frr defaults datacenter\nhostname vlt-frr\nlog file {log}\n\
-                 router bgp {ASN}\n bgp router-id {FRR}\n no bgp default ipv4-unicast\n\
-                 neighbor {client} remote-as {ASN}\n address-family l2vpn evpn\n\
-                 \x20 neighbor {client} activate\n  neighbor {client} route-reflector-client\n\
-                 \x20 advertise-all-vni\n exit-address-family\n",
-                log = run_dir.join("frr.log").display()
-            ),
-        )
-        .unwrap();
-        for daemon in ["zebra", "bgpd"] {
-            frr.sh(&format!(
-                "{FRR_BIN}/{daemon} -d -f {conf} -i {run}/{daemon}.pid -z {run}/zserv.api --vty_socket {run} -u frr -g frr",
-                conf = conf.display(),
-                run = run_dir.display()
-            ));
-            let vty = run_dir.join(format!("{daemon}.vty"));
-            assert!(
-                wait_for(Duration::from_secs(10), || vty.exists()),
-                "{daemon} did not start"
-            );
-        }
-        frr
-    }
-
-    fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    fn sh(&self, cmd: &str) -> String {
-        support::thread_netns::sh_in(&self.ns, cmd)
-    }
-
-    fn vtysh(&self, cmd: &str) -> String {
-        self.sh(&format!(
-            "vtysh --vty_socket {} -c '{cmd}'",
-            self.run_dir().display()
-        ))
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.run_dir().join("frr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Frr {
-    fn drop(&mut self) {
-        for daemon in ["bgpd", "zebra"] {
-            let pid = fs::read_to_string(self.run_dir().join(format!("{daemon}.pid")))
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok());
-            if let Some(pid) = pid.filter(|p| *p > 1) {
-                // SAFETY: signals one process this test started, by its pid.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-                if !wait_for(Duration::from_secs(5), || !proc_dir.exists()) {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-    }
-}
-
-/// Polls `f` every 200 ms until it holds or `limit` passes.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 fn vm(host: &Host, i: usize) -> Vm {
     host.add_vm(&format!("vm{i}"), BRIDGE, VM_MAC[i], VM_IP[i], 24)
@@ -174,7 +67,7 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
     let frr_host = frr_node(&underlay);
     let vlnet_host = underlay.add_host("vl", VLNET).unwrap();
     vlnet_host.add_bridge(BRIDGE).unwrap();
-    let frr = Frr::start(&frr_host, VLNET);
+    let frr = Frr::start(frr_host.ns().name(), ASN, FRR, VLNET);
     let spec = NodeSpec::new("evz", VLNET)
         .with_vni(VNI, BRIDGE, &[])
         .with_evpn(ASN, &[FRR]);

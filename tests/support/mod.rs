@@ -9,6 +9,7 @@
 pub mod attacker;
 pub mod control;
 pub mod frames;
+pub mod frr;
 pub mod http;
 pub mod interrupt;
 pub mod leftovers;

@@ -63,6 +63,7 @@ pub mod maps;
 pub mod metrics;
 pub mod model;
 pub mod moves;
+mod mutex;
 pub mod netlink;
 pub mod node;
 pub mod notify;

@@ -9,6 +9,8 @@ pub use error::NodeError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crate::mutex::lock;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -79,10 +81,6 @@ pub struct Node {
 
 /// Where a reload's outcome goes (the convergence task answers).
 pub type ReloadReply = oneshot::Sender<Result<ReloadReport, ReloadError>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 impl Node {
     /// A node serving `facts` and reading `maps`.

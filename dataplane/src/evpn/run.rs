@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::mutex::lock;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -220,10 +222,6 @@ fn unbounded(
         }
     });
     out
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Records a report in the status.

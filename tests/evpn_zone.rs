@@ -147,10 +147,18 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
     restart_forgets_withdrawn(&mut daemon, &frr, vm1);
 }
 
-/// `vlnet ctl evpn` and `/metrics` show the session and the VNI.
+/// `vlnet ctl evpn` and `/metrics` show the session and the VNI (the VNI
+/// views are rebuilt within a second of a change).
 fn ctl_evpn_and_metrics(daemon: &Daemon, vlnet_host: &Host) {
-    let report: serde_json::Value =
-        serde_json::from_str(&daemon.ctl(&["evpn", "--json"]).unwrap()).unwrap();
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&daemon.ctl(&["evpn", "--json"]).unwrap()).unwrap()
+    };
+    wait_for(Duration::from_secs(5), || {
+        let r = read();
+        r["vnis"][0]["local_macs"] == 1
+            && r["vnis"][0]["vteps"] == serde_json::json!([FRR.to_string()])
+    });
+    let report = read();
     let session = &report["neighbors"][0];
     assert_eq!(session["neighbor"], format!("{FRR}:179"), "{report}");
     assert_eq!(session["state"], "established", "{report}");

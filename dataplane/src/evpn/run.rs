@@ -32,6 +32,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_mins(2);
 /// Reports one speaker may have waiting.
 const REPORT_QUEUE: usize = 256;
+/// How often the VNI views in the status are rebuilt, when routes changed:
+/// a rebuild walks every MAC, too much for every UPDATE of a full table.
+const VIEWS_REFRESH: Duration = Duration::from_secs(1);
 
 /// What the agent needs to start.
 #[derive(Debug, Clone)]
@@ -179,11 +182,14 @@ pub async fn run(
     let effects = agent.local(&locals.borrow_and_update().clone(), started.elapsed());
     shell.carry_out(effects, &mut tasks);
     note_routes(&status, &agent);
+    let mut refresh = tokio::time::interval(VIEWS_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut views_stale = false;
     loop {
         let effects = tokio::select! {
             Some((i, report)) = reports.recv() => {
                 let effects = agent.report(i, &report, started.elapsed());
-                note(&status, i, &report, &agent);
+                note(&status, i, &report);
                 effects
             }
             changed = locals.changed() => {
@@ -191,17 +197,21 @@ pub async fn run(
                     return; // the data plane is gone
                 }
                 let observed = locals.borrow_and_update().clone();
-                let effects = agent.local(&observed, started.elapsed());
-                note_routes(&status, &agent);
-                effects
+                agent.local(&observed, started.elapsed())
             }
             Some((i, generation)) = sweeps.recv() => {
-                let effects = agent.sweep(i, generation, started.elapsed());
-                note_routes(&status, &agent);
-                effects
+                agent.sweep(i, generation, started.elapsed())
+            }
+            _ = refresh.tick() => {
+                if std::mem::take(&mut views_stale) {
+                    note_routes(&status, &agent);
+                }
+                continue;
             }
             Some(_) = tasks.join_next() => continue, // a timer that fired
         };
+        views_stale = true;
+        note_peers(&status, &agent);
         shell.carry_out(effects, &mut tasks);
     }
 }
@@ -224,28 +234,30 @@ fn unbounded(
     out
 }
 
-/// Records a report in the status.
-fn note(status: &Status, i: usize, report: &Report, agent: &Agent) {
-    let mut s = lock(status);
-    if let Some(n) = s.neighbors.get_mut(i) {
+/// Records a session coming up or going down in the status.
+fn note(status: &Status, i: usize, report: &Report) {
+    if let Some(n) = lock(status).neighbors.get_mut(i) {
         match report {
             Report::Established(_) => n.up_since = Some(Instant::now()),
             Report::Down(_) => n.up_since = None,
             Report::Update(_) | Report::Refresh => {}
         }
     }
-    drop(s);
-    note_routes(status, agent);
+}
+
+/// Copies the agent's neighbor views (states and route counts) into the
+/// status.
+fn note_peers(status: &Status, agent: &Agent) {
+    let views = agent.peers();
+    for (n, view) in lock(status).neighbors.iter_mut().zip(views) {
+        n.view = view;
+    }
 }
 
 /// Copies the agent's neighbor and VNI views into the status.
 fn note_routes(status: &Status, agent: &Agent) {
-    let views = agent.peers();
-    let mut s = lock(status);
-    for (n, view) in s.neighbors.iter_mut().zip(views) {
-        n.view = view;
-    }
-    s.vnis = agent.vni_views();
+    note_peers(status, agent);
+    lock(status).vnis = agent.vni_views();
 }
 
 /// Where effects go.

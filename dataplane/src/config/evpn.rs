@@ -415,6 +415,10 @@ mod tests {
             "evpn",
         );
         assert!(m.contains("no [[vni]] has evpn = true"), "{m}");
+        for role in ["", "role = \"member\"\n"] {
+            let m = invalid(&format!("{NODE}{EVPN}[wireguard]\n{role}{VNI}"), "evpn");
+            assert!(m.contains("not supported yet"), "{m}");
+        }
     }
 
     #[test]

@@ -604,26 +604,7 @@ impl Config {
             wg.check()?;
         }
         if let Some(e) = &self.evpn {
-            e.check(node.vtep)?;
-            if self.wireguard.is_some() {
-                // Both control planes would place the same VNIs' MACs, and
-                // nothing yet hands routes from one to the other.
-                return Err((
-                    "evpn".to_owned(),
-                    "[evpn] and [wireguard] on one node are not supported yet (no gateway \
-                     between BGP EVPN and members joined by token): run the EVPN speaker on \
-                     a node without [wireguard]"
-                        .to_owned(),
-                ));
-            }
-            if !self.vni.iter().any(|v| v.evpn) {
-                return Err((
-                    "evpn".to_owned(),
-                    "no [[vni]] has evpn = true; mark the VNIs the speaker serves, or remove \
-                     [evpn]"
-                        .to_owned(),
-                ));
-            }
+            e.check_node(node.vtep, self.wireguard.is_some(), &self.vni)?;
         }
         let mut ids = HashSet::new();
         let mut bridges = HashSet::new();

@@ -604,7 +604,11 @@ impl Config {
             wg.check()?;
         }
         if let Some(e) = &self.evpn {
-            e.check_node(node.vtep, self.wireguard.is_some(), &self.vni)?;
+            e.check_node(
+                node.vtep,
+                self.wireguard.as_ref().map(|w| w.role),
+                &self.vni,
+            )?;
         }
         let mut ids = HashSet::new();
         let mut bridges = HashSet::new();

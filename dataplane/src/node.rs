@@ -3,6 +3,7 @@
 //! fail with a [`NodeError`] (`node/error.rs`).
 
 mod error;
+mod plane;
 
 pub use error::NodeError;
 
@@ -34,6 +35,7 @@ use crate::moves::{MoveKind, MoveLog, MoveRecord};
 use crate::netlink::Netlink;
 use crate::peer_rtt::{PeerRtt, PeerRttTable};
 use crate::traffic::{Snapshot, TrafficHistory};
+use plane::Plane;
 
 /// Facts decided at start-up and on every convergence.
 #[derive(Debug, Clone)]
@@ -453,10 +455,19 @@ impl ApiHandler for Node {
     }
 }
 
-impl DataplaneHooks for Node {
-    fn apply_fdb(&self, changes: &[FdbChange]) {
+impl Node {
+    /// Programs `plane`'s FDB `changes`.
+    fn apply_fdb_of(&self, plane: Plane, changes: &[FdbChange]) {
         let mut maps = self.maps();
         for change in changes {
+            if let FdbChange::Remove { vni, mac } = change {
+                let behind = maps
+                    .fdb_entry(*vni, mac.0)
+                    .map(|e| Ipv4Addr::from(u32::from_be(e.vtep_be)));
+                if behind.is_some_and(|v| !plane.may_remove_behind(maps.vtep_path(v))) {
+                    continue; // the other plane's now
+                }
+            }
             if let FdbChange::Install { vni, mac, .. } = change {
                 // Behind a remote VTEP now: frames for it leave the bypass
                 // at once (the next read of the bridges would be late).
@@ -480,6 +491,16 @@ impl DataplaneHooks for Node {
             }
         }
     }
+}
+
+impl DataplaneHooks for Node {
+    fn apply_fdb(&self, changes: &[FdbChange]) {
+        self.apply_fdb_of(Plane::Members, changes);
+    }
+
+    fn apply_evpn_fdb(&self, changes: &[FdbChange]) {
+        self.apply_fdb_of(Plane::Evpn, changes);
+    }
 
     fn vni_ports(&self) -> Vec<(u32, String, String)> {
         self.facts()
@@ -490,10 +511,12 @@ impl DataplaneHooks for Node {
     }
 
     fn fdb_holder(&self, vni: u32, mac: MacAddr) -> Option<Ipv4Addr> {
-        self.maps()
-            .fdb_entry(vni, mac.0)
-            .filter(|e| e.flags & vlnet_ebpf::abi::VLNET_FDB_CONTROL == 0)
-            .map(|e| Ipv4Addr::from(u32::from_be(e.vtep_be)))
+        let maps = self.maps();
+        let e = maps.fdb_entry(vni, mac.0)?;
+        let vtep = Ipv4Addr::from(u32::from_be(e.vtep_be));
+        let control = e.flags & vlnet_ebpf::abi::VLNET_FDB_CONTROL != 0;
+        let members = maps.vtep_path(vtep) == Some(vlnet_ebpf::abi::VLNET_PATH_TUNNEL);
+        (!control || !members).then_some(vtep)
     }
 
     fn local_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>> {

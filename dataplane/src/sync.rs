@@ -26,8 +26,9 @@ pub struct DesiredVni {
     pub vni: u32,
     /// Ifindex of vlnet's end of the overlay port.
     pub overlay_ifindex: u32,
-    /// Static remote VTEPs of the config (the zone): the flood list's first
-    /// slots, and accepted sources.
+    /// The zone: static remote VTEPs of the config and, on an EVPN VNI, the
+    /// VTEPs of its type-3 routes: the flood list's first slots, and
+    /// accepted sources.
     pub peers: Vec<Ipv4Addr>,
     /// Remote VTEPs the control plane added (members, or on a member the
     /// controller): the flood list's other slots, and accepted sources.

@@ -9,6 +9,9 @@
 //!   through the control plane, where ownership is checked).
 //! - On a member, the controller's tunnel address: the tunnel, learning (it
 //!   relays the cloud, whose VMs migrate).
+//! - A VTEP of an EVPN VNI: the underlay, "learning" as a zone VTEP (a
+//!   gateway relays between it and the members), though its VNIs are
+//!   control-only in the kernel: its frames move no MAC there.
 //! - A static peer of the config: learning; the tunnel if its address lies
 //!   in the WireGuard interface's network (a "secure" static peer reached at
 //!   its tunnel address), else the underlay. A static peer that is also a
@@ -47,11 +50,14 @@ impl VtepBinding {
         path: VtepPath::Tunnel,
         learn: false,
     };
-    /// A VTEP of an EVPN VNI (from its type-3 route): on the underlay, and
-    /// its MACs come from type-2 routes only.
+    /// A VTEP of an EVPN VNI (from its type-2 or type-3 routes): on the
+    /// underlay, and part of the zone a gateway relays its members to (the
+    /// kernel's `VLNET_VTEP_LEARN`). It moves no MACs all the same: it is a
+    /// peer of EVPN VNIs only, and those are control-only
+    /// (`VLNET_VNI_CONTROL_ONLY`), their MACs from type-2 routes.
     pub const EVPN: Self = Self {
         path: VtepPath::Underlay,
-        learn: false,
+        learn: true,
     };
     /// The controller, seen from a member: through the tunnel, learning.
     pub const CONTROLLER: Self = Self {
@@ -155,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn evpn_vteps_are_on_the_underlay_and_move_no_macs_unless_static() {
+    fn evpn_vteps_are_zone_vteps_on_the_underlay() {
         let evpn_only = Ipv4Addr::new(198, 18, 0, 7);
         let located_only = Ipv4Addr::new(198, 18, 0, 8);
         let d = Dynamic {
@@ -167,7 +173,11 @@ mod tests {
         };
         let b = vtep_bindings(&config(""), &d, None);
         assert_eq!(b[&evpn_only], VtepBinding::EVPN);
-        assert!(!b[&evpn_only].learn);
+        assert_eq!(b[&evpn_only].path, VtepPath::Underlay);
+        assert!(
+            b[&evpn_only].learn,
+            "the zone side of a gateway's relay (its VNIs learn nothing)"
+        );
         assert_eq!(
             b[&located_only],
             VtepBinding::EVPN,

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use netgauze_bgp_pkt::nlri::RouteDistinguisher;
 use serde::Deserialize;
 
-use super::VniConfig;
+use super::{Role, VniConfig};
 use crate::evpn::vni::{RouteTarget, VniRouting, VniTable};
 
 /// The BGP port.
@@ -217,23 +217,22 @@ impl EvpnConfig {
     }
 
     /// Checks `[evpn]` in its node: its own keys ([`Self::check`] against
-    /// the node's VTEP `vtep`), no `[wireguard]` beside it
-    /// (`with_wireguard`), and some EVPN VNI among `vnis`.
+    /// the node's VTEP `vtep`), `[wireguard]` beside it only on a controller
+    /// (`role`: the gateway between EVPN and the members), and some EVPN
+    /// VNI among `vnis`.
     pub(super) fn check_node(
         &self,
         vtep: Option<Ipv4Addr>,
-        with_wireguard: bool,
+        role: Option<Role>,
         vnis: &[VniConfig],
     ) -> Result<(), (String, String)> {
         self.check(vtep)?;
-        if with_wireguard {
-            // Both control planes would place the same VNIs' MACs, and
-            // nothing yet hands routes from one to the other.
+        if role == Some(Role::Member) {
+            // A member's MACs reach EVPN through its controller, the gateway.
             return Err((
                 "evpn".to_owned(),
-                "[evpn] and [wireguard] on one node are not supported yet (no gateway \
-                 between BGP EVPN and members joined by token): run the EVPN speaker on a \
-                 node without [wireguard]"
+                "[evpn] on a member is not supported: its controller is the gateway into \
+                 EVPN (put [evpn] there), or remove [wireguard]"
                     .to_owned(),
             ));
         }
@@ -446,10 +445,15 @@ mod tests {
             "evpn",
         );
         assert!(m.contains("no [[vni]] has evpn = true"), "{m}");
-        for role in ["", "role = \"member\"\n"] {
-            let m = invalid(&format!("{NODE}{EVPN}[wireguard]\n{role}{VNI}"), "evpn");
-            assert!(m.contains("not supported yet"), "{m}");
-        }
+        let m = invalid(
+            &format!("{NODE}{EVPN}[wireguard]\nrole = \"member\"\n{VNI}"),
+            "evpn",
+        );
+        assert!(m.contains("controller is the gateway"), "{m}");
+        parse(&format!(
+            "{NODE}{EVPN}[wireguard]\nrole = \"controller\"\naddress = \"198.19.0.1/24\"\n{VNI}"
+        ))
+        .expect("a gateway");
     }
 
     #[test]

@@ -38,12 +38,19 @@ use crate::tasks::TaskSet;
 
 /// What the control plane needs from the data plane.
 pub trait DataplaneHooks: Send + Sync + 'static {
-    /// Programs control-plane entries into the FDB.
+    /// Programs this control plane's entries into the FDB. A removal
+    /// leaves an entry behind a VTEP on the underlay alone: that is the
+    /// EVPN agent's (a gateway runs both planes; a MAC that moved from one
+    /// to the other is not taken back by the plane it left).
     fn apply_fdb(&self, changes: &[FdbChange]);
+    /// Programs the EVPN agent's entries into the FDB. A removal leaves an
+    /// entry behind a VTEP in the WireGuard tunnel (a member's) alone.
+    fn apply_evpn_fdb(&self, changes: &[FdbChange]);
     /// The VNIs served now: (VNI, bridge, bridge-side overlay port).
     fn vni_ports(&self) -> Vec<(u32, String, String)>;
-    /// The VTEP a static or learned FDB entry places `mac` on `vni` behind
-    /// (not control-plane entries).
+    /// The VTEP a static, learned or EVPN FDB entry places `mac` on `vni`
+    /// behind (not this control plane's entries: those behind a VTEP in
+    /// the tunnel).
     fn fdb_holder(&self, vni: u32, mac: MacAddr) -> Option<Ipv4Addr>;
     /// Drops the entry the VNI's bridge holds for `mac` on a local port: it
     /// lives elsewhere now.
@@ -225,6 +232,9 @@ pub struct ControlPlane {
     /// session with the controller is under the controller's name).
     pub(super) sessions: Mutex<HashMap<String, SessionHandle>>,
     changed: watch::Sender<u64>,
+    /// On a controller, the MACs its members hold (what a gateway
+    /// advertises into EVPN behind its own VTEP).
+    member_macs: watch::Sender<BTreeSet<(u32, MacAddr)>>,
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
@@ -304,6 +314,7 @@ impl ControlPlane {
             tunnel: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            member_macs: watch::channel(BTreeSet::new()).0,
             local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
@@ -341,6 +352,7 @@ impl ControlPlane {
                 .unwrap_or_default(),
         };
         self.hooks.apply_fdb(&entries);
+        self.publish_member_macs();
         self.hooks.clear_control_neighs();
         Ok(())
     }
@@ -427,6 +439,27 @@ impl ControlPlane {
     /// Asks the data plane to converge again (VNIs, peers or tunnel changed).
     pub(super) fn notify(&self) {
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The MACs the members hold, on a controller (none on a member);
+    /// changes wake the receiver.
+    #[must_use]
+    pub fn member_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>> {
+        self.member_macs.subscribe()
+    }
+
+    /// Publishes the MACs the members hold now (subscribers wake only on
+    /// change).
+    fn publish_member_macs(&self) {
+        let held: BTreeSet<(u32, MacAddr)> = match &*self.inner() {
+            Inner::Controller(c) => c.member_macs(),
+            Inner::Member(_) => BTreeSet::new(),
+        };
+        self.member_macs.send_if_modified(|current| {
+            let changed = *current != held;
+            *current = held;
+            changed
+        });
     }
 
     /// Resolves when the data plane should converge again.
@@ -547,7 +580,10 @@ impl ControlPlane {
         for effect in effects {
             match effect {
                 Effect::Send { to, message } => self.send(&to, message),
-                Effect::Fdb(changes) => self.hooks.apply_fdb(&changes),
+                Effect::Fdb(changes) => {
+                    self.hooks.apply_fdb(&changes);
+                    self.publish_member_macs();
+                }
                 Effect::Neigh(changes) => self.hooks.apply_neigh(&changes),
                 Effect::ForgetLocal { vni, mac } => self.hooks.forget_local(vni, mac),
                 Effect::Reject(r) => self.rejected(&r),

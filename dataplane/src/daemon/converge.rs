@@ -43,6 +43,42 @@ pub enum Bridges {
     OnlyOurs,
 }
 
+/// One served VNI (`v`, of the effective config; overlay port
+/// `overlay_ifindex`) as the kernel should see it, on the node with VTEP
+/// `me`.
+fn desired_vni(
+    file: &Config,
+    dynamic: &Dynamic,
+    me: Ipv4Addr,
+    v: &VniConfig,
+    overlay_ifindex: u32,
+) -> DesiredVni {
+    let evpn = |by_vni: &BTreeMap<u32, BTreeSet<Ipv4Addr>>| -> Vec<Ipv4Addr> {
+        by_vni
+            .get(&v.id)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|vtep| *vtep != me)
+            .collect()
+    };
+    // The zone: static peers and, on an EVPN VNI, the VTEPs of its type-3
+    // routes (a gateway relays its members to both).
+    let mut zone = file.vni_peers(v.id).to_vec();
+    zone.extend(evpn(&dynamic.evpn.flood));
+    DesiredVni {
+        vni: v.id,
+        overlay_ifindex,
+        peers: zone,
+        members: v.peers.clone(),
+        located: evpn(&dynamic.evpn.located),
+        static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
+        arp_suppress: file.arp_suppress(v.id),
+        bypass: file.bypass(v.id),
+        control_only: v.evpn,
+    }
+}
+
 fn peers_of(cfg: &Config) -> Vec<Ipv4Addr> {
     let set: BTreeSet<Ipv4Addr> = cfg
         .vni
@@ -373,25 +409,7 @@ pub async fn converge(
         ),
         vnis: ports
             .iter()
-            .map(|(v, _, inner)| DesiredVni {
-                vni: v.id,
-                overlay_ifindex: inner.index,
-                peers: file.vni_peers(v.id).to_vec(),
-                members: v.peers.clone(),
-                located: dynamic
-                    .evpn
-                    .located
-                    .get(&v.id)
-                    .into_iter()
-                    .flatten()
-                    .copied()
-                    .filter(|vtep| *vtep != dp.vtep)
-                    .collect(),
-                static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
-                arp_suppress: file.arp_suppress(v.id),
-                bypass: file.bypass(v.id),
-                control_only: v.evpn,
-            })
+            .map(|(v, _, inner)| desired_vni(file, dynamic, dp.vtep, v, inner.index))
             .collect(),
         xdp,
         vteps: vteps.clone(),

@@ -8,18 +8,20 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::control::DataplaneHooks;
+use crate::control::{ControlPlane, DataplaneHooks};
 use crate::evpn::agent::RemoteVteps;
 use crate::evpn::run::{self, Setup};
 use crate::node::Node;
 use crate::tasks::TaskSet;
 
 /// Starts the agent in `tasks` if `cfg` has `[evpn]`; the remote VTEPs it
-/// publishes (`None` without `[evpn]`).
+/// publishes (`None` without `[evpn]`). On a gateway (a controller,
+/// `plane`) its members' MACs are advertised too, behind this node's VTEP.
 pub fn spawn(
     tasks: &mut TaskSet,
     cfg: &Config,
     node: &Arc<Node>,
+    plane: Option<&ControlPlane>,
 ) -> Option<watch::Receiver<RemoteVteps>> {
     let evpn = cfg.evpn.as_ref()?;
     let vtep = node.facts().vtep;
@@ -37,6 +39,10 @@ pub fn spawn(
     );
     let (tx, rx) = watch::channel(RemoteVteps::default());
     let hooks: Arc<dyn DataplaneHooks> = node.clone();
-    tasks.spawn("evpn", run::run(setup, hooks, tx, node.evpn_status()));
+    let members = plane.map(ControlPlane::member_macs);
+    tasks.spawn(
+        "evpn",
+        run::run(setup, hooks, members, tx, node.evpn_status()),
+    );
     Some(rx)
 }

@@ -81,7 +81,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             poked.poke_locals();
         }),
     );
-    let evpn_vteps = evpn::spawn(tasks, cfg, &node);
+    let evpn_vteps = evpn::spawn(tasks, cfg, &node, plane.as_deref());
     tasks.spawn(
         "converge",
         follow::follow(follow::Follow {

@@ -24,6 +24,7 @@ use super::vni::VniTable;
 use crate::config::EvpnConfig;
 use crate::conn_limit::Backoff;
 use crate::control::DataplaneHooks;
+use crate::mac::MacAddr;
 use crate::model::{EvpnNeighbor, EvpnReport, EvpnVni};
 
 /// The first reconnect delay after a session fails.
@@ -112,10 +113,13 @@ impl Snapshot {
 pub type Status = Arc<Mutex<Snapshot>>;
 
 /// Runs the agent until it is aborted, publishing the remote VTEPs to
-/// `vteps` and its neighbors to `status`.
+/// `vteps` and its neighbors to `status`. The MACs it advertises are the
+/// data plane's local ones and, on a gateway, the ones its members hold
+/// (`members`): behind this node's VTEP, which relays to them.
 pub async fn run(
     setup: Setup,
     hooks: Arc<dyn DataplaneHooks>,
+    members: Option<watch::Receiver<BTreeSet<(u32, MacAddr)>>>,
     vteps: watch::Sender<RemoteVteps>,
     status: Status,
 ) {
@@ -141,24 +145,7 @@ pub async fn run(
         graceful_restart: None,
     };
     let mut tasks = JoinSet::new();
-    let (report_tx, mut reports) = mpsc::channel::<(usize, Report)>(REPORT_QUEUE);
-    let mut commands = Vec::new();
-    for (i, &addr) in neighbors.iter().enumerate() {
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        commands.push(cmd_tx);
-        let (tx, mut rx) = mpsc::channel(REPORT_QUEUE);
-        let session = Session::new(local.clone(), Backoff::new(BACKOFF_MIN, BACKOFF_MAX));
-        let cmd_rx = unbounded(cmd_rx, &mut tasks);
-        tasks.spawn(speaker::run(addr, session, cmd_rx, tx));
-        let merged = report_tx.clone();
-        tasks.spawn(async move {
-            while let Some(r) = rx.recv().await {
-                if merged.send((i, r)).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    let (commands, mut reports) = spawn_speakers(&neighbors, &local, &mut tasks);
     *lock(&status) = Snapshot {
         neighbors: neighbors
             .iter()
@@ -179,7 +166,11 @@ pub async fn run(
         commands,
         sweep_tx,
     };
-    let effects = agent.local(&locals.borrow_and_update().clone(), started.elapsed());
+    let mut members = members;
+    let effects = agent.local(
+        &advertised(&mut locals, members.as_mut()),
+        started.elapsed(),
+    );
     shell.carry_out(effects, &mut tasks);
     note_routes(&status, &agent);
     let mut refresh = tokio::time::interval(VIEWS_REFRESH);
@@ -196,8 +187,18 @@ pub async fn run(
                 if changed.is_err() {
                     return; // the data plane is gone
                 }
-                let observed = locals.borrow_and_update().clone();
-                agent.local(&observed, started.elapsed())
+                agent.local(&advertised(&mut locals, members.as_mut()), started.elapsed())
+            }
+            changed = async {
+                match members.as_mut() {
+                    Some(m) => m.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    members = None; // the control plane stopped
+                }
+                agent.local(&advertised(&mut locals, members.as_mut()), started.elapsed())
             }
             Some((i, generation)) = sweeps.recv() => {
                 agent.sweep(i, generation, started.elapsed())
@@ -214,6 +215,49 @@ pub async fn run(
         note_peers(&status, &agent);
         shell.carry_out(effects, &mut tasks);
     }
+}
+
+/// Starts a speaker per neighbor in `tasks`, as `local`; their command
+/// queues, in the neighbors' order, and their merged reports.
+fn spawn_speakers(
+    neighbors: &[SocketAddr],
+    local: &Local,
+    tasks: &mut JoinSet<()>,
+) -> (
+    Vec<mpsc::UnboundedSender<Command>>,
+    mpsc::Receiver<(usize, Report)>,
+) {
+    let (report_tx, reports) = mpsc::channel::<(usize, Report)>(REPORT_QUEUE);
+    let mut commands = Vec::new();
+    for (i, &addr) in neighbors.iter().enumerate() {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        commands.push(cmd_tx);
+        let (tx, mut rx) = mpsc::channel(REPORT_QUEUE);
+        let session = Session::new(local.clone(), Backoff::new(BACKOFF_MIN, BACKOFF_MAX));
+        let cmd_rx = unbounded(cmd_rx, tasks);
+        tasks.spawn(speaker::run(addr, session, cmd_rx, tx));
+        let merged = report_tx.clone();
+        tasks.spawn(async move {
+            while let Some(r) = rx.recv().await {
+                if merged.send((i, r)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    (commands, reports)
+}
+
+/// The MACs to advertise as this node's: the bridges' and the members'.
+fn advertised(
+    locals: &mut watch::Receiver<BTreeSet<(u32, MacAddr)>>,
+    members: Option<&mut watch::Receiver<BTreeSet<(u32, MacAddr)>>>,
+) -> BTreeSet<(u32, MacAddr)> {
+    let mut out = locals.borrow_and_update().clone();
+    if let Some(m) = members {
+        out.extend(m.borrow_and_update().iter().copied());
+    }
+    out
 }
 
 /// The speaker takes a bounded receiver; the agent must never wait on a
@@ -302,7 +346,7 @@ impl Shell {
             }
         }
         if !fdb.is_empty() {
-            self.hooks.apply_fdb(&fdb);
+            self.hooks.apply_evpn_fdb(&fdb);
         }
         for (vni, mac) in forget {
             self.hooks.forget_local(vni, mac);

@@ -26,6 +26,15 @@ impl Maps {
             .map_err(op("vlnet_vteps"))
     }
 
+    /// The path `vtep` is bound to (`VLNET_PATH_*`), if it is bound.
+    #[must_use]
+    pub fn vtep_path(&self, vtep: Ipv4Addr) -> Option<u32> {
+        self.vteps
+            .get(&u32::from(vtep).to_be(), 0)
+            .ok()
+            .map(|b| b.path)
+    }
+
     /// Every bound remote VTEP.
     #[must_use]
     pub fn vteps(&self) -> Vec<(Ipv4Addr, vlnet_vtep)> {

@@ -245,6 +245,7 @@ pub(crate) struct Settings {
     launch: Launch,
     open_ports: Vec<String>,
     member_limit: Option<u32>,
+    evpn: Option<(u32, Vec<Ipv4Addr>)>,
 }
 
 impl Settings {
@@ -349,6 +350,9 @@ impl Settings {
                 node = node.as_controller(TUNNEL_POOL);
                 if let Some(limit) = self.member_limit {
                     node = node.with_member_limit(limit);
+                }
+                if let Some((asn, neighbors)) = &self.evpn {
+                    node = node.with_evpn(*asn, neighbors);
                 }
             }
             SiteKind::Member(_) => node = node.as_member(),
@@ -504,6 +508,15 @@ impl<N: Network> BedBuilder<N> {
     #[must_use]
     pub fn member_limit(mut self, limit: Option<u32>) -> Self {
         self.settings.member_limit = limit;
+        self
+    }
+
+    /// The controller's `[evpn]`: AS `asn`, these route reflectors, its VNI
+    /// EVPN-controlled (it is then the gateway between EVPN and its
+    /// members; give it no static peers).
+    #[must_use]
+    pub fn controller_evpn(mut self, evpn: Option<(u32, Vec<Ipv4Addr>)>) -> Self {
+        self.settings.evpn = evpn;
         self
     }
 

@@ -48,6 +48,9 @@ pub struct ClusterOptions {
     pub datapath: Datapath,
     /// The controller's `max_members_per_vni` (its default if `None`).
     pub member_limit: Option<u32>,
+    /// The controller's `[evpn]` (AS, route reflectors): the gateway between
+    /// an EVPN zone and its members (with no kernel-vxlan peers).
+    pub evpn: Option<(u32, Vec<Ipv4Addr>)>,
 }
 
 impl Default for ClusterOptions {
@@ -57,6 +60,7 @@ impl Default for ClusterOptions {
             open_ports: Vec::new(),
             datapath: Datapath::Tc,
             member_limit: None,
+            evpn: None,
         }
     }
 }
@@ -174,6 +178,7 @@ impl Cluster {
             .vlnet(vlnet_binary)
             .open_ports(&options.open_ports)
             .member_limit(options.member_limit)
+            .controller_evpn(options.evpn.clone())
             .site(controller);
         for i in 0..options.kernel_peers {
             let at = At::Lan(KERNEL_HOST_INDEX + i as u8);

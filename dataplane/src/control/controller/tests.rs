@@ -23,6 +23,7 @@ struct NoDataplane;
 
 impl DataplaneHooks for NoDataplane {
     fn apply_fdb(&self, _: &[FdbChange]) {}
+    fn apply_evpn_fdb(&self, _: &[FdbChange]) {}
     fn vni_ports(&self) -> Vec<(u32, String, String)> {
         vec![(100, "vnet100".into(), "vl100".into())]
     }

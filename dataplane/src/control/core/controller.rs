@@ -227,6 +227,17 @@ impl ControllerCore {
         &self.registry
     }
 
+    /// The MACs placed behind members (every location but this node's).
+    #[must_use]
+    pub fn member_macs(&self) -> BTreeSet<(u32, MacAddr)> {
+        self.book
+            .routes(None)
+            .into_iter()
+            .filter(|r| r.vtep != self.me.tunnel_addr)
+            .map(|r| (r.vni, r.mac))
+            .collect()
+    }
+
     /// The MAC book.
     #[must_use]
     pub fn book(&self) -> &MacBook {

@@ -1,0 +1,253 @@
+//! The gateway between an EVPN zone and members joined by token: the vlnet
+//! controller has `[evpn]` and peers with an FRR 8.4 route reflector (a
+//! kernel VXLAN device without learning on its bridge, as Proxmox's EVPN
+//! zone writes it) on the cloud LAN; a client across the WAN joins by
+//! token. Checks that the client's VM and the FRR node's VM ping each other
+//! both ways (relayed by the controller: VXLAN on the LAN, WireGuard on the
+//! WAN); that FRR lists the client VM's MAC behind the controller's VTEP
+//! (advertised as the gateway's); that the controller places the FRR VM's
+//! MAC behind FRR's VTEP. Then the client claims the FRR VM's MAC (a VM of
+//! its own with that MAC speaks): the controller refuses it (`not_owner`),
+//! keeps the MAC behind FRR, FRR keeps it local, and the real VM is still
+//! reached. Last the FRR VM migrates to the client (it leaves the FRR node,
+//! which withdraws its MAC, and comes up on the client with the same MAC
+//! and address): FRR places it behind the gateway and the FRR node's other
+//! VM reaches it at the same IP. FRR's daemons are stopped and every namespace removed even when
+//! a check fails. Needs root, `/usr/lib/frr/{zebra,bgpd}` + `vtysh`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking with the reason"
+)]
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use support::frr::{wait_for, Frr};
+use support::node::{sample, scrape, vlnet_binary};
+use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, SECURE_VM_MTU};
+use vlnet_lab::beds::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
+use vlnet_lab::primitives::probe;
+use vlnet_lab::primitives::topology::VM_IF;
+use vlnet_lab::{Host, Vm};
+
+const ASN: u32 = 65000;
+/// The controller's VTEP (the cloud LAN's first host).
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The FRR node's cloud LAN index and VTEP.
+const FRR_INDEX: u8 = 30;
+const FRR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, FRR_INDEX);
+/// Index of the FRR node's VM that migrates to the client, and of the one
+/// that stays (their MACs and overlay addresses).
+const FRR_VM: usize = 60;
+const FRR_VM_STAYS: usize = 61;
+/// The client (node 1 of the cluster).
+const CLIENT: usize = 1;
+
+/// A VM on `host`'s bridge with VM index `i`'s MAC and address, at the
+/// cluster's VM MTU (its frames to the client go through WireGuard).
+fn secure_vm(host: &Host, name: &str, i: usize) -> Vm {
+    let vm = host.add_vm(name, BRIDGE, &vm_mac(i), vm_ip(i), 24).unwrap();
+    vm.ns()
+        .run(&[
+            "ip",
+            "link",
+            "set",
+            VM_IF,
+            "mtu",
+            &SECURE_VM_MTU.to_string(),
+        ])
+        .unwrap();
+    vm
+}
+
+/// The FRR node on the cloud LAN: its bridge with a kernel VXLAN device that
+/// does not learn, and its two VMs.
+fn frr_node(c: &Cluster) -> (Host, Vm, Vm) {
+    let host = c.wan.add_cloud_host("frr", FRR_INDEX).unwrap();
+    host.add_bridge(BRIDGE).unwrap();
+    let dev = format!("vxlan{VNI}");
+    support::thread_netns::sh_in(
+        host.ns().name(),
+        &format!(
+            "ip link add {dev} type vxlan id {VNI} local {FRR} dstport 4789 nolearning \
+             && ip link set {dev} master {BRIDGE} && ip link set {dev} up"
+        ),
+    );
+    let moves = secure_vm(&host, "fvm", FRR_VM);
+    let stays = secure_vm(&host, "fvm2", FRR_VM_STAYS);
+    (host, moves, stays)
+}
+
+fn fdb(c: &Cluster, n: usize) -> serde_json::Value {
+    serde_json::from_str(&c.nodes[n].daemon.ctl(&["fdb", "--json"]).unwrap()).unwrap()
+}
+
+fn placed_behind(c: &Cluster, n: usize, mac: &str, vtep: Ipv4Addr) -> bool {
+    fdb(c, n)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["mac"] == mac && r["vtep"] == vtep.to_string() && r["vni"] == VNI)
+}
+
+fn pings(from: &Vm, to: Ipv4Addr) -> probe::PingReport {
+    probe::ping(from.ns(), to, 5, Duration::from_millis(100)).unwrap()
+}
+
+#[test]
+fn a_controller_is_the_gateway_between_an_evpn_zone_and_its_clients() {
+    let options = ClusterOptions {
+        evpn: Some((ASN, vec![FRR])),
+        ..ClusterOptions::default()
+    };
+    let c = Cluster::build_with("evg", &[Place::PublicClient], &options, vlnet_binary()).unwrap();
+    c.wait_connected().unwrap();
+    let (frr_host, frr_vm, frr_vm_stays) = frr_node(&c);
+    let frr = Frr::start(frr_host.ns().name(), ASN, FRR, GATEWAY);
+    let context = |what: &str| {
+        format!(
+            "{what}\n--- FRR summary:\n{}\n--- FRR MACs:\n{}\n--- FRR log:\n{}\n\
+             --- controller log:\n{}",
+            frr.vtysh("show bgp l2vpn evpn summary"),
+            frr.vtysh(&format!("show evpn mac vni {VNI}")),
+            frr.log(),
+            c.controller().daemon.log_tail(60)
+        )
+    };
+    let client_vm = &c.nodes[CLIENT].vm;
+    // The first pings make the MACs known (ARP floods through the relay).
+    assert!(
+        wait_for(Duration::from_mins(1), || {
+            probe::ping(client_vm.ns(), vm_ip(FRR_VM), 1, Duration::from_millis(300))
+                .is_ok_and(|p| p.received == 1)
+        }),
+        "{}",
+        context("the client's VM never reached the FRR node's VM")
+    );
+    for (from, to, what) in [
+        (client_vm, vm_ip(FRR_VM), "client -> FRR VM"),
+        (&frr_vm, vm_ip(CLIENT), "FRR VM -> client"),
+        (&frr_vm, vm_ip(0), "FRR VM -> the controller's VM"),
+    ] {
+        let p = pings(from, to);
+        assert_eq!(p.received, p.sent, "{}", context(&format!("{what}: {p:?}")));
+    }
+
+    let client_mac = vm_mac(CLIENT);
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            frr.vtysh(&format!("show evpn mac vni {VNI}"))
+                .lines()
+                .any(|l| {
+                    l.contains(&client_mac)
+                        && l.contains("remote")
+                        && l.contains(&GATEWAY.to_string())
+                })
+        }),
+        "{}",
+        context("FRR does not list the client's VM behind the gateway")
+    );
+    let frr_mac = vm_mac(FRR_VM);
+    assert!(
+        wait_for(Duration::from_secs(10), || placed_behind(
+            &c, 0, &frr_mac, FRR
+        )),
+        "{}",
+        context(&format!(
+            "the controller does not place the FRR VM behind FRR: {}",
+            fdb(&c, 0)
+        ))
+    );
+
+    a_client_cannot_take_the_zones_mac(&c, &frr);
+    a_vm_migrates_from_the_zone_to_the_client(&c, &frr, frr_vm, &frr_vm_stays);
+}
+
+/// A VM on the client with the FRR VM's MAC speaks: the client advertises
+/// the MAC, and the controller must refuse it.
+fn a_client_cannot_take_the_zones_mac(c: &Cluster, frr: &Frr) {
+    let controller = &c.controller().daemon;
+    let refused = || {
+        sample(
+            &scrape(controller.ns(), controller.spec().metrics_port),
+            "vlnet_control_rejected_total{reason=\"not_owner\"}",
+        )
+    };
+    let before = refused();
+    let frr_mac = vm_mac(FRR_VM);
+    let thief = c.nodes[CLIENT]
+        .site
+        .host()
+        .add_vm("thief", BRIDGE, &frr_mac, Ipv4Addr::new(192, 0, 2, 200), 24)
+        .unwrap();
+    // Its frames make the client's bridge learn the MAC; the client's
+    // daemon then claims it.
+    let _ = probe::ping(thief.ns(), vm_ip(0), 3, Duration::from_millis(200));
+    assert!(
+        wait_for(Duration::from_secs(15), || refused() > before),
+        "the controller did not refuse the client's claim of the FRR VM's MAC: \
+         not_owner {before} -> {}\n{}",
+        refused(),
+        controller.log_tail(40)
+    );
+    assert!(
+        placed_behind(c, 0, &frr_mac, FRR),
+        "the claim moved the FRR VM's MAC: {}",
+        fdb(c, 0)
+    );
+    let macs = frr.vtysh(&format!("show evpn mac vni {VNI}"));
+    assert!(
+        macs.lines()
+            .any(|l| l.contains(&frr_mac) && l.contains("local")),
+        "FRR no longer holds its VM's MAC:\n{macs}"
+    );
+    let p = pings(&c.controller().vm, vm_ip(FRR_VM));
+    assert_eq!(
+        p.received, p.sent,
+        "the real VM is no longer reached: {p:?}"
+    );
+}
+
+/// The FRR VM leaves the FRR node and comes up on the client with the same
+/// MAC and address: once FRR withdrew it, the controller grants the
+/// client's claim and advertises it behind itself.
+fn a_vm_migrates_from_the_zone_to_the_client(c: &Cluster, frr: &Frr, frr_vm: Vm, stays: &Vm) {
+    let frr_mac = vm_mac(FRR_VM);
+    drop(frr_vm);
+    assert!(
+        wait_for(Duration::from_secs(15), || !frr
+            .vtysh(&format!("show evpn mac vni {VNI}"))
+            .contains(&frr_mac)),
+        "FRR did not withdraw the MAC of the VM that left"
+    );
+    let moved = secure_vm(c.nodes[CLIENT].site.host(), "moved", FRR_VM);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            probe::ping(
+                moved.ns(),
+                vm_ip(FRR_VM_STAYS),
+                1,
+                Duration::from_millis(300),
+            )
+            .is_ok_and(|p| p.received == 1)
+        }),
+        "the migrated VM does not reach the FRR node's VM:\n{}",
+        c.controller().daemon.log_tail(30)
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            frr.vtysh(&format!("show evpn mac vni {VNI}"))
+                .lines()
+                .any(|l| l.contains(&frr_mac) && l.contains(&GATEWAY.to_string()))
+        }),
+        "FRR does not place the migrated VM behind the gateway:\n{}",
+        frr.vtysh(&format!("show evpn mac vni {VNI}"))
+    );
+    for from in [stays, &c.controller().vm] {
+        let p = pings(from, vm_ip(FRR_VM));
+        assert_eq!(p.received, p.sent, "the migrated VM at its old IP: {p:?}");
+    }
+}

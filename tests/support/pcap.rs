@@ -14,9 +14,13 @@ use vlnet_lab::{ChildGuard, NetNs};
 /// What tshark logs once the interface is open and the filter set.
 const CAPTURE_STARTED: &str = "Capture started";
 
+/// How long [`PcapCapture::stop`] lets tshark read what the kernel holds.
+const DRAIN: Duration = Duration::from_secs(1);
+
 /// A running capture; [`PcapCapture::stop`] ends it.
 pub struct PcapCapture {
     guard: ChildGuard,
+    log: std::thread::JoinHandle<String>,
     pcap: Pcap,
 }
 
@@ -38,12 +42,16 @@ impl PcapCapture {
         let mut guard = ChildGuard::spawn(&mut cmd).unwrap();
         let stderr = guard.child_mut().stderr.take().unwrap();
         let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains(CAPTURE_STARTED) {
                     let _ = ready_tx.send(());
                 }
+                log.push_str(&line);
+                log.push('\n');
             }
+            log
         });
         assert!(
             ready_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
@@ -52,18 +60,27 @@ impl PcapCapture {
         );
         Self {
             guard,
-            pcap: Pcap { _dir: dir, path },
+            log,
+            pcap: Pcap {
+                _dir: dir,
+                path,
+                log: String::new(),
+            },
         }
     }
 
-    /// Stops tshark (SIGINT: it flushes the file and exits) and returns the
-    /// file.
+    /// Stops tshark and returns the file. Waits [`DRAIN`] first: on SIGINT
+    /// tshark writes what dumpcap has read and exits, but packets dumpcap has
+    /// not read yet are lost (a capture stopped right after a packet came
+    /// was seen to hold nothing).
     pub fn stop(mut self) -> Pcap {
+        std::thread::sleep(DRAIN);
         let pid = i32::try_from(self.guard.id()).unwrap();
         // SAFETY: signals the capture this test started, by its pid.
         unsafe { libc::kill(pid, libc::SIGINT) };
         let status = self.guard.wait_within(Duration::from_secs(10)).unwrap();
         assert!(status.is_some(), "tshark did not stop on SIGINT");
+        self.pcap.log = self.log.join().unwrap_or_default();
         self.pcap
     }
 }
@@ -72,6 +89,7 @@ impl PcapCapture {
 pub struct Pcap {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    log: String,
 }
 
 impl Pcap {
@@ -88,6 +106,11 @@ impl Pcap {
             .filter(|l| !l.is_empty())
             .map(|l| l.split('\t').map(str::to_owned).collect())
             .collect()
+    }
+
+    /// What tshark logged while capturing (for failure messages).
+    pub fn log(&self) -> &str {
+        &self.log
     }
 
     /// `tshark -r FILE -Y display_filter -V`: the packets' full dissection.

@@ -37,6 +37,8 @@ const PEER2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 mod capacity;
 #[path = "ebpf_vtep/ecn.rs"]
 mod ecn;
+#[path = "ebpf_vtep/evpn_vni.rs"]
+mod evpn_vni;
 #[path = "ebpf_vtep/flood.rs"]
 mod flood;
 #[path = "ebpf_vtep/neigh.rs"]

@@ -604,15 +604,7 @@ impl Config {
             wg.check()?;
         }
         if let Some(e) = &self.evpn {
-            e.check(node.vtep)?;
-            if !self.vni.iter().any(|v| v.evpn) {
-                return Err((
-                    "evpn".to_owned(),
-                    "no [[vni]] has evpn = true; mark the VNIs the speaker serves, or remove \
-                     [evpn]"
-                        .to_owned(),
-                ));
-            }
+            e.check_node(node.vtep, self.wireguard.is_some(), &self.vni)?;
         }
         let mut ids = HashSet::new();
         let mut bridges = HashSet::new();

@@ -37,7 +37,7 @@ pub fn effective_config(cfg: &Config, dynamic: &Dynamic) -> Config {
     }
     for v in &mut out.vni {
         let members = dynamic.peers.get(&v.id).into_iter().flatten();
-        let evpn = dynamic.evpn.get(&v.id).into_iter().flatten();
+        let evpn = dynamic.evpn.flood.get(&v.id).into_iter().flatten();
         for &peer in members.chain(evpn) {
             if !v.peers.contains(&peer) && Some(peer) != cfg.node.vtep {
                 v.peers.push(peer);
@@ -91,16 +91,24 @@ mod tests {
         )
         .unwrap();
         let b = Ipv4Addr::new(198, 18, 0, 2);
+        let located = Ipv4Addr::new(198, 18, 0, 3);
         let dynamic = Dynamic {
-            evpn: [
-                (100, [b, Ipv4Addr::new(198, 18, 0, 1)].into()),
-                (300, [b].into()),
-            ]
-            .into(),
+            evpn: crate::evpn::agent::RemoteVteps {
+                flood: [
+                    (100, [b, Ipv4Addr::new(198, 18, 0, 1)].into()),
+                    (300, [b].into()),
+                ]
+                .into(),
+                located: [(100, [b, located].into())].into(),
+            },
             ..Dynamic::default()
         };
         let eff = effective_config(&cfg, &dynamic);
         assert_eq!(eff.vni.len(), 1, "EVPN adds no VNI");
-        assert_eq!(eff.vni[0].peers, [b], "never this node's own VTEP");
+        assert_eq!(
+            eff.vni[0].peers,
+            [b],
+            "never this node's own VTEP, nor one that only holds MACs"
+        );
     }
 }

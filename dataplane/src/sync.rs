@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use vlnet_ebpf::abi::{
     vlnet_fdb_entry, vlnet_node_config, vlnet_vni_config, VLNET_CFG_FLOW_TRACKING, VLNET_CFG_RELAY,
     VLNET_FDB_STATIC, VLNET_MAX_FLOOD, VLNET_VNI_ARP_SUPPRESS, VLNET_VNI_BYPASS,
+    VLNET_VNI_CONTROL_ONLY,
 };
 
 use crate::config::Proto;
@@ -31,6 +32,10 @@ pub struct DesiredVni {
     /// Remote VTEPs the control plane added (members, or on a member the
     /// controller): the flood list's other slots, and accepted sources.
     pub members: Vec<Ipv4Addr>,
+    /// Remote VTEPs that hold MACs without being flooded to (an EVPN VTEP
+    /// whose type-2 routes came before, or without, its type-3 route):
+    /// accepted sources whose FDB entries stay.
+    pub located: Vec<Ipv4Addr>,
     /// Static MAC locations.
     pub static_fdb: Vec<([u8; 6], Ipv4Addr)>,
     /// ARP/ND suppression (`VLNET_VNI_ARP_SUPPRESS`, see `lib/neigh.h`).
@@ -38,6 +43,9 @@ pub struct DesiredVni {
     /// The bridge bypass (`VLNET_VNI_BYPASS`: decap looks the VNI's frames
     /// up in `vlnet_bypass`, see `lib/bypass.h`).
     pub bypass: bool,
+    /// MAC locations from the control plane only (`VLNET_VNI_CONTROL_ONLY`:
+    /// an EVPN VNI; frames from any VTEP move nothing).
+    pub control_only: bool,
 }
 
 impl DesiredVni {
@@ -47,6 +55,19 @@ impl DesiredVni {
     pub fn flood_list(&self) -> Vec<Ipv4Addr> {
         let extra = self.members.iter().filter(|m| !self.peers.contains(m));
         self.peers.iter().chain(extra).copied().collect()
+    }
+
+    /// Every remote VTEP of the VNI: the flood list, then the located
+    /// VTEPs not in it.
+    #[must_use]
+    pub fn known(&self) -> Vec<Ipv4Addr> {
+        let mut out = self.flood_list();
+        for vtep in &self.located {
+            if !out.contains(vtep) {
+                out.push(*vtep);
+            }
+        }
+        out
     }
 }
 
@@ -156,8 +177,8 @@ fn apply_flood(maps: &mut Maps, v: &DesiredVni) -> Result<(usize, usize), MapsEr
 
 /// Brings the maps to `desired`: writes what is missing or different and
 /// removes what is no longer configured (VNIs, flood list slots, ports,
-/// peers, static entries, MAC locations behind a VTEP that is no longer a
-/// peer of its VNI, VTEP bindings and open ports). Peer counters, other
+/// peers, static entries, MAC locations behind a VTEP that is no longer
+/// known on its VNI, VTEP bindings and open ports). Peer counters, other
 /// learned entries and each VNI's flags (set by the capacity task) are kept,
 /// but for ARP suppression, which is the config's.
 pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
@@ -168,7 +189,7 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
     let peers: HashSet<(u32, Ipv4Addr)> = desired
         .vnis
         .iter()
-        .flat_map(|v| v.flood_list().into_iter().map(|p| (v.vni, p)))
+        .flat_map(|v| v.known().into_iter().map(|p| (v.vni, p)))
         .collect();
     let statics: HashSet<(u32, [u8; 6])> = desired
         .vnis
@@ -178,21 +199,20 @@ pub fn apply(maps: &mut Maps, desired: &Desired) -> Result<(), MapsError> {
 
     let mut flood_len = BTreeMap::new();
     for v in &desired.vnis {
-        for peer in v.flood_list() {
+        for peer in v.known() {
             maps.ensure_peer(v.vni, peer)?;
         }
         let (flood, zone) = apply_flood(maps, v)?;
         flood_len.insert(v.vni, flood as u32);
         let mut cfg = vni_config(v, flood, zone);
         // The daemon's own flags follow the config; the kernel's stay.
-        let ours = VLNET_VNI_ARP_SUPPRESS | VLNET_VNI_BYPASS;
+        let ours = VLNET_VNI_ARP_SUPPRESS | VLNET_VNI_BYPASS | VLNET_VNI_CONTROL_ONLY;
         let kept = maps.vni(v.vni).map_or(0, |current| current.flags & !ours);
-        cfg.flags =
-            kept | if v.arp_suppress {
-                VLNET_VNI_ARP_SUPPRESS
-            } else {
-                0
-            } | if v.bypass { VLNET_VNI_BYPASS } else { 0 };
+        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+        cfg.flags = kept
+            | flag(v.arp_suppress, VLNET_VNI_ARP_SUPPRESS)
+            | flag(v.bypass, VLNET_VNI_BYPASS)
+            | flag(v.control_only, VLNET_VNI_CONTROL_ONLY);
         maps.set_vni(v.vni, &cfg)?;
         maps.set_port(v.overlay_ifindex, v.vni)?;
         for (mac, vtep) in &v.static_fdb {
@@ -312,11 +332,24 @@ mod tests {
             overlay_ifindex: 9,
             peers: zone.to_vec(),
             members: vec![members[0], zone[1], members[1]],
+            located: vec![members[1], Ipv4Addr::new(198, 18, 0, 9)],
             static_fdb: vec![],
             arp_suppress: true,
             bypass: false,
+            control_only: false,
         };
         assert_eq!(v.flood_list(), [zone[0], zone[1], members[0], members[1]]);
+        assert_eq!(
+            v.known(),
+            [
+                zone[0],
+                zone[1],
+                members[0],
+                members[1],
+                Ipv4Addr::new(198, 18, 0, 9)
+            ],
+            "located VTEPs are known, not flooded"
+        );
         let cfg = vni_config(&v, 4, 2);
         assert_eq!((cfg.flood_count, cfg.flood_zone), (4, 2));
         assert_eq!(cfg.overlay_ifindex, 9);

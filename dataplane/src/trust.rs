@@ -83,7 +83,11 @@ pub fn vtep_bindings(
     tunnel: Option<Ipv4Network>,
 ) -> BTreeMap<Ipv4Addr, VtepBinding> {
     let mut out = BTreeMap::new();
-    for &vtep in dynamic.evpn.values().flatten() {
+    let evpn = [&dynamic.evpn.flood, &dynamic.evpn.located];
+    for &vtep in evpn
+        .into_iter()
+        .flat_map(|by_vni| by_vni.values().flatten())
+    {
         out.insert(vtep, VtepBinding::EVPN);
     }
     for &member in dynamic.peers.values().flatten() {
@@ -153,13 +157,22 @@ mod tests {
     #[test]
     fn evpn_vteps_are_on_the_underlay_and_move_no_macs_unless_static() {
         let evpn_only = Ipv4Addr::new(198, 18, 0, 7);
+        let located_only = Ipv4Addr::new(198, 18, 0, 8);
         let d = Dynamic {
-            evpn: [(300, [evpn_only, KERNEL_PEER].into())].into(),
+            evpn: crate::evpn::agent::RemoteVteps {
+                flood: [(300, [evpn_only, KERNEL_PEER].into())].into(),
+                located: [(300, [located_only].into())].into(),
+            },
             ..Dynamic::default()
         };
         let b = vtep_bindings(&config(""), &d, None);
         assert_eq!(b[&evpn_only], VtepBinding::EVPN);
         assert!(!b[&evpn_only].learn);
+        assert_eq!(
+            b[&located_only],
+            VtepBinding::EVPN,
+            "a VTEP with type-2 routes only"
+        );
         assert!(
             b[&KERNEL_PEER].learn,
             "a static peer keeps the config's binding"

@@ -145,6 +145,9 @@ struct vlnet_flood_key {
 				  * bindings locally (lib/neigh.h), set by the daemon */
 #define VLNET_VNI_BYPASS 4       /* the VNI has the bridge bypass: decap looks its unicast IP
 				  * frames up in vlnet_bypass (lib/bypass.h), set by the daemon */
+#define VLNET_VNI_CONTROL_ONLY 8 /* its MAC locations come from the control plane only (an EVPN
+				  * VNI): frames move no MAC and teach no ARP/ND binding,
+				  * whatever their VTEP's flags, set by the daemon */
 
 /*
  * vlnet_vteps[vtep_be]: the only path a remote VTEP's VXLAN is accepted on,

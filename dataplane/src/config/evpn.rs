@@ -155,7 +155,7 @@ impl TryFrom<String> for Rt {
 
 impl EvpnConfig {
     /// Checks `[evpn]` against the node's VTEP (`vtep`, if set).
-    pub(super) fn check(&self, vtep: Option<Ipv4Addr>) -> Result<(), (String, String)> {
+    fn check(&self, vtep: Option<Ipv4Addr>) -> Result<(), (String, String)> {
         let key = |field: &str| format!("evpn.{field}");
         if self.asn == 0 {
             return Err((
@@ -211,6 +211,37 @@ impl EvpnConfig {
             return Err((
                 key("max_routes_per_neighbor"),
                 "0 is not allowed (at least 1)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `[evpn]` in its node: its own keys ([`Self::check`] against
+    /// the node's VTEP `vtep`), no `[wireguard]` beside it
+    /// (`with_wireguard`), and some EVPN VNI among `vnis`.
+    pub(super) fn check_node(
+        &self,
+        vtep: Option<Ipv4Addr>,
+        with_wireguard: bool,
+        vnis: &[VniConfig],
+    ) -> Result<(), (String, String)> {
+        self.check(vtep)?;
+        if with_wireguard {
+            // Both control planes would place the same VNIs' MACs, and
+            // nothing yet hands routes from one to the other.
+            return Err((
+                "evpn".to_owned(),
+                "[evpn] and [wireguard] on one node are not supported yet (no gateway \
+                 between BGP EVPN and members joined by token): run the EVPN speaker on a \
+                 node without [wireguard]"
+                    .to_owned(),
+            ));
+        }
+        if !vnis.iter().any(|v| v.evpn) {
+            return Err((
+                "evpn".to_owned(),
+                "no [[vni]] has evpn = true; mark the VNIs the speaker serves, or remove [evpn]"
+                    .to_owned(),
             ));
         }
         Ok(())
@@ -415,6 +446,10 @@ mod tests {
             "evpn",
         );
         assert!(m.contains("no [[vni]] has evpn = true"), "{m}");
+        for role in ["", "role = \"member\"\n"] {
+            let m = invalid(&format!("{NODE}{EVPN}[wireguard]\n{role}{VNI}"), "evpn");
+            assert!(m.contains("not supported yet"), "{m}");
+        }
     }
 
     #[test]

@@ -87,9 +87,10 @@ pub struct Dynamic {
     pub tunnel: Option<String>,
     /// The tunnel's MTU, once up.
     pub tunnel_mtu: Option<u32>,
-    /// Remote VTEPs per EVPN VNI, from type-3 routes (the EVPN agent's, not
-    /// the control plane's): on the underlay, and they move no MACs.
-    pub evpn: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    /// Remote VTEPs per EVPN VNI, from type-3 and type-2 routes (the EVPN
+    /// agent's, not the control plane's): on the underlay, and they move no
+    /// MACs.
+    pub evpn: crate::evpn::agent::RemoteVteps,
 }
 
 /// Refused control input by reason, for `/metrics`.

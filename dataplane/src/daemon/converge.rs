@@ -378,9 +378,19 @@ pub async fn converge(
                 overlay_ifindex: inner.index,
                 peers: file.vni_peers(v.id).to_vec(),
                 members: v.peers.clone(),
+                located: dynamic
+                    .evpn
+                    .located
+                    .get(&v.id)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|vtep| *vtep != dp.vtep)
+                    .collect(),
                 static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
                 arp_suppress: file.arp_suppress(v.id),
                 bypass: file.bypass(v.id),
+                control_only: v.evpn,
             })
             .collect(),
         xdp,

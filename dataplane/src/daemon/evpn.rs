@@ -1,6 +1,6 @@
 //! Starting the EVPN agent (see [`crate::evpn::run`]) when the config has
-//! an `[evpn]` section: its flood lists go to the convergence task, which
-//! merges them into the data plane's. It runs in the daemon's task set, so
+//! an `[evpn]` section: the remote VTEPs it learns go to the convergence
+//! task, which merges them into the data plane's. It runs in the daemon's task set, so
 //! a shutdown aborts it and its sessions close with it.
 
 use std::sync::Arc;
@@ -9,18 +9,18 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::DataplaneHooks;
-use crate::evpn::agent::FloodLists;
+use crate::evpn::agent::RemoteVteps;
 use crate::evpn::run::{self, Setup};
 use crate::node::Node;
 use crate::tasks::TaskSet;
 
-/// Starts the agent in `tasks` if `cfg` has `[evpn]`; the flood lists it
+/// Starts the agent in `tasks` if `cfg` has `[evpn]`; the remote VTEPs it
 /// publishes (`None` without `[evpn]`).
 pub fn spawn(
     tasks: &mut TaskSet,
     cfg: &Config,
     node: &Arc<Node>,
-) -> Option<watch::Receiver<FloodLists>> {
+) -> Option<watch::Receiver<RemoteVteps>> {
     let evpn = cfg.evpn.as_ref()?;
     let vtep = node.facts().vtep;
     let setup = Setup {
@@ -35,7 +35,7 @@ pub fn spawn(
         neighbors = evpn.neighbors.len(),
         "starting the EVPN speaker"
     );
-    let (tx, rx) = watch::channel(FloodLists::new());
+    let (tx, rx) = watch::channel(RemoteVteps::default());
     let hooks: Arc<dyn DataplaneHooks> = node.clone();
     tasks.spawn("evpn", run::run(setup, hooks, tx, node.evpn_status()));
     Some(rx)

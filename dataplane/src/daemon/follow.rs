@@ -1,7 +1,7 @@
 //! The convergence task: it owns the data plane after start-up and
 //! converges again whenever the control plane changes what it serves (a
 //! join, a member added or removed, the tunnel coming up) or the EVPN
-//! agent changes a flood list, an interface
+//! agent changes the remote VTEPs, an interface
 //! vlnet uses changed under it (see `links`), or a reload asks for the
 //! config file's new content (see `reload`).
 
@@ -18,7 +18,7 @@ use super::links::Expected;
 use super::reload::{self, ReloadError};
 use crate::config::Config;
 use crate::control::{ControlPlane, Dynamic};
-use crate::evpn::agent::FloodLists;
+use crate::evpn::agent::RemoteVteps;
 use crate::model::ReloadReport;
 use crate::netlink::{overlay_port_names, Netlink};
 use crate::node::{Node, ReloadReply};
@@ -48,8 +48,8 @@ pub struct Follow {
     pub reloads: mpsc::Receiver<ReloadReply>,
     /// The SDN directory the config in force follows (`[proxmox] sdn`).
     pub sdn_dir: watch::Sender<Option<super::sdn_watch::Followed>>,
-    /// The EVPN agent's flood lists (with `[evpn]`).
-    pub evpn_flood: Option<watch::Receiver<FloodLists>>,
+    /// The EVPN agent's remote VTEPs (with `[evpn]`).
+    pub evpn_vteps: Option<watch::Receiver<RemoteVteps>>,
 }
 
 /// Why the task converges this time.
@@ -70,7 +70,7 @@ pub async fn follow(mut f: Follow) {
             }
         };
         let evpn_changed = async {
-            match &mut f.evpn_flood {
+            match &mut f.evpn_vteps {
                 Some(c) => c.changed().await.is_ok(),
                 None => std::future::pending().await,
             }
@@ -85,7 +85,7 @@ pub async fn follow(mut f: Follow) {
             }
             alive = evpn_changed => {
                 if !alive {
-                    f.evpn_flood = None;
+                    f.evpn_vteps = None;
                     continue;
                 }
                 Cause::Control
@@ -157,8 +157,8 @@ async fn converge_now(
         .plane
         .as_ref()
         .map_or_else(Dynamic::default, |p| p.dynamic());
-    if let Some(flood) = &mut f.evpn_flood {
-        dynamic.evpn = flood.borrow_and_update().clone();
+    if let Some(vteps) = &mut f.evpn_vteps {
+        dynamic.evpn = vteps.borrow_and_update().clone();
     }
     let expected = converge(cfg, &dynamic, &mut f.dataplane, &f.node, bridges).await?;
     f.expected.send_replace(expected);

@@ -81,7 +81,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             poked.poke_locals();
         }),
     );
-    let evpn_flood = evpn::spawn(tasks, cfg, &node);
+    let evpn_vteps = evpn::spawn(tasks, cfg, &node);
     tasks.spawn(
         "converge",
         follow::follow(follow::Follow {
@@ -94,7 +94,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             expected: expected_tx,
             reloads,
             sdn_dir,
-            evpn_flood,
+            evpn_vteps,
         }),
     );
     sdn_watch::check_zone_mtu(cfg, &node);

@@ -31,8 +31,20 @@ use crate::control::mobility::NodeId;
 use crate::control::wire::MacAdvert;
 use crate::mac::MacAddr;
 
-/// The flood list of every EVPN VNI: the remote VTEPs with a type-3 route.
-pub type FloodLists = BTreeMap<u32, BTreeSet<Ipv4Addr>>;
+/// Remote VTEPs per EVPN VNI.
+pub type VtepsByVni = BTreeMap<u32, BTreeSet<Ipv4Addr>>;
+
+/// The remote VTEPs of the EVPN VNIs, as the data plane needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteVteps {
+    /// The flood lists: the VTEPs with a type-3 route (every EVPN VNI is
+    /// listed, an empty list included).
+    pub flood: VtepsByVni,
+    /// The VTEPs a type-2 route places a MAC behind, whether or not they
+    /// sent a type-3 route (yet): their FDB entries stay and their VXLAN is
+    /// accepted, but they get no floods unless listed in `flood`.
+    pub located: VtepsByVni,
+}
 
 /// Something the shell must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +73,8 @@ pub enum Effect {
         /// The MAC.
         mac: MacAddr,
     },
-    /// The flood lists changed: these are the new ones.
-    Flood(FloodLists),
+    /// The remote VTEPs changed: these are the new ones.
+    Vteps(RemoteVteps),
     /// Call [`Agent::sweep`] with `peer` and `generation` after `after`
     /// (the graceful restart time of a neighbor that dropped).
     SweepAfter {
@@ -122,6 +134,9 @@ pub struct Agent {
     peers: Vec<Peer>,
     /// How many neighbors list each `(vni, vtep)` in a flood list.
     flood: BTreeMap<(u32, Ipv4Addr), usize>,
+    /// How many `(neighbor, MAC)` routes place a MAC behind each
+    /// `(vni, vtep)`.
+    located: BTreeMap<(u32, Ipv4Addr), usize>,
 }
 
 impl Agent {
@@ -143,17 +158,22 @@ impl Agent {
             max_routes: usize::try_from(max_routes).unwrap_or(usize::MAX),
             peers: vec![peer; peers],
             flood: BTreeMap::new(),
+            located: BTreeMap::new(),
         }
     }
 
-    /// The current flood lists.
+    /// The current remote VTEPs.
     #[must_use]
-    pub fn flood_lists(&self) -> FloodLists {
-        let mut out: FloodLists = self.vnis.iter().map(|r| (r.vni, BTreeSet::new())).collect();
+    pub fn remote_vteps(&self) -> RemoteVteps {
+        let mut flood: VtepsByVni = self.vnis.iter().map(|r| (r.vni, BTreeSet::new())).collect();
         for &(vni, vtep) in self.flood.keys() {
-            out.entry(vni).or_default().insert(vtep);
+            flood.entry(vni).or_default().insert(vtep);
         }
-        out
+        let mut located = VtepsByVni::new();
+        for &(vni, vtep) in self.located.keys() {
+            located.entry(vni).or_default().insert(vtep);
+        }
+        RemoteVteps { flood, located }
     }
 
     /// Each neighbor's state, in the order they were given.
@@ -182,7 +202,7 @@ impl Agent {
     #[must_use]
     pub fn vni_views(&self) -> Vec<VniView> {
         let routes = self.routes();
-        let flood = self.flood_lists();
+        let flood = self.remote_vteps().flood;
         self.vnis
             .iter()
             .map(|r| {
@@ -293,13 +313,15 @@ impl Agent {
         out
     }
 
-    /// Applies a neighbor's intents to the book and the flood lists.
+    /// Applies a neighbor's intents to the book and the remote VTEPs.
     fn intents(&mut self, peer: usize, intents: Vec<Intent>, now: Duration, out: &mut Vec<Effect>) {
-        let mut flood_changed = false;
+        let mut vteps_changed = false;
         for intent in intents {
             match intent {
                 Intent::Mac(a) => {
-                    self.peers[peer].macs.insert((a.vni, a.mac, a.vtep));
+                    if self.peers[peer].macs.insert((a.vni, a.mac, a.vtep)) {
+                        vteps_changed |= count_up(&mut self.located, (a.vni, a.vtep));
+                    }
                     let origin = NodeId::new(&a.vtep.to_string());
                     let applied = self.book.advert(&a, &origin, now);
                     out.extend(applied.fdb.into_iter().map(Effect::Fdb));
@@ -311,7 +333,9 @@ impl Agent {
                 }
                 Intent::MacGone(w) => {
                     let key = (w.vni, w.mac, w.vtep);
-                    self.peers[peer].macs.remove(&key);
+                    if self.peers[peer].macs.remove(&key) {
+                        vteps_changed |= count_down(&mut self.located, (w.vni, w.vtep));
+                    }
                     if !self.peers.iter().any(|p| p.macs.contains(&key)) {
                         let applied = self.book.withdraw(&w, now);
                         out.extend(applied.fdb.into_iter().map(Effect::Fdb));
@@ -322,23 +346,15 @@ impl Agent {
                     }
                 }
                 Intent::FloodAdd { vni, vtep } => {
-                    let n = self.flood.entry((vni, vtep)).or_default();
-                    *n += 1;
-                    flood_changed |= *n == 1;
+                    vteps_changed |= count_up(&mut self.flood, (vni, vtep));
                 }
                 Intent::FloodRemove { vni, vtep } => {
-                    if let Some(n) = self.flood.get_mut(&(vni, vtep)) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.flood.remove(&(vni, vtep));
-                            flood_changed = true;
-                        }
-                    }
+                    vteps_changed |= count_down(&mut self.flood, (vni, vtep));
                 }
             }
         }
-        if flood_changed {
-            out.push(Effect::Flood(self.flood_lists()));
+        if vteps_changed {
+            out.push(Effect::Vteps(self.remote_vteps()));
         }
     }
 
@@ -387,6 +403,28 @@ impl Agent {
             Ok(update) => out.push(Effect::Send { peer, update }),
             Err(e) => tracing::error!(peer, error = %e, "EVPN route not advertised"),
         }
+    }
+}
+
+/// Counts one more holder of `key`; whether it is new.
+fn count_up(counts: &mut BTreeMap<(u32, Ipv4Addr), usize>, key: (u32, Ipv4Addr)) -> bool {
+    let n = counts.entry(key).or_default();
+    *n += 1;
+    *n == 1
+}
+
+/// Counts one holder of `key` less; whether it was the last.
+fn count_down(counts: &mut BTreeMap<(u32, Ipv4Addr), usize>, key: (u32, Ipv4Addr)) -> bool {
+    match counts.get_mut(&key) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => {
+            counts.remove(&key);
+            true
+        }
+        None => false,
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::agent::{Agent, Effect, FloodLists, PeerView, VniView};
+use super::agent::{Agent, Effect, PeerView, RemoteVteps, VniView};
 use super::open::Local;
 use super::session::Session;
 use super::speaker::{self, Command, Report};
@@ -111,12 +111,12 @@ impl Snapshot {
 /// What the agent shows of itself, shared with the API and `/metrics`.
 pub type Status = Arc<Mutex<Snapshot>>;
 
-/// Runs the agent until it is aborted, publishing the flood lists to
-/// `flood` and its neighbors to `status`.
+/// Runs the agent until it is aborted, publishing the remote VTEPs to
+/// `vteps` and its neighbors to `status`.
 pub async fn run(
     setup: Setup,
     hooks: Arc<dyn DataplaneHooks>,
-    flood: watch::Sender<FloodLists>,
+    vteps: watch::Sender<RemoteVteps>,
     status: Status,
 ) {
     let neighbors: Vec<SocketAddr> = setup
@@ -132,7 +132,7 @@ pub async fn run(
         neighbors.len(),
         setup.cfg.max_routes_per_neighbor,
     );
-    flood.send_replace(agent.flood_lists());
+    vteps.send_replace(agent.remote_vteps());
     let local = Local {
         asn: setup.cfg.asn,
         router_id: setup.router_id(),
@@ -175,7 +175,7 @@ pub async fn run(
     let started = Instant::now();
     let mut shell = Shell {
         hooks,
-        flood,
+        vteps,
         commands,
         sweep_tx,
     };
@@ -263,7 +263,7 @@ fn note_routes(status: &Status, agent: &Agent) {
 /// Where effects go.
 struct Shell {
     hooks: Arc<dyn DataplaneHooks>,
-    flood: watch::Sender<FloodLists>,
+    vteps: watch::Sender<RemoteVteps>,
     commands: Vec<mpsc::UnboundedSender<Command>>,
     sweep_tx: mpsc::UnboundedSender<(usize, u64)>,
 }
@@ -285,8 +285,8 @@ impl Shell {
                 Effect::Forget { vni, mac } => {
                     forget.insert((vni, mac));
                 }
-                Effect::Flood(lists) => {
-                    self.flood.send_replace(lists);
+                Effect::Vteps(vteps) => {
+                    self.vteps.send_replace(vteps);
                 }
                 Effect::SweepAfter {
                     peer,

@@ -175,7 +175,9 @@ static __always_inline int decap_classify(void *data, void *data_end, __u32 fram
  * @di->vni may do to the FDB. Returns 0 to deliver it or
  * VLNET_DROP_SOURCE_NOT_OWNED.
  *
- * From a VTEP that may not move MACs (a member: no VLNET_VTEP_LEARN) a frame
+ * From a VTEP that may not move MACs (a member: no VLNET_VTEP_LEARN), or on
+ * a VNI whose MACs come from the control plane only (VLNET_VNI_CONTROL_ONLY:
+ * an EVPN VNI, whatever other VNIs the VTEP is a static peer of), a frame
  * writes nothing: it passes when @mac's entry points at that VTEP, or when
  * @mac is unknown here (a member's MACs come through the control plane, as
  * in EVPN; until its advert arrives, replies flood), and is dropped when
@@ -197,7 +199,7 @@ static __always_inline int decap_learn(const struct decap_info *di, const __u8 *
 
 	__builtin_memcpy(key.mac, mac, ETH_ALEN);
 	old = bpf_map_lookup_elem(&vlnet_fdb, &key);
-	if (!(di->vtep_flags & VLNET_VTEP_LEARN)) {
+	if (!(di->vtep_flags & VLNET_VTEP_LEARN) || (di->vni_flags & VLNET_VNI_CONTROL_ONLY)) {
 		if (old)
 			return old->vtep_be == di->src_vtep_be ? 0 : VLNET_DROP_SOURCE_NOT_OWNED;
 		if (bpf_map_lookup_elem(&vlnet_locals, &key))

@@ -388,11 +388,14 @@ static __always_inline int neigh_tx(struct __sk_buff *skb, __u32 vni, const stru
 /* Bytes after the inner Ethernet header that neigh_rx() reads at most. */
 #define NEIGH_RX_LEN sizeof(struct nd_packet)
 
-/* Whether neigh_rx() reads the frame @di classified: suppression on, from a static peer. */
+/*
+ * Whether neigh_rx() reads the frame @di classified: suppression on, from a
+ * static peer, on a VNI that learns from frames.
+ */
 static __always_inline int neigh_rx_wanted(const struct decap_info *di)
 {
 	return (di->vni_flags & VLNET_VNI_ARP_SUPPRESS) && (di->vtep_flags & VLNET_VTEP_LEARN) &&
-	       di->path == VLNET_PATH_UNDERLAY;
+	       !(di->vni_flags & VLNET_VNI_CONTROL_ONLY) && di->path == VLNET_PATH_UNDERLAY;
 }
 
 /**

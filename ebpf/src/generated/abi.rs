@@ -163,6 +163,7 @@ pub const VLNET_CFG_RELAY: u32 = 2;
 pub const VLNET_VNI_LEARN_PAUSED: u32 = 1;
 pub const VLNET_VNI_ARP_SUPPRESS: u32 = 2;
 pub const VLNET_VNI_BYPASS: u32 = 4;
+pub const VLNET_VNI_CONTROL_ONLY: u32 = 8;
 pub const VLNET_PATH_UNDERLAY: u32 = 1;
 pub const VLNET_PATH_TUNNEL: u32 = 2;
 pub const VLNET_VTEP_LEARN: u32 = 1;

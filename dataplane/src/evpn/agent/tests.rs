@@ -1,5 +1,5 @@
 //! The agent: local MACs out as routes once established, neighbors' routes
-//! into the FDB and flood lists, withdrawals, MAC moves both ways, two
+//! into the FDB and the remote VTEPs (flooded and located), withdrawals, MAC moves both ways, two
 //! route reflectors, the route bound, sessions going down with and without
 //! graceful restart. Updates go through the wire codec, as they would
 //! arrive.
@@ -46,6 +46,19 @@ fn mac_from(vtep: Ipv4Addr, mac: MacAddr, seq: u32) -> Report {
     Report::Update(wire(
         advertise::mac_route(&remote(vtep), vtep, mac, None, seq).expect("builds"),
     ))
+}
+
+/// VNI 100's remote VTEPs.
+fn vteps(flood: &[Ipv4Addr], located: &[Ipv4Addr]) -> RemoteVteps {
+    let set = |v: &[Ipv4Addr]| v.iter().copied().collect::<BTreeSet<_>>();
+    RemoteVteps {
+        flood: [(100, set(flood))].into(),
+        located: if located.is_empty() {
+            VtepsByVni::new()
+        } else {
+            [(100, set(located))].into()
+        },
+    }
 }
 
 fn mac_gone_from(vtep: Ipv4Addr, mac: MacAddr) -> Report {
@@ -184,10 +197,10 @@ fn peer_routes_program_the_fdb_and_flood_list_and_withdrawals_remove_them() {
     up(&mut a, 0);
     let e = a.report(0, &mac_from(B, MAC, 0), NOW);
     assert_eq!(fdb(&e), [install(MAC, B)]);
+    assert!(e.contains(&Effect::Vteps(vteps(&[], &[B]))), "{e:?}");
     let e = a.report(0, &imet_from(B), NOW);
-    let lists: FloodLists = [(100, [B].into())].into();
-    assert_eq!(e, [Effect::Flood(lists.clone())]);
-    assert_eq!(a.flood_lists(), lists);
+    assert_eq!(e, [Effect::Vteps(vteps(&[B], &[B]))]);
+    assert_eq!(a.remote_vteps(), vteps(&[B], &[B]));
     assert_eq!(
         a.peers(),
         [PeerView {
@@ -208,7 +221,31 @@ fn peer_routes_program_the_fdb_and_flood_list_and_withdrawals_remove_them() {
     );
     let e = a.report(0, &mac_gone_from(B, MAC), NOW);
     assert_eq!(fdb(&e), [remove(MAC)]);
+    assert!(e.contains(&Effect::Vteps(vteps(&[B], &[]))), "{e:?}");
     assert_eq!(a.routes().len(), 1, "ours is left");
+}
+
+#[test]
+fn a_vtep_with_mac_routes_and_no_imet_route_is_located_but_not_flooded() {
+    let mut a = agent(2, 100);
+    up(&mut a, 0);
+    up(&mut a, 1);
+    a.report(0, &mac_from(C, MAC, 0), NOW);
+    let e = a.report(0, &mac_from(C, MAC2, 0), NOW);
+    assert!(
+        !e.iter().any(|x| matches!(x, Effect::Vteps(_))),
+        "C was located already: {e:?}"
+    );
+    let e = a.report(1, &mac_from(C, MAC, 0), NOW);
+    assert!(fdb(&e).is_empty(), "{e:?}");
+    assert_eq!(a.remote_vteps(), vteps(&[], &[C]));
+    // C stays located while any neighbor places any MAC behind it.
+    a.report(0, &mac_gone_from(C, MAC), NOW);
+    a.report(0, &mac_gone_from(C, MAC2), NOW);
+    assert_eq!(a.remote_vteps(), vteps(&[], &[C]));
+    let e = a.report(1, &mac_gone_from(C, MAC), NOW);
+    assert_eq!(fdb(&e), [remove(MAC)]);
+    assert_eq!(e.last(), Some(&Effect::Vteps(vteps(&[], &[]))));
 }
 
 #[test]
@@ -268,13 +305,10 @@ fn two_route_reflectors_withdraw_a_mac_only_when_both_did() {
     );
     let e = a.report(0, &down(None), NOW);
     assert!(e.is_empty(), "{e:?}");
-    assert_eq!(a.flood_lists()[&100], [B].into());
+    assert_eq!(a.remote_vteps(), vteps(&[B], &[B]));
     let e = a.report(1, &down(None), NOW);
     assert_eq!(fdb(&e), [remove(MAC)]);
-    assert!(
-        e.contains(&Effect::Flood([(100, BTreeSet::new())].into())),
-        "{e:?}"
-    );
+    assert!(e.contains(&Effect::Vteps(vteps(&[], &[]))), "{e:?}");
 }
 
 #[test]
@@ -297,7 +331,7 @@ fn a_neighbor_over_the_route_bound_is_ceased_and_its_routes_withdrawn() {
     want.sort_by_key(|c| format!("{c:?}"));
     assert_eq!(changes, want);
     assert!(a.routes().is_empty());
-    assert!(a.flood_lists()[&100].is_empty());
+    assert_eq!(a.remote_vteps(), vteps(&[], &[]));
     let e = a.report(0, &mac_from(B, MAC, 0), NOW);
     assert!(e.is_empty(), "its updates in flight are ignored: {e:?}");
     let e = a.report(0, &down(Some(Duration::from_mins(2))), NOW);
@@ -320,7 +354,7 @@ fn a_session_down_withdraws_its_routes_unless_the_peer_restarts_gracefully() {
     a.report(0, &imet_from(B), NOW);
     let e = a.report(0, &down(None), NOW);
     assert_eq!(fdb(&e), [remove(MAC)]);
-    assert!(e.contains(&Effect::Flood([(100, BTreeSet::new())].into())));
+    assert!(e.contains(&Effect::Vteps(vteps(&[], &[]))), "{e:?}");
     assert_eq!(a.routes().len(), 1, "our own MAC stays");
 
     up(&mut a, 0);

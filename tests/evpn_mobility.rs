@@ -33,7 +33,7 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::frr::{reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
+use support::frr::{holds_for, reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
 use support::node::vlnet_binary;
 use support::pcap::{Pcap, PcapCapture};
 use vlnet_lab::primitives::probe;
@@ -175,9 +175,8 @@ fn a_vm_moves_from_frr_to_vlnet_and_back() {
         bed.context("vlnet does not hold the mover behind the leaf alone")
     );
     drop(on_vlnet_copy);
-    std::thread::sleep(Duration::from_secs(1));
     assert!(
-        only_behind_leaf(&bed),
+        holds_for(Duration::from_secs(2), || only_behind_leaf(&bed)),
         "{}",
         bed.context("the copy on vlnet went and took the leaf's route with it")
     );

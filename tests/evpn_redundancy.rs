@@ -23,7 +23,7 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::frr::{reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
+use support::frr::{holds_for, reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
 use support::node::vlnet_binary;
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Daemon, Underlay, Vm};
@@ -159,15 +159,27 @@ fn routes_stay_after_the_kill(bed: &Bed) {
     // Pings would also pass by flooding: the routes themselves must stay,
     // held from RR2.
     assert!(
-        vlnet_fdb_has(&bed.daemon, ZONE.vni, VM_MAC[1], LEAF)
-            && vlnet_fdb_has(&bed.daemon, ZONE.vni, VM_MAC[2], RR2),
+        holds_for(Duration::from_secs(2), || vlnet_fdb_has(
+            &bed.daemon,
+            ZONE.vni,
+            VM_MAC[1],
+            LEAF
+        ) && vlnet_fdb_has(
+            &bed.daemon,
+            ZONE.vni,
+            VM_MAC[2],
+            RR2
+        )),
         "{}",
         bed.context("vlnet dropped MACs that RR2 still reflects")
     );
     assert!(
-        bed.leaf
+        holds_for(Duration::from_secs(1), || bed
+            .leaf
             .evpn_mac(ZONE.vni, VM_MAC[0])
-            .is_some_and(|m| m["type"] == "remote" && m["remoteVtep"] == VLNET.to_string()),
+            .is_some_and(
+                |m| m["type"] == "remote" && m["remoteVtep"] == VLNET.to_string()
+            )),
         "{}",
         bed.context("the leaf dropped vlnet's MAC that RR2 still reflects")
     );

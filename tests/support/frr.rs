@@ -304,3 +304,15 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Polls `f` every 100 ms for `period`; whether it held every time.
+pub fn holds_for(period: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + period;
+    while Instant::now() < deadline {
+        if !f() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}

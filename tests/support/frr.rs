@@ -146,16 +146,22 @@ impl Frr {
 }
 
 impl Drop for Frr {
+    /// SIGTERM to both daemons at once (each takes 1.5–2 s to stop), then
+    /// SIGKILL to whichever is still there after 5 s.
     fn drop(&mut self) {
-        for daemon in ["bgpd", "zebra"] {
-            if let Some(pid) = self.pid(daemon) {
-                // SAFETY: signals one process this test started, by its pid.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-                if !wait_for(Duration::from_secs(5), || !proc_dir.exists()) {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+        let pids: Vec<i32> = ["bgpd", "zebra"]
+            .into_iter()
+            .filter_map(|d| self.pid(d))
+            .collect();
+        for &pid in &pids {
+            // SAFETY: signals one process this test started, by its pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let gone = |pid: i32| !PathBuf::from(format!("/proc/{pid}")).exists();
+        if !wait_for(Duration::from_secs(5), || pids.iter().all(|&p| gone(p))) {
+            for &pid in pids.iter().filter(|&&p| !gone(p)) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
     }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use netgauze_bgp_pkt::nlri::{L2EvpnRoute, RouteDistinguisher};
 use netgauze_bgp_pkt::path_attribute::{MpReach, PathAttributeValue};
 use netgauze_bgp_pkt::BgpMessage;
-use support::frr::{wait_for, Frr};
+use support::frr::{add_vxlan, wait_for, Frr, Role};
 use support::thread_netns::{sh_in, ThreadNetNs};
 use tokio::sync::mpsc;
 use vlnet_dataplane::conn_limit::Backoff;
@@ -88,13 +88,12 @@ impl FrrNode {
             &ns.0,
             &format!(
                 "ip link set lo up && ip addr add {FRR}/24 dev ev1 && ip link set ev1 up \
-                 && ip link add br{VNI} type bridge \
-                 && ip link add vxlan{VNI} type vxlan id {VNI} local {FRR} dstport 4789 nolearning \
-                 && ip link set vxlan{VNI} master br{VNI} && ip link set br{VNI} up && ip link set vxlan{VNI} up"
+                 && ip link add br{VNI} type bridge && ip link set br{VNI} up"
             ),
         );
+        add_vxlan(&ns.0, VNI, &format!("br{VNI}"), FRR);
         Self {
-            frr: Frr::start(&ns.0, ASN, FRR, VLNET),
+            frr: Frr::start(&ns.0, ASN, FRR, Role::Reflector(&[VLNET])),
             _ns: ns,
         }
     }
@@ -247,12 +246,6 @@ impl Vlnet {
     }
 }
 
-/// Whether FRR's session with vlnet is established.
-fn frr_established(frr: &Frr) -> bool {
-    frr.vtysh(&format!("show bgp neighbors {VLNET}"))
-        .contains("BGP state = Established")
-}
-
 #[test]
 fn frr_and_vlnet_exchange_evpn_routes() {
     let home = ThreadNetNs::enter("evpn");
@@ -265,7 +258,7 @@ fn frr_and_vlnet_exchange_evpn_routes() {
 
     runtime.block_on(async {
         let mut vlnet = Vlnet::connect(false).await;
-        assert!(frr_established(&frr));
+        assert!(frr.established(VLNET));
         vlnet.announce(&vnis).await;
 
         // FRR's type-3 route for VNI 100 decodes and means: flood to FRR.
@@ -286,7 +279,7 @@ fn frr_and_vlnet_exchange_evpn_routes() {
         vlnet.task.abort();
         assert!(vlnet.task.await.is_err_and(|e| e.is_cancelled()));
         assert!(
-            until(Duration::from_secs(5), || !frr_established(&frr))
+            until(Duration::from_secs(5), || !frr.established(VLNET))
                 .await
                 .is_some(),
             "FRR did not notice the session drop"
@@ -309,7 +302,7 @@ fn frr_and_vlnet_exchange_evpn_routes() {
             .unwrap();
     });
     assert!(
-        wait_for(Duration::from_secs(5), || !frr_established(&frr)),
+        wait_for(Duration::from_secs(5), || !frr.established(VLNET)),
         "FRR still up after our Cease"
     );
 }

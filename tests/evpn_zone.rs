@@ -23,10 +23,16 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use support::frr::{wait_for, Frr};
+use support::frr::{vlnet_fdb, vlnet_fdb_has, wait_for, Frr, Role, Zone};
 use support::node::vlnet_binary;
 use vlnet_lab::primitives::probe;
-use vlnet_lab::{Daemon, Host, NodeSpec, Underlay, Vm};
+use vlnet_lab::{Daemon, Host, Underlay, Vm};
+
+const ZONE: Zone = Zone {
+    asn: ASN,
+    vni: VNI,
+    bridge: BRIDGE,
+};
 
 const ASN: u32 = 65000;
 const VNI: u32 = 100;
@@ -37,42 +43,18 @@ const VM_IP: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0,
 const VM_MAC: [&str; 2] = ["02:00:00:00:e1:01", "02:00:00:00:e2:01"];
 
 fn vm(host: &Host, i: usize) -> Vm {
-    host.add_vm(&format!("vm{i}"), BRIDGE, VM_MAC[i], VM_IP[i], 24)
-        .unwrap()
-}
-
-/// The FRR node: its bridge with a kernel VXLAN device that does not learn
-/// (zebra installs the remote MACs and the flood entry from the routes).
-fn frr_node(underlay: &Underlay) -> Host {
-    let host = underlay.add_host("frr", FRR).unwrap();
-    host.add_bridge(BRIDGE).unwrap();
-    let dev = format!("vxlan{VNI}");
-    support::thread_netns::sh_in(
-        host.ns().name(),
-        &format!(
-            "ip link add {dev} type vxlan id {VNI} local {FRR} dstport 4789 nolearning \
-             && ip link set {dev} master {BRIDGE} && ip link set {dev} up"
-        ),
-    );
-    host
-}
-
-fn fdb_json(d: &Daemon) -> serde_json::Value {
-    serde_json::from_str(&d.ctl(&["fdb", "--json"]).unwrap()).unwrap()
+    ZONE.vm(host, &format!("vm{i}"), VM_MAC[i], VM_IP[i])
 }
 
 #[test]
 fn a_vlnet_node_joins_an_frr_evpn_zone() {
     let underlay = Underlay::new("evz").unwrap();
-    let frr_host = frr_node(&underlay);
-    let vlnet_host = underlay.add_host("vl", VLNET).unwrap();
-    vlnet_host.add_bridge(BRIDGE).unwrap();
-    let frr = Frr::start(frr_host.ns().name(), ASN, FRR, VLNET);
-    let spec = NodeSpec::new("evz", VLNET)
-        .with_vni(VNI, BRIDGE, &[])
-        .with_evpn(ASN, &[FRR]);
+    let frr = ZONE.frr_node(&underlay, "frr", FRR, Role::Reflector(&[VLNET]));
+    let frr_host = &frr.host;
+    let vlnet_host = ZONE.host(&underlay, "vl", VLNET);
+    let spec = ZONE.vlnet_spec("evz", VLNET, &[FRR]);
     let mut daemon = Daemon::start(vlnet_host.ns(), spec, vlnet_binary()).expect("vlnet daemon");
-    let vms = [vm(&vlnet_host, 0), vm(&frr_host, 1)];
+    let vms = [vm(&vlnet_host, 0), vm(frr_host, 1)];
     let context = |what: &str| {
         format!(
             "{what}\n--- FRR summary:\n{}\n--- FRR log:\n{}\n--- vlnet log:\n{}",
@@ -82,13 +64,7 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
         )
     };
     assert!(
-        wait_for(Duration::from_mins(1), || frr
-            .vtysh("show bgp l2vpn evpn summary")
-            .lines()
-            .any(|l| l.starts_with(&VLNET.to_string())
-                && l.split_whitespace()
-                    .nth(9)
-                    .is_some_and(|pfx| pfx.parse::<u32>().is_ok()))),
+        wait_for(Duration::from_mins(1), || frr.established(VLNET)),
         "{}",
         context("the session did not come up")
     );
@@ -128,17 +104,12 @@ fn a_vlnet_node_joins_an_frr_evpn_zone() {
     let theirs = VM_MAC[1];
     assert!(
         wait_for(Duration::from_secs(10), || {
-            fdb_json(&daemon).as_array().unwrap().iter().any(|r| {
-                r["mac"] == theirs
-                    && r["vtep"] == FRR.to_string()
-                    && r["vni"] == VNI
-                    && r["kind"] == "control"
-            })
+            vlnet_fdb_has(&daemon, VNI, theirs, FRR)
         }),
         "{}",
         context(&format!(
             "vlnet does not list the FRR VM behind {FRR}: {}",
-            fdb_json(&daemon)
+            vlnet_fdb(&daemon)
         ))
     );
 
@@ -200,7 +171,7 @@ fn restart_forgets_withdrawn(daemon: &mut Daemon, frr: &Frr, vm1: Vm) {
         "the restarted daemon did not get FRR's routes again: {}",
         daemon.log_tail(30)
     );
-    let fdb = fdb_json(daemon);
+    let fdb = vlnet_fdb(daemon);
     assert!(
         !fdb.as_array().unwrap().iter().any(|r| r["mac"] == theirs),
         "the withdrawn MAC stayed in the FDB across the restart: {fdb}"

@@ -12,7 +12,7 @@ packages=(
     clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool # the eBPF programs; bpftool for tests
     iproute2 iputils-ping ethtool util-linux procps # namespaces, veth, bridges, nsenter, sysctl
     nftables                                  # NAT and link cuts in the WAN test-bed
-    iperf3 tshark tcpdump                     # probes
+    iperf3 tshark tcpdump iputils-arping      # probes; arping -U announces a moved VM
     prometheus                                # /usr/bin/prometheus and /usr/bin/promtool
     wireguard-go wireguard-tools              # WireGuard interop peer
     frr                                       # EVPN interop: zebra + bgpd (tests/evpn_frr.rs, evpn_zone.rs, evpn_gateway.rs)

@@ -15,6 +15,7 @@ pub mod interrupt;
 pub mod leftovers;
 pub mod node;
 pub mod packet_socket;
+pub mod pcap;
 pub mod pings;
 pub mod prometheus;
 pub mod proxmox;

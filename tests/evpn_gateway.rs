@@ -25,7 +25,7 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use support::frr::{wait_for, Frr};
+use support::frr::{self, wait_for, Frr, Role};
 use support::node::{sample, scrape, vlnet_binary};
 use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, SECURE_VM_MTU};
 use vlnet_lab::beds::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
@@ -68,14 +68,7 @@ fn secure_vm(host: &Host, name: &str, i: usize) -> Vm {
 fn frr_node(c: &Cluster) -> (Host, Vm, Vm) {
     let host = c.wan.add_cloud_host("frr", FRR_INDEX).unwrap();
     host.add_bridge(BRIDGE).unwrap();
-    let dev = format!("vxlan{VNI}");
-    support::thread_netns::sh_in(
-        host.ns().name(),
-        &format!(
-            "ip link add {dev} type vxlan id {VNI} local {FRR} dstport 4789 nolearning \
-             && ip link set {dev} master {BRIDGE} && ip link set {dev} up"
-        ),
-    );
+    frr::add_vxlan(host.ns().name(), VNI, BRIDGE, FRR);
     let moves = secure_vm(&host, "fvm", FRR_VM);
     let stays = secure_vm(&host, "fvm2", FRR_VM_STAYS);
     (host, moves, stays)
@@ -106,7 +99,7 @@ fn a_controller_is_the_gateway_between_an_evpn_zone_and_its_clients() {
     let c = Cluster::build_with("evg", &[Place::PublicClient], &options, vlnet_binary()).unwrap();
     c.wait_connected().unwrap();
     let (frr_host, frr_vm, frr_vm_stays) = frr_node(&c);
-    let frr = Frr::start(frr_host.ns().name(), ASN, FRR, GATEWAY);
+    let frr = Frr::start(frr_host.ns().name(), ASN, FRR, Role::Reflector(&[GATEWAY]));
     let context = |what: &str| {
         format!(
             "{what}\n--- FRR summary:\n{}\n--- FRR MACs:\n{}\n--- FRR log:\n{}\n\

@@ -33,17 +33,15 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::frr::{holds_for, reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
+use support::frr::{
+    self, holds_for, reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone,
+};
 use support::node::vlnet_binary;
 use support::pcap::{Pcap, PcapCapture};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Daemon, Host, Underlay, Vm};
 
-const ZONE: Zone = Zone {
-    asn: 65000,
-    vni: 100,
-    bridge: "vnet100",
-};
+const ZONE: Zone = frr::VNI100;
 const VLNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const RR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const LEAF: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
@@ -144,10 +142,7 @@ fn a_vm_moves_from_frr_to_vlnet_and_back() {
     assert!(
         wait_for(Duration::from_secs(10), || bed
             .leaf
-            .evpn_mac(ZONE.vni, MOVER_MAC)
-            .is_some_and(
-                |m| m["type"] == "remote" && m["remoteVtep"] == VLNET.to_string()
-            )),
+            .holds_remote(ZONE.vni, MOVER_MAC, VLNET)),
         "{}",
         bed.context("the leaf did not give its local MAC up to vlnet's higher sequence number")
     );

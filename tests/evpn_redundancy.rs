@@ -23,16 +23,14 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::frr::{holds_for, reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
+use support::frr::{
+    self, holds_for, reachable, vlnet_fdb, vlnet_fdb_has, wait_for, FrrNode, Role, Zone,
+};
 use support::node::vlnet_binary;
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Daemon, Underlay, Vm};
 
-const ZONE: Zone = Zone {
-    asn: 65000,
-    vni: 100,
-    bridge: "vnet100",
-};
+const ZONE: Zone = frr::VNI100;
 const VLNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const RR1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const RR2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
@@ -132,8 +130,7 @@ fn the_zone_survives_a_route_reflector() {
             RR2
         ) && bed
             .leaf
-            .evpn_mac(ZONE.vni, VM_MAC[0])
-            .is_some_and(|m| m["remoteVtep"] == VLNET.to_string())),
+            .holds_remote(ZONE.vni, VM_MAC[0], VLNET)),
         "{}",
         bed.context("the MACs did not reach vlnet and the leaf")
     );
@@ -176,10 +173,7 @@ fn routes_stay_after_the_kill(bed: &Bed) {
     assert!(
         holds_for(Duration::from_secs(1), || bed
             .leaf
-            .evpn_mac(ZONE.vni, VM_MAC[0])
-            .is_some_and(
-                |m| m["type"] == "remote" && m["remoteVtep"] == VLNET.to_string()
-            )),
+            .holds_remote(ZONE.vni, VM_MAC[0], VLNET)),
         "{}",
         bed.context("the leaf dropped vlnet's MAC that RR2 still reflects")
     );
@@ -212,10 +206,7 @@ fn new_macs_propagate_through_rr2(bed: &Bed, vms: &[Vm; 3]) {
     assert!(
         wait_for(Duration::from_secs(10), || bed
             .leaf
-            .evpn_mac(ZONE.vni, VM_MAC[4])
-            .is_some_and(
-                |m| m["type"] == "remote" && m["remoteVtep"] == VLNET.to_string()
-            )),
+            .holds_remote(ZONE.vni, VM_MAC[4], VLNET)),
         "{}",
         bed.context("the leaf did not learn vlnet's new MAC through RR2")
     );

@@ -24,17 +24,13 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::frr::{reachable, vlnet_fdb, vlnet_fdb_has, wait_for, Role, Zone};
+use support::frr::{self, reachable, vlnet_fdb, vlnet_fdb_has, wait_for, Role, Zone};
 use support::node::vlnet_binary;
 use support::pcap::{Pcap, PcapCapture};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Daemon, Vm};
 
-const ZONE: Zone = Zone {
-    asn: 65000,
-    vni: 100,
-    bridge: "vnet100",
-};
+const ZONE: Zone = frr::VNI100;
 const VLNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const RR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const LEAF: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
@@ -97,10 +93,7 @@ fn two_frr_nodes_and_vlnet_form_one_evpn_zone() {
     for (name, node) in [("RR", &rr), ("leaf", &leaf)] {
         assert!(
             wait_for(Duration::from_secs(10), || node
-                .evpn_mac(ZONE.vni, VM_MAC[0])
-                .is_some_and(
-                    |m| m["type"] == "remote" && m["remoteVtep"] == VLNET.to_string()
-                )),
+                .holds_remote(ZONE.vni, VM_MAC[0], VLNET)),
             "{}",
             context(&format!("{name} does not list vlnet's VM behind {VLNET}"))
         );

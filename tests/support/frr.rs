@@ -120,6 +120,12 @@ impl Frr {
         entry.get("type").is_some().then_some(entry)
     }
 
+    /// Whether zebra holds `mac` on `vni` as remote, behind `vtep`.
+    pub fn holds_remote(&self, vni: u32, mac: &str, vtep: Ipv4Addr) -> bool {
+        self.evpn_mac(vni, mac)
+            .is_some_and(|m| m["type"] == "remote" && m["remoteVtep"] == vtep.to_string())
+    }
+
     /// Kills bgpd (SIGKILL, by its pid file): its sessions drop at once,
     /// without a NOTIFICATION, as when the process crashes. zebra stays.
     pub fn kill_bgpd(&self) {
@@ -217,6 +223,14 @@ pub struct Zone {
     /// Its bridge on every node.
     pub bridge: &'static str,
 }
+
+/// The zone of the EVPN tests against FRR zones: AS 65000, VNI 100 on
+/// `vnet100` (Proxmox's vnet naming).
+pub const VNI100: Zone = Zone {
+    asn: 65000,
+    vni: 100,
+    bridge: "vnet100",
+};
 
 /// An FRR node of a [`Zone`]: its host (namespace, bridge, kernel VXLAN)
 /// and its daemons. The daemons stop before the namespace goes.

@@ -1,7 +1,7 @@
 //! Starting the EVPN agent (see [`crate::evpn::run`]) when the config has
 //! an `[evpn]` section: the remote VTEPs it learns go to the convergence
-//! task, which merges them into the data plane's. It runs in the daemon's task set, so
-//! a shutdown aborts it and its sessions close with it.
+//! task, which merges them into the data plane's. It runs in the daemon's
+//! task set, so a shutdown aborts it and its sessions close with it.
 
 use std::sync::Arc;
 

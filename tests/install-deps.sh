@@ -15,7 +15,7 @@ packages=(
     iperf3 tshark tcpdump iputils-arping      # probes; arping -U announces a moved VM
     prometheus                                # /usr/bin/prometheus and /usr/bin/promtool
     wireguard-go wireguard-tools              # WireGuard interop peer
-    frr                                       # EVPN interop: zebra + bgpd (tests/evpn_frr.rs, evpn_zone.rs, evpn_gateway.rs)
+    frr                                       # EVPN interop: zebra + bgpd (tests/evpn_*.rs)
     qemu-system-x86 busybox-static            # live migration of a real guest
     systemd                                   # systemd-analyze verify of deploy/vlnet.service
 )
@@ -54,7 +54,7 @@ if ((${#missing[@]})); then
     if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
         systemctl disable --now prometheus.service
     fi
-    # Likewise frr: tests/evpn_frr.rs, evpn_zone.rs and evpn_gateway.rs run their own zebra and bgpd.
+    # Likewise frr: the tests/evpn_*.rs run their own zebra and bgpd.
     if [[ " ${missing[*]} " == *" frr "* && -d /run/systemd/system ]]; then
         systemctl disable --now frr.service
     fi

@@ -14,15 +14,25 @@ use crate::evpn::run::{self, Setup};
 use crate::node::Node;
 use crate::tasks::TaskSet;
 
-/// Starts the agent in `tasks` if `cfg` has `[evpn]`; the remote VTEPs it
-/// publishes (`None` without `[evpn]`). On a gateway (a controller,
+/// What the convergence task and the EVPN agent exchange.
+pub struct EvpnLink {
+    /// The remote VTEPs the agent publishes.
+    pub vteps: watch::Receiver<RemoteVteps>,
+    /// Bumped after every convergence: the agent programs its FDB entries
+    /// again (a convergence that read the VTEPs just before a new one
+    /// arrived removes the entries placed behind it meanwhile).
+    pub converged: watch::Sender<u64>,
+}
+
+/// Starts the agent in `tasks` if `cfg` has `[evpn]`; its link with the
+/// convergence task (`None` without `[evpn]`). On a gateway (a controller,
 /// `plane`) its members' MACs are advertised too, behind this node's VTEP.
 pub fn spawn(
     tasks: &mut TaskSet,
     cfg: &Config,
     node: &Arc<Node>,
     plane: Option<&ControlPlane>,
-) -> Option<watch::Receiver<RemoteVteps>> {
+) -> Option<EvpnLink> {
     let evpn = cfg.evpn.as_ref()?;
     let vtep = node.facts().vtep;
     let setup = Setup {
@@ -40,9 +50,17 @@ pub fn spawn(
     let (tx, rx) = watch::channel(RemoteVteps::default());
     let hooks: Arc<dyn DataplaneHooks> = node.clone();
     let members = plane.map(ControlPlane::member_macs);
-    tasks.spawn(
-        "evpn",
-        run::run(setup, hooks, members, tx, node.evpn_status()),
-    );
-    Some(rx)
+    let (converged, converged_rx) = watch::channel(0);
+    let edges = run::Edges {
+        hooks,
+        members,
+        vteps: tx,
+        converged: converged_rx,
+        status: node.evpn_status(),
+    };
+    tasks.spawn("evpn", run::run(setup, edges));
+    Some(EvpnLink {
+        vteps: rx,
+        converged,
+    })
 }

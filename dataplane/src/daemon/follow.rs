@@ -18,7 +18,6 @@ use super::links::Expected;
 use super::reload::{self, ReloadError};
 use crate::config::Config;
 use crate::control::{ControlPlane, Dynamic};
-use crate::evpn::agent::RemoteVteps;
 use crate::model::ReloadReport;
 use crate::netlink::{overlay_port_names, Netlink};
 use crate::node::{Node, ReloadReply};
@@ -48,8 +47,8 @@ pub struct Follow {
     pub reloads: mpsc::Receiver<ReloadReply>,
     /// The SDN directory the config in force follows (`[proxmox] sdn`).
     pub sdn_dir: watch::Sender<Option<super::sdn_watch::Followed>>,
-    /// The EVPN agent's remote VTEPs (with `[evpn]`).
-    pub evpn_vteps: Option<watch::Receiver<RemoteVteps>>,
+    /// The link with the EVPN agent (with `[evpn]`).
+    pub evpn: Option<super::evpn::EvpnLink>,
 }
 
 /// Why the task converges this time.
@@ -70,8 +69,8 @@ pub async fn follow(mut f: Follow) {
             }
         };
         let evpn_changed = async {
-            match &mut f.evpn_vteps {
-                Some(c) => c.changed().await.is_ok(),
+            match &mut f.evpn {
+                Some(link) => link.vteps.changed().await.is_ok(),
                 None => std::future::pending().await,
             }
         };
@@ -85,7 +84,7 @@ pub async fn follow(mut f: Follow) {
             }
             alive = evpn_changed => {
                 if !alive {
-                    f.evpn_vteps = None;
+                    f.evpn = None;
                     continue;
                 }
                 Cause::Control
@@ -157,11 +156,14 @@ async fn converge_now(
         .plane
         .as_ref()
         .map_or_else(Dynamic::default, |p| p.dynamic());
-    if let Some(vteps) = &mut f.evpn_vteps {
-        dynamic.evpn = vteps.borrow_and_update().clone();
+    if let Some(link) = &mut f.evpn {
+        dynamic.evpn = link.vteps.borrow_and_update().clone();
     }
     let expected = converge(cfg, &dynamic, &mut f.dataplane, &f.node, bridges).await?;
     f.expected.send_replace(expected);
+    if let Some(link) = &f.evpn {
+        link.converged.send_modify(|n| *n += 1);
+    }
     Ok(())
 }
 

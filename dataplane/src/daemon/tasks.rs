@@ -81,7 +81,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             poked.poke_locals();
         }),
     );
-    let evpn_vteps = evpn::spawn(tasks, cfg, &node, plane.as_deref());
+    let evpn = evpn::spawn(tasks, cfg, &node, plane.as_deref());
     tasks.spawn(
         "converge",
         follow::follow(follow::Follow {
@@ -94,7 +94,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             expected: expected_tx,
             reloads,
             sdn_dir,
-            evpn_vteps,
+            evpn,
         }),
     );
     sdn_watch::check_zone_mtu(cfg, &node);

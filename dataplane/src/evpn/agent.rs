@@ -192,6 +192,12 @@ impl Agent {
             .collect()
     }
 
+    /// The FDB entries of every remote MAC location.
+    #[must_use]
+    pub fn fdb_entries(&self) -> Vec<FdbChange> {
+        self.book.fdb_entries()
+    }
+
     /// Every MAC location known, this node's own included.
     #[must_use]
     pub fn routes(&self) -> Vec<MacAdvert> {

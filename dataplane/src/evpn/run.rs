@@ -112,17 +112,33 @@ impl Snapshot {
 /// What the agent shows of itself, shared with the API and `/metrics`.
 pub type Status = Arc<Mutex<Snapshot>>;
 
-/// Runs the agent until it is aborted, publishing the remote VTEPs to
-/// `vteps` and its neighbors to `status`. The MACs it advertises are the
-/// data plane's local ones and, on a gateway, the ones its members hold
-/// (`members`): behind this node's VTEP, which relays to them.
-pub async fn run(
-    setup: Setup,
-    hooks: Arc<dyn DataplaneHooks>,
-    members: Option<watch::Receiver<BTreeSet<(u32, MacAddr)>>>,
-    vteps: watch::Sender<RemoteVteps>,
-    status: Status,
-) {
+/// What the agent is connected to.
+pub struct Edges {
+    /// The data plane.
+    pub hooks: Arc<dyn DataplaneHooks>,
+    /// On a gateway, the MACs its members hold.
+    pub members: Option<watch::Receiver<BTreeSet<(u32, MacAddr)>>>,
+    /// Where the remote VTEPs go (the convergence task).
+    pub vteps: watch::Sender<RemoteVteps>,
+    /// Bumped after every convergence.
+    pub converged: watch::Receiver<u64>,
+    /// What `vlnet ctl evpn` and `/metrics` show.
+    pub status: Status,
+}
+
+/// Runs the agent until it is aborted, publishing the remote VTEPs and its
+/// neighbors. The MACs it advertises are the data plane's local ones and,
+/// on a gateway, the ones its members hold: behind this node's VTEP, which
+/// relays to them. After every convergence it programs its FDB entries
+/// again.
+pub async fn run(setup: Setup, edges: Edges) {
+    let Edges {
+        hooks,
+        mut members,
+        vteps,
+        mut converged,
+        status,
+    } = edges;
     let neighbors: Vec<SocketAddr> = setup
         .cfg
         .neighbors
@@ -146,17 +162,7 @@ pub async fn run(
     };
     let mut tasks = JoinSet::new();
     let (commands, mut reports) = spawn_speakers(&neighbors, &local, &mut tasks);
-    *lock(&status) = Snapshot {
-        neighbors: neighbors
-            .iter()
-            .map(|&addr| NeighborStatus {
-                addr,
-                view: PeerView::default(),
-                up_since: None,
-            })
-            .collect(),
-        vnis: agent.vni_views(),
-    };
+    *lock(&status) = first_snapshot(&neighbors, &agent);
     let (sweep_tx, mut sweeps) = mpsc::unbounded_channel::<(usize, u64)>();
     let mut locals = hooks.local_macs();
     let started = Instant::now();
@@ -166,7 +172,6 @@ pub async fn run(
         commands,
         sweep_tx,
     };
-    let mut members = members;
     let effects = agent.local(
         &advertised(&mut locals, members.as_mut()),
         started.elapsed(),
@@ -207,6 +212,10 @@ pub async fn run(
                 if std::mem::take(&mut views_stale) {
                     note_routes(&status, &agent);
                 }
+                continue;
+            }
+            Ok(()) = converged.changed() => {
+                shell.hooks.apply_evpn_fdb(&agent.fdb_entries());
                 continue;
             }
             Some(_) = tasks.join_next() => continue, // a timer that fired
@@ -258,6 +267,21 @@ fn advertised(
         out.extend(m.borrow_and_update().iter().copied());
     }
     out
+}
+
+/// What the agent shows before any session came up.
+fn first_snapshot(neighbors: &[SocketAddr], agent: &Agent) -> Snapshot {
+    Snapshot {
+        neighbors: neighbors
+            .iter()
+            .map(|&addr| NeighborStatus {
+                addr,
+                view: PeerView::default(),
+                up_since: None,
+            })
+            .collect(),
+        vnis: agent.vni_views(),
+    }
 }
 
 /// The speaker takes a bounded receiver; the agent must never wait on a

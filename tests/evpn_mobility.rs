@@ -72,10 +72,7 @@ impl Bed {
     /// The MAC Mobility sequence number of the mover's route as the
     /// reflector holds it, if the MAC is remote behind `vtep` there.
     fn rr_seq_behind(&self, vtep: Ipv4Addr) -> Option<u64> {
-        let mac = self.rr.evpn_mac(ZONE.vni, MOVER_MAC)?;
-        (mac["type"] == "remote" && mac["remoteVtep"] == vtep.to_string())
-            .then(|| mac["remoteSequence"].as_u64())
-            .flatten()
+        self.rr.remote_seq(ZONE.vni, MOVER_MAC, vtep)
     }
 }
 

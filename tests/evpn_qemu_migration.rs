@@ -59,10 +59,7 @@ impl Bed {
     /// The reflector's MAC Mobility number for the guest, if it holds the
     /// guest's MAC behind `vtep`.
     fn rr_seq_behind(&self, vtep: Ipv4Addr) -> Option<u64> {
-        let mac = self.rr.evpn_mac(ZONE.vni, GUEST_MAC)?;
-        (mac["type"] == "remote" && mac["remoteVtep"] == vtep.to_string())
-            .then(|| mac["remoteSequence"].as_u64())
-            .flatten()
+        self.rr.remote_seq(ZONE.vni, GUEST_MAC, vtep)
     }
 
     fn context(&self, what: &str) -> String {

@@ -126,6 +126,15 @@ impl Frr {
             .is_some_and(|m| m["type"] == "remote" && m["remoteVtep"] == vtep.to_string())
     }
 
+    /// The MAC Mobility sequence number zebra holds for `mac` on `vni`, if
+    /// it holds the MAC as remote behind `vtep`.
+    pub fn remote_seq(&self, vni: u32, mac: &str, vtep: Ipv4Addr) -> Option<u64> {
+        let m = self.evpn_mac(vni, mac)?;
+        (m["type"] == "remote" && m["remoteVtep"] == vtep.to_string())
+            .then(|| m["remoteSequence"].as_u64())
+            .flatten()
+    }
+
     /// Kills bgpd (SIGKILL, by its pid file): its sessions drop at once,
     /// without a NOTIFICATION, as when the process crashes. zebra stays.
     pub fn kill_bgpd(&self) {

@@ -21,21 +21,26 @@ mod support;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::frr::{self, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
 use support::node::vlnet_binary;
+use vlnet_lab::beds::guest::{Guest, GuestSites, GUEST_IP, GUEST_MAC};
+use vlnet_lab::beds::scenario::BRIDGE;
 use vlnet_lab::primitives::guest_memory::GuestMemory;
+use vlnet_lab::primitives::interrupt::Interrupt;
 use vlnet_lab::primitives::probe;
-use vlnet_lab::primitives::qemu::{GuestImage, GuestSpec, MigrationUri, Qemu, GUEST_DIR};
-use vlnet_lab::{Daemon, Host, TempDir, Underlay, Vm};
+use vlnet_lab::primitives::qemu::{GuestImage, GUEST_DIR};
+use vlnet_lab::{Daemon, Host, LabError, TempDir, Underlay, Vm};
 
-const ZONE: Zone = frr::VNI100;
+/// The lab's guest plugs into the bridge of the lab's beds.
+const ZONE: Zone = Zone {
+    bridge: BRIDGE,
+    ..frr::VNI100
+};
 const VLNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const RR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const LEAF: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
-const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const GUEST_MAC: &str = "52:54:00:00:00:65";
 const WITNESS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const WITNESS_MAC: &str = "02:00:00:00:c3:01";
 /// Ping interval during a migration.
@@ -72,49 +77,45 @@ impl Bed {
         )
     }
 
-    /// Migrates `source` to a new QEMU on `to` while the witness pings;
-    /// returns the target and asserts the pings lost.
-    fn migrate(&self, source: Qemu, to: &Host, name: &str, image: &GuestImage, dir: &Path) -> Qemu {
-        let incoming = MigrationUri::Unix(dir.join(format!("{name}.sock")));
-        let target =
-            Qemu::start(to, ZONE.bridge, &spec(image, name, dir, Some(&incoming))).unwrap();
+    /// Live-migrates `guest` to its other host while the witness pings;
+    /// asserts the pings lost.
+    fn migrate(&self, guest: &mut Guest<'_>) {
         let pinger = self.witness.ns().clone();
         let pings = std::thread::spawn(move || probe::ping(&pinger, GUEST_IP, 300, INTERVAL));
         std::thread::sleep(Duration::from_millis(500));
-        let report = source.migrate(&incoming).unwrap();
-        source.stop();
+        let report = guest.migrate().unwrap();
         let r = pings.join().unwrap().unwrap();
         let lost = f64::from(r.sent - r.received);
         let allowed = ((report.downtime_ms + ROUTE_BUDGET_MS) / 10.0).ceil();
+        let to = guest.side();
         eprintln!(
-            "migration to {name}: total {:.0} ms, downtime {:.0} ms; pings {} sent, {lost} lost",
+            "migration to side {to}: total {:.0} ms, downtime {:.0} ms; pings {} sent, {lost} lost",
             report.total_ms, report.downtime_ms, r.sent
         );
         assert!(
             lost <= allowed,
             "{}",
             self.context(&format!(
-                "{lost} pings lost moving to {name}, QEMU's downtime and the routes allow {allowed}"
+                "{lost} pings lost moving to side {to}, QEMU's downtime and the routes allow \
+                 {allowed}"
             ))
         );
-        target
     }
 }
 
-fn spec<'a>(
-    image: &'a GuestImage,
-    name: &'a str,
-    dir: &'a Path,
-    incoming: Option<&'a MigrationUri>,
-) -> GuestSpec<'a> {
-    GuestSpec {
-        image,
-        name,
-        mac: GUEST_MAC,
-        ip: (GUEST_IP, 24),
-        dir,
-        incoming,
-        memory: GuestMemory::default(),
+/// The guest starts on the leaf (side 0) and moves to vlnet (side 1); QEMU
+/// listens for a migration on its host's underlay address.
+impl GuestSites for Bed {
+    fn host(&self, side: usize) -> &Host {
+        [&self.leaf.host, &self.vl_host][side]
+    }
+
+    fn migration_addr(&self, side: usize) -> Ipv4Addr {
+        [LEAF, VLNET][side]
+    }
+
+    fn user(&self) -> &Vm {
+        &self.witness
     }
 }
 
@@ -141,26 +142,9 @@ fn a_live_migrated_guest_moves_between_frr_and_vlnet_and_back() {
     };
     let dir = TempDir::new("evq").unwrap();
     let image = GuestImage::build(Path::new(GUEST_DIR)).unwrap();
-    let on_leaf = Qemu::start(
-        &bed.leaf.host,
-        ZONE.bridge,
-        &spec(&image, "leaf", dir.path(), None),
-    )
-    .unwrap();
-    // TCG boots the guest in seconds; wait until it answers the witness.
-    let booted = Instant::now();
-    while probe::ping(bed.witness.ns(), GUEST_IP, 1, Duration::from_millis(200))
-        .map_or(true, |r| r.received == 0)
-    {
-        assert!(
-            booted.elapsed() < Duration::from_secs(90),
-            "{}",
-            bed.context(&format!(
-                "the guest never answered; console:\n{}",
-                on_leaf.console()
-            ))
-        );
-    }
+    let interrupt = Interrupt::install().unwrap();
+    let mut guest = Guest::boot(&bed, &image, GuestMemory::default(), dir.path(), &interrupt)
+        .unwrap_or_else(|e: LabError| panic!("{}", bed.context(&format!("the guest: {e}"))));
     let mut seq = None;
     assert!(
         wait_for(Duration::from_secs(10), || {
@@ -172,7 +156,7 @@ fn a_live_migrated_guest_moves_between_frr_and_vlnet_and_back() {
     );
     let on_leaf_seq = seq.unwrap();
 
-    let on_vlnet = bed.migrate(on_leaf, &bed.vl_host, "vl", &image, dir.path());
+    bed.migrate(&mut guest);
     assert!(
         wait_for(Duration::from_secs(10), || {
             seq = bed.rr_seq_behind(VLNET);
@@ -185,7 +169,7 @@ fn a_live_migrated_guest_moves_between_frr_and_vlnet_and_back() {
     );
     let on_vlnet_seq = seq.unwrap();
 
-    let back = bed.migrate(on_vlnet, &bed.leaf.host, "leaf2", &image, dir.path());
+    bed.migrate(&mut guest);
     assert!(
         wait_for(Duration::from_secs(10), || {
             bed.rr_seq_behind(LEAF).is_some_and(|s| s > on_vlnet_seq)
@@ -199,5 +183,4 @@ fn a_live_migrated_guest_moves_between_frr_and_vlnet_and_back() {
     );
     let again = probe::ping(bed.witness.ns(), GUEST_IP, 20, INTERVAL).unwrap();
     assert_eq!(again.received, again.sent, "{again:?}");
-    drop(back);
 }

@@ -202,6 +202,7 @@ impl Vlnet {
             graceful_restart: Some(GracefulRestart {
                 restart_time: 120,
                 restarting,
+                forwarding_preserved: restarting,
             }),
         };
         let session = Session::new(

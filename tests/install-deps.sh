@@ -16,6 +16,7 @@ packages=(
     prometheus                                # /usr/bin/prometheus and /usr/bin/promtool
     wireguard-go wireguard-tools              # WireGuard interop peer
     frr                                       # EVPN interop: zebra + bgpd (tests/evpn_*.rs)
+    gobgpd                                    # EVPN route reflector that keeps a restarting node's routes
     qemu-system-x86 busybox-static            # live migration of a real guest
     systemd                                   # systemd-analyze verify of deploy/vlnet.service
 )
@@ -57,6 +58,10 @@ if ((${#missing[@]})); then
     # Likewise frr: the tests/evpn_*.rs run their own zebra and bgpd.
     if [[ " ${missing[*]} " == *" frr "* && -d /run/systemd/system ]]; then
         systemctl disable --now frr.service
+    fi
+    # And gobgpd: tests/evpn_graceful_restart.rs runs its own.
+    if [[ " ${missing[*]} " == *" gobgpd "* && -d /run/systemd/system ]]; then
+        systemctl disable --now gobgpd.service
     fi
 else
     echo "install-deps.sh: all packages present"

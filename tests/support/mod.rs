@@ -10,6 +10,7 @@ pub mod attacker;
 pub mod control;
 pub mod frames;
 pub mod frr;
+pub mod gobgp;
 pub mod http;
 pub mod interrupt;
 pub mod leftovers;

@@ -20,6 +20,10 @@ use crate::evpn::vni::{RouteTarget, VniRouting, VniTable};
 pub const BGP_PORT: u16 = 179;
 /// Default `evpn.hold_time`, seconds (RFC 4271 §10 suggests 90).
 pub const DEFAULT_HOLD_TIME: u16 = 90;
+/// Default `evpn.restart_time`, seconds (FRR's default).
+pub const DEFAULT_RESTART_TIME: u16 = 120;
+/// The longest restart time the capability carries (12 bits, RFC 4724).
+pub const MAX_RESTART_TIME: u16 = 4095;
 /// Default `evpn.max_routes_per_neighbor`.
 pub const DEFAULT_MAX_ROUTES_PER_NEIGHBOR: u32 = 100_000;
 
@@ -42,10 +46,20 @@ pub struct EvpnConfig {
     /// Reached and its routes are withdrawn.
     #[serde(default = "default_max_routes")]
     pub max_routes_per_neighbor: u32,
+    /// Graceful restart (RFC 4724), seconds: how long the neighbors keep
+    /// this node's routes while its daemon restarts, and the longest this
+    /// node keeps its data plane's EVPN state after a restart waiting for
+    /// their End-of-RIB. 0: not announced, nothing kept.
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
 }
 
 fn default_hold_time() -> u16 {
     DEFAULT_HOLD_TIME
+}
+
+fn default_restart_time() -> u16 {
+    DEFAULT_RESTART_TIME
 }
 
 fn default_max_routes() -> u32 {
@@ -213,6 +227,16 @@ impl EvpnConfig {
                 "0 is not allowed (at least 1)".to_owned(),
             ));
         }
+        if self.restart_time > MAX_RESTART_TIME {
+            return Err((
+                key("restart_time"),
+                format!(
+                    "{} is too long: at most {MAX_RESTART_TIME} seconds (RFC 4724), \
+                     or 0 for no graceful restart",
+                    self.restart_time
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -347,6 +371,7 @@ mod tests {
         assert_eq!(e.router_id, None);
         assert_eq!(e.hold_time, 90);
         assert_eq!(e.max_routes_per_neighbor, 100_000);
+        assert_eq!(e.restart_time, 120);
         assert_eq!(
             e.neighbors,
             [
@@ -413,6 +438,16 @@ mod tests {
             "evpn.neighbors",
         );
         assert!(m.contains("no neighbors"), "{m}");
+        let m = invalid(
+            &with("[evpn]\nasn = 65000\nneighbors = [\"198.18.0.2\"]\nrestart_time = 4096\n"),
+            "evpn.restart_time",
+        );
+        assert!(m.contains("at most 4095 seconds"), "{m}");
+        let off = parse(&with(
+            "[evpn]\nasn = 65000\nneighbors = [\"198.18.0.2\"]\nrestart_time = 0\n",
+        ))
+        .unwrap();
+        assert_eq!(off.evpn.unwrap().restart_time, 0);
         let m = invalid(
             &with("[evpn]\nasn = 65000\nneighbors = [\"198.18.0.2\", \"198.18.0.2:1179\"]\n"),
             "evpn.neighbors[1]",

@@ -19,6 +19,7 @@ use crate::api::{self, ApiError};
 use crate::bpf::{self, Programs};
 use crate::config::{Config, DatapathSetting};
 use crate::control::{ControlPlane, DataplaneHooks, Dynamic};
+use crate::evpn::restart::Kept;
 use crate::maps::Maps;
 use crate::metrics;
 use crate::model::{DatapathMode, LinkAction};
@@ -42,6 +43,8 @@ pub struct Started {
     pub api: UnixListener,
     /// `/metrics`'s socket, bound.
     pub metrics: TcpListener,
+    /// After a restart: the data plane's EVPN state, kept for the agent.
+    pub evpn_kept: Option<Kept>,
 }
 
 /// Loads the programs and maps, starts the control plane, converges once
@@ -50,9 +53,14 @@ pub async fn start(cfg: &Config) -> Result<Started, DaemonError> {
     notify::tell("STATUS=loading the programs and maps");
     let (node, mut dataplane) = load_dataplane(cfg).await?;
     let plane = start_control_plane(cfg, &node).await?;
-    let dynamic = plane
+    let mut dynamic = plane
         .as_ref()
         .map_or_else(Dynamic::default, |p| p.dynamic());
+    // Read before the first convergence, which would drop it otherwise.
+    let evpn_kept = super::evpn::kept(cfg, &node);
+    if let Some(kept) = &evpn_kept {
+        dynamic.evpn = kept.merged(dynamic.evpn);
+    }
     notify::tell("STATUS=attaching the programs");
     let expected = converge(cfg, &dynamic, &mut dataplane, &node, Bridges::Create).await?;
     let events = dataplane.take_events()?;
@@ -70,6 +78,7 @@ pub async fn start(cfg: &Config) -> Result<Started, DaemonError> {
         events,
         api,
         metrics,
+        evpn_kept,
     })
 }
 

@@ -36,6 +36,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
         events,
         api,
         metrics,
+        evpn_kept,
     } = started;
     let (expected_tx, expected_rx) = watch::channel(expected);
     let relink = Arc::new(Notify::new());
@@ -81,7 +82,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
             poked.poke_locals();
         }),
     );
-    let evpn = evpn::spawn(tasks, cfg, &node, plane.as_deref());
+    let evpn = evpn::spawn(tasks, cfg, &node, plane.as_deref(), evpn_kept);
     tasks.spawn(
         "converge",
         follow::follow(follow::Follow {

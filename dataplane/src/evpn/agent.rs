@@ -14,6 +14,10 @@
 //! it is established again. A session that drops without graceful restart
 //! loses its routes at once; with it (RFC 4724) they stay, stale, until the
 //! peer's End-of-RIB or the restart time ([`Effect::SweepAfter`]).
+//!
+//! After a restart of this node ([`Agent::resume`]) it keeps what the data
+//! plane held (see [`super::restart`]) until every neighbor's End-of-RIB or
+//! [`Agent::restart_over`]; then the MACs no route placed again go.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
@@ -23,6 +27,7 @@ use netgauze_bgp_pkt::update::BgpUpdateMessage;
 
 use super::advertise::{self, BuildError};
 use super::notification::Notification;
+use super::restart::Kept;
 use super::rib::{AdjRibIn, Intent};
 use super::speaker::Report;
 use super::vni::VniTable;
@@ -137,6 +142,9 @@ pub struct Agent {
     /// How many `(neighbor, MAC)` routes place a MAC behind each
     /// `(vni, vtep)`.
     located: BTreeMap<(u32, Ipv4Addr), usize>,
+    /// While this node restarts: what the data plane held, and the
+    /// neighbors whose End-of-RIB has not come yet.
+    restart: Option<(Kept, BTreeSet<usize>)>,
 }
 
 impl Agent {
@@ -159,6 +167,71 @@ impl Agent {
             peers: vec![peer; peers],
             flood: BTreeMap::new(),
             located: BTreeMap::new(),
+            restart: None,
+        }
+    }
+
+    /// This node restarted with `kept` in its data plane: it stays there,
+    /// as if a route held it, until every neighbor's End-of-RIB or
+    /// [`restart_over`](Self::restart_over).
+    pub fn resume(&mut self, kept: Kept) {
+        self.restart = Some((kept, (0..self.peers.len()).collect()));
+    }
+
+    /// Whether this node is still restarting (see [`resume`](Self::resume)).
+    #[must_use]
+    pub fn restarting(&self) -> bool {
+        self.restart.is_some()
+    }
+
+    /// The restart time passed: what the data plane held and no route
+    /// placed again goes, whether or not every End-of-RIB came.
+    pub fn restart_over(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let Some((kept, waiting)) = self.restart.take() else {
+            return out;
+        };
+        let placed: HashSet<(u32, MacAddr)> = self
+            .book
+            .fdb_entries()
+            .iter()
+            .filter_map(|c| match *c {
+                FdbChange::Install { vni, mac, .. } => Some((vni, mac)),
+                FdbChange::Remove { .. } => None,
+            })
+            .collect();
+        let gone: Vec<(u32, MacAddr)> = kept
+            .macs
+            .iter()
+            .filter(|m| !placed.contains(m))
+            .copied()
+            .collect();
+        tracing::info!(
+            kept = kept.macs.len(),
+            swept = gone.len(),
+            without_end_of_rib = waiting.len(),
+            "EVPN graceful restart over"
+        );
+        out.extend(
+            gone.into_iter()
+                .map(|(vni, mac)| Effect::Fdb(FdbChange::Remove { vni, mac })),
+        );
+        out.push(Effect::Vteps(self.remote_vteps()));
+        out
+    }
+
+    /// Neighbor `peer` sent End-of-RIB: the restart is over once all did.
+    fn end_of_rib(&mut self, peer: usize) -> Vec<Effect> {
+        match &mut self.restart {
+            Some((_, waiting)) => {
+                waiting.remove(&peer);
+                if waiting.is_empty() {
+                    self.restart_over()
+                } else {
+                    Vec::new()
+                }
+            }
+            None => Vec::new(),
         }
     }
 
@@ -173,7 +246,11 @@ impl Agent {
         for &(vni, vtep) in self.located.keys() {
             located.entry(vni).or_default().insert(vtep);
         }
-        RemoteVteps { flood, located }
+        let learned = RemoteVteps { flood, located };
+        match &self.restart {
+            Some((kept, _)) => kept.merged(learned),
+            None => learned,
+        }
     }
 
     /// Each neighbor's state, in the order they were given.
@@ -263,6 +340,9 @@ impl Agent {
                 }
                 let applied = self.peers[peer].rib.apply(u, &self.vnis);
                 self.intents(peer, applied.intents, now, &mut out);
+                if applied.end_of_rib {
+                    out.extend(self.end_of_rib(peer));
+                }
                 let (macs, imets) = self.peers[peer].rib.counts();
                 if macs + imets > self.max_routes {
                     tracing::warn!(

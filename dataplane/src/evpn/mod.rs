@@ -28,6 +28,8 @@
 //! - [`agent`]: the decisions between the routes and the node: local MACs
 //!   out as routes, neighbors' routes into the FDB and the flood lists, the
 //!   route bound.
+//! - [`restart`]: what a restarting node keeps of the data plane's EVPN
+//!   state until its neighbors sent their routes again.
 //! - [`speaker`]: the I/O edge, one tokio task per neighbor.
 //! - [`run`]: the agent's I/O edge: the speakers, the local MACs and the
 //!   node's FDB and flood lists.
@@ -37,6 +39,7 @@ pub mod attrs;
 pub mod codec;
 pub mod notification;
 pub mod open;
+pub mod restart;
 pub mod rib;
 pub mod run;
 pub mod session;

@@ -47,6 +47,9 @@ pub struct GracefulRestart {
     /// Set on the first session after the daemon restarted (the R bit):
     /// the peer keeps our routes until our End-of-RIB.
     pub restarting: bool,
+    /// The data plane kept forwarding across the restart (the F bit for
+    /// EVPN): the peer's routes we still hold are good.
+    pub forwarding_preserved: bool,
 }
 
 /// The parameters of an established session.
@@ -91,7 +94,10 @@ pub fn build(local: &Local) -> BgpMessage {
                 gr.restarting,
                 false,
                 gr.restart_time.min(4095),
-                vec![GracefulRestartAddressFamily::new(true, evpn)],
+                vec![GracefulRestartAddressFamily::new(
+                    gr.forwarding_preserved,
+                    evpn,
+                )],
             ),
         ));
     }
@@ -187,6 +193,7 @@ mod tests {
             graceful_restart: Some(GracefulRestart {
                 restart_time: 120,
                 restarting: false,
+                forwarding_preserved: true,
             }),
         }
     }
@@ -257,6 +264,7 @@ mod tests {
         p.graceful_restart = Some(GracefulRestart {
             restart_time: 300,
             restarting: true,
+            forwarding_preserved: true,
         });
         let n = accept(&local(), open_of(&build(&p))).expect("accepted");
         assert_eq!(
@@ -266,6 +274,35 @@ mod tests {
                 forwarding_preserved: true
             })
         );
+    }
+
+    #[test]
+    fn the_r_and_f_bits_follow_the_restart() {
+        for (restarting, forwarding_preserved) in [(false, false), (true, true)] {
+            let mut p = peer(65000, [198, 18, 0, 9]);
+            p.graceful_restart = Some(GracefulRestart {
+                restart_time: 120,
+                restarting,
+                forwarding_preserved,
+            });
+            let sent = build(&p);
+            let gr = open_of(&sent)
+                .capabilities()
+                .into_iter()
+                .find_map(|c| match c {
+                    BgpCapability::GracefulRestartCapability(g) => Some(g.clone()),
+                    _ => None,
+                })
+                .expect("announced");
+            assert_eq!(gr.restart(), restarting);
+            assert_eq!(
+                gr.address_families()
+                    .iter()
+                    .map(|af| (af.address_type(), af.forwarding_state()))
+                    .collect::<Vec<_>>(),
+                vec![(AddressType::L2VpnBgpEvpn, forwarding_preserved)]
+            );
+        }
     }
 
     #[test]

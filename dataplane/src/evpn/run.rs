@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::agent::{Agent, Effect, PeerView, RemoteVteps, VniView};
-use super::open::Local;
+use super::open::{GracefulRestart, Local};
+use super::restart::Kept;
 use super::session::Session;
 use super::speaker::{self, Command, Report};
 use super::vni::VniTable;
@@ -33,6 +34,10 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_mins(2);
 /// Reports one speaker may have waiting.
 const REPORT_QUEUE: usize = 256;
+/// How long a restarted node waits for its first read of the bridges
+/// before its sessions start: the End-of-RIB after its first routes makes
+/// the neighbors drop every route of its that did not come again.
+const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
 /// How often the VNI views in the status are rebuilt, when routes changed:
 /// a rebuild walks every MAC, too much for every UPDATE of a full table.
 const VIEWS_REFRESH: Duration = Duration::from_secs(1);
@@ -48,6 +53,8 @@ pub struct Setup {
     pub cfg: EvpnConfig,
     /// The EVPN VNIs' route distinguishers and targets.
     pub vnis: VniTable,
+    /// After a restart with graceful restart on: what the data plane held.
+    pub kept: Option<Kept>,
 }
 
 impl Setup {
@@ -55,6 +62,37 @@ impl Setup {
     #[must_use]
     pub fn router_id(&self) -> Ipv4Addr {
         self.cfg.router_id.unwrap_or(self.vtep)
+    }
+
+    /// The agent, for `neighbors` neighbors, resuming what was kept.
+    fn agent(&self, neighbors: usize) -> Agent {
+        let mut agent = Agent::new(
+            &self.name,
+            self.vtep,
+            self.vnis.clone(),
+            neighbors,
+            self.cfg.max_routes_per_neighbor,
+        );
+        if let Some(kept) = self.kept.clone() {
+            agent.resume(kept);
+        }
+        agent
+    }
+
+    /// What this side of every session announces; `restarted`: the first
+    /// sessions after a restart (the R and F bits).
+    fn local(&self, restarted: bool) -> Local {
+        Local {
+            asn: self.cfg.asn,
+            router_id: self.router_id(),
+            peer_asn: self.cfg.asn,
+            hold_time: self.cfg.hold_time,
+            graceful_restart: (self.cfg.restart_time > 0).then_some(GracefulRestart {
+                restart_time: self.cfg.restart_time,
+                restarting: restarted,
+                forwarding_preserved: restarted,
+            }),
+        }
     }
 }
 
@@ -145,26 +183,21 @@ pub async fn run(setup: Setup, edges: Edges) {
         .iter()
         .map(|n| SocketAddr::V4(n.0))
         .collect();
-    let mut agent = Agent::new(
-        &setup.name,
-        setup.vtep,
-        setup.vnis.clone(),
-        neighbors.len(),
-        setup.cfg.max_routes_per_neighbor,
-    );
+    let mut agent = setup.agent(neighbors.len());
     vteps.send_replace(agent.remote_vteps());
-    let local = Local {
-        asn: setup.cfg.asn,
-        router_id: setup.router_id(),
-        peer_asn: setup.cfg.asn,
-        hold_time: setup.cfg.hold_time,
-        graceful_restart: None,
-    };
+    let restarted = agent.restarting();
+    let restart_time = Duration::from_secs(u64::from(setup.cfg.restart_time));
+    let local = setup.local(restarted);
+    let mut locals = hooks.local_macs();
+    if restarted {
+        let _ = tokio::time::timeout(FIRST_READ_WAIT, locals.changed()).await;
+    }
     let mut tasks = JoinSet::new();
     let (commands, mut reports) = spawn_speakers(&neighbors, &local, &mut tasks);
     *lock(&status) = first_snapshot(&neighbors, &agent);
     let (sweep_tx, mut sweeps) = mpsc::unbounded_channel::<(usize, u64)>();
-    let mut locals = hooks.local_macs();
+    let restart_over = tokio::time::sleep(restart_time);
+    tokio::pin!(restart_over);
     let started = Instant::now();
     let mut shell = Shell {
         hooks,
@@ -208,6 +241,7 @@ pub async fn run(setup: Setup, edges: Edges) {
             Some((i, generation)) = sweeps.recv() => {
                 agent.sweep(i, generation, started.elapsed())
             }
+            () = &mut restart_over, if agent.restarting() => agent.restart_over(),
             _ = refresh.tick() => {
                 if std::mem::take(&mut views_stale) {
                     note_routes(&status, &agent);

@@ -372,3 +372,76 @@ fn a_session_down_withdraws_its_routes_unless_the_peer_restarts_gracefully() {
     let e = a.sweep(0, 2, NOW);
     assert_eq!(fdb(&e), [remove(MAC)], "the restart time ran out");
 }
+
+fn end_of_rib() -> Report {
+    Report::Update(wire(advertise::end_of_rib().expect("builds")))
+}
+
+/// The data plane held MAC behind B and MAC2 behind C, both flooded to.
+fn kept() -> Kept {
+    let evpn = BTreeSet::from([100]);
+    let held = |mac, vtep| crate::evpn::restart::HeldEntry {
+        vni: 100,
+        mac,
+        vtep,
+        from_evpn: true,
+    };
+    Kept::read(
+        &evpn,
+        ME,
+        &[(100, 0, B), (100, 1, C)],
+        &[held(MAC, B), held(MAC2, C)],
+        |_, _| false,
+    )
+}
+
+#[test]
+fn a_restarted_node_keeps_what_its_data_plane_held_until_every_end_of_rib() {
+    let mut a = agent(2, 100);
+    a.resume(kept());
+    assert!(a.restarting());
+    assert_eq!(a.remote_vteps(), vteps(&[B, C], &[B, C]), "kept at once");
+    up(&mut a, 0);
+    up(&mut a, 1);
+    // Both neighbors send B's MAC and IMET again; C's are gone (C left
+    // while this node was down).
+    for peer in [0, 1] {
+        a.report(peer, &imet_from(B), NOW);
+        let fx = a.report(peer, &mac_from(B, MAC, 0), NOW);
+        assert!(
+            !fdb(&fx)
+                .iter()
+                .any(|c| matches!(c, FdbChange::Remove { .. })),
+            "nothing is removed while restarting: {fx:?}"
+        );
+    }
+    assert_eq!(a.remote_vteps(), vteps(&[B, C], &[B, C]), "C still kept");
+    let first = a.report(0, &end_of_rib(), NOW);
+    assert!(first.is_empty(), "one End-of-RIB of two: {first:?}");
+    assert!(a.restarting());
+    let last = a.report(1, &end_of_rib(), NOW);
+    assert!(!a.restarting());
+    assert_eq!(
+        fdb(&last),
+        vec![FdbChange::Remove {
+            vni: 100,
+            mac: MAC2
+        }],
+        "only the MAC no route placed again goes"
+    );
+    assert!(last.contains(&Effect::Vteps(vteps(&[B], &[B]))), "{last:?}");
+}
+
+#[test]
+fn the_restart_ends_at_the_restart_time_without_every_end_of_rib() {
+    let mut a = agent(2, 100);
+    a.resume(kept());
+    up(&mut a, 0);
+    a.report(0, &mac_from(C, MAC2, 0), NOW);
+    a.report(0, &end_of_rib(), NOW);
+    assert!(a.restarting(), "neighbor 1 never came up");
+    let over = a.restart_over();
+    assert_eq!(fdb(&over), vec![FdbChange::Remove { vni: 100, mac: MAC }]);
+    assert!(over.contains(&Effect::Vteps(vteps(&[], &[C]))), "{over:?}");
+    assert!(a.restart_over().is_empty(), "only once");
+}

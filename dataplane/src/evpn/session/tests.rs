@@ -19,6 +19,7 @@ fn local() -> Local {
         graceful_restart: Some(GracefulRestart {
             restart_time: 120,
             restarting: false,
+            forwarding_preserved: true,
         }),
     }
 }
@@ -32,6 +33,7 @@ fn peer_local(restart: Option<u16>) -> Local {
         graceful_restart: restart.map(|t| GracefulRestart {
             restart_time: t,
             restarting: false,
+            forwarding_preserved: true,
         }),
     }
 }

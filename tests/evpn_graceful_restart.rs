@@ -6,7 +6,8 @@
 //!
 //! The vlnet daemon is killed (SIGKILL: no NOTIFICATION, its programs stay)
 //! and started again while the leaf's VM and vlnet's ping each other every
-//! 10 ms, and one leaf VM leaves meanwhile. Checks that no ping is lost
+//! 10 ms, and one leaf VM leaves meanwhile; then it is stopped with SIGTERM
+//! and started again, as a service restart does. Checks that no ping is lost
 //! either way; that the leaf keeps vlnet's MAC behind vlnet all along (the
 //! reflector kept it, stale); and that after the restart vlnet's FDB holds
 //! the leaf's remaining VM and no longer the one that left (swept after the
@@ -109,8 +110,11 @@ fn a_daemon_restart_keeps_the_zones_routes_and_loses_no_ping() {
     let vm1 = ZONE.vm(&bed.leaf.host, "vm1", VM_MAC[1], VM_IP[1]);
     let vm2 = ZONE.vm(&bed.leaf.host, "vm2", VM_MAC[2], VM_IP[2]);
     zone_converged(&bed, [&vm0, &vm1]);
-    pings_survive_the_restart(&mut bed, [&vm0, &vm1], vm2);
+    pings_survive_the_restart(&mut bed, [&vm0, &vm1], Some(vm2), Stop::Kill);
     the_departed_mac_is_swept(&bed);
+    // As `systemctl restart` does it: SIGTERM, the sessions close without a
+    // NOTIFICATION (the programs stay), and the same again.
+    pings_survive_the_restart(&mut bed, [&vm0, &vm1], None, Stop::Term);
     let ping = probe::ping(vm1.ns(), VM_IP[0], 5, Duration::from_millis(50)).unwrap();
     assert_eq!(ping.received, 5, "{}", bed.context(&format!("{ping:?}")));
 }
@@ -150,18 +154,33 @@ fn zone_converged(bed: &Bed, [vm0, vm1]: [&Vm; 2]) {
     );
 }
 
-/// VM 1 and VM 0 ping each other while the daemon is killed, VM 2 leaves
-/// and the daemon starts again: none is lost, and the leaf keeps vlnet's
-/// MAC all along.
-fn pings_survive_the_restart(bed: &mut Bed, [vm0, vm1]: [&Vm; 2], vm2: Vm) {
+/// How the daemon stops before it starts again.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGTERM: a service restart.
+    Term,
+}
+
+/// VM 1 and VM 0 ping each other while the daemon stops (`stop`), `leaving`
+/// leaves and the daemon starts again: none is lost, and the leaf keeps
+/// vlnet's MAC all along.
+fn pings_survive_the_restart(bed: &mut Bed, [vm0, vm1]: [&Vm; 2], leaving: Option<Vm>, stop: Stop) {
     let pings = std::thread::scope(|s| {
         let pingers = [(vm1, VM_IP[0]), (vm0, VM_IP[1])].map(|(from, to)| {
             let ns = from.ns();
             s.spawn(move || probe::ping(ns, to, PINGS, PING_INTERVAL).unwrap())
         });
         std::thread::sleep(KILL_AFTER);
-        bed.daemon.kill9();
-        drop(vm2); // leaves while vlnet is down: the leaf withdraws it
+        match stop {
+            Stop::Kill => bed.daemon.kill9(),
+            Stop::Term => {
+                let exited = bed.daemon.terminate(Duration::from_secs(10)).unwrap();
+                assert!(exited.is_some(), "the daemon did not stop on SIGTERM");
+            }
+        }
+        drop(leaving); // leaves while vlnet is down: the leaf withdraws it
         let kept = holds_for(DOWN_FOR, || {
             bed.leaf.holds_remote(ZONE.vni, VM_MAC[0], VLNET)
         });
@@ -177,7 +196,7 @@ fn pings_survive_the_restart(bed: &mut Bed, [vm0, vm1]: [&Vm; 2], vm2: Vm) {
     let what = ["leaf VM → vlnet VM", "vlnet VM → leaf VM"];
     for (what, ping) in what.iter().zip(&pings) {
         eprintln!(
-            "{what} across the restart: {} of {} answered",
+            "{what} across the restart ({stop:?}): {} of {} answered",
             ping.received, ping.sent
         );
     }
@@ -186,7 +205,9 @@ fn pings_survive_the_restart(bed: &mut Bed, [vm0, vm1]: [&Vm; 2], vm2: Vm) {
             (ping.received, ping.errors),
             (ping.sent, 0),
             "{}",
-            bed.context(&format!("{what} lost pings across the restart: {ping:?}"))
+            bed.context(&format!(
+                "{what} lost pings across the restart ({stop:?}): {ping:?}"
+            ))
         );
     }
 }

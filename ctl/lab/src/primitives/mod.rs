@@ -20,6 +20,8 @@
 //! - [`daemon`]: [`NodeSpec`](daemon::NodeSpec) and
 //!   [`Daemon`](daemon::Daemon), a vlnet node running in a host namespace
 //!   with its own config, state dir and API socket.
+//! - [`fdb_watch`]: [`FdbWatch`](fdb_watch::FdbWatch), when a vlnet node's
+//!   FDB (its pinned map) started placing a MAC behind a VTEP.
 //! - [`frr`]: [`Frr`](frr::Frr), FRR's zebra and bgpd as an EVPN route
 //!   reflector or leaf in a namespace, stopped on drop; `vtysh`.
 //! - [`wggo`]: [`WireguardGo`](wggo::WireguardGo), a wireguard-go interface
@@ -30,6 +32,7 @@
 //! - [`trafficgen`]: the compiled small-packet generator (XDP).
 pub mod daemon;
 pub mod delay;
+pub mod fdb_watch;
 pub mod frr;
 pub mod guest_memory;
 pub mod interrupt;

@@ -12,11 +12,14 @@
 //!   migration run's [`Scenario`]): no control plane between them; every
 //!   VTEP that decapsulates the flooded announce moves the MAC at once.
 //!
-//! The switch is timed from the announce entering the new host (its
-//! `local` move record) to the third site's FDB placing the MAC there, read
-//! from its pinned map (see [`FdbWatch`](crate::primitives::fdb_watch)),
-//! the same way for both; `vlnet` also has the data plane's own `remote`
-//! record. Needs FRR's bgpd: without it the run is skipped with a message.
+//! The switch is timed from the announce leaving the VM to the third
+//! site's FDB placing the MAC at the new host, read from its pinned map
+//! (see [`FdbWatch`](crate::primitives::fdb_watch)), the same way for both;
+//! `vlnet` also has its data plane's own records (`local` at the new host
+//! to `remote` at the third site). Through EVPN the new host usually holds
+//! no entry for the MAC when the announce comes (the old host withdrew it
+//! as its port went), so it records no `local` move either. Needs FRR's
+//! bgpd: without it the run is skipped with a message.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -255,6 +258,16 @@ impl EvpnMoveReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skipped_run_says_why_in_json_and_text() {
+        let skipped = Outcome::Skipped("no bgpd".into());
+        assert_eq!(
+            skipped.to_json().unwrap(),
+            serde_json::json!({ "skipped": "no bgpd" })
+        );
+        assert!(skipped.table().contains("skipped: no bgpd"));
+    }
 
     #[test]
     fn median_of_odd_even_and_none() {

@@ -1,17 +1,20 @@
 //! Smoke test of `vlnet lab bench`: one short run (`--secs 1`) must print
 //! well-formed JSON in which every number — each topology's metrics, each
-//! ratio, the migration and control-plane runs — is positive (pings lost may
-//! be zero; the flow-RTT error may be any non-negative number, flow
-//! tracking's price any finite one), each vlnet topology reports what its
+//! ratio, the migration, EVPN move and control-plane runs — is positive
+//! (pings lost may be zero; the flow-RTT error may be any non-negative
+//! number, flow tracking's price any finite one), each vlnet topology
+//! reports what its
 //! programs cost per run (the kernel's BPF statistics), and the
 //! encrypted topologies have TCP and ping but no
 //! small-packet numbers. Nothing about the values themselves is asserted
 //! (these machines are shared and noisy), but for one property of the
 //! relay: in place it costs the kernel less than decapsulating and
 //! encapsulating again. Needs root (namespaces, BPF), `wireguard-go` and
-//! `wg`.
+//! `wg`, and FRR for the EVPN move run (skipped without it).
 
-use std::process::Command;
+mod support;
+
+use support::bench::bench_json;
 
 /// Topologies the small-packet generator feeds.
 const CLEAR: [&str; 6] = [
@@ -86,6 +89,7 @@ fn assert_positive(json: &serde_json::Value) {
     // everything else must be positive.
     all.retain(|(path, _)| {
         !path.ends_with(".pings_lost")
+            && !path.ends_with(".pings_lost_median")
             && !path.ends_with(".median_abs_error_ms")
             && !path.starts_with(".program_cost.flow_tracking.ns_per_packet")
             && !path.starts_with(".program_cost.flow_tracking.share")
@@ -155,20 +159,20 @@ fn assert_migration(json: &serde_json::Value) {
     );
 }
 
+/// The EVPN move run (see `bench_evpn_move.rs` for its figures): both
+/// planes measured, or skipped only for want of FRR.
+fn assert_evpn_move(json: &serde_json::Value) {
+    let moves = &json["evpn_move"];
+    assert!(
+        moves["skipped"].is_string()
+            || (moves["evpn"]["moves"].is_array() && moves["vlnet"]["moves"].is_array()),
+        "evpn_move: {json:#}"
+    );
+}
+
 #[test]
 fn bench_json_is_complete_and_positive() {
-    let output = Command::new(env!("CARGO_BIN_EXE_vlnet"))
-        .args(["lab", "bench", "--json", "--secs", "1"])
-        .output()
-        .expect("run vlnet lab bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "vlnet lab bench failed:\n{stderr}");
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}):\n{}\n--- stderr ---\n{stderr}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    });
+    let (json, _) = bench_json(&["--secs", "1"]);
 
     for topology in CLEAR.iter().chain(&ENCRYPTED) {
         assert!(
@@ -237,6 +241,7 @@ fn bench_json_is_complete_and_positive() {
     }
 
     assert_migration(&json);
+    assert_evpn_move(&json);
     assert_accuracy(&json);
     for field in ["tcp_ratio", "rtt_ratio"] {
         assert!(

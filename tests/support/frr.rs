@@ -1,225 +1,59 @@
-//! FRR 8.4 (Debian `frr`) nodes of an EVPN zone in a test's namespaces, as
-//! Proxmox's EVPN zone writes them: zebra and bgpd with a config, pid files
-//! and sockets of their own, iBGP in one AS with `advertise-all-vni`, either
-//! a route reflector for several clients or a client of one or two route
-//! reflectors; the node's bridge holds a kernel VXLAN device that does not
-//! learn (zebra installs the remote MACs and flood entries from the
-//! routes). Daemons are stopped by their pids on drop. Needs
+//! FRR 8.4 nodes of an EVPN zone in a test's namespaces, on the lab's
+//! [`vlnet_lab::primitives::frr`] (zebra and bgpd as Proxmox's EVPN zone
+//! runs them, stopped on drop): [`Frr`] is the lab's node with the
+//! fallible calls a test makes turned into panics that say what failed,
+//! and [`Zone`] / [`FrrNode`] build the zones the EVPN tests share. Needs
 //! `/usr/lib/frr/{zebra,bgpd}` and `vtysh`.
 
-use std::fmt::Write as _;
-use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use vlnet_lab::primitives::frr as lab;
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Daemon, Host, NodeSpec, Underlay, Vm};
 
-/// Where Debian installs FRR's daemons.
-pub const FRR_BIN: &str = "/usr/lib/frr";
+pub use vlnet_lab::primitives::frr::Role;
 
-/// What an FRR node is in the zone's iBGP mesh.
-#[derive(Debug, Clone, Copy)]
-pub enum Role<'a> {
-    /// A route reflector with these route-reflector clients.
-    Reflector(&'a [Ipv4Addr]),
-    /// A route-reflector client peering with these route reflectors.
-    Client(&'a [Ipv4Addr]),
-}
-
-/// zebra and bgpd of one FRR node.
-pub struct Frr {
-    ns: String,
-    dir: tempfile::TempDir,
-}
+/// zebra and bgpd of one FRR node (the lab's [`lab::Frr`]; its infallible
+/// queries through `Deref`).
+pub struct Frr(lab::Frr);
 
 impl Frr {
     /// Starts zebra and bgpd in namespace `ns` as router `router_id` of AS
     /// `asn` in `role`; waits until both answer on their vty sockets.
     pub fn start(ns: &str, asn: u32, router_id: Ipv4Addr, role: Role<'_>) -> Self {
-        assert!(
-            Path::new(FRR_BIN).join("bgpd").exists(),
-            "needs FRR: apt-get install --no-install-recommends frr"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("vlt-frr")
-            .tempdir()
-            .unwrap();
-        let frr = Self {
-            ns: ns.to_owned(),
-            dir,
-        };
-        // The daemons drop to user frr: the run directory must be theirs,
-        // the ones above it traversable.
-        let root = frr.dir.path();
-        fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let run_dir = frr.run_dir();
-        fs::create_dir(&run_dir).unwrap();
-        frr.sh(&format!("chown frr:frr {}", run_dir.display()));
-        let conf = root.join("frr.conf");
-        fs::write(
-            &conf,
-            config(asn, router_id, role, &run_dir.join("frr.log")),
-        )
-        .unwrap();
-        for daemon in ["zebra", "bgpd"] {
-            frr.sh(&format!(
-                "{FRR_BIN}/{daemon} -d -f {conf} -i {run}/{daemon}.pid -z {run}/zserv.api --vty_socket {run} -u frr -g frr",
-                conf = conf.display(),
-                run = run_dir.display()
-            ));
-            let vty = run_dir.join(format!("{daemon}.vty"));
-            assert!(
-                wait_for(Duration::from_secs(10), || vty.exists()),
-                "{daemon} did not start"
-            );
-        }
-        frr
-    }
-
-    fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
+        Self(lab::Frr::start(ns, asn, router_id, role).unwrap_or_else(|e| panic!("FRR: {e}")))
     }
 
     /// A shell command in FRR's namespace; panics with its output on failure.
     pub fn sh(&self, cmd: &str) -> String {
-        super::thread_netns::sh_in(&self.ns, cmd)
+        self.0.sh(cmd).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A vtysh command's output.
     pub fn vtysh(&self, cmd: &str) -> String {
-        self.sh(&format!(
-            "vtysh --vty_socket {} -c '{cmd}'",
-            self.run_dir().display()
-        ))
+        self.0.vtysh(cmd).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// FRR's log so far (for failure messages).
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.run_dir().join("frr.log")).unwrap_or_default()
-    }
-
-    /// Whether the session with `neighbor` is Established.
-    pub fn established(&self, neighbor: Ipv4Addr) -> bool {
-        self.vtysh(&format!("show bgp neighbors {neighbor}"))
-            .contains("BGP state = Established")
-    }
-
-    /// `show evpn mac vni VNI mac MAC json`: the MAC as zebra holds it
-    /// (`type` local or remote, `remoteVtep`, `localSequence`,
-    /// `remoteSequence`), or `None` if zebra does not know it.
-    pub fn evpn_mac(&self, vni: u32, mac: &str) -> Option<serde_json::Value> {
-        // vtysh fails when zebra does not know the MAC.
-        let out = self.sh(&format!(
-            "vtysh --vty_socket {} -c 'show evpn mac vni {vni} mac {mac} json' || true",
-            self.run_dir().display()
-        ));
-        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-        let entry = v.get(mac).cloned().unwrap_or(v);
-        entry.get("type").is_some().then_some(entry)
-    }
-
-    /// Whether zebra holds `mac` on `vni` as remote, behind `vtep`.
-    pub fn holds_remote(&self, vni: u32, mac: &str, vtep: Ipv4Addr) -> bool {
-        self.evpn_mac(vni, mac)
-            .is_some_and(|m| m["type"] == "remote" && m["remoteVtep"] == vtep.to_string())
-    }
-
-    /// The MAC Mobility sequence number zebra holds for `mac` on `vni`, if
-    /// it holds the MAC as remote behind `vtep`.
-    pub fn remote_seq(&self, vni: u32, mac: &str, vtep: Ipv4Addr) -> Option<u64> {
-        let m = self.evpn_mac(vni, mac)?;
-        (m["type"] == "remote" && m["remoteVtep"] == vtep.to_string())
-            .then(|| m["remoteSequence"].as_u64())
-            .flatten()
-    }
-
-    /// Kills bgpd (SIGKILL, by its pid file): its sessions drop at once,
-    /// without a NOTIFICATION, as when the process crashes. zebra stays.
+    /// Kills bgpd (SIGKILL): its sessions drop at once, without a
+    /// NOTIFICATION, as when the process crashes. zebra stays.
     pub fn kill_bgpd(&self) {
-        let pid = self.pid("bgpd").expect("bgpd is running");
-        // SAFETY: signals one process this test started, by its pid.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        assert!(
-            wait_for(Duration::from_secs(5), || !proc_dir.exists()),
-            "bgpd {pid} did not die"
-        );
-    }
-
-    /// The pid of `daemon` from its pid file, if that process is still
-    /// this daemon (a pid file outlives a killed daemon).
-    fn pid(&self, daemon: &str) -> Option<i32> {
-        let pid = fs::read_to_string(self.run_dir().join(format!("{daemon}.pid")))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .filter(|p| *p > 1)?;
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        (comm.trim() == daemon).then_some(pid)
+        self.0.kill_bgpd().unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
-impl Drop for Frr {
-    /// SIGTERM to both daemons at once (each takes 1.5–2 s to stop), then
-    /// SIGKILL to whichever is still there after 5 s.
-    fn drop(&mut self) {
-        let pids: Vec<i32> = ["bgpd", "zebra"]
-            .into_iter()
-            .filter_map(|d| self.pid(d))
-            .collect();
-        for &pid in &pids {
-            // SAFETY: signals one process this test started, by its pid.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let gone = |pid: i32| !PathBuf::from(format!("/proc/{pid}")).exists();
-        if !wait_for(Duration::from_secs(5), || pids.iter().all(|&p| gone(p))) {
-            for &pid in pids.iter().filter(|&&p| !gone(p)) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
+impl std::ops::Deref for Frr {
+    type Target = lab::Frr;
 
-/// frr.conf for one node, laid out as Proxmox's EVPN zone writes it: a
-/// peer group `VTEP` in the zone's AS, activated for L2VPN EVPN with
-/// `advertise-all-vni` (a route reflector's peers are its clients).
-fn config(asn: u32, router_id: Ipv4Addr, role: Role<'_>, log: &Path) -> String {
-    let (peers, reflector) = match role {
-        Role::Reflector(clients) => (clients, true),
-        Role::Client(reflectors) => (reflectors, false),
-    };
-    let mut conf = format!(
-        "frr defaults datacenter\nhostname vlt-frr-{router_id}\nlog file {log}\n!\n\
-         router bgp {asn}\n bgp router-id {router_id}\n no bgp default ipv4-unicast\n\
-         \x20coalesce-time 1000\n neighbor VTEP peer-group\n neighbor VTEP remote-as {asn}\n",
-        log = log.display()
-    );
-    for peer in peers {
-        writeln!(conf, " neighbor {peer} peer-group VTEP").unwrap();
+    fn deref(&self) -> &lab::Frr {
+        &self.0
     }
-    conf.push_str(" !\n address-family l2vpn evpn\n  neighbor VTEP activate\n");
-    if reflector {
-        conf.push_str("  neighbor VTEP route-reflector-client\n");
-    }
-    conf.push_str("  advertise-all-vni\n exit-address-family\nexit\n");
-    conf
 }
 
 /// Adds `vxlan<vni>` (local `local`, UDP 4789) to `bridge` in namespace
-/// `ns` as Proxmox's EVPN zone does: no learning on the device or its
-/// bridge port, ARP/ND suppression on; zebra fills its FDB.
+/// `ns` as Proxmox's EVPN zone does (see [`lab::add_vxlan`]).
 pub fn add_vxlan(ns: &str, vni: u32, bridge: &str, local: Ipv4Addr) {
-    super::thread_netns::sh_in(
-        ns,
-        &format!(
-            "ip link add vxlan{vni} type vxlan id {vni} local {local} dstport 4789 nolearning \
-             && ip link set vxlan{vni} master {bridge} \
-             && bridge link set dev vxlan{vni} learning off neigh_suppress on \
-             && ip link set vxlan{vni} up"
-        ),
-    );
+    lab::add_vxlan(ns, vni, bridge, local).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The zone the EVPN tests build: one AS, one VNI, its bridge on every node.

@@ -7,6 +7,7 @@
 )]
 
 pub mod attacker;
+pub mod bench;
 pub mod control;
 pub mod frames;
 pub mod frr;

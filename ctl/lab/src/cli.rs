@@ -32,7 +32,9 @@ pub enum LabCommand {
         #[arg(long, default_value_t = 5)]
         secs: u32,
         /// Measure only these topologies (comma-separated names, e.g.
-        /// vlnet-wg,kernel-wggo) and skip the other runs.
+        /// vlnet-wg,kernel-wggo) and skip the other runs; evpn-move names
+        /// the run that moves a VM through BGP EVPN and through vlnet's
+        /// static peers.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

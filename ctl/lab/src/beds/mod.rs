@@ -7,6 +7,8 @@
 //!   with their VMs. The beds below are presets of it.
 //! - [`scenario`]: N sites of vlnet or kernel VTEPs on one switch, and the
 //!   address plan every bed's sites share.
+//! - [`evpn_zone`]: a scenario whose vlnet sites learn each other through
+//!   BGP EVPN from one FRR route reflector instead of static peers.
 //! - [`wan`]: [`Wan`](wan::Wan), a cloud LAN behind a WAN router with public
 //!   and natted [`WanClient`](wan::WanClient)s, whose WAN links can be
 //!   delayed ([`WanLink`](wan::WanLink)), cut and captured.
@@ -18,6 +20,7 @@
 //!   while a user VM reaches it.
 pub mod bed;
 pub mod cluster;
+pub mod evpn_zone;
 pub mod guest;
 pub mod scenario;
 pub mod wan;

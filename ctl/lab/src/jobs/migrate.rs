@@ -2,16 +2,20 @@
 //! host's bridge for another's, then it sends QEMU's RARP announce — and
 //! measuring what a third site sees: pings lost, and (between vlnet nodes)
 //! how long after the announce entered the new host the third site's path
-//! switched, from the nodes' move records (one machine, one monotonic clock).
+//! switched, from the nodes' move records (one machine, one monotonic clock)
+//! and from the third site's FDB as its pinned map shows it (the only
+//! witness when a control plane such as EVPN moves the MAC).
 
 use std::time::Duration;
 
 use serde::Serialize;
 use vlnet_dataplane::announce::announce;
+use vlnet_dataplane::fdb::monotonic_ns;
 use vlnet_dataplane::mac::MacAddr;
 
-use crate::beds::scenario::{vm_ip, Scenario, BRIDGE};
+use crate::beds::scenario::{vm_ip, Scenario, BRIDGE, VNI};
 use crate::primitives::daemon::Daemon;
+use crate::primitives::fdb_watch::FdbWatch;
 use crate::primitives::netns::LabError;
 use crate::primitives::probe;
 use crate::primitives::topology::{Vm, VM_IF};
@@ -22,6 +26,8 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(10);
 const PINGS: u32 = 200;
 /// When the move starts, after the first ping.
 const MOVE_AFTER: Duration = Duration::from_millis(500);
+/// How long the third site's FDB is watched from the start of the pings.
+const WATCH_LIMIT: Duration = Duration::from_secs(10);
 
 /// What a third site saw of one move.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -31,37 +37,55 @@ pub struct MoveMeasure {
     /// Of those, lost (the move itself, plus the switch).
     pub pings_lost: u32,
     /// From the announce entering the new host to the third site's path
-    /// switch, ms (vlnet nodes only: the kernel keeps no move records).
+    /// switch, ms (vlnet nodes only: the kernel keeps no move records), as
+    /// the third site's data plane recorded it (`remote` move; none when
+    /// the data plane moves nothing, as on an EVPN VNI).
     pub switch_ms: Option<f64>,
+    /// From the announce leaving the VM (the lab's clock, the same
+    /// monotonic clock) to the moment the third site's FDB was first seen
+    /// placing the MAC behind the new host (its pinned map read every
+    /// [`POLL`](crate::primitives::fdb_watch::POLL)), whichever plane
+    /// wrote it (vlnet nodes only). The new host needs no entry for the
+    /// MAC beforehand, as its `local` record does.
+    pub fdb_switch_ms: Option<f64>,
 }
 
 /// Sends QEMU's RARP announce from `vm`'s interface.
 pub fn announce_from(vm: &Vm) -> Result<(), LabError> {
-    let mac: MacAddr = vm
-        .mac()
-        .parse()
-        .map_err(|e| LabError::Invalid(format!("VM MAC {}: {e}", vm.mac())))?;
+    let mac = parse_mac(vm.mac())?;
     vm.ns()
         .within(move || announce(VM_IF, mac))?
         .map_err(|e| LabError::io("sending the RARP announce", e))
 }
 
-/// Moves site `from`'s VM to site `to`'s bridge and announces it there.
-pub fn move_vm(s: &mut Scenario, from: usize, to: usize) -> Result<(), LabError> {
-    if from == to || from.max(to) >= s.sites.len() {
+/// Moves site `from`'s VM to site `to`'s bridge and announces it there
+/// (`from == to`: the VM, moved away before, comes back to its own site).
+/// Returns when the announce was sent (`CLOCK_MONOTONIC` ns, the clock of
+/// the nodes' move records).
+pub fn move_vm(s: &mut Scenario, from: usize, to: usize) -> Result<u64, LabError> {
+    if from.max(to) >= s.sites.len() {
         return Err(LabError::Invalid(format!(
             "cannot move site {from}'s VM to site {to}"
         )));
     }
-    let (vm, host) = if from < to {
-        let (a, b) = s.sites.split_at_mut(to);
-        (&mut a[from].vm, &b[0].host)
-    } else {
-        let (a, b) = s.sites.split_at_mut(from);
-        (&mut b[0].vm, &a[to].host)
+    let (vm, host) = match from.cmp(&to) {
+        std::cmp::Ordering::Equal => {
+            let site = &mut s.sites[from];
+            (&mut site.vm, &site.host)
+        }
+        std::cmp::Ordering::Less => {
+            let (a, b) = s.sites.split_at_mut(to);
+            (&mut a[from].vm, &b[0].host)
+        }
+        std::cmp::Ordering::Greater => {
+            let (a, b) = s.sites.split_at_mut(from);
+            (&mut b[0].vm, &a[to].host)
+        }
     };
     vm.move_to(host, BRIDGE)?;
-    announce_from(vm)
+    let at = monotonic_ns();
+    announce_from(vm)?;
+    Ok(at)
 }
 
 /// When `daemon` recorded `mac` moving with `kind` (`"local"`/`"remote"`),
@@ -83,27 +107,53 @@ pub fn move_time_ns(daemon: &Daemon, mac: &str, kind: &str) -> Result<Option<u64
 /// Moves VM 0 to site 1 while site `third`'s VM pings it, and reports what
 /// site `third` saw.
 pub fn measure_move(s: &mut Scenario, third: usize) -> Result<MoveMeasure, LabError> {
+    measure_move_to(s, 1, third)
+}
+
+/// Moves VM 0 (wherever it is) to site `to` while site `third`'s VM pings
+/// it, and reports what site `third` saw.
+pub fn measure_move_to(s: &mut Scenario, to: usize, third: usize) -> Result<MoveMeasure, LabError> {
+    let mac = s.sites[0].vm.mac().to_owned();
+    let watch = match &s.sites[third].daemon {
+        Some(daemon) => Some(FdbWatch::start(
+            daemon,
+            VNI,
+            parse_mac(&mac)?.0,
+            s.sites[to].host.ip(),
+            WATCH_LIMIT,
+        )?),
+        None => None,
+    };
     let pinger = s.sites[third].vm.ns().clone();
     let pings = std::thread::spawn(move || probe::ping(&pinger, vm_ip(0), PINGS, PING_INTERVAL));
     std::thread::sleep(MOVE_AFTER);
-    move_vm(s, 0, 1)?;
+    let announced = move_vm(s, 0, to)?;
     let report = pings
         .join()
         .map_err(|_| LabError::Invalid("the pinger panicked".into()))??;
-    let mac = s.sites[0].vm.mac().to_owned();
-    let switch_ms = match (&s.sites[1].daemon, &s.sites[third].daemon) {
-        (Some(new), Some(third)) => {
-            let local = move_time_ns(new, &mac, "local")?;
-            let remote = move_time_ns(third, &mac, "remote")?;
+    let seen = watch.and_then(FdbWatch::finish);
+    let (mut switch_ms, mut fdb_switch_ms) = (None, None);
+    if let (Some(new), Some(third)) = (&s.sites[to].daemon, &s.sites[third].daemon) {
+        let local = move_time_ns(new, &mac, "local")?;
+        // A record older than this move's announce is an earlier move's.
+        let since_local = |at: u64| {
             local
-                .zip(remote)
-                .map(|(l, r)| Duration::from_nanos(r.saturating_sub(l)).as_secs_f64() * 1e3)
-        }
-        _ => None,
-    };
+                .filter(|&l| at >= l)
+                .map(|l| Duration::from_nanos(at - l).as_secs_f64() * 1e3)
+        };
+        switch_ms = move_time_ns(third, &mac, "remote")?.and_then(since_local);
+        fdb_switch_ms =
+            seen.map(|at| Duration::from_nanos(at.saturating_sub(announced)).as_secs_f64() * 1e3);
+    }
     Ok(MoveMeasure {
         pings_sent: report.sent,
         pings_lost: report.sent.saturating_sub(report.received),
         switch_ms,
+        fdb_switch_ms,
     })
+}
+
+fn parse_mac(text: &str) -> Result<MacAddr, LabError> {
+    text.parse()
+        .map_err(|e| LabError::Invalid(format!("VM MAC {text}: {e}")))
 }

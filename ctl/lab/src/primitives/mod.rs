@@ -20,6 +20,10 @@
 //! - [`daemon`]: [`NodeSpec`](daemon::NodeSpec) and
 //!   [`Daemon`](daemon::Daemon), a vlnet node running in a host namespace
 //!   with its own config, state dir and API socket.
+//! - [`fdb_watch`]: [`FdbWatch`](fdb_watch::FdbWatch), when a vlnet node's
+//!   FDB (its pinned map) started placing a MAC behind a VTEP.
+//! - [`frr`]: [`Frr`](frr::Frr), FRR's zebra and bgpd as an EVPN route
+//!   reflector or leaf in a namespace, stopped on drop; `vtysh`.
 //! - [`wggo`]: [`WireguardGo`](wggo::WireguardGo), a wireguard-go interface
 //!   configured with `wg`, killed (and its UAPI socket removed) on drop.
 //! - [`qemu`]: real QEMU guests (TCG) and their live migration over QMP.
@@ -28,6 +32,8 @@
 //! - [`trafficgen`]: the compiled small-packet generator (XDP).
 pub mod daemon;
 pub mod delay;
+pub mod fdb_watch;
+pub mod frr;
 pub mod guest_memory;
 pub mod interrupt;
 pub mod netns;

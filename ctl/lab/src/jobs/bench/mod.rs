@@ -49,6 +49,9 @@
 //!   MAC move through EVPN against one through vlnet's control plane, in
 //!   process.
 //! - [`migration`]: a VM moved between hosts, vlnet vs kernel vxlan.
+//! - [`evpn_move`]: the same move through BGP EVPN (an FRR route
+//!   reflector) against vlnet's static peers, five times each (`--only
+//!   evpn-move` runs just this).
 //! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
 //!   known delay.
 //! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
@@ -65,6 +68,7 @@
 pub mod cipher;
 pub mod control_scale;
 pub mod encrypted;
+pub mod evpn_move;
 pub mod evpn_scale;
 pub mod frame;
 pub mod gateway;
@@ -103,6 +107,9 @@ const WARM_UP_LIMIT: Duration = Duration::from_secs(15);
 /// (the best one is reported).
 const MAX_PPS_SECS: u32 = 3;
 const PPS_BURSTS: u32 = 3;
+
+/// The run besides the topologies that `--only` can name.
+const EVPN_MOVE: &str = "evpn-move";
 
 /// The ratios reported: `(subject, reference)`.
 const RATIOS: [(&str, &str); 8] = [
@@ -188,7 +195,8 @@ impl Topology {
 
 /// Runs the benchmark (needs root) and prints the table, or JSON with `json`.
 /// A non-empty `only` measures just the topologies of those names and skips
-/// the other runs (migration, latency, scale, gateway, replication).
+/// the other runs (migration, latency, scale, gateway, replication) but
+/// [`evpn_move`] if it names `evpn-move`.
 pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     ensure!(
@@ -205,24 +213,18 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
     let report = Report::new(secs, f64::from(pps_secs), measured, &RATIOS);
     let cipher = cipher_line(&report);
     if !only.is_empty() {
-        let tracking = tracking_cost(&report.topologies, &costs);
-        if json {
-            let mut value = report.to_json();
-            value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
-            value["program_cost"] = program_cost_json(&costs, tracking);
-            println!("{}", serde_json::to_string_pretty(&value)?);
+        let moves = if only.iter().any(|n| n == EVPN_MOVE) {
+            eprintln!("{EVPN_MOVE} ({:.1} s)", started.elapsed().as_secs_f64());
+            Some(evpn_move::run(&binary).context("EVPN move run")?)
         } else {
-            println!(
-                "\n{}\n{}\n{}",
-                report.table(),
-                cipher.map(|c| c.1).unwrap_or_default(),
-                program_cost::table(&costs, tracking),
-            );
-        }
-        return Ok(());
+            None
+        };
+        return print_chosen(json, &report, cipher, &costs, moves.as_ref());
     }
     eprintln!("migration ({:.1} s)", started.elapsed().as_secs_f64());
     let moved = migration::run(&binary).context("migration runs")?;
+    eprintln!("{EVPN_MOVE} ({:.1} s)", started.elapsed().as_secs_f64());
+    let evpn_moves = evpn_move::run(&binary).context("EVPN move run")?;
     eprintln!(
         "flow RTT accuracy ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -251,6 +253,7 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         value["control_scale"] = serde_json::to_value(&scale)?;
         value["evpn_scale"] = serde_json::to_value(&evpn)?;
         value["migration"] = serde_json::to_value(moved)?;
+        value["evpn_move"] = evpn_moves.to_json()?;
         value["flow_rtt_accuracy"] = serde_json::to_value(&accuracy)?;
         value["gateway"] = serde_json::to_value(relay)?;
         value["replication"] = serde_json::to_value(&replication)?;
@@ -259,11 +262,12 @@ pub fn run(json: bool, secs: u32, only: &[String]) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             report.table(),
             cipher.map(|c| c.1).unwrap_or_default(),
             program_cost::table(&costs, tracking),
             moved.table(),
+            evpn_moves.table(),
             accuracy.table(),
             scale.table(),
             evpn.table(),
@@ -331,16 +335,56 @@ fn cipher_line(report: &Report) -> Option<(f64, String)> {
     Some((cipher, line))
 }
 
+/// Prints what a run with `--only` measured: the topologies' table (if
+/// any were named) and the [`evpn_move`] run (if it was named).
+fn print_chosen(
+    json: bool,
+    report: &Report,
+    cipher: Option<(f64, String)>,
+    costs: &[TopologyCost],
+    moves: Option<&evpn_move::Outcome>,
+) -> Result<()> {
+    let any_topology = !report.topologies.is_empty();
+    let tracking = tracking_cost(&report.topologies, costs);
+    if json {
+        let mut value = serde_json::json!({});
+        if any_topology {
+            value = report.to_json();
+            value["chacha20_poly1305_gbit_s"] = serde_json::json!(cipher.map(|c| c.0));
+            value["program_cost"] = program_cost_json(costs, tracking);
+        }
+        if let Some(moves) = moves {
+            value["evpn_move"] = moves.to_json()?;
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    if any_topology {
+        println!(
+            "\n{}\n{}\n{}",
+            report.table(),
+            cipher.map(|c| c.1).unwrap_or_default(),
+            program_cost::table(costs, tracking),
+        );
+    }
+    if let Some(moves) = moves {
+        println!("\n{}", moves.table());
+    }
+    Ok(())
+}
+
 /// The topologies named in `only`, in the bench's order; all of them when
-/// `only` is empty. An unknown name is an error that lists the known ones.
+/// `only` is empty (`evpn-move` names a run, no topology). An unknown name
+/// is an error that lists the known ones.
 fn chosen(only: &[String]) -> Result<Vec<Topology>> {
     if let Some(unknown) = only
         .iter()
+        .filter(|n| n.as_str() != EVPN_MOVE)
         .find(|n| !TOPOLOGIES.iter().any(|t| t.name() == n.as_str()))
     {
         let known: Vec<&str> = TOPOLOGIES.iter().map(|t| t.name()).collect();
         return Err(anyhow!(
-            "no bench topology `{unknown}`; known: {}",
+            "no bench topology `{unknown}`; known: {}, and the run {EVPN_MOVE}",
             known.join(", ")
         ));
     }
@@ -695,4 +739,21 @@ fn mac_of(ns: &NetNs, ifname: &str) -> Result<[u8; 6]> {
     mac(links[0]["address"]
         .as_str()
         .ok_or_else(|| anyhow!("no address for {ifname} in {}", ns.name()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_takes_the_evpn_move_run_besides_topologies() {
+        assert!(chosen(&[EVPN_MOVE.to_owned()]).unwrap().is_empty());
+        let both = chosen(&["vlnet-tc".to_owned(), EVPN_MOVE.to_owned()]).unwrap();
+        assert_eq!(both, [Topology::Vlnet(Datapath::Tc)]);
+        let err = chosen(&["evpn-moves".to_owned()]).unwrap_err().to_string();
+        assert!(
+            err.contains("`evpn-moves`") && err.contains(EVPN_MOVE),
+            "{err}"
+        );
+    }
 }

@@ -1,0 +1,292 @@
+//! The bench's `evpn-move` run: the migration run's VM move (link moved,
+//! QEMU's RARP announce sent, a third site pinging every 10 ms), made
+//! [`MOVES`] times back and forth between sites 0 and 1, once through BGP
+//! EVPN and once through vlnet's own plane, in the same run:
+//! - `evpn`: three vlnet sites with `evpn = true` on the VNI and no static
+//!   peers, clients of one FRR route reflector (see
+//!   [`EvpnZone`](crate::beds::evpn_zone::EvpnZone)). On an EVPN VNI the
+//!   data plane moves no MAC: the third site switches when the new host's
+//!   type-2 route (MAC Mobility sequence number + 1) comes back from the
+//!   reflector.
+//! - `vlnet`: three vlnet sites that are static peers of each other (the
+//!   migration run's [`Scenario`]): no control plane between them; every
+//!   VTEP that decapsulates the flooded announce moves the MAC at once.
+//!
+//! The switch is timed from the announce leaving the VM to the third
+//! site's FDB placing the MAC at the new host, read from its pinned map
+//! (see [`FdbWatch`](crate::primitives::fdb_watch)), the same way for both;
+//! `vlnet` also has its data plane's own records (`local` at the new host
+//! to `remote` at the third site). Through EVPN the new host usually holds
+//! no entry for the MAC when the announce comes (the old host withdrew it
+//! as its port went), so it records no `local` move either. Needs FRR's
+//! bgpd: without it the run is skipped with a message.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+
+use crate::beds::evpn_zone::EvpnZone;
+use crate::beds::scenario::{host_ip, vm_ip, vm_mac, Scenario, Vtep};
+use crate::jobs::migrate::{measure_move_to, MoveMeasure, PING_INTERVAL};
+use crate::primitives::daemon::Daemon;
+use crate::primitives::frr::{self, FRR_BIN};
+use crate::primitives::probe;
+use crate::Datapath;
+
+/// Moves per plane: site 0 → 1, back, and so on.
+pub const MOVES: usize = 5;
+/// The pinging site.
+const THIRD: usize = 2;
+/// Longest wait for every site to place the VM at its host between moves.
+const SETTLE_LIMIT: Duration = Duration::from_secs(15);
+
+/// One plane's moves.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaneMoves {
+    /// Each move as the third site saw it.
+    pub moves: Vec<MoveMeasure>,
+    /// Median pings lost per move.
+    pub pings_lost_median: f64,
+    /// Median switch, announce to the third site's FDB, ms (moves that
+    /// have one).
+    pub fdb_switch_ms_median: Option<f64>,
+    /// Median switch as the third site's data plane recorded it, ms (none
+    /// through EVPN: its data plane moves nothing).
+    pub switch_ms_median: Option<f64>,
+}
+
+impl PlaneMoves {
+    fn new(moves: Vec<MoveMeasure>) -> Self {
+        let lost: Vec<f64> = moves.iter().map(|m| f64::from(m.pings_lost)).collect();
+        let fdb: Vec<f64> = moves.iter().filter_map(|m| m.fdb_switch_ms).collect();
+        let data: Vec<f64> = moves.iter().filter_map(|m| m.switch_ms).collect();
+        Self {
+            pings_lost_median: median(&lost).unwrap_or(0.0),
+            fdb_switch_ms_median: median(&fdb),
+            switch_ms_median: median(&data),
+            moves,
+        }
+    }
+}
+
+/// Both planes.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvpnMoveReport {
+    /// Through BGP EVPN and an FRR route reflector.
+    pub evpn: PlaneMoves,
+    /// Through vlnet's static peers (data-plane learning).
+    pub vlnet: PlaneMoves,
+}
+
+/// What the run gave.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Both planes measured.
+    Measured(EvpnMoveReport),
+    /// Not run, for this reason.
+    Skipped(String),
+}
+
+impl Outcome {
+    /// The report as JSON, or `{"skipped": reason}`.
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(match self {
+            Self::Measured(report) => serde_json::to_value(report)?,
+            Self::Skipped(reason) => serde_json::json!({ "skipped": reason }),
+        })
+    }
+
+    /// The report as text, or why it was skipped.
+    #[must_use]
+    pub fn table(&self) -> String {
+        match self {
+            Self::Measured(report) => report.table(),
+            Self::Skipped(reason) => format!("evpn-move: skipped: {reason}\n"),
+        }
+    }
+}
+
+/// Runs both planes, or says why not (with a message on stderr) when FRR
+/// is not installed.
+pub fn run(binary: &Path) -> Result<Outcome> {
+    if !frr::installed() {
+        let reason =
+            format!("{FRR_BIN}/bgpd is missing (apt-get install --no-install-recommends frr)");
+        eprintln!("evpn-move skipped: {reason}");
+        return Ok(Outcome::Skipped(reason));
+    }
+    let evpn = {
+        let mut zone = EvpnZone::build("bem", 3, binary).context("building the EVPN zone")?;
+        eprintln!("    through EVPN (3 vlnet sites, an FRR route reflector)");
+        moves(&mut zone.scenario).context("moves through EVPN")?
+    };
+    let vlnet = {
+        let vtep = Vtep::Vlnet(Datapath::Tc);
+        let mut s = Scenario::build("bmp", &[vtep, vtep, vtep], binary)?;
+        eprintln!("    through vlnet's static peers (3 vlnet sites)");
+        moves(&mut s).context("moves through vlnet's static peers")?
+    };
+    Ok(Outcome::Measured(EvpnMoveReport {
+        evpn: PlaneMoves::new(evpn),
+        vlnet: PlaneMoves::new(vlnet),
+    }))
+}
+
+/// Every site learns VM 0 at site 0, then VM 0 moves [`MOVES`] times
+/// between sites 0 and 1, every site placing it at its new host before the
+/// next move.
+fn moves(s: &mut Scenario) -> Result<Vec<MoveMeasure>> {
+    for from in 1..s.sites.len() {
+        warm_up(s, from)?;
+    }
+    settle(s, 0)?;
+    let mut out = Vec::with_capacity(MOVES);
+    for i in 0..MOVES {
+        let to = usize::from(i % 2 == 0);
+        let m = measure_move_to(s, to, THIRD).with_context(|| format!("move {}", i + 1))?;
+        eprintln!(
+            "      move {} to site {to}: {} of {} pings lost, switch {} ms (FDB) {} ms (data plane)",
+            i + 1,
+            m.pings_lost,
+            m.pings_sent,
+            ms(m.fdb_switch_ms),
+            ms(m.switch_ms)
+        );
+        out.push(m);
+        settle(s, to)?;
+    }
+    Ok(out)
+}
+
+/// Pings VM 0 from site `from`'s VM until one reply comes back (ARP
+/// floods through the zone first; EVPN routes take a moment).
+fn warm_up(s: &Scenario, from: usize) -> Result<()> {
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    while probe::ping(s.sites[from].vm.ns(), vm_ip(0), 1, PING_INTERVAL)?.received == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "site {from}'s VM got no ping reply from VM 0 within {SETTLE_LIMIT:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until the pinging site holds VM 0 behind site `at`'s
+/// host. (Through EVPN the old host may hold no entry for it: see the
+/// README's bench section.)
+fn settle(s: &Scenario, at: usize) -> Result<()> {
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let (mac, vtep) = (vm_mac(0), host_ip(at).to_string());
+    let Some(daemon) = &s.sites[THIRD].daemon else {
+        return Ok(());
+    };
+    while !holds(daemon, &mac, &vtep)? {
+        ensure!(
+            Instant::now() < deadline,
+            "site {THIRD} does not place VM 0 behind site {at} after {SETTLE_LIMIT:?}: {}\n{}",
+            daemon.ctl(&["fdb", "--json"]).unwrap_or_default(),
+            context(s, at)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// What the new host `at` says of its EVPN routes and VM 0 (for failure
+/// messages).
+fn context(s: &Scenario, at: usize) -> String {
+    s.sites[at].daemon.as_ref().map_or_else(String::new, |d| {
+        format!(
+            "--- site {at}'s ctl evpn:\n{}\n--- its moves:\n{}\n--- its log:\n{}",
+            d.ctl(&["evpn"]).unwrap_or_default(),
+            d.ctl(&["moves"]).unwrap_or_default(),
+            d.log_tail(30)
+        )
+    })
+}
+
+/// Whether `daemon`'s FDB places `mac` behind `vtep`.
+fn holds(daemon: &Daemon, mac: &str, vtep: &str) -> Result<bool> {
+    let fdb: serde_json::Value = serde_json::from_str(&daemon.ctl(&["fdb", "--json"])?)?;
+    Ok(fdb
+        .as_array()
+        .is_some_and(|all| all.iter().any(|r| r["mac"] == mac && r["vtep"] == vtep)))
+}
+
+/// The median of `values`, if any.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some(f64::midpoint(v[n / 2 - 1], v[n / 2])),
+    }
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.3}"))
+}
+
+impl EvpnMoveReport {
+    /// The report as text.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let (e, v) = (&self.evpn, &self.vlnet);
+        format!(
+            "evpn-move: a VM moves {MOVES} times between two hosts (RARP announce), a third site \
+             pings it every {} ms; medians\n\
+             \x20                                              EVPN (FRR RR)  vlnet (static peers)\n\
+             \x20 pings lost (of {})                       {:>13} {:>21}\n\
+             \x20 switch, announce to third site's FDB (ms) {:>13} {:>21}\n\
+             \x20 switch, data plane's move record (ms)     {:>13} {:>21}\n",
+            PING_INTERVAL.as_millis(),
+            e.moves.first().map_or(0, |m| m.pings_sent),
+            e.pings_lost_median,
+            v.pings_lost_median,
+            ms(e.fdb_switch_ms_median),
+            ms(v.fdb_switch_ms_median),
+            ms(e.switch_ms_median),
+            ms(v.switch_ms_median),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_run_says_why_in_json_and_text() {
+        let skipped = Outcome::Skipped("no bgpd".into());
+        assert_eq!(
+            skipped.to_json().unwrap(),
+            serde_json::json!({ "skipped": "no bgpd" })
+        );
+        assert!(skipped.table().contains("skipped: no bgpd"));
+    }
+
+    #[test]
+    fn median_of_odd_even_and_none() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn a_plane_without_data_plane_records_has_no_median_for_them() {
+        let m = |lost, fdb| MoveMeasure {
+            pings_sent: 200,
+            pings_lost: lost,
+            switch_ms: None,
+            fdb_switch_ms: fdb,
+        };
+        let p = PlaneMoves::new(vec![m(3, Some(40.0)), m(1, None), m(2, Some(20.0))]);
+        assert!((p.pings_lost_median - 2.0).abs() < f64::EPSILON, "{p:?}");
+        assert_eq!(p.fdb_switch_ms_median, Some(30.0));
+        assert_eq!(p.switch_ms_median, None);
+    }
+}

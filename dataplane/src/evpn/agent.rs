@@ -20,7 +20,7 @@
 //! [`Agent::restart_over`]; then the MACs no route placed again go.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
@@ -28,11 +28,12 @@ use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use super::advertise::{self, BuildError};
 use super::notification::Notification;
 use super::restart::Kept;
-use super::rib::{AdjRibIn, Intent};
+use super::rib::{AdjRibIn, Intent, IpBinding};
 use super::speaker::Report;
 use super::vni::VniTable;
 use crate::control::macbook::{FdbChange, MacBook};
 use crate::control::mobility::NodeId;
+use crate::control::neighbook::NeighSet;
 use crate::control::wire::MacAdvert;
 use crate::mac::MacAddr;
 
@@ -80,6 +81,13 @@ pub enum Effect {
     },
     /// The remote VTEPs changed: these are the new ones.
     Vteps(RemoteVteps),
+    /// A remote MAC's addresses (from MAC/IP routes) are these now.
+    Neigh {
+        /// The VNI and MAC.
+        key: (u32, MacAddr),
+        /// Its addresses.
+        set: NeighSet,
+    },
     /// Call [`Agent::sweep`] with `peer` and `generation` after `after`
     /// (the graceful restart time of a neighbor that dropped).
     SweepAfter {
@@ -127,6 +135,8 @@ struct Peer {
     generation: u64,
     /// The `(vni, mac, vtep)` it places.
     macs: HashSet<(u32, MacAddr, Ipv4Addr)>,
+    /// The addresses its MAC/IP routes bind.
+    ips: HashSet<IpBinding>,
 }
 
 /// The agent's state (see the module doc).
@@ -145,6 +155,10 @@ pub struct Agent {
     /// While this node restarts: what the data plane held, and the
     /// neighbors whose End-of-RIB has not come yet.
     restart: Option<(Kept, BTreeSet<usize>)>,
+    /// How many `(neighbor, route)` bind each address of a remote MAC.
+    remote_ips: BTreeMap<(u32, MacAddr), BTreeMap<IpAddr, usize>>,
+    /// This node's MACs' addresses, advertised as MAC/IP routes.
+    local_ips: BTreeMap<(u32, MacAddr), BTreeSet<IpAddr>>,
 }
 
 impl Agent {
@@ -158,6 +172,7 @@ impl Agent {
             ceased: false,
             generation: 0,
             macs: HashSet::new(),
+            ips: HashSet::new(),
         };
         Self {
             book: MacBook::new(me, my_vtep),
@@ -168,6 +183,8 @@ impl Agent {
             flood: BTreeMap::new(),
             located: BTreeMap::new(),
             restart: None,
+            remote_ips: BTreeMap::new(),
+            local_ips: BTreeMap::new(),
         }
     }
 
@@ -314,9 +331,14 @@ impl Agent {
         let mut out: Vec<Effect> = delta.fdb.into_iter().map(Effect::Fdb).collect();
         for a in &delta.adverts {
             self.to_all(&self.mac_update(a), &mut out);
+            self.readvertise_local_ips((a.vni, a.mac), a.seq, &mut out);
         }
         for w in &delta.withdraws {
+            self.withdraw_local_ips((w.vni, w.mac), &mut out);
             self.to_all(&self.mac_withdrawal(w.vni, w.mac), &mut out);
+            // Gone from every neighbor with our withdrawal: whoever
+            // announces it next is new (RFC 7432 §15), even at seq 0.
+            self.book.forget_withdrawn(w.vni, w.mac);
         }
         out
     }
@@ -413,6 +435,7 @@ impl Agent {
                     out.extend(applied.fdb.into_iter().map(Effect::Fdb));
                     for (vni, mac) in applied.left {
                         // Our route lost to a newer one: withdraw it.
+                        self.withdraw_local_ips((vni, mac), out);
                         self.to_all(&self.mac_withdrawal(vni, mac), out);
                         out.push(Effect::Forget { vni, mac });
                     }
@@ -431,6 +454,8 @@ impl Agent {
                         self.book.forget_withdrawn(w.vni, w.mac);
                     }
                 }
+                Intent::Ip(b) => out.extend(self.remote_ip(peer, b, true)),
+                Intent::IpGone(b) => out.extend(self.remote_ip(peer, b, false)),
                 Intent::FloodAdd { vni, vtep } => {
                     vteps_changed |= count_up(&mut self.flood, (vni, vtep));
                 }
@@ -452,6 +477,7 @@ impl Agent {
             .map(|r| advertise::imet_route(r, self.my_vtep))
             .collect();
         updates.extend(self.book.local_routes().iter().map(|a| self.mac_update(a)));
+        updates.extend(self.local_ip_updates());
         updates.push(advertise::end_of_rib());
         for u in updates {
             self.to_peer(peer, u, out);
@@ -520,5 +546,6 @@ fn not_evpn(vni: u32) -> BuildError {
     BuildError(format!("VNI {vni} is not an EVPN VNI"))
 }
 
+mod ips;
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,11 @@ pub enum Intent {
     Mac(MacAdvert),
     /// A remote VTEP no longer has a MAC (apply with `MacBook::withdraw`).
     MacGone(MacWithdraw),
+    /// A MAC/IP route binds an address to a remote MAC (for ARP/ND
+    /// suppression).
+    Ip(IpBinding),
+    /// A MAC/IP route that bound an address to a remote MAC is gone.
+    IpGone(IpBinding),
     /// Add a VTEP to a VNI's flood list.
     FloodAdd {
         /// The VNI.
@@ -53,6 +58,17 @@ pub enum Intent {
         /// The remote VTEP.
         vtep: Ipv4Addr,
     },
+}
+
+/// An address bound to a MAC by a MAC/IP route (type 2 with an IP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpBinding {
+    /// The VNI.
+    pub vni: u32,
+    /// The MAC.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: IpAddr,
 }
 
 /// Why a received route was not used.
@@ -115,6 +131,8 @@ pub struct AdjRibIn {
     mac_refs: HashMap<(u32, MacAddr, Ipv4Addr), u32>,
     /// How many routes put each `(vni, vtep)` in a flood list.
     flood_refs: HashMap<(u32, Ipv4Addr), u32>,
+    /// How many MAC/IP routes bind each `(vni, mac, ip)`.
+    ip_refs: HashMap<(u32, MacAddr, IpAddr), u32>,
 }
 
 impl AdjRibIn {
@@ -128,6 +146,7 @@ impl AdjRibIn {
             imets: HashMap::new(),
             mac_refs: HashMap::new(),
             flood_refs: HashMap::new(),
+            ip_refs: HashMap::new(),
         }
     }
 
@@ -229,8 +248,16 @@ impl AdjRibIn {
                 if let Some(old) = old.filter(|o| o.advert.vni != vni || o.advert.vtep != next_hop)
                 {
                     self.mac_gone(old.advert, out);
+                    self.ip_gone(&key, &old, out);
                 }
                 out.intents.push(Intent::Mac(advert));
+                if let Some(ip) = r.ip() {
+                    if self.ip_refs.get(&(vni, mac, ip)) == Some(&1)
+                        && old.is_none_or(|o| o.advert.vni != vni)
+                    {
+                        out.intents.push(Intent::Ip(IpBinding { vni, mac, ip }));
+                    }
+                }
             }
             L2EvpnRoute::InclusiveMulticastEthernetTagRoute(r) => {
                 let pmsi = a
@@ -270,7 +297,10 @@ impl AdjRibIn {
             L2EvpnRoute::MacIpAdvertisement(r) => {
                 let key = (r.rd(), MacAddr(*r.mac().value()), r.ip());
                 match self.take_mac(&key) {
-                    Some(e) => self.mac_gone(e.advert, out),
+                    Some(e) => {
+                        self.mac_gone(e.advert, out);
+                        self.ip_gone(&key, &e, out);
+                    }
                     None => out.skipped.push(Skip::UnknownWithdrawal),
                 }
             }
@@ -297,6 +327,21 @@ impl AdjRibIn {
         }
     }
 
+    /// Unbinds the address of a removed MAC/IP route (`key`, entry `e`)
+    /// unless another route still binds it.
+    fn ip_gone(&self, key: &MacKey, e: &MacEntry, out: &mut Applied) {
+        if let Some(ip) = key.2 {
+            let binding = (e.advert.vni, key.1, ip);
+            if !self.ip_refs.contains_key(&binding) {
+                out.intents.push(Intent::IpGone(IpBinding {
+                    vni: binding.0,
+                    mac: binding.1,
+                    ip,
+                }));
+            }
+        }
+    }
+
     fn flood_gone(&self, e: ImetEntry, out: &mut Applied) {
         if !self.flood_refs.contains_key(&(e.vni, e.vtep)) {
             out.intents.push(Intent::FloodRemove {
@@ -311,23 +356,31 @@ impl AdjRibIn {
             .mac_refs
             .entry((e.advert.vni, e.advert.mac, e.advert.vtep))
             .or_default() += 1;
+        if let Some(ip) = key.2 {
+            *self.ip_refs.entry((e.advert.vni, key.1, ip)).or_default() += 1;
+        }
         let old = self.macs.insert(key, e);
         if let Some(o) = &old {
-            release(
-                &mut self.mac_refs,
-                (o.advert.vni, o.advert.mac, o.advert.vtep),
-            );
+            self.release_mac(&key, o);
         }
         old
     }
 
     fn take_mac(&mut self, key: &MacKey) -> Option<MacEntry> {
         let old = self.macs.remove(key)?;
+        self.release_mac(key, &old);
+        Some(old)
+    }
+
+    /// Drops the references route `key` (entry `e`) held.
+    fn release_mac(&mut self, key: &MacKey, e: &MacEntry) {
         release(
             &mut self.mac_refs,
-            (old.advert.vni, old.advert.mac, old.advert.vtep),
+            (e.advert.vni, e.advert.mac, e.advert.vtep),
         );
-        Some(old)
+        if let Some(ip) = key.2 {
+            release(&mut self.ip_refs, (e.advert.vni, key.1, ip));
+        }
     }
 
     fn put_imet(&mut self, key: ImetKey, e: ImetEntry) -> Option<ImetEntry> {
@@ -365,6 +418,7 @@ impl AdjRibIn {
         for k in macs {
             if let Some(e) = self.take_mac(&k) {
                 self.mac_gone(e.advert, &mut out);
+                self.ip_gone(&k, &e, &mut out);
             }
         }
         let imets: Vec<ImetKey> = self

@@ -246,7 +246,11 @@ pub async fn run(setup: Setup, edges: Edges) {
                 if std::mem::take(&mut views_stale) {
                     note_routes(&status, &agent);
                 }
-                continue;
+                let effects = agent.local_neighs(&shell.hooks.local_neighs());
+                if effects.is_empty() {
+                    continue;
+                }
+                effects
             }
             Ok(()) = converged.changed() => {
                 shell.hooks.apply_evpn_fdb(&agent.fdb_entries());
@@ -373,6 +377,7 @@ struct Shell {
 impl Shell {
     fn carry_out(&mut self, effects: Vec<Effect>, tasks: &mut JoinSet<()>) {
         let mut fdb = Vec::new();
+        let mut neigh = Vec::new();
         let mut forget = BTreeSet::new();
         for e in effects {
             match e {
@@ -390,6 +395,7 @@ impl Shell {
                 Effect::Vteps(vteps) => {
                     self.vteps.send_replace(vteps);
                 }
+                Effect::Neigh { key, set } => neigh.push((key, set)),
                 Effect::SweepAfter {
                     peer,
                     generation,
@@ -405,6 +411,9 @@ impl Shell {
         }
         if !fdb.is_empty() {
             self.hooks.apply_evpn_fdb(&fdb);
+        }
+        if !neigh.is_empty() {
+            self.hooks.apply_neigh(&neigh);
         }
         for (vni, mac) in forget {
             self.hooks.forget_local(vni, mac);

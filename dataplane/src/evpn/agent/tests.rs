@@ -5,7 +5,7 @@
 //! arrive.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
@@ -98,7 +98,12 @@ fn up(a: &mut Agent, peer: usize) {
 /// What a peer (a route reflector's view, VTEP `C`) makes of the UPDATEs
 /// sent to `peer`.
 fn seen_by(peer: usize, effects: &[Effect]) -> Vec<Intent> {
-    let mut rib = AdjRibIn::new(C);
+    seen_in(&mut AdjRibIn::new(C), peer, effects)
+}
+
+/// What `rib` (a route reflector's view, VTEP `C`) makes of the UPDATEs
+/// sent to `peer`, on top of what it holds.
+fn seen_in(rib: &mut AdjRibIn, peer: usize, effects: &[Effect]) -> Vec<Intent> {
     let vnis = VniTable::auto(ASN, C, [100]);
     effects
         .iter()
@@ -444,4 +449,102 @@ fn the_restart_ends_at_the_restart_time_without_every_end_of_rib() {
     assert_eq!(fdb(&over), vec![FdbChange::Remove { vni: 100, mac: MAC }]);
     assert!(over.contains(&Effect::Vteps(vteps(&[], &[C]))), "{over:?}");
     assert!(a.restart_over().is_empty(), "only once");
+}
+
+#[test]
+fn a_mac_that_left_this_node_is_placed_behind_the_vtep_it_went_to() {
+    // Its port went before it announced itself elsewhere: our route is
+    // withdrawn first, the new one starts at 0 again (RFC 7432 §15).
+    let mut a = agent(1, 100);
+    up(&mut a, 0);
+    a.local(&local(&[(100, MAC)]), NOW);
+    a.local(&local(&[]), NOW + Duration::from_secs(1));
+    let fx = a.report(0, &mac_from(B, MAC, 0), NOW + Duration::from_secs(2));
+    assert_eq!(fdb(&fx), vec![install(MAC, B)], "{fx:?}");
+}
+
+const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+
+fn mac_ip_from(vtep: Ipv4Addr, mac: MacAddr, seq: u32) -> Report {
+    Report::Update(wire(
+        advertise::mac_route(&remote(vtep), vtep, mac, Some(IP), seq).expect("builds"),
+    ))
+}
+
+fn mac_ip_gone_from(vtep: Ipv4Addr, mac: MacAddr) -> Report {
+    Report::Update(wire(
+        advertise::withdraw(vec![advertise::mac_nlri(&remote(vtep), mac, Some(IP))])
+            .expect("builds"),
+    ))
+}
+
+fn neigh(effects: &[Effect]) -> Vec<(u32, MacAddr, Vec<IpAddr>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Neigh { key, set } => Some((key.0, key.1, set.ips.iter().copied().collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn mac_ip_routes_bind_the_address_until_the_last_one_goes() {
+    let mut a = agent(2, 100);
+    up(&mut a, 0);
+    up(&mut a, 1);
+    let first = a.report(0, &mac_ip_from(B, MAC, 0), NOW);
+    assert_eq!(neigh(&first), vec![(100, MAC, vec![IP])]);
+    assert_eq!(
+        fdb(&first),
+        vec![install(MAC, B)],
+        "a MAC/IP route places the MAC too"
+    );
+    assert!(
+        neigh(&a.report(1, &mac_ip_from(B, MAC, 0), NOW)).is_empty(),
+        "already bound"
+    );
+    assert!(
+        neigh(&a.report(0, &mac_ip_gone_from(B, MAC), NOW)).is_empty(),
+        "RR 2 still binds it"
+    );
+    assert_eq!(
+        neigh(&a.report(1, &mac_ip_gone_from(B, MAC), NOW)),
+        vec![(100, MAC, vec![])]
+    );
+}
+
+#[test]
+fn snooped_addresses_of_local_macs_go_out_as_mac_ip_routes() {
+    let mut a = agent(1, 100);
+    up(&mut a, 0);
+    a.local(&local(&[(100, MAC)]), NOW);
+    let set = NeighSet {
+        ips: BTreeSet::from([IP]),
+        router: false,
+    };
+    let snooped = [((100, MAC), set)].into();
+    // Only this node's MACs: another's snooped binding is not advertised.
+    let other = [((100, MAC2), NeighSet::default())].into();
+    assert!(a.local_neighs(&other).is_empty());
+    let fx = a.local_neighs(&snooped);
+    let binding = IpBinding {
+        vni: 100,
+        mac: MAC,
+        ip: IP,
+    };
+    assert!(seen_by(0, &fx).contains(&Intent::Ip(binding)), "{fx:?}");
+    assert!(a.local_neighs(&snooped).is_empty(), "sent once");
+    // A neighbor that comes up again gets it in its full table.
+    a.report(0, &down(None), NOW);
+    let table = a.report(0, &established(), NOW);
+    let mut rr = AdjRibIn::new(C);
+    assert!(seen_in(&mut rr, 0, &table).contains(&Intent::Ip(binding)));
+    // The MAC goes: its address is withdrawn with it.
+    let gone = a.local(&local(&[]), NOW + Duration::from_secs(1));
+    assert!(
+        seen_in(&mut rr, 0, &gone).contains(&Intent::IpGone(binding)),
+        "{gone:?}"
+    );
+    assert!(a.local_neighs(&snooped).is_empty(), "not ours any more");
 }

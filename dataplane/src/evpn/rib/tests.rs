@@ -95,11 +95,14 @@ fn a_mac_goes_with_its_last_route() {
     rib.apply(&mac_from(B, None, 2), &v);
     rib.apply(&mac_from(B, Some(IP), 2), &v);
     assert_eq!(rib.counts(), (2, 0));
-    assert!(
-        rib.apply(&mac_withdraw_from(B, Some(IP)), &v)
-            .intents
-            .is_empty(),
-        "the MAC-only route stays"
+    assert_eq!(
+        rib.apply(&mac_withdraw_from(B, Some(IP)), &v).intents,
+        [Intent::IpGone(IpBinding {
+            vni: 100,
+            mac: MAC,
+            ip: IP
+        })],
+        "the MAC-only route stays; the address goes"
     );
     assert_eq!(
         rib.apply(&mac_withdraw_from(B, None), &v).intents,
@@ -315,6 +318,7 @@ proptest! {
         let mut rib = AdjRibIn::new(vtep(1));
         let mut macs: HashSet<(u32, MacAddr, Ipv4Addr)> = HashSet::new();
         let mut flood: HashSet<(u32, Ipv4Addr)> = HashSet::new();
+        let mut ips: HashSet<IpBinding> = HashSet::new();
         for op in ops {
             let intents = match op {
                 Op::Mac { vtep: n, rd, ip, seq, vni } => {
@@ -343,6 +347,8 @@ proptest! {
                 match i {
                     Intent::Mac(a) => { macs.insert((a.vni, a.mac, a.vtep)); }
                     Intent::MacGone(w) => prop_assert!(macs.remove(&(w.vni, w.mac, w.vtep)), "withdrew an absent MAC"),
+                    Intent::Ip(b) => prop_assert!(ips.insert(b), "bound twice"),
+                    Intent::IpGone(b) => prop_assert!(ips.remove(&b), "unbound an absent address"),
                     Intent::FloodAdd { vni, vtep } => prop_assert!(flood.insert((vni, vtep)), "added twice"),
                     Intent::FloodRemove { vni, vtep } => prop_assert!(flood.remove(&(vni, vtep)), "removed an absent entry"),
                 }
@@ -351,6 +357,8 @@ proptest! {
             prop_assert_eq!(&macs, &held);
             let held: HashSet<_> = rib.imets.values().map(|e| (e.vni, e.vtep)).collect();
             prop_assert_eq!(&flood, &held);
+            let held: HashSet<_> = rib.macs.iter().filter_map(|(k, e)| k.2.map(|ip| IpBinding { vni: e.advert.vni, mac: k.1, ip })).collect();
+            prop_assert_eq!(&ips, &held);
         }
     }
 }

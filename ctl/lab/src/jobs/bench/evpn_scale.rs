@@ -94,7 +94,10 @@ fn receive(
         changes += match intent {
             Intent::Mac(a) => book.advert(&a, peer, now).fdb.len(),
             Intent::MacGone(w) => book.withdraw(&w, now).fdb.len(),
-            Intent::FloodAdd { .. } | Intent::FloodRemove { .. } => 0,
+            Intent::Ip(_)
+            | Intent::IpGone(_)
+            | Intent::FloodAdd { .. }
+            | Intent::FloodRemove { .. } => 0,
         };
     }
     Ok(changes)

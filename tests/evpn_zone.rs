@@ -9,8 +9,9 @@
 //! routes received and FRR's VTEP in VNI 100's flood list, and `/metrics`
 //! the session up. Then the daemon stops, the FRR VM goes (FRR withdraws
 //! its MAC) and the daemon starts again: the FDB, pinned across the
-//! restart, must not keep the withdrawn MAC. FRR's daemons are stopped and the namespaces removed even
-//! when a check fails.
+//! restart, must not keep the withdrawn MAC once FRR's End-of-RIB ended the
+//! graceful restart. FRR's daemons are stopped and the namespaces removed
+//! even when a check fails.
 //! Needs root, `ip`, `bridge`, and `/usr/lib/frr/{zebra,bgpd}` + `vtysh`.
 #![allow(
     clippy::unwrap_used,
@@ -147,8 +148,8 @@ fn ctl_evpn_and_metrics(daemon: &Daemon, vlnet_host: &Host) {
     assert!(metrics.lines().any(|l| l == up), "no {up} in\n{metrics}");
 }
 
-/// A restart without graceful restart: the previous daemon's entries of
-/// MACs withdrawn meanwhile must go.
+/// A restart: the previous daemon's entries stay until FRR's End-of-RIB
+/// (graceful restart); then those of MACs withdrawn meanwhile must go.
 fn restart_forgets_withdrawn(daemon: &mut Daemon, frr: &Frr, vm1: Vm) {
     let theirs = VM_MAC[1];
     daemon.terminate(Duration::from_secs(10)).unwrap();
@@ -171,9 +172,19 @@ fn restart_forgets_withdrawn(daemon: &mut Daemon, frr: &Frr, vm1: Vm) {
         "the restarted daemon did not get FRR's routes again: {}",
         daemon.log_tail(30)
     );
-    let fdb = vlnet_fdb(daemon);
     assert!(
-        !fdb.as_array().unwrap().iter().any(|r| r["mac"] == theirs),
-        "the withdrawn MAC stayed in the FDB across the restart: {fdb}"
+        wait_for(Duration::from_secs(30), || !vlnet_fdb(daemon)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["mac"] == theirs)),
+        "the withdrawn MAC stayed in the FDB across the restart: {}\n{}",
+        vlnet_fdb(daemon),
+        daemon.log_tail(30)
+    );
+    assert!(
+        daemon.log().contains("EVPN graceful restart over"),
+        "swept by something else than the end of the restart: {}",
+        daemon.log_tail(30)
     );
 }

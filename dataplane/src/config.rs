@@ -525,16 +525,15 @@ impl Config {
     /// Whether `vni` snoops its VMs' ARP/ND and answers requests for known
     /// bindings locally: its `[[vni]] arp_suppress`, else on for nodes with
     /// a control plane (a controller or member: the bindings of the other
-    /// nodes' VMs come through it) and off on plain static-peer nodes (they
-    /// would only learn their own VMs' bindings, and their zone floods ARP
-    /// as the kernel's vxlan does).
+    /// nodes' VMs come through it) and on EVPN VNIs (MAC/IP routes bring
+    /// them, as `neigh_suppress` in a Proxmox EVPN zone), off on plain
+    /// static-peer VNIs (they would only learn their own VMs' bindings, and
+    /// their zone floods ARP as the kernel's vxlan does).
     #[must_use]
     pub fn arp_suppress(&self, vni: u32) -> bool {
-        self.vni
-            .iter()
-            .find(|v| v.id == vni)
-            .and_then(|v| v.arp_suppress)
-            .unwrap_or(self.wireguard.is_some())
+        let v = self.vni.iter().find(|v| v.id == vni);
+        v.and_then(|v| v.arp_suppress)
+            .unwrap_or(self.wireguard.is_some() || v.is_some_and(|v| v.evpn))
     }
 
     /// Whether `vni` has the bridge bypass on (`[[vni]] bypass`; off for a

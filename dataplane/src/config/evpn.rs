@@ -380,6 +380,9 @@ mod tests {
             ]
         );
         assert!(c.vni[0].evpn);
+        assert!(c.arp_suppress(100), "an EVPN VNI suppresses ARP/ND");
+        let off = parse(&format!("{NODE}{EVPN}{VNI}arp_suppress = false\n")).unwrap();
+        assert!(!off.arp_suppress(100), "unless told not to");
         let id = Ipv4Addr::new(198, 18, 0, 1);
         let table = e.vni_table(id, &c.vni);
         assert_eq!(table.get(100), VniTable::auto(65000, id, [100]).get(100));

@@ -30,6 +30,8 @@
 //!   route bound.
 //! - [`restart`]: what a restarting node keeps of the data plane's EVPN
 //!   state until its neighbors sent their routes again.
+//! - [`queue`]: a speaker's command queue, bounded without making the
+//!   agent wait.
 //! - [`speaker`]: the I/O edge, one tokio task per neighbor.
 //! - [`run`]: the agent's I/O edge: the speakers, the local MACs and the
 //!   node's FDB and flood lists.
@@ -39,6 +41,7 @@ pub mod attrs;
 pub mod codec;
 pub mod notification;
 pub mod open;
+pub mod queue;
 pub mod restart;
 pub mod rib;
 pub mod run;

@@ -57,6 +57,13 @@ impl Notification {
         Self::new(CEASE, 2, [])
     }
 
+    /// Cease / Out of Resources (6/8, RFC 4486 §4): the neighbor did not
+    /// take what was queued for it.
+    #[must_use]
+    pub fn out_of_resources() -> Self {
+        Self::new(CEASE, 8, [])
+    }
+
     /// Cease / Maximum Number of Prefixes Reached (6/1, RFC 4486 §4): the
     /// data is AFI L2VPN, SAFI EVPN and the upper bound.
     #[must_use]

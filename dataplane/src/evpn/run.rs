@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::agent::{Agent, Effect, PeerView, RemoteVteps, VniView};
 use super::open::{GracefulRestart, Local};
+use super::queue::{self, CommandQueue};
 use super::restart::Kept;
 use super::session::Session;
 use super::speaker::{self, Command, Report};
@@ -270,18 +271,14 @@ fn spawn_speakers(
     neighbors: &[SocketAddr],
     local: &Local,
     tasks: &mut JoinSet<()>,
-) -> (
-    Vec<mpsc::UnboundedSender<Command>>,
-    mpsc::Receiver<(usize, Report)>,
-) {
+) -> (Vec<CommandQueue>, mpsc::Receiver<(usize, Report)>) {
     let (report_tx, reports) = mpsc::channel::<(usize, Report)>(REPORT_QUEUE);
     let mut commands = Vec::new();
     for (i, &addr) in neighbors.iter().enumerate() {
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        commands.push(cmd_tx);
+        let (cmd_tx, cmd_rx) = mpsc::channel(REPORT_QUEUE);
+        commands.push(CommandQueue::new(queue::BUDGET, cmd_tx, tasks));
         let (tx, mut rx) = mpsc::channel(REPORT_QUEUE);
         let session = Session::new(local.clone(), Backoff::new(BACKOFF_MIN, BACKOFF_MAX));
-        let cmd_rx = unbounded(cmd_rx, tasks);
         tasks.spawn(speaker::run(addr, session, cmd_rx, tx));
         let merged = report_tx.clone();
         tasks.spawn(async move {
@@ -322,24 +319,6 @@ fn first_snapshot(neighbors: &[SocketAddr], agent: &Agent) -> Snapshot {
     }
 }
 
-/// The speaker takes a bounded receiver; the agent must never wait on a
-/// speaker that waits on it, so its commands go through an unbounded queue
-/// and a task that feeds the speaker.
-fn unbounded(
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    tasks: &mut JoinSet<()>,
-) -> mpsc::Receiver<Command> {
-    let (tx, out) = mpsc::channel(REPORT_QUEUE);
-    tasks.spawn(async move {
-        while let Some(c) = rx.recv().await {
-            if tx.send(c).await.is_err() {
-                return;
-            }
-        }
-    });
-    out
-}
-
 /// Records a session coming up or going down in the status.
 fn note(status: &Status, i: usize, report: &Report) {
     if let Some(n) = lock(status).neighbors.get_mut(i) {
@@ -370,7 +349,7 @@ fn note_routes(status: &Status, agent: &Agent) {
 struct Shell {
     hooks: Arc<dyn DataplaneHooks>,
     vteps: watch::Sender<RemoteVteps>,
-    commands: Vec<mpsc::UnboundedSender<Command>>,
+    commands: Vec<CommandQueue>,
     sweep_tx: mpsc::UnboundedSender<(usize, u64)>,
 }
 
@@ -421,9 +400,9 @@ impl Shell {
     }
 
     fn command(&self, peer: usize, c: Command) {
-        if let Some(tx) = self.commands.get(peer) {
-            // A speaker that ended (it cannot, short of a panic) drops it.
-            let _ = tx.send(c);
+        if let Some(queue) = self.commands.get(peer) {
+            // Over budget, it resets the session (see `queue`).
+            queue.send(c);
         }
     }
 }

@@ -445,12 +445,18 @@ impl ControlPlane {
     /// changes wake the receiver.
     #[must_use]
     pub fn member_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>> {
-        self.member_macs.subscribe()
+        let rx = self.member_macs.subscribe();
+        self.publish_member_macs();
+        rx
     }
 
     /// Publishes the MACs the members hold now (subscribers wake only on
-    /// change).
+    /// change); nothing to do without a subscriber (a controller without
+    /// `[evpn]`), which reads them when it subscribes.
     fn publish_member_macs(&self) {
+        if self.member_macs.receiver_count() == 0 {
+            return;
+        }
         let held: BTreeSet<(u32, MacAddr)> = match &*self.inner() {
             Inner::Controller(c) => c.member_macs(),
             Inner::Member(_) => BTreeSet::new(),

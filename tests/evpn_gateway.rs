@@ -5,7 +5,8 @@
 //! token. Checks that the client's VM and the FRR node's VM ping each other
 //! both ways (relayed by the controller: VXLAN on the LAN, WireGuard on the
 //! WAN); that FRR lists the client VM's MAC behind the controller's VTEP
-//! (advertised as the gateway's); that the controller places the FRR VM's
+//! (advertised as the gateway's), and holds its address as a MAC/IP route;
+//! that the controller places the FRR VM's
 //! MAC behind FRR's VTEP. Then the client claims the FRR VM's MAC (a VM of
 //! its own with that MAC speaks): the controller refuses it (`not_owner`),
 //! keeps the MAC behind FRR, FRR keeps it local, and the real VM is still
@@ -142,6 +143,19 @@ fn a_controller_is_the_gateway_between_an_evpn_zone_and_its_clients() {
         }),
         "{}",
         context("FRR does not list the client's VM behind the gateway")
+    );
+    // The client VM's address, snooped at the client and sent to the
+    // controller, goes out as a MAC/IP route behind the gateway too.
+    let mac_ip = format!("[2]:[0]:[48]:[{client_mac}]:[32]:[{}]", vm_ip(CLIENT));
+    assert!(
+        wait_for(Duration::from_secs(10), || frr
+            .vtysh("show bgp l2vpn evpn route type macip")
+            .contains(&mac_ip)),
+        "{}",
+        context(&format!(
+            "FRR has no MAC/IP route {mac_ip} from the gateway:\n{}",
+            frr.vtysh("show bgp l2vpn evpn route type macip")
+        ))
     );
     let frr_mac = vm_mac(FRR_VM);
     assert!(

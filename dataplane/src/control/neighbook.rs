@@ -12,6 +12,10 @@ use crate::mac::MacAddr;
 /// A MAC on a VNI.
 pub type MacKey = (u32, MacAddr);
 
+/// The MACs a controller's members hold, each with its addresses (what a
+/// gateway advertises into EVPN behind its own VTEP).
+pub type MemberMacs = std::collections::BTreeMap<MacKey, NeighSet>;
+
 /// The addresses bound to one MAC.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NeighSet {

@@ -24,7 +24,7 @@ use super::core::{CloudView, Effect, Now, RejectReason, Rejection};
 use super::error::ControlError;
 use super::macbook::FdbChange;
 use super::membership::{membership_path, Membership};
-use super::neighbook::{MacKey, NeighSet};
+use super::neighbook::{MacKey, MemberMacs, NeighSet};
 use super::registry::{registry_path, Registry, RegistryError};
 use super::tunnel::{
     log_file, pid_file, DesiredPeer, Tunnel, TunnelError, TunnelSpec, WG_OVERHEAD,
@@ -232,9 +232,9 @@ pub struct ControlPlane {
     /// session with the controller is under the controller's name).
     pub(super) sessions: Mutex<HashMap<String, SessionHandle>>,
     changed: watch::Sender<u64>,
-    /// On a controller, the MACs its members hold (what a gateway
-    /// advertises into EVPN behind its own VTEP).
-    member_macs: watch::Sender<BTreeSet<(u32, MacAddr)>>,
+    /// On a controller, the MACs its members hold and their addresses
+    /// (what a gateway advertises into EVPN behind its own VTEP).
+    member_macs: watch::Sender<MemberMacs>,
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
@@ -314,7 +314,7 @@ impl ControlPlane {
             tunnel: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
-            member_macs: watch::channel(BTreeSet::new()).0,
+            member_macs: watch::channel(MemberMacs::new()).0,
             local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
@@ -441,10 +441,10 @@ impl ControlPlane {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// The MACs the members hold, on a controller (none on a member);
-    /// changes wake the receiver.
+    /// The MACs the members hold and their addresses, on a controller (none
+    /// on a member); changes wake the receiver.
     #[must_use]
-    pub fn member_macs(&self) -> watch::Receiver<BTreeSet<(u32, MacAddr)>> {
+    pub fn member_macs(&self) -> watch::Receiver<MemberMacs> {
         let rx = self.member_macs.subscribe();
         self.publish_member_macs();
         rx
@@ -457,9 +457,9 @@ impl ControlPlane {
         if self.member_macs.receiver_count() == 0 {
             return;
         }
-        let held: BTreeSet<(u32, MacAddr)> = match &*self.inner() {
+        let held = match &*self.inner() {
             Inner::Controller(c) => c.member_macs(),
-            Inner::Member(_) => BTreeSet::new(),
+            Inner::Member(_) => MemberMacs::new(),
         };
         self.member_macs.send_if_modified(|current| {
             let changed = *current != held;
@@ -590,7 +590,10 @@ impl ControlPlane {
                     self.hooks.apply_fdb(&changes);
                     self.publish_member_macs();
                 }
-                Effect::Neigh(changes) => self.hooks.apply_neigh(&changes),
+                Effect::Neigh(changes) => {
+                    self.hooks.apply_neigh(&changes);
+                    self.publish_member_macs();
+                }
                 Effect::ForgetLocal { vni, mac } => self.hooks.forget_local(vni, mac),
                 Effect::Reject(r) => self.rejected(&r),
                 Effect::Persist => self.persist()?,

@@ -102,7 +102,10 @@ mod tests {
         // Nothing has run yet: three commands wait, the fourth is over
         // budget and so is everything after it until the reset.
         let queued: Vec<bool> = (0..8).map(|_| queue.send(update())).collect();
-        assert_eq!(queued, [true, true, true, false, false, false, false, false]);
+        assert_eq!(
+            queued,
+            [true, true, true, false, false, false, false, false]
+        );
         let first = taken.recv().await;
         assert!(
             matches!(&first, Some(Command::Cease(n)) if (n.code, n.subcode) == (CEASE, 8)),

@@ -5,7 +5,7 @@
 //! convergence task follows). Every task it starts is its own: when it is
 //! aborted (daemon shutdown) they end with it and their connections close.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +25,7 @@ use super::speaker::{self, Command, Report};
 use super::vni::VniTable;
 use crate::config::EvpnConfig;
 use crate::conn_limit::Backoff;
+use crate::control::neighbook::{MacKey, MemberMacs, NeighSet};
 use crate::control::DataplaneHooks;
 use crate::mac::MacAddr;
 use crate::model::{EvpnNeighbor, EvpnReport, EvpnVni};
@@ -155,8 +156,8 @@ pub type Status = Arc<Mutex<Snapshot>>;
 pub struct Edges {
     /// The data plane.
     pub hooks: Arc<dyn DataplaneHooks>,
-    /// On a gateway, the MACs its members hold.
-    pub members: Option<watch::Receiver<BTreeSet<(u32, MacAddr)>>>,
+    /// On a gateway, the MACs its members hold and their addresses.
+    pub members: Option<watch::Receiver<MemberMacs>>,
     /// Where the remote VTEPs go (the convergence task).
     pub vteps: watch::Sender<RemoteVteps>,
     /// Bumped after every convergence.
@@ -166,9 +167,9 @@ pub struct Edges {
 }
 
 /// Runs the agent until it is aborted, publishing the remote VTEPs and its
-/// neighbors. The MACs it advertises are the data plane's local ones and,
-/// on a gateway, the ones its members hold: behind this node's VTEP, which
-/// relays to them. After every convergence it programs its FDB entries
+/// neighbors. The MACs it advertises, with their addresses, are the data
+/// plane's local ones and, on a gateway, the ones its members hold: behind
+/// this node's VTEP, which relays to them. After every convergence it programs its FDB entries
 /// again.
 pub async fn run(setup: Setup, edges: Edges) {
     let Edges {
@@ -247,7 +248,7 @@ pub async fn run(setup: Setup, edges: Edges) {
                 if std::mem::take(&mut views_stale) {
                     note_routes(&status, &agent);
                 }
-                let effects = agent.local_neighs(&shell.hooks.local_neighs());
+                let effects = agent.local_neighs(&addresses(&*shell.hooks, members.as_ref()));
                 if effects.is_empty() {
                     continue;
                 }
@@ -295,11 +296,24 @@ fn spawn_speakers(
 /// The MACs to advertise as this node's: the bridges' and the members'.
 fn advertised(
     locals: &mut watch::Receiver<BTreeSet<(u32, MacAddr)>>,
-    members: Option<&mut watch::Receiver<BTreeSet<(u32, MacAddr)>>>,
+    members: Option<&mut watch::Receiver<MemberMacs>>,
 ) -> BTreeSet<(u32, MacAddr)> {
     let mut out = locals.borrow_and_update().clone();
     if let Some(m) = members {
-        out.extend(m.borrow_and_update().iter().copied());
+        out.extend(m.borrow_and_update().keys().copied());
+    }
+    out
+}
+
+/// The addresses of the MACs advertised as this node's: those the data
+/// plane snooped from its VMs and, on a gateway, its members'.
+fn addresses(
+    hooks: &dyn DataplaneHooks,
+    members: Option<&watch::Receiver<MemberMacs>>,
+) -> BTreeMap<MacKey, NeighSet> {
+    let mut out = hooks.local_neighs();
+    if let Some(m) = members {
+        out.extend(m.borrow().iter().map(|(k, set)| (*k, set.clone())));
     }
     out
 }

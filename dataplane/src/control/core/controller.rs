@@ -53,7 +53,7 @@ use super::claims::{Claim, Claims, MacKey};
 use super::{CloudView, Effect, Now, RejectReason, Rejection};
 use crate::control::macbook::{Applied, MacBook, Relay};
 use crate::control::mobility::NodeId;
-use crate::control::neighbook::{NeighBook, NeighSet};
+use crate::control::neighbook::{MemberMacs, NeighBook, NeighSet};
 use crate::control::registry::{
     ControllerAddrs, InviteRequest, MemberRecord, MoveGrant, Registry, RegistryError, Removed,
     MAX_TTL_SECS,
@@ -227,14 +227,18 @@ impl ControllerCore {
         &self.registry
     }
 
-    /// The MACs placed behind members (every location but this node's).
+    /// The MACs placed behind members (every location but this node's),
+    /// each with the addresses bound to it.
     #[must_use]
-    pub fn member_macs(&self) -> BTreeSet<(u32, MacAddr)> {
+    pub fn member_macs(&self) -> MemberMacs {
         self.book
             .routes(None)
             .into_iter()
             .filter(|r| r.vtep != self.me.tunnel_addr)
-            .map(|r| (r.vni, r.mac))
+            .map(|r| {
+                let set = self.neigh.get(r.vni, r.mac).cloned().unwrap_or_default();
+                ((r.vni, r.mac), set)
+            })
             .collect()
     }
 

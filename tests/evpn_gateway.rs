@@ -6,7 +6,8 @@
 //! both ways (relayed by the controller: VXLAN on the LAN, WireGuard on the
 //! WAN); that FRR lists the client VM's MAC behind the controller's VTEP
 //! (advertised as the gateway's), and holds its address as a MAC/IP route;
-//! that the controller places the FRR VM's
+//! that the FRR VM's MAC/IP route reaches the client as a binding, which
+//! its vlnet answers its VM's ARP from; that the controller places the FRR VM's
 //! MAC behind FRR's VTEP. Then the client claims the FRR VM's MAC (a VM of
 //! its own with that MAC speaks): the controller refuses it (`not_owner`),
 //! keeps the MAC behind FRR, FRR keeps it local, and the real VM is still
@@ -157,6 +158,7 @@ fn a_controller_is_the_gateway_between_an_evpn_zone_and_its_clients() {
             frr.vtysh("show bgp l2vpn evpn route type macip")
         ))
     );
+    zone_addresses_reach_the_client(&c, &frr, &frr_host, &context);
     let frr_mac = vm_mac(FRR_VM);
     assert!(
         wait_for(Duration::from_secs(10), || placed_behind(
@@ -171,6 +173,59 @@ fn a_controller_is_the_gateway_between_an_evpn_zone_and_its_clients() {
 
     a_client_cannot_take_the_zones_mac(&c, &frr);
     a_vm_migrates_from_the_zone_to_the_client(&c, &frr, frr_vm, &frr_vm_stays);
+}
+
+/// The client's `suppression` counter or gauge `field`.
+fn client_suppression(c: &Cluster, field: &str) -> u64 {
+    c.nodes[CLIENT].daemon.status_json().unwrap()["suppression"][field]
+        .as_u64()
+        .unwrap()
+}
+
+/// The FRR node's bridge gets a gateway address, as a Proxmox vnet with a
+/// gateway has: zebra learns its VM's address there and sends a MAC/IP
+/// route, which the gateway hands to its client as a binding of the zone's;
+/// the client's vlnet then answers its VM's ARP for the FRR VM itself.
+fn zone_addresses_reach_the_client(
+    c: &Cluster,
+    frr: &Frr,
+    frr_host: &Host,
+    context: &dyn Fn(&str) -> String,
+) {
+    frr_host
+        .ns()
+        .run(&["ip", "addr", "add", "192.0.2.250/24", "dev", BRIDGE])
+        .unwrap();
+    frr_host
+        .ns()
+        .run(&["ping", "-c", "1", "-W", "2", &vm_ip(FRR_VM).to_string()])
+        .unwrap();
+    let route = format!("[2]:[0]:[48]:[{}]:[32]:[{}]", vm_mac(FRR_VM), vm_ip(FRR_VM));
+    assert!(
+        wait_for(Duration::from_secs(10), || frr
+            .vtysh("show bgp l2vpn evpn route type macip")
+            .contains(&route)),
+        "{}",
+        context("zebra did not advertise the FRR VM's address")
+    );
+    // The binding travels zebra → FRR → gateway → client: ask until the
+    // client's vlnet answers (a fresh ARP request each time).
+    let before = client_suppression(c, "arp_replied");
+    let client_vm = &c.nodes[CLIENT].vm;
+    let answered = wait_for(Duration::from_secs(15), || {
+        client_vm
+            .ns()
+            .run(&["ip", "neigh", "flush", "dev", VM_IF])
+            .unwrap();
+        let p = pings(client_vm, vm_ip(FRR_VM));
+        p.received == p.sent && client_suppression(c, "arp_replied") > before
+    });
+    assert!(
+        answered,
+        "{}\n--- client suppression: {}",
+        context("the client's vlnet did not answer its VM's ARP for the FRR VM"),
+        c.nodes[CLIENT].daemon.status_json().unwrap()["suppression"]
+    );
 }
 
 /// A VM on the client with the FRR VM's MAC speaks: the client advertises

@@ -62,9 +62,9 @@ pub trait DataplaneHooks: Send + Sync + 'static {
     fn apply_neigh(&self, changes: &[(MacKey, NeighSet)]);
     /// The IP bindings the data plane snooped from VMs on this node, by MAC.
     fn local_neighs(&self) -> BTreeMap<MacKey, NeighSet>;
-    /// The IP bindings the data plane snooped from the zone's VMs (frames
-    /// from static peers), by MAC; those of MACs no longer behind a static
-    /// peer are dropped.
+    /// The IP bindings of the zone's VMs, by MAC: snooped from their frames
+    /// (from static peers) or bound by an EVPN zone's MAC/IP routes; the
+    /// snooped ones of MACs no longer behind a zone VTEP are dropped.
     fn zone_neighs(&self) -> BTreeMap<MacKey, NeighSet>;
     /// Removes every control-plane IP binding (the control plane starts
     /// afresh and installs its own).

@@ -149,19 +149,24 @@ impl Maps {
             .is_ok_and(|v| v.path == VLNET_PATH_UNDERLAY && v.flags & VLNET_VTEP_LEARN != 0)
     }
 
-    /// The bindings the programs snooped from the zone's VMs (frames
-    /// decapsulated from static peers), by MAC; those of MACs no longer
-    /// placed behind a static peer (their learned entry aged out, or the
-    /// MAC moved) are removed, so a binding lasts as long as its MAC's
-    /// entry: at most the FDB's ageing time after the VM fell silent.
+    /// The bindings of the zone's VMs, by MAC: those the programs snooped
+    /// (frames decapsulated from static peers) and those the control plane
+    /// installed for MACs behind a zone VTEP (an EVPN zone's MAC/IP
+    /// routes). Snooped ones of MACs no longer placed behind a zone VTEP
+    /// (their learned entry aged out, or the MAC moved) are removed, so a
+    /// binding lasts as long as its MAC's entry: at most the FDB's ageing
+    /// time after the VM fell silent.
     pub fn zone_neighs(&mut self) -> Result<BTreeMap<MacKey, NeighSet>, MapsError> {
         let mut out: BTreeMap<MacKey, NeighSet> = BTreeMap::new();
         for e in self.neigh_entries() {
-            if e.flags & ZONE == 0 {
+            let snooped = e.flags & ZONE != 0;
+            if !snooped && e.flags & CONTROL == 0 {
                 continue;
             }
             if !self.behind_static_peer(e.vni, e.mac) {
-                self.remove_neigh(e.vni, e.ip)?;
+                if snooped {
+                    self.remove_neigh(e.vni, e.ip)?;
+                }
                 continue;
             }
             collect(&mut out, &e);

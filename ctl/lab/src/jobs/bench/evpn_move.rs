@@ -309,4 +309,27 @@ mod tests {
         assert_eq!(p.fdb_switch_ms_median, Some(30.0));
         assert_eq!(p.switch_ms_median, None);
     }
+
+    #[test]
+    fn the_members_plane_has_its_json_field_and_table_column() {
+        let plane = |fdb| {
+            PlaneMoves::new(vec![MoveMeasure {
+                pings_sent: 200,
+                pings_lost: 5,
+                switch_ms: None,
+                fdb_switch_ms: Some(fdb),
+            }])
+        };
+        let report = Outcome::Measured(EvpnMoveReport {
+            evpn: plane(300.0),
+            vlnet: plane(0.5),
+            members: plane(123.0),
+        });
+        let json = report.to_json().unwrap();
+        assert_eq!(json["members"]["fdb_switch_ms_median"], 123.0, "{json:#}");
+        let table = report.table();
+        assert!(table.contains("vlnet (controller members)"), "{table}");
+        let fdb_row = table.lines().find(|l| l.contains("FDB")).unwrap();
+        assert!(fdb_row.trim_end().ends_with("123.000"), "{table}");
+    }
 }

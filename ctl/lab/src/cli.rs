@@ -33,8 +33,8 @@ pub enum LabCommand {
         secs: u32,
         /// Measure only these topologies (comma-separated names, e.g.
         /// vlnet-wg,kernel-wggo) and skip the other runs; evpn-move names
-        /// the run that moves a VM through BGP EVPN and through vlnet's
-        /// static peers.
+        /// the run that moves a VM through BGP EVPN, through vlnet's
+        /// static peers and through a vlnet controller's members.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -6,6 +6,7 @@
 //! and from the third site's FDB as its pinned map shows it (the only
 //! witness when a control plane such as EVPN moves the MAC).
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,12 +14,12 @@ use vlnet_dataplane::announce::announce;
 use vlnet_dataplane::fdb::monotonic_ns;
 use vlnet_dataplane::mac::MacAddr;
 
-use crate::beds::scenario::{vm_ip, Scenario, BRIDGE, VNI};
+use crate::beds::scenario::{Scenario, BRIDGE, VNI};
 use crate::primitives::daemon::Daemon;
 use crate::primitives::fdb_watch::FdbWatch;
 use crate::primitives::netns::LabError;
 use crate::primitives::probe;
-use crate::primitives::topology::{Vm, VM_IF};
+use crate::primitives::topology::{Host, Vm, VM_IF};
 
 /// Ping interval from the third site.
 pub const PING_INTERVAL: Duration = Duration::from_millis(10);
@@ -50,6 +51,71 @@ pub struct MoveMeasure {
     pub fdb_switch_ms: Option<f64>,
 }
 
+/// Sites a VM moves between while another pings it: a [`Scenario`]'s
+/// (static peers on one switch), or a cluster's members.
+pub trait MoveSites {
+    /// How many sites.
+    fn count(&self) -> usize;
+    /// Site `i`'s VM (site 0's is the one that moves).
+    fn vm(&self, i: usize) -> &Vm;
+    /// Site `i`'s vlnet daemon, if it runs vlnet.
+    fn daemon(&self, i: usize) -> Option<&Daemon>;
+    /// The VTEP other sites' FDBs place site `i`'s VMs behind.
+    fn vtep(&self, i: usize) -> Ipv4Addr;
+    /// Site `from`'s VM and site `to`'s host, borrowed together (see
+    /// [`vm_and_host`]).
+    fn vm_and_host(&mut self, from: usize, to: usize) -> (&mut Vm, &Host);
+    /// What has to happen before site 0's VM moves to site `to`: nothing
+    /// between static peers, an operator's grant in a cluster.
+    fn authorize_move(&self, to: usize) -> Result<(), LabError> {
+        let _ = to;
+        Ok(())
+    }
+}
+
+impl MoveSites for Scenario {
+    fn count(&self) -> usize {
+        self.sites.len()
+    }
+
+    fn vm(&self, i: usize) -> &Vm {
+        &self.sites[i].vm
+    }
+
+    fn daemon(&self, i: usize) -> Option<&Daemon> {
+        self.sites[i].daemon.as_ref()
+    }
+
+    fn vtep(&self, i: usize) -> Ipv4Addr {
+        self.sites[i].host.ip()
+    }
+
+    fn vm_and_host(&mut self, from: usize, to: usize) -> (&mut Vm, &Host) {
+        vm_and_host(&mut self.sites, from, to, |site| (&mut site.vm, &site.host))
+    }
+}
+
+/// `sites[from]`'s VM and `sites[to]`'s host, borrowed together; `parts`
+/// splits one site into its VM and host.
+pub fn vm_and_host<T>(
+    sites: &mut [T],
+    from: usize,
+    to: usize,
+    parts: impl Fn(&mut T) -> (&mut Vm, &Host),
+) -> (&mut Vm, &Host) {
+    match from.cmp(&to) {
+        std::cmp::Ordering::Equal => parts(&mut sites[from]),
+        std::cmp::Ordering::Less => {
+            let (a, b) = sites.split_at_mut(to);
+            (parts(&mut a[from]).0, parts(&mut b[0]).1)
+        }
+        std::cmp::Ordering::Greater => {
+            let (a, b) = sites.split_at_mut(from);
+            (parts(&mut b[0]).0, parts(&mut a[to]).1)
+        }
+    }
+}
+
 /// Sends QEMU's RARP announce from `vm`'s interface.
 pub fn announce_from(vm: &Vm) -> Result<(), LabError> {
     let mac = parse_mac(vm.mac())?;
@@ -62,26 +128,13 @@ pub fn announce_from(vm: &Vm) -> Result<(), LabError> {
 /// (`from == to`: the VM, moved away before, comes back to its own site).
 /// Returns when the announce was sent (`CLOCK_MONOTONIC` ns, the clock of
 /// the nodes' move records).
-pub fn move_vm(s: &mut Scenario, from: usize, to: usize) -> Result<u64, LabError> {
-    if from.max(to) >= s.sites.len() {
+pub fn move_vm(s: &mut impl MoveSites, from: usize, to: usize) -> Result<u64, LabError> {
+    if from.max(to) >= s.count() {
         return Err(LabError::Invalid(format!(
             "cannot move site {from}'s VM to site {to}"
         )));
     }
-    let (vm, host) = match from.cmp(&to) {
-        std::cmp::Ordering::Equal => {
-            let site = &mut s.sites[from];
-            (&mut site.vm, &site.host)
-        }
-        std::cmp::Ordering::Less => {
-            let (a, b) = s.sites.split_at_mut(to);
-            (&mut a[from].vm, &b[0].host)
-        }
-        std::cmp::Ordering::Greater => {
-            let (a, b) = s.sites.split_at_mut(from);
-            (&mut b[0].vm, &a[to].host)
-        }
-    };
+    let (vm, host) = s.vm_and_host(from, to);
     vm.move_to(host, BRIDGE)?;
     let at = monotonic_ns();
     announce_from(vm)?;
@@ -110,22 +163,27 @@ pub fn measure_move(s: &mut Scenario, third: usize) -> Result<MoveMeasure, LabEr
     measure_move_to(s, 1, third)
 }
 
-/// Moves VM 0 (wherever it is) to site `to` while site `third`'s VM pings
-/// it, and reports what site `third` saw.
-pub fn measure_move_to(s: &mut Scenario, to: usize, third: usize) -> Result<MoveMeasure, LabError> {
-    let mac = s.sites[0].vm.mac().to_owned();
-    let watch = match &s.sites[third].daemon {
+/// Moves site 0's VM (wherever it is) to site `to` while site `third`'s
+/// VM pings it, and reports what site `third` saw.
+pub fn measure_move_to(
+    s: &mut impl MoveSites,
+    to: usize,
+    third: usize,
+) -> Result<MoveMeasure, LabError> {
+    let (mac, ip) = (s.vm(0).mac().to_owned(), s.vm(0).ip());
+    s.authorize_move(to)?;
+    let watch = match s.daemon(third) {
         Some(daemon) => Some(FdbWatch::start(
             daemon,
             VNI,
             parse_mac(&mac)?.0,
-            s.sites[to].host.ip(),
+            s.vtep(to),
             WATCH_LIMIT,
         )?),
         None => None,
     };
-    let pinger = s.sites[third].vm.ns().clone();
-    let pings = std::thread::spawn(move || probe::ping(&pinger, vm_ip(0), PINGS, PING_INTERVAL));
+    let pinger = s.vm(third).ns().clone();
+    let pings = std::thread::spawn(move || probe::ping(&pinger, ip, PINGS, PING_INTERVAL));
     std::thread::sleep(MOVE_AFTER);
     let announced = move_vm(s, 0, to)?;
     let report = pings
@@ -133,7 +191,7 @@ pub fn measure_move_to(s: &mut Scenario, to: usize, third: usize) -> Result<Move
         .map_err(|_| LabError::Invalid("the pinger panicked".into()))??;
     let seen = watch.and_then(FdbWatch::finish);
     let (mut switch_ms, mut fdb_switch_ms) = (None, None);
-    if let (Some(new), Some(third)) = (&s.sites[to].daemon, &s.sites[third].daemon) {
+    if let (Some(new), Some(third)) = (s.daemon(to), s.daemon(third)) {
         let local = move_time_ns(new, &mac, "local")?;
         // A record older than this move's announce is an earlier move's.
         let since_local = |at: u64| {

@@ -1,7 +1,8 @@
 //! The bench's `evpn-move` run: the migration run's VM move (link moved,
 //! QEMU's RARP announce sent, a third site pinging every 10 ms), made
-//! [`MOVES`] times back and forth between sites 0 and 1, once through BGP
-//! EVPN and once through vlnet's own plane, in the same run:
+//! [`MOVES`] times back and forth between sites 0 and 1, through BGP EVPN,
+//! through vlnet's static peers and through vlnet's own control plane, in
+//! the same run:
 //! - `evpn`: three vlnet sites with `evpn = true` on the VNI and no static
 //!   peers, clients of one FRR route reflector (see
 //!   [`EvpnZone`](crate::beds::evpn_zone::EvpnZone)). On an EVPN VNI the
@@ -11,10 +12,16 @@
 //! - `vlnet`: three vlnet sites that are static peers of each other (the
 //!   migration run's [`Scenario`]): no control plane between them; every
 //!   VTEP that decapsulates the flooded announce moves the MAC at once.
+//! - `members`: a vlnet controller and three members joined by token on
+//!   its cloud LAN (see [`MemberSites`]), the members the sites: the new
+//!   host's advert (MAC Mobility sequence number) goes to the controller,
+//!   which relays it to the others, the operator having granted the move
+//!   (`vlnet ctl vm move`) before it. A member's FDB names another
+//!   member's MACs behind its tunnel address.
 //!
 //! The switch is timed from the announce leaving the VM to the third
 //! site's FDB placing the MAC at the new host, read from its pinned map
-//! (see [`FdbWatch`](crate::primitives::fdb_watch)), the same way for both;
+//! (see [`FdbWatch`](crate::primitives::fdb_watch)), the same way for all;
 //! `vlnet` also has its data plane's own records (`local` at the new host
 //! to `remote` at the third site). Through EVPN the new host usually holds
 //! no entry for the MAC when the announce comes (the old host withdrew it
@@ -28,8 +35,9 @@ use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
 use crate::beds::evpn_zone::EvpnZone;
-use crate::beds::scenario::{host_ip, vm_ip, vm_mac, Scenario, Vtep};
-use crate::jobs::migrate::{measure_move_to, MoveMeasure, PING_INTERVAL};
+use crate::beds::scenario::{Scenario, Vtep};
+use crate::jobs::bench::member_sites::MemberSites;
+use crate::jobs::migrate::{measure_move_to, MoveMeasure, MoveSites, PING_INTERVAL};
 use crate::primitives::daemon::Daemon;
 use crate::primitives::frr::{self, FRR_BIN};
 use crate::primitives::probe;
@@ -71,19 +79,21 @@ impl PlaneMoves {
     }
 }
 
-/// Both planes.
+/// The three planes.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvpnMoveReport {
     /// Through BGP EVPN and an FRR route reflector.
     pub evpn: PlaneMoves,
     /// Through vlnet's static peers (data-plane learning).
     pub vlnet: PlaneMoves,
+    /// Through a vlnet controller and its members (vlnet's control plane).
+    pub members: PlaneMoves,
 }
 
 /// What the run gave.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Both planes measured.
+    /// The planes measured.
     Measured(EvpnMoveReport),
     /// Not run, for this reason.
     Skipped(String),
@@ -108,7 +118,7 @@ impl Outcome {
     }
 }
 
-/// Runs both planes, or says why not (with a message on stderr) when FRR
+/// Runs the three planes, or says why not (with a message on stderr) when FRR
 /// is not installed.
 pub fn run(binary: &Path) -> Result<Outcome> {
     if !frr::installed() {
@@ -128,17 +138,23 @@ pub fn run(binary: &Path) -> Result<Outcome> {
         eprintln!("    through vlnet's static peers (3 vlnet sites)");
         moves(&mut s).context("moves through vlnet's static peers")?
     };
+    let members = {
+        let mut m = MemberSites::build("bmm", 3, binary)?;
+        eprintln!("    through vlnet's controller (3 members on its cloud LAN)");
+        moves(&mut m).context("moves through vlnet's controller")?
+    };
     Ok(Outcome::Measured(EvpnMoveReport {
         evpn: PlaneMoves::new(evpn),
         vlnet: PlaneMoves::new(vlnet),
+        members: PlaneMoves::new(members),
     }))
 }
 
-/// Every site learns VM 0 at site 0, then VM 0 moves [`MOVES`] times
+/// Every site learns site 0's VM there, then it moves [`MOVES`] times
 /// between sites 0 and 1, every site placing it at its new host before the
 /// next move.
-fn moves(s: &mut Scenario) -> Result<Vec<MoveMeasure>> {
-    for from in 1..s.sites.len() {
+fn moves(s: &mut impl MoveSites) -> Result<Vec<MoveMeasure>> {
+    for from in 1..s.count() {
         warm_up(s, from)?;
     }
     settle(s, 0)?;
@@ -160,32 +176,32 @@ fn moves(s: &mut Scenario) -> Result<Vec<MoveMeasure>> {
     Ok(out)
 }
 
-/// Pings VM 0 from site `from`'s VM until one reply comes back (ARP
+/// Pings site 0's VM from site `from`'s until one reply comes back (ARP
 /// floods through the zone first; EVPN routes take a moment).
-fn warm_up(s: &Scenario, from: usize) -> Result<()> {
+fn warm_up(s: &impl MoveSites, from: usize) -> Result<()> {
     let deadline = Instant::now() + SETTLE_LIMIT;
-    while probe::ping(s.sites[from].vm.ns(), vm_ip(0), 1, PING_INTERVAL)?.received == 0 {
+    while probe::ping(s.vm(from).ns(), s.vm(0).ip(), 1, PING_INTERVAL)?.received == 0 {
         ensure!(
             Instant::now() < deadline,
-            "site {from}'s VM got no ping reply from VM 0 within {SETTLE_LIMIT:?}"
+            "site {from}'s VM got no ping reply from site 0's within {SETTLE_LIMIT:?}"
         );
     }
     Ok(())
 }
 
-/// Waits (bounded) until the pinging site holds VM 0 behind site `at`'s
-/// host. (Through EVPN the old host may hold no entry for it: see the
-/// README's bench section.)
-fn settle(s: &Scenario, at: usize) -> Result<()> {
+/// Waits (bounded) until the pinging site holds site 0's VM behind site
+/// `at`'s VTEP. (Through EVPN the old host may hold no entry for it: see
+/// the README's bench section.)
+fn settle(s: &impl MoveSites, at: usize) -> Result<()> {
     let deadline = Instant::now() + SETTLE_LIMIT;
-    let (mac, vtep) = (vm_mac(0), host_ip(at).to_string());
-    let Some(daemon) = &s.sites[THIRD].daemon else {
+    let (mac, vtep) = (s.vm(0).mac(), s.vtep(at).to_string());
+    let Some(daemon) = s.daemon(THIRD) else {
         return Ok(());
     };
-    while !holds(daemon, &mac, &vtep)? {
+    while !holds(daemon, mac, &vtep)? {
         ensure!(
             Instant::now() < deadline,
-            "site {THIRD} does not place VM 0 behind site {at} after {SETTLE_LIMIT:?}: {}\n{}",
+            "site {THIRD} does not place site 0's VM behind site {at} after {SETTLE_LIMIT:?}: {}\n{}",
             daemon.ctl(&["fdb", "--json"]).unwrap_or_default(),
             context(s, at)
         );
@@ -194,10 +210,10 @@ fn settle(s: &Scenario, at: usize) -> Result<()> {
     Ok(())
 }
 
-/// What the new host `at` says of its EVPN routes and VM 0 (for failure
+/// What the new host `at` says of its EVPN routes and moves (for failure
 /// messages).
-fn context(s: &Scenario, at: usize) -> String {
-    s.sites[at].daemon.as_ref().map_or_else(String::new, |d| {
+fn context(s: &impl MoveSites, at: usize) -> String {
+    s.daemon(at).map_or_else(String::new, |d| {
         format!(
             "--- site {at}'s ctl evpn:\n{}\n--- its moves:\n{}\n--- its log:\n{}",
             d.ctl(&["evpn"]).unwrap_or_default(),
@@ -235,22 +251,26 @@ impl EvpnMoveReport {
     /// The report as text.
     #[must_use]
     pub fn table(&self) -> String {
-        let (e, v) = (&self.evpn, &self.vlnet);
+        let (e, v, m) = (&self.evpn, &self.vlnet, &self.members);
         format!(
             "evpn-move: a VM moves {MOVES} times between two hosts (RARP announce), a third site \
              pings it every {} ms; medians\n\
-             \x20                                              EVPN (FRR RR)  vlnet (static peers)\n\
-             \x20 pings lost (of {})                       {:>13} {:>21}\n\
-             \x20 switch, announce to third site's FDB (ms) {:>13} {:>21}\n\
-             \x20 switch, data plane's move record (ms)     {:>13} {:>21}\n",
+             \x20                                              EVPN (FRR RR)  vlnet (static peers)  \
+             vlnet (controller members)\n\
+             \x20 pings lost (of {})                       {:>13} {:>21} {:>27}\n\
+             \x20 switch, announce to third site's FDB (ms) {:>13} {:>21} {:>27}\n\
+             \x20 switch, data plane's move record (ms)     {:>13} {:>21} {:>27}\n",
             PING_INTERVAL.as_millis(),
             e.moves.first().map_or(0, |m| m.pings_sent),
             e.pings_lost_median,
             v.pings_lost_median,
+            m.pings_lost_median,
             ms(e.fdb_switch_ms_median),
             ms(v.fdb_switch_ms_median),
+            ms(m.fdb_switch_ms_median),
             ms(e.switch_ms_median),
             ms(v.switch_ms_median),
+            ms(m.switch_ms_median),
         )
     }
 }
@@ -288,5 +308,28 @@ mod tests {
         assert!((p.pings_lost_median - 2.0).abs() < f64::EPSILON, "{p:?}");
         assert_eq!(p.fdb_switch_ms_median, Some(30.0));
         assert_eq!(p.switch_ms_median, None);
+    }
+
+    #[test]
+    fn the_members_plane_has_its_json_field_and_table_column() {
+        let plane = |fdb| {
+            PlaneMoves::new(vec![MoveMeasure {
+                pings_sent: 200,
+                pings_lost: 5,
+                switch_ms: None,
+                fdb_switch_ms: Some(fdb),
+            }])
+        };
+        let report = Outcome::Measured(EvpnMoveReport {
+            evpn: plane(300.0),
+            vlnet: plane(0.5),
+            members: plane(123.0),
+        });
+        let json = report.to_json().unwrap();
+        assert_eq!(json["members"]["fdb_switch_ms_median"], 123.0, "{json:#}");
+        let table = report.table();
+        assert!(table.contains("vlnet (controller members)"), "{table}");
+        let fdb_row = table.lines().find(|l| l.contains("FDB")).unwrap();
+        assert!(fdb_row.trim_end().ends_with("123.000"), "{table}");
     }
 }

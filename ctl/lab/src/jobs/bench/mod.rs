@@ -50,8 +50,11 @@
 //!   process.
 //! - [`migration`]: a VM moved between hosts, vlnet vs kernel vxlan.
 //! - [`evpn_move`]: the same move through BGP EVPN (an FRR route
-//!   reflector) against vlnet's static peers, five times each (`--only
-//!   evpn-move` runs just this).
+//!   reflector) against vlnet's static peers and against a vlnet
+//!   controller's members, five times each (`--only evpn-move` runs just
+//!   this).
+//! - [`member_sites`]: a controller's members as the sites of that move
+//!   (its third plane, vlnet's own control plane).
 //! - [`latency`]: the kernel's flow RTT against ping's across a WAN with a
 //!   known delay.
 //! - [`encrypted`]: building and measuring `vlnet-wg` and `kernel-wggo`.
@@ -73,6 +76,7 @@ pub mod evpn_scale;
 pub mod frame;
 pub mod gateway;
 pub mod latency;
+pub mod member_sites;
 pub mod migration;
 pub mod pps;
 pub mod program_cost;

@@ -66,13 +66,7 @@ impl Agent {
     /// routes; those no longer snooped, or whose MAC is no longer here, are
     /// withdrawn.
     pub fn local_neighs(&mut self, snooped: &BTreeMap<(u32, MacAddr), NeighSet>) -> Vec<Effect> {
-        let seqs: BTreeMap<(u32, MacAddr), u32> = self
-            .book
-            .local_routes()
-            .iter()
-            .filter(|a| self.vnis.get(a.vni).is_some())
-            .map(|a| ((a.vni, a.mac), a.seq))
-            .collect();
+        let seqs = self.local_seqs();
         let mut out = Vec::new();
         let gone: Vec<(u32, MacAddr)> = self
             .local_ips
@@ -124,16 +118,21 @@ impl Agent {
 
     /// Every MAC/IP route of this node, for a neighbor's full table.
     pub(super) fn local_ip_updates(&self) -> Vec<Result<BgpUpdateMessage, BuildError>> {
-        let seqs: BTreeMap<(u32, MacAddr), u32> = self
-            .book
-            .local_routes()
-            .iter()
-            .map(|a| ((a.vni, a.mac), a.seq))
-            .collect();
+        let seqs = self.local_seqs();
         self.local_ips
             .iter()
             .filter_map(|(key, ips)| Some((key, ips, *seqs.get(key)?)))
             .flat_map(|(key, ips, seq)| ips.iter().map(move |ip| self.ip_update(*key, *ip, seq)))
+            .collect()
+    }
+
+    /// This node's MACs (the book only holds those of EVPN VNIs) and their
+    /// sequence numbers.
+    fn local_seqs(&self) -> BTreeMap<(u32, MacAddr), u32> {
+        self.book
+            .local_routes()
+            .iter()
+            .map(|a| ((a.vni, a.mac), a.seq))
             .collect()
     }
 

@@ -149,3 +149,41 @@ fn vm_moved_announces_for_a_silent_hypervisor() {
         .unwrap();
     assert_switched(&s);
 }
+
+/// A VM that comes up on a vlnet node (no entry for it anywhere) is counted
+/// once, at its first broadcast, and not for the next ones: the data plane
+/// reports it the moment it enters the overlay port, and the node reads its
+/// bridges then instead of at its next poll (the control planes advertise
+/// what that read finds).
+#[test]
+fn a_new_vms_first_broadcast_is_reported_once() {
+    let vlnet = Vtep::Vlnet(Datapath::Tc);
+    let s = Scenario::build("mgn", &[vlnet, vlnet], vlnet_binary()).unwrap();
+    let r = probe::ping(s.sites[0].vm.ns(), vm_ip(1), 3, Duration::from_millis(20)).unwrap();
+    assert!(r.received >= 2, "warm-up: {r:?}");
+    let daemon = s.sites[0].daemon.as_ref().unwrap();
+    let arrived = || {
+        let metrics = scrape(daemon.ns(), daemon.spec().metrics_port);
+        sample(&metrics, "vlnet_mac_moves_total{kind=\"arrived\"}")
+    };
+    let before = arrived();
+    assert!(before >= 1.0, "the site's own VM arrived at the start");
+    let newcomer = s.sites[0]
+        .host
+        .add_vm("new", BRIDGE, "02:00:00:00:0a:20", vm_ip(20), 24)
+        .unwrap();
+    for _ in 0..3 {
+        // Each first ping of a flushed cache broadcasts an ARP request.
+        newcomer
+            .ns()
+            .run(&["ip", "neigh", "flush", "dev", "eth0"])
+            .unwrap();
+        let r = probe::ping(newcomer.ns(), vm_ip(1), 1, Duration::from_millis(20)).unwrap();
+        assert_eq!(r.received, 1, "{r:?}");
+    }
+    let after = arrived();
+    assert!(
+        (after - before - 1.0).abs() < f64::EPSILON,
+        "one arrival for three broadcasts: {before} then {after}"
+    );
+}

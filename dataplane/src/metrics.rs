@@ -45,8 +45,9 @@ pub trait MetricsSource {
     fn peers(&self) -> Result<Vec<PeerStatus>, NodeError>;
     /// Number of FDB entries per `(vni, kind)`.
     fn fdb_counts(&self) -> Result<Vec<(u32, FdbKind, u64)>, NodeError>;
-    /// MAC moves seen by the data plane: (remote, local).
-    fn moves(&self) -> Option<(u64, u64)> {
+    /// MAC moves seen by the data plane, and first broadcasts of MACs new
+    /// here.
+    fn moves(&self) -> Option<crate::moves::MoveCounts> {
         None
     }
     /// Path-switch times of VMs that moved here.
@@ -286,7 +287,9 @@ const PATH_SWITCH: Spec = Spec {
 const MAC_MOVES: Spec = Spec {
     name: "vlnet_mac_moves_total",
     help: "MAC moves the data plane made: remote (a MAC now seen behind another VTEP) or \
-           local (a MAC known remote now sends from this node: a VM migrated here).",
+           local (a MAC known remote now sends from this node: a VM migrated here); and \
+           arrived: MACs new here that sent their first broadcast (the bridges are read at \
+           once).",
     kind: MetricType::COUNTER,
     labels: &["kind"],
 };
@@ -813,10 +816,11 @@ pub fn families(source: &dyn MetricsSource) -> Vec<MetricFamily> {
         out.push(packets.build());
     }
 
-    if let Some((remote, local)) = source.moves() {
+    if let Some(counts) = source.moves() {
         let mut moves = Builder::new(&MAC_MOVES);
-        moves.add(&["remote".to_owned()], remote);
-        moves.add(&["local".to_owned()], local);
+        moves.add(&["remote".to_owned()], counts.remote);
+        moves.add(&["local".to_owned()], counts.local);
+        moves.add(&["arrived".to_owned()], counts.arrived);
         out.push(moves.build());
     }
 
@@ -1080,8 +1084,12 @@ mod tests {
             Some((30, 20))
         }
 
-        fn moves(&self) -> Option<(u64, u64)> {
-            (!self.fail).then_some((4, 1))
+        fn moves(&self) -> Option<crate::moves::MoveCounts> {
+            (!self.fail).then_some(crate::moves::MoveCounts {
+                remote: 4,
+                local: 1,
+                arrived: 2,
+            })
         }
 
         fn path_switches(&self) -> Option<SwitchHistogram> {
@@ -1290,6 +1298,7 @@ mod tests {
             "vlnet_path_switch_seconds_count 1",
             "vlnet_mac_moves_total{kind=\"remote\"} 4",
             "vlnet_mac_moves_total{kind=\"local\"} 1",
+            "vlnet_mac_moves_total{kind=\"arrived\"} 2",
             "# TYPE vlnet_evpn_session_up gauge",
             r#"vlnet_evpn_session_up{neighbor="198.18.0.2:179"} 1"#,
             r#"vlnet_evpn_routes{neighbor="198.18.0.2:179",type="imet"} 2"#,

@@ -4,7 +4,9 @@
 //! `/metrics`. For a MAC that moved here the programs also report the first
 //! frame that reaches it from another VTEP: the time from the announce to
 //! that frame is the path switch as this node sees it
-//! (`vlnet_path_switch_seconds`).
+//! (`vlnet_path_switch_seconds`). A MAC that sends its first broadcast here
+//! (a VM that came up, or moved here after its old entry went) is not a
+//! move: it is counted, and the daemon reads its bridges at once.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -14,7 +16,9 @@ use aya::maps::{MapData, RingBuf};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use vlnet_ebpf::abi::{vlnet_mac_event, VLNET_MOVE_DELIVERED, VLNET_MOVE_LOCAL};
+use vlnet_ebpf::abi::{
+    vlnet_mac_event, VLNET_MOVE_ARRIVED, VLNET_MOVE_DELIVERED, VLNET_MOVE_LOCAL,
+};
 
 use crate::fdb::monotonic_ns;
 use crate::mac::MacAddr;
@@ -94,9 +98,20 @@ impl MoveRecord {
 #[derive(Debug, Default)]
 pub struct MoveLog {
     records: VecDeque<MoveRecord>,
-    remote: u64,
-    local: u64,
+    counts: MoveCounts,
     switches: SwitchHistogram,
+}
+
+/// Moves counted since the daemon started, and first broadcasts of MACs
+/// new here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MoveCounts {
+    /// [`MoveKind::Remote`] moves.
+    pub remote: u64,
+    /// [`MoveKind::Local`] moves.
+    pub local: u64,
+    /// MACs that sent their first broadcast here.
+    pub arrived: u64,
 }
 
 /// Path-switch times in [`SWITCH_BUCKETS`] (cumulative, as Prometheus
@@ -128,8 +143,8 @@ impl MoveLog {
     /// is timed against the latest move of its MAC here.
     pub fn push(&mut self, mut record: MoveRecord) {
         match record.kind {
-            MoveKind::Remote => self.remote += 1,
-            MoveKind::Local => self.local += 1,
+            MoveKind::Remote => self.counts.remote += 1,
+            MoveKind::Local => self.counts.local += 1,
             MoveKind::Delivered => {
                 let arrived = self.records.iter().rev().find(|r| {
                     r.kind == MoveKind::Local && r.vni == record.vni && r.mac == record.mac
@@ -154,10 +169,15 @@ impl MoveLog {
         self.records.iter().cloned().collect()
     }
 
-    /// Moves counted since the daemon started: (remote, local).
+    /// Counts a MAC's first broadcast here.
+    pub fn arrived(&mut self) {
+        self.counts.arrived += 1;
+    }
+
+    /// What was counted since the daemon started.
     #[must_use]
-    pub fn counts(&self) -> (u64, u64) {
-        (self.remote, self.local)
+    pub fn counts(&self) -> MoveCounts {
+        self.counts
     }
 
     /// The path-switch times observed.
@@ -173,8 +193,13 @@ fn unix_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Reads the ring buffer forever, handing every move to `sink`.
-pub async fn watch(ring: RingBuf<MapData>, mut sink: impl FnMut(MoveRecord)) {
+/// Reads the ring buffer forever, handing every move to `sink` and calling
+/// `arrived` for every first broadcast of a MAC new here.
+pub async fn watch(
+    ring: RingBuf<MapData>,
+    mut sink: impl FnMut(MoveRecord),
+    mut arrived: impl FnMut(),
+) {
     // SAFETY: the ring buffer owns its map's file descriptor, open and
     // unchanged for as long as the RingBuf lives (moved into the AsyncFd).
     let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
@@ -192,6 +217,10 @@ pub async fn watch(ring: RingBuf<MapData>, mut sink: impl FnMut(MoveRecord)) {
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
             if let Some(event) = vlnet_ebpf::mac_event(&item) {
+                if u32::from(event.kind) == VLNET_MOVE_ARRIVED {
+                    arrived();
+                    continue;
+                }
                 sink(MoveRecord::from_event(
                     &event,
                     monotonic_ns(),
@@ -262,7 +291,14 @@ mod tests {
         }
         log.push(MoveRecord::from_event(&event(VLNET_MOVE_LOCAL), 0, 0));
         assert_eq!(log.records().len(), HISTORY);
-        assert_eq!(log.counts(), (HISTORY as u64 + 5, 1));
+        assert_eq!(
+            log.counts(),
+            MoveCounts {
+                remote: HISTORY as u64 + 5,
+                local: 1,
+                arrived: 0
+            }
+        );
         assert_eq!(log.records().last().unwrap().kind, MoveKind::Local);
     }
 }

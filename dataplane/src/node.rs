@@ -266,6 +266,15 @@ impl Node {
         }
     }
 
+    /// A MAC new here sent its first broadcast (a VM came up, or moved here
+    /// after its old entry went): counted, and the bridges are read at once
+    /// so that the control plane advertises it without waiting for the next
+    /// poll.
+    pub fn record_arrival(&self) {
+        lock(&self.moves).arrived();
+        self.poke_locals();
+    }
+
     /// Attaches the control plane (once).
     pub fn set_control(&self, control: Arc<ControlPlane>) {
         let _ = self.control.set(control);
@@ -579,7 +588,7 @@ impl DataplaneHooks for Node {
 }
 
 impl MetricsSource for Node {
-    fn moves(&self) -> Option<(u64, u64)> {
+    fn moves(&self) -> Option<crate::moves::MoveCounts> {
         Some(lock(&self.moves).counts())
     }
 

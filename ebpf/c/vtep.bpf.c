@@ -339,9 +339,10 @@ static __always_inline void claim_local(__u32 vni, const __u8 *mac)
 
 /*
  * A broadcast or multicast frame from @mac entered the overlay port (a new
- * VM's first frames are ARP or DHCP): @mac lives behind this node, and a
- * member's frame may not carry it from now on, before the daemon's next
- * read of the bridges. An existing record keeps its time.
+ * VM's first frames are ARP or DHCP, a migrated one's its announce): @mac
+ * lives behind this node, and a member's frame may not carry it from now on,
+ * before the daemon's next read of the bridges, which a new record asks for
+ * at once (it advertises the MAC). An existing record keeps its time.
  */
 static __always_inline void record_local(__u32 vni, const __u8 *mac)
 {
@@ -352,7 +353,8 @@ static __always_inline void record_local(__u32 vni, const __u8 *mac)
 	if (bpf_map_lookup_elem(&vlnet_locals, &key))
 		return;
 	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&vlnet_locals, &key, &now, BPF_NOEXIST);
+	if (!bpf_map_update_elem(&vlnet_locals, &key, &now, BPF_NOEXIST))
+		report_move(vni, mac, 0, 0, VLNET_MOVE_ARRIVED);
 }
 
 /*

@@ -311,6 +311,9 @@ struct vlnet_bypass_port {
 			     * overlay port: the MAC lives here now (its entry is removed) */
 #define VLNET_MOVE_DELIVERED 3 /* the first frame for a MAC that moved here arrived
 				* from old_vtep_be: the path has switched */
+#define VLNET_MOVE_ARRIVED 4 /* a broadcast from a MAC not yet recorded as local
+			      * entered an overlay port (a VM came up or moved
+			      * here): the daemon reads the bridges at once */
 
 /*
  * A MAC that moved, as the programs saw it, reported through the vlnet_events

@@ -64,10 +64,14 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
     let bypass = Bypass::new(Arc::clone(&dataplane.programs));
     tasks.spawn("local_macs", locals::watch(node.clone(), bypass));
     tasks.spawn("arrivals", upkeep::expire_arrivals(node.clone()));
-    let mover = node.clone();
+    let (mover, arrivals) = (node.clone(), node.clone());
     tasks.spawn(
         "mac_moves",
-        moves::watch(events, move |record| mover.record_move(record)),
+        moves::watch(
+            events,
+            move |record| mover.record_move(record),
+            move || arrivals.record_arrival(),
+        ),
     );
     tasks.spawn("traffic", upkeep::sample_traffic(node.clone()));
     let (peers_of, table) = (node.clone(), node.peer_rtt_table());

@@ -189,6 +189,7 @@ pub const VLNET_PENDING_SLOT: u32 = 0;
 pub const VLNET_MOVE_REMOTE: u32 = 1;
 pub const VLNET_MOVE_LOCAL: u32 = 2;
 pub const VLNET_MOVE_DELIVERED: u32 = 3;
+pub const VLNET_MOVE_ARRIVED: u32 = 4;
 pub const VLNET_FAMILY_IPV4: u32 = 4;
 pub const VLNET_FAMILY_IPV6: u32 = 6;
 pub const VLNET_FLOW_HAVE_TSVAL: u32 = 1;

@@ -47,7 +47,9 @@ pub struct MoveMeasure {
     /// placing the MAC behind the new host (its pinned map read every
     /// [`POLL`](crate::primitives::fdb_watch::POLL)), whichever plane
     /// wrote it (vlnet nodes only). The new host needs no entry for the
-    /// MAC beforehand, as its `local` record does.
+    /// MAC beforehand, as its `local` record does. 0 when the FDB had
+    /// switched before the announce: with data-plane learning the VM's own
+    /// first frames from its new host (a ping reply) may move it.
     pub fdb_switch_ms: Option<f64>,
 }
 

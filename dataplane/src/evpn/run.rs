@@ -169,8 +169,8 @@ pub struct Edges {
 /// Runs the agent until it is aborted, publishing the remote VTEPs and its
 /// neighbors. The MACs it advertises, with their addresses, are the data
 /// plane's local ones and, on a gateway, the ones its members hold: behind
-/// this node's VTEP, which relays to them. After every convergence it programs its FDB entries
-/// again.
+/// this node's VTEP, which relays to them. After every convergence it
+/// programs its FDB entries again.
 pub async fn run(setup: Setup, edges: Edges) {
     let Edges {
         hooks,

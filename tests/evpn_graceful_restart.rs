@@ -28,6 +28,7 @@ use std::time::Duration;
 use support::frr::{self, holds_for, reachable, vlnet_fdb_has, wait_for, FrrNode, Role, Zone};
 use support::gobgp::GoBgp;
 use support::node::vlnet_binary;
+use vlnet_lab::primitives::daemon::last_lines;
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Daemon, Host, Underlay, Vm};
 
@@ -75,14 +76,9 @@ impl Bed {
             self.daemon.ctl(&["fdb", "--json"]).unwrap_or_default(),
             self.daemon.ctl(&["evpn", "--json"]).unwrap_or_default(),
             self.daemon.log_tail(40),
-            tail(&self.rr.log(), 30),
+            last_lines(&self.rr.log(), 30),
         )
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[test]

@@ -118,8 +118,7 @@ impl Prometheus {
     pub fn log_tail(&self) -> String {
         let log =
             std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        vlnet_lab::primitives::daemon::last_lines(&log, LOG_TAIL_LINES)
     }
 }
 

@@ -668,10 +668,15 @@ impl Daemon {
     /// The last `lines` lines of [`log`](Self::log).
     #[must_use]
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        last_lines(&self.log(), lines)
     }
+}
+
+/// The last `n` lines of `text` (a log's tail, for a failure message).
+#[must_use]
+pub fn last_lines(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Daemon {

@@ -100,7 +100,7 @@ pub fn spawn(
     let first = setup
         .kept
         .as_ref()
-        .map_or_else(RemoteVteps::default, |k| k.merged(RemoteVteps::default()));
+        .map_or_else(RemoteVteps::default, |k| k.vteps.clone());
     let (tx, rx) = watch::channel(first);
     let hooks: Arc<dyn DataplaneHooks> = node.clone();
     let members = plane.map(ControlPlane::member_macs);

@@ -37,6 +37,7 @@ use serde::Serialize;
 use crate::beds::evpn_zone::EvpnZone;
 use crate::beds::scenario::{Scenario, Vtep};
 use crate::jobs::bench::member_sites::MemberSites;
+use crate::jobs::experiment::results::Spread;
 use crate::jobs::migrate::{measure_move_to, MoveMeasure, MoveSites, PING_INTERVAL};
 use crate::primitives::daemon::Daemon;
 use crate::primitives::frr::{self, FRR_BIN};
@@ -190,8 +191,8 @@ fn warm_up(s: &impl MoveSites, from: usize) -> Result<()> {
 }
 
 /// Waits (bounded) until the pinging site holds site 0's VM behind site
-/// `at`'s VTEP. (Through EVPN the old host may hold no entry for it: see
-/// the README's bench section.)
+/// `at`'s VTEP (the pinging site's view only: the old host's is not
+/// waited for).
 fn settle(s: &impl MoveSites, at: usize) -> Result<()> {
     let deadline = Instant::now() + SETTLE_LIMIT;
     let (mac, vtep) = (s.vm(0).mac(), s.vtep(at).to_string());
@@ -233,14 +234,7 @@ fn holds(daemon: &Daemon, mac: &str, vtep: &str) -> Result<bool> {
 
 /// The median of `values`, if any.
 fn median(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some(f64::midpoint(v[n / 2 - 1], v[n / 2])),
-    }
+    Spread::of(values.iter().copied()).map(|s| s.median)
 }
 
 fn ms(value: Option<f64>) -> String {

@@ -236,6 +236,7 @@ fn forged_and_misdirected_control_messages_are_refused_and_counted() {
         version: "test".into(),
         vtep: me,
         vnis: vec![100],
+        underlay: None,
     });
     // member1 claims a MAC behind member2's VTEP.
     let stolen = MacAddr([0x02, 0xee, 0, 0, 0, 1]);

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use support::frr::{self, wait_for, Frr, Role};
 use support::node::{sample, scrape, vlnet_binary};
+use vlnet_lab::beds::bed::ControllerEvpn;
 use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, SECURE_VM_MTU};
 use vlnet_lab::beds::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
 use vlnet_lab::primitives::probe;
@@ -95,7 +96,11 @@ fn pings(from: &Vm, to: Ipv4Addr) -> probe::PingReport {
 #[test]
 fn a_controller_is_the_gateway_between_an_evpn_zone_and_its_clients() {
     let options = ClusterOptions {
-        evpn: Some((ASN, vec![FRR])),
+        evpn: Some(ControllerEvpn {
+            asn: ASN,
+            neighbors: vec![FRR],
+            direct: Vec::new(),
+        }),
         ..ClusterOptions::default()
     };
     let c = Cluster::build_with("evg", &[Place::PublicClient], &options, vlnet_binary()).unwrap();

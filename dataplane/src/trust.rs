@@ -12,6 +12,8 @@
 //! - A VTEP of an EVPN VNI: the underlay, "learning" as a zone VTEP (a
 //!   gateway relays between it and the members), though its VNIs are
 //!   control-only in the kernel: its frames move no MAC there.
+//! - On a member the gateway advertises with its own address, the EVPN
+//!   zone's VTEPs the controller lists: the underlay, learning.
 //! - A static peer of the config: learning; the tunnel if its address lies
 //!   in the WireGuard interface's network (a "secure" static peer reached at
 //!   its tunnel address), else the underlay. A static peer that is also a
@@ -59,6 +61,15 @@ impl VtepBinding {
         path: VtepPath::Underlay,
         learn: true,
     };
+    /// On a member the gateway advertises with its own address, a VTEP of
+    /// the EVPN zone that sends it plain VXLAN: on the underlay, and
+    /// learning (the member's VNI is no EVPN VNI: a frame of a zone VM that
+    /// arrives directly places that VM behind its VTEP, so the answer goes
+    /// straight back as well).
+    pub const DIRECT_ZONE: Self = Self {
+        path: VtepPath::Underlay,
+        learn: true,
+    };
     /// The controller, seen from a member: through the tunnel, learning.
     pub const CONTROLLER: Self = Self {
         path: VtepPath::Tunnel,
@@ -95,6 +106,9 @@ pub fn vtep_bindings(
         .flat_map(|by_vni| by_vni.values().flatten())
     {
         out.insert(vtep, VtepBinding::EVPN);
+    }
+    for &vtep in dynamic.direct.values().flatten() {
+        out.insert(vtep, VtepBinding::DIRECT_ZONE);
     }
     for &member in dynamic.peers.values().flatten() {
         out.insert(member, VtepBinding::MEMBER);
@@ -186,6 +200,25 @@ mod tests {
         assert!(
             b[&KERNEL_PEER].learn,
             "a static peer keeps the config's binding"
+        );
+    }
+
+    #[test]
+    fn a_direct_members_zone_vteps_are_learning_underlay_vteps() {
+        let frr = Ipv4Addr::new(198, 18, 0, 30);
+        let d = Dynamic {
+            direct: [(100, [frr, MEMBER_B].into())].into(),
+            ..dynamic(&[CONTROLLER])
+        };
+        let net: Ipv4Network = "198.19.0.2/24".parse().unwrap();
+        let b = vtep_bindings(&config(""), &d, Some(net));
+        assert_eq!(b[&frr], VtepBinding::DIRECT_ZONE);
+        assert_eq!(b[&frr].path, VtepPath::Underlay);
+        assert!(b[&frr].learn);
+        assert_eq!(
+            b[&MEMBER_B],
+            VtepBinding::MEMBER,
+            "a member's address stays a member's, whatever the list says"
         );
     }
 

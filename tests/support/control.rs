@@ -68,6 +68,7 @@ pub fn hello(c: &Cluster, n: usize) -> Message {
         version: "test".into(),
         vtep: c.tunnel_addr(n).unwrap(),
         vnis: vec![100],
+        underlay: None,
     })
 }
 

@@ -52,6 +52,12 @@ pub struct EvpnConfig {
     /// their End-of-RIB. 0: not announced, nothing kept.
     #[serde(default = "default_restart_time")]
     pub restart_time: u16,
+    /// On a gateway: networks in which a member's own underlay address is
+    /// its MACs' next hop, instead of the gateway (the zone's VTEPs then
+    /// send it plain VXLAN there: list only networks trusted as the cloud
+    /// LAN is). Empty: every member behind the gateway.
+    #[serde(default)]
+    pub direct: Vec<ipnetwork::Ipv4Network>,
 }
 
 fn default_hold_time() -> u16 {
@@ -257,6 +263,14 @@ impl EvpnConfig {
                 "evpn".to_owned(),
                 "[evpn] on a member is not supported: its controller is the gateway into \
                  EVPN (put [evpn] there), or remove [wireguard]"
+                    .to_owned(),
+            ));
+        }
+        if !self.direct.is_empty() && role != Some(Role::Controller) {
+            return Err((
+                "evpn.direct".to_owned(),
+                "only a gateway (a node with [wireguard] role = \"controller\") has members \
+                 to advertise with their own address; remove evpn.direct"
                     .to_owned(),
             ));
         }
@@ -488,10 +502,20 @@ mod tests {
             "evpn",
         );
         assert!(m.contains("controller is the gateway"), "{m}");
-        parse(&format!(
-            "{NODE}{EVPN}[wireguard]\nrole = \"controller\"\naddress = \"198.19.0.1/24\"\n{VNI}"
+        let gateway = parse(&format!(
+            "{NODE}{EVPN}direct = [\"198.18.0.0/24\"]\n\
+             [wireguard]\nrole = \"controller\"\naddress = \"198.19.0.1/24\"\n{VNI}"
         ))
         .expect("a gateway");
+        assert_eq!(
+            gateway.evpn.unwrap().direct,
+            ["198.18.0.0/24".parse::<ipnetwork::Ipv4Network>().unwrap()]
+        );
+        let m = invalid(
+            &format!("{NODE}{EVPN}direct = [\"198.18.0.0/24\"]\n{VNI}"),
+            "evpn.direct",
+        );
+        assert!(m.contains("only a gateway"), "{m}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
+use super::core::controller::ControllerCore;
 use super::core::{RejectReason, Rejection};
 use super::error::ControlError;
 use super::plane::{unix_now, ClientRecord, ControlPlane, Inner, SessionHandle, SESSION_QUEUE};
@@ -425,13 +426,12 @@ impl ControlPlane {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name.to_owned(), SessionHandle { id, tx: out_tx });
         info!(member = name, "member connected");
+        // A direct member is told the zone's VTEPs (only sends: no error).
+        let _ = self.direct_changed(ControllerCore::zone_updates);
         let ended = self
             .session_loop(name, first, &mut rx, &mut tx, &mut out_rx)
             .await;
-        let _ = self.with_controller(|c, _| {
-            c.close_session(name, id);
-            ((), Vec::new())
-        });
+        let _ = self.direct_changed(|c| c.close_session(name, id));
         {
             let mut sessions = self
                 .sessions
@@ -495,9 +495,7 @@ impl ControlPlane {
             };
             let seen: Vec<_> = status.iter().map(|p| (p.public_key, p.endpoint)).collect();
             let served = self.served();
-            if let Some(Err(e)) =
-                self.with_controller(|c, _| ((), c.endpoints_seen(&seen, &served)))
-            {
+            if let Some(Err(e)) = self.direct_changed(|c| c.endpoints_seen(&seen, &served)) {
                 warn!(error = %e, "cannot save the registry");
             }
         }

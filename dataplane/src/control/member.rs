@@ -127,6 +127,7 @@ impl ControlPlane {
             vnis: welcome.vnis.clone(),
             members: welcome.members.clone(),
             routes: Vec::new(),
+            zone: std::collections::BTreeMap::new(),
         };
         let path = membership_path(&self.state_dir, &self.node);
         if let Err(source) = membership.save(&path) {
@@ -404,7 +405,7 @@ impl ControlPlane {
         rx: &mut Receiver,
         tx: &mut Sender,
     ) -> Result<bool, (bool, SessionError)> {
-        let Some(Ok(hello)) = self.with_member(|m| (m.hello(), Vec::new())) else {
+        let Some(Ok(hello)) = self.with_member(|m| (m.hello(self.vtep), Vec::new())) else {
             return Ok(false);
         };
         send_timed(tx, &Message::Hello(hello))

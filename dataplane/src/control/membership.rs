@@ -3,6 +3,7 @@
 //! down keeps serving from its last known state. Persisted as one JSON file
 //! (root-only: it holds the member's private key).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,11 @@ pub struct Membership {
     pub members: Vec<Member>,
     /// Remote MAC locations, as last received.
     pub routes: Vec<MacAdvert>,
+    /// Per VNI, the EVPN zone's VTEPs that send us plain VXLAN on our
+    /// underlay (the gateway advertises our MACs with our own address), as
+    /// last received.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zone: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
 }
 
 /// The membership file of `node` under `state_dir`.

@@ -98,6 +98,10 @@ pub struct Dynamic {
     /// agent's, not the control plane's): on the underlay, and they move no
     /// MACs.
     pub evpn: crate::evpn::agent::RemoteVteps,
+    /// On a member the gateway advertises with its own address: per VNI,
+    /// the EVPN zone's VTEPs that send it plain VXLAN on its underlay (they
+    /// get no floods; the gateway relays those).
+    pub direct: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
 }
 
 /// Refused control input by reason, for `/metrics`.
@@ -223,6 +227,8 @@ pub struct ControlPlane {
     pub(super) wg: WireguardConfig,
     pub(super) state_dir: PathBuf,
     pub(super) tunnel_mtu: u32,
+    /// The node's own VTEP address on its underlay.
+    pub(super) vtep: Ipv4Addr,
     /// Where members reach the controller (controller only).
     pub(super) endpoint: SocketAddr,
     pub(super) hooks: Arc<dyn DataplaneHooks>,
@@ -293,6 +299,11 @@ impl ControlPlane {
                 let policy = Policy {
                     mac_quota: wg.mac_quota,
                     max_members_per_vni: wg.max_members_per_vni,
+                    direct: cfg
+                        .evpn
+                        .as_ref()
+                        .map(|e| e.direct.clone())
+                        .unwrap_or_default(),
                 };
                 Inner::Controller(Box::new(ControllerCore::new(me, registry, policy)))
             }
@@ -308,6 +319,7 @@ impl ControlPlane {
             wg: wg.clone(),
             state_dir,
             tunnel_mtu: underlay_mtu.saturating_sub(WG_OVERHEAD),
+            vtep,
             endpoint,
             hooks,
             inner: Mutex::new(inner),
@@ -448,6 +460,29 @@ impl ControlPlane {
         let rx = self.member_macs.subscribe();
         self.publish_member_macs();
         rx
+    }
+
+    /// On a gateway: the EVPN zone's VTEPs changed (the agent's flood lists
+    /// and located VTEPs); direct members are told (see
+    /// `core/controller/direct.rs`).
+    pub fn set_zone(&self, vteps: &crate::evpn::agent::RemoteVteps) {
+        let mut zone = vteps.flood.clone();
+        for (vni, located) in &vteps.located {
+            zone.entry(*vni).or_default().extend(located);
+        }
+        let _ = self.direct_changed(|c| c.set_zone(zone));
+    }
+
+    /// Runs `f` on the controller's core, carries out its effects, and
+    /// publishes the members' MACs again: `f` may have changed which members
+    /// are direct.
+    pub(super) fn direct_changed(
+        &self,
+        f: impl FnOnce(&mut ControllerCore) -> Vec<Effect>,
+    ) -> Option<Result<(), ControlError>> {
+        let done = self.with_controller(|c, _| ((), f(c)));
+        self.publish_member_macs();
+        done
     }
 
     /// Publishes the MACs the members hold now (subscribers wake only on
@@ -801,6 +836,12 @@ impl ControlPlane {
                 let ms = m.joined();
                 d.vnis = ms.vnis.iter().copied().collect();
                 d.trusted.insert(ms.controller.tunnel_addr);
+                d.direct = ms
+                    .zone
+                    .iter()
+                    .filter(|(vni, _)| d.vnis.contains(vni))
+                    .map(|(vni, vteps)| (*vni, vteps.clone()))
+                    .collect();
                 for m in &ms.members {
                     for vni in m.vnis.iter().filter(|v| d.vnis.contains(v)) {
                         d.peers.entry(*vni).or_default().insert(m.tunnel_addr);

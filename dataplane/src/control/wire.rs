@@ -77,6 +77,8 @@ pub enum MessageType {
     Leave = 10,
     /// [`NeighAdvert`] (10 is `Leave`, issue 15).
     NeighAdvert = 11,
+    /// [`ZoneVteps`].
+    ZoneVteps = 12,
 }
 
 impl MessageType {
@@ -95,6 +97,7 @@ impl MessageType {
             9 => Self::Members,
             10 => Self::Leave,
             11 => Self::NeighAdvert,
+            12 => Self::ZoneVteps,
             _ => return None,
         })
     }
@@ -114,6 +117,7 @@ impl MessageType {
             Self::Members => "Members",
             Self::Leave => "Leave",
             Self::NeighAdvert => "NeighAdvert",
+            Self::ZoneVteps => "ZoneVteps",
         }
     }
 }
@@ -129,6 +133,11 @@ pub struct Hello {
     pub vtep: Ipv4Addr,
     /// The VNIs the sender serves.
     pub vnis: Vec<u32>,
+    /// A member's VTEP address on its own underlay (where it takes plain
+    /// VXLAN): a gateway may advertise its MACs into EVPN with this next
+    /// hop when the cloud reaches it there (see [`ZoneVteps`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<Ipv4Addr>,
 }
 
 /// A client redeems its invite (client → controller, after the first
@@ -245,6 +254,29 @@ pub struct NeighAdvert {
     pub router: bool,
 }
 
+/// The most VTEPs one VNI of a [`ZoneVteps`] lists.
+pub const MAX_ZONE_VTEPS: usize = 4096;
+
+/// One VNI's VTEPs in a [`ZoneVteps`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneVni {
+    /// The VXLAN network identifier (1..=2^24-1).
+    pub vni: u32,
+    /// The EVPN zone's VTEPs on it, each once, at most [`MAX_ZONE_VTEPS`].
+    pub vteps: Vec<Ipv4Addr>,
+}
+
+/// The EVPN zone's VTEPs that send this member plain VXLAN on its underlay
+/// (controller → a member the gateway advertises with its own address as
+/// next hop), replacing what the receiver held; no `vnis`: none (the
+/// gateway advertises it behind itself again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneVteps {
+    /// The VNIs, each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vnis: Vec<ZoneVni>,
+}
+
 /// The sender's whole table, replacing what the receiver held from it (sent
 /// on (re)connect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +319,8 @@ pub enum Message {
     Leave,
     /// See [`NeighAdvert`].
     NeighAdvert(NeighAdvert),
+    /// See [`ZoneVteps`].
+    ZoneVteps(ZoneVteps),
 }
 
 /// Why bytes are not a valid control message (or a message cannot be sent).
@@ -379,6 +413,7 @@ impl Message {
             Self::Members(_) => MessageType::Members,
             Self::Leave => MessageType::Leave,
             Self::NeighAdvert(_) => MessageType::NeighAdvert,
+            Self::ZoneVteps(_) => MessageType::ZoneVteps,
         }
     }
 
@@ -391,6 +426,9 @@ impl Message {
                 check_name(kind, "node", &h.node)?;
                 check_text(kind, "version", &h.version, MAX_VERSION_LEN, false)?;
                 check_host(kind, "vtep", h.vtep)?;
+                if let Some(underlay) = h.underlay {
+                    check_host(kind, "underlay", underlay)?;
+                }
                 check_vnis(kind, "vnis", &h.vnis)
             }
             Self::Join(j) => {
@@ -435,6 +473,7 @@ impl Message {
                 }
                 Ok(())
             }
+            Self::ZoneVteps(z) => check_zone(kind, &z.vnis),
             Self::Keepalive | Self::Leave => Ok(()),
             Self::Error(e) => check_text(kind, "message", &e.message, MAX_ERROR_LEN, true),
         }
@@ -465,6 +504,36 @@ fn check_members(kind: &'static str, members: &[Member]) -> Result<(), WireError
         check_host(kind, "members.tunnel_addr", m.tunnel_addr)?;
         check_host(kind, "members.vtep", m.vtep)?;
         check_vnis(kind, "members.vnis", &m.vnis)?;
+    }
+    Ok(())
+}
+
+fn check_zone(kind: &'static str, vnis: &[ZoneVni]) -> Result<(), WireError> {
+    let ids: Vec<u32> = vnis.iter().map(|z| z.vni).collect();
+    check_vnis(kind, "vnis.vni", &ids)?;
+    for z in vnis {
+        if z.vteps.len() > MAX_ZONE_VTEPS {
+            return Err(field(
+                kind,
+                "vnis.vteps",
+                format!(
+                    "{} VTEPs on VNI {}, at most {MAX_ZONE_VTEPS}",
+                    z.vteps.len(),
+                    z.vni
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for &vtep in &z.vteps {
+            check_host(kind, "vnis.vteps", vtep)?;
+            if !seen.insert(vtep) {
+                return Err(field(
+                    kind,
+                    "vnis.vteps",
+                    format!("{vtep} appears twice on VNI {}", z.vni),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -593,6 +662,7 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, WireError> {
         Message::Error(m) => serde_json::to_vec(m),
         Message::Members(m) => serde_json::to_vec(m),
         Message::NeighAdvert(m) => serde_json::to_vec(m),
+        Message::ZoneVteps(m) => serde_json::to_vec(m),
     }
     .map_err(|source| WireError::Payload {
         kind: kind.name(),
@@ -685,6 +755,7 @@ fn decode_payload(kind: MessageType, payload: &[u8]) -> Result<Message, WireErro
         MessageType::NeighAdvert => {
             Message::NeighAdvert(serde_json::from_slice(payload).map_err(bad)?)
         }
+        MessageType::ZoneVteps => Message::ZoneVteps(serde_json::from_slice(payload).map_err(bad)?),
     })
 }
 
@@ -767,6 +838,7 @@ mod tests {
                 version: "0.1.0".into(),
                 vtep: VTEP,
                 vnis: vec![100, 200],
+                underlay: None,
             }),
             Message::Join(Join {
                 token: "vlnet1.abc.def".into(),
@@ -824,7 +896,79 @@ mod tests {
                 ips: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
                 router: true,
             }),
+            Message::ZoneVteps(ZoneVteps {
+                vnis: vec![ZoneVni {
+                    vni: 100,
+                    vteps: vec![Ipv4Addr::new(198, 18, 0, 30), Ipv4Addr::new(198, 18, 0, 31)],
+                }],
+            }),
+            Message::ZoneVteps(ZoneVteps::default()),
         ]
+    }
+
+    #[test]
+    fn zone_vteps_are_checked() {
+        let zone = |vni: u32, vteps: Vec<Ipv4Addr>| {
+            Message::ZoneVteps(ZoneVteps {
+                vnis: vec![ZoneVni { vni, vteps }],
+            })
+        };
+        let a = Ipv4Addr::new(198, 18, 0, 30);
+        let bad = [
+            (zone(0, vec![a]), "VNI 0"),
+            (zone(100, vec![a, a]), "appears twice"),
+            (zone(100, vec![Ipv4Addr::BROADCAST]), "not a host address"),
+            (
+                zone(100, vec![Ipv4Addr::new(224, 0, 0, 1)]),
+                "not a host address",
+            ),
+            (
+                zone(
+                    100,
+                    (0..=MAX_ZONE_VTEPS as u32)
+                        .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+                        .collect(),
+                ),
+                "at most 4096",
+            ),
+        ];
+        for (message, expected) in bad {
+            let err = message.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let twice = Message::ZoneVteps(ZoneVteps {
+            vnis: vec![
+                ZoneVni {
+                    vni: 100,
+                    vteps: vec![a],
+                },
+                ZoneVni {
+                    vni: 100,
+                    vteps: vec![],
+                },
+            ],
+        });
+        assert!(twice.validate().unwrap_err().to_string().contains("twice"));
+        // A Hello's underlay address is checked; an older peer's Hello
+        // (no underlay) decodes.
+        let body = br#"{"node":"pve1","version":"1","vtep":"198.18.0.1","vnis":[]}"#;
+        let mut f = vec![VERSION, MessageType::Hello as u8];
+        f.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        f.extend_from_slice(body);
+        let (m, _) = decode(&f).unwrap().unwrap();
+        assert!(matches!(m, Message::Hello(Hello { underlay: None, .. })));
+        let hello = Message::Hello(Hello {
+            node: "pve1".into(),
+            version: "1".into(),
+            vtep: VTEP,
+            vnis: vec![],
+            underlay: Some(Ipv4Addr::UNSPECIFIED),
+        });
+        assert!(hello
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("underlay"));
     }
 
     #[test]
@@ -1008,6 +1152,7 @@ mod tests {
             version: "1".into(),
             vtep: VTEP,
             vnis: vec![1 << 24],
+            underlay: None,
         });
         assert!(matches!(
             encode(&m),
@@ -1057,6 +1202,7 @@ mod tests {
                     version: "1".into(),
                     vtep: VTEP,
                     vnis: vec![],
+                    underlay: None,
                 }),
                 "node",
             ),
@@ -1066,6 +1212,7 @@ mod tests {
                     version: "1".into(),
                     vtep: Ipv4Addr::UNSPECIFIED,
                     vnis: vec![],
+                    underlay: None,
                 }),
                 "vtep",
             ),
@@ -1075,6 +1222,7 @@ mod tests {
                     version: "1".into(),
                     vtep: VTEP,
                     vnis: vec![5, 5],
+                    underlay: None,
                 }),
                 "vnis",
             ),
@@ -1225,6 +1373,7 @@ mod tests {
                 |(node, version, vtep, vnis)| Message::Hello(Hello {
                     node,
                     version,
+                    underlay: Some(vtep),
                     vtep,
                     vnis
                 })
@@ -1268,6 +1417,20 @@ mod tests {
                         .collect(),
                 })
             }),
+            proptest::collection::btree_map(
+                arb_vni(),
+                proptest::collection::btree_set(arb_host(), 0..4),
+                0..3
+            )
+            .prop_map(|m| Message::ZoneVteps(ZoneVteps {
+                vnis: m
+                    .into_iter()
+                    .map(|(vni, vteps)| ZoneVni {
+                        vni,
+                        vteps: vteps.into_iter().collect(),
+                    })
+                    .collect(),
+            })),
             Just(Message::Keepalive),
             Just(Message::Leave),
             "[ -~\n]{1,80}".prop_map(|message| Message::Error(ErrorMessage { message })),

@@ -66,12 +66,17 @@ fn desired_vni(
     // routes (a gateway relays its members to both).
     let mut zone = file.vni_peers(v.id).to_vec();
     zone.extend(evpn(&dynamic.evpn.flood));
+    // Located, not flooded: the EVPN VTEPs that place MACs without a type-3
+    // route, and on a member the gateway advertises with its own address,
+    // the zone's VTEPs that send it VXLAN directly.
+    let mut located = evpn(&dynamic.evpn.located);
+    located.extend(evpn(&dynamic.direct));
     DesiredVni {
         vni: v.id,
         overlay_ifindex,
         peers: zone,
         members: v.peers.clone(),
-        located: evpn(&dynamic.evpn.located),
+        located,
         static_fdb: v.static_fdb.iter().map(|s| (s.mac.0, s.vtep)).collect(),
         arp_suppress: file.arp_suppress(v.id),
         bypass: file.bypass(v.id),

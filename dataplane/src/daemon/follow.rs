@@ -158,6 +158,10 @@ async fn converge_now(
         .map_or_else(Dynamic::default, |p| p.dynamic());
     if let Some(link) = &mut f.evpn {
         dynamic.evpn = link.vteps.borrow_and_update().clone();
+        if let Some(plane) = &f.plane {
+            // A gateway tells its direct members the zone's VTEPs.
+            plane.set_zone(&dynamic.evpn);
+        }
     }
     let expected = converge(cfg, &dynamic, &mut f.dataplane, &f.node, bridges).await?;
     f.expected.send_replace(expected);

@@ -159,6 +159,9 @@ pub struct Agent {
     remote_ips: BTreeMap<(u32, MacAddr), BTreeMap<IpAddr, usize>>,
     /// This node's MACs' addresses, advertised as MAC/IP routes.
     local_ips: BTreeMap<(u32, MacAddr), BTreeSet<IpAddr>>,
+    /// This node's MACs advertised with another next hop than its VTEP
+    /// (`agent/next_hops.rs`).
+    next_hops: BTreeMap<(u32, MacAddr), Ipv4Addr>,
 }
 
 impl Agent {
@@ -185,6 +188,7 @@ impl Agent {
             restart: None,
             remote_ips: BTreeMap::new(),
             local_ips: BTreeMap::new(),
+            next_hops: BTreeMap::new(),
         }
     }
 
@@ -487,7 +491,7 @@ impl Agent {
     /// The type-2 route of a local MAC.
     fn mac_update(&self, a: &MacAdvert) -> Result<BgpUpdateMessage, BuildError> {
         let routing = self.vnis.get(a.vni).ok_or_else(|| not_evpn(a.vni))?;
-        advertise::mac_route(routing, self.my_vtep, a.mac, None, a.seq)
+        advertise::mac_route(routing, self.next_hop((a.vni, a.mac)), a.mac, None, a.seq)
     }
 
     /// The withdrawal of a local MAC's type-2 route.
@@ -547,5 +551,6 @@ fn not_evpn(vni: u32) -> BuildError {
 }
 
 mod ips;
+mod next_hops;
 #[cfg(test)]
 mod tests;

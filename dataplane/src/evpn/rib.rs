@@ -185,7 +185,7 @@ impl AdjRibIn {
                     pmsi: attrs::read_pmsi(attrs_),
                 };
                 for n in nlri {
-                    match self.advertise(n, &route_attrs, &mut out) {
+                    match self.advertise(n, &route_attrs, vnis, &mut out) {
                         Ok(()) => {}
                         Err(skip) => {
                             out.skipped.push(skip);
@@ -205,6 +205,7 @@ impl AdjRibIn {
         &mut self,
         n: &L2EvpnAddress,
         a: &RouteAttrs,
+        vnis: &VniTable,
         out: &mut Applied,
     ) -> Result<(), Skip> {
         let (L2EvpnRoute::MacIpAdvertisement(_)
@@ -227,7 +228,9 @@ impl AdjRibIn {
                 if a.mobility.1 {
                     return Err(Skip::Sticky);
                 }
-                if next_hop == self.local_vtep {
+                // Ours, reflected back: to our VTEP, or with our RD (a
+                // gateway's direct member's MAC has the member's address).
+                if next_hop == self.local_vtep || vnis.iter().any(|v| v.rd == r.rd()) {
                     return Err(Skip::Own);
                 }
                 let mac = MacAddr(*r.mac().value());
@@ -266,7 +269,7 @@ impl AdjRibIn {
                 let vtep = pmsi
                     .and_then(|p| p.endpoint)
                     .ok_or(Skip::NotIngressReplication)?;
-                if vtep == self.local_vtep {
+                if vtep == self.local_vtep || vnis.iter().any(|v| v.rd == r.rd()) {
                     return Err(Skip::Own);
                 }
                 let key = (r.rd(), r.ip());

@@ -207,10 +207,7 @@ pub async fn run(setup: Setup, edges: Edges) {
         commands,
         sweep_tx,
     };
-    let effects = agent.local(
-        &advertised(&mut locals, members.as_mut()),
-        started.elapsed(),
-    );
+    let effects = take_local(&mut agent, &mut locals, members.as_mut(), started.elapsed());
     shell.carry_out(effects, &mut tasks);
     note_routes(&status, &agent);
     let mut refresh = tokio::time::interval(VIEWS_REFRESH);
@@ -227,7 +224,7 @@ pub async fn run(setup: Setup, edges: Edges) {
                 if changed.is_err() {
                     return; // the data plane is gone
                 }
-                agent.local(&advertised(&mut locals, members.as_mut()), started.elapsed())
+                take_local(&mut agent, &mut locals, members.as_mut(), started.elapsed())
             }
             changed = async {
                 match members.as_mut() {
@@ -238,7 +235,7 @@ pub async fn run(setup: Setup, edges: Edges) {
                 if changed.is_err() {
                     members = None; // the control plane stopped
                 }
-                agent.local(&advertised(&mut locals, members.as_mut()), started.elapsed())
+                take_local(&mut agent, &mut locals, members.as_mut(), started.elapsed())
             }
             Some((i, generation)) = sweeps.recv() => {
                 agent.sweep(i, generation, started.elapsed())
@@ -293,16 +290,28 @@ fn spawn_speakers(
     (commands, reports)
 }
 
-/// The MACs to advertise as this node's: the bridges' and the members'.
-fn advertised(
+/// Hands the agent the MACs to advertise as this node's, the bridges' and
+/// the members', with the members' next hops (a direct member's own
+/// address).
+fn take_local(
+    agent: &mut Agent,
     locals: &mut watch::Receiver<BTreeSet<(u32, MacAddr)>>,
     members: Option<&mut watch::Receiver<MemberMacs>>,
-) -> BTreeSet<(u32, MacAddr)> {
-    let mut out = locals.borrow_and_update().clone();
+    now: Duration,
+) -> Vec<Effect> {
+    let mut advertised = locals.borrow_and_update().clone();
+    let mut hops = BTreeMap::new();
     if let Some(m) = members {
-        out.extend(m.borrow_and_update().keys().copied());
+        for (key, held) in m.borrow_and_update().iter() {
+            advertised.insert(*key);
+            if let Some(hop) = held.next_hop {
+                hops.insert(*key, hop);
+            }
+        }
     }
-    out
+    let mut effects = agent.set_next_hops(hops);
+    effects.extend(agent.local(&advertised, now));
+    effects
 }
 
 /// The addresses of the MACs advertised as this node's: those the data
@@ -313,7 +322,7 @@ fn addresses(
 ) -> BTreeMap<MacKey, NeighSet> {
     let mut out = hooks.local_neighs();
     if let Some(m) = members {
-        out.extend(m.borrow().iter().map(|(k, set)| (*k, set.clone())));
+        out.extend(m.borrow().iter().map(|(k, held)| (*k, held.neighs.clone())));
     }
     out
 }

@@ -245,7 +245,20 @@ pub(crate) struct Settings {
     launch: Launch,
     open_ports: Vec<String>,
     member_limit: Option<u32>,
-    evpn: Option<(u32, Vec<Ipv4Addr>)>,
+    evpn: Option<ControllerEvpn>,
+}
+
+/// A controller's `[evpn]`: the gateway between an EVPN zone and its
+/// members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerEvpn {
+    /// The AS number.
+    pub asn: u32,
+    /// The route reflectors.
+    pub neighbors: Vec<Ipv4Addr>,
+    /// `direct`: networks in which a member's own address is its MACs'
+    /// next hop.
+    pub direct: Vec<String>,
 }
 
 impl Settings {
@@ -351,8 +364,10 @@ impl Settings {
                 if let Some(limit) = self.member_limit {
                     node = node.with_member_limit(limit);
                 }
-                if let Some((asn, neighbors)) = &self.evpn {
-                    node = node.with_evpn(*asn, neighbors);
+                if let Some(evpn) = &self.evpn {
+                    node = node
+                        .with_evpn(evpn.asn, &evpn.neighbors)
+                        .with_evpn_direct(&evpn.direct);
                 }
             }
             SiteKind::Member(_) => node = node.as_member(),
@@ -511,11 +526,10 @@ impl<N: Network> BedBuilder<N> {
         self
     }
 
-    /// The controller's `[evpn]`: AS `asn`, these route reflectors, its VNI
-    /// EVPN-controlled (it is then the gateway between EVPN and its
+    /// The controller's `[evpn]`, its VNI EVPN-controlled (it is then the gateway between EVPN and its
     /// members; give it no static peers).
     #[must_use]
-    pub fn controller_evpn(mut self, evpn: Option<(u32, Vec<Ipv4Addr>)>) -> Self {
+    pub fn controller_evpn(mut self, evpn: Option<ControllerEvpn>) -> Self {
         self.settings.evpn = evpn;
         self
     }

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::beds::bed::{missing, At, Bed, BedSite, Settings, SiteKind, SiteSpec};
+use crate::beds::bed::{missing, At, Bed, BedSite, ControllerEvpn, Settings, SiteKind, SiteSpec};
 use crate::beds::scenario::VNI;
 pub use crate::beds::wan::Site;
 use crate::beds::wan::{Wan, WanLink};
@@ -48,9 +48,9 @@ pub struct ClusterOptions {
     pub datapath: Datapath,
     /// The controller's `max_members_per_vni` (its default if `None`).
     pub member_limit: Option<u32>,
-    /// The controller's `[evpn]` (AS, route reflectors): the gateway between
-    /// an EVPN zone and its members (with no kernel-vxlan peers).
-    pub evpn: Option<(u32, Vec<Ipv4Addr>)>,
+    /// The controller's `[evpn]`: the gateway between an EVPN zone and its
+    /// members (with no kernel-vxlan peers).
+    pub evpn: Option<ControllerEvpn>,
 }
 
 impl Default for ClusterOptions {

@@ -85,6 +85,10 @@ pub struct EvpnSpec {
     pub neighbors: Vec<String>,
     /// The hold time proposed, seconds.
     pub hold_time: u16,
+    /// On a gateway, networks in which a member's own address is its MACs'
+    /// next hop.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub direct: Vec<String>,
 }
 
 /// A node's `[wireguard]` section.
@@ -224,7 +228,18 @@ impl NodeSpec {
             asn,
             neighbors: neighbors.iter().map(ToString::to_string).collect(),
             hold_time: 9,
+            direct: Vec::new(),
         });
+        self
+    }
+
+    /// Sets `[evpn] direct` (after [`with_evpn`](Self::with_evpn); without
+    /// it, nothing).
+    #[must_use]
+    pub fn with_evpn_direct(mut self, networks: &[String]) -> Self {
+        if let Some(evpn) = &mut self.evpn {
+            evpn.direct = networks.to_vec();
+        }
         self
     }
 

@@ -47,20 +47,21 @@ use std::time::Duration;
 use ipnetwork::Ipv4Network;
 use rand::RngCore;
 
+mod direct;
 mod neigh;
 
 use super::claims::{Claim, Claims, MacKey};
 use super::{CloudView, Effect, Now, RejectReason, Rejection};
 use crate::control::macbook::{Applied, MacBook, Relay};
 use crate::control::mobility::NodeId;
-use crate::control::neighbook::{MemberMacs, NeighBook, NeighSet};
+use crate::control::neighbook::{MemberMac, MemberMacs, NeighBook, NeighSet};
 use crate::control::registry::{
     ControllerAddrs, InviteRequest, MemberRecord, MoveGrant, Registry, RegistryError, Removed,
     MAX_TTL_SECS,
 };
 use crate::control::tunnel::DesiredPeer;
 use crate::control::wire::{
-    FullSync, Hello, Join, MacAdvert, MacWithdraw, Member, Members, Message, Welcome,
+    FullSync, Hello, Join, MacAdvert, MacWithdraw, Member, Members, Message, Welcome, ZoneVteps,
 };
 use crate::mac::MacAddr;
 use crate::wg::Key;
@@ -79,12 +80,15 @@ pub const CLAIM_KEEP_SECS: u64 = 3600;
 pub const CLASS_JOIN_GRACE_SECS: u64 = 120;
 
 /// The controller's policy settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// MACs a member may hold (and wait for) per VNI.
     pub mac_quota: u32,
     /// Members (joined, or invited and not expired) one VNI may have.
     pub max_members_per_vni: u32,
+    /// Networks in which a member's own address may be its MACs' EVPN next
+    /// hop (`[evpn] direct`; see `controller/direct.rs`).
+    pub direct: Vec<Ipv4Network>,
 }
 
 impl Default for Policy {
@@ -92,6 +96,7 @@ impl Default for Policy {
         Self {
             mac_quota: DEFAULT_MAC_QUOTA,
             max_members_per_vni: crate::config::DEFAULT_MAX_MEMBERS_PER_VNI,
+            direct: Vec::new(),
         }
     }
 }
@@ -150,6 +155,10 @@ pub struct Identity {
 struct Session {
     id: u64,
     vnis: BTreeSet<u32>,
+    /// The member's underlay VTEP address, as its Hello named it.
+    underlay: Option<Ipv4Addr>,
+    /// The zone's VTEPs as last sent to it (`controller/direct.rs`).
+    zone_sent: ZoneVteps,
 }
 
 /// Why an operator's move grant was refused.
@@ -202,6 +211,8 @@ pub struct ControllerCore {
     local_neigh: BTreeMap<MacKey, NeighSet>,
     /// Unix time of the last [`tick`](Self::tick).
     last_tick: u64,
+    /// The EVPN zone's VTEPs per VNI, on a gateway (`controller/direct.rs`).
+    zone: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
 }
 
 impl ControllerCore {
@@ -218,6 +229,7 @@ impl ControllerCore {
             neigh: NeighBook::default(),
             local_neigh: BTreeMap::new(),
             last_tick: 0,
+            zone: BTreeMap::new(),
         }
     }
 
@@ -228,16 +240,26 @@ impl ControllerCore {
     }
 
     /// The MACs placed behind members (every location but this node's),
-    /// each with the addresses bound to it.
+    /// each with the addresses bound to it and, for a direct member's, the
+    /// member's own address as next hop (`controller/direct.rs`).
     #[must_use]
     pub fn member_macs(&self) -> MemberMacs {
+        let direct: BTreeMap<Ipv4Addr, Ipv4Addr> = self
+            .sessions
+            .keys()
+            .filter_map(|name| {
+                let tunnel = self.registry.members.get(name)?.tunnel_addr;
+                Some((tunnel, self.direct_address(name)?))
+            })
+            .collect();
         self.book
             .routes(None)
             .into_iter()
             .filter(|r| r.vtep != self.me.tunnel_addr)
             .map(|r| {
-                let set = self.neigh.get(r.vni, r.mac).cloned().unwrap_or_default();
-                ((r.vni, r.mac), set)
+                let neighs = self.neigh.get(r.vni, r.mac).cloned().unwrap_or_default();
+                let next_hop = direct.get(&r.vtep).copied();
+                ((r.vni, r.mac), MemberMac { next_hop, neighs })
             })
             .collect()
     }
@@ -435,6 +457,7 @@ impl ControllerCore {
         }
         let mut out = vec![Effect::Persist];
         out.extend(self.members_update(served));
+        out.extend(self.zone_updates());
         out
     }
 
@@ -520,7 +543,9 @@ impl ControllerCore {
     /// Opens member `name`'s session (id `id`) on its [`Hello`] from tunnel
     /// address `ip`: returns the first messages to send it (our Hello, the
     /// member list, every route and IP binding on its VNIs), or why it is refused. A newer
-    /// session of the same member replaces an older one.
+    /// session of the same member replaces an older one. Once its queue
+    /// takes messages, [`zone_updates`](Self::zone_updates) tells it the
+    /// zone's VTEPs if it is direct.
     pub fn open_session(
         &mut self,
         name: &str,
@@ -548,13 +573,22 @@ impl ControllerCore {
         let vnis: BTreeSet<u32> = member.vnis.iter().copied().collect();
         let routes = self.book.routes(Some(&vnis));
         let bindings = self.neigh_sync(&vnis);
-        self.sessions.insert(name.to_owned(), Session { id, vnis });
+        self.sessions.insert(
+            name.to_owned(),
+            Session {
+                id,
+                vnis,
+                underlay: hello.underlay,
+                zone_sent: ZoneVteps::default(),
+            },
+        );
         let mut first = vec![
             Message::Hello(Hello {
                 node: self.me.name.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 vtep: self.me.tunnel_addr,
                 vnis: served.to_vec(),
+                underlay: None,
             }),
             Message::Members(Members {
                 members: self.members_for(name, served),
@@ -565,11 +599,14 @@ impl ControllerCore {
         Ok(first)
     }
 
-    /// Member `name`'s session `id` ended (a newer one is left alone).
-    pub fn close_session(&mut self, name: &str, id: u64) {
+    /// Member `name`'s session `id` ended (a newer one is left alone):
+    /// returns what the others must be told (one that shared its address
+    /// may be direct now).
+    pub fn close_session(&mut self, name: &str, id: u64) -> Vec<Effect> {
         if self.sessions.get(name).is_some_and(|s| s.id == id) {
             self.sessions.remove(name);
         }
+        self.zone_updates()
     }
 
     /// A message on member `name`'s session (`served`: the VNIs this node

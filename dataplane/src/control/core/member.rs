@@ -8,6 +8,7 @@
 //! controller's are programmed as they come.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::{Effect, Now};
@@ -15,7 +16,7 @@ use crate::control::macbook::{Applied, FdbChange, MacBook};
 use crate::control::membership::Membership;
 use crate::control::mobility::NodeId;
 use crate::control::neighbook::{MacKey, NeighBook, NeighSet};
-use crate::control::wire::{FullSync, Hello, MacAdvert, Message, NeighAdvert};
+use crate::control::wire::{FullSync, Hello, MacAdvert, Message, NeighAdvert, ZoneVteps};
 use crate::mac::MacAddr;
 
 /// How often a binding the controller has not taken is sent again.
@@ -87,14 +88,16 @@ impl MemberCore {
         std::mem::take(&mut self.dirty)
     }
 
-    /// The Hello that opens a session with the controller.
+    /// The Hello that opens a session with the controller (`underlay`:
+    /// this node's VTEP address on its underlay).
     #[must_use]
-    pub fn hello(&self) -> Hello {
+    pub fn hello(&self, underlay: Ipv4Addr) -> Hello {
         Hello {
             node: self.membership.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             vtep: self.membership.tunnel_addr,
             vnis: self.membership.vnis.clone(),
+            underlay: Some(underlay),
         }
     }
 
@@ -236,6 +239,7 @@ impl MemberCore {
                 }
                 return vec![Effect::Neigh(changed)];
             }
+            Message::ZoneVteps(z) => return self.zone_vteps(z),
             Message::Members(list) => {
                 if self.membership.members == list.members {
                     return Vec::new();
@@ -248,6 +252,24 @@ impl MemberCore {
         };
         self.dirty = true;
         fdb_effects(applied)
+    }
+
+    /// The zone's VTEPs that send us plain VXLAN on our underlay, from the
+    /// controller: kept for our own VNIs only; a change is saved and
+    /// converged (see [`Membership::zone`]).
+    fn zone_vteps(&mut self, z: ZoneVteps) -> Vec<Effect> {
+        let zone: BTreeMap<u32, BTreeSet<Ipv4Addr>> = z
+            .vnis
+            .into_iter()
+            .filter(|v| self.membership.vnis.contains(&v.vni) && !v.vteps.is_empty())
+            .map(|v| (v.vni, v.vteps.into_iter().collect()))
+            .collect();
+        if self.membership.zone == zone {
+            return Vec::new();
+        }
+        self.membership.zone = zone;
+        self.dirty = true;
+        vec![Effect::Persist, Effect::Converge]
     }
 
     /// The MACs on this node's bridges now: new ones are claimed (the next

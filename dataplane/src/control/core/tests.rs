@@ -129,6 +129,7 @@ impl Sim {
                     vnis: r.vnis.clone(),
                     members: Vec::new(),
                     routes: Vec::new(),
+                    zone: BTreeMap::new(),
                 }))
             })
             .collect();
@@ -159,6 +160,7 @@ impl Sim {
             version: "t".into(),
             vtep: vtep(i),
             vnis: vec![VNI],
+            underlay: None,
         };
         let first = self
             .ctl
@@ -664,6 +666,7 @@ fn a_class_member_that_never_comes_gives_its_seat_back() {
         version: "t".into(),
         vtep: *ip,
         vnis: vec![VNI],
+        underlay: None,
     };
     ctl.open_session(came, *ip, &hello, 1, &[VNI]).unwrap();
     let effects = ctl.tick(at(2), &NoCloud, &[VNI]);
@@ -896,6 +899,7 @@ fn a_hello_that_does_not_match_the_member_is_refused() {
         version: "t".into(),
         vtep: vtep(1),
         vnis: vec![VNI],
+        underlay: None,
     };
     let refused = s
         .ctl
@@ -1168,4 +1172,5 @@ proptest! {
     }
 }
 
+mod direct;
 mod neigh;

@@ -143,7 +143,7 @@ impl Agent {
         seq: u32,
     ) -> Result<BgpUpdateMessage, BuildError> {
         let routing = self.vnis.get(vni).ok_or_else(|| not_evpn(vni))?;
-        advertise::mac_route(routing, self.my_vtep, mac, Some(ip), seq)
+        advertise::mac_route(routing, self.next_hop((vni, mac)), mac, Some(ip), seq)
     }
 
     fn ip_withdrawal(

@@ -548,3 +548,33 @@ fn snooped_addresses_of_local_macs_go_out_as_mac_ip_routes() {
     );
     assert!(a.local_neighs(&snooped).is_empty(), "not ours any more");
 }
+
+#[test]
+fn a_direct_members_mac_goes_out_with_its_own_next_hop_and_back_behind_us() {
+    const MEMBER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 7);
+    let mut a = agent(1, 100);
+    up(&mut a, 0);
+    // Set before the MAC is advertised: its first route has the next hop.
+    assert!(a.set_next_hops([((100, MAC), MEMBER)].into()).is_empty());
+    let e = a.local(&local(&[(100, MAC), (100, MAC2)]), NOW);
+    let mut rr = AdjRibIn::new(C);
+    let seen = seen_in(&mut rr, 0, &e);
+    assert!(seen.contains(&ad(MEMBER, 0)), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|i| matches!(i, Intent::Mac(m) if m.mac == MAC2 && m.vtep == ME)),
+        "the others behind this node: {seen:?}"
+    );
+    // The same next hop again: nothing to send.
+    assert!(a.set_next_hops([((100, MAC), MEMBER)].into()).is_empty());
+    // The member is direct no more: the same route (same seq) behind us.
+    // (The reflector's table replaces the route: the old one goes.)
+    let e = a.set_next_hops(BTreeMap::new());
+    assert_eq!(seen_in(&mut rr, 0, &e).last(), Some(&ad(ME, 0)));
+    // And direct again; its full table carries the member's next hop.
+    let e = a.set_next_hops([((100, MAC), MEMBER)].into());
+    assert_eq!(seen_in(&mut rr, 0, &e).last(), Some(&ad(MEMBER, 0)));
+    a.report(0, &down(None), NOW);
+    let table = a.report(0, &established(), NOW);
+    assert!(seen_by(0, &table).contains(&ad(MEMBER, 0)));
+}

@@ -157,6 +157,11 @@ fn routes_that_do_not_fit_are_skipped() {
     let own = wire(advertise::mac_route(&remote(ME, 100), ME, MAC, None, 0).expect("builds"));
     assert_eq!(rib.apply(&own, &v).skipped, [Skip::Own]);
     assert_eq!(rib.apply(&imet_from(ME, 1), &v).skipped, [Skip::Own]);
+    // A gateway's route for a direct member's MAC (next hop: the member),
+    // reflected back: ours by its RD.
+    let ours = v.get(100).unwrap();
+    let direct = wire(advertise::mac_route(ours, C, MAC, Some(IP), 0).expect("builds"));
+    assert_eq!(rib.apply(&direct, &v).skipped, [Skip::Own]);
     assert_eq!(rib.counts(), (0, 0));
 }
 

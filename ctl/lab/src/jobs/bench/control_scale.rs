@@ -145,6 +145,7 @@ fn open(controller: &mut ControllerCore, m: u32) -> Result<Message> {
         version: "bench".into(),
         vtep: member_vtep(m),
         vnis: vec![VNI],
+        underlay: None,
     };
     let first = controller
         .open_session(

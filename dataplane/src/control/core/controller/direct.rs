@@ -1,0 +1,101 @@
+//! Members a gateway advertises into EVPN with their own address as next
+//! hop (`[evpn] direct`), instead of behind itself.
+//!
+//! A member is direct while all of these hold:
+//! - its session is up and its Hello named its underlay VTEP address;
+//! - its WireGuard packets come from that very address (the endpoint the
+//!   device sees: no NAT between it and the cloud, and an address its
+//!   authenticated packets came from, not one it merely claims);
+//! - the address lies in one of the operator's `direct` networks (the cloud
+//!   LAN, trusted as the zone's own nodes are: they send it plain VXLAN);
+//! - it is no VTEP of the zone, not the gateway's, and no other member's.
+//!
+//! A direct member is sent the zone's VTEPs on its VNIs ([`ZoneVteps`]), from
+//! which it then takes plain VXLAN on its underlay; an empty list when it
+//! stops being direct. Floods still go through the gateway both ways: the
+//! member is in no flood list of the zone, and floods only to the gateway.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use super::ControllerCore;
+use crate::control::core::Effect;
+use crate::control::wire::{Message, ZoneVni, ZoneVteps, MAX_ZONE_VTEPS};
+
+impl ControllerCore {
+    /// The address member `name`'s MACs go into EVPN with, if it is direct
+    /// (see the module doc); `None`: behind the gateway.
+    #[must_use]
+    pub fn direct_address(&self, name: &str) -> Option<Ipv4Addr> {
+        let addr = self.direct_candidate(name)?;
+        let shared = self
+            .sessions
+            .keys()
+            .filter(|other| other.as_str() != name)
+            .any(|other| self.direct_candidate(other) == Some(addr));
+        (!shared).then_some(addr)
+    }
+
+    /// Member `name`'s address if it alone qualified (not yet checked
+    /// against the other members').
+    fn direct_candidate(&self, name: &str) -> Option<Ipv4Addr> {
+        let addr = self.sessions.get(name)?.underlay?;
+        let seen = self.registry.members.get(name)?.endpoint?.ip();
+        let ours = addr == self.me.tunnel_addr || self.me.endpoint.ip() == addr;
+        let zone = self.zone.values().any(|vteps| vteps.contains(&addr));
+        let allowed = self.policy.direct.iter().any(|net| net.contains(addr));
+        (seen == addr && allowed && !ours && !zone).then_some(addr)
+    }
+
+    /// The EVPN zone's VTEPs per VNI now (the agent's flood lists and
+    /// located VTEPs): direct members whose view changed are told.
+    pub fn set_zone(&mut self, zone: BTreeMap<u32, BTreeSet<Ipv4Addr>>) -> Vec<Effect> {
+        if self.zone == zone {
+            return Vec::new();
+        }
+        self.zone = zone;
+        self.zone_updates()
+    }
+
+    /// A [`ZoneVteps`] for every session whose view of the zone changed
+    /// since it was last told (a member that stopped being direct gets an
+    /// empty one): after a session opened or closed, an endpoint moved, or
+    /// the zone changed.
+    pub fn zone_updates(&mut self) -> Vec<Effect> {
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        let mut out = Vec::new();
+        for name in names {
+            let view = self.zone_view(&name);
+            let Some(session) = self.sessions.get_mut(&name) else {
+                continue;
+            };
+            if session.zone_sent != view {
+                session.zone_sent = view.clone();
+                out.push(Effect::Send {
+                    to: name,
+                    message: Message::ZoneVteps(view),
+                });
+            }
+        }
+        out
+    }
+
+    /// What member `name` should hold of the zone: its VNIs' VTEPs if it
+    /// is direct, else nothing.
+    fn zone_view(&self, name: &str) -> ZoneVteps {
+        let (Some(_), Some(session)) = (self.direct_address(name), self.sessions.get(name)) else {
+            return ZoneVteps::default();
+        };
+        ZoneVteps {
+            vnis: self
+                .zone
+                .iter()
+                .filter(|(vni, vteps)| session.vnis.contains(vni) && !vteps.is_empty())
+                .map(|(vni, vteps)| ZoneVni {
+                    vni: *vni,
+                    vteps: vteps.iter().copied().take(MAX_ZONE_VTEPS).collect(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -489,6 +489,7 @@ impl Bed {
             VtepBinding {
                 path: VtepPath::Tunnel,
                 learn: true,
+                direct: false,
             },
         );
         self.maps.set_tunnel(t.ifindex, TUN_LOCAL).unwrap();

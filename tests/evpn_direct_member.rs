@@ -111,13 +111,14 @@ fn state(c: &Cluster, frr: &Frr, frr_host: &Host) -> String {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    let frr_vni = frr.vtysh(&format!("show evpn vni {VNI}"));
     let frr_fdb = frr_host
         .ns()
         .run(&["bridge", "fdb", "show", "dev", &format!("vxlan{VNI}")])
         .map(|o| format!("{o:?}"))
         .unwrap_or_default();
     format!(
-        "--- FRR MACs:\n{}\n--- FRR kernel FDB: {frr_fdb}\n--- FRR log:\n{}\n\
+        "--- FRR VNI: {frr_vni}\n--- FRR MACs:\n{}\n--- FRR kernel FDB: {frr_fdb}\n--- FRR log:\n{}\n\
          --- gateway log:\n{}\n--- gateway counters:\n{}\n--- LAN member log:\n{}\n\
          --- LAN member counters:\n{}\n--- LAN member FDB:\n{}",
         frr.vtysh(&format!("show evpn mac vni {VNI}")),
@@ -165,7 +166,7 @@ fn a_member_on_the_cloud_lan_takes_the_zones_vxlan_directly() {
         );
     }
     // FRR: the LAN member's VM behind the member, the client's behind the
-    // gateway.
+    // gateway; the member a VTEP it floods to.
     for (n, vtep) in [(LAN_MEMBER, LAN_ADDR), (CLIENT, GATEWAY)] {
         assert!(
             wait_for(Duration::from_secs(15), || frr_places(
@@ -178,6 +179,14 @@ fn a_member_on_the_cloud_lan_takes_the_zones_vxlan_directly() {
         );
     }
 
+    assert!(
+        wait_for(Duration::from_secs(10), || frr
+            .vtysh(&format!("show evpn vni {VNI}"))
+            .contains(&LAN_ADDR.to_string())),
+        "{}",
+        context("FRR does not flood to the LAN member")
+    );
+    operators_see_who_is_direct(&c);
     direct_vxlan_on_the_wire(&c, &frr_host, &frr_vm, &context);
     let p = pings(client_vm, vm_ip(FRR_VM));
     assert_eq!(
@@ -186,6 +195,34 @@ fn a_member_on_the_cloud_lan_takes_the_zones_vxlan_directly() {
     );
     a_lan_host_that_is_no_vtep_gets_nothing_in(&c);
     the_frr_vm_migrates_to_the_lan_member(&c, &frr, frr_vm, &stays, &context);
+}
+
+/// `client list` on the gateway names the LAN member's own address in EVPN
+/// DIRECT (the WAN client's is "-"); the LAN member's status lists the
+/// zone's VTEP it takes VXLAN from.
+fn operators_see_who_is_direct(c: &Cluster) {
+    let list = c.controller().daemon.ctl(&["client", "list"]).unwrap();
+    let row = |n: usize| {
+        list.lines()
+            .find(|l| l.starts_with(&c.nodes[n].member_name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row(LAN_MEMBER).ends_with(&LAN_ADDR.to_string()), "{list}");
+    assert!(row(CLIENT).ends_with('-'), "{list}");
+    let status = c.nodes[LAN_MEMBER].daemon.status_json().unwrap();
+    assert_eq!(
+        status["member"]["direct_from"][VNI.to_string()],
+        serde_json::json!([FRR.to_string()]),
+        "{status}"
+    );
+    let text = c.nodes[LAN_MEMBER].daemon.ctl(&["status"]).unwrap();
+    assert!(
+        text.contains(&format!(
+            "direct    VNI {VNI}: plain VXLAN from the EVPN zone's {FRR}"
+        )),
+        "{text}"
+    );
 }
 
 /// Pings both ways between the FRR VM and the LAN member's VM: the capture
@@ -251,6 +288,63 @@ fn direct_vxlan_on_the_wire(
     assert!(
         relayed_during < 5.0,
         "the gateway relayed {relayed_during} packets during the direct pings"
+    );
+    floods_reach_the_direct_member_once(c, frr_host, frr_vm, context);
+}
+
+/// The FRR VM broadcasts three pings (ARP requests would not leave FRR's
+/// bridge: its VXLAN port suppresses them): FRR floods each to the LAN
+/// member itself (its type-3 route, which the gateway advertises), and the
+/// gateway relays each to the WAN client only, not again to the LAN member.
+fn floods_reach_the_direct_member_once(
+    c: &Cluster,
+    frr_host: &Host,
+    frr_vm: &Vm,
+    context: &dyn Fn(&str) -> String,
+) {
+    let capture = PcapCapture::start(frr_host.ns(), UNDERLAY_IF, "udp port 4789");
+    let to_members = || metric(c, 0, "vlnet_relay_packets_total{direction=\"to_members\"}");
+    let before = to_members();
+    // ping reports no reply (VMs ignore broadcast pings): its status is
+    // not checked.
+    let _ = frr_vm.ns().output_within(
+        &[
+            "ping",
+            "-b",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "192.0.2.255",
+        ],
+        Duration::from_secs(5),
+    );
+    let relayed = to_members() - before;
+    let pcap = capture.stop();
+    let direct = pcap
+        .fields(
+            &format!("ip.dst == {LAN_ADDR} and ip.dst == 192.0.2.255 and icmp.type == 8"),
+            &["ip.src"],
+        )
+        .len();
+    assert_eq!(
+        direct,
+        3,
+        "{}",
+        context(&format!(
+            "FRR did not flood each broadcast to the LAN member itself: {:?}",
+            pcap.fields("icmp", &["ip.src", "ip.dst", "icmp.type"])
+        ))
+    );
+    assert!(
+        (2.5..3.5).contains(&relayed),
+        "{}",
+        context(&format!(
+            "the gateway relayed {relayed} copies of 3 broadcasts to members \
+             (the WAN client alone expected)"
+        ))
     );
 }
 

@@ -6,7 +6,8 @@
 //! by [`crate::sync`].
 //!
 //! - A member's tunnel address: the tunnel, no learning (its MACs come
-//!   through the control plane, where ownership is checked).
+//!   through the control plane, where ownership is checked); on a gateway,
+//!   marked direct when the EVPN zone floods to it itself.
 //! - On a member, the controller's tunnel address: the tunnel, learning (it
 //!   relays the cloud, whose VMs migrate).
 //! - A VTEP of an EVPN VNI: the underlay, "learning" as a zone VTEP (a
@@ -23,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
-use vlnet_ebpf::abi::{vlnet_vtep, VLNET_PATH_TUNNEL, VLNET_PATH_UNDERLAY, VLNET_VTEP_LEARN};
+use vlnet_ebpf::abi::{
+    vlnet_vtep, VLNET_PATH_TUNNEL, VLNET_PATH_UNDERLAY, VLNET_VTEP_DIRECT, VLNET_VTEP_LEARN,
+};
 
 use crate::config::{Config, Proto};
 use crate::control::Dynamic;
@@ -44,6 +47,9 @@ pub struct VtepBinding {
     pub path: VtepPath,
     /// Whether its frames may create and move learned FDB entries.
     pub learn: bool,
+    /// On a gateway, a member the EVPN zone reaches directly
+    /// (`VLNET_VTEP_DIRECT`: the zone's floods are not relayed to it).
+    pub direct: bool,
 }
 
 impl VtepBinding {
@@ -51,6 +57,7 @@ impl VtepBinding {
     pub const MEMBER: Self = Self {
         path: VtepPath::Tunnel,
         learn: false,
+        direct: false,
     };
     /// A VTEP of an EVPN VNI (from its type-2 or type-3 routes): on the
     /// underlay, and part of the zone a gateway relays its members to (the
@@ -60,6 +67,7 @@ impl VtepBinding {
     pub const EVPN: Self = Self {
         path: VtepPath::Underlay,
         learn: true,
+        direct: false,
     };
     /// On a member the gateway advertises with its own address, a VTEP of
     /// the EVPN zone that sends it plain VXLAN: on the underlay, and
@@ -69,11 +77,13 @@ impl VtepBinding {
     pub const DIRECT_ZONE: Self = Self {
         path: VtepPath::Underlay,
         learn: true,
+        direct: false,
     };
     /// The controller, seen from a member: through the tunnel, learning.
     pub const CONTROLLER: Self = Self {
         path: VtepPath::Tunnel,
         learn: true,
+        direct: false,
     };
 
     /// The entry of `vlnet_vteps`.
@@ -84,7 +94,8 @@ impl VtepBinding {
                 VtepPath::Underlay => VLNET_PATH_UNDERLAY,
                 VtepPath::Tunnel => VLNET_PATH_TUNNEL,
             },
-            flags: if self.learn { VLNET_VTEP_LEARN } else { 0 },
+            flags: if self.learn { VLNET_VTEP_LEARN } else { 0 }
+                | if self.direct { VLNET_VTEP_DIRECT } else { 0 },
         }
     }
 }
@@ -111,7 +122,14 @@ pub fn vtep_bindings(
         out.insert(vtep, VtepBinding::DIRECT_ZONE);
     }
     for &member in dynamic.peers.values().flatten() {
-        out.insert(member, VtepBinding::MEMBER);
+        let direct = dynamic.direct_members.contains(&member);
+        out.insert(
+            member,
+            VtepBinding {
+                direct,
+                ..VtepBinding::MEMBER
+            },
+        );
     }
     for &controller in &dynamic.trusted {
         out.insert(controller, VtepBinding::CONTROLLER);
@@ -122,7 +140,14 @@ pub fn vtep_bindings(
         } else {
             VtepPath::Underlay
         };
-        out.insert(peer, VtepBinding { path, learn: true });
+        out.insert(
+            peer,
+            VtepBinding {
+                path,
+                learn: true,
+                direct: false,
+            },
+        );
     }
     out
 }
@@ -220,6 +245,18 @@ mod tests {
             VtepBinding::MEMBER,
             "a member's address stays a member's, whatever the list says"
         );
+        // On a gateway, a direct member is marked so.
+        let gateway = Dynamic {
+            direct_members: [MEMBER_A].into(),
+            ..dynamic(&[])
+        };
+        let b = vtep_bindings(&config(""), &gateway, Some(net));
+        assert!(b[&MEMBER_A].direct && !b[&MEMBER_B].direct);
+        assert_eq!(
+            b[&MEMBER_A].to_kernel().flags,
+            VLNET_VTEP_DIRECT,
+            "no learning"
+        );
     }
 
     #[test]
@@ -237,14 +274,16 @@ mod tests {
             b[&KERNEL_PEER],
             VtepBinding {
                 path: VtepPath::Underlay,
-                learn: true
+                learn: true,
+                direct: false,
             }
         );
         assert_eq!(
             b[&SECURE_PEER],
             VtepBinding {
                 path: VtepPath::Tunnel,
-                learn: true
+                learn: true,
+                direct: false,
             },
             "a static peer inside the tunnel's network"
         );
@@ -278,6 +317,7 @@ mod tests {
         let peer = VtepBinding {
             path: VtepPath::Underlay,
             learn: true,
+            direct: false,
         }
         .to_kernel();
         assert_eq!(

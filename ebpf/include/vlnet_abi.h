@@ -166,6 +166,9 @@ struct vlnet_vtep {
 #define VLNET_VTEP_LEARN 1 /* its frames may create and move learned FDB entries (static
 			    * peers, and on a member the controller); without it (members)
 			    * a frame may only confirm an entry that already points at it */
+#define VLNET_VTEP_DIRECT 2 /* on a gateway, a member the EVPN zone reaches directly (it
+			     * floods to its underlay address): the zone's floods are not
+			     * relayed to it (lib/relay.h) */
 
 /*
  * Key of vlnet_open_ports: a host port on this node that members may reach

@@ -87,6 +87,7 @@ fn a_local_broadcast_reaches_each_of_1024_vteps_once() {
     let secure = VtepBinding {
         path: VtepPath::Tunnel,
         learn: true,
+        direct: false,
     };
     let (mut bed, tun, port, all) = flood_bed("flood1k", secure);
     bed.set_flood(400, port, &all, &[]);

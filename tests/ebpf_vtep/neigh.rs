@@ -368,6 +368,7 @@ fn a_members_arp_is_not_snooped(mode: Mode) {
     let on_the_underlay = vlnet_dataplane::trust::VtepBinding {
         path: vlnet_dataplane::trust::VtepPath::Underlay,
         learn: false,
+        direct: false,
     };
     bed.add_peer(100, member, on_the_underlay);
     let arp = arp_from(VM_M_MAC, VM_M_MAC, VM_B_IP.octets(), VM_A_IP.octets());

@@ -52,6 +52,7 @@ fn gateway(tag: &str) -> Bed {
     let member_on_the_underlay = VtepBinding {
         path: VtepPath::Underlay,
         learn: false,
+        direct: false,
     };
     bed.add_peer(100, PEER2, STATIC_PEER);
     bed.add_peer(100, MEMBER, member_on_the_underlay);
@@ -288,6 +289,45 @@ fn floods_follow_split_horizon() {
     let (ret, out) = bed.decap(Mode::Tc, &frames::vxlan(PEER, LOCAL, 100, 0, &unknown));
     assert_eq!((ret, out), (TC_ACT_REDIRECT, unknown), "delivered here");
     assert_eq!(sent(&bed), sent_to(&[MEMBER, MEMBER2]), "no new copy");
+}
+
+/// A direct member (`VLNET_VTEP_DIRECT`: the zone floods to it itself) gets
+/// no relayed copy of the zone's floods, but still its known unicast, and
+/// the gateway's own floods; its own floods are relayed to the zone.
+#[test]
+fn a_direct_member_gets_no_relayed_floods() {
+    let mut bed = gateway("rlydirect");
+    let direct = VtepBinding {
+        path: VtepPath::Underlay,
+        learn: false,
+        direct: true,
+    };
+    bed.add_peer(100, MEMBER2, direct);
+    let capture = PacketSocket::bind(bed.ns.ifindex("ul1"));
+    capture.set_rcvbuf(1 << 20);
+    let arp = frames::inner_arp_request();
+    let (ret, out) = bed.decap(Mode::Tc, &frames::vxlan(PEER, LOCAL, 100, 0, &arp));
+    assert_eq!((ret, out), (TC_ACT_REDIRECT, arp.clone()), "delivered here");
+    let copies = capture.recv_vxlan(1);
+    assert_eq!(outer_dst(&copies[0]), MEMBER);
+    assert_eq!(
+        sent(&bed),
+        sent_to(&[MEMBER]),
+        "no copy to the direct member"
+    );
+    assert_eq!(relayed(&bed), [(1, arp.len() as u64), (0, 0)]);
+    // Its MAC's known unicast is still relayed to it.
+    place(&mut bed, VM_B_MAC, MEMBER2, VLNET_FDB_CONTROL);
+    let unicast = frames::inner_udp(VM_B_MAC, 0, 10);
+    let (ret, out) = bed.decap(Mode::Tc, &frames::vxlan(PEER, LOCAL, 100, 0, &unicast));
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(outer_dst(&out), MEMBER2, "the relayed frame itself");
+    // Its own broadcast from a MAC it owns goes to the zone.
+    place(&mut bed, VM_A_MAC, MEMBER2, VLNET_FDB_CONTROL);
+    bed.decap(Mode::Tc, &frames::vxlan(MEMBER2, LOCAL, 100, 0, &arp));
+    let mut to: Vec<Ipv4Addr> = capture.recv_vxlan(2).iter().map(|c| outer_dst(c)).collect();
+    to.sort();
+    assert_eq!(to, [PEER, PEER2]);
 }
 
 /// At XDP a frame to relay passes untouched and uncounted to TC (which

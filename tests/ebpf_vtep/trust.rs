@@ -105,6 +105,7 @@ fn member_frames_may_not_take_macs(mode: Mode) {
     let member = VtepBinding {
         path: VtepPath::Underlay,
         learn: false,
+        direct: false,
     };
     bed.add_peer(100, MEMBER, member);
     let frame = frames::vxlan(MEMBER, LOCAL, 100, 0, &inner());

@@ -62,6 +62,7 @@ pub enum Mode {
 pub const STATIC_PEER: VtepBinding = VtepBinding {
     path: VtepPath::Underlay,
     learn: true,
+    direct: false,
 };
 
 /// One namespace with an underlay veth (ul0 198.18.0.1/24 ↔ ul1), overlay

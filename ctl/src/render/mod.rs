@@ -249,6 +249,7 @@ pub fn clients(clients: &[ClientRecord]) -> String {
                 bytes(c.tx_bytes),
                 c.uses_left
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                c.direct.map_or_else(|| "-".to_owned(), |a| a.to_string()),
             ]
         })
         .collect();
@@ -264,6 +265,7 @@ pub fn clients(clients: &[ClientRecord]) -> String {
             ("RX", Align::Right),
             ("TX", Align::Right),
             ("USES LEFT", Align::Right),
+            ("EVPN DIRECT", Align::Left),
         ],
         &rows,
     )
@@ -344,6 +346,17 @@ fn member(out: &mut String, m: &MemberStatus) {
         .collect::<Vec<_>>()
         .join(", ");
     let _ = writeln!(out, "granted   VNIs {vnis}; {} MACs held here", m.macs);
+    for (vni, vteps) in &m.direct_from {
+        let vteps = vteps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "direct    VNI {vni}: plain VXLAN from the EVPN zone's {vteps} on the underlay"
+        );
+    }
 }
 
 /// `vlnet ctl leave`: what the node left.

@@ -187,6 +187,7 @@ impl ControlPlane {
                 rx_bytes: wg.map_or(0, |p| p.rx_bytes),
                 tx_bytes: wg.map_or(0, |p| p.tx_bytes),
                 uses_left: None,
+                direct: c.direct_address(name),
             }
         });
         let invites = c.registry().invites.iter().map(|(name, i)| ClientRecord {
@@ -207,6 +208,7 @@ impl ControlPlane {
             rx_bytes: 0,
             tx_bytes: 0,
             uses_left: i.uses_left,
+            direct: None,
         });
         Ok(members.chain(invites).collect())
     }

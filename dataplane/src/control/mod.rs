@@ -25,6 +25,7 @@ mod error;
 mod locals;
 pub mod macbook;
 mod member;
+pub mod member_routes;
 pub mod membership;
 pub mod mobility;
 pub mod neighbook;

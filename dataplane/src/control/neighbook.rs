@@ -12,20 +12,6 @@ use crate::mac::MacAddr;
 /// A MAC on a VNI.
 pub type MacKey = (u32, MacAddr);
 
-/// The MACs a controller's members hold (what a gateway advertises into
-/// EVPN).
-pub type MemberMacs = std::collections::BTreeMap<MacKey, MemberMac>;
-
-/// One MAC a controller's member holds, as a gateway advertises it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemberMac {
-    /// The member's own address when the gateway advertises it as next hop
-    /// (a direct member); `None`: the gateway's VTEP.
-    pub next_hop: Option<std::net::Ipv4Addr>,
-    /// The addresses bound to the MAC.
-    pub neighs: NeighSet,
-}
-
 /// The addresses bound to one MAC.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NeighSet {

@@ -23,8 +23,9 @@ use super::core::member::MemberCore;
 use super::core::{CloudView, Effect, Now, RejectReason, Rejection};
 use super::error::ControlError;
 use super::macbook::FdbChange;
+use super::member_routes::MemberRoutes;
 use super::membership::{membership_path, Membership};
-use super::neighbook::{MacKey, MemberMacs, NeighSet};
+use super::neighbook::{MacKey, NeighSet};
 use super::registry::{registry_path, Registry, RegistryError};
 use super::tunnel::{
     log_file, pid_file, DesiredPeer, Tunnel, TunnelError, TunnelSpec, WG_OVERHEAD,
@@ -102,6 +103,9 @@ pub struct Dynamic {
     /// the EVPN zone's VTEPs that send it plain VXLAN on its underlay (they
     /// get no floods; the gateway relays those).
     pub direct: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    /// On a gateway, the tunnel addresses of its direct members (the EVPN
+    /// zone floods to them itself).
+    pub direct_members: BTreeSet<Ipv4Addr>,
 }
 
 /// Refused control input by reason, for `/metrics`.
@@ -154,6 +158,10 @@ pub struct ClientRecord {
     /// A class invite's joins left (`client add NAME --uses N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses_left: Option<u32>,
+    /// On a gateway, its own address when its MACs go into EVPN with it as
+    /// next hop (`[evpn] direct`); otherwise they go behind the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<Ipv4Addr>,
 }
 
 /// A joined member's membership, as its `vlnet ctl status` shows it.
@@ -175,6 +183,10 @@ pub struct MemberStatus {
     pub vnis: Vec<u32>,
     /// MACs this member holds (advertised from its bridges).
     pub macs: usize,
+    /// The EVPN zone's VTEPs that send it plain VXLAN on its underlay, per
+    /// VNI (the gateway advertises it with its own address).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub direct_from: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
 }
 
 /// One member's WireGuard numbers, for the controller's `/metrics`.
@@ -240,7 +252,7 @@ pub struct ControlPlane {
     changed: watch::Sender<u64>,
     /// On a controller, the MACs its members hold and their addresses
     /// (what a gateway advertises into EVPN behind its own VTEP).
-    member_macs: watch::Sender<MemberMacs>,
+    member_routes: watch::Sender<MemberRoutes>,
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,
     next_session: AtomicU64,
@@ -326,7 +338,7 @@ impl ControlPlane {
             tunnel: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
-            member_macs: watch::channel(MemberMacs::new()).0,
+            member_routes: watch::channel(MemberRoutes::default()).0,
             local_poke: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             next_session: AtomicU64::new(1),
@@ -364,7 +376,7 @@ impl ControlPlane {
                 .unwrap_or_default(),
         };
         self.hooks.apply_fdb(&entries);
-        self.publish_member_macs();
+        self.publish_member_routes();
         self.hooks.clear_control_neighs();
         Ok(())
     }
@@ -453,12 +465,12 @@ impl ControlPlane {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// The MACs the members hold and their addresses, on a controller (none
-    /// on a member); changes wake the receiver.
+    /// What a gateway advertises into EVPN for its members, on a controller
+    /// (nothing on a member); changes wake the receiver.
     #[must_use]
-    pub fn member_macs(&self) -> watch::Receiver<MemberMacs> {
-        let rx = self.member_macs.subscribe();
-        self.publish_member_macs();
+    pub fn member_routes(&self) -> watch::Receiver<MemberRoutes> {
+        let rx = self.member_routes.subscribe();
+        self.publish_member_routes();
         rx
     }
 
@@ -473,32 +485,47 @@ impl ControlPlane {
         let _ = self.direct_changed(|c| c.set_zone(zone));
     }
 
-    /// Runs `f` on the controller's core, carries out its effects, and
-    /// publishes the members' MACs again: `f` may have changed which members
-    /// are direct.
+    /// Runs `f` on the controller's core and carries out its effects; `f`
+    /// may have changed which members are direct: the members' routes are
+    /// published again and, if the direct members changed, the data plane
+    /// converges (their `VLNET_VTEP_DIRECT`).
     pub(super) fn direct_changed(
         &self,
         f: impl FnOnce(&mut ControllerCore) -> Vec<Effect>,
     ) -> Option<Result<(), ControlError>> {
-        let done = self.with_controller(|c, _| ((), f(c)));
-        self.publish_member_macs();
+        let mut before = None;
+        let done = self.with_controller(|c, _| {
+            before = Some(c.direct_members());
+            ((), f(c))
+        });
+        let after = match &*self.inner() {
+            Inner::Controller(c) => Some(c.direct_members()),
+            Inner::Member(_) => None,
+        };
+        if before != after {
+            self.notify();
+        }
+        self.publish_member_routes();
         done
     }
 
-    /// Publishes the MACs the members hold now (subscribers wake only on
-    /// change); nothing to do without a subscriber (a controller without
-    /// `[evpn]`), which reads them when it subscribes.
-    fn publish_member_macs(&self) {
-        if self.member_macs.receiver_count() == 0 {
+    /// Publishes what the gateway advertises for its members now
+    /// (subscribers wake only on change); nothing to do without a subscriber
+    /// (a controller without `[evpn]`), which reads it when it subscribes.
+    fn publish_member_routes(&self) {
+        if self.member_routes.receiver_count() == 0 {
             return;
         }
-        let held = match &*self.inner() {
-            Inner::Controller(c) => c.member_macs(),
-            Inner::Member(_) => MemberMacs::new(),
+        let routes = match &*self.inner() {
+            Inner::Controller(c) => MemberRoutes {
+                macs: c.member_macs(),
+                floods: c.direct_by_vni(),
+            },
+            Inner::Member(_) => MemberRoutes::default(),
         };
-        self.member_macs.send_if_modified(|current| {
-            let changed = *current != held;
-            *current = held;
+        self.member_routes.send_if_modified(|current| {
+            let changed = *current != routes;
+            *current = routes;
             changed
         });
     }
@@ -623,11 +650,11 @@ impl ControlPlane {
                 Effect::Send { to, message } => self.send(&to, message),
                 Effect::Fdb(changes) => {
                     self.hooks.apply_fdb(&changes);
-                    self.publish_member_macs();
+                    self.publish_member_routes();
                 }
                 Effect::Neigh(changes) => {
                     self.hooks.apply_neigh(&changes);
-                    self.publish_member_macs();
+                    self.publish_member_routes();
                 }
                 Effect::ForgetLocal { vni, mac } => self.hooks.forget_local(vni, mac),
                 Effect::Reject(r) => self.rejected(&r),
@@ -764,6 +791,7 @@ impl ControlPlane {
             session,
             vnis: ms.vnis,
             macs,
+            direct_from: ms.zone,
         })
     }
 
@@ -831,7 +859,10 @@ impl ControlPlane {
             ..Dynamic::default()
         };
         match &*self.inner() {
-            Inner::Controller(c) => d.peers = c.peers_by_vni(),
+            Inner::Controller(c) => {
+                d.peers = c.peers_by_vni();
+                d.direct_members = c.direct_members().into_keys().collect();
+            }
             Inner::Member(Some(m)) => {
                 let ms = m.joined();
                 d.vnis = ms.vnis.iter().copied().collect();

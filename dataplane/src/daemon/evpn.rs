@@ -103,7 +103,7 @@ pub fn spawn(
         .map_or_else(RemoteVteps::default, |k| k.vteps.clone());
     let (tx, rx) = watch::channel(first);
     let hooks: Arc<dyn DataplaneHooks> = node.clone();
-    let members = plane.map(ControlPlane::member_macs);
+    let members = plane.map(ControlPlane::member_routes);
     let (converged, converged_rx) = watch::channel(0);
     let edges = run::Edges {
         hooks,

@@ -160,8 +160,11 @@ pub struct Agent {
     /// This node's MACs' addresses, advertised as MAC/IP routes.
     local_ips: BTreeMap<(u32, MacAddr), BTreeSet<IpAddr>>,
     /// This node's MACs advertised with another next hop than its VTEP
-    /// (`agent/next_hops.rs`).
+    /// (`agent/direct.rs`).
     next_hops: BTreeMap<(u32, MacAddr), Ipv4Addr>,
+    /// On a gateway, the `(vni, address)` of each direct member's type-3
+    /// route (`agent/direct.rs`).
+    direct_floods: BTreeSet<(u32, Ipv4Addr)>,
 }
 
 impl Agent {
@@ -189,6 +192,7 @@ impl Agent {
             remote_ips: BTreeMap::new(),
             local_ips: BTreeMap::new(),
             next_hops: BTreeMap::new(),
+            direct_floods: BTreeSet::new(),
         }
     }
 
@@ -480,6 +484,7 @@ impl Agent {
             .iter()
             .map(|r| advertise::imet_route(r, self.my_vtep))
             .collect();
+        updates.extend(self.direct_imets());
         updates.extend(self.book.local_routes().iter().map(|a| self.mac_update(a)));
         updates.extend(self.local_ip_updates());
         updates.push(advertise::end_of_rib());
@@ -550,7 +555,7 @@ fn not_evpn(vni: u32) -> BuildError {
     BuildError(format!("VNI {vni} is not an EVPN VNI"))
 }
 
+mod direct;
 mod ips;
-mod next_hops;
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,8 @@ use super::speaker::{self, Command, Report};
 use super::vni::VniTable;
 use crate::config::EvpnConfig;
 use crate::conn_limit::Backoff;
-use crate::control::neighbook::{MacKey, MemberMacs, NeighSet};
+use crate::control::member_routes::MemberRoutes;
+use crate::control::neighbook::{MacKey, NeighSet};
 use crate::control::DataplaneHooks;
 use crate::mac::MacAddr;
 use crate::model::{EvpnNeighbor, EvpnReport, EvpnVni};
@@ -156,8 +157,8 @@ pub type Status = Arc<Mutex<Snapshot>>;
 pub struct Edges {
     /// The data plane.
     pub hooks: Arc<dyn DataplaneHooks>,
-    /// On a gateway, the MACs its members hold and their addresses.
-    pub members: Option<watch::Receiver<MemberMacs>>,
+    /// On a gateway, what it advertises for its members.
+    pub members: Option<watch::Receiver<MemberRoutes>>,
     /// Where the remote VTEPs go (the convergence task).
     pub vteps: watch::Sender<RemoteVteps>,
     /// Bumped after every convergence.
@@ -292,24 +293,28 @@ fn spawn_speakers(
 
 /// Hands the agent the MACs to advertise as this node's, the bridges' and
 /// the members', with the members' next hops (a direct member's own
-/// address).
+/// address), and the direct members the zone floods to.
 fn take_local(
     agent: &mut Agent,
     locals: &mut watch::Receiver<BTreeSet<(u32, MacAddr)>>,
-    members: Option<&mut watch::Receiver<MemberMacs>>,
+    members: Option<&mut watch::Receiver<MemberRoutes>>,
     now: Duration,
 ) -> Vec<Effect> {
     let mut advertised = locals.borrow_and_update().clone();
     let mut hops = BTreeMap::new();
+    let mut floods = BTreeMap::new();
     if let Some(m) = members {
-        for (key, held) in m.borrow_and_update().iter() {
+        let routes = m.borrow_and_update();
+        for (key, held) in &routes.macs {
             advertised.insert(*key);
             if let Some(hop) = held.next_hop {
                 hops.insert(*key, hop);
             }
         }
+        floods.clone_from(&routes.floods);
     }
     let mut effects = agent.set_next_hops(hops);
+    effects.extend(agent.set_direct_floods(&floods));
     effects.extend(agent.local(&advertised, now));
     effects
 }
@@ -318,11 +323,17 @@ fn take_local(
 /// plane snooped from its VMs and, on a gateway, its members'.
 fn addresses(
     hooks: &dyn DataplaneHooks,
-    members: Option<&watch::Receiver<MemberMacs>>,
+    members: Option<&watch::Receiver<MemberRoutes>>,
 ) -> BTreeMap<MacKey, NeighSet> {
     let mut out = hooks.local_neighs();
     if let Some(m) = members {
-        out.extend(m.borrow().iter().map(|(k, held)| (*k, held.neighs.clone())));
+        let routes = m.borrow();
+        out.extend(
+            routes
+                .macs
+                .iter()
+                .map(|(k, held)| (*k, held.neighs.clone())),
+        );
     }
     out
 }

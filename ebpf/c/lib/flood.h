@@ -31,13 +31,24 @@ static __always_inline __u32 flood_vtep(__u32 vni, __u32 slot)
 	return vtep ? *vtep : 0;
 }
 
+/* Whether a relayed flood skips @vtep: a member the zone floods to itself. */
+static __always_inline int relay_skips(const struct encap_ctx *e, __u32 vtep)
+{
+	struct vlnet_vtep *v;
+
+	if (e->relay_dir != VLNET_RELAY_TO_MEMBERS)
+		return 0;
+	v = bpf_map_lookup_elem(&vlnet_vteps, &vtep);
+	return v && (v->flags & VLNET_VTEP_DIRECT);
+}
+
 /* bpf_loop() callback: the copy for slot @i of the range. Failures are counted by encap_send(). */
 static long flood_copy(__u64 i, void *data)
 {
 	struct flood_ctx *f = data;
 	__u32 vtep = flood_vtep(f->e->vni, f->first + (__u32)i);
 
-	if (vtep)
+	if (vtep && !relay_skips(f->e, vtep))
 		encap_send(f->skb, f->e, vtep, 1);
 	return 0;
 }

@@ -12,7 +12,8 @@
  * source and learn the members' MACs behind it.
  *
  * Split horizon: a flood (broadcast, multicast, unknown unicast) from the
- * zone is delivered here and copied to every member, never back to the
+ * zone is delivered here and copied to every member but the direct ones
+ * (VLNET_VTEP_DIRECT: the zone floods to them itself), never back to the
  * zone (whose nodes replicate among themselves); a flood from a member is
  * delivered here and copied to the zone, never to other members (a member
  * floods to every other member itself). A known unicast frame for a VTEP

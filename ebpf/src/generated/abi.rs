@@ -167,6 +167,7 @@ pub const VLNET_VNI_CONTROL_ONLY: u32 = 8;
 pub const VLNET_PATH_UNDERLAY: u32 = 1;
 pub const VLNET_PATH_TUNNEL: u32 = 2;
 pub const VLNET_VTEP_LEARN: u32 = 1;
+pub const VLNET_VTEP_DIRECT: u32 = 2;
 pub const VLNET_RELAY_TO_MEMBERS: u32 = 0;
 pub const VLNET_RELAY_TO_ZONE: u32 = 1;
 pub const VLNET_RELAY_DIRECTIONS: u32 = 2;

@@ -53,8 +53,9 @@ mod neigh;
 use super::claims::{Claim, Claims, MacKey};
 use super::{CloudView, Effect, Now, RejectReason, Rejection};
 use crate::control::macbook::{Applied, MacBook, Relay};
+use crate::control::member_routes::{MemberMac, MemberMacs};
 use crate::control::mobility::NodeId;
-use crate::control::neighbook::{MemberMac, MemberMacs, NeighBook, NeighSet};
+use crate::control::neighbook::{NeighBook, NeighSet};
 use crate::control::registry::{
     ControllerAddrs, InviteRequest, MemberRecord, MoveGrant, Registry, RegistryError, Removed,
     MAX_TTL_SECS,
@@ -244,14 +245,7 @@ impl ControllerCore {
     /// member's own address as next hop (`controller/direct.rs`).
     #[must_use]
     pub fn member_macs(&self) -> MemberMacs {
-        let direct: BTreeMap<Ipv4Addr, Ipv4Addr> = self
-            .sessions
-            .keys()
-            .filter_map(|name| {
-                let tunnel = self.registry.members.get(name)?.tunnel_addr;
-                Some((tunnel, self.direct_address(name)?))
-            })
-            .collect();
+        let direct = self.direct_members();
         self.book
             .routes(None)
             .into_iter()

@@ -578,3 +578,39 @@ fn a_direct_members_mac_goes_out_with_its_own_next_hop_and_back_behind_us() {
     let table = a.report(0, &established(), NOW);
     assert!(seen_by(0, &table).contains(&ad(MEMBER, 0)));
 }
+
+#[test]
+fn a_direct_member_gets_a_type_3_route_while_it_is_direct() {
+    const MEMBER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 7);
+    let mut a = agent(1, 100);
+    up(&mut a, 0);
+    let floods = |vni: u32| BTreeMap::from([(vni, BTreeSet::from([MEMBER]))]);
+    assert!(
+        a.set_direct_floods(&floods(200)).is_empty(),
+        "not an EVPN VNI here"
+    );
+    let mut rr = AdjRibIn::new(C);
+    let e = a.set_direct_floods(&floods(100));
+    assert_eq!(
+        seen_in(&mut rr, 0, &e),
+        [Intent::FloodAdd {
+            vni: 100,
+            vtep: MEMBER
+        }]
+    );
+    assert!(a.set_direct_floods(&floods(100)).is_empty(), "sent once");
+    a.report(0, &down(None), NOW);
+    let table = a.report(0, &established(), NOW);
+    assert!(seen_by(0, &table).contains(&Intent::FloodAdd {
+        vni: 100,
+        vtep: MEMBER
+    }));
+    let e = a.set_direct_floods(&BTreeMap::new());
+    assert_eq!(
+        seen_in(&mut rr, 0, &e),
+        [Intent::FloodRemove {
+            vni: 100,
+            vtep: MEMBER
+        }]
+    );
+}

@@ -215,6 +215,7 @@ fn flood_cost(bed: &mut Bed, tun: &mut File) -> Result<(f64, f64)> {
     let secure = VtepBinding {
         path: VtepPath::Tunnel,
         learn: true,
+        direct: false,
     };
     let vteps: Vec<Ipv4Addr> = (0..FLOOD)
         .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 4, 0)) + i))
@@ -246,6 +247,7 @@ fn relay_cost(bed: &mut Bed) -> Result<[f64; 5]> {
     let zone = VtepBinding {
         path: VtepPath::Underlay,
         learn: true,
+        direct: false,
     };
     bed.maps.ensure_peer(VNI, PEER)?;
     bed.maps.set_vtep(PEER, &zone.to_kernel())?;

@@ -12,8 +12,10 @@
 //!
 //! A direct member is sent the zone's VTEPs on its VNIs ([`ZoneVteps`]), from
 //! which it then takes plain VXLAN on its underlay; an empty list when it
-//! stops being direct. Floods still go through the gateway both ways: the
-//! member is in no flood list of the zone, and floods only to the gateway.
+//! stops being direct. The gateway advertises a type-3 route for its
+//! address too, so the zone floods to it directly, and relays the zone's
+//! floods to it no more (`VLNET_VTEP_DIRECT`); the member's own floods still
+//! go through the gateway, which relays them to the zone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -34,6 +36,33 @@ impl ControllerCore {
             .filter(|other| other.as_str() != name)
             .any(|other| self.direct_candidate(other) == Some(addr));
         (!shared).then_some(addr)
+    }
+
+    /// Each direct member's tunnel address, with its own address.
+    #[must_use]
+    pub fn direct_members(&self) -> BTreeMap<Ipv4Addr, Ipv4Addr> {
+        self.sessions
+            .keys()
+            .filter_map(|name| {
+                let tunnel = self.registry.members.get(name)?.tunnel_addr;
+                Some((tunnel, self.direct_address(name)?))
+            })
+            .collect()
+    }
+
+    /// Per VNI, the own addresses of the direct members that serve it (the
+    /// zone floods to them: the gateway advertises their type-3 routes).
+    #[must_use]
+    pub fn direct_by_vni(&self) -> BTreeMap<u32, BTreeSet<Ipv4Addr>> {
+        let mut out: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        for (name, session) in &self.sessions {
+            if let Some(addr) = self.direct_address(name) {
+                for vni in &session.vnis {
+                    out.entry(*vni).or_default().insert(addr);
+                }
+            }
+        }
+        out
     }
 
     /// Member `name`'s address if it alone qualified (not yet checked

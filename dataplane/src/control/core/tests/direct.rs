@@ -133,6 +133,12 @@ fn a_member_on_the_lan_is_direct_and_told_the_zone() {
     let first = connect(&mut c, 1, Some(LAN2));
     assert_eq!(c.direct_address(&name(1)), None);
     assert_eq!(zone_of(&first), None);
+    assert_eq!(c.direct_members(), BTreeMap::from([(vtep(0), LAN)]));
+    assert_eq!(
+        c.direct_by_vni(),
+        BTreeMap::from([(VNI, [LAN].into()), (OTHER_VNI, [LAN].into())]),
+        "every VNI granted to it"
+    );
     // Its MACs go out with its own address; the other's behind the gateway.
     holds(&mut c, 0, 1);
     holds(&mut c, 1, 2);
@@ -156,6 +162,7 @@ fn a_member_on_the_lan_is_direct_and_told_the_zone() {
     // Its session ends: its MACs go behind the gateway.
     assert!(sent_to(0, c.close_session(&name(0), 0)).is_empty());
     assert_eq!(c.member_macs()[&(VNI, mac(1))].next_hop, None);
+    assert!(c.direct_members().is_empty() && c.direct_by_vni().is_empty());
 }
 
 #[test]

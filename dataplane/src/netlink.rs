@@ -1,5 +1,6 @@
 //! Link work over rtnetlink: bridges, overlay ports (veth pairs), addresses
-//! and the managed neighbour entries that keep underlay next hops resolved.
+//! and the managed neighbour entries that keep underlay next hops resolved;
+//! GRO on a link through the ethtool ioctl ([`enable_gro`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -17,8 +18,10 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use thiserror::Error;
 
 mod control;
+mod gro;
 mod ports;
 
+pub use gro::enable_gro;
 pub use ports::{BridgeFacts, DEFAULT_AGEING_NS};
 
 /// A netlink request failed.

@@ -25,7 +25,7 @@ use crate::control::Dynamic;
 use crate::effective::effective_config;
 use crate::maps::{Maps, MapsError};
 use crate::model::{DatapathMode, LinkAction, LinkStatus};
-use crate::netlink::{LinkSummary, Netlink};
+use crate::netlink::{enable_gro, LinkSummary, Netlink};
 use crate::node::{Node, NodeFacts};
 use crate::store::{state_path, NodeState};
 use crate::sync::{self, Desired, DesiredVni, OuterHeader};
@@ -169,7 +169,8 @@ async fn await_ports_up(nl: &Netlink, ports: &[OverlayPort<'_>]) {
 }
 
 /// Attaches decap to the underlay (first: the overlay side only sends once
-/// it can receive) and encap to every overlay port, then detaches pinned
+/// it can receive) and encap to every overlay port (in XDP mode also
+/// `xdp_overlay_pass` and GRO at the port's bridge end), then detaches pinned
 /// links no longer wanted but those named in `keep` (the tunnel's). With
 /// `datapath = "auto"` an underlay that refuses native XDP falls back to TC
 /// (`to_tc` rewrites the maps for it). A gateway runs TC decap beside XDP:
@@ -223,6 +224,11 @@ fn attach(
                 port.index,
                 XdpMode::Driver,
             )?);
+            // XDP decap's frames arrive here one wire segment each: GRO
+            // merges them before the bridge (veth starts with it off).
+            if let Err(e) = enable_gro(&port.name) {
+                warn!(port = %port.name, error = %e, "could not turn GRO on");
+            }
         }
     }
     // The bridge bypass owns its links (crate::bypass).

@@ -72,9 +72,25 @@ pub fn mac_route(
     ip: Option<IpAddr>,
     seq: u32,
 ) -> Result<BgpUpdateMessage, BuildError> {
+    mac_ip_route(routing, vtep, mac, ip, seq, false)
+}
+
+/// [`mac_route`], and for an IPv6 `ip` whose host is a router (`router`),
+/// the ARP/ND extended community with the Router flag (RFC 9047).
+pub fn mac_ip_route(
+    routing: &VniRouting,
+    vtep: Ipv4Addr,
+    mac: MacAddr,
+    ip: Option<IpAddr>,
+    seq: u32,
+    router: bool,
+) -> Result<BgpUpdateMessage, BuildError> {
     let mut communities = targets(routing);
     if seq > 0 {
         communities.push(attrs::mac_mobility(seq));
+    }
+    if router && ip.is_some_and(|ip| ip.is_ipv6()) {
+        communities.push(attrs::nd_router());
     }
     reach(vtep, mac_nlri(routing, mac, ip), communities, None)
 }

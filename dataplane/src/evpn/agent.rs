@@ -159,6 +159,11 @@ pub struct Agent {
     remote_ips: BTreeMap<(u32, MacAddr), BTreeMap<IpAddr, usize>>,
     /// This node's MACs' addresses, advertised as MAC/IP routes.
     local_ips: BTreeMap<(u32, MacAddr), BTreeSet<IpAddr>>,
+    /// Remote MACs whose hosts are IPv6 routers (their MAC/IP routes'
+    /// Router flag).
+    remote_routers: BTreeSet<(u32, MacAddr)>,
+    /// This node's MACs whose hosts are IPv6 routers, as snooped.
+    local_routers: BTreeSet<(u32, MacAddr)>,
     /// This node's MACs advertised with another next hop than its VTEP
     /// (`agent/direct.rs`).
     next_hops: BTreeMap<(u32, MacAddr), Ipv4Addr>,
@@ -191,6 +196,8 @@ impl Agent {
             restart: None,
             remote_ips: BTreeMap::new(),
             local_ips: BTreeMap::new(),
+            remote_routers: BTreeSet::new(),
+            local_routers: BTreeSet::new(),
             next_hops: BTreeMap::new(),
             direct_floods: BTreeSet::new(),
         }
@@ -464,6 +471,7 @@ impl Agent {
                 }
                 Intent::Ip(b) => out.extend(self.remote_ip(peer, b, true)),
                 Intent::IpGone(b) => out.extend(self.remote_ip(peer, b, false)),
+                Intent::Router { vni, mac } => out.extend(self.remote_router((vni, mac))),
                 Intent::FloodAdd { vni, vtep } => {
                     vteps_changed |= count_up(&mut self.flood, (vni, vtep));
                 }

@@ -104,6 +104,37 @@ pub fn mac_mobility(seq: u32) -> ExtendedCommunity {
     })
 }
 
+/// The sub-type of the EVPN ARP/ND extended community (RFC 9047 §3).
+pub const ND_SUBTYPE: u8 = 0x08;
+/// Its Router flag: the IPv6 host of a MAC/IP route is a router (neighbor
+/// advertisements answering for it carry R).
+pub const ND_ROUTER_FLAG: u8 = 0x01;
+
+/// The ARP/ND extended community with the Router flag (FRR sends it on an
+/// IPv6 MAC/IP route whose host is a router, and only then).
+#[must_use]
+pub fn nd_router() -> ExtendedCommunity {
+    ExtendedCommunity::Evpn(EvpnExtendedCommunity::Unassigned {
+        sub_type: ND_SUBTYPE,
+        value: [ND_ROUTER_FLAG, 0, 0, 0, 0, 0],
+    })
+}
+
+/// Whether the communities carry the ARP/ND extended community with the
+/// Router flag.
+#[must_use]
+pub fn read_nd_router(communities: &[ExtendedCommunity]) -> bool {
+    communities.iter().any(|c| {
+        matches!(
+            c,
+            ExtendedCommunity::Evpn(EvpnExtendedCommunity::Unassigned {
+                sub_type: ND_SUBTYPE,
+                value,
+            }) if value[0] & ND_ROUTER_FLAG != 0
+        )
+    })
+}
+
 /// A route's MAC Mobility: its sequence number (0 without the community,
 /// RFC 7432 §15) and whether it is sticky (a static MAC, which never moves).
 #[must_use]

@@ -44,6 +44,16 @@ pub enum Intent {
     Ip(IpBinding),
     /// A MAC/IP route that bound an address to a remote MAC is gone.
     IpGone(IpBinding),
+    /// An IPv6 MAC/IP route says the remote MAC's host is a router (its ND
+    /// extended community's Router flag): neighbor advertisements answering
+    /// for it carry R. Sent with every such route; it lasts as long as the
+    /// MAC has bindings.
+    Router {
+        /// The VNI.
+        vni: u32,
+        /// The MAC.
+        mac: MacAddr,
+    },
     /// Add a VTEP to a VNI's flood list.
     FloodAdd {
         /// The VNI.
@@ -183,6 +193,7 @@ impl AdjRibIn {
                     mobility: attrs::read_mac_mobility(communities),
                     other_encapsulation: attrs::other_encapsulation(communities),
                     pmsi: attrs::read_pmsi(attrs_),
+                    nd_router: attrs::read_nd_router(communities),
                 };
                 for n in nlri {
                     match self.advertise(n, &route_attrs, vnis, &mut out) {
@@ -259,6 +270,9 @@ impl AdjRibIn {
                         && old.is_none_or(|o| o.advert.vni != vni)
                     {
                         out.intents.push(Intent::Ip(IpBinding { vni, mac, ip }));
+                    }
+                    if ip.is_ipv6() && a.nd_router {
+                        out.intents.push(Intent::Router { vni, mac });
                     }
                 }
             }
@@ -462,6 +476,7 @@ struct RouteAttrs {
     mobility: (u32, bool),
     other_encapsulation: bool,
     pmsi: Option<attrs::Pmsi>,
+    nd_router: bool,
 }
 
 #[cfg(test)]

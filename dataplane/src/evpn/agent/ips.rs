@@ -3,7 +3,8 @@
 //! suppression (counted over neighbors and routes, as the MACs are); this
 //! node's VMs' addresses, as the data plane snooped them, go out as MAC/IP
 //! routes with their MAC's sequence number, and are withdrawn with the
-//! address or the MAC.
+//! address or the MAC. The Router flag of IPv6 hosts (the ND extended
+//! community, RFC 9047) is read and sent per MAC, as `NeighSet::router`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -54,10 +55,26 @@ impl Agent {
             .unwrap_or_default();
         if ips.is_empty() {
             self.remote_ips.remove(&key);
+            self.remote_routers.remove(&key);
+        }
+        let router = self.remote_routers.contains(&key);
+        Some(Effect::Neigh {
+            key,
+            set: NeighSet { ips, router },
+        })
+    }
+
+    /// A neighbor's IPv6 MAC/IP route says remote MAC `key`'s host is a
+    /// router: its bindings, when that is news (it lasts while the MAC has
+    /// bindings).
+    pub(super) fn remote_router(&mut self, key: (u32, MacAddr)) -> Option<Effect> {
+        let ips: BTreeSet<IpAddr> = self.remote_ips.get(&key)?.keys().copied().collect();
+        if !self.remote_routers.insert(key) {
+            return None;
         }
         Some(Effect::Neigh {
             key,
-            set: NeighSet { ips, router: false },
+            set: NeighSet { ips, router: true },
         })
     }
 
@@ -80,6 +97,18 @@ impl Agent {
         for (key, seq) in seqs {
             let want = snooped.get(&key).map(|s| s.ips.clone()).unwrap_or_default();
             let have = self.local_ips.get(&key).cloned().unwrap_or_default();
+            let router = snooped.get(&key).is_some_and(|s| s.router);
+            if router != self.local_routers.contains(&key) {
+                if router {
+                    self.local_routers.insert(key);
+                } else {
+                    self.local_routers.remove(&key);
+                }
+                // The Router flag is on the IPv6 routes: those held go again.
+                for ip in have.intersection(&want).filter(|ip| ip.is_ipv6()) {
+                    self.to_all(&self.ip_update(key, *ip, seq), &mut out);
+                }
+            }
             for ip in want.difference(&have) {
                 self.to_all(&self.ip_update(key, *ip, seq), &mut out);
             }
@@ -98,6 +127,7 @@ impl Agent {
     /// This node's MAC `key` went or moved away: its MAC/IP routes are
     /// withdrawn.
     pub(super) fn withdraw_local_ips(&mut self, key: (u32, MacAddr), out: &mut Vec<Effect>) {
+        self.local_routers.remove(&key);
         for ip in self.local_ips.remove(&key).unwrap_or_default() {
             self.to_all(&self.ip_withdrawal(key, ip), out);
         }
@@ -143,7 +173,9 @@ impl Agent {
         seq: u32,
     ) -> Result<BgpUpdateMessage, BuildError> {
         let routing = self.vnis.get(vni).ok_or_else(|| not_evpn(vni))?;
-        advertise::mac_route(routing, self.next_hop((vni, mac)), mac, Some(ip), seq)
+        let router = self.local_routers.contains(&(vni, mac));
+        let hop = self.next_hop((vni, mac));
+        advertise::mac_ip_route(routing, hop, mac, Some(ip), seq, router)
     }
 
     fn ip_withdrawal(

@@ -614,3 +614,65 @@ fn a_direct_member_gets_a_type_3_route_while_it_is_direct() {
         }]
     );
 }
+
+/// The router flags of the `Neigh` effects among `effects`.
+fn routers(effects: &[Effect]) -> Vec<bool> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Neigh { set, .. } => Some(set.router),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_nd_router_flag_is_read_and_sent_on_ipv6_mac_ip_routes() {
+    let v6: IpAddr = "2001:db8::10".parse().unwrap();
+    let mut a = agent(1, 100);
+    up(&mut a, 0);
+    // Received: FRR's IPv6 MAC/IP route of a router binds it with R.
+    let route = |router: bool| {
+        Report::Update(wire(
+            advertise::mac_ip_route(&remote(B), B, MAC, Some(v6), 0, router).expect("builds"),
+        ))
+    };
+    let fx = a.report(0, &route(true), NOW);
+    assert_eq!(routers(&fx).last(), Some(&true), "{fx:?}");
+    assert!(routers(&a.report(0, &route(true), NOW)).is_empty(), "once");
+    // Its last binding gone, the flag goes with it.
+    let gone = Report::Update(wire(
+        advertise::withdraw(vec![advertise::mac_nlri(&remote(B), MAC, Some(v6))]).expect("builds"),
+    ));
+    assert_eq!(routers(&a.report(0, &gone, NOW)), [false]);
+    let plain = a.report(0, &route(false), NOW);
+    assert_eq!(routers(&plain), [false], "no flag, no R");
+
+    // Sent: a local router's IPv6 route carries the community; its IPv4
+    // route does not; a change of the flag sends the IPv6 route again.
+    a.local(&local(&[(100, MAC2)]), NOW);
+    let set = |router: bool| {
+        let ips = BTreeSet::from([v6, IP]);
+        BTreeMap::from([((100, MAC2), NeighSet { ips, router })])
+    };
+    let carried = |effects: &[Effect]| -> Vec<(bool, bool)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { update, .. } => Some(wire(update.clone())),
+                _ => None,
+            })
+            .map(|u| {
+                let v6_route = format!("{u:?}").contains("2001:db8::10");
+                let communities = crate::evpn::attrs::extended_communities(u.path_attributes());
+                let flag = crate::evpn::attrs::read_nd_router(communities);
+                (v6_route, flag)
+            })
+            .collect()
+    };
+    let mut first = carried(&a.local_neighs(&set(true)));
+    first.sort_unstable();
+    assert_eq!(first, [(false, false), (true, true)]);
+    assert_eq!(carried(&a.local_neighs(&set(false))), [(true, false)]);
+    assert!(a.local_neighs(&set(false)).is_empty());
+}

@@ -354,6 +354,7 @@ proptest! {
                     Intent::MacGone(w) => prop_assert!(macs.remove(&(w.vni, w.mac, w.vtep)), "withdrew an absent MAC"),
                     Intent::Ip(b) => prop_assert!(ips.insert(b), "bound twice"),
                     Intent::IpGone(b) => prop_assert!(ips.remove(&b), "unbound an absent address"),
+                    Intent::Router { .. } => {}
                     Intent::FloodAdd { vni, vtep } => prop_assert!(flood.insert((vni, vtep)), "added twice"),
                     Intent::FloodRemove { vni, vtep } => prop_assert!(flood.remove(&(vni, vtep)), "removed an absent entry"),
                 }

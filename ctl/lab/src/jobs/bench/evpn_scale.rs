@@ -96,6 +96,7 @@ fn receive(
             Intent::MacGone(w) => book.withdraw(&w, now).fdb.len(),
             Intent::Ip(_)
             | Intent::IpGone(_)
+            | Intent::Router { .. }
             | Intent::FloodAdd { .. }
             | Intent::FloodRemove { .. } => 0,
         };

@@ -533,11 +533,9 @@ impl DataplaneHooks for Node {
     }
 
     fn apply_neigh(&self, changes: &[(MacKey, NeighSet)]) {
-        let mut maps = self.maps();
-        for (key, set) in changes {
-            if let Err(e) = maps.apply_neigh(*key, set) {
-                tracing::warn!(vni = key.0, mac = %key.1, error = %e, "cannot program IP bindings");
-            }
+        let batch = changes.iter().map(|(key, set)| (*key, set));
+        if let Err(e) = self.maps().apply_neighs(batch) {
+            tracing::warn!(changes = changes.len(), error = %e, "cannot program IP bindings");
         }
     }
 

@@ -405,3 +405,40 @@ fn a_frame_through_the_tunnel_is_not_snooped() {
     assert_eq!(bindings(&bed), []);
     assert_eq!(bed.total_drops(), 0);
 }
+
+/// A batch of control-plane changes (`apply_neighs`, one read of the table)
+/// applies in order: an address that moves from one MAC to another in the
+/// same batch ends at the second, whichever comes first.
+#[test]
+fn a_batch_of_bindings_applies_in_order() {
+    let bed = Bed::new("arpbatch");
+    let mut maps = bed.maps;
+    let (m1, m2) = (
+        vlnet_dataplane::mac::MacAddr(VM_A_MAC),
+        vlnet_dataplane::mac::MacAddr(VM_B_MAC),
+    );
+    let ip = IpAddr::V4(VM_B_IP);
+    let bound = |ips: &[IpAddr]| NeighSet {
+        ips: ips.iter().copied().collect(),
+        router: false,
+    };
+    maps.apply_neigh((100, m1), &bound(&[ip])).unwrap();
+    // The new holder first, then the old one let go.
+    maps.apply_neighs([((100, m2), &bound(&[ip])), ((100, m1), &bound(&[]))])
+        .unwrap();
+    let held: Vec<_> = maps.neigh_entries().iter().map(|e| (e.ip, e.mac)).collect();
+    assert_eq!(held, [(ip, m2)]);
+    // The other order, and several MACs at once.
+    let other = IpAddr::V4(VM_A_IP);
+    maps.apply_neighs([((100, m2), &bound(&[])), ((100, m1), &bound(&[ip, other]))])
+        .unwrap();
+    let mut held: Vec<_> = maps
+        .neigh_entries()
+        .iter()
+        .map(|e| (e.ip, e.mac, e.flags))
+        .collect();
+    held.sort_unstable();
+    let mut want = vec![(ip, m1, CONTROL), (other, m1, CONTROL)];
+    want.sort_unstable();
+    assert_eq!(held, want);
+}

@@ -217,7 +217,8 @@ impl Agent {
     }
 
     /// The restart time passed: what the data plane held and no route
-    /// placed again goes, whether or not every End-of-RIB came.
+    /// placed again goes (and the kept MACs' addresses no route bound
+    /// again), whether or not every End-of-RIB came.
     pub fn restart_over(&mut self) -> Vec<Effect> {
         let mut out = Vec::new();
         let Some((kept, waiting)) = self.restart.take() else {
@@ -247,6 +248,17 @@ impl Agent {
         out.extend(
             gone.into_iter()
                 .map(|(vni, mac)| Effect::Fdb(FdbChange::Remove { vni, mac })),
+        );
+        // The kept MACs' addresses that no MAC/IP route bound again go too
+        // (the previous daemon's control-plane bindings).
+        out.extend(
+            kept.macs
+                .iter()
+                .filter(|key| !self.remote_ips.contains_key(key))
+                .map(|&key| Effect::Neigh {
+                    key,
+                    set: NeighSet::default(),
+                }),
         );
         out.push(Effect::Vteps(self.remote_vteps()));
         out

@@ -4,7 +4,7 @@
 //! peers (`VLNET_NEIGH_ZONE`), and what the control plane installed
 //! (`VLNET_NEIGH_CONTROL`), see `ebpf/c/lib/neigh.h`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vlnet_ebpf::abi::{
@@ -30,6 +30,38 @@ pub struct NeighEntry {
     pub mac: MacAddr,
     /// `VLNET_NEIGH_*`.
     pub flags: u8,
+}
+
+/// The table as [`Maps::apply_neighs`] read it, by address and by MAC.
+#[derive(Debug, Default)]
+struct HeldNeighs {
+    by_ip: HashMap<(u32, IpAddr), NeighEntry>,
+    by_mac: HashMap<MacKey, BTreeSet<IpAddr>>,
+}
+
+impl HeldNeighs {
+    fn get(&self, vni: u32, ip: IpAddr) -> Option<&NeighEntry> {
+        self.by_ip.get(&(vni, ip))
+    }
+
+    /// The addresses bound to `mac` on `vni`.
+    fn of(&self, vni: u32, mac: MacAddr) -> BTreeSet<IpAddr> {
+        self.by_mac.get(&(vni, mac)).cloned().unwrap_or_default()
+    }
+
+    fn put(&mut self, e: NeighEntry) {
+        self.remove(e.vni, e.ip);
+        self.by_mac.entry((e.vni, e.mac)).or_default().insert(e.ip);
+        self.by_ip.insert((e.vni, e.ip), e);
+    }
+
+    fn remove(&mut self, vni: u32, ip: IpAddr) {
+        if let Some(old) = self.by_ip.remove(&(vni, ip)) {
+            if let Some(ips) = self.by_mac.get_mut(&(vni, old.mac)) {
+                ips.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Key of `vlnet_neigh` for `ip` on `vni`.
@@ -181,30 +213,65 @@ impl Maps {
     /// own). A zone VM's binding to another MAC is never overwritten: the
     /// zone's addresses are not the members' to take.
     pub fn apply_neigh(&mut self, key: MacKey, set: &NeighSet) -> Result<(), MapsError> {
-        let (vni, mac) = key;
-        let current: Vec<NeighEntry> = self
-            .neigh_entries()
-            .into_iter()
-            .filter(|e| e.vni == vni)
-            .collect();
-        for e in &current {
-            if e.mac == mac && e.flags & CONTROL != 0 && !set.ips.contains(&e.ip) {
-                self.remove_neigh(vni, e.ip)?;
+        self.apply_neighs([(key, set)])
+    }
+
+    /// [`apply_neigh`](Self::apply_neigh) for each change in order, reading
+    /// the table once (a change sees what the ones before it wrote). A
+    /// change that fails does not stop the others; the first error is
+    /// returned.
+    pub fn apply_neighs<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = (MacKey, &'a NeighSet)>,
+    ) -> Result<(), MapsError> {
+        let mut held = HeldNeighs::default();
+        for e in self.neigh_entries() {
+            held.put(e);
+        }
+        let mut first_error = None;
+        for (key, set) in changes {
+            if let Err(e) = self.apply_one(&mut held, key, set) {
+                first_error.get_or_insert(e);
             }
         }
-        let mine: BTreeSet<IpAddr> = current
-            .iter()
-            .filter(|e| {
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// One change of [`apply_neighs`](Self::apply_neighs), `held` kept in
+    /// step with the table.
+    fn apply_one(
+        &mut self,
+        held: &mut HeldNeighs,
+        (vni, mac): MacKey,
+        set: &NeighSet,
+    ) -> Result<(), MapsError> {
+        for ip in held.of(vni, mac) {
+            let stale = held
+                .get(vni, ip)
+                .is_some_and(|e| e.flags & CONTROL != 0 && !set.ips.contains(&ip));
+            if stale {
+                self.remove_neigh(vni, ip)?;
+                held.remove(vni, ip);
+            }
+        }
+        for &ip in &set.ips {
+            let kept = held.get(vni, ip).is_some_and(|e| {
                 (e.mac == mac && e.flags & LOCAL != 0) || (e.mac != mac && e.flags & ZONE != 0)
-            })
-            .map(|e| e.ip)
-            .collect();
-        for ip in set.ips.difference(&mine) {
+            });
+            if kept {
+                continue;
+            }
             let mut flags = CONTROL;
             if set.router && ip.is_ipv6() {
                 flags |= ROUTER;
             }
-            self.set_neigh(vni, *ip, mac, flags)?;
+            self.set_neigh(vni, ip, mac, flags)?;
+            held.put(NeighEntry {
+                vni,
+                ip,
+                mac,
+                flags,
+            });
         }
         Ok(())
     }

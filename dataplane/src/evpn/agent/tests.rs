@@ -445,9 +445,15 @@ fn the_restart_ends_at_the_restart_time_without_every_end_of_rib() {
     a.report(0, &mac_from(C, MAC2, 0), NOW);
     a.report(0, &end_of_rib(), NOW);
     assert!(a.restarting(), "neighbor 1 never came up");
+    a.report(0, &mac_ip_from(C, MAC2, 0), NOW);
     let over = a.restart_over();
     assert_eq!(fdb(&over), vec![FdbChange::Remove { vni: 100, mac: MAC }]);
     assert!(over.contains(&Effect::Vteps(vteps(&[], &[C]))), "{over:?}");
+    assert_eq!(
+        neigh(&over),
+        vec![(100, MAC, vec![])],
+        "the swept MAC's kept addresses go; MAC2's were bound again"
+    );
     assert!(a.restart_over().is_empty(), "only once");
 }
 

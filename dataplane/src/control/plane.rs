@@ -250,8 +250,9 @@ pub struct ControlPlane {
     /// session with the controller is under the controller's name).
     pub(super) sessions: Mutex<HashMap<String, SessionHandle>>,
     changed: watch::Sender<u64>,
-    /// On a controller, the MACs its members hold and their addresses
-    /// (what a gateway advertises into EVPN behind its own VTEP).
+    /// On a controller, what a gateway advertises into EVPN for its
+    /// members (their MACs, addresses and next hops; the direct ones'
+    /// type-3 routes).
     member_routes: watch::Sender<MemberRoutes>,
     pub(super) local_poke: tokio::sync::Notify,
     epoch: Instant,

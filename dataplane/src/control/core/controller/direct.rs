@@ -29,24 +29,15 @@ impl ControllerCore {
     /// (see the module doc); `None`: behind the gateway.
     #[must_use]
     pub fn direct_address(&self, name: &str) -> Option<Ipv4Addr> {
-        let addr = self.direct_candidate(name)?;
-        let shared = self
-            .sessions
-            .keys()
-            .filter(|other| other.as_str() != name)
-            .any(|other| self.direct_candidate(other) == Some(addr));
-        (!shared).then_some(addr)
+        self.direct().remove(name)
     }
 
     /// Each direct member's tunnel address, with its own address.
     #[must_use]
     pub fn direct_members(&self) -> BTreeMap<Ipv4Addr, Ipv4Addr> {
-        self.sessions
-            .keys()
-            .filter_map(|name| {
-                let tunnel = self.registry.members.get(name)?.tunnel_addr;
-                Some((tunnel, self.direct_address(name)?))
-            })
+        self.direct()
+            .into_iter()
+            .filter_map(|(name, addr)| Some((self.registry.members.get(name)?.tunnel_addr, addr)))
             .collect()
     }
 
@@ -55,14 +46,31 @@ impl ControllerCore {
     #[must_use]
     pub fn direct_by_vni(&self) -> BTreeMap<u32, BTreeSet<Ipv4Addr>> {
         let mut out: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-        for (name, session) in &self.sessions {
-            if let Some(addr) = self.direct_address(name) {
-                for vni in &session.vnis {
-                    out.entry(*vni).or_default().insert(addr);
-                }
+        for (name, addr) in self.direct() {
+            for vni in self.sessions.get(name).into_iter().flat_map(|s| &s.vnis) {
+                out.entry(*vni).or_default().insert(addr);
             }
         }
         out
+    }
+
+    /// Every direct member's own address, by name: those that qualify
+    /// alone ([`direct_candidate`](Self::direct_candidate)) at an address
+    /// no other one names (one pass over the sessions).
+    fn direct(&self) -> BTreeMap<&str, Ipv4Addr> {
+        let candidates: Vec<(&str, Ipv4Addr)> = self
+            .sessions
+            .keys()
+            .filter_map(|name| Some((name.as_str(), self.direct_candidate(name)?)))
+            .collect();
+        let mut named: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+        for (_, addr) in &candidates {
+            *named.entry(*addr).or_default() += 1;
+        }
+        candidates
+            .into_iter()
+            .filter(|(_, addr)| named[addr] == 1)
+            .collect()
     }
 
     /// Member `name`'s address if it alone qualified (not yet checked
@@ -91,10 +99,21 @@ impl ControllerCore {
     /// empty one): after a session opened or closed, an endpoint moved, or
     /// the zone changed.
     pub fn zone_updates(&mut self) -> Vec<Effect> {
-        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        let direct: BTreeSet<String> = self.direct().into_keys().map(str::to_owned).collect();
+        let views: Vec<(String, ZoneVteps)> = self
+            .sessions
+            .iter()
+            .map(|(name, session)| {
+                let view = if direct.contains(name) {
+                    self.zone_view(&session.vnis)
+                } else {
+                    ZoneVteps::default()
+                };
+                (name.clone(), view)
+            })
+            .collect();
         let mut out = Vec::new();
-        for name in names {
-            let view = self.zone_view(&name);
+        for (name, view) in views {
             let Some(session) = self.sessions.get_mut(&name) else {
                 continue;
             };
@@ -109,17 +128,13 @@ impl ControllerCore {
         out
     }
 
-    /// What member `name` should hold of the zone: its VNIs' VTEPs if it
-    /// is direct, else nothing.
-    fn zone_view(&self, name: &str) -> ZoneVteps {
-        let (Some(_), Some(session)) = (self.direct_address(name), self.sessions.get(name)) else {
-            return ZoneVteps::default();
-        };
+    /// The zone's VTEPs on `vnis` (what a direct member serving them holds).
+    fn zone_view(&self, vnis: &BTreeSet<u32>) -> ZoneVteps {
         ZoneVteps {
             vnis: self
                 .zone
                 .iter()
-                .filter(|(vni, vteps)| session.vnis.contains(vni) && !vteps.is_empty())
+                .filter(|(vni, vteps)| vnis.contains(vni) && !vteps.is_empty())
                 .map(|(vni, vteps)| ZoneVni {
                     vni: *vni,
                     vteps: vteps.iter().copied().take(MAX_ZONE_VTEPS).collect(),

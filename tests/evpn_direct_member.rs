@@ -25,12 +25,13 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use support::frr::{self, wait_for, Frr, Role};
+use support::frr::{wait_for, Frr, Role};
+use support::gateway_zone::{frr_node, pings, secure_vm, FRR_VM, FRR_VM_STAYS};
 use support::node::{sample, scrape, vlnet_binary};
 use support::pcap::PcapCapture;
 use vlnet_lab::beds::bed::ControllerEvpn;
-use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, SECURE_VM_MTU};
-use vlnet_lab::beds::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
+use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place};
+use vlnet_lab::beds::scenario::{vm_ip, vm_mac, VNI};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::primitives::topology::{UNDERLAY_IF, VM_IF};
 use vlnet_lab::{Host, Vm};
@@ -48,22 +49,6 @@ const FRR_INDEX: u8 = 30;
 const FRR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, FRR_INDEX);
 /// A host on the cloud LAN that is no VTEP of the zone.
 const ROGUE_INDEX: u8 = 40;
-/// The FRR node's VMs: one migrates to the LAN member, one stays.
-const FRR_VM: usize = 60;
-const FRR_VM_STAYS: usize = 61;
-
-fn vm_on(host: &Host, name: &str, i: usize) -> Vm {
-    let vm = host.add_vm(name, BRIDGE, &vm_mac(i), vm_ip(i), 24).unwrap();
-    let mtu = SECURE_VM_MTU.to_string();
-    vm.ns()
-        .run(&["ip", "link", "set", VM_IF, "mtu", &mtu])
-        .unwrap();
-    vm
-}
-
-fn pings(from: &Vm, to: Ipv4Addr) -> probe::PingReport {
-    probe::ping(from.ns(), to, 5, Duration::from_millis(100)).unwrap()
-}
 
 fn reaches(from: &Vm, to: Ipv4Addr) -> bool {
     wait_for(Duration::from_mins(1), || {
@@ -151,11 +136,7 @@ fn a_member_on_the_cloud_lan_takes_the_zones_vxlan_directly() {
     )
     .unwrap();
     c.wait_connected().unwrap();
-    let frr_host = c.wan.add_cloud_host("frr", FRR_INDEX).unwrap();
-    frr_host.add_bridge(BRIDGE).unwrap();
-    frr::add_vxlan(frr_host.ns().name(), VNI, BRIDGE, FRR);
-    let frr_vm = vm_on(&frr_host, "fvm", FRR_VM);
-    let stays = vm_on(&frr_host, "fvm2", FRR_VM_STAYS);
+    let (frr_host, frr_vm, stays) = frr_node(&c, FRR_INDEX, FRR);
     let frr = Frr::start(frr_host.ns().name(), ASN, FRR, Role::Reflector(&[GATEWAY]));
     let context = |what: &str| format!("{what}\n{}", state(&c, &frr, &frr_host));
     let lan_vm = &c.nodes[LAN_MEMBER].vm;
@@ -397,7 +378,7 @@ fn the_frr_vm_migrates_to_the_lan_member(
         "{}",
         context("FRR did not withdraw the MAC of the VM that left")
     );
-    let moved = vm_on(c.nodes[LAN_MEMBER].site.host(), "moved", FRR_VM);
+    let moved = secure_vm(c.nodes[LAN_MEMBER].site.host(), "moved", FRR_VM);
     assert!(
         reaches(&moved, vm_ip(FRR_VM_STAYS)),
         "{}",

@@ -27,10 +27,11 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use support::frr::{self, wait_for, Frr, Role};
+use support::frr::{wait_for, Frr, Role};
+use support::gateway_zone::{frr_node, pings, secure_vm, FRR_VM, FRR_VM_STAYS};
 use support::node::{sample, scrape, vlnet_binary};
 use vlnet_lab::beds::bed::ControllerEvpn;
-use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place, SECURE_VM_MTU};
+use vlnet_lab::beds::cluster::{Cluster, ClusterOptions, Place};
 use vlnet_lab::beds::scenario::{vm_ip, vm_mac, BRIDGE, VNI};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::primitives::topology::VM_IF;
@@ -42,40 +43,8 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The FRR node's cloud LAN index and VTEP.
 const FRR_INDEX: u8 = 30;
 const FRR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, FRR_INDEX);
-/// Index of the FRR node's VM that migrates to the client, and of the one
-/// that stays (their MACs and overlay addresses).
-const FRR_VM: usize = 60;
-const FRR_VM_STAYS: usize = 61;
 /// The client (node 1 of the cluster).
 const CLIENT: usize = 1;
-
-/// A VM on `host`'s bridge with VM index `i`'s MAC and address, at the
-/// cluster's VM MTU (its frames to the client go through WireGuard).
-fn secure_vm(host: &Host, name: &str, i: usize) -> Vm {
-    let vm = host.add_vm(name, BRIDGE, &vm_mac(i), vm_ip(i), 24).unwrap();
-    vm.ns()
-        .run(&[
-            "ip",
-            "link",
-            "set",
-            VM_IF,
-            "mtu",
-            &SECURE_VM_MTU.to_string(),
-        ])
-        .unwrap();
-    vm
-}
-
-/// The FRR node on the cloud LAN: its bridge with a kernel VXLAN device that
-/// does not learn, and its two VMs.
-fn frr_node(c: &Cluster) -> (Host, Vm, Vm) {
-    let host = c.wan.add_cloud_host("frr", FRR_INDEX).unwrap();
-    host.add_bridge(BRIDGE).unwrap();
-    frr::add_vxlan(host.ns().name(), VNI, BRIDGE, FRR);
-    let moves = secure_vm(&host, "fvm", FRR_VM);
-    let stays = secure_vm(&host, "fvm2", FRR_VM_STAYS);
-    (host, moves, stays)
-}
 
 fn fdb(c: &Cluster, n: usize) -> serde_json::Value {
     serde_json::from_str(&c.nodes[n].daemon.ctl(&["fdb", "--json"]).unwrap()).unwrap()
@@ -87,10 +56,6 @@ fn placed_behind(c: &Cluster, n: usize, mac: &str, vtep: Ipv4Addr) -> bool {
         .unwrap()
         .iter()
         .any(|r| r["mac"] == mac && r["vtep"] == vtep.to_string() && r["vni"] == VNI)
-}
-
-fn pings(from: &Vm, to: Ipv4Addr) -> probe::PingReport {
-    probe::ping(from.ns(), to, 5, Duration::from_millis(100)).unwrap()
 }
 
 #[test]
@@ -105,7 +70,7 @@ fn a_controller_is_the_gateway_between_an_evpn_zone_and_its_clients() {
     };
     let c = Cluster::build_with("evg", &[Place::PublicClient], &options, vlnet_binary()).unwrap();
     c.wait_connected().unwrap();
-    let (frr_host, frr_vm, frr_vm_stays) = frr_node(&c);
+    let (frr_host, frr_vm, frr_vm_stays) = frr_node(&c, FRR_INDEX, FRR);
     let frr = Frr::start(frr_host.ns().name(), ASN, FRR, Role::Reflector(&[GATEWAY]));
     let context = |what: &str| {
         format!(

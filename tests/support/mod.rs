@@ -11,6 +11,7 @@ pub mod bench;
 pub mod control;
 pub mod frames;
 pub mod frr;
+pub mod gateway_zone;
 pub mod gobgp;
 pub mod http;
 pub mod interrupt;

@@ -62,6 +62,20 @@ fn median_ms(report: &PingReport) -> f64 {
     report.rtt_p50_ms().expect("some replies")
 }
 
+/// The line holds each frame its delay, never less, and adds nothing of
+/// its own: the fastest of the pings takes 20–22 ms. The median may take
+/// longer on a loaded machine (the line's thread and ping wait for a
+/// core), so it is only bounded loosely.
+fn assert_rtt_is_20_ms(report: &PingReport) {
+    let min = report.rtt_min_ms.expect("some replies");
+    assert!(
+        (20.0..=22.0).contains(&min),
+        "fastest RTT {min} ms: {report:?}"
+    );
+    let median = median_ms(report);
+    assert!(median < 35.0, "median RTT {median} ms: {report:?}");
+}
+
 fn has_tap(ns: &NetNs) -> bool {
     ns.run(&["ip", "-o", "link", "show"])
         .expect("ip link")
@@ -75,7 +89,7 @@ fn ten_ms_each_way_is_a_20_ms_rtt_and_the_taps_go_on_drop() {
     let report = bed.ping();
     let median = median_ms(&report);
     eprintln!("delay line 10 ms one-way: median RTT {median:.3} ms ({report:?})");
-    assert!((20.0..=22.0).contains(&median), "median RTT {median} ms");
+    assert_rtt_is_20_ms(&report);
 
     let stats = bed.line.stats();
     for (way, dir) in [("a→b", stats.a_to_b), ("b→a", stats.b_to_a)] {
@@ -99,8 +113,7 @@ fn set_delay_takes_a_zero_delay_line_to_20_ms() {
 
     bed.line.set_delay(ONE_WAY);
     assert_eq!(bed.line.delay(), ONE_WAY);
-    let median = median_ms(&bed.ping());
-    assert!((20.0..=22.0).contains(&median), "median RTT {median} ms");
+    assert_rtt_is_20_ms(&bed.ping());
 }
 
 #[test]

@@ -47,11 +47,8 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/*
- * Outer headers (with the longest IPv4 header) plus an inner IPv6 header and
- * the type of an ICMPv6 message after it (lib/bypass.h).
- */
-#define RX_PULL_LEN (ETH_HLEN + 60 + 16 + ETH_HLEN + 40 + 1)
+/* Longest span of a received packet that rx_hdr_len() asks for. */
+#define RX_PULL_MAX (MAX_OUTER_LEN + FLOW_HDR_LEN)
 /* Inner Ethernet plus an inner IPv6 header and an ICMPv6 type. */
 #define TX_PULL_LEN (ETH_HLEN + 40 + 1)
 
@@ -85,6 +82,58 @@ static __always_inline void track_rx(const struct decap_info *di, struct ethhdr 
 	};
 
 	flow_track_rx(inner, data_end, &m);
+}
+
+/*
+ * Bytes of the inner frame at @inner (linear up to @data_end) that decap
+ * reads: an ARP message or ICMPv6 packet as neigh_rx() reads it, else the
+ * headers flow tracking and the bypass read (flow_hdr_len()).
+ */
+static __always_inline __u32 inner_hdr_len(struct ethhdr *inner, void *data_end)
+{
+	struct ipv6hdr *ip6 = (void *)(inner + 1);
+
+	if ((void *)(inner + 1) > data_end)
+		return FLOW_HDR_LEN;
+	if (inner->h_proto == bpf_htons(ETH_P_ARP))
+		return ETH_HLEN + NEIGH_RX_LEN;
+	if (inner->h_proto == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(ip6 + 1) > data_end)
+			return FLOW_HDR_LEN;
+		if (ip6->nexthdr == IPPROTO_ICMPV6)
+			return ETH_HLEN + NEIGH_RX_LEN;
+	}
+	return flow_hdr_len(inner, data_end);
+}
+
+/*
+ * How much of a received packet (@l2_len as for decap_classify()) the TC
+ * programs read, from the headers already in its linear data: the outer
+ * IPv4 header and a transport header after it (all tunnel_filter() reads
+ * of a packet that is not VXLAN), and of VXLAN the outer headers and the
+ * inner frame's (inner_hdr_len()). A caller pulls this much and not more:
+ * a GSO packet from a local stack (a veth underlay, a TUN) carries exactly
+ * its headers in the linear data, and pulling past them copies payload,
+ * and the head of a clone that TCP keeps for retransmission, on every
+ * packet. Lengths not linear yet count at their longest.
+ */
+static __always_inline __u32 rx_hdr_len(void *data, void *data_end, __u32 l2_len)
+{
+	struct iphdr *ip = data + l2_len;
+	__u32 outer;
+
+	if ((void *)(ip + 1) > data_end)
+		return RX_PULL_MAX;
+	outer = ip->ihl * 4;
+	if (outer < sizeof(*ip) || outer > 60)
+		return l2_len + sizeof(*ip);
+	outer += l2_len;
+	if (ip->protocol != IPPROTO_UDP)
+		return outer + sizeof(struct tcphdr);
+	outer += sizeof(struct udphdr) + sizeof(struct vxlan_hdr);
+	if (data + outer > data_end)
+		return RX_PULL_MAX;
+	return outer + inner_hdr_len(data + outer, data_end);
 }
 
 SEC("xdp")
@@ -158,10 +207,7 @@ static __always_inline int tc_decap(struct __sk_buff *skb, struct decap_info *di
 	__u64 flags;
 	int ret;
 
-	if (track)
-		tc_pull(skb, di->outer_len + FLOW_HDR_LEN);
-	if (neigh_rx_wanted(di))
-		tc_pull(skb, di->outer_len + ETH_HLEN + NEIGH_RX_LEN);
+	/* The caller pulled rx_hdr_len(): what follows reads no further. */
 	data = SKB_DATA(skb);
 	data_end = SKB_DATA_END(skb);
 	/*
@@ -217,7 +263,7 @@ int tc_underlay_rx(struct __sk_buff *skb)
 	struct decap_info di = {};
 	int ret;
 
-	tc_pull(skb, RX_PULL_LEN);
+	tc_pull(skb, rx_hdr_len(SKB_DATA(skb), SKB_DATA_END(skb), ETH_HLEN));
 	ret = decap_classify(SKB_DATA(skb), SKB_DATA_END(skb), CTX_READ(skb, len),
 			     CTX_READ(skb, gso_size) != 0, ETH_HLEN,
 			     cfg ? cfg->local_vtep_be : 0, VLNET_PATH_UNDERLAY, &di);
@@ -239,7 +285,7 @@ int tc_tunnel_rx(struct __sk_buff *skb)
 	local = bpf_map_lookup_elem(&vlnet_tunnels, &ifindex);
 	if (!local)
 		return TC_ACT_OK;
-	tc_pull(skb, RX_PULL_LEN);
+	tc_pull(skb, rx_hdr_len(SKB_DATA(skb), SKB_DATA_END(skb), 0));
 	ret = decap_classify(SKB_DATA(skb), SKB_DATA_END(skb), CTX_READ(skb, len),
 			     CTX_READ(skb, gso_size) != 0, 0, *local, VLNET_PATH_TUNNEL, &di);
 	if (ret == DECAP_NOT_OURS) {

@@ -35,13 +35,16 @@ const CORE_FIELDS: [&str; 4] = [
     "ping_rtt_p50_ms",
 ];
 /// The small-packet metrics.
-const SMALL_PACKET_FIELDS: [&str; 6] = [
+const SMALL_PACKET_FIELDS: [&str; 9] = [
     "udp64_delivered_mpps",
     "udp64_generated_mpps",
     "udp64_delivered_fraction",
     "udp64_decapsulated_mpps",
     "udp64_at_vm_port_mpps",
     "udp64_decap_run_generated_mpps",
+    "udp64_fed_decapsulated_mpps",
+    "udp64_fed_at_vm_port_mpps",
+    "udp64_fed_generated_mpps",
 ];
 
 fn numbers<'a>(
@@ -248,7 +251,11 @@ fn bench_json_is_complete_and_positive() {
         "vlnet_xdp_vs_kernel_txoff",
         "vlnet_xdp_vs_kernel",
     ] {
-        for field in ["udp64_decapsulated_mpps", "udp64_at_vm_port_mpps"] {
+        for field in [
+            "udp64_decapsulated_mpps",
+            "udp64_at_vm_port_mpps",
+            "udp64_fed_decapsulated_mpps",
+        ] {
             assert!(
                 json["ratios"][ratio][field].is_number(),
                 "ratios.{ratio}.{field} missing: {json:#}"

@@ -32,7 +32,11 @@
 //! them (the decap rate, the tunnel endpoint's own cost) and where they
 //! reach VM1's port. In `plain` the same 64-byte frame goes host 0 → host 1
 //! without a tunnel, and host 1's underlay interface stands for both the
-//! decap point and the VM port (it is where the frames are dropped). The
+//! decap point and the VM port (it is where the frames are dropped). A
+//! third run, the fed decap run, repeats the decap run with the frames
+//! pushed from the switch straight into host 1's underlay veth as XDP
+//! frames, with no skb before its XDP program, as a NIC's driver would
+//! hand them over (see [`pps::Feed::Receiver`]). The
 //! generator's frames are VXLAN in clear, which no WireGuard tunnel
 //! accepts: the encrypted topologies report TCP and ping only. Results are
 //! printed, never judged: these machines are shared and noisy. Bridge
@@ -90,7 +94,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 
 use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
-use self::pps::{DecapPoint, PpsPath};
+use self::pps::{DecapPoint, Feed, PpsPath};
 use self::program_cost::ProgramCost;
 use self::report::{Measured, Metrics, Report, SmallPackets};
 use crate::beds::bed::{Bed, SiteKind, SiteSpec};
@@ -444,9 +448,12 @@ struct Ends<'a> {
     vlnet_nodes: Vec<&'a str>,
 }
 
-/// The small-packet generator's path and the frame it sends.
+/// The small-packet generator's paths and the frame it sends.
 struct SmallPacketPath<'a> {
+    /// Through the switch ([`Feed::Switch`]).
     path: PpsPath<'a>,
+    /// Straight into the receiving host ([`Feed::Receiver`]).
+    fed: PpsPath<'a>,
     frame: Vec<u8>,
 }
 
@@ -496,6 +503,22 @@ fn measure(
                                 ns: h1.ns(),
                                 ifname: h1.underlay_if(),
                             },
+                            feed: Feed::Switch,
+                        },
+                        // The sink's drop program takes the frames itself.
+                        fed: PpsPath {
+                            sender: underlay.switch(),
+                            sender_if: h1.switch_port(),
+                            peer: h1.ns(),
+                            peer_if: h1.underlay_if(),
+                            sink: h1.ns(),
+                            sink_if: h1.underlay_if(),
+                            sink_generic_xdp: false,
+                            decap: DecapPoint::Link {
+                                ns: h1.ns(),
+                                ifname: h1.underlay_if(),
+                            },
+                            feed: Feed::Receiver { own_xdp: true },
                         },
                         frame,
                     }),
@@ -593,22 +616,34 @@ fn measure_scenario(
         },
         (Vtep::Vlnet(_), None) => return Err(anyhow!("vlnet site without a daemon")),
     };
+    let path = PpsPath {
+        sender: a.host.ns(),
+        sender_if: a.host.underlay_if(),
+        peer: s.underlay.switch(),
+        peer_if: a.host.switch_port(),
+        sink: b.vm.ns(),
+        sink_if: b.vm.ifname(),
+        sink_generic_xdp: bypass,
+        decap,
+        feed: Feed::Switch,
+    };
     measure_ends(
         &Ends {
             client: a.vm.ns(),
             server: b.vm.ns(),
             server_ip: b.vm.ip(),
             small_packets: Some(SmallPacketPath {
-                path: PpsPath {
-                    sender: a.host.ns(),
-                    sender_if: a.host.underlay_if(),
-                    peer: s.underlay.switch(),
-                    peer_if: a.host.switch_port(),
-                    sink: b.vm.ns(),
-                    sink_if: b.vm.ifname(),
-                    sink_generic_xdp: bypass,
-                    decap,
+                fed: PpsPath {
+                    sender: s.underlay.switch(),
+                    sender_if: b.host.switch_port(),
+                    peer: b.host.ns(),
+                    peer_if: b.host.underlay_if(),
+                    feed: Feed::Receiver {
+                        own_xdp: b.vtep == Vtep::Vlnet(Datapath::Xdp),
+                    },
+                    ..path
                 },
+                path,
                 frame: frame::vxlan_frame(&outer, VNI, &inner),
             }),
             vlnet_nodes: s
@@ -689,10 +724,12 @@ fn warm_up(client: &NetNs, dst: Ipv4Addr) -> Result<()> {
     }
 }
 
-/// The delivery run, then the decap run, each the best of [`PPS_BURSTS`].
+/// The delivery run, the decap run and the fed decap run, each the best of
+/// [`PPS_BURSTS`].
 fn measure_small_packets(s: &SmallPacketPath<'_>, pps_secs: Duration) -> Result<SmallPackets> {
     let pps = pps::best_of(&s.path, &s.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
     let decap = pps::best_decap_of(&s.path, &s.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
+    let fed = pps::best_decap_of(&s.fed, &s.frame, PPS_BURSTS, pps_secs / PPS_BURSTS)?;
     eprintln!(
         "      64B: generated {} delivered {} in {:.2} s",
         pps.generated,
@@ -708,6 +745,14 @@ fn measure_small_packets(s: &SmallPacketPath<'_>, pps_secs: Duration) -> Result<
         decap.port_rx_packets,
         decap.elapsed.as_secs_f64()
     );
+    eprintln!(
+        "      64B fed into the receiving host: generated {} decapsulated {} at the VM port {} \
+         in {:.2} s",
+        fed.generated,
+        fed.decapsulated,
+        fed.at_port,
+        fed.elapsed.as_secs_f64()
+    );
     Ok(SmallPackets {
         udp64_delivered_mpps: pps.delivered_pps() / 1e6,
         udp64_generated_mpps: pps.generated_pps() / 1e6,
@@ -715,6 +760,9 @@ fn measure_small_packets(s: &SmallPacketPath<'_>, pps_secs: Duration) -> Result<
         udp64_decapsulated_mpps: decap.decapsulated_pps() / 1e6,
         udp64_at_vm_port_mpps: decap.at_port_pps() / 1e6,
         udp64_decap_run_generated_mpps: decap.generated_pps() / 1e6,
+        udp64_fed_decapsulated_mpps: fed.decapsulated_pps() / 1e6,
+        udp64_fed_at_vm_port_mpps: fed.at_port_pps() / 1e6,
+        udp64_fed_generated_mpps: fed.generated_pps() / 1e6,
     })
 }
 

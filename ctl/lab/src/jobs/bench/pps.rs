@@ -1,10 +1,12 @@
 //! Small-packet rate: an XDP program run through `BPF_PROG_TEST_RUN` with
 //! `BPF_F_TEST_XDP_LIVE_FRAMES` (as xdp-trafficgen does; this kernel has no
-//! pktgen) pushes one frame over and over out of the sending host's underlay
-//! veth; the receiving namespace's stack counts what arrives.
+//! pktgen) pushes one frame over and over out of a veth; the receiving
+//! namespace's stack counts what arrives. Where it pushes them is the
+//! path's [`Feed`]:
 //!
 //! ```text
-//!  sender ns: xdp_trafficgen ─redirect→ ul0 ══ pN (switch ns, xdp_bench_pass) ─ sw0 ─ … receiver
+//!  Feed::Switch:   sender ns: xdp_trafficgen ─redirect→ ul0 ══ pN (switch ns, xdp_bench_pass) ─ sw0 ─ … receiver
+//!  Feed::Receiver: switch ns: xdp_trafficgen ─redirect→ pM ══ ul0 (receiving host, its XDP program) ─ …
 //! ```
 //!
 //! A veth delivers an XDP redirect only when its peer runs an XDP program,
@@ -18,6 +20,19 @@
 //! bridge, the receiving host's decap, its bridge, the VM) runs there, and
 //! what CPU 1 cannot take is dropped at its backlog — the delivered rate is
 //! the receive path's capacity. On a one-CPU machine both share CPU 0.
+//!
+//! Through the switch, every frame reaches the receiving host as an skb,
+//! and a veth copies each skb before its XDP program may see it (veth's
+//! `skb_pp_cow_data`): the receiver's XDP decap pays for an skb and a copy
+//! that a NIC's driver hook never makes. [`Feed::Receiver`] shows XDP as a
+//! NIC would run it: the frames go from the switch's end of the receiving
+//! host's underlay veth straight into its XDP program as XDP frames (veth's
+//! native path: no skb before the program). The veth polls them in its
+//! NAPI, on the CPU that sent them: generator and receiving path take CPU 0
+//! in turn and lose nothing, so the rate is one over the sum of their costs
+//! per frame, the generator's own being what `plain` shows (its receiver
+//! drops each frame at once). (Threaded NAPI pinned to CPU 1 was tried: it
+//! decapsulated a third as much, so the split is not used here.)
 //!
 //! Delivery into the VM's UDP stack ([`run`]) is dominated by that stack and
 //! the bridges. A decap run ([`run_decap`]) isolates the tunnel endpoint:
@@ -75,6 +90,26 @@ pub struct PpsPath<'a> {
     pub sink_generic_xdp: bool,
     /// Where a decap run counts decapsulated frames.
     pub decap: DecapPoint<'a>,
+    /// How the frames reach the receiving path.
+    pub feed: Feed,
+}
+
+/// How the generator's frames reach the receiving path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Out of the sending host's underlay veth: the peer is its switch
+    /// port, which gets `xdp_bench_pass` for the run (the frames become
+    /// skbs there) and RPS that hands them to CPU 1.
+    Switch,
+    /// Out of the switch's end of the receiving host's underlay veth: the
+    /// peer is that underlay interface, whose XDP program takes the frames
+    /// with no skb. `own_xdp`: one runs there already (vlnet's XDP decap,
+    /// or the sink's drop program); else `xdp_bench_pass` is attached for
+    /// the run. Its NAPI runs on the generator's CPU.
+    Receiver {
+        /// The peer runs an XDP program of its own.
+        own_xdp: bool,
+    },
 }
 
 /// Where frames are counted as decapsulated.
@@ -234,11 +269,8 @@ fn best<T: Copy>(
 /// Sends `frame` for `duration` along `path` and counts arrivals.
 pub fn run(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result<PpsReport> {
     // Keep the pass program attached (its link lives in `_pass`) for the run.
-    let _pass = attach_pass(path.peer, path.peer_if)?;
+    let _pass = prepare_peer(path)?;
     let split = online_cpus() >= 2;
-    if split {
-        steer_to_cpu1(path.peer, path.peer_if)?;
-    }
     let before = udp_no_ports(path.sink)?;
     let (generated, elapsed) = generate_from(path, frame, duration, split)?;
     std::thread::sleep(DRAIN);
@@ -254,12 +286,11 @@ pub fn run(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result<PpsRe
 /// sink's interface (removed on return) and counts frames at the decap
 /// point and at that interface.
 pub fn run_decap(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result<DecapReport> {
-    let _pass = attach_pass(path.peer, path.peer_if)?;
+    // The drop program first: with Feed::Receiver on a host without a
+    // tunnel it is the peer's own program, and NAPI exists once it runs.
     let drop = attach_drop(path.sink, path.sink_if, path.sink_generic_xdp)?;
+    let _pass = prepare_peer(path)?;
     let split = online_cpus() >= 2;
-    if split {
-        steer_to_cpu1(path.peer, path.peer_if)?;
-    }
     let decap_before = path.decap.read()?;
     let port_before = link_rx_packets(path.sink, path.sink_if)?;
     let dropped_before = dropped(&drop)?;
@@ -317,6 +348,23 @@ fn ifindex(ifname: &str) -> Result<u32> {
             .with_context(|| format!("no interface {ifname}"));
     }
     Ok(index)
+}
+
+/// Readies the generator's peer for a run: `xdp_bench_pass` on it unless
+/// it runs its own program, and, through the switch on two or more CPUs,
+/// its skbs handled on CPU 1 (see [`Feed`]). Returns the pass program's object, if attached
+/// (detached when it drops).
+fn prepare_peer(path: &PpsPath<'_>) -> Result<Option<Ebpf>> {
+    let pass = match path.feed {
+        Feed::Receiver { own_xdp: true } => None,
+        Feed::Switch | Feed::Receiver { own_xdp: false } => {
+            Some(attach_pass(path.peer, path.peer_if)?)
+        }
+    };
+    if path.feed == Feed::Switch && online_cpus() >= 2 {
+        steer_to_cpu1(path.peer, path.peer_if)?;
+    }
+    Ok(pass)
 }
 
 /// Attaches `xdp_bench_pass` to `ifname` in `ns`; detached when the returned

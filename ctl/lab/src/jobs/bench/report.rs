@@ -45,6 +45,14 @@ pub struct SmallPackets {
     pub udp64_at_vm_port_mpps: f64,
     /// Decap run: frames the generator pushed, Mpps (the offered load).
     pub udp64_decap_run_generated_mpps: f64,
+    /// Fed decap run: the decap run with the frames pushed straight into
+    /// the receiving host's underlay veth as XDP frames (no skb, as from a
+    /// NIC's driver; see `pps::Feed::Receiver`): frames decapsulated, Mpps.
+    pub udp64_fed_decapsulated_mpps: f64,
+    /// Fed decap run: frames that reached the VM's interface, Mpps.
+    pub udp64_fed_at_vm_port_mpps: f64,
+    /// Fed decap run: frames the generator pushed, Mpps.
+    pub udp64_fed_generated_mpps: f64,
 }
 
 /// Whether a bigger value of a metric is better.
@@ -63,7 +71,7 @@ const NOT_MEASURED: &str = "-";
 /// `(label, better, value)` of every metric, in table order.
 type Row = (&'static str, Better, fn(&Metrics) -> Option<f64>);
 
-const ROWS: [Row; 10] = [
+const ROWS: [Row; 13] = [
     ("TCP 1 stream (Gbit/s)", Better::Higher, |m| {
         Some(m.tcp_1_stream_gbit_s)
     }),
@@ -87,6 +95,15 @@ const ROWS: [Row; 10] = [
     }),
     ("64B generated, decap run (Mpps)", Better::Higher, |m| {
         m.small_packets.map(|s| s.udp64_decap_run_generated_mpps)
+    }),
+    ("64B decapsulated, fed (Mpps)", Better::Higher, |m| {
+        m.small_packets.map(|s| s.udp64_fed_decapsulated_mpps)
+    }),
+    ("64B to the VM port, fed (Mpps)", Better::Higher, |m| {
+        m.small_packets.map(|s| s.udp64_fed_at_vm_port_mpps)
+    }),
+    ("64B generated, fed (Mpps)", Better::Higher, |m| {
+        m.small_packets.map(|s| s.udp64_fed_generated_mpps)
     }),
     ("ping RTT avg (ms)", Better::Lower, |m| {
         Some(m.ping_rtt_avg_ms)
@@ -144,6 +161,18 @@ impl SmallPackets {
             udp64_decap_run_generated_mpps: ratio(
                 self.udp64_decap_run_generated_mpps,
                 reference.udp64_decap_run_generated_mpps,
+            ),
+            udp64_fed_decapsulated_mpps: ratio(
+                self.udp64_fed_decapsulated_mpps,
+                reference.udp64_fed_decapsulated_mpps,
+            ),
+            udp64_fed_at_vm_port_mpps: ratio(
+                self.udp64_fed_at_vm_port_mpps,
+                reference.udp64_fed_at_vm_port_mpps,
+            ),
+            udp64_fed_generated_mpps: ratio(
+                self.udp64_fed_generated_mpps,
+                reference.udp64_fed_generated_mpps,
             ),
         }
     }
@@ -329,6 +358,9 @@ mod tests {
                 udp64_decapsulated_mpps: 3.0 * k,
                 udp64_at_vm_port_mpps: 2.5 * k,
                 udp64_decap_run_generated_mpps: 4.0 * k,
+                udp64_fed_decapsulated_mpps: 5.0 * k,
+                udp64_fed_at_vm_port_mpps: 1.5 * k,
+                udp64_fed_generated_mpps: 6.0 * k,
             }),
         }
     }
@@ -381,6 +413,7 @@ mod tests {
         let small = m.small_packets.unwrap_or_else(|| panic!("{m:?}"));
         assert!((small.udp64_delivered_fraction - 1.0).abs() < 1e-9);
         assert!((small.udp64_decapsulated_mpps - 2.0).abs() < 1e-9);
+        assert!((small.udp64_fed_decapsulated_mpps - 2.0).abs() < 1e-9);
         assert_eq!(r.ratios[0].name, "vlnet_tc_vs_kernel");
     }
 

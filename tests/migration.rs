@@ -150,6 +150,22 @@ fn vm_moved_announces_for_a_silent_hypervisor() {
     assert_switched(&s);
 }
 
+/// Two vlnet sites, VM 0 having reached VM 1.
+fn two_vlnet_sites(tag: &str) -> Scenario {
+    let vlnet = Vtep::Vlnet(Datapath::Tc);
+    let s = Scenario::build(tag, &[vlnet, vlnet], vlnet_binary()).unwrap();
+    let r = probe::ping(s.sites[0].vm.ns(), vm_ip(1), 3, Duration::from_millis(20)).unwrap();
+    assert!(r.received >= 2, "warm-up: {r:?}");
+    s
+}
+
+/// Site 0's count of MACs that arrived (`vlnet_mac_moves_total`).
+fn arrivals(s: &Scenario) -> f64 {
+    let daemon = s.sites[0].daemon.as_ref().unwrap();
+    let metrics = scrape(daemon.ns(), daemon.spec().metrics_port);
+    sample(&metrics, "vlnet_mac_moves_total{kind=\"arrived\"}")
+}
+
 /// A VM that comes up on a vlnet node (no entry for it anywhere) is counted
 /// once, at its first broadcast, and not for the next ones: the data plane
 /// reports it the moment it enters the overlay port, and the node reads its
@@ -157,16 +173,8 @@ fn vm_moved_announces_for_a_silent_hypervisor() {
 /// what that read finds).
 #[test]
 fn a_new_vms_first_broadcast_is_reported_once() {
-    let vlnet = Vtep::Vlnet(Datapath::Tc);
-    let s = Scenario::build("mgn", &[vlnet, vlnet], vlnet_binary()).unwrap();
-    let r = probe::ping(s.sites[0].vm.ns(), vm_ip(1), 3, Duration::from_millis(20)).unwrap();
-    assert!(r.received >= 2, "warm-up: {r:?}");
-    let daemon = s.sites[0].daemon.as_ref().unwrap();
-    let arrived = || {
-        let metrics = scrape(daemon.ns(), daemon.spec().metrics_port);
-        sample(&metrics, "vlnet_mac_moves_total{kind=\"arrived\"}")
-    };
-    let before = arrived();
+    let s = two_vlnet_sites("mgn");
+    let before = arrivals(&s);
     assert!(before >= 1.0, "the site's own VM arrived at the start");
     let newcomer = s.sites[0]
         .host
@@ -181,7 +189,7 @@ fn a_new_vms_first_broadcast_is_reported_once() {
         let r = probe::ping(newcomer.ns(), vm_ip(1), 1, Duration::from_millis(20)).unwrap();
         assert_eq!(r.received, 1, "{r:?}");
     }
-    let after = arrived();
+    let after = arrivals(&s);
     assert!(
         (after - before - 1.0).abs() < f64::EPSILON,
         "one arrival for three broadcasts: {before} then {after}"
@@ -197,16 +205,8 @@ const FORGED: u16 = 1000;
 /// still serves its API and its real VM.
 #[test]
 fn forged_broadcast_sources_are_reported_once_each_and_the_node_keeps_serving() {
-    let vlnet = Vtep::Vlnet(Datapath::Tc);
-    let s = Scenario::build("mgf", &[vlnet, vlnet], vlnet_binary()).unwrap();
-    let r = probe::ping(s.sites[0].vm.ns(), vm_ip(1), 3, Duration::from_millis(20)).unwrap();
-    assert!(r.received >= 2, "warm-up: {r:?}");
-    let daemon = s.sites[0].daemon.as_ref().unwrap();
-    let arrived = || {
-        let metrics = scrape(daemon.ns(), daemon.spec().metrics_port);
-        sample(&metrics, "vlnet_mac_moves_total{kind=\"arrived\"}")
-    };
-    let before = arrived();
+    let s = two_vlnet_sites("mgf");
+    let before = arrivals(&s);
     // ARP requests (broadcast) from locally administered forged MACs.
     let frames: Vec<Vec<u8>> = (0..FORGED)
         .map(|n| {
@@ -236,20 +236,21 @@ fn forged_broadcast_sources_are_reported_once_each_and_the_node_keeps_serving() 
     };
     send_all();
     std::thread::sleep(Duration::from_secs(1));
-    let first = arrived() - before;
+    let first = arrivals(&s) - before;
     assert!(
         first > 0.0 && first <= f64::from(FORGED),
         "{first} arrivals for {FORGED} forged sources"
     );
     send_all();
     std::thread::sleep(Duration::from_secs(1));
-    let second = arrived() - before;
+    let second = arrivals(&s) - before;
     // Reported per new MAC, not per frame: a MAC whose record a read of
     // the bridges dropped in between may come again, not the thousand.
     assert!(
         second - first < f64::from(FORGED) / 10.0,
         "the same sources were reported again: {first} then {second}"
     );
+    let daemon = s.sites[0].daemon.as_ref().unwrap();
     assert!(daemon.status_json().is_ok(), "the node stopped answering");
     let r = probe::ping(s.sites[0].vm.ns(), vm_ip(1), 5, Duration::from_millis(20)).unwrap();
     assert_eq!(r.received, 5, "the real VM after the flood: {r:?}");

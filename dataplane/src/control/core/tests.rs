@@ -61,6 +61,40 @@ impl CloudView for Kernel {
     }
 }
 
+/// A registry of `n` members on VNI 100 (member 0 also on VNI 200), member
+/// `i`'s key `[i + 1; 32]`.
+fn registry(n: usize) -> Registry {
+    let mut registry = Registry::generate(&mut StdRng::seed_from_u64(3));
+    for i in 0..n {
+        let vnis = if i == 0 {
+            vec![VNI, OTHER_VNI]
+        } else {
+            vec![VNI]
+        };
+        registry.members.insert(
+            name(i),
+            MemberRecord {
+                public_key: [u8::try_from(i).unwrap() + 1; 32],
+                tunnel_addr: vtep(i),
+                vnis,
+                joined_at: 0,
+                endpoint: None,
+                pending_class: None,
+            },
+        );
+    }
+    registry
+}
+
+/// The controller's own identity, `ctl`.
+fn controller_identity() -> Identity {
+    Identity {
+        name: "ctl".into(),
+        endpoint: "198.18.0.1:51820".parse().unwrap(),
+        tunnel_addr: CONTROLLER,
+    }
+}
+
 /// A controller with `n` members on VNI 100 (member 0 also on VNI 200),
 /// every member connected, and a bus between them.
 struct Sim {
@@ -79,32 +113,9 @@ struct Sim {
 
 impl Sim {
     fn new(n: usize, quota: u32) -> Self {
-        let mut registry = Registry::generate(&mut StdRng::seed_from_u64(3));
-        for i in 0..n {
-            let vnis = if i == 0 {
-                vec![VNI, OTHER_VNI]
-            } else {
-                vec![VNI]
-            };
-            registry.members.insert(
-                name(i),
-                MemberRecord {
-                    public_key: [u8::try_from(i).unwrap() + 1; 32],
-                    tunnel_addr: vtep(i),
-                    vnis,
-                    joined_at: 0,
-                    endpoint: None,
-                    pending_class: None,
-                },
-            );
-        }
-        let me = Identity {
-            name: "ctl".into(),
-            endpoint: "198.18.0.1:51820".parse().unwrap(),
-            tunnel_addr: CONTROLLER,
-        };
+        let registry = registry(n);
         let ctl = ControllerCore::new(
-            me,
+            controller_identity(),
             registry.clone(),
             Policy {
                 mac_quota: quota,

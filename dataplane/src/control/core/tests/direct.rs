@@ -19,34 +19,11 @@ fn key(i: usize) -> Key {
 /// A gateway with members m0..m2 on VNI 100 (m0 also on 200) and direct
 /// network 198.18.0.0/24; none connected.
 fn gateway() -> ControllerCore {
-    let mut registry = Registry::generate(&mut StdRng::seed_from_u64(3));
-    for i in 0..3 {
-        registry.members.insert(
-            name(i),
-            MemberRecord {
-                public_key: key(i),
-                tunnel_addr: vtep(i),
-                vnis: if i == 0 {
-                    vec![VNI, OTHER_VNI]
-                } else {
-                    vec![VNI]
-                },
-                joined_at: 0,
-                endpoint: None,
-                pending_class: None,
-            },
-        );
-    }
-    let me = Identity {
-        name: "ctl".into(),
-        endpoint: "198.18.0.1:51820".parse().unwrap(),
-        tunnel_addr: CONTROLLER,
-    };
     let policy = Policy {
         direct: vec!["198.18.0.0/24".parse().unwrap()],
         ..Policy::default()
     };
-    ControllerCore::new(me, registry, policy)
+    ControllerCore::new(controller_identity(), registry(3), policy)
 }
 
 /// Member `i` connects, its Hello naming `underlay`; returns what it is

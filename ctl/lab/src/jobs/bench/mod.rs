@@ -467,67 +467,7 @@ fn measure(
     pps_secs: Duration,
 ) -> Result<Measurement> {
     match topology {
-        Topology::Plain => {
-            let bed = Bed::<Underlay>::builder("bp")
-                .site(SiteSpec::numbered(0, SiteKind::Plain))
-                .site(SiteSpec::numbered(1, SiteKind::Plain))
-                .build()?;
-            let (underlay, h0, h1) = (&bed.net, &bed.sites[0].seat, &bed.sites[1].seat);
-            no_bridge_netfilter(&[underlay.switch(), h0.ns(), h1.ns()])?;
-            let frame = frame::udp_frame(
-                &Endpoints {
-                    src_mac: mac_of(h0.ns(), h0.underlay_if())?,
-                    dst_mac: mac_of(h1.ns(), h1.underlay_if())?,
-                    src_ip: h0.ip(),
-                    dst_ip: h1.ip(),
-                    src_port: SOURCE_PORT,
-                    dst_port: SINK_PORT,
-                },
-                MIN_FRAME_LEN,
-            );
-            measure_ends(
-                &Ends {
-                    client: h0.ns(),
-                    server: h1.ns(),
-                    server_ip: h1.ip(),
-                    small_packets: Some(SmallPacketPath {
-                        path: PpsPath {
-                            sender: h0.ns(),
-                            sender_if: h0.underlay_if(),
-                            peer: underlay.switch(),
-                            peer_if: h0.switch_port(),
-                            sink: h1.ns(),
-                            sink_if: h1.underlay_if(),
-                            sink_generic_xdp: false,
-                            decap: DecapPoint::Link {
-                                ns: h1.ns(),
-                                ifname: h1.underlay_if(),
-                            },
-                            feed: Feed::Switch,
-                        },
-                        // The sink's drop program takes the frames itself.
-                        fed: PpsPath {
-                            sender: underlay.switch(),
-                            sender_if: h1.switch_port(),
-                            peer: h1.ns(),
-                            peer_if: h1.underlay_if(),
-                            sink: h1.ns(),
-                            sink_if: h1.underlay_if(),
-                            sink_generic_xdp: false,
-                            decap: DecapPoint::Link {
-                                ns: h1.ns(),
-                                ifname: h1.underlay_if(),
-                            },
-                            feed: Feed::Receiver { own_xdp: true },
-                        },
-                        frame,
-                    }),
-                    vlnet_nodes: Vec::new(),
-                },
-                secs,
-                pps_secs,
-            )
-        }
+        Topology::Plain => measure_plain(secs, pps_secs),
         Topology::Kernel { tx_checksum_off } => {
             let s = Scenario::build_with(
                 "bk",
@@ -574,6 +514,69 @@ fn measure(
         Topology::VlnetWg => encrypted::vlnet_wg(binary, secs),
         Topology::KernelWggo => encrypted::kernel_wggo(secs),
     }
+}
+
+/// Measures `plain`: two hosts on the underlay switch, no tunnel.
+fn measure_plain(secs: u32, pps_secs: Duration) -> Result<Measurement> {
+    let bed = Bed::<Underlay>::builder("bp")
+        .site(SiteSpec::numbered(0, SiteKind::Plain))
+        .site(SiteSpec::numbered(1, SiteKind::Plain))
+        .build()?;
+    let (underlay, h0, h1) = (&bed.net, &bed.sites[0].seat, &bed.sites[1].seat);
+    no_bridge_netfilter(&[underlay.switch(), h0.ns(), h1.ns()])?;
+    let frame = frame::udp_frame(
+        &Endpoints {
+            src_mac: mac_of(h0.ns(), h0.underlay_if())?,
+            dst_mac: mac_of(h1.ns(), h1.underlay_if())?,
+            src_ip: h0.ip(),
+            dst_ip: h1.ip(),
+            src_port: SOURCE_PORT,
+            dst_port: SINK_PORT,
+        },
+        MIN_FRAME_LEN,
+    );
+    measure_ends(
+        &Ends {
+            client: h0.ns(),
+            server: h1.ns(),
+            server_ip: h1.ip(),
+            small_packets: Some(SmallPacketPath {
+                path: PpsPath {
+                    sender: h0.ns(),
+                    sender_if: h0.underlay_if(),
+                    peer: underlay.switch(),
+                    peer_if: h0.switch_port(),
+                    sink: h1.ns(),
+                    sink_if: h1.underlay_if(),
+                    sink_generic_xdp: false,
+                    decap: DecapPoint::Link {
+                        ns: h1.ns(),
+                        ifname: h1.underlay_if(),
+                    },
+                    feed: Feed::Switch,
+                },
+                // The sink's drop program takes the frames itself.
+                fed: PpsPath {
+                    sender: underlay.switch(),
+                    sender_if: h1.switch_port(),
+                    peer: h1.ns(),
+                    peer_if: h1.underlay_if(),
+                    sink: h1.ns(),
+                    sink_if: h1.underlay_if(),
+                    sink_generic_xdp: false,
+                    decap: DecapPoint::Link {
+                        ns: h1.ns(),
+                        ifname: h1.underlay_if(),
+                    },
+                    feed: Feed::Receiver { own_xdp: true },
+                },
+                frame,
+            }),
+            vlnet_nodes: Vec::new(),
+        },
+        secs,
+        pps_secs,
+    )
 }
 
 /// Measures a two-site scenario; `bypass`: its vlnet nodes run the bridge

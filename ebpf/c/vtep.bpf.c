@@ -110,8 +110,8 @@ static __always_inline __u32 inner_hdr_len(struct ethhdr *inner, void *data_end)
  * How much of a received packet (@l2_len as for decap_classify()) the TC
  * programs read, from the headers already in its linear data: the outer
  * IPv4 header and a transport header after it (all tunnel_filter() reads
- * of a packet that is not VXLAN), and of VXLAN the outer headers and the
- * inner frame's (inner_hdr_len()). A caller pulls this much and not more:
+ * of a packet that is not VXLAN), and of VXLAN (UDP to the VXLAN port) the
+ * outer headers and the inner frame's (inner_hdr_len()). A caller pulls this much and not more:
  * a GSO packet from a local stack (a veth underlay, a TUN) carries exactly
  * its headers in the linear data, and pulling past them copies payload,
  * and the head of a clone that TCP keeps for retransmission, on every
@@ -120,6 +120,7 @@ static __always_inline __u32 inner_hdr_len(struct ethhdr *inner, void *data_end)
 static __always_inline __u32 rx_hdr_len(void *data, void *data_end, __u32 l2_len)
 {
 	struct iphdr *ip = data + l2_len;
+	struct udphdr *udp;
 	__u32 outer;
 
 	if ((void *)(ip + 1) > data_end)
@@ -130,7 +131,13 @@ static __always_inline __u32 rx_hdr_len(void *data, void *data_end, __u32 l2_len
 	outer += l2_len;
 	if (ip->protocol != IPPROTO_UDP)
 		return outer + sizeof(struct tcphdr);
-	outer += sizeof(struct udphdr) + sizeof(struct vxlan_hdr);
+	udp = data + outer;
+	if ((void *)(udp + 1) > data_end)
+		return RX_PULL_MAX;
+	/* Other UDP (WireGuard's, say): its payload is nobody's business here. */
+	if (udp->dest != bpf_htons(VLNET_VXLAN_PORT))
+		return outer + sizeof(*udp);
+	outer += sizeof(*udp) + sizeof(struct vxlan_hdr);
 	if (data + outer > data_end)
 		return RX_PULL_MAX;
 	return outer + inner_hdr_len(data + outer, data_end);

@@ -174,8 +174,10 @@ fn arrivals(s: &Scenario) -> f64 {
 #[test]
 fn a_new_vms_first_broadcast_is_reported_once() {
     let s = two_vlnet_sites("mgn");
+    // The site's own VM may or may not count here: the node's first read
+    // of its bridges records a MAC the bridge learned from the VM's first
+    // frames without an arrival, when that read comes first.
     let before = arrivals(&s);
-    assert!(before >= 1.0, "the site's own VM arrived at the start");
     let newcomer = s.sites[0]
         .host
         .add_vm("new", BRIDGE, "02:00:00:00:0a:20", vm_ip(20), 24)

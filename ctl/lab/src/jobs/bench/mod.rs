@@ -535,41 +535,36 @@ fn measure_plain(secs: u32, pps_secs: Duration) -> Result<Measurement> {
         },
         MIN_FRAME_LEN,
     );
+    let path = PpsPath {
+        sender: h0.ns(),
+        sender_if: h0.underlay_if(),
+        peer: underlay.switch(),
+        peer_if: h0.switch_port(),
+        sink: h1.ns(),
+        sink_if: h1.underlay_if(),
+        sink_generic_xdp: false,
+        decap: DecapPoint::Link {
+            ns: h1.ns(),
+            ifname: h1.underlay_if(),
+        },
+        feed: Feed::Switch,
+    };
     measure_ends(
         &Ends {
             client: h0.ns(),
             server: h1.ns(),
             server_ip: h1.ip(),
             small_packets: Some(SmallPacketPath {
-                path: PpsPath {
-                    sender: h0.ns(),
-                    sender_if: h0.underlay_if(),
-                    peer: underlay.switch(),
-                    peer_if: h0.switch_port(),
-                    sink: h1.ns(),
-                    sink_if: h1.underlay_if(),
-                    sink_generic_xdp: false,
-                    decap: DecapPoint::Link {
-                        ns: h1.ns(),
-                        ifname: h1.underlay_if(),
-                    },
-                    feed: Feed::Switch,
-                },
                 // The sink's drop program takes the frames itself.
                 fed: PpsPath {
                     sender: underlay.switch(),
                     sender_if: h1.switch_port(),
                     peer: h1.ns(),
                     peer_if: h1.underlay_if(),
-                    sink: h1.ns(),
-                    sink_if: h1.underlay_if(),
-                    sink_generic_xdp: false,
-                    decap: DecapPoint::Link {
-                        ns: h1.ns(),
-                        ifname: h1.underlay_if(),
-                    },
                     feed: Feed::Receiver { own_xdp: true },
+                    ..path
                 },
+                path,
                 frame,
             }),
             vlnet_nodes: Vec::new(),

@@ -167,6 +167,7 @@ impl ControlPlane {
             return Err(ControlError::NotController);
         };
         let routes = c.book().routes(None);
+        let direct = c.direct_members();
         let members = c.registry().members.iter().map(|(name, m)| {
             let wg = status.iter().find(|p| p.public_key == m.public_key);
             ClientRecord {
@@ -187,7 +188,7 @@ impl ControlPlane {
                 rx_bytes: wg.map_or(0, |p| p.rx_bytes),
                 tx_bytes: wg.map_or(0, |p| p.tx_bytes),
                 uses_left: None,
-                direct: c.direct_address(name),
+                direct: direct.get(&m.tunnel_addr).copied(),
             }
         });
         let invites = c.registry().invites.iter().map(|(name, i)| ClientRecord {

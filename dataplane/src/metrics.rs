@@ -1180,6 +1180,7 @@ mod tests {
                     fdb_entries: 4,
                     bypass: Some(BypassStatus {
                         ports: vec!["tap100i0".into(), "tap101i0".into()],
+                        xdp_ports: Vec::new(),
                         refused: vec![RefusedPort {
                             port: "fwpr102p0".into(),
                             reason: "behind a Proxmox firewall bridge (fwbr102i0)".into(),

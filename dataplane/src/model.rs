@@ -143,6 +143,10 @@ pub struct VniStatus {
 pub struct BypassStatus {
     /// Ports that take the bypass (`tc_vm_tx` attached).
     pub ports: Vec<String>,
+    /// Those of them the XDP decap delivers to as XDP frames (a tap, or a
+    /// veth whose peer runs a native XDP program; XDP datapath only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xdp_ports: Vec<String>,
     /// Ports left to the bridge.
     pub refused: Vec<RefusedPort>,
     /// Ports that sent from more MACs than the bypass takes from one port

@@ -5,7 +5,9 @@
  * Entry points, by hook:
  *   xdp_underlay_rx   XDP on the underlay: validate, learn, snoop a static
  *                     peer's ARP/ND (lib/neigh.h), decap, redirect
- *                     into the VNI's overlay port (DEVMAP); on a gateway it
+ *                     into the VNI's overlay port (DEVMAP), or known
+ *                     unicast IP straight into a bypass port that takes
+ *                     XDP frames (lib/bypass.h); on a gateway it
  *                     passes the frames to relay to tc_underlay_rx.
  *   tc_underlay_rx    the same at TC ingress (keeps GSO/GRO; default on veth);
  *                     on a gateway (VLNET_CFG_RELAY) it relays between static
@@ -149,7 +151,9 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct vlnet_node_config *cfg = node_config();
+	struct vlnet_bypass_port *bp;
 	struct relay_plan plan = {};
+	__u32 vm_port = 0;
 	struct decap_info di = {};
 	struct ethhdr *inner;
 	int ret;
@@ -182,9 +186,16 @@ int xdp_underlay_rx(struct xdp_md *ctx)
 		count_drop(VLNET_DROP_RELAY_NOT_OWNED);
 	if (tracking_flows(cfg))
 		track_rx(&di, inner, data_end, 1);
+	if ((di.vni_flags & VLNET_VNI_BYPASS) && bypass_kind_ok(inner, inner + 1, data_end)) {
+		bp = bypass_port(di.vni, inner->h_dest);
+		if (bp && (bp->flags & VLNET_BYPASS_XDP))
+			vm_port = bp->ifindex;
+	}
 	ret = VLNET_DROP_DECAP_FAILED;
 	if (bpf_xdp_adjust_head(ctx, di.outer_len))
 		goto drop;
+	if (vm_port)
+		return bypass_deliver_xdp(vm_port);
 	/* A port missing from the DEVMAP makes the redirect answer XDP_DROP. */
 	if (bpf_redirect_map(&vlnet_xdp_ports, di.overlay_ifindex, XDP_DROP) == XDP_REDIRECT)
 		return XDP_REDIRECT;

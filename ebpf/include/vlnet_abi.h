@@ -279,7 +279,8 @@ struct vlnet_neigh {
  * local VM's MAC and the port it sits on, written by the daemon from what the
  * VNI's bridge learned (only eligible ports: no firewall bridge, no VLAN
  * filtering, no program of someone else's). A decapsulated IP frame for that
- * MAC goes straight to the port (tc_decap); an IP frame from that MAC, entering
+ * MAC goes straight to the port (tc_decap, or xdp_underlay_rx for a port with
+ * VLNET_BYPASS_XDP); an IP frame from that MAC, entering
  * that port for a MAC known behind a remote VTEP, is encapsulated right there
  * (tc_vm_tx). Everything else takes the bridge and the overlay port.
  */
@@ -296,6 +297,9 @@ struct vlnet_bypass_port {
 #define VLNET_BYPASS_PEER 1 /* a veth whose peer is in another namespace: delivered into
 			     * the peer's ingress (bpf_redirect_peer), else to the port's
 			     * egress (a tap: the VM) */
+#define VLNET_BYPASS_XDP 2 /* the port takes XDP frames (a tap, or a veth whose peer runs a
+			    * native XDP program): XDP decap redirects straight into it; a
+			    * veth drops XDP frames for a peer without one */
 
 /* How often a bypassed VM's frames refresh vlnet_bypass_port.seen_ns at most. */
 #define VLNET_BYPASS_SEEN_GAP_NS (1000ULL * 1000 * 1000)

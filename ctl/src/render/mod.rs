@@ -118,8 +118,9 @@ pub fn status(s: &NodeStatus) -> String {
     out
 }
 
-/// The bridge bypass of each VNI that has it on: the ports taking it, and
-/// each refused port with the reason.
+/// The bridge bypass of each VNI that has it on: the ports taking it
+/// (`(XDP)` after those the XDP decap delivers XDP frames to), and each
+/// refused port with the reason.
 fn bypass(out: &mut String, vnis: &[VniStatus]) {
     for v in vnis {
         let Some(b) = &v.bypass else {
@@ -128,7 +129,17 @@ fn bypass(out: &mut String, vnis: &[VniStatus]) {
         let ports = if b.ports.is_empty() {
             "no port".to_owned()
         } else {
-            b.ports.join(", ")
+            b.ports
+                .iter()
+                .map(|p| {
+                    if b.xdp_ports.contains(p) {
+                        format!("{p} (XDP)")
+                    } else {
+                        p.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let _ = writeln!(out, "bypass    VNI {}: {ports}", v.vni);
         for r in &b.refused {
@@ -587,6 +598,7 @@ looped             3
         let mut s = node(&[]);
         s.vnis[0].bypass = Some(BypassStatus {
             ports: vec!["tap100i0".into(), "veth7".into()],
+            xdp_ports: vec!["tap100i0".into()],
             refused: vec![RefusedPort {
                 port: "fwpr101p0".into(),
                 reason: "behind a Proxmox firewall bridge (fwbr101i0)".into(),
@@ -600,7 +612,7 @@ looped             3
         let out = status(&s);
         assert!(
             out.contains(
-                "bypass    VNI 100: tap100i0, veth7\n          refused fwpr101p0: behind a \
+                "bypass    VNI 100: tap100i0 (XDP), veth7\n          refused fwpr101p0: behind a \
                  Proxmox firewall bridge (fwbr101i0)\n          crowded veth7: 937 of its MACs \
                  take the bridge (a port's share is 64)\nbypass    VNI 16777215: no port\n"
             ),

@@ -19,6 +19,7 @@ use crate::bpf::{self, Programs};
 use crate::fdb::monotonic_ns;
 use crate::mac::MacAddr;
 use crate::maps::MapsError;
+use crate::model::DatapathMode;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::node::Node;
 
@@ -85,7 +86,8 @@ impl Bypass {
         let read = if wanted.is_empty() {
             Vec::new()
         } else {
-            nl.bypass_ports(&wanted).await?
+            nl.bypass_ports(&wanted, facts.datapath == DatapathMode::Xdp)
+                .await?
         };
         let mut bridges = BTreeMap::new();
         let mut ports = BTreeMap::new();

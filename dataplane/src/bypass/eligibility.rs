@@ -6,7 +6,7 @@
 //! for `vlnet ctl status`.
 
 use thiserror::Error;
-use vlnet_ebpf::abi::VLNET_BYPASS_PEER;
+use vlnet_ebpf::abi::{VLNET_BYPASS_PEER, VLNET_BYPASS_XDP};
 
 /// Name prefix of a Proxmox firewall bridge (`fwbr<vmid>i<n>`).
 pub const FIREWALL_BRIDGE_PREFIX: &str = "fwbr";
@@ -17,6 +17,10 @@ pub const FIREWALL_PORT_PREFIXES: [&str; 2] = ["fwpr", "fwln"];
 
 /// What netlink and tc say about one port of a bypass VNI's bridge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts netlink reports about a port, not states of one thing"
+)]
 pub struct PortFacts {
     /// Interface index.
     pub ifindex: u32,
@@ -34,6 +38,9 @@ pub struct PortFacts {
     pub peer_elsewhere: bool,
     /// Whether an XDP program runs on it.
     pub xdp: bool,
+    /// Whether XDP redirects into it reach the VM (a tap; a veth whose
+    /// peer runs a native XDP program): the XDP decap may deliver to it.
+    pub takes_xdp_frames: bool,
     /// TC programs and filters on it that are not vlnet's (e.g. `tcx
     /// program 42 at ingress`, `tc filter matchall at ingress`).
     pub foreign_tc: Vec<String>,
@@ -96,7 +103,7 @@ pub fn verdict(facts: &PortFacts) -> Result<u32, Refusal> {
     if facts.vlan_filtering {
         return Err(Refusal::VlanFiltering(facts.bridge.clone()));
     }
-    let flags = match facts.kind.as_deref() {
+    let mut flags = match facts.kind.as_deref() {
         Some("veth") if facts.peer_elsewhere => VLNET_BYPASS_PEER,
         Some("veth" | "tun" | "tap") => 0,
         Some(other) => return Err(Refusal::Kind(other.to_owned())),
@@ -107,6 +114,9 @@ pub fn verdict(facts: &PortFacts) -> Result<u32, Refusal> {
     }
     if !facts.foreign_tc.is_empty() {
         return Err(Refusal::ForeignTc(facts.foreign_tc.clone()));
+    }
+    if facts.takes_xdp_frames {
+        flags |= VLNET_BYPASS_XDP;
     }
     Ok(flags)
 }
@@ -141,6 +151,20 @@ mod tests {
             bridge: None,
         });
         assert_eq!(verdict(&p), Ok(0));
+    }
+
+    #[test]
+    fn a_port_that_takes_xdp_frames_is_marked_for_the_xdp_decap() {
+        let mut tap = port("tap100i0", "tun");
+        tap.takes_xdp_frames = true;
+        assert_eq!(verdict(&tap), Ok(VLNET_BYPASS_XDP));
+        let mut veth = port("veth100", "veth");
+        veth.peer_elsewhere = true;
+        veth.takes_xdp_frames = true;
+        assert_eq!(verdict(&veth), Ok(VLNET_BYPASS_PEER | VLNET_BYPASS_XDP));
+        // Refused all the same when refused.
+        tap.foreign_tc = vec!["tc filter u32 at ingress".to_owned()];
+        assert!(verdict(&tap).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vlnet_ebpf::abi::{vlnet_bypass_port, vlnet_fdb_key};
 
-use vlnet_ebpf::abi::VLNET_BYPASS_MAX;
+use vlnet_ebpf::abi::{VLNET_BYPASS_MAX, VLNET_BYPASS_XDP};
 
 use super::eligibility::Refusal;
 use crate::mac::MacAddr;
@@ -271,7 +271,12 @@ pub fn status(
             });
         }
         match &port.verdict {
-            Ok(_) => status.ports.push(port.name.clone()),
+            Ok(flags) => {
+                status.ports.push(port.name.clone());
+                if flags & VLNET_BYPASS_XDP != 0 {
+                    status.xdp_ports.push(port.name.clone());
+                }
+            }
             Err(why) => status.refused.push(RefusedPort {
                 port: port.name.clone(),
                 reason: why.to_string(),
@@ -280,6 +285,7 @@ pub fn status(
     }
     for status in out.values_mut() {
         status.ports.sort();
+        status.xdp_ports.sort();
         status.refused.sort_by(|a, b| a.port.cmp(&b.port));
         status.crowded.sort_by(|a, b| a.port.cmp(&b.port));
     }
@@ -324,7 +330,8 @@ mod tests {
 
     impl Bed {
         /// VNI 100's bridge: port 10 (veth into a VM namespace) with mac 1,
-        /// port 11 (tap) with mac 2, port 12 refused with mac 3.
+        /// port 11 (tap, taking XDP frames) with mac 2, port 12 refused
+        /// with mac 3.
         fn new() -> Self {
             let learned = [(mac(1), 10), (mac(2), 11), (mac(3), 12)].into();
             Self {
@@ -338,7 +345,7 @@ mod tests {
                 .into(),
                 ports: [
                     (10, port(100, "veth10", Ok(VLNET_BYPASS_PEER))),
-                    (11, port(100, "tap11", Ok(0))),
+                    (11, port(100, "tap11", Ok(VLNET_BYPASS_XDP))),
                     (12, port(100, "fwpr12p0", Err(Refusal::FirewallPort))),
                 ]
                 .into(),
@@ -390,7 +397,7 @@ mod tests {
             p.upsert,
             [
                 (fdb_key(100, mac(1).0), entry(10, VLNET_BYPASS_PEER, 0)),
-                (fdb_key(100, mac(2).0), entry(11, 0, 0)),
+                (fdb_key(100, mac(2).0), entry(11, VLNET_BYPASS_XDP, 0)),
             ],
             "the refused port's MAC gets no entry"
         );
@@ -402,7 +409,7 @@ mod tests {
         let mut bed = Bed::new();
         bed.entries = vec![
             (fdb_key(100, mac(1).0), entry(10, VLNET_BYPASS_PEER, 5)),
-            (fdb_key(100, mac(2).0), entry(11, 0, 0)),
+            (fdb_key(100, mac(2).0), entry(11, VLNET_BYPASS_XDP, 0)),
         ];
         bed.installed = [10, 11].into();
         bed.attached = [(10, 100), (11, 100)].into();
@@ -412,7 +419,7 @@ mod tests {
     #[test]
     fn a_mac_that_changed_port_keeps_its_seen_time() {
         let mut bed = Bed::new();
-        bed.entries = vec![(fdb_key(100, mac(1).0), entry(11, 0, NOW - 1))];
+        bed.entries = vec![(fdb_key(100, mac(1).0), entry(11, VLNET_BYPASS_XDP, NOW - 1))];
         let p = bed.plan();
         assert!(p.upsert.contains(&(
             fdb_key(100, mac(1).0),
@@ -433,9 +440,12 @@ mod tests {
                 entry(10, VLNET_BYPASS_PEER, NOW - 1_000_000_000),
             ),
             // Seen longer ago than the bridge's ageing time: goes.
-            (fdb_key(100, mac(2).0), entry(11, 0, NOW - AGEING)),
+            (
+                fdb_key(100, mac(2).0),
+                entry(11, VLNET_BYPASS_XDP, NOW - AGEING),
+            ),
             // Never seen: goes.
-            (fdb_key(100, mac(4).0), entry(11, 0, 0)),
+            (fdb_key(100, mac(4).0), entry(11, VLNET_BYPASS_XDP, 0)),
         ];
         let p = bed.plan();
         assert_eq!(p.delete, [fdb_key(100, mac(2).0), fdb_key(100, mac(4).0)]);
@@ -448,7 +458,10 @@ mod tests {
         let mut bed = Bed::new();
         bed.entries = vec![(fdb_key(100, mac(5).0), entry(10, VLNET_BYPASS_PEER, NOW))];
         let p = bed.plan_with(|_, m| m == mac(1) || m == mac(5));
-        assert_eq!(p.upsert, [(fdb_key(100, mac(2).0), entry(11, 0, 0))]);
+        assert_eq!(
+            p.upsert,
+            [(fdb_key(100, mac(2).0), entry(11, VLNET_BYPASS_XDP, 0))]
+        );
         assert_eq!(p.delete, [fdb_key(100, mac(5).0)], "even if seen recently");
     }
 
@@ -457,7 +470,7 @@ mod tests {
         let mut bed = Bed::new();
         bed.entries = vec![
             (fdb_key(100, mac(1).0), entry(10, VLNET_BYPASS_PEER, NOW)),
-            (fdb_key(100, mac(2).0), entry(11, 0, NOW)),
+            (fdb_key(100, mac(2).0), entry(11, VLNET_BYPASS_XDP, NOW)),
         ];
         bed.attached = [(10, 100), (11, 100)].into();
         // Port 10 is gone (its MAC still in a stale bridge read); 11 now
@@ -555,6 +568,7 @@ mod tests {
         let bed = Bed::new();
         let s = status(&bed.bridges, &bed.ports, &BTreeMap::new());
         assert_eq!(s[&100].ports, ["tap11", "veth10"]);
+        assert_eq!(s[&100].xdp_ports, ["tap11"]);
         assert_eq!(
             s[&100].refused,
             [RefusedPort {

@@ -1,6 +1,7 @@
 //! Netlink reads for the bridge bypass: a bridge's VLAN filtering and
 //! ageing time, the facts of each of its ports ([`PortFacts`]: kind, veth
-//! peer, XDP), and the classic tc filters on a port.
+//! peer, XDP, whether it takes XDP frames), and the classic tc filters on a
+//! port.
 
 use std::collections::HashMap;
 
@@ -52,6 +53,16 @@ impl Links {
     }
 }
 
+/// Whether link `msg` runs a native (driver mode) XDP program.
+fn runs_native_xdp(msg: &LinkMessage) -> bool {
+    msg.attributes.iter().any(|a| match a {
+        LinkAttribute::Xdp(xdp) => xdp
+            .iter()
+            .any(|x| matches!(x, LinkXdp::DrvProgId(id) if *id != 0)),
+        _ => false,
+    })
+}
+
 fn controller(msg: &LinkMessage) -> Option<u32> {
     msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::Controller(c) => Some(*c),
@@ -87,7 +98,35 @@ fn bridge_facts(msg: &LinkMessage, name: &str) -> BridgeFacts {
     facts
 }
 
-/// The facts of port `msg` on `bridge` (its tc programs not read here).
+/// A veth port's peer: its index, and the namespace id it lives in (`None`:
+/// this namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerRef {
+    index: u32,
+    nsid: Option<i32>,
+}
+
+/// The peer of port `msg` if it is a veth.
+fn veth_peer(msg: &LinkMessage) -> Option<PeerRef> {
+    let is_veth = msg.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(k) if k.to_string() == "veth")),
+        _ => false,
+    });
+    let index = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Link(peer) => Some(*peer),
+        _ => None,
+    })?;
+    let nsid = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkNetNsId(id) => Some(*id),
+        _ => None,
+    });
+    is_veth.then_some(PeerRef { index, nsid })
+}
+
+/// The facts of port `msg` on `bridge` (its tc programs not read here, nor
+/// whether a veth peer in another namespace takes XDP frames).
 fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFacts {
     let mut facts = PortFacts {
         ifindex: msg.header.index,
@@ -120,6 +159,13 @@ fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFac
             _ => {}
         }
     }
+    // A tap always takes XDP frames (tun_xdp_xmit, for QEMU's reader); a
+    // veth only when its peer's NAPI runs, which a native XDP program there
+    // turns on.
+    facts.takes_xdp_frames = facts.kind.as_deref() == Some("tun")
+        || peer_index
+            .and_then(|i| links.0.get(&i))
+            .is_some_and(|peer| !facts.peer_elsewhere && runs_native_xdp(peer));
     if facts.kind.as_deref() == Some("veth") && !facts.peer_elsewhere {
         facts.peer = peer_index.and_then(|i| {
             Some(PeerFacts {
@@ -144,13 +190,34 @@ impl Netlink {
         Ok(Links(out))
     }
 
+    /// Whether link `index` of the namespace this one knows as `nsid` runs
+    /// a native XDP program (`IFLA_TARGET_NETNSID`: read from here, no
+    /// entering it). A link gone since is taken as not.
+    async fn remote_runs_native_xdp(&self, index: u32, nsid: i32) -> Result<bool, NetlinkError> {
+        let mut get = self.handle.link().get().match_index(index);
+        get.message_mut()
+            .attributes
+            .push(LinkAttribute::IfNetnsId(nsid));
+        let mut stream = get.execute();
+        match stream.try_next().await {
+            Ok(msg) => Ok(msg.is_some_and(|m| runs_native_xdp(&m))),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(false),
+            Err(e) => Err(request(format!(
+                "reading veth peer #{index} in namespace id {nsid}"
+            ))(e)),
+        }
+    }
+
     /// For each bridge named in `bridges` (with the port to leave out, the
     /// overlay port, by name), the bridge's facts and those of its other
     /// ports, from one dump of the links. A bridge that does not exist is
-    /// left out.
+    /// left out. With `xdp` (the node decapsulates at XDP), a veth port's
+    /// peer in another namespace is read too, to tell whether the port
+    /// takes XDP frames; else no port is said to.
     pub async fn bypass_ports(
         &self,
         bridges: &[(String, String)],
+        xdp: bool,
     ) -> Result<Vec<(BridgeFacts, Vec<PortFacts>)>, NetlinkError> {
         let links = self.all_links().await?;
         let mut out = Vec::new();
@@ -172,6 +239,17 @@ impl Netlink {
                 })
                 .map(|m| port_facts(m, &bridge, &links))
                 .collect();
+            for port in &mut ports {
+                if !xdp {
+                    port.takes_xdp_frames = false;
+                } else if let Some(PeerRef {
+                    index,
+                    nsid: Some(nsid),
+                }) = links.0.get(&port.ifindex).and_then(veth_peer)
+                {
+                    port.takes_xdp_frames = self.remote_runs_native_xdp(index, nsid).await?;
+                }
+            }
             ports.sort_by_key(|p| p.ifindex);
             out.push((bridge, ports));
         }
@@ -308,5 +386,36 @@ mod tests {
         let tap = port_facts(&links.0[&9], &bridge, &links);
         assert_eq!(tap.kind.as_deref(), Some("tun"));
         assert!(tap.xdp);
+    }
+
+    #[test]
+    fn a_tap_or_a_veth_whose_peer_runs_native_xdp_takes_xdp_frames() {
+        let mut links = links();
+        let bridge = bridge_facts(&links.0[&2], "br100");
+        assert!(port_facts(&links.0[&9], &bridge, &links).takes_xdp_frames);
+        let fw = |links: &Links| port_facts(&links.0[&6], &bridge, links).takes_xdp_frames;
+        assert!(!fw(&links), "a peer without XDP");
+        let peer = links.0.get_mut(&7).unwrap();
+        peer.attributes
+            .push(LinkAttribute::Xdp(vec![LinkXdp::SkbProgId(3)]));
+        assert!(!fw(&links), "generic XDP leaves the peer's NAPI off");
+        let peer = links.0.get_mut(&7).unwrap();
+        peer.attributes
+            .push(LinkAttribute::Xdp(vec![LinkXdp::DrvProgId(4)]));
+        assert!(fw(&links));
+        // Its peer elsewhere is read by bypass_ports(), not from the dump.
+        assert!(!port_facts(&links.0[&5], &bridge, &links).takes_xdp_frames);
+        assert_eq!(
+            veth_peer(&links.0[&5]),
+            None,
+            "no IFLA_LINK in this message"
+        );
+        assert_eq!(
+            veth_peer(&links.0[&6]),
+            Some(PeerRef {
+                index: 7,
+                nsid: None
+            })
+        );
     }
 }

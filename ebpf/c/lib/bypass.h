@@ -78,6 +78,17 @@ static __always_inline int bypass_deliver(const struct vlnet_bypass_port *bp, __
 	return bpf_redirect(ifindex, 0);
 }
 
+/*
+ * Delivers a decapsulated XDP frame to its VM's port @ifindex, which takes
+ * XDP frames (VLNET_BYPASS_XDP): no skb is built before the VM's side.
+ * Returns the XDP action.
+ */
+static __always_inline int bypass_deliver_xdp(__u32 ifindex)
+{
+	count_bypass(VLNET_BYPASS_RX, 1);
+	return bpf_redirect(ifindex, 0);
+}
+
 /* Records that the VM behind @bp sent a frame past the bridge at @now. */
 static __always_inline void bypass_seen(struct vlnet_bypass_port *bp, __u64 now)
 {

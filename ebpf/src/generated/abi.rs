@@ -182,6 +182,7 @@ pub const VLNET_SUPPRESS_ND_LOCAL: u32 = 3;
 pub const VLNET_SUPPRESS_SNOOP_FULL: u32 = 4;
 pub const VLNET_SUPPRESS_COUNTERS: u32 = 5;
 pub const VLNET_BYPASS_PEER: u32 = 1;
+pub const VLNET_BYPASS_XDP: u32 = 2;
 pub const VLNET_BYPASS_SEEN_GAP_NS: u32 = 1000000000;
 pub const VLNET_BYPASS_RX: u32 = 0;
 pub const VLNET_BYPASS_TX: u32 = 1;

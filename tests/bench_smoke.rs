@@ -17,13 +17,15 @@ mod support;
 use support::bench::bench_json;
 
 /// Topologies the small-packet generator feeds.
-const CLEAR: [&str; 6] = [
+const CLEAR: [&str; 8] = [
     "plain",
     "kernel",
     "kernel-txoff",
     "vlnet-tc",
     "vlnet-tc-noflows",
+    "vlnet-bypass",
     "vlnet-xdp",
+    "vlnet-xdp-bypass",
 ];
 /// Topologies with VXLAN inside WireGuard.
 const ENCRYPTED: [&str; 2] = ["vlnet-wg", "kernel-wggo"];
@@ -132,6 +134,7 @@ fn assert_program_cost(json: &serde_json::Value) {
         ("vlnet-tc-noflows", &["tc_overlay_tx", "tc_underlay_rx"]),
         ("vlnet-bypass", &["tc_vm_tx", "tc_underlay_rx"]),
         ("vlnet-xdp", &["tc_overlay_tx", "xdp_underlay_rx"]),
+        ("vlnet-xdp-bypass", &["tc_vm_tx", "xdp_underlay_rx"]),
         ("vlnet-wg", &["tc_overlay_tx", "tc_tunnel_rx"]),
     ] {
         for program in programs {
@@ -204,6 +207,7 @@ fn bench_json_is_complete_and_positive() {
         "vlnet_tc_vs_vlnet_tc_noflows",
         "vlnet_xdp_vs_kernel_txoff",
         "vlnet_xdp_vs_kernel",
+        "vlnet_xdp_bypass_vs_kernel_txoff",
         "plain_vs_kernel",
         "vlnet_wg_vs_kernel_wggo",
     ] {
@@ -250,6 +254,7 @@ fn bench_json_is_complete_and_positive() {
         "vlnet_tc_vs_vlnet_tc_noflows",
         "vlnet_xdp_vs_kernel_txoff",
         "vlnet_xdp_vs_kernel",
+        "vlnet_xdp_bypass_vs_kernel_txoff",
     ] {
         for field in [
             "udp64_decapsulated_mpps",

@@ -14,6 +14,13 @@
 //! - `vlnet-bypass`: `vlnet-tc` with `bypass = true`: known unicast skips
 //!   the bridge and the overlay port both ways (decap straight into the VM's
 //!   veth, encap at the VM's port).
+//! - `vlnet-xdp-bypass`: `vlnet-xdp` with `bypass = true`. The XDP decap
+//!   redirects known unicast into a VM's port only when the port takes XDP
+//!   frames (a tap does; a veth when its peer runs native XDP): in the
+//!   decap runs the receiving VM's drop program makes its veth one, so the
+//!   frames cross no skb on the receiving host past the underlay; in the
+//!   other runs the VMs run no XDP and decap takes the bridge (encap at the
+//!   VM's port still skips it).
 //! - `vlnet-wg`: the encrypted path: node 0 a vlnet controller, node 1 a
 //!   member joined by token (`vlnet ctl client add` / `vlnet ctl join`, see
 //!   [`cluster`](crate::beds::cluster)); VXLAN between them travels inside
@@ -120,13 +127,14 @@ const PPS_BURSTS: u32 = 3;
 const EVPN_MOVE: &str = "evpn-move";
 
 /// The ratios reported: `(subject, reference)`.
-const RATIOS: [(&str, &str); 8] = [
+const RATIOS: [(&str, &str); 9] = [
     ("vlnet-tc", "kernel"),
     ("vlnet-bypass", "kernel"),
     ("vlnet-bypass", "plain"),
     ("vlnet-tc", "vlnet-tc-noflows"),
     ("vlnet-xdp", "kernel-txoff"),
     ("vlnet-xdp", "kernel"),
+    ("vlnet-xdp-bypass", "kernel-txoff"),
     ("plain", "kernel"),
     ("vlnet-wg", "kernel-wggo"),
 ];
@@ -139,11 +147,12 @@ enum Topology {
     Vlnet(Datapath),
     VlnetNoFlows,
     VlnetBypass,
+    VlnetXdpBypass,
     VlnetWg,
     KernelWggo,
 }
 
-const TOPOLOGIES: [Topology; 9] = [
+const TOPOLOGIES: [Topology; 10] = [
     Topology::Plain,
     Topology::Kernel {
         tx_checksum_off: false,
@@ -157,6 +166,7 @@ const TOPOLOGIES: [Topology; 9] = [
     Topology::Vlnet(Datapath::Tc),
     Topology::VlnetBypass,
     Topology::Vlnet(Datapath::Xdp),
+    Topology::VlnetXdpBypass,
     Topology::VlnetWg,
     Topology::KernelWggo,
 ];
@@ -175,6 +185,7 @@ impl Topology {
             Self::Vlnet(_) => "vlnet-tc",
             Self::VlnetNoFlows => "vlnet-tc-noflows",
             Self::VlnetBypass => "vlnet-bypass",
+            Self::VlnetXdpBypass => "vlnet-xdp-bypass",
             Self::VlnetWg => "vlnet-wg",
             Self::KernelWggo => "kernel-wggo",
         }
@@ -195,6 +206,9 @@ impl Topology {
             Self::Vlnet(_) => "vlnet ↔ vlnet, TC decap",
             Self::VlnetNoFlows => "vlnet ↔ vlnet, TC decap, flow tracking off",
             Self::VlnetBypass => "vlnet ↔ vlnet, TC decap, bridge bypass",
+            Self::VlnetXdpBypass => {
+                "vlnet ↔ vlnet, XDP decap, bridge bypass (into the VM's veth in the decap runs)"
+            }
             Self::VlnetWg => "vlnet controller ↔ member joined by token, VXLAN in boringtun",
             Self::KernelWggo => "kernel vxlan inside wireguard-go, set up by hand with wg",
         }
@@ -478,12 +492,12 @@ fn measure(
                     ..ScenarioOptions::default()
                 },
             )?;
-            measure_scenario(&s, false, secs, pps_secs)
+            measure_scenario(&s, SinkBypass::None, secs, pps_secs)
         }
         Topology::Vlnet(datapath) => {
             let vtep = Vtep::Vlnet(datapath);
             let s = Scenario::build("bv", &[vtep, vtep], binary)?;
-            measure_scenario(&s, false, secs, pps_secs)
+            measure_scenario(&s, SinkBypass::None, secs, pps_secs)
         }
         Topology::VlnetNoFlows => {
             let vtep = Vtep::Vlnet(Datapath::Tc);
@@ -496,7 +510,7 @@ fn measure(
                     ..ScenarioOptions::default()
                 },
             )?;
-            measure_scenario(&s, false, secs, pps_secs)
+            measure_scenario(&s, SinkBypass::None, secs, pps_secs)
         }
         Topology::VlnetBypass => {
             let vtep = Vtep::Vlnet(Datapath::Tc);
@@ -509,7 +523,20 @@ fn measure(
                     ..ScenarioOptions::default()
                 },
             )?;
-            measure_scenario(&s, true, secs, pps_secs)
+            measure_scenario(&s, SinkBypass::Tc, secs, pps_secs)
+        }
+        Topology::VlnetXdpBypass => {
+            let vtep = Vtep::Vlnet(Datapath::Xdp);
+            let s = Scenario::build_with(
+                "bx",
+                &[vtep, vtep],
+                binary,
+                ScenarioOptions {
+                    bypass: true,
+                    ..ScenarioOptions::default()
+                },
+            )?;
+            measure_scenario(&s, SinkBypass::Xdp, secs, pps_secs)
         }
         Topology::VlnetWg => encrypted::vlnet_wg(binary, secs),
         Topology::KernelWggo => encrypted::kernel_wggo(secs),
@@ -543,6 +570,7 @@ fn measure_plain(secs: u32, pps_secs: Duration) -> Result<Measurement> {
         sink: h1.ns(),
         sink_if: h1.underlay_if(),
         sink_generic_xdp: false,
+        xdp_delivery: None,
         decap: DecapPoint::Link {
             ns: h1.ns(),
             ifname: h1.underlay_if(),
@@ -574,11 +602,23 @@ fn measure_plain(secs: u32, pps_secs: Duration) -> Result<Measurement> {
     )
 }
 
-/// Measures a two-site scenario; `bypass`: its vlnet nodes run the bridge
-/// bypass (see [`pps::PpsPath::sink_generic_xdp`]).
+/// How the bridge bypass reaches the receiving VM of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkBypass {
+    /// No bypass: the bridge delivers.
+    None,
+    /// TC decap's `bpf_redirect_peer` (see [`pps::PpsPath::sink_generic_xdp`]).
+    Tc,
+    /// The XDP decap's redirect, once the VM's drop program makes its veth
+    /// take XDP frames (see [`pps::PpsPath::xdp_delivery`]).
+    Xdp,
+}
+
+/// Measures a two-site scenario whose receiving VM the bypass reaches as
+/// `bypass` says.
 fn measure_scenario(
     s: &Scenario,
-    bypass: bool,
+    bypass: SinkBypass,
     secs: u32,
     pps_secs: Duration,
 ) -> Result<Measurement> {
@@ -621,7 +661,14 @@ fn measure_scenario(
         peer_if: a.host.switch_port(),
         sink: b.vm.ns(),
         sink_if: b.vm.ifname(),
-        sink_generic_xdp: bypass,
+        sink_generic_xdp: bypass == SinkBypass::Tc,
+        xdp_delivery: match (bypass, &b.daemon) {
+            (SinkBypass::Xdp, Some(daemon)) => Some(pps::XdpDelivery {
+                daemon,
+                port: b.vm.host_port(),
+            }),
+            _ => None,
+        },
         decap,
         feed: Feed::Switch,
     };

@@ -47,7 +47,7 @@ use std::ffi::CString;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use aya::maps::PerCpuArray;
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunAttrs, TestRunOptions};
@@ -88,11 +88,55 @@ pub struct PpsPath<'a> {
     /// VM's veth past its driver hook, where only a generic program sees
     /// them.
     pub sink_generic_xdp: bool,
+    /// With the bridge bypass at XDP: the receiving node and the VM's port,
+    /// which takes XDP frames once the drop program runs on its peer; a
+    /// decap run waits until the node says so (it reads its ports every
+    /// 500 ms).
+    pub xdp_delivery: Option<XdpDelivery<'a>>,
     /// Where a decap run counts decapsulated frames.
     pub decap: DecapPoint<'a>,
     /// How the frames reach the receiving path.
     pub feed: Feed,
 }
+
+/// A VM port the XDP decap is to deliver to (see [`PpsPath::xdp_delivery`]).
+#[derive(Debug, Clone, Copy)]
+pub struct XdpDelivery<'a> {
+    /// The receiving node.
+    pub daemon: &'a Daemon,
+    /// The VM's port on its bridge.
+    pub port: &'a str,
+}
+
+impl XdpDelivery<'_> {
+    /// Waits until the node's status lists the port as taking XDP frames.
+    fn wait(&self) -> Result<()> {
+        let deadline = Instant::now() + XDP_DELIVERY_WAIT;
+        loop {
+            let status = self.daemon.status_json()?;
+            let listed = status["vnis"].as_array().is_some_and(|vnis| {
+                vnis.iter().any(|v| {
+                    v["bypass"]["xdp_ports"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|p| p == self.port))
+                })
+            });
+            if listed {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{} never took XDP frames from {}'s decap within {XDP_DELIVERY_WAIT:?}",
+                self.port,
+                self.daemon.name()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// How long a decap run waits for [`XdpDelivery`].
+const XDP_DELIVERY_WAIT: Duration = Duration::from_secs(10);
 
 /// How the generator's frames reach the receiving path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +333,9 @@ pub fn run_decap(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result
     // The drop program first: with Feed::Receiver on a host without a
     // tunnel it is the peer's own program, and NAPI exists once it runs.
     let drop = attach_drop(path.sink, path.sink_if, path.sink_generic_xdp)?;
+    if let Some(delivery) = &path.xdp_delivery {
+        delivery.wait()?;
+    }
     let _pass = prepare_peer(path)?;
     let split = online_cpus() >= 2;
     let decap_before = path.decap.read()?;

@@ -20,7 +20,7 @@
 mod support;
 
 use support::frames::{ethernet, ipv4_header};
-use support::node::{sample, scrape, tcx_programs, vlnet_binary};
+use support::node::{sample, scrape, status_until, tcx_programs, vlnet_binary, PORTS_SETTLE};
 use support::packet_socket::PacketSocket;
 
 use std::time::{Duration, Instant};
@@ -33,23 +33,6 @@ use vlnet_lab::beds::scenario::{vm_ip, Scenario, Vtep};
 use vlnet_lab::primitives::daemon::{Daemon, DEFAULT_METRICS_PORT};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::{Datapath, NetNs};
-
-/// How long the daemon may take to see a port change (it reads the bridges
-/// every 500 ms).
-const SETTLE: Duration = Duration::from_secs(10);
-
-/// Polls `what` until it holds or [`SETTLE`] passes; the last status.
-fn status_until(daemon: &Daemon, what: &str, holds: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let status = daemon.status_json().unwrap();
-        if holds(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what}: status {status:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// VNI 100's bypass in `status` (null when off).
 fn bypass(status: &Value) -> &Value {
@@ -151,7 +134,7 @@ fn ports_are_judged(daemon: &Daemon, host: &NetNs, vm_port: &str) {
 
 /// The VM's bypass entry, once the bridge learned its MAC.
 fn await_entry(daemon: &Daemon, vm_mac: [u8; 6]) -> vlnet_bypass_port {
-    let deadline = Instant::now() + SETTLE;
+    let deadline = Instant::now() + PORTS_SETTLE;
     loop {
         let entries = bypass_entries(daemon);
         if let Some((_, e)) = entries
@@ -177,7 +160,7 @@ fn bypass_packets(host: &NetNs) -> (f64, f64) {
 /// Bypass off: the port's link, pin and entries are gone.
 fn everything_is_forgotten(daemon: &Daemon, host: &NetNs, vm_port: &str) {
     status_until(daemon, "bypass off", |st| bypass(st).is_null());
-    let deadline = Instant::now() + SETTLE;
+    let deadline = Instant::now() + PORTS_SETTLE;
     while !(tcx_programs(host, vm_port).is_empty() && bypass_entries(daemon).is_empty()) {
         assert!(
             Instant::now() < deadline,

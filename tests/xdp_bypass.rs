@@ -23,16 +23,14 @@ use aya::maps::{HashMap, Map, MapData};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use serde_json::Value;
-use support::node::{drop_counts, sample, scrape, vlnet_binary};
+use support::node::{drop_counts, sample, scrape, status_until, vlnet_binary, PORTS_SETTLE};
+use vlnet_dataplane::mac::MacAddr;
 use vlnet_ebpf::abi::{vlnet_bypass_port, vlnet_fdb_key, VLNET_BYPASS_XDP};
 use vlnet_lab::beds::scenario::{vm_ip, Scenario, ScenarioOptions, Vtep};
 use vlnet_lab::primitives::probe;
 use vlnet_lab::primitives::trafficgen::TRAFFICGEN_OBJECT;
 use vlnet_lab::{Daemon, Datapath, NetNs};
 
-/// How long the daemon may take to see a port change (it reads the bridges
-/// every 500 ms).
-const SETTLE: Duration = Duration::from_secs(10);
 const PINGS: u32 = 20;
 
 /// Two vlnet nodes decapsulating at XDP, bypass on.
@@ -48,19 +46,6 @@ fn scenario(tag: &str) -> Scenario {
         },
     )
     .unwrap()
-}
-
-/// Polls `daemon`'s status until `holds` or [`SETTLE`] passes.
-fn status_until(daemon: &Daemon, what: &str, holds: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let status = daemon.status_json().unwrap();
-        if holds(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what}: status {status:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Whether VNI 100's bypass lists `port` under `list` (`ports`,
@@ -84,7 +69,7 @@ fn entry(daemon: &Daemon, mac: [u8; 6]) -> Option<vlnet_bypass_port> {
 
 /// Polls until `daemon`'s entry for `mac` exists and `holds`.
 fn entry_until(daemon: &Daemon, mac: [u8; 6], holds: impl Fn(u32) -> bool) -> vlnet_bypass_port {
-    let deadline = Instant::now() + SETTLE;
+    let deadline = Instant::now() + PORTS_SETTLE;
     loop {
         let e = entry(daemon, mac);
         if let Some(e) = e.filter(|e| holds(e.flags)) {
@@ -93,14 +78,6 @@ fn entry_until(daemon: &Daemon, mac: [u8; 6], holds: impl Fn(u32) -> bool) -> vl
         assert!(Instant::now() < deadline, "bypass entry: {e:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn mac_bytes(mac: &str) -> [u8; 6] {
-    let mut out = [0; 6];
-    for (b, part) in out.iter_mut().zip(mac.split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap();
-    }
-    out
 }
 
 /// Frames `ifname` in `ns` (a veth) handed to its peer as XDP frames
@@ -175,7 +152,7 @@ fn a_veth_port_gets_xdp_frames_while_its_peer_runs_xdp() {
     let host1 = s.sites[1].host.ns();
     let daemon1 = s.sites[1].daemon.as_ref().unwrap();
     let port = vm1.host_port().to_owned();
-    let vm1_mac = mac_bytes(vm1.mac());
+    let vm1_mac = vm1.mac().parse::<MacAddr>().unwrap().0;
     let warm = probe::ping(vm0.ns(), vm_ip(1), 3, Duration::from_millis(20)).unwrap();
     assert!(warm.received >= 2, "warm-up: {warm:?}");
 

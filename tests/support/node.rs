@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
+use serde_json::Value;
 use vlnet_lab::{Daemon, NetNs};
 
 use super::http;
@@ -57,4 +59,22 @@ pub fn drop_counts(daemon: &Daemon) -> BTreeMap<String, u64> {
             )
         })
         .collect()
+}
+
+/// How long a node may take to see a change to its bridges' ports (it reads
+/// them every 500 ms).
+pub const PORTS_SETTLE: Duration = Duration::from_secs(10);
+
+/// Polls `daemon`'s status (`--json`) until `holds`, for at most
+/// [`PORTS_SETTLE`]; the status that held. Fails naming `what`.
+pub fn status_until(daemon: &Daemon, what: &str, holds: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PORTS_SETTLE;
+    loop {
+        let status = daemon.status_json().unwrap();
+        if holds(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}: status {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

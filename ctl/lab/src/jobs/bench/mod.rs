@@ -513,34 +513,37 @@ fn measure(
             measure_scenario(&s, SinkBypass::None, secs, pps_secs)
         }
         Topology::VlnetBypass => {
-            let vtep = Vtep::Vlnet(Datapath::Tc);
-            let s = Scenario::build_with(
-                "bb",
-                &[vtep, vtep],
-                binary,
-                ScenarioOptions {
-                    bypass: true,
-                    ..ScenarioOptions::default()
-                },
-            )?;
-            measure_scenario(&s, SinkBypass::Tc, secs, pps_secs)
+            measure_bypass("bb", Datapath::Tc, SinkBypass::Tc, binary, secs, pps_secs)
         }
         Topology::VlnetXdpBypass => {
-            let vtep = Vtep::Vlnet(Datapath::Xdp);
-            let s = Scenario::build_with(
-                "bx",
-                &[vtep, vtep],
-                binary,
-                ScenarioOptions {
-                    bypass: true,
-                    ..ScenarioOptions::default()
-                },
-            )?;
-            measure_scenario(&s, SinkBypass::Xdp, secs, pps_secs)
+            measure_bypass("bx", Datapath::Xdp, SinkBypass::Xdp, binary, secs, pps_secs)
         }
         Topology::VlnetWg => encrypted::vlnet_wg(binary, secs),
         Topology::KernelWggo => encrypted::kernel_wggo(secs),
     }
+}
+
+/// Measures two vlnet nodes decapsulating at `datapath` with the bridge
+/// bypass on, which reaches the receiving VM as `sink` says.
+fn measure_bypass(
+    tag: &str,
+    datapath: Datapath,
+    sink: SinkBypass,
+    binary: &Path,
+    secs: u32,
+    pps_secs: Duration,
+) -> Result<Measurement> {
+    let vtep = Vtep::Vlnet(datapath);
+    let s = Scenario::build_with(
+        tag,
+        &[vtep, vtep],
+        binary,
+        ScenarioOptions {
+            bypass: true,
+            ..ScenarioOptions::default()
+        },
+    )?;
+    measure_scenario(&s, sink, secs, pps_secs)
 }
 
 /// Measures `plain`: two hosts on the underlay switch, no tunnel.

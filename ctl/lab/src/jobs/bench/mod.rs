@@ -16,11 +16,10 @@
 //!   veth, encap at the VM's port).
 //! - `vlnet-xdp-bypass`: `vlnet-xdp` with `bypass = true`. The XDP decap
 //!   redirects known unicast into a VM's port only when the port takes XDP
-//!   frames (a tap does; a veth when its peer runs native XDP): in the
-//!   decap runs the receiving VM's drop program makes its veth one, so the
-//!   frames cross no skb on the receiving host past the underlay; in the
-//!   other runs the VMs run no XDP and decap takes the bridge (encap at the
-//!   VM's port still skips it).
+//!   frames (a tap does; a veth when its peer runs native XDP): both VMs
+//!   run a native pass program, standing for a VM on a tap, and in the
+//!   decap runs the receiving VM's drop program takes its place, so the
+//!   frames cross no skb on the receiving host past the underlay.
 //! - `vlnet-wg`: the encrypted path: node 0 a vlnet controller, node 1 a
 //!   member joined by token (`vlnet ctl client add` / `vlnet ctl join`, see
 //!   [`cluster`](crate::beds::cluster)); VXLAN between them travels inside
@@ -94,11 +93,13 @@ pub mod program_cost;
 pub mod replication;
 pub mod report;
 
+use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
+use aya::Ebpf;
 
 use self::frame::{Endpoints, MIN_FRAME_LEN, SINK_PORT, SOURCE_PORT};
 use self::pps::{DecapPoint, Feed, PpsPath};
@@ -207,7 +208,7 @@ impl Topology {
             Self::VlnetNoFlows => "vlnet ↔ vlnet, TC decap, flow tracking off",
             Self::VlnetBypass => "vlnet ↔ vlnet, TC decap, bridge bypass",
             Self::VlnetXdpBypass => {
-                "vlnet ↔ vlnet, XDP decap, bridge bypass (into the VM's veth in the decap runs)"
+                "vlnet ↔ vlnet, XDP decap, bridge bypass (VMs taking XDP frames)"
             }
             Self::VlnetWg => "vlnet controller ↔ member joined by token, VXLAN in boringtun",
             Self::KernelWggo => "kernel vxlan inside wireguard-go, set up by hand with wg",
@@ -612,9 +613,33 @@ enum SinkBypass {
     None,
     /// TC decap's `bpf_redirect_peer` (see [`pps::PpsPath::sink_generic_xdp`]).
     Tc,
-    /// The XDP decap's redirect, once the VM's drop program makes its veth
-    /// take XDP frames (see [`pps::PpsPath::xdp_delivery`]).
+    /// The XDP decap's redirect: both VMs run `xdp_bench_pass`, which
+    /// makes their veths take XDP frames as a VM's tap does; the receiving
+    /// VM's gives way to the drop program in the decap runs (see
+    /// [`pps::PpsPath::xdp_delivery`]).
     Xdp,
+}
+
+/// `xdp_bench_pass` on both VMs' interfaces of `s`, once each node lists
+/// its VM's port as taking XDP frames: (VM 0's, VM 1's); each detached when
+/// dropped.
+fn vms_take_xdp_frames(s: &Scenario) -> Result<(Ebpf, Ebpf)> {
+    let mut passes = Vec::new();
+    for site in &s.sites[..2] {
+        // GRO as a guest's virtio-net does it: the XDP frames are segments.
+        site.vm
+            .ns()
+            .run(&["ethtool", "-K", site.vm.ifname(), "gro", "on"])?;
+        passes.push(pps::attach_pass(site.vm.ns(), site.vm.ifname())?);
+        let daemon = site
+            .daemon
+            .as_ref()
+            .ok_or_else(|| anyhow!("vlnet site without a daemon"))?;
+        pps::XdpDelivery::wait_for(daemon, site.vm.host_port())?;
+    }
+    let sink = passes.pop().ok_or_else(|| anyhow!("no VM 1"))?;
+    let source = passes.pop().ok_or_else(|| anyhow!("no VM 0"))?;
+    Ok((source, sink))
 }
 
 /// Measures a two-site scenario whose receiving VM the bypass reaches as
@@ -627,6 +652,12 @@ fn measure_scenario(
 ) -> Result<Measurement> {
     let (a, b) = (&s.sites[0], &s.sites[1]);
     no_bridge_netfilter(&[s.underlay.switch(), a.host.ns(), b.host.ns()])?;
+    let (_source_pass, sink_pass) = if bypass == SinkBypass::Xdp {
+        let (source, sink) = vms_take_xdp_frames(s)?;
+        (Some(source), RefCell::new(Some(sink)))
+    } else {
+        (None, RefCell::new(None))
+    };
     let inner = frame::udp_frame(
         &Endpoints {
             src_mac: mac(&vm_mac(0))?,
@@ -669,6 +700,7 @@ fn measure_scenario(
             (SinkBypass::Xdp, Some(daemon)) => Some(pps::XdpDelivery {
                 daemon,
                 port: b.vm.host_port(),
+                sink_pass: &sink_pass,
             }),
             _ => None,
         },

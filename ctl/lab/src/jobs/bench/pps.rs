@@ -43,6 +43,7 @@
 //! the sending VTEP) and where they reach the VM port (the drop program's
 //! own per-CPU counter).
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -89,8 +90,9 @@ pub struct PpsPath<'a> {
     /// them.
     pub sink_generic_xdp: bool,
     /// With the bridge bypass at XDP: the receiving node and the VM's port,
-    /// which takes XDP frames once the drop program runs on its peer; a
-    /// decap run waits until the node says so (it reads its ports every
+    /// which takes XDP frames while a native program runs on its peer; a
+    /// decap run swaps the pass program there for its drop program and
+    /// waits until the node lists the port again (it reads its ports every
     /// 500 ms).
     pub xdp_delivery: Option<XdpDelivery<'a>>,
     /// Where a decap run counts decapsulated frames.
@@ -106,19 +108,22 @@ pub struct XdpDelivery<'a> {
     pub daemon: &'a Daemon,
     /// The VM's port on its bridge.
     pub port: &'a str,
+    /// The pass program on the VM's interface until a decap run replaces
+    /// it.
+    pub sink_pass: &'a RefCell<Option<Ebpf>>,
 }
 
 impl XdpDelivery<'_> {
-    /// Waits until the node's status lists the port as taking XDP frames.
-    fn wait(&self) -> Result<()> {
+    /// Waits until `daemon`'s status lists `port` as taking XDP frames.
+    pub fn wait_for(daemon: &Daemon, port: &str) -> Result<()> {
         let deadline = Instant::now() + XDP_DELIVERY_WAIT;
         loop {
-            let status = self.daemon.status_json()?;
+            let status = daemon.status_json()?;
             let listed = status["vnis"].as_array().is_some_and(|vnis| {
                 vnis.iter().any(|v| {
                     v["bypass"]["xdp_ports"]
                         .as_array()
-                        .is_some_and(|p| p.iter().any(|p| p == self.port))
+                        .is_some_and(|p| p.iter().any(|p| p == port))
                 })
             });
             if listed {
@@ -126,9 +131,8 @@ impl XdpDelivery<'_> {
             }
             ensure!(
                 Instant::now() < deadline,
-                "{} never took XDP frames from {}'s decap within {XDP_DELIVERY_WAIT:?}",
-                self.port,
-                self.daemon.name()
+                "{port} never took XDP frames from {}'s decap within {XDP_DELIVERY_WAIT:?}",
+                daemon.name()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -332,9 +336,13 @@ pub fn run(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result<PpsRe
 pub fn run_decap(path: &PpsPath<'_>, frame: &[u8], duration: Duration) -> Result<DecapReport> {
     // The drop program first: with Feed::Receiver on a host without a
     // tunnel it is the peer's own program, and NAPI exists once it runs.
+    if let Some(delivery) = &path.xdp_delivery {
+        // Detached: one XDP program per interface.
+        delivery.sink_pass.take();
+    }
     let drop = attach_drop(path.sink, path.sink_if, path.sink_generic_xdp)?;
     if let Some(delivery) = &path.xdp_delivery {
-        delivery.wait()?;
+        XdpDelivery::wait_for(delivery.daemon, delivery.port)?;
     }
     let _pass = prepare_peer(path)?;
     let split = online_cpus() >= 2;
@@ -416,7 +424,7 @@ fn prepare_peer(path: &PpsPath<'_>) -> Result<Option<Ebpf>> {
 
 /// Attaches `xdp_bench_pass` to `ifname` in `ns`; detached when the returned
 /// object drops.
-fn attach_pass(ns: &NetNs, ifname: &str) -> Result<Ebpf> {
+pub fn attach_pass(ns: &NetNs, ifname: &str) -> Result<Ebpf> {
     attach(ns, ifname, PROG_PASS, XdpMode::Driver)
 }
 

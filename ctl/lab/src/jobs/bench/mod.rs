@@ -17,7 +17,8 @@
 //! - `vlnet-xdp-bypass`: `vlnet-xdp` with `bypass = true`. The XDP decap
 //!   redirects known unicast into a VM's port only when the port takes XDP
 //!   frames (a tap does; a veth when its peer runs native XDP): both VMs
-//!   run a native pass program, standing for a VM on a tap, and in the
+//!   run a native pass program with GRO on, standing for a VM on a tap
+//!   whose virtio-net does GRO, and in the
 //!   decap runs the receiving VM's drop program takes its place, so the
 //!   frames cross no skb on the receiving host past the underlay.
 //! - `vlnet-wg`: the encrypted path: node 0 a vlnet controller, node 1 a

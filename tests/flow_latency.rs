@@ -1,7 +1,9 @@
 //! Per-flow latency end to end: a client behind a WAN whose delay line adds
 //! 20 ms of RTT joins a controller over WireGuard; the RTT the kernel
 //! measures for its ping and TCP flows, and the underlay probe's RTT, must
-//! match what ping itself sees within 2 ms; `/metrics` exports the samples;
+//! match what ping itself sees within 2 ms (the kernel's smoothed ICMP RTT
+//! against ping's replies smoothed the same way, so that a late reply on a
+//! loaded machine moves both alike); `/metrics` exports the samples;
 //! and `vlnet ctl advise` recommends the client's site for a VM whose
 //! traffic comes from there, but "stay" when its traffic is mostly local.
 //!
@@ -66,6 +68,7 @@ fn kernel_rtt_matches_the_injected_wan_delay() {
     let ping = probe::ping(client.vm.ns(), cloud_vm, 40, Duration::from_millis(50)).unwrap();
     assert_eq!(ping.received, ping.sent, "{ping:?}");
     let truth = ping.rtt_p50_ms().unwrap();
+    let ping_srtt = ping.smoothed_rtt_ms().unwrap();
     assert!(
         (20.0..20.0 + 2.0 * BOUND_MS).contains(&truth),
         "the delay line should give ~20 ms: {ping:?}"
@@ -96,17 +99,18 @@ fn kernel_rtt_matches_the_injected_wan_delay() {
     assert!(tcp["rtt_samples"].as_u64().unwrap() > 10, "{tcp}");
 
     eprintln!(
-        "ping p50 {truth:.3} ms | kernel ICMP srtt {srtt:.3} (error {:+.3}) min {icmp_min:.3} | \
+        "ping p50 {truth:.3} ms, smoothed {ping_srtt:.3} | kernel ICMP srtt {srtt:.3} (error \
+         {:+.3}) min {icmp_min:.3} | \
          TCP min {tcp_min:.3} (error {:+.3}) at {:.0} Mbit/s | underlay probe {underlay:.3} \
          (error {:+.3})",
-        srtt - truth,
+        srtt - ping_srtt,
         tcp_min - ping.rtt_min_ms.unwrap(),
         tcp_run.bits_per_second / 1e6,
         underlay - truth
     );
     assert!(
-        (srtt - truth).abs() <= BOUND_MS,
-        "ICMP {srtt} vs ping {truth}"
+        (srtt - ping_srtt).abs() <= BOUND_MS,
+        "ICMP {srtt} vs ping's smoothed {ping_srtt}: {ping:?}"
     );
     assert!(
         (tcp_min - ping.rtt_min_ms.unwrap()).abs() <= BOUND_MS,

@@ -60,6 +60,18 @@ impl PingReport {
         rtts.get(rtts.len() / 2).copied()
     }
 
+    /// The replies' RTT smoothed in arrival order as TCP's SRTT (RFC 6298:
+    /// the first sample, then each new one weighted 1/8), which is how the
+    /// data plane smooths a flow's samples; `None` if nothing came back.
+    #[must_use]
+    pub fn smoothed_rtt_ms(&self) -> Option<f64> {
+        let (&first, rest) = self.rtts_ms.split_first()?;
+        Some(
+            rest.iter()
+                .fold(first, |srtt, rtt| srtt + (rtt - srtt) / 8.0),
+        )
+    }
+
     /// `(sent, lost)` counting only requests up to the last one answered:
     /// requests still in flight when ping stopped are not losses. With no
     /// reply at all, every request sent was lost.
@@ -522,6 +534,9 @@ mod tests {
         assert_eq!(r.rtts_ms, [0.3, 0.1, 0.2]);
         assert_eq!(r.seqs, [1, 2, 3]);
         assert_eq!(r.rtt_p50_ms(), Some(0.2));
+        // 0.3, then 0.3 + (0.1 − 0.3)/8 = 0.275, then 0.275 + (0.2 − 0.275)/8.
+        let srtt = r.smoothed_rtt_ms().unwrap();
+        assert!((srtt - 0.265_625).abs() < 1e-9, "{srtt}");
     }
 
     #[test]

@@ -98,36 +98,24 @@ fn bridge_facts(msg: &LinkMessage, name: &str) -> BridgeFacts {
     facts
 }
 
-/// A veth port's peer: its index, and the namespace id it lives in (`None`:
-/// this namespace).
+/// A veth port's peer in another namespace: its index there, and the id
+/// this namespace knows that namespace by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PeerRef {
+struct RemotePeer {
     index: u32,
-    nsid: Option<i32>,
+    nsid: i32,
 }
 
-/// The peer of port `msg` if it is a veth.
-fn veth_peer(msg: &LinkMessage) -> Option<PeerRef> {
-    let is_veth = msg.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos
-            .iter()
-            .any(|i| matches!(i, LinkInfo::Kind(k) if k.to_string() == "veth")),
-        _ => false,
-    });
-    let index = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Link(peer) => Some(*peer),
-        _ => None,
-    })?;
-    let nsid = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkNetNsId(id) => Some(*id),
-        _ => None,
-    });
-    is_veth.then_some(PeerRef { index, nsid })
-}
-
-/// The facts of port `msg` on `bridge` (its tc programs not read here, nor
-/// whether a veth peer in another namespace takes XDP frames).
-fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFacts {
+/// The facts of port `msg` on `bridge` (its tc programs not read here),
+/// and its peer if it is a veth whose peer lives in another namespace.
+/// With `xdp` (the node decapsulates at XDP) they say whether the port
+/// takes XDP frames, except for such a remote peer, which the caller reads.
+fn port_facts(
+    msg: &LinkMessage,
+    bridge: &BridgeFacts,
+    links: &Links,
+    xdp: bool,
+) -> (PortFacts, Option<RemotePeer>) {
     let mut facts = PortFacts {
         ifindex: msg.header.index,
         bridge: bridge.name.clone(),
@@ -135,6 +123,7 @@ fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFac
         ..PortFacts::default()
     };
     let mut peer_index = None;
+    let mut peer_nsid = None;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => facts.name.clone_from(n),
@@ -145,7 +134,7 @@ fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFac
                     }
                 }
             }
-            LinkAttribute::LinkNetNsId(_) => facts.peer_elsewhere = true,
+            LinkAttribute::LinkNetNsId(id) => peer_nsid = Some(*id),
             LinkAttribute::Link(peer) => peer_index = Some(*peer),
             LinkAttribute::Xdp(xdp) => {
                 facts.xdp = xdp.iter().any(|x| {
@@ -159,14 +148,17 @@ fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFac
             _ => {}
         }
     }
+    facts.peer_elsewhere = peer_nsid.is_some();
+    let is_veth = facts.kind.as_deref() == Some("veth");
     // A tap always takes XDP frames (tun_xdp_xmit, for QEMU's reader); a
     // veth only when its peer's NAPI runs, which a native XDP program there
     // turns on.
-    facts.takes_xdp_frames = facts.kind.as_deref() == Some("tun")
-        || peer_index
-            .and_then(|i| links.0.get(&i))
-            .is_some_and(|peer| !facts.peer_elsewhere && runs_native_xdp(peer));
-    if facts.kind.as_deref() == Some("veth") && !facts.peer_elsewhere {
+    facts.takes_xdp_frames = xdp
+        && (facts.kind.as_deref() == Some("tun")
+            || peer_index
+                .and_then(|i| links.0.get(&i))
+                .is_some_and(|peer| is_veth && !facts.peer_elsewhere && runs_native_xdp(peer)));
+    if is_veth && !facts.peer_elsewhere {
         facts.peer = peer_index.and_then(|i| {
             Some(PeerFacts {
                 name: links.name(i)?.to_owned(),
@@ -177,7 +169,11 @@ fn port_facts(msg: &LinkMessage, bridge: &BridgeFacts, links: &Links) -> PortFac
             })
         });
     }
-    facts
+    let remote = match (is_veth, peer_index, peer_nsid) {
+        (true, Some(index), Some(nsid)) => Some(RemotePeer { index, nsid }),
+        _ => None,
+    };
+    (facts, remote)
 }
 
 impl Netlink {
@@ -190,16 +186,16 @@ impl Netlink {
         Ok(Links(out))
     }
 
-    /// Whether link `index` of the namespace this one knows as `nsid` runs
-    /// a native XDP program (`IFLA_TARGET_NETNSID`: read from here, no
-    /// entering it). A link that cannot be read (gone since the dump, say)
-    /// is taken as not: its VM's frames then cross the bridge, which loses
-    /// none, where an XDP frame for a peer without NAPI would be dropped.
-    async fn remote_runs_native_xdp(&self, index: u32, nsid: i32) -> bool {
-        let mut get = self.handle.link().get().match_index(index);
+    /// Whether `peer` runs a native XDP program (`IFLA_TARGET_NETNSID`:
+    /// read from here, no entering its namespace). A link that cannot be
+    /// read (gone since the dump, say) is taken as not: its VM's frames
+    /// then cross the bridge, which loses none, where an XDP frame for a
+    /// peer without NAPI would be dropped.
+    async fn remote_runs_native_xdp(&self, peer: RemotePeer) -> bool {
+        let mut get = self.handle.link().get().match_index(peer.index);
         get.message_mut()
             .attributes
-            .push(LinkAttribute::IfNetnsId(nsid));
+            .push(LinkAttribute::IfNetnsId(peer.nsid));
         let mut stream = get.execute();
         matches!(stream.try_next().await, Ok(Some(m)) if runs_native_xdp(&m))
     }
@@ -226,25 +222,16 @@ impl Netlink {
                 continue;
             };
             let bridge = bridge_facts(msg, name);
-            let mut ports: Vec<PortFacts> = links
-                .0
-                .values()
-                .filter(|m| {
-                    controller(m) == Some(bridge.index)
-                        && links.name(m.header.index) != Some(except.as_str())
-                })
-                .map(|m| port_facts(m, &bridge, &links))
-                .collect();
-            for port in &mut ports {
-                if !xdp {
-                    port.takes_xdp_frames = false;
-                } else if let Some(PeerRef {
-                    index,
-                    nsid: Some(nsid),
-                }) = links.0.get(&port.ifindex).and_then(veth_peer)
-                {
-                    port.takes_xdp_frames = self.remote_runs_native_xdp(index, nsid).await;
+            let mut ports = Vec::new();
+            for msg in links.0.values().filter(|m| {
+                controller(m) == Some(bridge.index)
+                    && links.name(m.header.index) != Some(except.as_str())
+            }) {
+                let (mut port, remote) = port_facts(msg, &bridge, &links, xdp);
+                if let Some(peer) = remote.filter(|_| xdp) {
+                    port.takes_xdp_frames = self.remote_runs_native_xdp(peer).await;
                 }
+                ports.push(port);
             }
             ports.sort_by_key(|p| p.ifindex);
             out.push((bridge, ports));
@@ -301,7 +288,7 @@ mod tests {
     }
 
     /// br100 (filtering VLANs, ageing 30 s) with a veth into another
-    /// namespace (5), a Proxmox firewall port (6, its peer 7 on fwbr 8) and
+    /// namespace (5, its peer 3 there), a Proxmox firewall port (6, its peer 7 on fwbr 8) and
     /// a tap with XDP (9).
     fn links() -> Links {
         let bridge = link(
@@ -322,7 +309,12 @@ mod tests {
                 link(
                     5,
                     "veth5",
-                    vec![kind(InfoKind::Veth), on(2), LinkAttribute::LinkNetNsId(1)],
+                    vec![
+                        kind(InfoKind::Veth),
+                        on(2),
+                        LinkAttribute::Link(3),
+                        LinkAttribute::LinkNetNsId(1),
+                    ],
                 ),
                 link(
                     6,
@@ -363,13 +355,15 @@ mod tests {
             "not said: the kernel's default"
         );
 
-        let veth = port_facts(&links.0[&5], &bridge, &links);
+        let (veth, remote) = port_facts(&links.0[&5], &bridge, &links, false);
+        assert_eq!(remote, Some(RemotePeer { index: 3, nsid: 1 }));
         assert_eq!(veth.kind.as_deref(), Some("veth"));
         assert!(veth.peer_elsewhere && veth.peer.is_none() && !veth.xdp);
         assert!(veth.vlan_filtering);
         assert_eq!(veth.bridge, "br100");
 
-        let fw = port_facts(&links.0[&6], &bridge, &links);
+        let (fw, remote) = port_facts(&links.0[&6], &bridge, &links, false);
+        assert_eq!(remote, None, "its peer is in this namespace");
         assert!(!fw.peer_elsewhere);
         assert_eq!(
             fw.peer,
@@ -379,17 +373,23 @@ mod tests {
             })
         );
 
-        let tap = port_facts(&links.0[&9], &bridge, &links);
+        let (tap, remote) = port_facts(&links.0[&9], &bridge, &links, false);
+        assert_eq!(remote, None);
         assert_eq!(tap.kind.as_deref(), Some("tun"));
         assert!(tap.xdp);
+        assert!(
+            !tap.takes_xdp_frames,
+            "not asked: the node decapsulates at TC"
+        );
     }
 
     #[test]
     fn a_tap_or_a_veth_whose_peer_runs_native_xdp_takes_xdp_frames() {
         let mut links = links();
         let bridge = bridge_facts(&links.0[&2], "br100");
-        assert!(port_facts(&links.0[&9], &bridge, &links).takes_xdp_frames);
-        let fw = |links: &Links| port_facts(&links.0[&6], &bridge, links).takes_xdp_frames;
+        let takes = |links: &Links, index| port_facts(&links.0[&index], &bridge, links, true).0;
+        assert!(takes(&links, 9).takes_xdp_frames);
+        let fw = |links: &Links| takes(links, 6).takes_xdp_frames;
         assert!(!fw(&links), "a peer without XDP");
         let peer = links.0.get_mut(&7).unwrap();
         peer.attributes
@@ -400,18 +400,6 @@ mod tests {
             .push(LinkAttribute::Xdp(vec![LinkXdp::DrvProgId(4)]));
         assert!(fw(&links));
         // Its peer elsewhere is read by bypass_ports(), not from the dump.
-        assert!(!port_facts(&links.0[&5], &bridge, &links).takes_xdp_frames);
-        assert_eq!(
-            veth_peer(&links.0[&5]),
-            None,
-            "no IFLA_LINK in this message"
-        );
-        assert_eq!(
-            veth_peer(&links.0[&6]),
-            Some(PeerRef {
-                index: 7,
-                nsid: None
-            })
-        );
+        assert!(!takes(&links, 5).takes_xdp_frames);
     }
 }

@@ -149,30 +149,28 @@ fn port_facts(
         }
     }
     facts.peer_elsewhere = peer_nsid.is_some();
-    let is_veth = facts.kind.as_deref() == Some("veth");
+    let veth_peer = peer_index.filter(|_| facts.kind.as_deref() == Some("veth"));
+    let local_peer = veth_peer.filter(|_| !facts.peer_elsewhere);
     // A tap always takes XDP frames (tun_xdp_xmit, for QEMU's reader); a
     // veth only when its peer's NAPI runs, which a native XDP program there
     // turns on.
     facts.takes_xdp_frames = xdp
         && (facts.kind.as_deref() == Some("tun")
-            || peer_index
+            || local_peer
                 .and_then(|i| links.0.get(&i))
-                .is_some_and(|peer| is_veth && !facts.peer_elsewhere && runs_native_xdp(peer)));
-    if is_veth && !facts.peer_elsewhere {
-        facts.peer = peer_index.and_then(|i| {
-            Some(PeerFacts {
-                name: links.name(i)?.to_owned(),
-                bridge: links
-                    .controller(i)
-                    .and_then(|c| links.name(c))
-                    .map(str::to_owned),
-            })
-        });
-    }
-    let remote = match (is_veth, peer_index, peer_nsid) {
-        (true, Some(index), Some(nsid)) => Some(RemotePeer { index, nsid }),
-        _ => None,
-    };
+                .is_some_and(runs_native_xdp));
+    facts.peer = local_peer.and_then(|i| {
+        Some(PeerFacts {
+            name: links.name(i)?.to_owned(),
+            bridge: links
+                .controller(i)
+                .and_then(|c| links.name(c))
+                .map(str::to_owned),
+        })
+    });
+    let remote = veth_peer
+        .zip(peer_nsid)
+        .map(|(index, nsid)| RemotePeer { index, nsid });
     (facts, remote)
 }
 

@@ -112,8 +112,20 @@ pub fn ping(
     count: u32,
     interval: Duration,
 ) -> Result<PingReport, LabError> {
+    ping_from_cpu(ns, dst, count, interval, None)
+}
+
+/// As [`ping`], with the pinger pinned to `cpu` (`taskset -c`) when given.
+pub fn ping_from_cpu(
+    ns: &NetNs,
+    dst: Ipv4Addr,
+    count: u32,
+    interval: Duration,
+    cpu: Option<usize>,
+) -> Result<PingReport, LabError> {
     let deadline = (interval.as_secs_f64() * f64::from(count)).ceil() + 2.0;
-    let args = [
+    let pin = cpu.map(|cpu| ["taskset".to_owned(), "-c".to_owned(), cpu.to_string()]);
+    let ping = [
         "ping".to_owned(),
         "-n".to_owned(),
         "-c".to_owned(),
@@ -126,7 +138,12 @@ pub fn ping(
         format!("{deadline:.0}"),
         dst.to_string(),
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args: Vec<&str> = pin
+        .iter()
+        .flatten()
+        .chain(&ping)
+        .map(String::as_str)
+        .collect();
     let output = ns.output_within(&args, Duration::from_secs_f64(deadline) + GRACE)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     // iputils: 0 all good, 1 some replies missing, 2 other errors.
@@ -290,16 +307,27 @@ pub struct IperfReport {
     pub retransmits: u64,
 }
 
+/// The CPUs a measurement's two ends run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuPair {
+    /// The sending end (the iperf3 client, the pinger).
+    pub client: usize,
+    /// The receiving end (the iperf3 server).
+    pub server: usize,
+}
+
 /// `iperf3 -c dst -p port -t secs -P streams --json` from `ns`, bounded by
-/// `secs + 10 s`.
+/// `secs + 10 s`; with `cpus`, client and server each pinned to one CPU
+/// (`iperf3 -A client,server`).
 pub fn iperf3_client(
     ns: &NetNs,
     dst: Ipv4Addr,
     secs: u32,
     streams: u32,
     port: u16,
+    cpus: Option<CpuPair>,
 ) -> Result<IperfReport, LabError> {
-    let args = [
+    let mut args = vec![
         "iperf3".to_owned(),
         "-c".to_owned(),
         dst.to_string(),
@@ -313,6 +341,9 @@ pub fn iperf3_client(
         "3000".to_owned(),
         "--json".to_owned(),
     ];
+    if let Some(cpus) = cpus {
+        args.extend(["-A".to_owned(), format!("{},{}", cpus.client, cpus.server)]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = ns.output_within(&args, Duration::from_secs(secs.into()) + GRACE)?;
     // iperf3 prints JSON (with an "error" member) even when it fails.

@@ -754,7 +754,14 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measur
         .collect();
     let before = program_cost::snapshot(&programs);
     warm_up(ends.client, ends.server_ip)?;
-    let ping = probe::ping(ends.client, ends.server_ip, PINGS, PING_INTERVAL)?;
+    let cpus = measurement_cpus();
+    let ping = probe::ping_from_cpu(
+        ends.client,
+        ends.server_ip,
+        PINGS,
+        PING_INTERVAL,
+        cpus.map(|c| c.client),
+    )?;
     ensure!(
         ping.received > 0,
         "no ping reply from {} ({}/{} lost)",
@@ -764,8 +771,8 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measur
     );
     let tcp = {
         let _server = probe::iperf3_server(ends.server, ends.server_ip, IPERF_PORT)?;
-        let one = probe::iperf3_client(ends.client, ends.server_ip, secs, 1, IPERF_PORT)?;
-        let four = probe::iperf3_client(ends.client, ends.server_ip, secs, 4, IPERF_PORT)?;
+        let one = probe::iperf3_client(ends.client, ends.server_ip, secs, 1, IPERF_PORT, cpus)?;
+        let four = probe::iperf3_client(ends.client, ends.server_ip, secs, 4, IPERF_PORT, cpus)?;
         (one, four)
     };
     eprintln!(
@@ -788,6 +795,20 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measur
         small_packets,
     };
     Ok((metrics, cost))
+}
+
+/// Where TCP and ping run: the sender (iperf3 client, pinger) on CPU 0, the
+/// iperf3 server on CPU 1; none on a one-CPU machine. Left to the
+/// scheduler, the two ends may share a CPU in one run and not in the next
+/// (plain veth's one stream ranged 7.7–16.7 Gbit/s over runs). Pinned,
+/// every topology gets the same split: a veth hands a packet on in the
+/// sending CPU's softirq, so the path up to the receiver's socket runs on
+/// the sender's CPU, and a ping's round trip too.
+fn measurement_cpus() -> Option<probe::CpuPair> {
+    (pps::online_cpus() >= 2).then_some(probe::CpuPair {
+        client: 0,
+        server: 1,
+    })
 }
 
 /// Pings `dst` from `client` once at a time until one reply comes back,

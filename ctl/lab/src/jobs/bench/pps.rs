@@ -466,7 +466,8 @@ fn dropped(ebpf: &Ebpf) -> Result<u64> {
     Ok(per_cpu.iter().sum())
 }
 
-fn online_cpus() -> usize {
+/// The CPUs this machine has online (at least 1).
+pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 

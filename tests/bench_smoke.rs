@@ -2,7 +2,8 @@
 //! well-formed JSON in which every number — each topology's metrics, each
 //! ratio, the migration, EVPN move and control-plane runs — is positive
 //! (pings lost may be zero; the flow-RTT error may be any non-negative
-//! number, flow tracking's price any finite one), each vlnet topology
+//! number, flow tracking's price and the receiving hosts' costs beyond
+//! `plain`'s any finite one), each vlnet topology
 //! reports what its
 //! programs cost per run (the kernel's BPF statistics), and the
 //! encrypted topologies have TCP and ping but no
@@ -49,6 +50,10 @@ const SMALL_PACKET_FIELDS: [&str; 9] = [
     "udp64_fed_generated_mpps",
 ];
 
+/// Each topology's receiving host's cost per frame, set against `plain`'s
+/// (which has none).
+const RECEIVE_COST: &str = "udp64_receive_us";
+
 fn numbers<'a>(
     path: &str,
     v: &'a serde_json::Value,
@@ -90,10 +95,12 @@ fn assert_accuracy(json: &serde_json::Value) {
 fn assert_positive(json: &serde_json::Value) {
     let mut all = Vec::new();
     numbers("", json, &mut all);
-    // Tracking's price is within noise of 0 either way.
+    // Tracking's price, and a cheap receiver's cost beyond plain's, are
+    // within noise of 0 either way.
     all.retain(|(path, _)| {
         !path.starts_with(".program_cost.flow_tracking.ns_per_packet")
             && !path.starts_with(".program_cost.flow_tracking.share")
+            && !path.ends_with(RECEIVE_COST)
     });
     assert!(all.len() > 50, "too few numbers: {json:#}");
     for (path, v) in all {
@@ -246,6 +253,18 @@ fn bench_json_is_complete_and_positive() {
         assert!(
             json["ratios"]["vlnet_wg_vs_kernel_wggo"][field].is_number(),
             "ratios.vlnet_wg_vs_kernel_wggo.{field} missing: {json:#}"
+        );
+    }
+    for topology in CLEAR {
+        let cost = json["topologies"][topology][RECEIVE_COST].as_f64();
+        assert_eq!(
+            cost.is_some(),
+            topology != "plain",
+            "{topology}.{RECEIVE_COST}: {json:#}"
+        );
+        assert!(
+            cost.is_none_or(f64::is_finite),
+            "{topology}.{RECEIVE_COST}: {json:#}"
         );
     }
     // The decap rate and its ratios, the bench's point (positivity below).

@@ -865,6 +865,8 @@ fn measure_small_packets(s: &SmallPacketPath<'_>, pps_secs: Duration) -> Result<
         udp64_fed_decapsulated_mpps: fed.decapsulated_pps() / 1e6,
         udp64_fed_at_vm_port_mpps: fed.at_port_pps() / 1e6,
         udp64_fed_generated_mpps: fed.generated_pps() / 1e6,
+        // Set against plain's rates when the report is built.
+        udp64_receive_us: None,
     })
 }
 

@@ -53,6 +53,49 @@ pub struct SmallPackets {
     pub udp64_fed_at_vm_port_mpps: f64,
     /// Fed decap run: frames the generator pushed, Mpps.
     pub udp64_fed_generated_mpps: f64,
+    /// The receiving host's own cost per frame in the decap run, µs: one
+    /// over the decapsulated rate less one over `plain`'s in the same run
+    /// (see [`with_receive_costs`]). `None` for `plain` itself and in a
+    /// run without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp64_receive_us: Option<f64>,
+}
+
+/// The topology whose small-packet rates every other's receive cost is
+/// set against.
+const PLAIN: &str = "plain";
+
+/// Fills in each topology's receive cost ([`SmallPackets::udp64_receive_us`]).
+///
+/// In the decap run the receive path has CPU 1 to itself and the rate is
+/// what that CPU can take, so one over it is the CPU time per frame. Every
+/// topology's frame costs the same before the receiving host takes it:
+/// the switch's bridge, and the copy the receiving veth makes for XDP.
+/// `plain` drops the frame right there, so one over its rate is that
+/// shared cost, and one over another topology's rate less it is that
+/// topology's receiving host alone: its decap and its way to the VM's
+/// port. (The kernel topologies run no XDP on the underlay and so skip the
+/// copy `plain` pays: their cost comes out too low, if anything.) Noise
+/// can make a cheap receiver's figure zero or below. The fed decap run has
+/// no such figure: there the generator shares the CPU, and its own cost
+/// per frame is not the same from one topology to the next.
+fn with_receive_costs(mut topologies: Vec<Measured>) -> Vec<Measured> {
+    let Some(plain) = topologies
+        .iter()
+        .find(|t| t.name == PLAIN)
+        .and_then(|t| t.metrics.small_packets)
+    else {
+        return topologies;
+    };
+    let plain_mpps = plain.udp64_decapsulated_mpps;
+    for t in topologies.iter_mut().filter(|t| t.name != PLAIN) {
+        if let Some(s) = t.metrics.small_packets.as_mut() {
+            let mpps = s.udp64_decapsulated_mpps;
+            s.udp64_receive_us =
+                (mpps > 0.0 && plain_mpps > 0.0).then(|| 1.0 / mpps - 1.0 / plain_mpps);
+        }
+    }
+    topologies
 }
 
 /// Whether a bigger value of a metric is better.
@@ -71,7 +114,7 @@ const NOT_MEASURED: &str = "-";
 /// `(label, better, value)` of every metric, in table order.
 type Row = (&'static str, Better, fn(&Metrics) -> Option<f64>);
 
-const ROWS: [Row; 13] = [
+const ROWS: [Row; 14] = [
     ("TCP 1 stream (Gbit/s)", Better::Higher, |m| {
         Some(m.tcp_1_stream_gbit_s)
     }),
@@ -104,6 +147,9 @@ const ROWS: [Row; 13] = [
     }),
     ("64B generated, fed (Mpps)", Better::Higher, |m| {
         m.small_packets.map(|s| s.udp64_fed_generated_mpps)
+    }),
+    ("64B receiving host, µs/frame", Better::Lower, |m| {
+        m.small_packets.and_then(|s| s.udp64_receive_us)
     }),
     ("ping RTT avg (ms)", Better::Lower, |m| {
         Some(m.ping_rtt_avg_ms)
@@ -174,6 +220,10 @@ impl SmallPackets {
                 self.udp64_fed_generated_mpps,
                 reference.udp64_fed_generated_mpps,
             ),
+            udp64_receive_us: self
+                .udp64_receive_us
+                .zip(reference.udp64_receive_us)
+                .map(|(s, r)| ratio(s, r)),
         }
     }
 }
@@ -216,8 +266,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// Builds the report, computing `subject / reference` for each pair of
-    /// names in `pairs` that was measured.
+    /// Builds the report, computing each topology's receive costs (with
+    /// `plain` in the run) and `subject / reference` for each pair of names
+    /// in `pairs` that was measured.
     #[must_use]
     pub fn new(
         iperf_secs: u32,
@@ -225,6 +276,7 @@ impl Report {
         topologies: Vec<Measured>,
         pairs: &[(&'static str, &'static str)],
     ) -> Self {
+        let topologies = with_receive_costs(topologies);
         let find = |name: &str| topologies.iter().find(|t| t.name == name);
         let ratios = pairs
             .iter()
@@ -361,6 +413,7 @@ mod tests {
                 udp64_fed_decapsulated_mpps: 5.0 * k,
                 udp64_fed_at_vm_port_mpps: 1.5 * k,
                 udp64_fed_generated_mpps: 6.0 * k,
+                udp64_receive_us: None,
             }),
         }
     }
@@ -415,6 +468,48 @@ mod tests {
         assert!((small.udp64_decapsulated_mpps - 2.0).abs() < 1e-9);
         assert!((small.udp64_fed_decapsulated_mpps - 2.0).abs() < 1e-9);
         assert_eq!(r.ratios[0].name, "vlnet_tc_vs_kernel");
+    }
+
+    #[test]
+    fn receive_costs_are_set_against_plain_in_the_same_run() {
+        let r = Report::new(
+            5,
+            2.0,
+            vec![
+                // Decapsulated 1 Mpps: 1 µs per frame.
+                measured("plain", metrics(1.0 / 3.0)),
+                // 0.25 Mpps: 4 µs, 3 beyond plain's.
+                measured("kernel", metrics(1.0 / 12.0)),
+                // 0.5 Mpps: 2 µs, 1 beyond.
+                measured("vlnet-xdp", metrics(1.0 / 6.0)),
+            ],
+            &[("vlnet-xdp", "kernel"), ("vlnet-xdp", "plain")],
+        );
+        let cost = |name: &str| {
+            let s = r.topologies.iter().find(|t| t.name == name).unwrap();
+            let s = s.metrics.small_packets.unwrap();
+            s.udp64_receive_us
+        };
+        let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-9);
+        assert_eq!(cost("plain"), None);
+        assert!(near(cost("kernel"), 3.0), "{:?}", cost("kernel"));
+        assert!(near(cost("vlnet-xdp"), 1.0), "{:?}", cost("vlnet-xdp"));
+        let vs_kernel = r.ratios[0].metrics.small_packets.unwrap();
+        assert!(near(vs_kernel.udp64_receive_us, 1.0 / 3.0), "{vs_kernel:?}");
+        // Against plain, which has none: not a number but absent.
+        let vs_plain = r.ratios[1].metrics.small_packets.unwrap();
+        assert_eq!(vs_plain.udp64_receive_us, None);
+        let t = r.table();
+        let row = t
+            .lines()
+            .find(|l| l.starts_with("64B receiving host, µs/frame"))
+            .unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().skip(4).collect();
+        assert_eq!(cells, ["-", "3.000", "1.000", "0.33↓", "-"], "{t}");
+        let j = r.to_json();
+        assert!(j["topologies"]["plain"].get("udp64_receive_us").is_none());
+        let xdp = j["topologies"]["vlnet-xdp"]["udp64_receive_us"].as_f64();
+        assert!(near(xdp, 1.0), "{j:#}");
     }
 
     #[test]

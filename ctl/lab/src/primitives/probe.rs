@@ -317,9 +317,20 @@ pub struct CpuPair {
 }
 
 /// `iperf3 -c dst -p port -t secs -P streams --json` from `ns`, bounded by
-/// `secs + 10 s`; with `cpus`, client and server each pinned to one CPU
-/// (`iperf3 -A client,server`).
+/// `secs + 10 s`.
 pub fn iperf3_client(
+    ns: &NetNs,
+    dst: Ipv4Addr,
+    secs: u32,
+    streams: u32,
+    port: u16,
+) -> Result<IperfReport, LabError> {
+    iperf3_client_on(ns, dst, secs, streams, port, None)
+}
+
+/// As [`iperf3_client`], with client and server each pinned to one CPU
+/// (`iperf3 -A client,server`) when `cpus` is given.
+pub fn iperf3_client_on(
     ns: &NetNs,
     dst: Ipv4Addr,
     secs: u32,

@@ -95,7 +95,7 @@ pub fn run(binary: &Path, secs: u32) -> Result<GatewayRun> {
 fn figures(from: &NetNs, to: &NetNs, ip: Ipv4Addr, secs: u32) -> Result<PathFigures> {
     let ping = probe::ping(from, ip, PINGS, PING_INTERVAL)?;
     let _server = probe::iperf3_server(to, ip, IPERF_PORT)?;
-    let tcp = probe::iperf3_client(from, ip, secs, 1, IPERF_PORT, None)?;
+    let tcp = probe::iperf3_client(from, ip, secs, 1, IPERF_PORT)?;
     eprintln!(
         "      {} → {ip}: TCP {:.3} Gbit/s, ping p50 {:.3} ms",
         from.name(),

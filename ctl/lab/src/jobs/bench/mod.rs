@@ -771,8 +771,8 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measur
     );
     let tcp = {
         let _server = probe::iperf3_server(ends.server, ends.server_ip, IPERF_PORT)?;
-        let one = probe::iperf3_client(ends.client, ends.server_ip, secs, 1, IPERF_PORT, cpus)?;
-        let four = probe::iperf3_client(ends.client, ends.server_ip, secs, 4, IPERF_PORT, cpus)?;
+        let one = probe::iperf3_client_on(ends.client, ends.server_ip, secs, 1, IPERF_PORT, cpus)?;
+        let four = probe::iperf3_client_on(ends.client, ends.server_ip, secs, 4, IPERF_PORT, cpus)?;
         (one, four)
     };
     eprintln!(

@@ -67,8 +67,9 @@ const PLAIN: &str = "plain";
 
 /// Fills in each topology's receive cost ([`SmallPackets::udp64_receive_us`]).
 ///
-/// In the decap run the receive path has CPU 1 to itself and the rate is
-/// what that CPU can take, so one over it is the CPU time per frame. Every
+/// In the decap run the receive path has CPU 1 to itself (on a machine
+/// with two CPUs or more; see `pps`) and the rate is what that CPU can
+/// take, so one over it is the CPU time per frame. Every
 /// topology's frame costs the same before the receiving host takes it:
 /// the switch's bridge, and the copy the receiving veth makes for XDP.
 /// `plain` drops the frame right there, so one over its rate is that

@@ -198,6 +198,45 @@ fn a_new_vms_first_broadcast_is_reported_once() {
     );
 }
 
+/// The bridge broadcasts from its own address too (IPv6 router
+/// solicitations, every 4 s, then 8 s, 16 s, …), and its frames reach the
+/// overlay port as a VM's do; each read of the bridges (every 500 ms) drops
+/// the kernel's record of an address the bridge did not learn. The bridge
+/// is no VM: two of its broadcasts, 1.5 s apart, are no arrival.
+#[test]
+fn the_bridges_own_broadcasts_are_not_arrivals() {
+    let s = two_vlnet_sites("mgb");
+    let host = s.sites[0].host.ns();
+    // `ip -br link`: name, state, address, flags.
+    let link = host
+        .run(&["ip", "-br", "link", "show", "dev", BRIDGE])
+        .unwrap();
+    let mac: vlnet_dataplane::mac::MacAddr = link
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {link:?}"));
+    let mut frame = support::frames::ethernet([0xff; 6], mac.0, 0x0806);
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac.0);
+    frame.extend_from_slice(&vm_ip(60).octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&vm_ip(61).octets());
+    // The node has read its bridges since they came up.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = arrivals(&s);
+    for _ in 0..2 {
+        host.within(|| support::packet_socket::PacketSocket::bind_named(BRIDGE).send(&frame))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let after = arrivals(&s);
+    assert!(
+        (after - before).abs() < f64::EPSILON,
+        "the bridge ({mac}) counted as arrived: {before} then {after}"
+    );
+}
+
 /// Forged source MACs the flooding VM broadcasts from.
 const FORGED: u16 = 1000;
 

@@ -91,7 +91,8 @@ pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
             () = node.locals_poked() => {}
         }
         let started = monotonic_ns();
-        let learned = match nl.local_ports(&node.vni_ports()).await {
+        let ports = node.vni_ports();
+        let learned = match nl.local_ports(&ports).await {
             Ok(learned) => learned,
             Err(e) => {
                 if !failing {
@@ -104,6 +105,10 @@ pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
         if failing {
             info!("reading the bridges' local MACs again");
             failing = false;
+        }
+        // On an error the last addresses stay: a bridge's rarely changes.
+        if let Ok(own) = nl.bridge_addresses(&ports).await {
+            node.set_bridge_macs(own);
         }
         let mut observed: BTreeSet<(u32, MacAddr)> = learned
             .iter()

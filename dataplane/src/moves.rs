@@ -194,11 +194,11 @@ fn unix_now_ms() -> u64 {
 }
 
 /// Reads the ring buffer forever, handing every move to `sink` and calling
-/// `arrived` for every first broadcast of a MAC new here.
+/// `arrived` with the VNI and MAC of every first broadcast of a MAC new here.
 pub async fn watch(
     ring: RingBuf<MapData>,
     mut sink: impl FnMut(MoveRecord),
-    mut arrived: impl FnMut(),
+    mut arrived: impl FnMut(u32, MacAddr),
 ) {
     // SAFETY: the ring buffer owns its map's file descriptor, open and
     // unchanged for as long as the RingBuf lives (moved into the AsyncFd).
@@ -218,7 +218,7 @@ pub async fn watch(
         while let Some(item) = ring.next() {
             if let Some(event) = vlnet_ebpf::mac_event(&item) {
                 if u32::from(event.kind) == VLNET_MOVE_ARRIVED {
-                    arrived();
+                    arrived(event.vni, MacAddr(event.mac));
                     continue;
                 }
                 sink(MoveRecord::from_event(

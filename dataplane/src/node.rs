@@ -75,6 +75,7 @@ pub struct Node {
     traffic: Mutex<TrafficHistory>,
     locals: watch::Sender<BTreeSet<(u32, MacAddr)>>,
     locals_poke: Notify,
+    bridge_macs: Mutex<BTreeSet<(u32, MacAddr)>>,
     bypass: Mutex<BTreeMap<u32, BypassStatus>>,
     shutdown: Notify,
     reloads: OnceLock<mpsc::Sender<ReloadReply>>,
@@ -99,6 +100,7 @@ impl Node {
             traffic: Mutex::default(),
             locals: watch::channel(BTreeSet::new()).0,
             locals_poke: Notify::new(),
+            bridge_macs: Mutex::default(),
             bypass: Mutex::default(),
             shutdown: Notify::new(),
             reloads: OnceLock::new(),
@@ -266,11 +268,24 @@ impl Node {
         }
     }
 
-    /// A MAC new here sent its first broadcast (a VM came up, or moved here
-    /// after its old entry went): counted, and the bridges are read at once
-    /// so that the control plane advertises it without waiting for the next
-    /// poll.
-    pub fn record_arrival(&self) {
+    /// Records each VNI's bridge's own address, as just read (see
+    /// [`Self::record_arrival`]).
+    pub fn set_bridge_macs(&self, macs: BTreeSet<(u32, MacAddr)>) {
+        *lock(&self.bridge_macs) = macs;
+    }
+
+    /// `mac`, new on `vni` here, sent its first broadcast (a VM came up, or
+    /// moved here after its old entry went): counted, and the bridges are
+    /// read at once so that the control plane advertises it without waiting
+    /// for the next poll. The VNI's bridge's own address is no VM's and is
+    /// left alone: the bridge broadcasts from it too (IPv6 router
+    /// solicitations, backing off from 4 s), and as each read of the bridges
+    /// drops the kernel's record of an address they did not learn, every
+    /// such frame would count again.
+    pub fn record_arrival(&self, vni: u32, mac: MacAddr) {
+        if lock(&self.bridge_macs).contains(&(vni, mac)) {
+            return;
+        }
         lock(&self.moves).arrived();
         self.poke_locals();
     }

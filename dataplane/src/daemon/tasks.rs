@@ -70,7 +70,7 @@ pub fn spawn_all(tasks: &mut TaskSet, cfg: &Config, config_path: PathBuf, starte
         moves::watch(
             events,
             move |record| mover.record_move(record),
-            move || arrivals.record_arrival(),
+            move |vni, mac| arrivals.record_arrival(vni, mac),
         ),
     );
     tasks.spawn("traffic", upkeep::sample_traffic(node.clone()));

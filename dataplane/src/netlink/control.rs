@@ -69,6 +69,21 @@ impl Netlink {
             .collect())
     }
 
+    /// The hardware address of each VNI's bridge in `ports` (as for
+    /// [`Self::local_ports`]); a bridge that is gone is left out.
+    pub async fn bridge_addresses(
+        &self,
+        ports: &[(u32, String, String)],
+    ) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {
+        let mut out = BTreeSet::new();
+        for (vni, bridge, _) in ports {
+            if let Some(mac) = self.link(bridge).await?.and_then(|link| link.mac) {
+                out.insert((*vni, MacAddr(mac)));
+            }
+        }
+        Ok(out)
+    }
+
     /// [`Self::local_macs`] by VNI, with the port (ifindex) each MAC was
     /// learned on.
     pub async fn local_ports(

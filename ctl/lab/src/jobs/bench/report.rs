@@ -419,6 +419,17 @@ mod tests {
         }
     }
 
+    /// The cells after `label` in `table`'s row that starts with it.
+    fn cells<'a>(table: &'a str, label: &str) -> Vec<&'a str> {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_default();
+        row.split_whitespace()
+            .skip(label.split_whitespace().count())
+            .collect()
+    }
+
     fn measured(name: &'static str, metrics: Metrics) -> Measured {
         Measured {
             name,
@@ -501,12 +512,11 @@ mod tests {
         let vs_plain = r.ratios[1].metrics.small_packets.unwrap();
         assert_eq!(vs_plain.udp64_receive_us, None);
         let t = r.table();
-        let row = t
-            .lines()
-            .find(|l| l.starts_with("64B receiving host, µs/frame"))
-            .unwrap_or_default();
-        let cells: Vec<&str> = row.split_whitespace().skip(4).collect();
-        assert_eq!(cells, ["-", "3.000", "1.000", "0.33↓", "-"], "{t}");
+        assert_eq!(
+            cells(&t, "64B receiving host, µs/frame"),
+            ["-", "3.000", "1.000", "0.33↓", "-"],
+            "{t}"
+        );
         let j = r.to_json();
         assert!(j["topologies"]["plain"].get("udp64_receive_us").is_none());
         let xdp = j["topologies"]["vlnet-xdp"]["udp64_receive_us"].as_f64();
@@ -567,12 +577,11 @@ mod tests {
         );
 
         let t = r.table();
-        let row = t
-            .lines()
-            .find(|l| l.starts_with("64B decapsulated"))
-            .unwrap_or_default();
-        let cells: Vec<&str> = row.split_whitespace().skip(3).collect();
-        assert_eq!(cells, ["3.000", "-", "-", "-", "-"], "{t}");
+        assert_eq!(
+            cells(&t, "64B decapsulated (Mpps)"),
+            ["3.000", "-", "-", "-", "-"],
+            "{t}"
+        );
         assert!(t.contains("ratio1: vlnet-wg / kernel-wggo"), "{t}");
         assert!(t.contains("-: not measured"), "{t}");
     }

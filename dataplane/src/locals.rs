@@ -69,7 +69,8 @@ pub fn reconcile(
 /// Keeps `vlnet_locals` equal to what the bridges learned and publishes the
 /// set, every [`POLL`] and whenever [`Node::poke_locals`] is called. The same
 /// read serves the bridge bypass (`bypass`): the MACs a recent bypass keeps
-/// local are added to the bridges'.
+/// local are added to the bridges'. Each bridge's own address is handed to
+/// [`Node::set_bridge_macs`] (it is no VM's arrival).
 pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
     let nl = match Netlink::connect() {
         Ok(nl) => nl,

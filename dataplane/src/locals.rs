@@ -92,9 +92,8 @@ pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
             () = node.locals_poked() => {}
         }
         let started = monotonic_ns();
-        let ports = node.vni_ports();
-        let learned = match nl.local_ports(&ports).await {
-            Ok(learned) => learned,
+        let reads = match nl.read_bridges(&node.vni_ports()).await {
+            Ok(reads) => reads,
             Err(e) => {
                 if !failing {
                     warn!(error = %e, "cannot read the bridges' local MACs; retrying");
@@ -107,10 +106,8 @@ pub async fn watch(node: Arc<Node>, mut bypass: Bypass) {
             info!("reading the bridges' local MACs again");
             failing = false;
         }
-        // On an error the last addresses stay: a bridge's rarely changes.
-        if let Ok(own) = nl.bridge_addresses(&ports).await {
-            node.set_bridge_macs(own);
-        }
+        node.set_bridge_macs(reads.addresses);
+        let learned = reads.learned;
         let mut observed: BTreeSet<(u32, MacAddr)> = learned
             .iter()
             .flat_map(|(vni, macs)| macs.keys().map(|mac| (*vni, *mac)))

@@ -14,6 +14,16 @@ use rtnetlink::LinkUnspec;
 use super::{request, Netlink, NetlinkError};
 use crate::mac::MacAddr;
 
+/// One read of the bridges of the VNIs served ([`Netlink::read_bridges`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeReads {
+    /// By VNI: the MACs its bridge learned on ports other than the overlay
+    /// port, each with the port (ifindex) it was learned on.
+    pub learned: BTreeMap<u32, BTreeMap<MacAddr, u32>>,
+    /// Each of those bridges' own address, by VNI.
+    pub addresses: BTreeSet<(u32, MacAddr)>,
+}
+
 impl Netlink {
     /// Gives link `index` the address `addr/prefix` (replacing nothing else),
     /// sets its MTU and brings it up.
@@ -62,41 +72,30 @@ impl Netlink {
         ports: &[(u32, String, String)],
     ) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {
         Ok(self
-            .local_ports(ports)
+            .read_bridges(ports)
             .await?
+            .learned
             .into_iter()
             .flat_map(|(vni, learned)| learned.into_keys().map(move |mac| (vni, mac)))
             .collect())
     }
 
-    /// The hardware address of each VNI's bridge in `ports` (as for
-    /// [`Self::local_ports`]); a bridge that is gone is left out.
-    pub async fn bridge_addresses(
-        &self,
-        ports: &[(u32, String, String)],
-    ) -> Result<BTreeSet<(u32, MacAddr)>, NetlinkError> {
-        let mut out = BTreeSet::new();
-        for (vni, bridge, _) in ports {
-            if let Some(mac) = self.link(bridge).await?.and_then(|link| link.mac) {
-                out.insert((*vni, MacAddr(mac)));
-            }
-        }
-        Ok(out)
-    }
-
     /// [`Self::local_macs`] by VNI, with the port (ifindex) each MAC was
-    /// learned on.
-    pub async fn local_ports(
+    /// learned on, and each of those bridges' own address.
+    pub async fn read_bridges(
         &self,
         ports: &[(u32, String, String)],
-    ) -> Result<BTreeMap<u32, BTreeMap<MacAddr, u32>>, NetlinkError> {
-        let mut out = BTreeMap::new();
+    ) -> Result<BridgeReads, NetlinkError> {
+        let mut out = BridgeReads::default();
         for (vni, bridge, port) in ports {
             let (Some(bridge), Some(port)) = (self.link(bridge).await?, self.link(port).await?)
             else {
                 continue;
             };
-            out.insert(
+            if let Some(mac) = bridge.mac {
+                out.addresses.insert((*vni, MacAddr(mac)));
+            }
+            out.learned.insert(
                 *vni,
                 self.bridge_learned_ports(bridge.index, port.index).await?,
             );

@@ -107,6 +107,22 @@ fn assert_switched(s: &Scenario) {
         .and_then(|m| m["path_switch_us"].as_u64());
     eprintln!("first frame from afar {delivered:?} µs after the move");
     assert!(delivered.is_some(), "no delivery timed: {moves}");
+    // Each kind is logged as what it is: the delivery names its frame's
+    // sender, not a VTEP the MAC moved from.
+    for (daemon, message) in [
+        (new, "MAC moved here"),
+        (new, "first frame for a MAC that moved here"),
+        (bystander, "MAC moved to another VTEP"),
+    ] {
+        let log = daemon.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains(message) && l.contains(&format!("mac={mac}"))),
+            "{} did not log \"{message}\" for {mac}:\n{}",
+            daemon.name(),
+            daemon.log_tail(30)
+        );
+    }
     let metrics = scrape(new.ns(), new.spec().metrics_port);
     assert!(
         sample(&metrics, "vlnet_mac_moves_total{kind=\"local\"}") >= 1.0,

@@ -253,13 +253,21 @@ impl Node {
     /// recorded as local and advertised at once rather than at the next poll
     /// of the bridges.
     pub fn record_move(&self, record: MoveRecord) {
-        tracing::info!(
-            vni = record.vni,
-            mac = %record.mac,
-            from = %record.from,
-            to = ?record.to,
-            "MAC moved"
-        );
+        let (vni, mac, from) = (record.vni, record.mac, record.from);
+        match record.kind {
+            MoveKind::Remote => {
+                tracing::info!(vni, %mac, %from, to = ?record.to, "MAC moved to another VTEP");
+            }
+            MoveKind::Local => tracing::info!(vni, %mac, %from, "MAC moved here"),
+            // `from` is the frame's sender here, not where the MAC was.
+            MoveKind::Delivered => tracing::info!(
+                vni,
+                %mac,
+                sender = %from,
+                path_switch_us = ?record.path_switch_us,
+                "first frame for a MAC that moved here"
+            ),
+        }
         let local = record.kind == MoveKind::Local;
         lock(&self.moves).push(record);
         if local {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use support::attacker::{Attacker, Target, NOBODY};
 use support::node::vlnet_binary;
-use vlnet_dataplane::api::API_LIMITS;
+use vlnet_dataplane::api::{self, API_LIMITS};
 use vlnet_dataplane::metrics::METRICS_LIMITS;
 use vlnet_lab::{Daemon, NetNs, NodeSpec};
 
@@ -153,7 +153,27 @@ impl Node {
         let status = self.daemon.status_json();
         let took = started.elapsed();
         assert!(status.is_ok(), "ctl status failed: {status:?}");
-        assert!(took < CTL_WITHIN, "ctl status took {took:?}");
+        assert!(
+            took < CTL_WITHIN,
+            "ctl status took {took:?}; {}",
+            self.slowness()
+        );
+    }
+
+    /// What a slow `ctl status` leaves to look at: a second request made
+    /// in process (no `vlnet` process to start), timed, the daemon's
+    /// descriptors now, and its log's tail.
+    fn slowness(&self) -> String {
+        let started = Instant::now();
+        let again = api::request(&self.daemon.api_socket(), &api::Request::Status);
+        format!(
+            "a request in process then took {:?} ({}), the daemon holds {} descriptors; \
+             its log ends:\n{}",
+            started.elapsed(),
+            if again.is_ok() { "answered" } else { "failed" },
+            self.fds(),
+            self.daemon.log_tail(30)
+        )
     }
 
     /// A fresh scrape is served, within [`SCRAPE_WITHIN`].

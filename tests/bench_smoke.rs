@@ -31,9 +31,10 @@ const CLEAR: [&str; 8] = [
 /// Topologies with VXLAN inside WireGuard.
 const ENCRYPTED: [&str; 2] = ["vlnet-wg", "kernel-wggo"];
 /// Every topology's metrics.
-const CORE_FIELDS: [&str; 4] = [
+const CORE_FIELDS: [&str; 5] = [
     "tcp_1_stream_gbit_s",
     "tcp_4_streams_gbit_s",
+    "tcp_4_streams_one_cpu_gbit_s",
     "ping_rtt_avg_ms",
     "ping_rtt_p50_ms",
 ];

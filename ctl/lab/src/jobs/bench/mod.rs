@@ -30,7 +30,9 @@
 //!   configured with `wg`, MTU 1420, and a kernel vxlan over it between the
 //!   tunnel addresses; VM MTU 1370. The reference for `vlnet-wg`.
 //!
-//! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, ping RTT VM0 → VM1
+//! Metrics: iperf3 TCP (1 and 4 streams) VM0 → VM1, then 4 streams again
+//! with both ends on one CPU (the path's cost per byte, whatever the split
+//! across CPUs), ping RTT VM0 → VM1
 //! (after one reply, so handshakes and ARP are done), and, for every
 //! topology but the two encrypted ones, the small-packet rate: 64-byte UDP
 //! frames, VXLAN-encapsulated by a generator in host 0 (see [`pps`]),
@@ -773,12 +775,19 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measur
         let _server = probe::iperf3_server(ends.server, ends.server_ip, IPERF_PORT)?;
         let one = probe::iperf3_client_on(ends.client, ends.server_ip, secs, 1, IPERF_PORT, cpus)?;
         let four = probe::iperf3_client_on(ends.client, ends.server_ip, secs, 4, IPERF_PORT, cpus)?;
-        (one, four)
+        let one_cpu = cpus.map(|c| probe::CpuPair {
+            server: c.client,
+            ..c
+        });
+        let four_one_cpu =
+            probe::iperf3_client_on(ends.client, ends.server_ip, secs, 4, IPERF_PORT, one_cpu)?;
+        (one, four, four_one_cpu)
     };
     eprintln!(
-        "      TCP {:.2}/{:.2} Gbit/s, ping {:.3} ms",
+        "      TCP {:.2}/{:.2} Gbit/s ({:.2} on one CPU), ping {:.3} ms",
         tcp.0.bits_per_second / 1e9,
         tcp.1.bits_per_second / 1e9,
+        tcp.2.bits_per_second / 1e9,
         ping.rtt_avg_ms.unwrap_or(f64::NAN),
     );
     let small_packets = ends
@@ -790,6 +799,7 @@ fn measure_ends(ends: &Ends<'_>, secs: u32, pps_secs: Duration) -> Result<Measur
     let metrics = Metrics {
         tcp_1_stream_gbit_s: tcp.0.bits_per_second / 1e9,
         tcp_4_streams_gbit_s: tcp.1.bits_per_second / 1e9,
+        tcp_4_streams_one_cpu_gbit_s: tcp.2.bits_per_second / 1e9,
         ping_rtt_avg_ms: ping.rtt_avg_ms.unwrap_or(0.0),
         ping_rtt_p50_ms: ping.rtt_p50_ms().unwrap_or(0.0),
         small_packets,

@@ -232,12 +232,7 @@ fn the_bridges_own_broadcasts_are_not_arrivals() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {link:?}"));
-    let mut frame = support::frames::ethernet([0xff; 6], mac.0, 0x0806);
-    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    frame.extend_from_slice(&mac.0);
-    frame.extend_from_slice(&vm_ip(60).octets());
-    frame.extend_from_slice(&[0; 6]);
-    frame.extend_from_slice(&vm_ip(61).octets());
+    let frame = support::frames::arp_request(mac.0, vm_ip(60), vm_ip(61));
     // The node has read its bridges since they came up.
     std::thread::sleep(Duration::from_secs(1));
     let before = arrivals(&s);
@@ -268,14 +263,7 @@ fn forged_broadcast_sources_are_reported_once_each_and_the_node_keeps_serving() 
     let frames: Vec<Vec<u8>> = (0..FORGED)
         .map(|n| {
             let [hi, lo] = n.to_be_bytes();
-            let src = [0x06, 0, 0, 0xf1, hi, lo];
-            let mut f = support::frames::ethernet([0xff; 6], src, 0x0806);
-            f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-            f.extend_from_slice(&src);
-            f.extend_from_slice(&vm_ip(50).octets());
-            f.extend_from_slice(&[0; 6]);
-            f.extend_from_slice(&vm_ip(51).octets());
-            f
+            support::frames::arp_request([0x06, 0, 0, 0xf1, hi, lo], vm_ip(50), vm_ip(51))
         })
         .collect();
     let vm_if = s.sites[0].vm.ifname();

@@ -81,12 +81,18 @@ pub fn inner_ipv6(dst_mac: [u8; 6], tclass: u8) -> Vec<u8> {
 
 /// Inner ARP request from VM A for VM B's address (broadcast).
 pub fn inner_arp_request() -> Vec<u8> {
-    let mut f = ethernet([0xff; 6], VM_A_MAC, 0x0806);
+    arp_request(VM_A_MAC, VM_A_IP, VM_B_IP)
+}
+
+/// A broadcast ARP request from `mac` (Ethernet source and sender) at
+/// `sender` for `target`.
+pub fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = ethernet([0xff; 6], mac, 0x0806);
     f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&VM_A_MAC);
-    f.extend_from_slice(&VM_A_IP.octets());
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&sender.octets());
     f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&VM_B_IP.octets());
+    f.extend_from_slice(&target.octets());
     f
 }
 
